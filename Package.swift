@@ -1,0 +1,48 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "Recur",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Recur", targets: ["Recur"]),
+        .executable(name: "recur", targets: ["recur"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // MARK: C interop (no logic)
+        .systemLibrary(name: "COpenCL", pkgConfig: "OpenCL",
+                       providers: [.apt(["ocl-icd-opencl-dev", "opencl-headers"])]),
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CCLBlast", pkgConfig: "clblast",
+                       providers: [.apt(["libclblast-dev"])]),
+
+        // MARK: Kernel embedding: Kernels/*.cl become string constants in the Recur module
+        .executableTarget(name: "KernelEmbedder"),
+        .plugin(name: "EmbedKernels", capability: .buildTool(), dependencies: ["KernelEmbedder"]),
+
+        // MARK: The library and the CLI
+        .target(
+            name: "Recur",
+            dependencies: ["COpenCL", "CBLAS", "CCLBlast"],
+            plugins: ["EmbedKernels"]
+        ),
+        .executableTarget(
+            name: "recur",
+            dependencies: [
+                "Recur",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // MARK: Tests
+        .testTarget(
+            name: "RecurTests",
+            dependencies: ["Recur"],
+            resources: [.copy("Fixtures")]
+        ),
+    ]
+)

@@ -1,0 +1,147 @@
+// The op set every device implements. Shapes: row-major; a matrix operand is a view into a
+// tensor's storage (element offset + leading dimension), so slices of larger buffers need no copy.
+
+/// Pointwise nonlinearities. Derivatives are taken from the activation's *output* y:
+/// sigmoid' = y (1 - y), tanh' = 1 - y², relu' = [y > 0], identity' = 1.
+public enum Activation: String, Sendable, CaseIterable, Codable {
+    case identity
+    case sigmoid
+    case tanh
+    case relu
+}
+
+/// Which family of device a backend drives.
+public enum BackendKind: String, Sendable {
+    case cpu
+    case opencl
+}
+
+/// A matrix inside a tensor: row-major, first element at `offset`, rows `leadingDimension` apart.
+/// `transposed` means the operation reads it as its transpose (BLAS `Trans`).
+public struct MatrixOperand: @unchecked Sendable {
+    public var tensor: Tensor
+    public var offset: Int
+    public var leadingDimension: Int
+    public var transposed: Bool
+
+    public init(_ tensor: Tensor, offset: Int = 0, leadingDimension: Int, transposed: Bool = false) {
+        self.tensor = tensor
+        self.offset = offset
+        self.leadingDimension = leadingDimension
+        self.transposed = transposed
+    }
+
+    /// A whole rank-2 tensor `[rows, columns]`.
+    public init(_ tensor: Tensor, transposed: Bool = false) {
+        precondition(tensor.shape.rank == 2, "MatrixOperand(tensor:) needs a rank-2 tensor, got \(tensor.shape)")
+        self.init(tensor, offset: 0, leadingDimension: tensor.shape[1], transposed: transposed)
+    }
+}
+
+/// Counts of what a backend has allocated and not yet released.
+public struct MemoryStatistics: Sendable, Equatable {
+    public var liveBuffers = 0
+    public var liveBytes = 0
+    public var peakBytes = 0
+    public init() {}
+}
+
+/// A compute device: buffers plus a small set of explicit ops. Layers, losses and optimizers are
+/// written once against this protocol; the CPU backend is the reference every other must match.
+///
+/// Every op validates its operands first (shapes, element types, ownership, bounds) and throws a
+/// `RecurError` before touching memory. Ops run in order; `synchronize()` waits for all of them.
+public protocol Backend: AnyObject, Sendable {
+    var kind: BackendKind { get }
+    /// Human-readable device name (`"cpu"`, or the OpenCL device's name).
+    var deviceName: String { get }
+    /// Buffers alive now and the peak of live bytes since the backend was made.
+    var memoryStatistics: MemoryStatistics { get }
+
+    // MARK: Buffers
+
+    /// A new tensor with every element zero.
+    func zeros(_ shape: Shape, dtype: DType) throws -> Tensor
+    func upload(_ values: [Float], shape: Shape) throws -> Tensor
+    func upload(_ values: [Int32], shape: Shape) throws -> Tensor
+    func download(_ tensor: Tensor) throws -> [Float]
+    func downloadInt32(_ tensor: Tensor) throws -> [Int32]
+    /// Waits until every op enqueued so far has finished.
+    func synchronize() throws
+
+    // MARK: Data movement
+
+    /// tensor[i] = value for every i.
+    func fill(_ tensor: Tensor, with value: Float) throws
+    /// destination[destinationOffset + i] = source[sourceOffset + i] for i in 0..<count.
+    func copy(_ source: Tensor, sourceOffset: Int, into destination: Tensor, destinationOffset: Int, count: Int) throws
+
+    // MARK: Linear algebra
+
+    /// C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C (row-major, C never transposed).
+    func gemm(m: Int, n: Int, k: Int, alpha: Float, a: MatrixOperand, b: MatrixOperand,
+              beta: Float, c: MatrixOperand) throws
+
+    // MARK: Elementwise
+
+    /// out = a + b.
+    func add(_ a: Tensor, _ b: Tensor, into out: Tensor) throws
+    /// out = a * b (Hadamard).
+    func multiply(_ a: Tensor, _ b: Tensor, into out: Tensor) throws
+    /// y += alpha * x.
+    func axpy(alpha: Float, _ x: Tensor, _ y: Tensor) throws
+    /// x *= alpha, in place.
+    func scale(_ x: Tensor, by alpha: Float) throws
+    /// y = f(x). `y` may be `x`.
+    func activate(_ f: Activation, _ x: Tensor, into y: Tensor) throws
+    /// dx = dy * f'(x), with f' computed from the forward output y. `dx` may be `dy`.
+    func activationBackward(_ f: Activation, output y: Tensor, outputGradient dy: Tensor, into dx: Tensor) throws
+
+    // MARK: Reductions
+
+    /// out = x summed along `axis`; `out` has x's shape without that axis.
+    func sum(_ x: Tensor, alongAxis axis: Int, into out: Tensor) throws
+    /// out[index] = Σ x², accumulated in float64 on the CPU and with pairwise float32 sums on
+    /// devices. Writing into a slot lets global-norm clipping gather all parameters' sums
+    /// without a host round-trip per tensor.
+    func sumOfSquares(_ x: Tensor, into out: Tensor, at index: Int) throws
+
+    // MARK: Embedding
+
+    /// out[n, :] = table[ids[n], :] for table `[V, D]`, int32 ids of any shape with N elements,
+    /// out with N * D elements.
+    func gather(rowsOf table: Tensor, ids: Tensor, into out: Tensor) throws
+    /// tableGradient[ids[n], :] += gradient[n, :] (accumulates; repeated ids add up).
+    func scatterAdd(_ gradient: Tensor, ids: Tensor, into tableGradient: Tensor) throws
+}
+
+extension Backend {
+    /// A new float32 tensor of zeros.
+    public func zeros(_ shape: Shape) throws -> Tensor { try zeros(shape, dtype: .float32) }
+
+    /// C = alpha * op(A) * op(B) + beta * C for whole rank-2 tensors.
+    public func matmul(_ a: Tensor, transposeA: Bool = false, _ b: Tensor, transposeB: Bool = false,
+                       into c: Tensor, alpha: Float = 1, beta: Float = 0) throws {
+        for (name, t) in [("A", a), ("B", b), ("C", c)] where t.shape.rank != 2 {
+            throw RecurError.shapeMismatch(operation: "matmul", detail: "\(name) must be rank 2, got \(t.shape)")
+        }
+        let m = transposeA ? a.shape[1] : a.shape[0]
+        let k = transposeA ? a.shape[0] : a.shape[1]
+        let kB = transposeB ? b.shape[1] : b.shape[0]
+        let n = transposeB ? b.shape[0] : b.shape[1]
+        guard k == kB, c.shape == [m, n] else {
+            throw RecurError.shapeMismatch(
+                operation: "matmul",
+                detail: "op(A) is [\(m), \(k)], op(B) is [\(kB), \(n)], C is \(c.shape)")
+        }
+        try gemm(m: m, n: n, k: k, alpha: alpha, a: MatrixOperand(a, transposed: transposeA),
+                 b: MatrixOperand(b, transposed: transposeB), beta: beta, c: MatrixOperand(c))
+    }
+
+    /// The sum of squares of one tensor, read back to the host.
+    public func sumOfSquares(_ x: Tensor) throws -> Float {
+        let slot = try zeros([1])
+        try sumOfSquares(x, into: slot, at: 0)
+        return try download(slot)[0]
+    }
+}

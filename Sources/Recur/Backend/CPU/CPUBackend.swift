@@ -1,0 +1,220 @@
+import CBLAS
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The reference backend: plain Swift loops for elementwise work, OpenBLAS (CBLAS) for GEMM.
+/// Every OpenCL kernel is tested against it.
+public final class CPUBackend: Backend {
+    public let kind = BackendKind.cpu
+    public let deviceName = "cpu"
+    let counter = MemoryCounter()
+
+    public init() {}
+
+    public var memoryStatistics: MemoryStatistics { counter.current }
+
+    /// Sets OpenBLAS's thread count for every later GEMM of this process.
+    public static func setBLASThreads(_ count: Int) {
+        openblas_set_num_threads(Int32(count))
+    }
+
+    // MARK: Buffers
+
+    public func zeros(_ shape: Shape, dtype: DType) throws -> Tensor {
+        guard shape.isValid else {
+            throw RecurError.invalidArgument(operation: "zeros", detail: "shape \(shape) has a dimension < 1")
+        }
+        let buffer = HostBuffer(byteCount: shape.count * dtype.byteSize, counter: counter)
+        return Tensor(shape: shape, dtype: dtype, buffer: buffer, backend: self)
+    }
+
+    public func upload(_ values: [Float], shape: Shape) throws -> Tensor {
+        try checkUploadCount("upload", values.count, shape)
+        let tensor = try zeros(shape, dtype: .float32)
+        values.withUnsafeBufferPointer { tensor.hostFloats.update(from: $0.baseAddress!, count: values.count) }
+        return tensor
+    }
+
+    public func upload(_ values: [Int32], shape: Shape) throws -> Tensor {
+        try checkUploadCount("upload", values.count, shape)
+        let tensor = try zeros(shape, dtype: .int32)
+        values.withUnsafeBufferPointer { tensor.hostInt32s.update(from: $0.baseAddress!, count: values.count) }
+        return tensor
+    }
+
+    public func download(_ tensor: Tensor) throws -> [Float] {
+        try checkOperands("download", [tensor])
+        return Array(UnsafeBufferPointer(start: tensor.hostFloats, count: tensor.count))
+    }
+
+    public func downloadInt32(_ tensor: Tensor) throws -> [Int32] {
+        try checkOperands("downloadInt32", [tensor], dtype: .int32)
+        return Array(UnsafeBufferPointer(start: tensor.hostInt32s, count: tensor.count))
+    }
+
+    public func synchronize() throws {}
+
+    // MARK: Data movement
+
+    public func fill(_ tensor: Tensor, with value: Float) throws {
+        try checkOperands("fill", [tensor])
+        tensor.hostFloats.update(repeating: value, count: tensor.count)
+    }
+
+    public func copy(_ source: Tensor, sourceOffset: Int, into destination: Tensor, destinationOffset: Int,
+                     count: Int) throws {
+        try checkOperands("copy", [source, destination])
+        try checkRange("copy (source)", source, offset: sourceOffset, count: count)
+        try checkRange("copy (destination)", destination, offset: destinationOffset, count: count)
+        (destination.hostFloats + destinationOffset).update(from: source.hostFloats + sourceOffset, count: count)
+    }
+
+    // MARK: Linear algebra
+
+    public func gemm(m: Int, n: Int, k: Int, alpha: Float, a: MatrixOperand, b: MatrixOperand,
+                     beta: Float, c: MatrixOperand) throws {
+        try checkGEMM(m: m, n: n, k: k, a: a, b: b, c: c)
+        cblas_sgemm(
+            CblasRowMajor,
+            a.transposed ? CblasTrans : CblasNoTrans,
+            b.transposed ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k), alpha,
+            a.tensor.hostFloats + a.offset, Int32(a.leadingDimension),
+            b.tensor.hostFloats + b.offset, Int32(b.leadingDimension),
+            beta, c.tensor.hostFloats + c.offset, Int32(c.leadingDimension))
+    }
+
+    // MARK: Elementwise
+
+    public func add(_ a: Tensor, _ b: Tensor, into out: Tensor) throws {
+        try checkElementwise("add", [a, b, out])
+        let (x, y, z) = (a.hostFloats, b.hostFloats, out.hostFloats)
+        for i in 0..<out.count { z[i] = x[i] + y[i] }
+    }
+
+    public func multiply(_ a: Tensor, _ b: Tensor, into out: Tensor) throws {
+        try checkElementwise("multiply", [a, b, out])
+        let (x, y, z) = (a.hostFloats, b.hostFloats, out.hostFloats)
+        for i in 0..<out.count { z[i] = x[i] * y[i] }
+    }
+
+    public func axpy(alpha: Float, _ x: Tensor, _ y: Tensor) throws {
+        try checkElementwise("axpy", [x, y])
+        let (source, target) = (x.hostFloats, y.hostFloats)
+        for i in 0..<y.count { target[i] += alpha * source[i] }
+    }
+
+    public func scale(_ x: Tensor, by alpha: Float) throws {
+        try checkOperands("scale", [x])
+        let values = x.hostFloats
+        for i in 0..<x.count { values[i] *= alpha }
+    }
+
+    public func activate(_ f: Activation, _ x: Tensor, into y: Tensor) throws {
+        try checkElementwise("activate", [x, y])
+        let (input, output) = (x.hostFloats, y.hostFloats)
+        switch f {
+        case .identity: for i in 0..<x.count { output[i] = input[i] }
+        case .sigmoid: for i in 0..<x.count { output[i] = CPUMath.sigmoid(input[i]) }
+        case .tanh: for i in 0..<x.count { output[i] = tanhf(input[i]) }
+        case .relu: for i in 0..<x.count { output[i] = max(input[i], 0) }
+        }
+    }
+
+    public func activationBackward(_ f: Activation, output y: Tensor, outputGradient dy: Tensor,
+                                   into dx: Tensor) throws {
+        try checkElementwise("activationBackward", [y, dy, dx])
+        let (output, upstream, result) = (y.hostFloats, dy.hostFloats, dx.hostFloats)
+        switch f {
+        case .identity: for i in 0..<y.count { result[i] = upstream[i] }
+        case .sigmoid: for i in 0..<y.count { result[i] = upstream[i] * output[i] * (1 - output[i]) }
+        case .tanh: for i in 0..<y.count { result[i] = upstream[i] * (1 - output[i] * output[i]) }
+        case .relu: for i in 0..<y.count { result[i] = output[i] > 0 ? upstream[i] : 0 }
+        }
+    }
+
+    // MARK: Reductions
+
+    public func sum(_ x: Tensor, alongAxis axis: Int, into out: Tensor) throws {
+        let (outer, length, inner) = try checkSum(x, axis: axis, out: out)
+        let (input, output) = (x.hostFloats, out.hostFloats)
+        output.update(repeating: 0, count: outer * inner)
+        for o in 0..<outer {
+            for l in 0..<length {
+                let row = input + (o * length + l) * inner
+                let target = output + o * inner
+                for i in 0..<inner { target[i] += row[i] }
+            }
+        }
+    }
+
+    public func sumOfSquares(_ x: Tensor, into out: Tensor, at index: Int) throws {
+        try checkOperands("sumOfSquares", [x, out])
+        try checkRange("sumOfSquares", out, offset: index, count: 1)
+        let values = x.hostFloats
+        var total = 0.0
+        for i in 0..<x.count { total += Double(values[i]) * Double(values[i]) }
+        out.hostFloats[index] = Float(total)
+    }
+
+    // MARK: Embedding
+
+    public func gather(rowsOf table: Tensor, ids: Tensor, into out: Tensor) throws {
+        let (vocabulary, width, count) = try checkEmbedding("gather", table: table, ids: ids, rows: out)
+        try checkIDs("gather", ids, vocabulary: vocabulary)
+        let (source, indices, target) = (table.hostFloats, ids.hostInt32s, out.hostFloats)
+        for n in 0..<count {
+            (target + n * width).update(from: source + Int(indices[n]) * width, count: width)
+        }
+    }
+
+    public func scatterAdd(_ gradient: Tensor, ids: Tensor, into tableGradient: Tensor) throws {
+        let (vocabulary, width, count) = try checkEmbedding(
+            "scatterAdd", table: tableGradient, ids: ids, rows: gradient)
+        try checkIDs("scatterAdd", ids, vocabulary: vocabulary)
+        let (source, indices, target) = (gradient.hostFloats, ids.hostInt32s, tableGradient.hostFloats)
+        for n in 0..<count {
+            let row = target + Int(indices[n]) * width
+            let update = source + n * width
+            for d in 0..<width { row[d] += update[d] }
+        }
+    }
+
+    // MARK: Checks
+
+    private func checkUploadCount(_ operation: String, _ count: Int, _ shape: Shape) throws {
+        guard count == shape.count else {
+            throw RecurError.shapeMismatch(operation: operation, detail: "\(count) values for shape \(shape)")
+        }
+    }
+
+    private func checkElementwise(_ operation: String, _ tensors: [Tensor]) throws {
+        try checkOperands(operation, tensors)
+        try checkSameCount(operation, tensors)
+    }
+
+    private func checkIDs(_ operation: String, _ ids: Tensor, vocabulary: Int) throws {
+        let indices = ids.hostInt32s
+        for n in 0..<ids.count where indices[n] < 0 || Int(indices[n]) >= vocabulary {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "id \(indices[n]) at position \(n) outside 0..<\(vocabulary)")
+        }
+    }
+}
+
+/// Scalar math shared by the CPU paths.
+enum CPUMath {
+    /// σ(x) = 1 / (1 + e^-x), written to stay finite for large |x|.
+    @inline(__always)
+    static func sigmoid(_ x: Float) -> Float {
+        if x >= 0 {
+            return 1 / (1 + expf(-x))
+        }
+        let e = expf(x)
+        return e / (1 + e)
+    }
+}

@@ -1,0 +1,36 @@
+/// The dimensions of a tensor, outermost first. Sequences are time-major: `[T, B, F]`.
+public struct Shape: Hashable, Sendable, ExpressibleByArrayLiteral, CustomStringConvertible {
+    public var dimensions: [Int]
+
+    public init(_ dimensions: [Int]) {
+        self.dimensions = dimensions
+    }
+
+    public init(arrayLiteral elements: Int...) {
+        self.dimensions = elements
+    }
+
+    /// Number of elements (1 for a scalar, rank 0).
+    public var count: Int { dimensions.reduce(1, *) }
+    public var rank: Int { dimensions.count }
+    public subscript(axis: Int) -> Int { dimensions[axis] }
+
+    /// Whether every dimension is positive (a zero-sized tensor is never a valid operand).
+    public var isValid: Bool { dimensions.allSatisfy { $0 > 0 } }
+
+    public var description: String { "[" + dimensions.map(String.init).joined(separator: ", ") + "]" }
+}
+
+/// Element type of a tensor. Float32 for values; Int32 for token ids and lengths.
+public enum DType: Sendable, Hashable, CustomStringConvertible {
+    case float32
+    case int32
+
+    public var byteSize: Int { 4 }
+    public var description: String {
+        switch self {
+        case .float32: "float32"
+        case .int32: "int32"
+        }
+    }
+}
