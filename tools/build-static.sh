@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds a release `recur` with the Swift runtime and CLBlast linked statically, strips it, and
+# stages it for the GPU machine in .gpu/ (kept out of git): the binary, the OpenCL ICD loader,
+# OpenBLAS with its runtime libraries, and the scripts that run there.
+#
+# usage: tools/build-static.sh [STAGE_DIR]   (default .gpu)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stage=${1:-.gpu}
+multiarch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+
+# A folder holding only the static CLBlast archive, searched before the system folders, makes
+# the linker take libclblast.a instead of libclblast.so (it then needs only libstdc++).
+static_libs=.build-static-libs
+mkdir -p "$static_libs"
+ln -sf "/usr/lib/$multiarch/libclblast.a" "$static_libs/libclblast.a"
+
+swift build -c release --static-swift-stdlib --product recur --scratch-path .build-static \
+    -Xlinker -L"$PWD/$static_libs" -Xlinker -lstdc++
+
+mkdir -p "$stage/lib"
+cp .build-static/release/recur "$stage/recur"
+strip "$stage/recur"
+
+# Shared libraries the GPU machine may lack: copy each one `recur` needs that is not part of
+# glibc or libstdc++ (both present there), resolving symlinks.
+ldd "$stage/recur" | awk '/=> \// { print $1, $3 }' | while read -r name path; do
+    case "$name" in
+        libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libstdc++.so*|libgcc_s.so*) ;;
+        *) cp -L "$path" "$stage/lib/$name" ;;
+    esac
+done
+cp tools/gpu-run.sh "$stage/"
+echo "staged in $stage: $(du -sh "$stage" | cut -f1)"
+ls -la "$stage" "$stage/lib"
