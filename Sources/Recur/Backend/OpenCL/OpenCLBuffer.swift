@@ -1,0 +1,55 @@
+import COpenCL
+
+/// Device memory for the OpenCL backend: one `cl_mem`, released when the last tensor using it
+/// goes away. Reports to its backend's `MemoryCounter` like `HostBuffer` does.
+///
+/// OpenCL deletes a released buffer only after the queued commands that use it have finished,
+/// so releasing in `deinit` needs no synchronisation.
+final class OpenCLBuffer: DeviceBuffer, @unchecked Sendable {
+    let memory: cl_mem
+    let byteCount: Int
+    /// For int32 data written from the host (token ids): the smallest and largest value, so
+    /// that embedding ops can check ids against the vocabulary without reading the device.
+    /// `nil` when unknown. No device op writes int32 data, so it cannot go stale.
+    let int32Range: ClosedRange<Int32>?
+    private let counter: MemoryCounter
+
+    /// A new uninitialised buffer of `byteCount` bytes. Allocation failures become
+    /// `RecurError.outOfMemory`.
+    init(context: OpenCLContext, byteCount: Int, counter: MemoryCounter, int32Range: ClosedRange<Int32>? = nil,
+         operation: String) throws {
+        let device = context.device
+        guard byteCount <= device.maxAllocationBytes else {
+            throw RecurError.outOfMemory(
+                operation: operation, bytes: byteCount,
+                detail: "\(device.name) allows at most \(device.maxAllocationBytes) bytes in one buffer")
+        }
+        var status: cl_int = CL_SUCCESS
+        let memory = clCreateBuffer(context.context, cl_mem_flags(CL_MEM_READ_WRITE), max(byteCount, 4), nil, &status)
+        guard let memory, status == CL_SUCCESS else {
+            let error = OpenCLError(function: "clCreateBuffer", code: status, context: "allocating \(byteCount) bytes")
+            if error.isOutOfMemory {
+                throw RecurError.outOfMemory(operation: operation, bytes: byteCount, detail: error.description)
+            }
+            throw error
+        }
+        self.memory = memory
+        self.byteCount = byteCount
+        self.counter = counter
+        self.int32Range = int32Range
+        counter.allocated(bytes: byteCount)
+    }
+
+    deinit {
+        clReleaseMemObject(memory)
+        counter.released(bytes: byteCount)
+    }
+}
+
+extension Tensor {
+    /// The `cl_mem` of an OpenCL tensor. Only the OpenCL backend calls this, after validation.
+    var deviceMemory: cl_mem { (buffer as! OpenCLBuffer).memory }
+
+    /// The OpenCL buffer of a tensor. Only the OpenCL backend calls this, after validation.
+    var openCLBuffer: OpenCLBuffer { buffer as! OpenCLBuffer }
+}

@@ -1,0 +1,79 @@
+import COpenCL
+
+/// An OpenCL context on one device with its single in-order command queue. Profiling is on, so
+/// any enqueued work can be timed on the device's own clock.
+///
+/// Enqueueing onto one queue from several threads is allowed by OpenCL (1.1 and later); what is
+/// not thread-safe (setting kernel arguments) is guarded by `OpenCLProgram`.
+final class OpenCLContext: @unchecked Sendable {
+    let device: OpenCLDevice
+    let context: cl_context
+    let queue: cl_command_queue
+
+    init(device: OpenCLDevice) throws {
+        self.device = device
+        var status: cl_int = CL_SUCCESS
+        var deviceID: cl_device_id? = device.id
+        guard let context = clCreateContext(nil, 1, &deviceID, nil, nil, &status) else {
+            throw OpenCLError(function: "clCreateContext", code: status, context: "opening \(device.name)")
+        }
+        try check(status, "clCreateContext", "opening \(device.name)")
+        let properties = cl_command_queue_properties(CL_QUEUE_PROFILING_ENABLE)
+        guard let queue = clCreateCommandQueue(context, device.id, properties, &status), status == CL_SUCCESS else {
+            clReleaseContext(context)
+            throw OpenCLError(function: "clCreateCommandQueue", code: status, context: "opening \(device.name)")
+        }
+        self.context = context
+        self.queue = queue
+    }
+
+    deinit {
+        // Buffers and programs retain the context themselves, so releasing it here is safe even
+        // while tensors outlive the backend.
+        clFinish(queue)
+        clReleaseCommandQueue(queue)
+        clReleaseContext(context)
+    }
+
+    /// Waits until everything enqueued so far has finished.
+    func finish() throws {
+        try check(clFinish(queue), "clFinish", "waiting for \(device.name)")
+    }
+
+    // MARK: Timing
+
+    /// Runs `body`, which enqueues work, and returns the device time in nanoseconds from the
+    /// moment all earlier work had finished to the moment the work `body` enqueued finished.
+    ///
+    /// Two markers bracket the work on the in-order queue and their profiling timestamps are
+    /// compared, so host overhead between enqueues is excluded but gaps on the device are not.
+    /// Work other threads enqueue meanwhile on the same queue is counted too.
+    func measureDeviceNanoseconds(_ body: () throws -> Void) throws -> UInt64 {
+        let start = try enqueueMarker()
+        defer { clReleaseEvent(start) }
+        try body()
+        let end = try enqueueMarker()
+        defer { clReleaseEvent(end) }
+        var events: [cl_event?] = [start, end]
+        try check(clWaitForEvents(2, &events), "clWaitForEvents", "timing enqueued work")
+        let startTime = try profilingTime(start, CL_PROFILING_COMMAND_END)
+        let endTime = try profilingTime(end, CL_PROFILING_COMMAND_END)
+        return endTime >= startTime ? endTime - startTime : 0
+    }
+
+    private func enqueueMarker() throws -> cl_event {
+        var event: cl_event?
+        try check(clEnqueueMarkerWithWaitList(queue, 0, nil, &event), "clEnqueueMarkerWithWaitList", "timing work")
+        guard let event else {
+            throw OpenCLError(function: "clEnqueueMarkerWithWaitList", code: CL_INVALID_EVENT, context: "timing work")
+        }
+        return event
+    }
+
+    private func profilingTime(_ event: cl_event, _ parameter: Int32) throws -> UInt64 {
+        var time: cl_ulong = 0
+        try check(clGetEventProfilingInfo(event, cl_profiling_info(parameter), MemoryLayout<cl_ulong>.size, &time, nil),
+                  "clGetEventProfilingInfo", "reading a profiling timestamp")
+        return time
+    }
+}
