@@ -1,0 +1,101 @@
+// Reductions: sums along one axis and the sum of squares of a whole tensor.
+// Built with common.cl prepended.
+//
+// Shape legend: a tensor summed along one axis is viewed as x [outer, length, inner], where
+// length is the summed axis, outer the product of the axes before it and inner the product of
+// those after it; the result is out [outer, inner]. x [n] for the sum of squares.
+//
+// Every sum runs in a fixed order for a given device and size (no atomics), so results are
+// deterministic run to run.
+
+#ifndef REDUCE_GROUP_SIZE
+#define REDUCE_GROUP_SIZE 256  // work-items per group in the tree reductions; a power of two
+#endif
+
+// Sums partial[0 ..< REDUCE_GROUP_SIZE] into partial[0] by halving: partial[i] += partial[i + s]
+// for s = size/2, size/4, ..., 1. Every work-item of the group must call it.
+void reduce_group(__local float* partial) {
+    const int lid = get_local_id(0);
+    for (int stride = REDUCE_GROUP_SIZE / 2; stride > 0; stride >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < stride) {
+            partial[lid] += partial[lid + stride];
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+// out[o, i] = sum over l of x[o, l, i], one work-item per output element, l in order.
+// Neighbouring work-items read neighbouring i, so reads coalesce when inner is large.
+__kernel void sum_axis_per_item(__global const float* x, __global float* out,
+                                const int outer, const int length, const int inner) {
+    const int index = get_global_id(0);
+    if (index >= outer * inner) return;
+    const int o = index / inner;
+    const int i = index - o * inner;
+    const __global float* column = x + (size_t)o * length * inner + i;
+    float total = 0.0f;
+    for (int l = 0; l < length; ++l) {
+        total += column[(size_t)l * inner];
+    }
+    out[index] = total;
+}
+
+// out[o, i] = sum over l of x[o, l, i], one work-group per output element: work-item j adds
+// l = j, j + G, j + 2G, ... (G = REDUCE_GROUP_SIZE), then the group adds its G partial sums as a tree.
+// For few outputs with long rows, where one work-item per output would leave the device idle.
+__kernel __attribute__((reqd_work_group_size(REDUCE_GROUP_SIZE, 1, 1)))
+void sum_axis_per_group(__global const float* x, __global float* out,
+                        const int outer, const int length, const int inner) {
+    __local float partial[REDUCE_GROUP_SIZE];
+    const int index = get_group_id(0);
+    const int lid = get_local_id(0);
+    const int o = index / inner;
+    const int i = index - o * inner;
+    const __global float* column = x + (size_t)o * length * inner + i;
+    float total = 0.0f;
+    for (int l = lid; l < length; l += REDUCE_GROUP_SIZE) {
+        total += column[(size_t)l * inner];
+    }
+    partial[lid] = total;
+    reduce_group(partial);
+    if (lid == 0 && index < outer * inner) {
+        out[index] = partial[0];
+    }
+}
+
+// Stage 1 of the sum of squares: partials[g] = sum of x[k]^2 over the k that group g visits,
+// k = g * G + j + m * (groups * G) for work-item j and m = 0, 1, ... (a grid-stride loop).
+__kernel __attribute__((reqd_work_group_size(REDUCE_GROUP_SIZE, 1, 1)))
+void sum_of_squares_partial(__global const float* x, const int n, __global float* partials) {
+    __local float partial[REDUCE_GROUP_SIZE];
+    const int lid = get_local_id(0);
+    const size_t stride = (size_t)get_num_groups(0) * REDUCE_GROUP_SIZE;
+    float total = 0.0f;
+    for (size_t k = (size_t)get_group_id(0) * REDUCE_GROUP_SIZE + lid; k < (size_t)n; k += stride) {
+        const float value = x[k];
+        total += value * value;
+    }
+    partial[lid] = total;
+    reduce_group(partial);
+    if (lid == 0) {
+        partials[get_group_id(0)] = partial[0];
+    }
+}
+
+// Stage 2 of the sum of squares, one work-group: out[index] = sum over g < count of partials[g].
+__kernel __attribute__((reqd_work_group_size(REDUCE_GROUP_SIZE, 1, 1)))
+void sum_of_squares_final(__global const float* partials, const int count,
+                          __global float* out, const int index) {
+    __local float partial[REDUCE_GROUP_SIZE];
+    const int lid = get_local_id(0);
+    float total = 0.0f;
+    for (int g = lid; g < count; g += REDUCE_GROUP_SIZE) {
+        total += partials[g];
+    }
+    partial[lid] = total;
+    reduce_group(partial);
+    if (lid == 0) {
+        out[index] = partial[0];
+    }
+}

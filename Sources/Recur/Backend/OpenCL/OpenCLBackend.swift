@@ -1,0 +1,406 @@
+import CCLBlast
+import COpenCL
+import Synchronization
+
+/// A family of kernels: one `Kernels/<name>.cl` file, built as one program with `common.cl`
+/// prepended. Other files add families with `extension KernelFamily { static let ... }`.
+struct KernelFamily: Hashable, Sendable {
+    /// The file name without `.cl`, the key into `EmbeddedKernels.sources`.
+    let name: String
+
+    static let elementwise = KernelFamily(name: "elementwise")
+    static let reduce = KernelFamily(name: "reduce")
+    static let embedding = KernelFamily(name: "embedding")
+}
+
+/// The OpenCL backend: CLBlast for GEMM, Recur's own kernels (`Kernels/*.cl`) for the rest.
+/// Every op matches `CPUBackend` within float32 rounding.
+///
+/// One backend owns one context and one in-order queue on its device; ops are enqueued and run
+/// in order, `synchronize()` waits for them, and downloads wait implicitly. Programs are compiled
+/// on first use, once per backend, and their binaries are kept on disk (see
+/// `ProgramBinaryCache`), so use `OpenCLBackend.shared(for:)` to share one backend per device.
+/// The backend may be used from several threads.
+public final class OpenCLBackend: Backend {
+    public let kind = BackendKind.opencl
+    /// The device this backend runs on.
+    public let device: OpenCLDevice
+    public var deviceName: String { device.name }
+    public var memoryStatistics: MemoryStatistics { counter.current }
+
+    let context: OpenCLContext
+    let counter = MemoryCounter()
+    private let binaryCache = ProgramBinaryCache.standard
+    private let programs = Mutex<[KernelFamily: OpenCLProgram]>([:])
+    /// Options every family is built with: the OpenCL C version all devices accept, and the
+    /// tunables chosen for this device.
+    let buildOptions: String
+
+    /// Work-items per group in the reductions (`REDUCE_GROUP_SIZE`): a power of two, at most 256.
+    let reduceGroupSize: Int
+    /// Partial sums of stage 1 of `sumOfSquares` // [maximumPartials]. Internal scratch, not
+    /// counted in `memoryStatistics`; the lock keeps both stages of one call adjacent on the queue.
+    private let sumOfSquaresPartials: Mutex<OpenCLBuffer>
+    private let maximumPartials: Int
+
+    /// Opens a context and a queue on `device`. Compiles nothing yet.
+    public init(device: OpenCLDevice) throws {
+        self.device = device
+        context = try OpenCLContext(device: device)
+        var groupSize = 1
+        while groupSize * 2 <= min(256, device.maxWorkGroupSize) { groupSize *= 2 }
+        reduceGroupSize = groupSize
+        buildOptions = "-cl-std=CL1.2 -DREDUCE_GROUP_SIZE=\(groupSize)"
+        // Enough groups to give every compute unit a few; a fixed count per device keeps the
+        // summation order, and so the result, the same from run to run.
+        maximumPartials = min(1024, max(1, device.computeUnits) * 8)
+        sumOfSquaresPartials = Mutex(try OpenCLBuffer(
+            context: context, byteCount: maximumPartials * MemoryLayout<Float>.size,
+            counter: MemoryCounter(), operation: "OpenCLBackend.init"))
+    }
+
+    private static let sharedBackends = Mutex<[OpenCLDevice: OpenCLBackend]>([:])
+
+    /// The process-wide backend for `device`, made on first request, so that every caller shares
+    /// one context and its compiled programs.
+    public static func shared(for device: OpenCLDevice) throws -> OpenCLBackend {
+        try sharedBackends.withLock { backends in
+            if let backend = backends[device] { return backend }
+            let backend = try OpenCLBackend(device: device)
+            backends[device] = backend
+            return backend
+        }
+    }
+
+    /// Runs `body`, which enqueues ops on this backend, and returns their time on the device in
+    /// nanoseconds, read from profiling events: from when all earlier work had finished to when
+    /// the last op `body` enqueued finished. Blocks until then.
+    ///
+    /// ```swift
+    /// let nanoseconds = try backend.measureDeviceNanoseconds {
+    ///     try backend.matmul(a, b, into: c)
+    /// }
+    /// ```
+    /// Kernels compile on first use: run the op once before timing it.
+    public func measureDeviceNanoseconds(_ body: () throws -> Void) throws -> UInt64 {
+        try context.measureDeviceNanoseconds(body)
+    }
+
+    // MARK: Programs
+
+    /// The built program of `family`, compiled on first request.
+    func program(_ family: KernelFamily) throws -> OpenCLProgram {
+        try programs.withLock { programs in
+            if let program = programs[family] { return program }
+            guard let common = EmbeddedKernels.sources["common"], let body = EmbeddedKernels.sources[family.name] else {
+                throw RecurError.invalidArgument(
+                    operation: "program", detail: "no kernel file Kernels/\(family.name).cl in this build")
+            }
+            // #line keeps compiler messages pointing at the right file and line.
+            let source = "#line 1 \"common.cl\"\n\(common)\n#line 1 \"\(family.name).cl\"\n\(body)\n"
+            let program = try buildProgram(source: source, name: family.name, options: buildOptions)
+            programs[family] = program
+            return program
+        }
+    }
+
+    /// Builds any OpenCL C `source` for this backend's device, through the on-disk binary cache.
+    /// Throws `OpenCLError` with the compiler's log when it does not compile.
+    func buildProgram(source: String, name: String, options: String) throws -> OpenCLProgram {
+        try context.buildProgram(source: source, name: name, options: options, cache: binaryCache)
+    }
+
+    /// Enqueues `kernel` of `family` over `count` work-items in one dimension.
+    func launch(_ family: KernelFamily, _ kernel: String, count: Int, arguments: [KernelArgument]) throws {
+        try program(family).launch(kernel, globalSize: [count], arguments: arguments)
+    }
+
+    // MARK: Buffers
+
+    public func zeros(_ shape: Shape, dtype: DType) throws -> Tensor {
+        let operation = "zeros"
+        let buffer = try makeBuffer(shape, dtype: dtype, operation: operation, int32Range: dtype == .int32 ? 0...0 : nil)
+        var zero: UInt32 = 0
+        let status = clEnqueueFillBuffer(
+            context.queue, buffer.memory, &zero, MemoryLayout<UInt32>.size, 0, buffer.byteCount, 0, nil, nil)
+        try checkAllocation(status, "clEnqueueFillBuffer", operation: operation, bytes: buffer.byteCount)
+        return Tensor(shape: shape, dtype: dtype, buffer: buffer, backend: self)
+    }
+
+    public func upload(_ values: [Float], shape: Shape) throws -> Tensor {
+        try checkUploadCount("upload", values.count, shape)
+        let buffer = try makeBuffer(shape, dtype: .float32, operation: "upload")
+        try write(values, into: buffer)
+        return Tensor(shape: shape, dtype: .float32, buffer: buffer, backend: self)
+    }
+
+    public func upload(_ values: [Int32], shape: Shape) throws -> Tensor {
+        try checkUploadCount("upload", values.count, shape)
+        let range = values.min().flatMap { low in values.max().map { low...$0 } }
+        let buffer = try makeBuffer(shape, dtype: .int32, operation: "upload", int32Range: range)
+        try write(values, into: buffer)
+        return Tensor(shape: shape, dtype: .int32, buffer: buffer, backend: self)
+    }
+
+    public func download(_ tensor: Tensor) throws -> [Float] {
+        try checkOperands("download", [tensor])
+        return try read(tensor, as: Float.self)
+    }
+
+    public func downloadInt32(_ tensor: Tensor) throws -> [Int32] {
+        try checkOperands("downloadInt32", [tensor], dtype: .int32)
+        return try read(tensor, as: Int32.self)
+    }
+
+    public func synchronize() throws {
+        try context.finish()
+    }
+
+    // MARK: Data movement
+
+    public func fill(_ tensor: Tensor, with value: Float) throws {
+        try checkOperands("fill", [tensor])
+        try checkIndexable("fill", [tensor])
+        try launch(.elementwise, "fill", count: tensor.count,
+                   arguments: [.tensor(tensor), .float(value), .int(tensor.count)])
+    }
+
+    public func copy(_ source: Tensor, sourceOffset: Int, into destination: Tensor, destinationOffset: Int,
+                     count: Int) throws {
+        try checkOperands("copy", [source, destination])
+        try checkRange("copy (source)", source, offset: sourceOffset, count: count)
+        try checkRange("copy (destination)", destination, offset: destinationOffset, count: count)
+        try checkIndexable("copy", [source, destination])
+        guard count > 0 else { return }
+        let overlapping = source.buffer === destination.buffer
+            && sourceOffset < destinationOffset + count && destinationOffset < sourceOffset + count
+        if overlapping {
+            // Parallel work-items would read elements others already overwrote: go through a copy.
+            guard sourceOffset != destinationOffset else { return }
+            let staging = try zeros([count])
+            try copyRange(source, sourceOffset, staging, 0, count)
+            try copyRange(staging, 0, destination, destinationOffset, count)
+        } else {
+            try copyRange(source, sourceOffset, destination, destinationOffset, count)
+        }
+    }
+
+    private func copyRange(_ source: Tensor, _ sourceOffset: Int, _ destination: Tensor, _ destinationOffset: Int,
+                           _ count: Int) throws {
+        try launch(.elementwise, "copy_range", count: count, arguments: [
+            .tensor(source), .int(sourceOffset), .tensor(destination), .int(destinationOffset), .int(count),
+        ])
+    }
+
+    // MARK: Linear algebra
+
+    public func gemm(m: Int, n: Int, k: Int, alpha: Float, a: MatrixOperand, b: MatrixOperand,
+                     beta: Float, c: MatrixOperand) throws {
+        try checkGEMM(m: m, n: n, k: k, a: a, b: b, c: c)
+        var queue: cl_command_queue? = context.queue
+        let status = CLBlastSgemm(
+            CLBlastLayoutRowMajor,
+            a.transposed ? CLBlastTransposeYes : CLBlastTransposeNo,
+            b.transposed ? CLBlastTransposeYes : CLBlastTransposeNo,
+            m, n, k, alpha,
+            a.tensor.deviceMemory, a.offset, a.leadingDimension,
+            b.tensor.deviceMemory, b.offset, b.leadingDimension,
+            beta, c.tensor.deviceMemory, c.offset, c.leadingDimension,
+            &queue, nil)
+        try check(status, "CLBlastSgemm", "computing a \(m)x\(k) by \(k)x\(n) GEMM")
+    }
+
+    // MARK: Elementwise
+
+    public func add(_ a: Tensor, _ b: Tensor, into out: Tensor) throws {
+        try checkElementwise("add", [a, b, out])
+        try launch(.elementwise, "add", count: out.count,
+                   arguments: [.tensor(a), .tensor(b), .tensor(out), .int(out.count)])
+    }
+
+    public func multiply(_ a: Tensor, _ b: Tensor, into out: Tensor) throws {
+        try checkElementwise("multiply", [a, b, out])
+        try launch(.elementwise, "multiply", count: out.count,
+                   arguments: [.tensor(a), .tensor(b), .tensor(out), .int(out.count)])
+    }
+
+    public func axpy(alpha: Float, _ x: Tensor, _ y: Tensor) throws {
+        try checkElementwise("axpy", [x, y])
+        try launch(.elementwise, "axpy", count: y.count,
+                   arguments: [.float(alpha), .tensor(x), .tensor(y), .int(y.count)])
+    }
+
+    public func scale(_ x: Tensor, by alpha: Float) throws {
+        try checkOperands("scale", [x])
+        try checkIndexable("scale", [x])
+        try launch(.elementwise, "scale", count: x.count, arguments: [.tensor(x), .float(alpha), .int(x.count)])
+    }
+
+    public func activate(_ f: Activation, _ x: Tensor, into y: Tensor) throws {
+        try checkElementwise("activate", [x, y])
+        let kernel: String
+        switch f {
+        case .identity:
+            if x.buffer !== y.buffer { try copyRange(x, 0, y, 0, x.count) }
+            return
+        case .sigmoid: kernel = "sigmoid_forward"
+        case .tanh: kernel = "tanh_forward"
+        case .relu: kernel = "relu_forward"
+        }
+        try launch(.elementwise, kernel, count: x.count, arguments: [.tensor(x), .tensor(y), .int(x.count)])
+    }
+
+    public func activationBackward(_ f: Activation, output y: Tensor, outputGradient dy: Tensor,
+                                   into dx: Tensor) throws {
+        try checkElementwise("activationBackward", [y, dy, dx])
+        let kernel: String
+        switch f {
+        case .identity:
+            if dy.buffer !== dx.buffer { try copyRange(dy, 0, dx, 0, dy.count) }
+            return
+        case .sigmoid: kernel = "sigmoid_backward"
+        case .tanh: kernel = "tanh_backward"
+        case .relu: kernel = "relu_backward"
+        }
+        try launch(.elementwise, kernel, count: y.count,
+                   arguments: [.tensor(y), .tensor(dy), .tensor(dx), .int(y.count)])
+    }
+
+    // MARK: Reductions
+
+    public func sum(_ x: Tensor, alongAxis axis: Int, into out: Tensor) throws {
+        let (outer, length, inner) = try checkSum(x, axis: axis, out: out)
+        try checkIndexable("sum", [x, out])
+        let outputs = outer * inner
+        let arguments: [KernelArgument] = [.tensor(x), .tensor(out), .int(outer), .int(length), .int(inner)]
+        // One work-item per output leaves most of the device idle when outputs are few; then a
+        // whole group shares each output's row, if the row is long enough to split.
+        let fewOutputsWithLongRows = outputs < 4096 && length >= 64
+        if fewOutputsWithLongRows {
+            try program(.reduce).launch(
+                "sum_axis_per_group", globalSize: [outputs * reduceGroupSize], localSize: [reduceGroupSize],
+                arguments: arguments)
+        } else {
+            try launch(.reduce, "sum_axis_per_item", count: outputs, arguments: arguments)
+        }
+    }
+
+    public func sumOfSquares(_ x: Tensor, into out: Tensor, at index: Int) throws {
+        try checkOperands("sumOfSquares", [x, out])
+        try checkRange("sumOfSquares", out, offset: index, count: 1)
+        try checkIndexable("sumOfSquares", [x, out])
+        let reduce = try program(.reduce)
+        let groupSize = reduceGroupSize
+        let groups = min(maximumPartials, (x.count + groupSize - 1) / groupSize)
+        try sumOfSquaresPartials.withLock { partials in
+            try reduce.launch(
+                "sum_of_squares_partial", globalSize: [groups * groupSize], localSize: [groupSize],
+                arguments: [.tensor(x), .int(x.count), .memory(partials.memory)])
+            try reduce.launch(
+                "sum_of_squares_final", globalSize: [groupSize], localSize: [groupSize],
+                arguments: [.memory(partials.memory), .int(groups), .tensor(out), .int(index)])
+        }
+    }
+
+    // MARK: Embedding
+
+    public func gather(rowsOf table: Tensor, ids: Tensor, into out: Tensor) throws {
+        let (vocabulary, width, count) = try checkEmbedding("gather", table: table, ids: ids, rows: out)
+        try checkIndexable("gather", [table, ids, out])
+        try checkIDs("gather", ids, vocabulary: vocabulary)
+        try launch(.embedding, "embedding_gather", count: count * width, arguments: [
+            .tensor(table), .tensor(ids), .tensor(out), .int(count), .int(width), .int(vocabulary),
+        ])
+    }
+
+    public func scatterAdd(_ gradient: Tensor, ids: Tensor, into tableGradient: Tensor) throws {
+        let (vocabulary, width, count) = try checkEmbedding(
+            "scatterAdd", table: tableGradient, ids: ids, rows: gradient)
+        try checkIndexable("scatterAdd", [tableGradient, ids, gradient])
+        try checkIDs("scatterAdd", ids, vocabulary: vocabulary)
+        try launch(.embedding, "embedding_scatter_add", count: count * width, arguments: [
+            .tensor(gradient), .tensor(ids), .tensor(tableGradient), .int(count), .int(width), .int(vocabulary),
+        ])
+    }
+
+    // MARK: Host transfers
+
+    private func makeBuffer(_ shape: Shape, dtype: DType, operation: String, int32Range: ClosedRange<Int32>? = nil)
+        throws -> OpenCLBuffer
+    {
+        guard shape.isValid else {
+            throw RecurError.invalidArgument(operation: operation, detail: "shape \(shape) has a dimension < 1")
+        }
+        return try OpenCLBuffer(context: context, byteCount: shape.count * dtype.byteSize, counter: counter,
+                                int32Range: int32Range, operation: operation)
+    }
+
+    /// Copies `values` into `buffer`, waiting until the copy is done (the array may go away).
+    private func write<Element>(_ values: [Element], into buffer: OpenCLBuffer) throws {
+        let byteCount = values.count * MemoryLayout<Element>.stride
+        let status = values.withUnsafeBytes { bytes in
+            clEnqueueWriteBuffer(context.queue, buffer.memory, cl_bool(CL_TRUE), 0, byteCount, bytes.baseAddress,
+                                 0, nil, nil)
+        }
+        try checkAllocation(status, "clEnqueueWriteBuffer", operation: "upload", bytes: byteCount)
+    }
+
+    /// Reads the whole tensor back, after every op enqueued before has finished.
+    private func read<Element>(_ tensor: Tensor, as _: Element.Type) throws -> [Element] {
+        let byteCount = tensor.count * MemoryLayout<Element>.stride
+        var status: cl_int = CL_SUCCESS
+        let values = [Element](unsafeUninitializedCapacity: tensor.count) { elements, initialized in
+            status = clEnqueueReadBuffer(context.queue, tensor.deviceMemory, cl_bool(CL_TRUE), 0, byteCount,
+                                         elements.baseAddress, 0, nil, nil)
+            initialized = status == CL_SUCCESS ? tensor.count : 0
+        }
+        try check(status, "clEnqueueReadBuffer", "downloading \(tensor)")
+        return values
+    }
+
+    /// Like `check`, but reports the out-of-memory codes a first touch of a new buffer can
+    /// return (drivers allocate lazily) as `RecurError.outOfMemory`.
+    private func checkAllocation(_ status: cl_int, _ function: String, operation: String, bytes: Int) throws {
+        guard status != CL_SUCCESS else { return }
+        let error = OpenCLError(function: function, code: status, context: "\(operation) of \(bytes) bytes")
+        if error.isOutOfMemory {
+            throw RecurError.outOfMemory(operation: operation, bytes: bytes, detail: error.description)
+        }
+        throw error
+    }
+
+    // MARK: Checks
+
+    private func checkUploadCount(_ operation: String, _ count: Int, _ shape: Shape) throws {
+        guard count == shape.count else {
+            throw RecurError.shapeMismatch(operation: operation, detail: "\(count) values for shape \(shape)")
+        }
+    }
+
+    private func checkElementwise(_ operation: String, _ tensors: [Tensor]) throws {
+        try checkOperands(operation, tensors)
+        try checkSameCount(operation, tensors)
+        try checkIndexable(operation, tensors)
+    }
+
+    /// Kernels index with 32-bit ints: throws for tensors with more elements than that reaches.
+    private func checkIndexable(_ operation: String, _ tensors: [Tensor]) throws {
+        for tensor in tensors where tensor.count > Int(Int32.max) {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "\(tensor) has more than \(Int32.max) elements, the kernels' index limit")
+        }
+    }
+
+    /// Throws like the CPU backend for an id outside `0 ..< vocabulary`. Uses the id range
+    /// recorded at upload, reading the ids back only when it is unknown or out of range (to name
+    /// the offending position).
+    private func checkIDs(_ operation: String, _ ids: Tensor, vocabulary: Int) throws {
+        let withinVocabulary = { (range: ClosedRange<Int32>) in range.lowerBound >= 0 && Int(range.upperBound) < vocabulary }
+        if let range = ids.openCLBuffer.int32Range, withinVocabulary(range) { return }
+        let values = try read(ids, as: Int32.self)
+        if let position = values.firstIndex(where: { $0 < 0 || Int($0) >= vocabulary }) {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "id \(values[position]) at position \(position) outside 0..<\(vocabulary)")
+        }
+    }
+}
