@@ -97,6 +97,10 @@ import Foundation
         let stored = try #require(FileManager.default.contents(atPath: path))
         #expect(cache.load(name: "twice", key: key) != nil)
         #expect(cache.load(name: "twice", key: key + "other") == nil)
+        let cached = try backend.context.buildProgram(source: source, name: "twice", options: options, cache: cache)
+        let y = try backend.upload([1, -1] as [Float], shape: [2])
+        try cached.launch("twice", globalSize: [2], arguments: [.tensor(y), .int(2)])
+        #expect(try backend.download(y) == [2, -2])
 
         var corrupted = [UInt8](stored)
         corrupted[corrupted.count - 1] ^= 0xff

@@ -14,10 +14,9 @@ final class OpenCLContext: @unchecked Sendable {
         self.device = device
         var status: cl_int = CL_SUCCESS
         var deviceID: cl_device_id? = device.id
-        guard let context = clCreateContext(nil, 1, &deviceID, nil, nil, &status) else {
+        guard let context = clCreateContext(nil, 1, &deviceID, nil, nil, &status), status == CL_SUCCESS else {
             throw OpenCLError(function: "clCreateContext", code: status, context: "opening \(device.name)")
         }
-        try check(status, "clCreateContext", "opening \(device.name)")
         let properties = cl_command_queue_properties(CL_QUEUE_PROFILING_ENABLE)
         guard let queue = clCreateCommandQueue(context, device.id, properties, &status), status == CL_SUCCESS else {
             clReleaseContext(context)
