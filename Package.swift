@@ -1,6 +1,13 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+// CLBlast links as a shared library by default. RECUR_STATIC_CLBLAST=1 (tools/build-static.sh)
+// links its static archive instead, so the binary for another machine needs only libstdc++.
+let staticCLBlast = Context.environment["RECUR_STATIC_CLBLAST"] == "1"
+let clblastLinkerSettings: [LinkerSetting] = staticCLBlast
+    ? [.unsafeFlags(["-Xlinker", "-l:libclblast.a"]), .linkedLibrary("stdc++")]
+    : [.linkedLibrary("clblast")]
+
 let package = Package(
     name: "Recur",
     platforms: [.macOS(.v15)],
@@ -17,8 +24,7 @@ let package = Package(
                        providers: [.apt(["ocl-icd-opencl-dev", "opencl-headers"])]),
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
-        .systemLibrary(name: "CCLBlast", pkgConfig: "clblast",
-                       providers: [.apt(["libclblast-dev"])]),
+        .systemLibrary(name: "CCLBlast", providers: [.apt(["libclblast-dev"])]),
 
         // MARK: Kernel embedding: Kernels/*.cl become string constants in the Recur module
         .executableTarget(name: "KernelEmbedder"),
@@ -28,6 +34,7 @@ let package = Package(
         .target(
             name: "Recur",
             dependencies: ["COpenCL", "CBLAS", "CCLBlast"],
+            linkerSettings: clblastLinkerSettings,
             plugins: ["EmbedKernels"]
         ),
         .executableTarget(

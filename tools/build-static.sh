@@ -7,16 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:-.gpu}
-multiarch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 
-# A folder holding only the static CLBlast archive, searched before the system folders, makes
-# the linker take libclblast.a instead of libclblast.so (it then needs only libstdc++).
-static_libs=.build-static-libs
-mkdir -p "$static_libs"
-ln -sf "/usr/lib/$multiarch/libclblast.a" "$static_libs/libclblast.a"
-
-swift build -c release --static-swift-stdlib --product recur --scratch-path .build-static \
-    -Xlinker -L"$PWD/$static_libs" -Xlinker -lstdc++
+# RECUR_STATIC_CLBLAST makes Package.swift link libclblast.a (it then needs only libstdc++).
+RECUR_STATIC_CLBLAST=1 swift build -c release --static-swift-stdlib --product recur \
+    --scratch-path .build-static
 
 mkdir -p "$stage/lib"
 cp .build-static/release/recur "$stage/recur"
