@@ -113,6 +113,15 @@ public protocol Backend: AnyObject, Sendable {
     func gather(rowsOf table: Tensor, ids: Tensor, into out: Tensor) throws
     /// tableGradient[ids[n], :] += gradient[n, :] (accumulates; repeated ids add up).
     func scatterAdd(_ gradient: Tensor, ids: Tensor, into tableGradient: Tensor) throws
+
+    // MARK: Recurrent
+
+    /// Runs one recurrent layer in one direction over the whole sequence (see `RecurrentForward`):
+    /// writes the output view, the final state and the workspace.
+    func recurrentForward(_ request: RecurrentForward) throws
+    /// Back-propagates through that scan (see `RecurrentBackward`): overwrites the input and
+    /// initial-state gradients, accumulates (+=) the weight gradients.
+    func recurrentBackward(_ request: RecurrentBackward) throws
 }
 
 extension Backend {

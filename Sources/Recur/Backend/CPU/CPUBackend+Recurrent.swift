@@ -1,0 +1,627 @@
+import CBLAS
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// The reference recurrent ops: one layer, one direction, the whole sequence per call.
+//
+// Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H.
+// Sequences are time-major, so row (t, b) of a `[T, B, F]` buffer is row t * B + b of `[T * B, F]`.
+//
+// Factoring (cell → layer): each cell has a forward step and a backward step, a fused pointwise
+// pass over one time step's `[B, H]` units; `forward()` and `backward()` scan time around them with
+// one recurrent GEMM per step, and hoist everything that does not depend on the recurrence out of
+// the loop as GEMMs over all T * B rows: the input projection before the forward scan, the weight
+// gradients and dL/dx after the backward scan. Nothing is allocated inside the time loops.
+// The stack (layers, directions, dropout between layers) lives in `RecurrentLayer`.
+
+extension CPUBackend {
+    public func recurrentForward(_ request: RecurrentForward) throws {
+        let size = try checkRecurrentForward(request)
+        let scan = try CPURecurrentScan(request.scan, size, backend: self, operation: "recurrentForward")
+        let stepProducts = try zeros([size.batch, size.gates])  // [B, G]
+        let pass = CPURecurrentForward(
+            scan: scan,
+            workspace: CPURecurrentWorkspace(request.workspace),
+            output: request.output.tensor.hostFloats + request.output.offset,
+            outputStride: request.output.leadingDimension,
+            h: request.finalHidden.hostFloats,
+            c: request.finalCell?.hostFloats,
+            stepProducts: stepProducts.hostFloats)
+        // The pass holds raw pointers: keep the scratch tensor alive until it is done.
+        withExtendedLifetime(stepProducts) { pass.run() }
+    }
+
+    public func recurrentBackward(_ request: RecurrentBackward) throws {
+        let size = try checkRecurrentBackward(request)
+        let scan = try CPURecurrentScan(request.scan, size, backend: self, operation: "recurrentBackward")
+        let rows = size.steps * size.batch
+        let gateGradients = try zeros([rows, size.gates])  // [T * B, G]
+        // Only the reset-after GRU differs on the recurrent side (its n block is scaled by r).
+        let recurrentGateGradients = request.scan.cell == .gru ? try zeros([rows, size.gates]) : gateGradients
+        let dhTilde = try zeros([size.batch, size.hidden])  // [B, H]
+        let dq = try zeros([size.batch, size.hidden])  // [B, H]
+        let gradients = request.weightGradients
+        let pass = CPURecurrentBackward(
+            scan: scan,
+            workspace: CPURecurrentWorkspace(request.workspace),
+            outputGradient: request.outputGradient.map { $0.tensor.hostFloats + $0.offset },
+            outputGradientStride: request.outputGradient?.leadingDimension ?? 0,
+            dh: request.initialHiddenGradient.hostFloats,
+            dc: request.initialCellGradient?.hostFloats,
+            dhTilde: dhTilde.hostFloats,
+            dq: dq.hostFloats,
+            dG: gateGradients.hostFloats,
+            dGh: recurrentGateGradients.hostFloats,
+            dx: request.inputGradient.hostFloats,
+            accumulateInputGradient: request.accumulateInputGradient,
+            dWih: gradients.input.hostFloats,
+            dWhh: gradients.recurrent.hostFloats,
+            dbih: gradients.inputBias.hostFloats,
+            dbhh: gradients.recurrentBias.hostFloats)
+        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq]) {
+            pass.run(finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
+                     finalCellGradient: request.finalCellGradient?.hostFloats)
+        }
+    }
+}
+
+/// C = alpha op(A) op(B) + beta C on host pointers, row-major; operands already validated.
+@inline(__always)
+private func sgemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int,
+                   _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                   beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+    cblas_sgemm(
+        CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+        Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// The read-only side of a validated scan as host pointers, plus each sequence's valid range.
+private struct CPURecurrentScan {
+    let cell: RecurrentCell
+    let steps: Int, batch: Int, input: Int, hidden: Int, gates: Int
+    let reverse: Bool
+    /// x: [T, B, I]
+    let x: UnsafeMutablePointer<Float>
+    /// W_ih: [G, I], W_hh: [G, H], b_ih: [G], b_hh: [G]
+    let wIH: UnsafeMutablePointer<Float>, wHH: UnsafeMutablePointer<Float>
+    let bIH: UnsafeMutablePointer<Float>, bHH: UnsafeMutablePointer<Float>
+    /// b_ih + b_hh: [G]; the n block of a GRU keeps the two apart.
+    let biasSum: UnsafeMutablePointer<Float>
+    /// h0, c0: [B, H]
+    let h0: UnsafeMutablePointer<Float>, c0: UnsafeMutablePointer<Float>?
+    /// m: [B, H], all ones without recurrent dropout, so the step loops never branch on it.
+    let mask: UnsafeMutablePointer<Float>
+    /// +infinity without a clip, so the clip is a branch-free min/max.
+    let clip: Float
+    /// Sequence b is valid at time steps firstValid[b] ..< endValid[b].
+    let firstValid: [Int], endValid: [Int]
+    /// Owns `biasSum` and the default mask for the lifetime of the scan.
+    private let storage: [Tensor]
+
+    init(_ scan: RecurrentScan, _ size: RecurrentDimensions, backend: CPUBackend, operation: String) throws {
+        (cell, reverse) = (scan.cell, scan.reverse)
+        (steps, batch, input, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
+        let (t, b) = (size.steps, size.batch)
+        if let lengths = scan.lengths {
+            let values = lengths.hostInt32s
+            try backend.checkRecurrentLengths(operation, values, batch: b, steps: t)
+            let counts = (0..<b).map { Int(values[$0]) }
+            firstValid = counts.map { scan.padding == .post ? 0 : t - $0 }
+            endValid = counts.map { scan.padding == .post ? $0 : t }
+        } else {
+            firstValid = Array(repeating: 0, count: b)
+            endValid = Array(repeating: t, count: b)
+        }
+        x = scan.input.hostFloats
+        wIH = scan.weights.input.hostFloats
+        wHH = scan.weights.recurrent.hostFloats
+        bIH = scan.weights.inputBias.hostFloats
+        bHH = scan.weights.recurrentBias.hostFloats
+        h0 = scan.initialHidden.hostFloats
+        c0 = scan.initialCell?.hostFloats
+        clip = scan.cellClip ?? .infinity
+
+        let sum = try backend.zeros([size.gates])
+        biasSum = sum.hostFloats
+        for g in 0..<size.gates { biasSum[g] = bIH[g] + bHH[g] }
+        var storage = [sum]
+        if let given = scan.recurrentDropoutMask {
+            mask = given.hostFloats
+        } else {
+            let ones = try backend.zeros([size.batch, size.hidden])
+            ones.hostFloats.update(repeating: 1, count: ones.count)
+            mask = ones.hostFloats
+            storage.append(ones)
+        }
+        self.storage = storage
+    }
+
+    /// The time index of scan step s.
+    @inline(__always)
+    func time(ofStep s: Int) -> Int { reverse ? steps - 1 - s : s }
+
+    @inline(__always)
+    func isValid(_ b: Int, atTime t: Int) -> Bool { t >= firstValid[b] && t < endValid[b] }
+}
+
+/// Host pointers into a validated `RecurrentWorkspace`.
+private struct CPURecurrentWorkspace {
+    /// [T, B, G]
+    let gates: UnsafeMutablePointer<Float>
+    /// [T, B, H]
+    let recurrentInput: UnsafeMutablePointer<Float>
+    /// [T, B, H] each, present for the cells that use them.
+    let cellStates: UnsafeMutablePointer<Float>?
+    let hiddenStates: UnsafeMutablePointer<Float>?
+    let candidateRecurrent: UnsafeMutablePointer<Float>?
+
+    init(_ workspace: RecurrentWorkspace) {
+        gates = workspace.gates.hostFloats
+        recurrentInput = workspace.recurrentInput.hostFloats
+        cellStates = workspace.cellStates?.hostFloats
+        hiddenStates = workspace.hiddenStates?.hostFloats
+        candidateRecurrent = workspace.candidateRecurrent?.hostFloats
+    }
+}
+
+// MARK: Forward
+
+/// One forward scan. The running state lives in the caller's h_n / c_n buffers.
+private struct CPURecurrentForward {
+    let scan: CPURecurrentScan
+    let workspace: CPURecurrentWorkspace
+    /// Row (t, b) of the output view starts at output + (t * B + b) * outputStride.
+    let output: UnsafeMutablePointer<Float>
+    let outputStride: Int
+    /// h, c: [B, H], the state after the latest step; h_n and c_n when the scan ends.
+    let h: UnsafeMutablePointer<Float>
+    let c: UnsafeMutablePointer<Float>?
+    /// W_hh h̃ for the current step: [B, G]
+    let stepProducts: UnsafeMutablePointer<Float>
+
+    func run() {
+        let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
+        // Input projections of every step at once: gates[T * B, G] = x[T * B, I] · W_ihᵀ.
+        // The step passes add the biases and the recurrent part, then apply the nonlinearities in place.
+        sgemm(transposeB: true, m: t * b, n: g, k: i, scan.x, i, scan.wIH, i, beta: 0, workspace.gates, g)
+        if self.h != scan.h0 { self.h.update(from: scan.h0, count: b * h) }
+        if let c, let c0 = scan.c0, c != c0 { c.update(from: c0, count: b * h) }
+        // h̃ of the first step; each later one is written by the step before it.
+        let first = workspace.recurrentInput + scan.time(ofStep: 0) * b * h
+        for k in 0..<(b * h) { first[k] = self.h[k] * scan.mask[k] }
+
+        for s in 0..<t {
+            let time = scan.time(ofStep: s)
+            let next = s + 1 < t ? scan.time(ofStep: s + 1) : nil
+            let recurrentInput = workspace.recurrentInput + time * b * h  // [B, H]
+            switch scan.cell {
+            case .rnnTanh, .rnnRelu, .lstm, .gru:
+                // stepProducts[B, G] = h̃[B, H] · W_hhᵀ
+                sgemm(transposeB: true, m: b, n: g, k: h, recurrentInput, h, scan.wHH, h,
+                      beta: 0, stepProducts, g)
+            case .gruResetBefore:
+                // r and z blocks only: stepProducts[B, 0 ..< 2H] = h̃ · W_h(r,z)ᵀ
+                sgemm(transposeB: true, m: b, n: 2 * h, k: h, recurrentInput, h, scan.wHH, h,
+                      beta: 0, stepProducts, g)
+            }
+            switch scan.cell {
+            case .rnnTanh: simpleStep(time: time, next: next, relu: false)
+            case .rnnRelu: simpleStep(time: time, next: next, relu: true)
+            case .lstm: lstmStep(time: time, next: next)
+            case .gru: gruStep(time: time, next: next)
+            case .gruResetBefore:
+                gruResetGates(time: time)
+                // n block: stepProducts[B, 2H ..< 3H] = (r ⊙ h̃)[B, H] · W_hnᵀ
+                let resetHidden = workspace.candidateRecurrent! + time * b * h
+                sgemm(transposeB: true, m: b, n: h, k: h, resetHidden, h, scan.wHH + 2 * h * h, h,
+                      beta: 0, stepProducts + 2 * h, g)
+                gruResetBeforeCandidate(time: time, next: next)
+            }
+        }
+    }
+
+    /// The shared tail of every step for sequence b: the new state goes to the output row and,
+    /// times the mask, to the next step's h̃ (padded steps write 0 and carry h).
+    @inline(__always)
+    private func emit(row b: Int, time: Int, next: Int?, valid: Bool) {
+        let hidden = scan.hidden
+        let state = h + b * hidden
+        let out = output + (time * scan.batch + b) * outputStride
+        if valid {
+            out.update(from: state, count: hidden)
+        } else {
+            out.update(repeating: 0, count: hidden)
+        }
+        if let next {
+            let target = workspace.recurrentInput + (next * scan.batch + b) * hidden
+            let mask = scan.mask + b * hidden
+            for j in 0..<hidden { target[j] = state[j] * mask[j] }
+        }
+    }
+
+    /// h_t = act(x W_ihᵀ + b_ih + h̃ W_hhᵀ + b_hh); gates holds h_t.
+    private func simpleStep(time: Int, next: Int?, relu: Bool) {
+        let (hidden, gates) = (scan.hidden, scan.gates)
+        for b in 0..<scan.batch {
+            let valid = scan.isValid(b, atTime: time)
+            let gate = workspace.gates + (time * scan.batch + b) * gates  // [G], G = H
+            if valid {
+                let product = stepProducts + b * gates
+                let state = h + b * hidden
+                for j in 0..<hidden {
+                    let a = gate[j] + product[j] + scan.biasSum[j]
+                    let y = relu ? max(a, 0) : tanhf(a)
+                    gate[j] = y
+                    state[j] = y
+                }
+            } else {
+                gate.update(repeating: 0, count: gates)
+            }
+            emit(row: b, time: time, next: next, valid: valid)
+        }
+    }
+
+    /// i, f, g, o = σ, σ, tanh, σ of (x W_ihᵀ + h̃ W_hhᵀ + b); c_t = clip(f c + i g); h_t = o tanh(c_t).
+    private func lstmStep(time: Int, next: Int?) {
+        let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
+        let c = self.c!
+        for b in 0..<scan.batch {
+            let valid = scan.isValid(b, atTime: time)
+            let row = time * scan.batch + b
+            let gate = workspace.gates + row * gates  // [4H]: i, f, g, o
+            let cell = c + b * hidden
+            if valid {
+                let product = stepProducts + b * gates
+                let state = h + b * hidden
+                let bias = scan.biasSum
+                for j in 0..<hidden {
+                    let i = CPUMath.sigmoid(gate[j] + product[j] + bias[j])
+                    let f = CPUMath.sigmoid(gate[hidden + j] + product[hidden + j] + bias[hidden + j])
+                    let g = tanhf(gate[2 * hidden + j] + product[2 * hidden + j] + bias[2 * hidden + j])
+                    let o = CPUMath.sigmoid(gate[3 * hidden + j] + product[3 * hidden + j] + bias[3 * hidden + j])
+                    let cNew = min(max(f * cell[j] + i * g, -clip), clip)
+                    gate[j] = i
+                    gate[hidden + j] = f
+                    gate[2 * hidden + j] = g
+                    gate[3 * hidden + j] = o
+                    cell[j] = cNew
+                    state[j] = o * tanhf(cNew)
+                }
+            } else {
+                gate.update(repeating: 0, count: gates)
+            }
+            (workspace.cellStates! + row * hidden).update(from: cell, count: hidden)
+            emit(row: b, time: time, next: next, valid: valid)
+        }
+    }
+
+    /// r, z = σ(x W_ihᵀ + h̃ W_hhᵀ + b); hn = h̃ W_hnᵀ + b_hn; n = tanh(x W_inᵀ + b_in + r hn);
+    /// h_t = (1 - z) n + z h.
+    private func gruStep(time: Int, next: Int?) {
+        let (hidden, gates) = (scan.hidden, scan.gates)
+        for b in 0..<scan.batch {
+            let valid = scan.isValid(b, atTime: time)
+            let row = time * scan.batch + b
+            let gate = workspace.gates + row * gates  // [3H]: r, z, n
+            let candidate = workspace.candidateRecurrent! + row * hidden  // [H]: W_hn h̃ + b_hn
+            let state = h + b * hidden
+            if valid {
+                let product = stepProducts + b * gates
+                let bias = scan.biasSum
+                for j in 0..<hidden {
+                    let r = CPUMath.sigmoid(gate[j] + product[j] + bias[j])
+                    let z = CPUMath.sigmoid(gate[hidden + j] + product[hidden + j] + bias[hidden + j])
+                    let hn = product[2 * hidden + j] + scan.bHH[2 * hidden + j]
+                    let n = tanhf(gate[2 * hidden + j] + scan.bIH[2 * hidden + j] + r * hn)
+                    gate[j] = r
+                    gate[hidden + j] = z
+                    gate[2 * hidden + j] = n
+                    candidate[j] = hn
+                    state[j] = n + z * (state[j] - n)
+                }
+            } else {
+                gate.update(repeating: 0, count: gates)
+                candidate.update(repeating: 0, count: hidden)
+            }
+            (workspace.hiddenStates! + row * hidden).update(from: state, count: hidden)
+            emit(row: b, time: time, next: next, valid: valid)
+        }
+    }
+
+    /// First half of a reset-before GRU step: r, z, and r ⊙ h̃ (the operand of W_hn).
+    private func gruResetGates(time: Int) {
+        let (hidden, gates) = (scan.hidden, scan.gates)
+        for b in 0..<scan.batch {
+            let row = time * scan.batch + b
+            let gate = workspace.gates + row * gates  // [3H]: r, z, n
+            let resetHidden = workspace.candidateRecurrent! + row * hidden  // [H]: r ⊙ h̃
+            guard scan.isValid(b, atTime: time) else {
+                resetHidden.update(repeating: 0, count: hidden)
+                continue
+            }
+            let product = stepProducts + b * gates
+            let recurrentInput = workspace.recurrentInput + row * hidden
+            let bias = scan.biasSum
+            for j in 0..<hidden {
+                let r = CPUMath.sigmoid(gate[j] + product[j] + bias[j])
+                gate[j] = r
+                gate[hidden + j] = CPUMath.sigmoid(gate[hidden + j] + product[hidden + j] + bias[hidden + j])
+                resetHidden[j] = r * recurrentInput[j]
+            }
+        }
+    }
+
+    /// Second half: n = tanh(x W_inᵀ + b_in + (r ⊙ h̃) W_hnᵀ + b_hn); h_t = (1 - z) n + z h.
+    private func gruResetBeforeCandidate(time: Int, next: Int?) {
+        let (hidden, gates) = (scan.hidden, scan.gates)
+        for b in 0..<scan.batch {
+            let valid = scan.isValid(b, atTime: time)
+            let row = time * scan.batch + b
+            let gate = workspace.gates + row * gates
+            let state = h + b * hidden
+            if valid {
+                let product = stepProducts + b * gates
+                let bias = scan.biasSum
+                for j in 0..<hidden {
+                    let z = gate[hidden + j]
+                    let n = tanhf(gate[2 * hidden + j] + product[2 * hidden + j] + bias[2 * hidden + j])
+                    gate[2 * hidden + j] = n
+                    state[j] = n + z * (state[j] - n)
+                }
+            } else {
+                gate.update(repeating: 0, count: gates)
+            }
+            (workspace.hiddenStates! + row * hidden).update(from: state, count: hidden)
+            emit(row: b, time: time, next: next, valid: valid)
+        }
+    }
+}
+
+// MARK: Backward
+
+/// One backward scan, from the last scan step to the first. Per step: a fused pass turns dL/dh_t
+/// (and dL/dc_t) into the gate gradients of that step, then one GEMM takes them through W_hh.
+private struct CPURecurrentBackward {
+    let scan: CPURecurrentScan
+    let workspace: CPURecurrentWorkspace
+    /// Row (t, b) of dL/d output starts at outputGradient + (t * B + b) * outputGradientStride.
+    let outputGradient: UnsafeMutablePointer<Float>?
+    let outputGradientStride: Int
+    /// dh: [B, H], dL/dh_t except what reaches h_t through the next step's h̃; ends as dL/dh0.
+    let dh: UnsafeMutablePointer<Float>
+    /// dc: [B, H], dL/dc_t for LSTM; ends as dL/dc0.
+    let dc: UnsafeMutablePointer<Float>?
+    /// dh̃: [B, H], dL/dh̃ of the step after this one (the part of dL/dh_t through W_hh, before ⊙ m).
+    let dhTilde: UnsafeMutablePointer<Float>
+    /// dq: [B, H], reset-before GRU only: dL/d(r ⊙ h̃).
+    let dq: UnsafeMutablePointer<Float>
+    /// dG: [T, B, G], dL/d(gate pre-activations) as seen by W_ih, b_ih and x.
+    let dG: UnsafeMutablePointer<Float>
+    /// dGh: [T, B, G], the same as seen by W_hh, b_hh and h̃; equal to dG except for the
+    /// reset-after GRU, whose n block is r ⊙ dL/da_n.
+    let dGh: UnsafeMutablePointer<Float>
+    /// dx: [T, B, I]
+    let dx: UnsafeMutablePointer<Float>
+    let accumulateInputGradient: Bool
+    /// dW_ih: [G, I], dW_hh: [G, H], db_ih, db_hh: [G]; all accumulated.
+    let dWih: UnsafeMutablePointer<Float>, dWhh: UnsafeMutablePointer<Float>
+    let dbih: UnsafeMutablePointer<Float>, dbhh: UnsafeMutablePointer<Float>
+
+    func run(finalHiddenGradient: UnsafeMutablePointer<Float>?, finalCellGradient: UnsafeMutablePointer<Float>?) {
+        let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
+        let rows = t * b
+        if let finalHiddenGradient {
+            dh.update(from: finalHiddenGradient, count: b * h)
+        } else {
+            dh.update(repeating: 0, count: b * h)
+        }
+        if let dc {
+            if let finalCellGradient {
+                dc.update(from: finalCellGradient, count: b * h)
+            } else {
+                dc.update(repeating: 0, count: b * h)
+            }
+        }
+        dhTilde.update(repeating: 0, count: b * h)
+
+        for s in stride(from: t - 1, through: 0, by: -1) {
+            let time = scan.time(ofStep: s)
+            let previous = s > 0 ? scan.time(ofStep: s - 1) : nil
+            switch scan.cell {
+            case .rnnTanh: simpleStep(time: time, relu: false)
+            case .rnnRelu: simpleStep(time: time, relu: true)
+            case .lstm: lstmStep(time: time, previous: previous)
+            case .gru: gruStep(time: time, previous: previous)
+            case .gruResetBefore:
+                gruResetBeforeCandidate(time: time, previous: previous)
+                // dq[B, H] = dG[B, 2H ..< 3H] · W_hn   (differentiates the n block's W_hn (r ⊙ h̃))
+                sgemm(m: b, n: h, k: h, dG + time * b * g + 2 * h, g, scan.wHH + 2 * h * h, h, beta: 0, dq, h)
+                gruResetGates(time: time)
+            }
+            switch scan.cell {
+            case .rnnTanh, .rnnRelu, .lstm, .gru:
+                // dh̃[B, H] = dGh[B, G] · W_hh   (differentiates h̃ W_hhᵀ)
+                sgemm(m: b, n: h, k: g, dGh + time * b * g, g, scan.wHH, h, beta: 0, dhTilde, h)
+            case .gruResetBefore:
+                // dh̃ (holding dq ⊙ r) += dG[B, 0 ..< 2H] · W_h(r,z)
+                sgemm(m: b, n: h, k: 2 * h, dG + time * b * g, g, scan.wHH, h, beta: 1, dhTilde, h)
+            }
+        }
+        // h̃ of the first step is h0 ⊙ m.
+        for k in 0..<(b * h) { dh[k] += dhTilde[k] * scan.mask[k] }
+
+        // Everything that does not depend on the recurrence, over all T * B rows at once.
+        // dW_ih[G, I] += dGᵀ · x
+        sgemm(transposeA: true, m: g, n: i, k: rows, dG, g, scan.x, i, beta: 1, dWih, i)
+        switch scan.cell {
+        case .rnnTanh, .rnnRelu, .lstm, .gru:
+            // dW_hh[G, H] += dGhᵀ · h̃
+            sgemm(transposeA: true, m: g, n: h, k: rows, dGh, g, workspace.recurrentInput, h, beta: 1, dWhh, h)
+        case .gruResetBefore:
+            // r, z rows: dW_h(r,z)[2H, H] += dG[:, 0 ..< 2H]ᵀ · h̃; n rows: dW_hn += dG[:, 2H ..< 3H]ᵀ · (r ⊙ h̃)
+            sgemm(transposeA: true, m: 2 * h, n: h, k: rows, dG, g, workspace.recurrentInput, h, beta: 1, dWhh, h)
+            sgemm(transposeA: true, m: h, n: h, k: rows, dG + 2 * h, g, workspace.candidateRecurrent!, h,
+                  beta: 1, dWhh + 2 * h * h, h)
+        }
+        // db_ih[G] += Σ_rows dG, db_hh[G] += Σ_rows dGh
+        for row in 0..<rows {
+            let (x, y) = (dG + row * g, dGh + row * g)
+            for k in 0..<g {
+                dbih[k] += x[k]
+                dbhh[k] += y[k]
+            }
+        }
+        // dx[T * B, I] (+)= dG · W_ih
+        sgemm(m: rows, n: i, k: g, dG, g, scan.wIH, i, beta: accumulateInputGradient ? 1 : 0, dx, i)
+    }
+
+    /// dL/dh_t of sequence b into `total` [H]: the carried part, the part through the next step's
+    /// h̃ (times the mask), and the output gradient where the step is valid.
+    @inline(__always)
+    private func totalHiddenGradient(row b: Int, time: Int, valid: Bool, into total: UnsafeMutablePointer<Float>) {
+        let hidden = scan.hidden
+        let (carried, through, mask) = (dh + b * hidden, dhTilde + b * hidden, scan.mask + b * hidden)
+        for j in 0..<hidden { total[j] = carried[j] + through[j] * mask[j] }
+        if valid, let outputGradient {
+            let upstream = outputGradient + (time * scan.batch + b) * outputGradientStride
+            for j in 0..<hidden { total[j] += upstream[j] }
+        }
+    }
+
+    /// Differentiates h_t = act(a): da = dh ⊙ act'(a), read from h_t (kept in gates).
+    private func simpleStep(time: Int, relu: Bool) {
+        let (hidden, gates) = (scan.hidden, scan.gates)
+        for b in 0..<scan.batch {
+            let valid = scan.isValid(b, atTime: time)
+            let total = dh + b * hidden
+            totalHiddenGradient(row: b, time: time, valid: valid, into: total)
+            guard valid else { continue }  // h_t = h_{t-1}: the gradient passes unchanged
+            let row = time * scan.batch + b
+            let (y, da) = (workspace.gates + row * gates, dG + row * gates)
+            for j in 0..<hidden {
+                da[j] = total[j] * (relu ? (y[j] > 0 ? 1 : 0) : 1 - y[j] * y[j])
+                total[j] = 0  // h_{t-1} reaches h_t only through h̃
+            }
+        }
+    }
+
+    /// Differentiates the LSTM step: with dh the total dL/dh_t and tc = tanh(c_t),
+    /// do = dh tc; dc_t += dh o (1 - tc²), zeroed where the clip was active;
+    /// di = dc_t g, df = dc_t c_{t-1}, dg = dc_t i, dc_{t-1} = dc_t f; then through σ' and tanh'.
+    private func lstmStep(time: Int, previous: Int?) {
+        let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
+        let cellStates = workspace.cellStates!
+        for b in 0..<scan.batch {
+            let valid = scan.isValid(b, atTime: time)
+            let total = dh + b * hidden
+            totalHiddenGradient(row: b, time: time, valid: valid, into: total)
+            guard valid else { continue }  // (h, c) carried: both gradients pass unchanged
+            let row = time * scan.batch + b
+            let gate = workspace.gates + row * gates
+            let da = dG + row * gates
+            let cell = cellStates + row * hidden
+            let cellBefore = previous.map { cellStates + ($0 * scan.batch + b) * hidden } ?? scan.c0! + b * hidden
+            let dcRow = dc! + b * hidden
+            for j in 0..<hidden {
+                let (i, f, g, o) = (gate[j], gate[hidden + j], gate[2 * hidden + j], gate[3 * hidden + j])
+                let tc = tanhf(cell[j])
+                var dcNow = dcRow[j] + total[j] * o * (1 - tc * tc)
+                // The clip's gradient: 1 strictly inside (-clip, clip), else 0.
+                if !(abs(f * cellBefore[j] + i * g) < clip) { dcNow = 0 }
+                da[j] = dcNow * g * i * (1 - i)
+                da[hidden + j] = dcNow * cellBefore[j] * f * (1 - f)
+                da[2 * hidden + j] = dcNow * i * (1 - g * g)
+                da[3 * hidden + j] = total[j] * tc * o * (1 - o)
+                dcRow[j] = dcNow * f
+                total[j] = 0
+            }
+        }
+    }
+
+    /// Differentiates the reset-after GRU step: dn = dh (1 - z), dz = dh (h - n), dh_{t-1} += dh z;
+    /// da_n = dn (1 - n²); dr = da_n hn; the recurrent side sees r ⊙ da_n for the n block.
+    private func gruStep(time: Int, previous: Int?) {
+        let (hidden, gates) = (scan.hidden, scan.gates)
+        for b in 0..<scan.batch {
+            let valid = scan.isValid(b, atTime: time)
+            let total = dh + b * hidden
+            totalHiddenGradient(row: b, time: time, valid: valid, into: total)
+            guard valid else { continue }
+            let row = time * scan.batch + b
+            let gate = workspace.gates + row * gates
+            let (da, daRecurrent) = (dG + row * gates, dGh + row * gates)
+            let candidate = workspace.candidateRecurrent! + row * hidden
+            let before = hiddenBefore(row: b, previous: previous)
+            for j in 0..<hidden {
+                let (r, z, n) = (gate[j], gate[hidden + j], gate[2 * hidden + j])
+                let dn = total[j] * (1 - z) * (1 - n * n)
+                let dz = total[j] * (before[j] - n) * z * (1 - z)
+                let dr = dn * candidate[j] * r * (1 - r)
+                da[j] = dr
+                da[hidden + j] = dz
+                da[2 * hidden + j] = dn
+                daRecurrent[j] = dr
+                daRecurrent[hidden + j] = dz
+                daRecurrent[2 * hidden + j] = dn * r
+                total[j] *= z
+            }
+        }
+    }
+
+    /// First half of a reset-before GRU backward step (differentiates `gruResetBeforeCandidate`):
+    /// da_n and da_z into dG, dh_{t-1} = dh z.
+    private func gruResetBeforeCandidate(time: Int, previous: Int?) {
+        let (hidden, gates) = (scan.hidden, scan.gates)
+        for b in 0..<scan.batch {
+            let valid = scan.isValid(b, atTime: time)
+            let total = dh + b * hidden
+            totalHiddenGradient(row: b, time: time, valid: valid, into: total)
+            guard valid else { continue }
+            let row = time * scan.batch + b
+            let gate = workspace.gates + row * gates
+            let da = dG + row * gates
+            let before = hiddenBefore(row: b, previous: previous)
+            for j in 0..<hidden {
+                let (z, n) = (gate[hidden + j], gate[2 * hidden + j])
+                da[hidden + j] = total[j] * (before[j] - n) * z * (1 - z)
+                da[2 * hidden + j] = total[j] * (1 - z) * (1 - n * n)
+                total[j] *= z
+            }
+        }
+    }
+
+    /// Second half (differentiates `gruResetGates`): with dq = dL/d(r ⊙ h̃),
+    /// da_r = dq h̃ r (1 - r) into dG, and dh̃ starts as dq r (the r and z blocks are added by GEMM).
+    private func gruResetGates(time: Int) {
+        let (hidden, gates) = (scan.hidden, scan.gates)
+        for b in 0..<scan.batch {
+            let through = dhTilde + b * hidden
+            guard scan.isValid(b, atTime: time) else {
+                through.update(repeating: 0, count: hidden)
+                continue
+            }
+            let row = time * scan.batch + b
+            let gate = workspace.gates + row * gates
+            let recurrentInput = workspace.recurrentInput + row * hidden
+            let (da, q) = (dG + row * gates, dq + b * hidden)
+            for j in 0..<hidden {
+                let r = gate[j]
+                da[j] = q[j] * recurrentInput[j] * r * (1 - r)
+                through[j] = q[j] * r
+            }
+        }
+    }
+
+    /// h_{t-1} of sequence b without dropout: the state the previous scan step left, or h0.
+    @inline(__always)
+    private func hiddenBefore(row b: Int, previous: Int?) -> UnsafeMutablePointer<Float> {
+        if let previous {
+            return workspace.hiddenStates! + (previous * scan.batch + b) * scan.hidden
+        }
+        return scan.h0 + b * scan.hidden
+    }
+}

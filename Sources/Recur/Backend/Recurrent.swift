@@ -1,0 +1,410 @@
+// The whole-sequence recurrent ops: one layer, one direction, every time step in one call, so a
+// backend can hoist the input projection of all steps into one GEMM and fuse each step's
+// pointwise work into one pass (Appleyard et al. 2016).
+//
+// Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H
+// (gates: 1 for the simple RNNs, 4 for LSTM, 3 for GRU). Sequences are time-major: row (t, b) of
+// a `[T, B, F]` tensor is row t * B + b of the matrix `[T * B, F]`.
+
+/// The cell a recurrent op runs. Weights and gate order follow PyTorch.
+///
+/// With x = x_t, h̃ = h_{t-1} ⊙ m (m the recurrent dropout mask, or 1), h = h_{t-1}:
+/// - `rnnTanh`, `rnnRelu`: h_t = act(W_ih x + b_ih + W_hh h̃ + b_hh).
+/// - `lstm` (gates i, f, g, o):
+///   i = σ(W_ii x + b_ii + W_hi h̃ + b_hi), f = σ(…f…), g = tanh(…g…), o = σ(…o…),
+///   c_t = clip(f ⊙ c_{t-1} + i ⊙ g), h_t = o ⊙ tanh(c_t).
+/// - `gru` (gates r, z, n; reset applied after the recurrent matmul, PyTorch/cuDNN, Keras
+///   `reset_after=True`):
+///   r = σ(W_ir x + b_ir + W_hr h̃ + b_hr), z = σ(…z…),
+///   n = tanh(W_in x + b_in + r ⊙ (W_hn h̃ + b_hn)), h_t = (1 - z) ⊙ n + z ⊙ h.
+/// - `gruResetBefore` (Cho et al. 2014, Keras `reset_after=False`): as `gru` but
+///   n = tanh(W_in x + b_in + W_hn (r ⊙ h̃) + b_hn).
+///
+/// The blend z ⊙ h uses the state without dropout: recurrent dropout only touches what
+/// multiplies W_hh (Gal & Ghahramani 2016, Keras `recurrent_dropout`).
+public enum RecurrentCell: String, Sendable, CaseIterable, Codable {
+    case rnnTanh
+    case rnnRelu
+    case lstm
+    case gru
+    case gruResetBefore
+
+    /// Gate blocks stacked in the weight rows: G = gateCount * H.
+    public var gateCount: Int {
+        switch self {
+        case .rnnTanh, .rnnRelu: 1
+        case .lstm: 4
+        case .gru, .gruResetBefore: 3
+        }
+    }
+
+    /// Whether the cell carries a cell state c next to h.
+    public var hasCellState: Bool { self == .lstm }
+
+    /// Whether the cell is one of the GRU variants.
+    public var isGRU: Bool { self == .gru || self == .gruResetBefore }
+}
+
+/// Where the padding of a shorter sequence sits in a `[T, B, F]` batch.
+/// `post`: the valid steps are t < length. `pre`: the valid steps are t >= T - length.
+public enum PaddingSide: String, Sendable, CaseIterable, Codable {
+    case pre
+    case post
+}
+
+/// The four parameter tensors of one layer-direction, laid out as PyTorch's.
+/// Also used for their gradients, which have the same shapes.
+public struct RecurrentWeights: Sendable {
+    /// `weight_ih`: `[G, I]`, gate blocks stacked along rows in the cell's gate order.
+    public var input: Tensor
+    /// `weight_hh`: `[G, H]`.
+    public var recurrent: Tensor
+    /// `bias_ih`: `[G]`.
+    public var inputBias: Tensor
+    /// `bias_hh`: `[G]`.
+    public var recurrentBias: Tensor
+
+    public init(input: Tensor, recurrent: Tensor, inputBias: Tensor, recurrentBias: Tensor) {
+        self.input = input
+        self.recurrent = recurrent
+        self.inputBias = inputBias
+        self.recurrentBias = recurrentBias
+    }
+}
+
+/// One scan of one layer in one direction: everything both the forward and the backward op read.
+///
+/// Padding: with `lengths`, a step outside a sequence's valid range leaves its state unchanged,
+/// writes 0 to the output and receives no gradient, exactly like a PyTorch packed sequence, in
+/// both directions. Padded input values must be finite (they pass through the input GEMM, whose
+/// padded rows are then ignored).
+public struct RecurrentScan: Sendable {
+    public var cell: RecurrentCell
+    /// x: `[T, B, I]`, dense, time-major.
+    public var input: Tensor
+    public var weights: RecurrentWeights
+    /// h0: `[B, H]`.
+    public var initialHidden: Tensor
+    /// c0: `[B, H]`; required for `lstm`, must be nil otherwise.
+    public var initialCell: Tensor?
+    /// Valid steps per sequence, int32 `[B]`, each in 1...T; nil means every step is valid.
+    /// The CPU backend checks the values; a device backend may trust the layer, which checks
+    /// them on the host before uploading.
+    public var lengths: Tensor?
+    /// Which end of the time axis holds the padding; read only when `lengths` is set.
+    public var padding: PaddingSide
+    /// Scan t = T-1 ... 0 (the backward direction of a bidirectional layer) instead of 0 ... T-1.
+    public var reverse: Bool
+    /// m: `[B, H]`, already scaled by 1 / (1 - p); the same mask at every step. nil means none.
+    public var recurrentDropoutMask: Tensor?
+    /// LSTM only: c_t is clipped to [-cellClip, cellClip] (cuDNN's clip); the gradient through a
+    /// clipped element is 0. Must be nil for the other cells, positive and finite when set.
+    public var cellClip: Float?
+
+    public init(cell: RecurrentCell, input: Tensor, weights: RecurrentWeights, initialHidden: Tensor,
+                initialCell: Tensor? = nil, lengths: Tensor? = nil, padding: PaddingSide = .post,
+                reverse: Bool = false, recurrentDropoutMask: Tensor? = nil, cellClip: Float? = nil) {
+        self.cell = cell
+        self.input = input
+        self.weights = weights
+        self.initialHidden = initialHidden
+        self.initialCell = initialCell
+        self.lengths = lengths
+        self.padding = padding
+        self.reverse = reverse
+        self.recurrentDropoutMask = recurrentDropoutMask
+        self.cellClip = cellClip
+    }
+}
+
+/// What the forward op keeps for the backward op, indexed by time t (not by scan step), so the
+/// weight gradients can be taken as one GEMM over all steps. Written by `recurrentForward`, only
+/// read by `recurrentBackward` (backward may run more than once on one forward).
+///
+/// At a padded step (b, t): `gates` row is 0, the state buffers hold the carried state, and
+/// `candidateRecurrent` is 0.
+public struct RecurrentWorkspace: Sendable {
+    /// `[T, B, G]`: the gates after their nonlinearities, in the cell's gate order
+    /// (LSTM i, f, g, o; GRU r, z, n; simple RNN: h_t itself).
+    public var gates: Tensor
+    /// `[T, B, H]`: h̃_{t-1} = h_{t-1} ⊙ m, the operand of W_hh at step t (h0 ⊙ m at the first step
+    /// of the scan).
+    public var recurrentInput: Tensor
+    /// `[T, B, H]`, LSTM only: c_t after the clip (the state the step leaves behind).
+    public var cellStates: Tensor?
+    /// `[T, B, H]`, GRU only: h_t (without dropout), the state the step leaves behind.
+    public var hiddenStates: Tensor?
+    /// `[T, B, H]`, GRU only: the recurrent part of the candidate n.
+    /// `gru`: W_hn h̃_{t-1} + b_hn. `gruResetBefore`: r_t ⊙ h̃_{t-1} (the operand of W_hn).
+    public var candidateRecurrent: Tensor?
+
+    public init(gates: Tensor, recurrentInput: Tensor, cellStates: Tensor?, hiddenStates: Tensor?,
+                candidateRecurrent: Tensor?) {
+        self.gates = gates
+        self.recurrentInput = recurrentInput
+        self.cellStates = cellStates
+        self.hiddenStates = hiddenStates
+        self.candidateRecurrent = candidateRecurrent
+    }
+
+    /// Allocates the buffers `cell` needs for a `[T, B, *]` scan with H hidden units on `backend`.
+    public init(cell: RecurrentCell, steps: Int, batchSize: Int, hiddenSize: Int, backend: any Backend) throws {
+        let (t, b, h) = (steps, batchSize, hiddenSize)
+        self.init(
+            gates: try backend.zeros([t, b, cell.gateCount * h]),
+            recurrentInput: try backend.zeros([t, b, h]),
+            cellStates: cell.hasCellState ? try backend.zeros([t, b, h]) : nil,
+            hiddenStates: cell.isGRU ? try backend.zeros([t, b, h]) : nil,
+            candidateRecurrent: cell.isGRU ? try backend.zeros([t, b, h]) : nil)
+    }
+}
+
+/// Forward request: run `scan`, write every step's h_t into `output` and the final state.
+///
+/// Overwrites `output` (valid steps: h_t; padded steps: 0), `finalHidden`, `finalCell` and every
+/// buffer of `workspace`. Reads nothing else that it writes; `output` must not overlap the input.
+public struct RecurrentForward: Sendable {
+    public var scan: RecurrentScan
+    /// The `[T * B, H]` matrix of outputs inside a larger tensor: h_t of sequence b goes to
+    /// elements `offset + (t * B + b) * leadingDimension + j`, j < H. A bidirectional layer
+    /// passes its `[T, B, 2H]` output with offset 0 or H and leading dimension 2H. Not transposed.
+    public var output: MatrixOperand
+    /// h_n: `[B, H]`, the state after the last valid step of the scan (for the reverse direction:
+    /// after the first valid time step), or h0 where nothing was valid.
+    public var finalHidden: Tensor
+    /// c_n: `[B, H]`, LSTM only.
+    public var finalCell: Tensor?
+    public var workspace: RecurrentWorkspace
+
+    public init(scan: RecurrentScan, output: MatrixOperand, finalHidden: Tensor, finalCell: Tensor? = nil,
+                workspace: RecurrentWorkspace) {
+        self.scan = scan
+        self.output = output
+        self.finalHidden = finalHidden
+        self.finalCell = finalCell
+        self.workspace = workspace
+    }
+}
+
+/// Backward request for a `RecurrentForward` that ran with the same `scan` and `workspace`.
+///
+/// Overwrites `inputGradient` (or adds to it when `accumulateInputGradient`),
+/// `initialHiddenGradient` and `initialCellGradient`. ACCUMULATES (+=) into the four tensors of
+/// `weightGradients`, so gradients of several calls (directions, batches) add up until zeroed.
+public struct RecurrentBackward: Sendable {
+    public var scan: RecurrentScan
+    public var workspace: RecurrentWorkspace
+    /// dL/d output, the same `[T * B, H]` view as the forward's output; values at padded steps are
+    /// ignored. nil means zero (only the final state feeds the loss).
+    public var outputGradient: MatrixOperand?
+    /// dL/dh_n: `[B, H]`; nil means zero.
+    public var finalHiddenGradient: Tensor?
+    /// dL/dc_n: `[B, H]`, LSTM only; nil means zero.
+    public var finalCellGradient: Tensor?
+    /// dL/dx: `[T, B, I]`. Rows of padded steps get 0 (or are left unchanged when accumulating).
+    public var inputGradient: Tensor
+    /// Add dL/dx into `inputGradient` instead of overwriting it: the two directions of a
+    /// bidirectional layer read the same input.
+    public var accumulateInputGradient: Bool
+    /// dL/dh0: `[B, H]`, overwritten.
+    public var initialHiddenGradient: Tensor
+    /// dL/dc0: `[B, H]`, overwritten; required for `lstm`, nil otherwise.
+    public var initialCellGradient: Tensor?
+    /// dL/dW_ih, dL/dW_hh, dL/db_ih, dL/db_hh, shaped like `scan.weights`; accumulated (+=).
+    public var weightGradients: RecurrentWeights
+
+    public init(scan: RecurrentScan, workspace: RecurrentWorkspace, outputGradient: MatrixOperand?,
+                finalHiddenGradient: Tensor? = nil, finalCellGradient: Tensor? = nil, inputGradient: Tensor,
+                accumulateInputGradient: Bool = false, initialHiddenGradient: Tensor,
+                initialCellGradient: Tensor? = nil, weightGradients: RecurrentWeights) {
+        self.scan = scan
+        self.workspace = workspace
+        self.outputGradient = outputGradient
+        self.finalHiddenGradient = finalHiddenGradient
+        self.finalCellGradient = finalCellGradient
+        self.inputGradient = inputGradient
+        self.accumulateInputGradient = accumulateInputGradient
+        self.initialHiddenGradient = initialHiddenGradient
+        self.initialCellGradient = initialCellGradient
+        self.weightGradients = weightGradients
+    }
+}
+
+/// The sizes of a validated scan.
+struct RecurrentDimensions {
+    /// T, B, I, H.
+    var steps: Int
+    var batch: Int
+    var input: Int
+    var hidden: Int
+    /// G = gates * H.
+    var gates: Int
+}
+
+// MARK: Validation shared by every backend
+
+extension Backend {
+    /// Validates a forward request (shapes, element types, ownership, view bounds); the values of
+    /// `lengths` are not read here.
+    func checkRecurrentForward(_ request: RecurrentForward) throws -> RecurrentDimensions {
+        let operation = "recurrentForward"
+        let size = try checkRecurrentScan(operation, request.scan)
+        try checkRecurrentWorkspace(operation, request.scan.cell, request.workspace, size)
+        try checkSequenceView(operation, "output", request.output, size)
+        try checkState(operation, "finalHidden", request.finalHidden, size)
+        try checkCellOperand(operation, "finalCell", request.finalCell, request.scan.cell, size)
+        return size
+    }
+
+    /// Validates a backward request; see `checkRecurrentForward`.
+    func checkRecurrentBackward(_ request: RecurrentBackward) throws -> RecurrentDimensions {
+        let operation = "recurrentBackward"
+        let scan = request.scan
+        let size = try checkRecurrentScan(operation, scan)
+        try checkRecurrentWorkspace(operation, scan.cell, request.workspace, size)
+        if let view = request.outputGradient {
+            try checkSequenceView(operation, "outputGradient", view, size)
+        }
+        if let gradient = request.finalHiddenGradient {
+            try checkState(operation, "finalHiddenGradient", gradient, size)
+        }
+        if let gradient = request.finalCellGradient {
+            guard scan.cell.hasCellState else {
+                throw RecurrentCheck.unexpected(operation, "finalCellGradient", scan.cell)
+            }
+            try checkState(operation, "finalCellGradient", gradient, size)
+        }
+        try checkOperands(operation, [request.inputGradient])
+        try RecurrentCheck.shape(operation, "inputGradient", request.inputGradient,
+                                 [size.steps, size.batch, size.input])
+        try checkState(operation, "initialHiddenGradient", request.initialHiddenGradient, size)
+        try checkCellOperand(operation, "initialCellGradient", request.initialCellGradient, scan.cell, size)
+        try checkRecurrentWeights(operation, "weightGradients", request.weightGradients, size)
+        return size
+    }
+
+    /// Checks the values of an int32 `[B]` lengths tensor already read to the host: each in 1...T.
+    func checkRecurrentLengths(_ operation: String, _ lengths: UnsafePointer<Int32>, batch: Int, steps: Int) throws {
+        for b in 0..<batch where lengths[b] < 1 || Int(lengths[b]) > steps {
+            throw RecurrentCheck.badLength(operation, Int(lengths[b]), at: b, steps: steps)
+        }
+    }
+
+    private func checkRecurrentScan(_ operation: String, _ scan: RecurrentScan) throws -> RecurrentDimensions {
+        let x = scan.input
+        try checkOperands(operation, [x])
+        guard x.shape.rank == 3 else {
+            throw RecurError.shapeMismatch(operation: operation, detail: "input must be [T, B, I], got \(x.shape)")
+        }
+        let recurrent = scan.weights.recurrent
+        guard recurrent.shape.rank == 2, recurrent.shape[0] == scan.cell.gateCount * recurrent.shape[1] else {
+            throw RecurError.shapeMismatch(
+                operation: operation,
+                detail: "weight_hh must be [\(scan.cell.gateCount) * H, H] for \(scan.cell), got \(recurrent.shape)")
+        }
+        let hidden = recurrent.shape[1]
+        let size = RecurrentDimensions(steps: x.shape[0], batch: x.shape[1], input: x.shape[2], hidden: hidden,
+                                       gates: scan.cell.gateCount * hidden)
+        try checkRecurrentWeights(operation, "weights", scan.weights, size)
+        try checkState(operation, "initialHidden", scan.initialHidden, size)
+        try checkCellOperand(operation, "initialCell", scan.initialCell, scan.cell, size)
+        if let lengths = scan.lengths {
+            try checkOperands(operation, [lengths], dtype: .int32)
+            try RecurrentCheck.shape(operation, "lengths", lengths, [size.batch])
+        }
+        if let mask = scan.recurrentDropoutMask {
+            try checkState(operation, "recurrentDropoutMask", mask, size)
+        }
+        if let clip = scan.cellClip {
+            guard scan.cell.hasCellState else { throw RecurrentCheck.unexpected(operation, "cellClip", scan.cell) }
+            guard clip > 0, clip.isFinite else {
+                throw RecurError.invalidArgument(operation: operation, detail: "cellClip must be positive and finite, got \(clip)")
+            }
+        }
+        return size
+    }
+
+    private func checkRecurrentWeights(_ operation: String, _ name: String, _ weights: RecurrentWeights,
+                                       _ size: RecurrentDimensions) throws {
+        let tensors = [weights.input, weights.recurrent, weights.inputBias, weights.recurrentBias]
+        try checkOperands(operation, tensors)
+        try RecurrentCheck.shape(operation, "\(name).input", weights.input, [size.gates, size.input])
+        try RecurrentCheck.shape(operation, "\(name).recurrent", weights.recurrent, [size.gates, size.hidden])
+        try RecurrentCheck.shape(operation, "\(name).inputBias", weights.inputBias, [size.gates])
+        try RecurrentCheck.shape(operation, "\(name).recurrentBias", weights.recurrentBias, [size.gates])
+    }
+
+    private func checkRecurrentWorkspace(_ operation: String, _ cell: RecurrentCell, _ workspace: RecurrentWorkspace,
+                                         _ size: RecurrentDimensions) throws {
+        let sequence: Shape = [size.steps, size.batch, size.hidden]
+        try checkOperands(operation, [workspace.gates, workspace.recurrentInput])
+        try RecurrentCheck.shape(operation, "workspace.gates", workspace.gates, [size.steps, size.batch, size.gates])
+        try RecurrentCheck.shape(operation, "workspace.recurrentInput", workspace.recurrentInput, sequence)
+        let optional: [(String, Tensor?, Bool)] = [
+            ("workspace.cellStates", workspace.cellStates, cell.hasCellState),
+            ("workspace.hiddenStates", workspace.hiddenStates, cell.isGRU),
+            ("workspace.candidateRecurrent", workspace.candidateRecurrent, cell.isGRU),
+        ]
+        for (name, tensor, needed) in optional {
+            switch (tensor, needed) {
+            case let (tensor?, true):
+                try checkOperands(operation, [tensor])
+                try RecurrentCheck.shape(operation, name, tensor, sequence)
+            case (nil, true):
+                throw RecurError.invalidArgument(operation: operation, detail: "\(cell) needs \(name)")
+            case (.some, false):
+                throw RecurrentCheck.unexpected(operation, name, cell)
+            case (nil, false):
+                break
+            }
+        }
+    }
+
+    /// A `[T * B, H]` sequence view: not transposed, rows at least H wide, inside its tensor.
+    private func checkSequenceView(_ operation: String, _ name: String, _ view: MatrixOperand,
+                                   _ size: RecurrentDimensions) throws {
+        try checkOperands(operation, [view.tensor])
+        guard !view.transposed, view.leadingDimension >= size.hidden, view.offset >= 0 else {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "\(name) must be an untransposed view with leading dimension >= H = \(size.hidden), "
+                    + "got offset \(view.offset), leading dimension \(view.leadingDimension), transposed \(view.transposed)")
+        }
+        let extent = (size.steps * size.batch - 1) * view.leadingDimension + size.hidden
+        try checkRange("\(operation) (\(name))", view.tensor, offset: view.offset, count: extent)
+    }
+
+    private func checkState(_ operation: String, _ name: String, _ tensor: Tensor, _ size: RecurrentDimensions) throws {
+        try checkOperands(operation, [tensor])
+        try RecurrentCheck.shape(operation, name, tensor, [size.batch, size.hidden])
+    }
+
+    /// A `[B, H]` cell-state operand: required for LSTM, absent otherwise.
+    private func checkCellOperand(_ operation: String, _ name: String, _ tensor: Tensor?, _ cell: RecurrentCell,
+                                  _ size: RecurrentDimensions) throws {
+        switch (tensor, cell.hasCellState) {
+        case let (tensor?, true): try checkState(operation, name, tensor, size)
+        case (nil, true): throw RecurError.invalidArgument(operation: operation, detail: "\(cell) needs \(name)")
+        case (.some, false): throw RecurrentCheck.unexpected(operation, name, cell)
+        case (nil, false): break
+        }
+    }
+}
+
+/// Error builders for the recurrent checks.
+enum RecurrentCheck {
+    static func shape(_ operation: String, _ name: String, _ tensor: Tensor, _ expected: Shape) throws {
+        guard tensor.shape == expected else {
+            throw RecurError.shapeMismatch(operation: operation, detail: "\(name) must be \(expected), got \(tensor.shape)")
+        }
+    }
+
+    static func unexpected(_ operation: String, _ name: String, _ cell: RecurrentCell) -> RecurError {
+        RecurError.invalidArgument(operation: operation, detail: "\(name) must be nil for \(cell)")
+    }
+
+    static func badLength(_ operation: String, _ length: Int, at index: Int, steps: Int) -> RecurError {
+        RecurError.invalidArgument(
+            operation: operation, detail: "length \(length) of sequence \(index) outside 1...\(steps)")
+    }
+}
