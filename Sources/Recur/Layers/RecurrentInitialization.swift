@@ -1,0 +1,124 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// Parameter initialisation and dropout masks for `RecurrentLayer`, computed on the host from a
+// seeded generator and uploaded once, so a seed gives the same values on every backend.
+//
+// Shape legend: I input features (of the layer), H hidden units, G = gates * H.
+
+/// How `RecurrentLayer` initialises its parameters.
+public enum RecurrentInitialization: String, Sendable, CaseIterable, Codable {
+    /// PyTorch's default: every weight and bias ~ U(-1/√H, 1/√H).
+    case pytorch
+    /// Keras's defaults: W_ih Glorot-uniform over the whole kernel, U(±√(6 / (I + G))); each gate's
+    /// `[H, H]` block of W_hh orthogonal; biases 0, except that an LSTM's forget-gate block of
+    /// `bias_ih` is 1 (`unit_forget_bias`; PyTorch's layout has two biases, and the 1 goes in one).
+    ///
+    /// Keras makes its whole `[H, G]` recurrent kernel orthogonal, which leaves each gate's block
+    /// with singular values below 1. Orthogonal blocks give every gate's recurrent map singular
+    /// values exactly 1, the property orthogonal initialisation is chosen for (Saxe et al. 2014).
+    case keras
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a small, fast, seedable generator whose stream depends
+/// only on the seed, so initial weights and dropout masks are reproducible on every platform.
+struct RecurrentRandom: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) {
+        state = seed
+    }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    mutating func unit() -> Double {
+        Double(next() >> 11) * 0x1p-53
+    }
+
+    /// Uniform in [-bound, bound).
+    mutating func uniform(bound: Double) -> Float {
+        Float((2 * unit() - 1) * bound)
+    }
+
+    /// Standard normal, Box–Muller (one of the pair; simplicity over speed: used for init only).
+    mutating func gaussian() -> Double {
+        let u = 1 - unit()  // (0, 1], so the log is finite
+        return (-2 * log(u)).squareRoot() * cos(2 * Double.pi * unit())
+    }
+}
+
+enum RecurrentInitializer {
+    /// The four tensors of one layer-direction as host arrays, in PyTorch's layout.
+    static func weights(_ initialization: RecurrentInitialization, cell: RecurrentCell, inputSize: Int,
+                        hiddenSize: Int, using random: inout RecurrentRandom)
+        -> (input: [Float], recurrent: [Float], inputBias: [Float], recurrentBias: [Float])
+    {
+        let (i, h) = (inputSize, hiddenSize)
+        let g = cell.gateCount * h
+        switch initialization {
+        case .pytorch:
+            let bound = 1 / Double(h).squareRoot()
+            let input = (0..<(g * i)).map { _ in random.uniform(bound: bound) }  // [G, I]
+            let recurrent = (0..<(g * h)).map { _ in random.uniform(bound: bound) }  // [G, H]
+            let inputBias = (0..<g).map { _ in random.uniform(bound: bound) }  // [G]
+            let recurrentBias = (0..<g).map { _ in random.uniform(bound: bound) }  // [G]
+            return (input, recurrent, inputBias, recurrentBias)
+        case .keras:
+            let limit = (6 / Double(i + g)).squareRoot()
+            let input = (0..<(g * i)).map { _ in random.uniform(bound: limit) }  // [G, I]
+            var recurrent: [Float] = []  // [G, H]: gate blocks [H, H] stacked along rows
+            recurrent.reserveCapacity(g * h)
+            for _ in 0..<cell.gateCount {
+                recurrent += orthogonal(size: h, using: &random).map(Float.init)
+            }
+            var inputBias = [Float](repeating: 0, count: g)  // [G]
+            if cell == .lstm {
+                for j in h..<(2 * h) { inputBias[j] = 1 }  // gate order i, f, g, o: f is block 1
+            }
+            return (input, recurrent, inputBias, [Float](repeating: 0, count: g))
+        }
+    }
+
+    /// A random `[n, n]` orthogonal matrix, row-major: modified Gram–Schmidt on the columns of a
+    /// Gaussian matrix. That is the Q of its QR factorisation with a positive diagonal in R, which
+    /// is Haar-distributed (Mezzadri 2007), as Keras's `Orthogonal` gets by fixing R's signs.
+    static func orthogonal(size n: Int, using random: inout RecurrentRandom) -> [Double] {
+        var columns: [[Double]] = []  // orthonormal columns found so far, each [n]
+        while columns.count < n {
+            var v = (0..<n).map { _ in random.gaussian() }
+            for q in columns {
+                var dot = 0.0
+                for r in 0..<n { dot += q[r] * v[r] }
+                for r in 0..<n { v[r] -= dot * q[r] }
+            }
+            var norm = 0.0
+            for r in 0..<n { norm += v[r] * v[r] }
+            norm = norm.squareRoot()
+            // Dependent draws happen with probability 0; draw again rather than divide by ~0.
+            guard norm > 1e-6 else { continue }
+            columns.append(v.map { $0 / norm })
+        }
+        var matrix = [Double](repeating: 0, count: n * n)
+        for r in 0..<n {
+            for c in 0..<n { matrix[r * n + c] = columns[c][r] }
+        }
+        return matrix
+    }
+
+    /// An inverted-dropout mask of `count` values: 0 with probability p, else 1 / (1 - p), so the
+    /// expected value of a masked activation is unchanged and inference needs no rescaling.
+    static func dropoutMask(count: Int, probability p: Float, using random: inout RecurrentRandom) -> [Float] {
+        let keep = 1 / (1 - p)
+        return (0..<count).map { _ in random.unit() < Double(p) ? 0 : keep }
+    }
+}

@@ -1,0 +1,503 @@
+// The recurrent stack: layers × directions of whole-sequence scans (`Backend.recurrentForward`
+// and `recurrentBackward`), with dropout on the input, between layers and on the recurrent state.
+// Follows PyTorch's nn.RNN / nn.LSTM / nn.GRU for weights, names and state layout.
+//
+// Shape legend: T time steps, B batch, I input features, H hidden units, L layers, D directions
+// (2 when bidirectional, else 1), G = gates * H.
+
+/// A parameter tensor, its gradient (same shape, accumulated by `backward`), and its name.
+public struct NamedParameter: Sendable {
+    public let name: String
+    public let value: Tensor
+    public let gradient: Tensor
+
+    public init(name: String, value: Tensor, gradient: Tensor) {
+        self.name = name
+        self.value = value
+        self.gradient = gradient
+    }
+}
+
+/// The hidden state of a whole stack, ordered like PyTorch's: index k * D + d is layer k,
+/// direction d (0 forward, 1 reverse).
+public struct RecurrentState: Sendable {
+    /// h: `[L * D, B, H]`.
+    public var hidden: Tensor
+    /// c: `[L * D, B, H]`, LSTM only.
+    public var cell: Tensor?
+
+    public init(hidden: Tensor, cell: Tensor? = nil) {
+        self.hidden = hidden
+        self.cell = cell
+    }
+}
+
+/// What `RecurrentLayer.forward` returns.
+public struct RecurrentOutput: Sendable {
+    /// With `returnSequences`: every step's output of the last layer, `[T, B, D * H]`
+    /// (`[B, T, D * H]` when batch-first), 0 at padded steps. Otherwise `[B, D * H]`: the final
+    /// hidden state of each direction of the last layer, see `RecurrentLayer.returnSequences`.
+    public var output: Tensor
+    /// h_n (and c_n): the state after the last valid step of each layer-direction.
+    public var finalState: RecurrentState
+}
+
+/// What `RecurrentLayer.backward` returns.
+public struct RecurrentInputGradient: Sendable {
+    /// dL/d input, shaped like the input of the last forward; 0 at padded steps.
+    public var input: Tensor
+    /// dL/dh0 (and dL/dc0), `[L * D, B, H]` each; zeros when the forward had no initial state.
+    public var initialState: RecurrentState
+}
+
+/// A stack of recurrent layers (simple RNN, LSTM or GRU), optionally bidirectional, with
+/// explicit `forward` and `backward` passes; PyTorch's `nn.RNN`, `nn.LSTM` and `nn.GRU` with
+/// Keras's dropout options.
+///
+/// Sequences are time-major `[T, B, I]` unless `batchFirst` (`[B, T, I]`, transposed on entry and
+/// exit at the cost of T * B row copies). Each layer-direction is one backend scan; the directions
+/// of a bidirectional layer write the two halves of one `[T, B, 2H]` output without copies.
+///
+/// Parameters use PyTorch's names and shapes: `weight_ih_l{k}` `[G, I_k]`, `weight_hh_l{k}`
+/// `[G, H]`, `bias_ih_l{k}`, `bias_hh_l{k}` `[G]`, with suffix `_reverse` for the reverse
+/// direction; I_0 = I and I_k = D * H above. `backward` accumulates (+=) into their gradients
+/// until `zeroGradients()`.
+public final class RecurrentLayer {
+    public let cell: RecurrentCell
+    public let inputSize: Int
+    public let hiddenSize: Int
+    /// L (PyTorch's `num_layers`).
+    public let layerCount: Int
+    public let bidirectional: Bool
+    /// Inverted dropout on the output of every layer but the last, a fresh mask per element of
+    /// `[T, B, D * H]` (PyTorch's `dropout`). Training only.
+    public let dropout: Float
+    /// Inverted dropout on the input of the first layer with one `[B, I]` mask per sequence reused
+    /// at every step (Keras's `dropout`), shared by both directions. Training only.
+    public let inputDropout: Float
+    /// Inverted dropout on h_{t-1} where it multiplies W_hh, one `[B, H]` mask per sequence per
+    /// layer-direction reused at every step (Gal & Ghahramani 2016, Keras's `recurrent_dropout`).
+    /// Training only.
+    public let recurrentDropout: Float
+    /// LSTM only: clip every c_t to [-cellClip, cellClip] (cuDNN's clip).
+    public let cellClip: Float?
+    /// true: `forward` returns every step's output. false (many-to-one): it returns, for each
+    /// sequence, the final hidden state of each direction of the last layer, concatenated
+    /// `[B, D * H]`: the forward direction's output at the last valid step and the reverse
+    /// direction's output at the first valid step, each having read the whole sequence (Keras's
+    /// `Bidirectional` with `return_sequences=False`; PyTorch's `h_n[-D:]`, not `output[-1]`).
+    public let returnSequences: Bool
+    /// Input and `returnSequences` output are `[B, T, F]` instead of `[T, B, F]`. States stay
+    /// `[L * D, B, H]` as in PyTorch.
+    public let batchFirst: Bool
+    public let backend: any Backend
+
+    /// D: 2 when bidirectional, else 1.
+    public var directionCount: Int { bidirectional ? 2 : 1 }
+
+    /// Parameters and gradients, indexed [layer][direction].
+    private var weights: [[RecurrentWeights]] = []
+    private var gradients: [[RecurrentWeights]] = []
+    private var names: [[String]] = []
+    private var dropoutRandom: RecurrentRandom
+    private var cache: ForwardCache?
+
+    /// Makes the stack with initialised parameters and zero gradients on `backend`.
+    /// - Parameters:
+    ///   - seed: seeds the initial parameters and, through a derived stream, the dropout masks.
+    public init(cell: RecurrentCell, inputSize: Int, hiddenSize: Int, layerCount: Int = 1,
+                bidirectional: Bool = false, dropout: Float = 0, inputDropout: Float = 0,
+                recurrentDropout: Float = 0, cellClip: Float? = nil, returnSequences: Bool = true,
+                batchFirst: Bool = false, initialization: RecurrentInitialization = .pytorch,
+                seed: UInt64 = 0, backend: any Backend) throws {
+        let operation = "RecurrentLayer.init"
+        for (name, size) in [("inputSize", inputSize), ("hiddenSize", hiddenSize), ("layerCount", layerCount)]
+        where size < 1 {
+            throw RecurError.invalidArgument(operation: operation, detail: "\(name) must be at least 1, got \(size)")
+        }
+        for (name, p) in [("dropout", dropout), ("inputDropout", inputDropout), ("recurrentDropout", recurrentDropout)]
+        where !(p >= 0 && p < 1) {
+            throw RecurError.invalidArgument(operation: operation, detail: "\(name) must lie in [0, 1), got \(p)")
+        }
+        if let cellClip {
+            guard cell.hasCellState else {
+                throw RecurError.invalidArgument(operation: operation, detail: "cellClip is only for lstm, not \(cell)")
+            }
+            guard cellClip > 0, cellClip.isFinite else {
+                throw RecurError.invalidArgument(operation: operation, detail: "cellClip must be positive and finite, got \(cellClip)")
+            }
+        }
+        self.cell = cell
+        self.inputSize = inputSize
+        self.hiddenSize = hiddenSize
+        self.layerCount = layerCount
+        self.bidirectional = bidirectional
+        self.dropout = dropout
+        self.inputDropout = inputDropout
+        self.recurrentDropout = recurrentDropout
+        self.cellClip = cellClip
+        self.returnSequences = returnSequences
+        self.batchFirst = batchFirst
+        self.backend = backend
+        dropoutRandom = RecurrentRandom(seed: Self.dropoutSeed(seed))
+
+        var random = RecurrentRandom(seed: seed)
+        let (g, h) = (cell.gateCount * hiddenSize, hiddenSize)
+        for k in 0..<layerCount {
+            let layerInput = k == 0 ? inputSize : directionCount * hiddenSize
+            var (layerWeights, layerGradients, layerNames) = ([RecurrentWeights](), [RecurrentWeights](), [String]())
+            for d in 0..<directionCount {
+                let values = RecurrentInitializer.weights(
+                    initialization, cell: cell, inputSize: layerInput, hiddenSize: h, using: &random)
+                layerWeights.append(RecurrentWeights(
+                    input: try backend.upload(values.input, shape: [g, layerInput]),
+                    recurrent: try backend.upload(values.recurrent, shape: [g, h]),
+                    inputBias: try backend.upload(values.inputBias, shape: [g]),
+                    recurrentBias: try backend.upload(values.recurrentBias, shape: [g])))
+                layerGradients.append(RecurrentWeights(
+                    input: try backend.zeros([g, layerInput]), recurrent: try backend.zeros([g, h]),
+                    inputBias: try backend.zeros([g]), recurrentBias: try backend.zeros([g])))
+                layerNames.append("_l\(k)" + (d == 1 ? "_reverse" : ""))
+            }
+            weights.append(layerWeights)
+            gradients.append(layerGradients)
+            names.append(layerNames)
+        }
+    }
+
+    // MARK: Parameters
+
+    /// Every parameter with its gradient, in PyTorch's order: for each layer, for each direction,
+    /// `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`.
+    public var parameters: [NamedParameter] {
+        var list: [NamedParameter] = []
+        for k in 0..<layerCount {
+            for d in 0..<directionCount {
+                let (value, gradient, suffix) = (weights[k][d], gradients[k][d], names[k][d])
+                list.append(NamedParameter(name: "weight_ih" + suffix, value: value.input, gradient: gradient.input))
+                list.append(NamedParameter(name: "weight_hh" + suffix, value: value.recurrent, gradient: gradient.recurrent))
+                list.append(NamedParameter(name: "bias_ih" + suffix, value: value.inputBias, gradient: gradient.inputBias))
+                list.append(NamedParameter(name: "bias_hh" + suffix, value: value.recurrentBias, gradient: gradient.recurrentBias))
+            }
+        }
+        return list
+    }
+
+    /// The parameter called `name` (a PyTorch name such as `weight_hh_l1_reverse`), if any.
+    public func parameter(named name: String) -> NamedParameter? {
+        parameters.first { $0.name == name }
+    }
+
+    /// Sets every gradient to 0.
+    public func zeroGradients() throws {
+        for parameter in parameters { try backend.fill(parameter.gradient, with: 0) }
+    }
+
+    /// Restarts the dropout masks' random stream, so the next forward passes draw the same masks
+    /// as after construction with this seed.
+    public func seedDropout(_ seed: UInt64) {
+        dropoutRandom = RecurrentRandom(seed: Self.dropoutSeed(seed))
+    }
+
+    /// Dropout draws from a stream apart from the initialisation's.
+    private static func dropoutSeed(_ seed: UInt64) -> UInt64 {
+        var mixer = RecurrentRandom(seed: seed ^ 0xD1B5_4A32_D192_ED03)
+        return mixer.next()
+    }
+
+    // MARK: Forward
+
+    /// What backward needs from the last forward.
+    private struct ForwardCache {
+        /// The scans that ran, [layer][direction]; they hold each layer's input (after dropout),
+        /// its initial state, lengths and recurrent dropout mask.
+        var scans: [[RecurrentScan]]
+        var workspaces: [[RecurrentWorkspace]]
+        /// The dropout mask applied to each layer's input, if any: `[T, B, I_k]`.
+        var inputMasks: [Tensor?]
+        var batch: Int
+        /// The shape of the returned output, which the output gradient must have.
+        var outputShape: Shape
+    }
+
+    /// Runs the stack over `input`.
+    /// - Parameters:
+    ///   - input: `[T, B, I]`, or `[B, T, I]` when batch-first.
+    ///   - lengths: B valid lengths in 1...T; nil means every sequence has T steps. Padded steps
+    ///     change no state, output 0 and get no gradient (PyTorch's packed sequences).
+    ///   - padding: where the padding is: `post` (valid steps t < length) or `pre` (t >= T - length).
+    ///   - initialState: h0 (and c0 for LSTM, required with h0), `[L * D, B, H]`; nil means zeros.
+    ///   - training: applies the dropouts; false runs the deterministic inference pass.
+    public func forward(_ input: Tensor, lengths: [Int]? = nil, padding: PaddingSide = .post,
+                        initialState: RecurrentState? = nil, training: Bool) throws -> RecurrentOutput {
+        let operation = "RecurrentLayer.forward"
+        let (steps, batch) = try checkInput(operation, input)
+        if let lengths { try checkLengths(operation, lengths, steps: steps, batch: batch) }
+        if let initialState { try checkState(operation, "initialState", initialState, batch: batch, cellRequired: true) }
+
+        let (h, d, l) = (hiddenSize, directionCount, layerCount)
+        let stateShape: Shape = [l * d, batch, h]
+        let timeMajor = batchFirst ? try swapLeadingAxes(input) : input  // [T, B, I]
+        let lengthTensor = try lengths.map { try backend.upload($0.map { Int32($0) }, shape: [batch]) }
+        let finalHidden = try backend.zeros(stateShape)
+        let finalCell = cell.hasCellState ? try backend.zeros(stateShape) : nil
+
+        var inputMasks: [Tensor?] = []
+        var layerInput = timeMajor
+        if training, inputDropout > 0 {
+            // One [B, I] mask per sequence, repeated for every step.
+            let perSequence = RecurrentInitializer.dropoutMask(
+                count: batch * inputSize, probability: inputDropout, using: &dropoutRandom)
+            let mask = try backend.upload(
+                Array([[Float]](repeating: perSequence, count: steps).joined()), shape: [steps, batch, inputSize])
+            layerInput = try masked(timeMajor, by: mask)
+            inputMasks.append(mask)
+        } else {
+            inputMasks.append(nil)
+        }
+
+        var scans: [[RecurrentScan]] = []
+        var workspaces: [[RecurrentWorkspace]] = []
+        var layerOutput = layerInput
+        for k in 0..<l {
+            layerOutput = try backend.zeros([steps, batch, d * h])  // [T, B, D * H]
+            var (layerScans, layerWorkspaces) = ([RecurrentScan](), [RecurrentWorkspace]())
+            for direction in 0..<d {
+                let index = k * d + direction
+                let mask = training && recurrentDropout > 0
+                    ? try backend.upload(
+                        RecurrentInitializer.dropoutMask(count: batch * h, probability: recurrentDropout,
+                                                         using: &dropoutRandom),
+                        shape: [batch, h])
+                    : nil
+                let scan = RecurrentScan(
+                    cell: cell, input: layerInput, weights: weights[k][direction],
+                    initialHidden: try stateSlice(initialState?.hidden, index: index, batch: batch),
+                    initialCell: cell.hasCellState ? try stateSlice(initialState?.cell, index: index, batch: batch) : nil,
+                    lengths: lengthTensor, padding: padding, reverse: direction == 1,
+                    recurrentDropoutMask: mask, cellClip: cellClip)
+                let workspace = try RecurrentWorkspace(
+                    cell: cell, steps: steps, batchSize: batch, hiddenSize: h, backend: backend)
+                let hN = try backend.zeros([batch, h])
+                let cN = cell.hasCellState ? try backend.zeros([batch, h]) : nil
+                try backend.recurrentForward(RecurrentForward(
+                    scan: scan, output: MatrixOperand(layerOutput, offset: direction * h, leadingDimension: d * h),
+                    finalHidden: hN, finalCell: cN, workspace: workspace))
+                try backend.copy(hN, sourceOffset: 0, into: finalHidden, destinationOffset: index * batch * h,
+                                 count: batch * h)
+                if let cN, let finalCell {
+                    try backend.copy(cN, sourceOffset: 0, into: finalCell, destinationOffset: index * batch * h,
+                                     count: batch * h)
+                }
+                layerScans.append(scan)
+                layerWorkspaces.append(workspace)
+            }
+            scans.append(layerScans)
+            workspaces.append(layerWorkspaces)
+            if k + 1 < l {
+                if training, dropout > 0 {
+                    let count = steps * batch * d * h
+                    let mask = try backend.upload(
+                        RecurrentInitializer.dropoutMask(count: count, probability: dropout, using: &dropoutRandom),
+                        shape: [steps, batch, d * h])
+                    layerInput = try masked(layerOutput, by: mask)
+                    inputMasks.append(mask)
+                } else {
+                    layerInput = layerOutput
+                    inputMasks.append(nil)
+                }
+            }
+        }
+
+        let output: Tensor
+        if returnSequences {
+            output = batchFirst ? try swapLeadingAxes(layerOutput) : layerOutput
+        } else {
+            // [B, D * H]: row b is h_n of the last layer's directions side by side.
+            output = try backend.zeros([batch, d * h])
+            for direction in 0..<d {
+                let index = (l - 1) * d + direction
+                try copyRows(batch, width: h, from: finalHidden, offset: index * batch * h, stride: h,
+                             into: output, offset: direction * h, stride: d * h)
+            }
+        }
+        cache = ForwardCache(scans: scans, workspaces: workspaces, inputMasks: inputMasks, batch: batch, outputShape: output.shape)
+        return RecurrentOutput(output: output, finalState: RecurrentState(hidden: finalHidden, cell: finalCell))
+    }
+
+    // MARK: Backward
+
+    /// Back-propagates through the last `forward`, accumulating (+=) into the parameter gradients.
+    /// - Parameters:
+    ///   - outputGradient: dL/d output, shaped like the forward's output; nil means zero.
+    ///   - finalStateGradient: dL/dh_n (and dL/dc_n), `[L * D, B, H]`; nil (or a nil cell) means zero.
+    /// - Returns: dL/d input and dL/d initial state.
+    public func backward(outputGradient: Tensor?, finalStateGradient: RecurrentState? = nil) throws
+        -> RecurrentInputGradient
+    {
+        let operation = "RecurrentLayer.backward"
+        guard let cache else {
+            throw RecurError.invalidArgument(operation: operation, detail: "backward needs a forward pass first")
+        }
+        let batch = cache.batch
+        if let outputGradient {
+            try backend.checkOperands(operation, [outputGradient])
+            guard outputGradient.shape == cache.outputShape else {
+                throw RecurError.shapeMismatch(
+                    operation: operation,
+                    detail: "outputGradient must be \(cache.outputShape) like the output, got \(outputGradient.shape)")
+            }
+        }
+        if let finalStateGradient {
+            try checkState(operation, "finalStateGradient", finalStateGradient, batch: batch, cellRequired: false)
+        }
+
+        let (h, d, l) = (hiddenSize, directionCount, layerCount)
+        let stateShape: Shape = [l * d, batch, h]
+        // dL/d output of layer k, [T, B, D * H] (nil means zero): the caller's for the last layer
+        // when it returns sequences, then each layer's input gradient.
+        var layerOutputGradient: Tensor? = nil
+        // Many-to-one: dL/d output [B, D * H] adds to the last layer's dL/dh_n.
+        var lastStateGradient: Tensor? = nil
+        if let outputGradient {
+            if returnSequences {
+                layerOutputGradient = batchFirst ? try swapLeadingAxes(outputGradient) : outputGradient
+            } else {
+                lastStateGradient = outputGradient
+            }
+        }
+        let initialHiddenGradient = try backend.zeros(stateShape)
+        let initialCellGradient = cell.hasCellState ? try backend.zeros(stateShape) : nil
+
+        for k in stride(from: l - 1, through: 0, by: -1) {
+            let scans = cache.scans[k]
+            let layerInputGradient = try backend.zeros(scans[0].input.shape)  // [T, B, I_k]
+            for direction in 0..<d {
+                let index = k * d + direction
+                var hiddenGradient = try finalStateGradient.map {
+                    try stateSlice($0.hidden, index: index, batch: batch)
+                }
+                if k == l - 1, let lastStateGradient {
+                    let column = try backend.zeros([batch, h])
+                    try copyRows(batch, width: h, from: lastStateGradient, offset: direction * h, stride: d * h,
+                                 into: column, offset: 0, stride: h)
+                    if let hiddenGradient { try backend.axpy(alpha: 1, hiddenGradient, column) }
+                    hiddenGradient = column
+                }
+                let cellGradient = try finalStateGradient?.cell.map { try stateSlice($0, index: index, batch: batch) }
+                let dh0 = try backend.zeros([batch, h])
+                let dc0 = cell.hasCellState ? try backend.zeros([batch, h]) : nil
+                try backend.recurrentBackward(RecurrentBackward(
+                    scan: scans[direction], workspace: cache.workspaces[k][direction],
+                    outputGradient: layerOutputGradient.map {
+                        MatrixOperand($0, offset: direction * h, leadingDimension: d * h)
+                    },
+                    finalHiddenGradient: hiddenGradient, finalCellGradient: cellGradient,
+                    inputGradient: layerInputGradient, accumulateInputGradient: direction > 0,
+                    initialHiddenGradient: dh0, initialCellGradient: dc0,
+                    weightGradients: gradients[k][direction]))
+                try backend.copy(dh0, sourceOffset: 0, into: initialHiddenGradient,
+                                 destinationOffset: index * batch * h, count: batch * h)
+                if let dc0, let initialCellGradient {
+                    try backend.copy(dc0, sourceOffset: 0, into: initialCellGradient,
+                                     destinationOffset: index * batch * h, count: batch * h)
+                }
+            }
+            // Through the dropout on this layer's input: the same mask scales the gradient.
+            layerOutputGradient = try cache.inputMasks[k].map { try masked(layerInputGradient, by: $0) }
+                ?? layerInputGradient
+        }
+        var input = layerOutputGradient!  // set by layer 0: [T, B, I]
+        if batchFirst { input = try swapLeadingAxes(input) }
+        return RecurrentInputGradient(
+            input: input,
+            initialState: RecurrentState(hidden: initialHiddenGradient, cell: initialCellGradient))
+    }
+
+    // MARK: Checks
+
+    /// Validates the input tensor and returns (T, B).
+    private func checkInput(_ operation: String, _ input: Tensor) throws -> (steps: Int, batch: Int) {
+        try backend.checkOperands(operation, [input])
+        let layout = batchFirst ? "[B, T, I]" : "[T, B, I]"
+        guard input.shape.rank == 3 else {
+            throw RecurError.shapeMismatch(operation: operation, detail: "input must be \(layout), got \(input.shape)")
+        }
+        guard input.shape[2] == inputSize else {
+            throw RecurError.shapeMismatch(
+                operation: operation,
+                detail: "input has \(input.shape[2]) features, the layer expects inputSize \(inputSize) (\(layout) = \(input.shape))")
+        }
+        return batchFirst ? (input.shape[1], input.shape[0]) : (input.shape[0], input.shape[1])
+    }
+
+    private func checkLengths(_ operation: String, _ lengths: [Int], steps: Int, batch: Int) throws {
+        guard lengths.count == batch else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "\(lengths.count) lengths for a batch of \(batch) sequences")
+        }
+        for (b, length) in lengths.enumerated() where length < 1 || length > steps {
+            throw RecurrentCheck.badLength(operation, length, at: b, steps: steps)
+        }
+    }
+
+    /// Checks a `[L * D, B, H]` state; a cell state is required (for LSTM) only if `cellRequired`.
+    private func checkState(_ operation: String, _ name: String, _ state: RecurrentState, batch: Int,
+                            cellRequired: Bool) throws {
+        let expected: Shape = [layerCount * directionCount, batch, hiddenSize]
+        try backend.checkOperands(operation, [state.hidden])
+        try RecurrentCheck.shape(operation, "\(name).hidden", state.hidden, expected)
+        switch (state.cell, cell.hasCellState) {
+        case let (c?, true):
+            try backend.checkOperands(operation, [c])
+            try RecurrentCheck.shape(operation, "\(name).cell", c, expected)
+        case (nil, true) where cellRequired:
+            throw RecurError.invalidArgument(operation: operation, detail: "\(name) of an lstm needs a cell state")
+        case (.some, false):
+            throw RecurError.invalidArgument(operation: operation, detail: "\(name) has a cell state, \(cell) has none")
+        default:
+            break
+        }
+    }
+
+    // MARK: Helpers (backend ops only)
+
+    /// Slice `index` of a `[L * D, B, H]` state as a new `[B, H]` tensor; zeros when `state` is nil.
+    private func stateSlice(_ state: Tensor?, index: Int, batch: Int) throws -> Tensor {
+        let slice = try backend.zeros([batch, hiddenSize])
+        if let state {
+            try backend.copy(state, sourceOffset: index * batch * hiddenSize, into: slice, destinationOffset: 0,
+                             count: batch * hiddenSize)
+        }
+        return slice
+    }
+
+    /// A new tensor x ⊙ mask.
+    private func masked(_ x: Tensor, by mask: Tensor) throws -> Tensor {
+        let result = try backend.zeros(x.shape)
+        try backend.multiply(x, mask, into: result)
+        return result
+    }
+
+    /// `[A, C, F]` → `[C, A, F]`: the batch-first ↔ time-major transpose, one row copy per (a, c).
+    private func swapLeadingAxes(_ x: Tensor) throws -> Tensor {
+        let (a, c, f) = (x.shape[0], x.shape[1], x.shape[2])
+        let result = try backend.zeros([c, a, f])
+        for i in 0..<a {
+            for j in 0..<c {
+                try backend.copy(x, sourceOffset: (i * c + j) * f, into: result, destinationOffset: (j * a + i) * f,
+                                 count: f)
+            }
+        }
+        return result
+    }
+
+    /// Copies `rows` rows of `width` values between strided row layouts.
+    private func copyRows(_ rows: Int, width: Int, from source: Tensor, offset sourceOffset: Int, stride sourceStride: Int,
+                          into destination: Tensor, offset destinationOffset: Int, stride destinationStride: Int) throws {
+        for row in 0..<rows {
+            try backend.copy(source, sourceOffset: sourceOffset + row * sourceStride, into: destination,
+                             destinationOffset: destinationOffset + row * destinationStride, count: width)
+        }
+    }
+}
