@@ -232,6 +232,30 @@ struct ElementwiseCase: Sendable, CustomStringConvertible {
         assertClose(try backend.download(cTensor), expected, relativeTolerance: 1e-5, absoluteTolerance: 2e-5, what)
     }
 
+    /// Sizes past CLBlast's threshold for its indirect GEMM (pad, transpose, then a tiled kernel),
+    /// on views with offsets and padded rows; checked against the CPU backend (OpenBLAS).
+    @Test func openCLMatchesCPUOnALargeGEMM() throws {
+        guard let openCL = try TestBackends.openCL() else { return }
+        let cpu = TestBackends.cpu
+        var random = SeededGenerator(seed: 11)
+        let (m, n, k) = (389, 403, 397)
+        let (ldA, ldB, ldC) = (m + 3, k + 1, n + 2)  // A and B stored transposed
+        let a = random.floats(2 + k * ldA)
+        let b = random.floats(5 + n * ldB)
+        let c = random.floats(1 + m * ldC)
+        var results: [[Float]] = []
+        for backend in [cpu, openCL] as [any Backend] {
+            let cTensor = try backend.upload(c, shape: [c.count])
+            try backend.gemm(
+                m: m, n: n, k: k, alpha: -0.5,
+                a: MatrixOperand(try backend.upload(a, shape: [a.count]), offset: 2, leadingDimension: ldA, transposed: true),
+                b: MatrixOperand(try backend.upload(b, shape: [b.count]), offset: 5, leadingDimension: ldB, transposed: true),
+                beta: 0.25, c: MatrixOperand(cTensor, offset: 1, leadingDimension: ldC))
+            results.append(try backend.download(cTensor))
+        }
+        assertClose(results[1], results[0], relativeTolerance: 1e-4, absoluteTolerance: 1e-4, "OpenCL vs CPU large gemm")
+    }
+
     @Test(arguments: TestBackend.allCases)
     func matmulOfWholeMatrices(_ which: TestBackend) throws {
         guard let backend = try which.backend() else { return }
