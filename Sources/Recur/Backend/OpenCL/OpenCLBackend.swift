@@ -38,9 +38,9 @@ public final class OpenCLBackend: Backend {
 
     /// Work-items per group in the reductions (`REDUCE_GROUP_SIZE`): a power of two, at most 256.
     let reduceGroupSize: Int
-    /// Partial sums of stage 1 of `sumOfSquares` // [maximumPartials]. Internal scratch, not
-    /// counted in `memoryStatistics`; the lock keeps both stages of one call adjacent on the queue.
-    private let sumOfSquaresPartials: Mutex<OpenCLBuffer>
+    /// Partial sums of stage 1 of `sumOfSquares`. Internal scratch, not counted in
+    /// `memoryStatistics`; the lock keeps both stages of one call adjacent on the queue.
+    private let sumOfSquaresPartials: Mutex<OpenCLBuffer>  // [maximumPartials]
     private let maximumPartials: Int
 
     /// Opens a context and a queue on `device`. Compiles nothing yet.
