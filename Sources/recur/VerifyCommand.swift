@@ -5,10 +5,12 @@ import Recur
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Check every op of the selected device against the CPU backend on random data.",
+        abstract: "Check every op of the selected device against the CPU backend, and PyTorch fixtures.",
         discussion: """
-            Errors are norm-wise relative: max |device - reference| / max |reference|. \
-            Exits with status 1 when any check exceeds its tolerance.
+            Errors are norm-wise relative: max |device - reference| / max |reference|. Each \
+            --fixture file (safetensors, the format of tools/make_fixtures.py) is run through a \
+            recurrent stack on the device and every output and gradient is compared with \
+            PyTorch's float64 values. Exits with status 1 when any check exceeds its tolerance.
             """
     )
 
@@ -20,12 +22,29 @@ struct VerifyCommand: ParsableCommand {
     @Flag(help: "Print only failures and the summary.")
     var quiet = false
 
+    @Option(name: .customLong("fixture"), parsing: .upToNextOption,
+            help: "PyTorch parity fixtures (.safetensors) to check as well.")
+    var fixtures: [String] = []
+
+    @Option(help: "Norm-wise relative error allowed for fixtures.")
+    var fixtureTolerance: Double = FixtureCheck.tolerance
+
     func run() throws {
         let backend = try options.makeBackend()
         print("verifying \(backend.kind.rawValue) device '\(backend.deviceName)' against the CPU reference")
         var check = SelfCheck(backend: backend, seed: seed)
-        let results = try check.baseOps()
+        var results = try check.baseOps()
         report(results)
+        for path in fixtures {
+            print("\nfixture \(path)")
+            let comparisons = try FixtureCheck.run(path: path, backend: backend, tolerance: fixtureTolerance)
+            report(comparisons)
+            results += comparisons
+        }
+        if fixtures.count > 0 {
+            let failed = results.filter { !$0.passed }.count
+            print("\nall: \(results.count - failed) passed, \(failed) failed")
+        }
         if results.contains(where: { !$0.passed }) {
             throw ExitCode(1)
         }
