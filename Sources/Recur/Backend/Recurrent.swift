@@ -121,8 +121,11 @@ public struct RecurrentScan: Sendable {
 /// weight gradients can be taken as one GEMM over all steps. Written by `recurrentForward`, only
 /// read by `recurrentBackward` (backward may run more than once on one forward).
 ///
-/// At a padded step (b, t): `gates` row is 0, the state buffers hold the carried state, and
-/// `candidateRecurrent` is 0.
+/// At a padded step (b, t): the `gates` row is 0, `candidateRecurrent` is 0, `recurrentInput`
+/// holds the carried state times the mask, and `cellStates` / `hiddenStates` hold the carried
+/// state. Backward reads the state of step t's scan predecessor (t - 1, or t + 1 when reversed; h0
+/// or c0 for the first scan step) as h_{t-1} / c_{t-1}, so the carried values are required: the
+/// first valid step after pre-padding (or of a reversed post-padded scan) finds h0 / c0 there.
 public struct RecurrentWorkspace: Sendable {
     /// `[T, B, G]`: the gates after their nonlinearities, in the cell's gate order
     /// (LSTM i, f, g, o; GRU r, z, n; simple RNN: h_t itself).
@@ -283,10 +286,10 @@ extension Backend {
         return size
     }
 
-    /// Checks the values of an int32 `[B]` lengths tensor already read to the host: each in 1...T.
-    func checkRecurrentLengths(_ operation: String, _ lengths: UnsafePointer<Int32>, batch: Int, steps: Int) throws {
-        for b in 0..<batch where lengths[b] < 1 || Int(lengths[b]) > steps {
-            throw RecurrentCheck.badLength(operation, Int(lengths[b]), at: b, steps: steps)
+    /// Checks the values of a lengths tensor already read to the host: each in 1...T.
+    func checkRecurrentLengths(_ operation: String, _ lengths: some Sequence<Int32>, steps: Int) throws {
+        for (b, length) in lengths.enumerated() where length < 1 || Int(length) > steps {
+            throw RecurrentCheck.badLength(operation, Int(length), at: b, steps: steps)
         }
     }
 

@@ -108,7 +108,7 @@ private struct CPURecurrentScan {
         let (t, b) = (size.steps, size.batch)
         if let lengths = scan.lengths {
             let values = lengths.hostInt32s
-            try backend.checkRecurrentLengths(operation, values, batch: b, steps: t)
+            try backend.checkRecurrentLengths(operation, UnsafeBufferPointer(start: values, count: b), steps: t)
             let counts = (0..<b).map { Int(values[$0]) }
             firstValid = counts.map { scan.padding == .post ? 0 : t - $0 }
             endValid = counts.map { scan.padding == .post ? $0 : t }

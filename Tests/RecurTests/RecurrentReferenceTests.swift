@@ -1,0 +1,197 @@
+import Testing
+@testable import Recur
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// An independent check of the forward semantics: every cell written directly from the PyTorch
+// formulas (nn.RNN, nn.LSTM, nn.GRU docs; Cho et al. for the reset-before GRU) in float64, one
+// sequence and one step at a time, with no padding logic at all: a padded sequence is simply run
+// on its valid steps (reversed for the reverse direction). The layer runs in float32, so values
+// agree to ~1e-6; the tolerance is 2e-5 + 1e-4 relative.
+
+@Suite("Recurrent reference")
+struct RecurrentReferenceTests {
+    @Test("two bidirectional layers match the float64 formulas", arguments: RecurrentCell.allCases)
+    func stackedBidirectional(cell: RecurrentCell) throws {
+        try recurrentReferenceCheck(cell: cell, padding: .post, backend: CPUBackend(), seed: 21)
+        try recurrentReferenceCheck(cell: cell, padding: .pre, backend: CPUBackend(), seed: 22)
+    }
+
+    @Test("LSTM with a cell clip matches the float64 formulas")
+    func clippedLSTM() throws {
+        try recurrentReferenceCheck(cell: .lstm, padding: .post, cellClip: 0.3, backend: CPUBackend(), seed: 23)
+    }
+
+    /// One GRU step by hand: the gate order (r, z, n) and where the reset gate applies.
+    @Test("one GRU step, numbers worked by hand")
+    func gruSingleStep() throws {
+        let backend = CPUBackend()
+        for cell in [RecurrentCell.gru, .gruResetBefore] {
+            let layer = try RecurrentLayer(cell: cell, inputSize: 1, hiddenSize: 2, backend: backend)
+            // Rows r0 r1 z0 z1 n0 n1.
+            try recurrentSetValues(layer.parameter(named: "weight_ih_l0")!.value, [0.5, -0.5, 0.25, 0, 1, -1])
+            try recurrentSetValues(layer.parameter(named: "weight_hh_l0")!.value,
+                                   [0.1, 0.2, -0.3, 0.4, 0.5, 0, 0, 0.5, 1, 0.5, -0.5, 1])
+            try recurrentSetValues(layer.parameter(named: "bias_ih_l0")!.value, [0, 0.1, 0, 0, 0.2, 0])
+            try recurrentSetValues(layer.parameter(named: "bias_hh_l0")!.value, [0, 0, 0.3, 0, 0.1, -0.2])
+            let x = 2.0
+            let h = [0.6, -0.4]
+            let r = [sigmoid(0.5 * x + 0.1 * h[0] + 0.2 * h[1]), sigmoid(-0.5 * x + 0.1 - 0.3 * h[0] + 0.4 * h[1])]
+            let z = [sigmoid(0.25 * x + 0.5 * h[0] + 0.3), sigmoid(0.5 * h[1])]
+            let n: [Double]
+            if cell == .gru {
+                n = [tanh(x + 0.2 + r[0] * (h[0] + 0.5 * h[1] + 0.1)),
+                     tanh(-x + r[1] * (-0.5 * h[0] + h[1] - 0.2))]
+            } else {
+                let q = [r[0] * h[0], r[1] * h[1]]
+                n = [tanh(x + 0.2 + q[0] + 0.5 * q[1] + 0.1), tanh(-x - 0.5 * q[0] + q[1] - 0.2)]
+            }
+            let expected = (0..<2).map { Float((1 - z[$0]) * n[$0] + z[$0] * h[$0]) }
+            let result = try layer.forward(try backend.upload([Float(x)], shape: [1, 1, 1]),
+                                           initialState: RecurrentState(hidden: try backend.upload(h.map(Float.init), shape: [1, 1, 2])),
+                                           training: false)
+            recurrentExpectClose(try backend.download(result.output), expected, relative: 1e-6, absolute: 1e-6, "\(cell)")
+        }
+    }
+}
+
+private func sigmoid(_ x: Double) -> Double { 1 / (1 + exp(-x)) }
+
+/// One layer-direction's parameters in float64.
+private struct ReferenceWeights {
+    var input: [Double]  // [G, I]
+    var recurrent: [Double]  // [G, H]
+    var inputBias: [Double]  // [G]
+    var recurrentBias: [Double]  // [G]
+}
+
+/// y = W v + b for W [rows, v.count].
+private func affine(_ w: [Double], _ v: [Double], _ b: [Double]) -> [Double] {
+    (0..<b.count).map { row in
+        var total = b[row]
+        for k in 0..<v.count { total += w[row * v.count + k] * v[k] }
+        return total
+    }
+}
+
+/// Runs `cell` over `inputs` (one sequence, in scan order) from (h, c); returns every h_t and the
+/// final (h, c).
+private func referenceScan(_ cell: RecurrentCell, _ inputs: [[Double]], _ w: ReferenceWeights, h h0: [Double],
+                           c c0: [Double], clip: Double?) -> (outputs: [[Double]], h: [Double], c: [Double]) {
+    let n = h0.count
+    var (h, c) = (h0, c0)
+    var outputs: [[Double]] = []
+    for x in inputs {
+        let gx = affine(w.input, x, w.inputBias)  // W_ih x + b_ih
+        let gh = affine(w.recurrent, h, w.recurrentBias)  // W_hh h + b_hh
+        switch cell {
+        case .rnnTanh:
+            h = (0..<n).map { tanh(gx[$0] + gh[$0]) }
+        case .rnnRelu:
+            h = (0..<n).map { max(gx[$0] + gh[$0], 0) }
+        case .lstm:
+            for j in 0..<n {
+                let i = sigmoid(gx[j] + gh[j])
+                let f = sigmoid(gx[n + j] + gh[n + j])
+                let g = tanh(gx[2 * n + j] + gh[2 * n + j])
+                let o = sigmoid(gx[3 * n + j] + gh[3 * n + j])
+                c[j] = f * c[j] + i * g
+                if let clip { c[j] = min(max(c[j], -clip), clip) }
+                h[j] = o * tanh(c[j])
+            }
+        case .gru:
+            h = (0..<n).map { j in
+                let r = sigmoid(gx[j] + gh[j])
+                let z = sigmoid(gx[n + j] + gh[n + j])
+                let candidate = tanh(gx[2 * n + j] + r * gh[2 * n + j])
+                return (1 - z) * candidate + z * h[j]
+            }
+        case .gruResetBefore:
+            let r = (0..<n).map { sigmoid(gx[$0] + gh[$0]) }
+            let z = (0..<n).map { sigmoid(gx[n + $0] + gh[n + $0]) }
+            let resetHidden = (0..<n).map { r[$0] * h[$0] }
+            let newRows = Array(w.recurrent[(2 * n * n)...])  // W_hn [H, H]
+            let candidateRecurrent = affine(newRows, resetHidden, Array(w.recurrentBias[(2 * n)...]))
+            h = (0..<n).map { j in
+                let candidate = tanh(gx[2 * n + j] + candidateRecurrent[j])
+                return (1 - z[j]) * candidate + z[j] * h[j]
+            }
+        }
+        outputs.append(h)
+    }
+    return (outputs, h, c)
+}
+
+/// Two bidirectional layers on a padded batch against `referenceScan` per sequence.
+func recurrentReferenceCheck(cell: RecurrentCell, padding: PaddingSide, cellClip: Float? = nil,
+                             backend: any Backend, seed: UInt64,
+                             sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let c = RecurrentCase(cell: cell, steps: 5, batch: 3, inputSize: 3, hiddenSize: 4, layerCount: 2,
+                          bidirectional: true, lengths: [5, 2, 4], padding: padding, cellClip: cellClip)
+    var rng = RecurrentTestRNG(seed: seed)
+    let layer = try c.makeLayer(on: backend)
+    try recurrentRandomizeParameters(layer, scale: 0.8, rng: &rng)
+    let x = rng.values(c.inputShape.count)
+    let h0 = rng.values(c.stateShape.count)
+    let c0 = cell.hasCellState ? rng.values(c.stateShape.count) : nil
+    let run = try recurrentRun(layer, input: x, inputShape: c.inputShape, lengths: c.lengths, padding: padding,
+                               initialHidden: h0, initialCell: c0, stateShape: c.stateShape, training: false)
+
+    var weights: [[ReferenceWeights]] = []  // [layer][direction]
+    for k in 0..<c.layerCount {
+        weights.append(try (0..<2).map { d in
+            let suffix = "_l\(k)" + (d == 1 ? "_reverse" : "")
+            func values(_ name: String) throws -> [Double] {
+                try backend.download(layer.parameter(named: name + suffix)!.value).map(Double.init)
+            }
+            return ReferenceWeights(input: try values("weight_ih"), recurrent: try values("weight_hh"),
+                                    inputBias: try values("bias_ih"), recurrentBias: try values("bias_hh"))
+        })
+    }
+
+    let (t, b, i, h) = (c.steps, c.batch, c.inputSize, c.hiddenSize)
+    var expectedOutput = [Float](repeating: 0, count: t * b * 2 * h)  // [T, B, 2H]
+    var expectedHidden = [Float](repeating: 0, count: c.stateShape.count)  // [L * 2, B, H]
+    var expectedCell = [Float](repeating: 0, count: c.stateShape.count)
+    for sequence in 0..<b {
+        let length = c.lengths![sequence]
+        let times = padding == .post ? Array(0..<length) : Array((t - length)..<t)
+        var layerInput = times.map { time in (0..<i).map { Double(x[(time * b + sequence) * i + $0]) } }
+        for k in 0..<c.layerCount {
+            var layerOutput = [[Double]](repeating: [], count: length)
+            for d in 0..<2 {
+                let index = k * 2 + d
+                let state = (0..<h).map { Double(h0[(index * b + sequence) * h + $0]) }
+                let cellState = (0..<h).map { Double(c0?[(index * b + sequence) * h + $0] ?? 0) }
+                let inputs = d == 0 ? layerInput : Array(layerInput.reversed())
+                let result = referenceScan(cell, inputs, weights[k][d], h: state, c: cellState,
+                                           clip: cellClip.map(Double.init))
+                let outputs = d == 0 ? result.outputs : Array(result.outputs.reversed())
+                for step in 0..<length { layerOutput[step] += outputs[step] }
+                for j in 0..<h {
+                    expectedHidden[(index * b + sequence) * h + j] = Float(result.h[j])
+                    expectedCell[(index * b + sequence) * h + j] = Float(result.c[j])
+                }
+            }
+            layerInput = layerOutput
+        }
+        for (step, time) in times.enumerated() {
+            for j in 0..<(2 * h) {
+                expectedOutput[(time * b + sequence) * 2 * h + j] = Float(layerInput[step][j])
+            }
+        }
+    }
+    let what = "\(c)"
+    recurrentExpectClose(run.output, expectedOutput, relative: 1e-4, absolute: 2e-5, "\(what): output",
+                         sourceLocation: sourceLocation)
+    recurrentExpectClose(run.finalHidden, expectedHidden, relative: 1e-4, absolute: 2e-5, "\(what): h_n",
+                         sourceLocation: sourceLocation)
+    if let finalCell = run.finalCell {
+        recurrentExpectClose(finalCell, expectedCell, relative: 1e-4, absolute: 2e-5, "\(what): c_n",
+                             sourceLocation: sourceLocation)
+    }
+}

@@ -1,0 +1,172 @@
+import Testing
+@testable import Recur
+
+// Helpers for the recurrent tests. They take `any Backend`, so each check can run on every backend.
+
+/// SplitMix64 for test data: every test draws its inputs from a fixed seed.
+struct RecurrentTestRNG {
+    private var state: UInt64
+
+    init(seed: UInt64) {
+        state = seed
+    }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [low, high).
+    mutating func uniform(_ low: Float, _ high: Float) -> Float {
+        low + (high - low) * Float(Double(next() >> 11) * 0x1p-53)
+    }
+
+    /// `count` values uniform in [low, high).
+    mutating func values(_ count: Int, _ low: Float = -1, _ high: Float = 1) -> [Float] {
+        (0..<count).map { _ in uniform(low, high) }
+    }
+}
+
+/// Expects |actual - expected| <= absolute + relative * |expected| everywhere; on failure reports
+/// the worst element, its index and how many elements failed.
+func recurrentExpectClose(_ actual: [Float], _ expected: [Float], relative: Float = 1e-5, absolute: Float = 1e-6,
+                          _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    guard actual.count == expected.count else {
+        Issue.record("\(what): \(actual.count) values, expected \(expected.count)", sourceLocation: sourceLocation)
+        return
+    }
+    var (failures, worst, worstIndex) = (0, Float(0), 0)
+    for i in 0..<actual.count {
+        let error = abs(actual[i] - expected[i])
+        let excess = error - (absolute + relative * abs(expected[i]))
+        if !(excess <= 0) {
+            failures += 1
+            if !(excess <= worst) { (worst, worstIndex) = (excess, i) }
+        }
+    }
+    if failures > 0 {
+        Issue.record(
+            "\(what): \(failures) of \(actual.count) values differ; worst at \(worstIndex): \(actual[worstIndex]) vs expected \(expected[worstIndex]) (relative \(relative), absolute \(absolute))",
+            sourceLocation: sourceLocation)
+    }
+}
+
+/// Overwrites a tensor's values.
+func recurrentSetValues(_ tensor: Tensor, _ values: [Float]) throws {
+    let backend = tensor.backend
+    let staged = try backend.upload(values, shape: tensor.shape)
+    try backend.copy(staged, sourceOffset: 0, into: tensor, destinationOffset: 0, count: tensor.count)
+}
+
+/// Σ a ⊙ b in float64.
+func recurrentDot(_ a: [Float], _ b: [Float]) -> Double {
+    var total = 0.0
+    for i in 0..<a.count { total += Double(a[i]) * Double(b[i]) }
+    return total
+}
+
+/// Replaces every parameter with uniform values in ±scale (PyTorch's init is already random; this
+/// makes the tests independent of the initialiser and lets biases be large enough to matter).
+func recurrentRandomizeParameters(_ layer: RecurrentLayer, scale: Float, rng: inout RecurrentTestRNG) throws {
+    for parameter in layer.parameters {
+        try recurrentSetValues(parameter.value, rng.values(parameter.value.count, -scale, scale))
+    }
+}
+
+/// A layer configuration the property and gradient tests share.
+struct RecurrentCase: CustomStringConvertible, Sendable {
+    var cell: RecurrentCell
+    var steps = 4
+    var batch = 3
+    var inputSize = 3
+    var hiddenSize = 3
+    var layerCount = 1
+    var bidirectional = false
+    var lengths: [Int]? = nil
+    var padding = PaddingSide.post
+    var dropout: Float = 0
+    var inputDropout: Float = 0
+    var recurrentDropout: Float = 0
+    var cellClip: Float? = nil
+    var returnSequences = true
+    var batchFirst = false
+
+    var directions: Int { bidirectional ? 2 : 1 }
+    var inputShape: Shape { batchFirst ? [batch, steps, inputSize] : [steps, batch, inputSize] }
+    var stateShape: Shape { [layerCount * directions, batch, hiddenSize] }
+    var outputShape: Shape {
+        let width = directions * hiddenSize
+        if !returnSequences { return [batch, width] }
+        return batchFirst ? [batch, steps, width] : [steps, batch, width]
+    }
+
+    func makeLayer(on backend: any Backend, seed: UInt64 = 1) throws -> RecurrentLayer {
+        try RecurrentLayer(
+            cell: cell, inputSize: inputSize, hiddenSize: hiddenSize, layerCount: layerCount,
+            bidirectional: bidirectional, dropout: dropout, inputDropout: inputDropout,
+            recurrentDropout: recurrentDropout, cellClip: cellClip, returnSequences: returnSequences,
+            batchFirst: batchFirst, seed: seed, backend: backend)
+    }
+
+    var description: String {
+        var parts = ["\(cell) T\(steps) B\(batch) I\(inputSize) H\(hiddenSize) L\(layerCount)"]
+        if bidirectional { parts.append("bidirectional") }
+        if let lengths { parts.append("lengths \(lengths) \(padding)") }
+        if dropout > 0 { parts.append("dropout \(dropout)") }
+        if inputDropout > 0 { parts.append("inputDropout \(inputDropout)") }
+        if recurrentDropout > 0 { parts.append("recurrentDropout \(recurrentDropout)") }
+        if let cellClip { parts.append("clip \(cellClip)") }
+        if !returnSequences { parts.append("many-to-one") }
+        if batchFirst { parts.append("batch-first") }
+        return parts.joined(separator: ", ")
+    }
+}
+
+/// Host values of one run of a layer: outputs, final states, and (after backward) every gradient.
+struct RecurrentRun {
+    var output: [Float]
+    var finalHidden: [Float]
+    var finalCell: [Float]?
+    var inputGradient: [Float] = []
+    var initialHiddenGradient: [Float] = []
+    var initialCellGradient: [Float]? = nil
+    /// Parameter gradients by name.
+    var parameterGradients: [String: [Float]] = [:]
+}
+
+/// Forward (and, given `outputGradient`, backward with zeroed gradients first) on host arrays.
+func recurrentRun(_ layer: RecurrentLayer, input: [Float], inputShape: Shape, lengths: [Int]?,
+                  padding: PaddingSide, initialHidden: [Float]?, initialCell: [Float]?, stateShape: Shape,
+                  training: Bool, dropoutSeed: UInt64? = nil, outputGradient: [Float]? = nil,
+                  finalHiddenGradient: [Float]? = nil, finalCellGradient: [Float]? = nil) throws -> RecurrentRun {
+    let backend = layer.backend
+    if let dropoutSeed { layer.seedDropout(dropoutSeed) }
+    let state = try initialHidden.map {
+        RecurrentState(hidden: try backend.upload($0, shape: stateShape),
+                       cell: try initialCell.map { try backend.upload($0, shape: stateShape) })
+    }
+    let result = try layer.forward(try backend.upload(input, shape: inputShape), lengths: lengths, padding: padding,
+                                   initialState: state, training: training)
+    var run = RecurrentRun(output: try backend.download(result.output),
+                           finalHidden: try backend.download(result.finalState.hidden),
+                           finalCell: try result.finalState.cell.map { try backend.download($0) })
+    guard let outputGradient else { return run }
+    try layer.zeroGradients()
+    let stateGradient = try finalHiddenGradient.map {
+        RecurrentState(hidden: try backend.upload($0, shape: stateShape),
+                       cell: try finalCellGradient.map { try backend.upload($0, shape: stateShape) })
+    }
+    let gradients = try layer.backward(
+        outputGradient: try backend.upload(outputGradient, shape: result.output.shape),
+        finalStateGradient: stateGradient)
+    run.inputGradient = try backend.download(gradients.input)
+    run.initialHiddenGradient = try backend.download(gradients.initialState.hidden)
+    run.initialCellGradient = try gradients.initialState.cell.map { try backend.download($0) }
+    for parameter in layer.parameters {
+        run.parameterGradients[parameter.name] = try backend.download(parameter.gradient)
+    }
+    return run
+}
