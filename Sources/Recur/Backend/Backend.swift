@@ -57,6 +57,8 @@ public protocol Backend: AnyObject, Sendable {
     var deviceName: String { get }
     /// Buffers alive now and the peak of live bytes since the backend was made.
     var memoryStatistics: MemoryStatistics { get }
+    /// Starts a new peak measurement of `memoryStatistics.peakBytes` from what is live now.
+    func resetPeakMemory()
 
     // MARK: Buffers
 

@@ -16,6 +16,7 @@ public final class CPUBackend: Backend {
     public init() {}
 
     public var memoryStatistics: MemoryStatistics { counter.current }
+    public func resetPeakMemory() { counter.resetPeak() }
 
     /// Sets OpenBLAS's thread count for every later GEMM of this process.
     public static func setBLASThreads(_ count: Int) {

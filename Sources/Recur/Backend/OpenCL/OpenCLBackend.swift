@@ -27,6 +27,7 @@ public final class OpenCLBackend: Backend {
     public let device: OpenCLDevice
     public var deviceName: String { device.name }
     public var memoryStatistics: MemoryStatistics { counter.current }
+    public func resetPeakMemory() { counter.resetPeak() }
 
     let context: OpenCLContext
     let counter = MemoryCounter()
