@@ -321,7 +321,8 @@ extension Backend {
         if let clip = scan.cellClip {
             guard scan.cell.hasCellState else { throw RecurrentCheck.unexpected(operation, "cellClip", scan.cell) }
             guard clip > 0, clip.isFinite else {
-                throw RecurError.invalidArgument(operation: operation, detail: "cellClip must be positive and finite, got \(clip)")
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "cellClip must be positive and finite, got \(clip)")
             }
         }
         return size

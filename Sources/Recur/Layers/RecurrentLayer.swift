@@ -124,7 +124,8 @@ public final class RecurrentLayer {
                 throw RecurError.invalidArgument(operation: operation, detail: "cellClip is only for lstm, not \(cell)")
             }
             guard cellClip > 0, cellClip.isFinite else {
-                throw RecurError.invalidArgument(operation: operation, detail: "cellClip must be positive and finite, got \(cellClip)")
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "cellClip must be positive and finite, got \(cellClip)")
             }
         }
         self.cell = cell
@@ -174,10 +175,13 @@ public final class RecurrentLayer {
         for k in 0..<layerCount {
             for d in 0..<directionCount {
                 let (value, gradient, suffix) = (weights[k][d], gradients[k][d], names[k][d])
-                list.append(NamedParameter(name: "weight_ih" + suffix, value: value.input, gradient: gradient.input))
-                list.append(NamedParameter(name: "weight_hh" + suffix, value: value.recurrent, gradient: gradient.recurrent))
-                list.append(NamedParameter(name: "bias_ih" + suffix, value: value.inputBias, gradient: gradient.inputBias))
-                list.append(NamedParameter(name: "bias_hh" + suffix, value: value.recurrentBias, gradient: gradient.recurrentBias))
+                list += [
+                    NamedParameter(name: "weight_ih" + suffix, value: value.input, gradient: gradient.input),
+                    NamedParameter(name: "weight_hh" + suffix, value: value.recurrent, gradient: gradient.recurrent),
+                    NamedParameter(name: "bias_ih" + suffix, value: value.inputBias, gradient: gradient.inputBias),
+                    NamedParameter(name: "bias_hh" + suffix, value: value.recurrentBias,
+                                   gradient: gradient.recurrentBias),
+                ]
             }
         }
         return list
@@ -238,12 +242,12 @@ public final class RecurrentLayer {
         let (h, d, l) = (hiddenSize, directionCount, layerCount)
         let stateShape: Shape = [l * d, batch, h]
         let timeMajor = batchFirst ? try swapLeadingAxes(input) : input  // [T, B, I]
-        let lengthTensor = try lengths.map { try backend.upload($0.map { Int32($0) }, shape: [batch]) }
-        let finalHidden = try backend.zeros(stateShape)
-        let finalCell = cell.hasCellState ? try backend.zeros(stateShape) : nil
+        let lengthTensor = try lengths.map { try backend.upload($0.map { Int32($0) }, shape: [batch]) }  // int32 [B]
+        let finalHidden = try backend.zeros(stateShape)  // h_n [L * D, B, H]
+        let finalCell = cell.hasCellState ? try backend.zeros(stateShape) : nil  // c_n [L * D, B, H]
 
-        var inputMasks: [Tensor?] = []
-        var layerInput = timeMajor
+        var inputMasks: [Tensor?] = []  // per layer: [T, B, I_k] or nil
+        var layerInput = timeMajor  // [T, B, I_k], after dropout
         if training, inputDropout > 0 {
             // One [B, I] mask per sequence, repeated for every step.
             let perSequence = RecurrentInitializer.dropoutMask(
@@ -264,7 +268,7 @@ public final class RecurrentLayer {
             var (layerScans, layerWorkspaces) = ([RecurrentScan](), [RecurrentWorkspace]())
             for direction in 0..<d {
                 let index = k * d + direction
-                let mask = training && recurrentDropout > 0
+                let mask = training && recurrentDropout > 0  // [B, H]
                     ? try backend.upload(
                         RecurrentInitializer.dropoutMask(count: batch * h, probability: recurrentDropout,
                                                          using: &dropoutRandom),
@@ -278,8 +282,8 @@ public final class RecurrentLayer {
                     recurrentDropoutMask: mask, cellClip: cellClip)
                 let workspace = try RecurrentWorkspace(
                     cell: cell, steps: steps, batchSize: batch, hiddenSize: h, backend: backend)
-                let hN = try backend.zeros([batch, h])
-                let cN = cell.hasCellState ? try backend.zeros([batch, h]) : nil
+                let hN = try backend.zeros([batch, h])  // [B, H]
+                let cN = cell.hasCellState ? try backend.zeros([batch, h]) : nil  // [B, H]
                 try backend.recurrentForward(RecurrentForward(
                     scan: scan, output: MatrixOperand(layerOutput, offset: direction * h, leadingDimension: d * h),
                     finalHidden: hN, finalCell: cN, workspace: workspace))
@@ -321,7 +325,8 @@ public final class RecurrentLayer {
                              into: output, offset: direction * h, stride: d * h)
             }
         }
-        cache = ForwardCache(scans: scans, workspaces: workspaces, inputMasks: inputMasks, batch: batch, outputShape: output.shape)
+        cache = ForwardCache(scans: scans, workspaces: workspaces, inputMasks: inputMasks, batch: batch,
+                             outputShape: output.shape)
         return RecurrentOutput(output: output, finalState: RecurrentState(hidden: finalHidden, cell: finalCell))
     }
 
@@ -366,27 +371,29 @@ public final class RecurrentLayer {
                 lastStateGradient = outputGradient
             }
         }
-        let initialHiddenGradient = try backend.zeros(stateShape)
-        let initialCellGradient = cell.hasCellState ? try backend.zeros(stateShape) : nil
+        let initialHiddenGradient = try backend.zeros(stateShape)  // dh0 [L * D, B, H]
+        let initialCellGradient = cell.hasCellState ? try backend.zeros(stateShape) : nil  // dc0 [L * D, B, H]
 
         for k in stride(from: l - 1, through: 0, by: -1) {
             let scans = cache.scans[k]
             let layerInputGradient = try backend.zeros(scans[0].input.shape)  // [T, B, I_k]
             for direction in 0..<d {
                 let index = k * d + direction
-                var hiddenGradient = try finalStateGradient.map {
+                var hiddenGradient = try finalStateGradient.map {  // dh_n [B, H]
                     try stateSlice($0.hidden, index: index, batch: batch)
                 }
                 if k == l - 1, let lastStateGradient {
-                    let column = try backend.zeros([batch, h])
+                    let column = try backend.zeros([batch, h])  // [B, H]
                     try copyRows(batch, width: h, from: lastStateGradient, offset: direction * h, stride: d * h,
                                  into: column, offset: 0, stride: h)
                     if let hiddenGradient { try backend.axpy(alpha: 1, hiddenGradient, column) }
                     hiddenGradient = column
                 }
-                let cellGradient = try finalStateGradient?.cell.map { try stateSlice($0, index: index, batch: batch) }
-                let dh0 = try backend.zeros([batch, h])
-                let dc0 = cell.hasCellState ? try backend.zeros([batch, h]) : nil
+                let cellGradient = try finalStateGradient?.cell.map {  // dc_n [B, H]
+                    try stateSlice($0, index: index, batch: batch)
+                }
+                let dh0 = try backend.zeros([batch, h])  // [B, H]
+                let dc0 = cell.hasCellState ? try backend.zeros([batch, h]) : nil  // [B, H]
                 try backend.recurrentBackward(RecurrentBackward(
                     scan: scans[direction], workspace: cache.workspaces[k][direction],
                     outputGradient: layerOutputGradient.map {
@@ -426,7 +433,7 @@ public final class RecurrentLayer {
         guard input.shape[2] == inputSize else {
             throw RecurError.shapeMismatch(
                 operation: operation,
-                detail: "input has \(input.shape[2]) features, the layer expects inputSize \(inputSize) (\(layout) = \(input.shape))")
+                detail: "input \(layout) = \(input.shape) has \(input.shape[2]) features, the layer expects \(inputSize)")
         }
         return batchFirst ? (input.shape[1], input.shape[0]) : (input.shape[0], input.shape[1])
     }
