@@ -1,0 +1,235 @@
+// A univariate numeric series read from CSV, cut into sliding windows for forecasting.
+//
+// Shape legend: N windows, T window length (steps fed to the model), H horizon (steps
+// predicted), B windows in a batch.
+
+/// One numeric column of a CSV file, in file order, for forecasting.
+public struct NumericSeries: Sendable, Equatable {
+    /// The values, in file order.
+    public var values: [Float]
+    /// Each value's timestamp field as written (`"1949-01"`); empty when none was read.
+    public var timestamps: [String]
+    /// Rows the reader left out (`MalformedRowPolicy.skip`). A series with skipped rows has gaps
+    /// that the windows don't see.
+    public var skippedCount: Int
+
+    /// - Precondition: `timestamps` is empty or has one entry per value.
+    public init(values: [Float], timestamps: [String] = [], skippedCount: Int = 0) {
+        precondition(timestamps.isEmpty || timestamps.count == values.count, "one timestamp per value, or none")
+        self.values = values
+        self.timestamps = timestamps
+        self.skippedCount = skippedCount
+    }
+
+    /// The number of values.
+    public var count: Int { values.count }
+
+    /// Reads a series from a delimited file such as `airline-passengers.csv`
+    /// (`"Month","Passengers"` header, `"1949-01",112` rows, CRLF, no final newline).
+    ///
+    /// A value is a decimal number (`112`, `58.0`, `-1.5e3`; spaces around it allowed);
+    /// anything else (empty, `NA`, `nan`, hexadecimal) makes the row malformed.
+    ///
+    /// - Parameters:
+    ///   - format: the file's layout (default CSV with a header).
+    ///   - timestampColumn: the column to keep as `timestamps`, or `nil` for none.
+    ///   - valueColumn: the numeric column.
+    ///   - onMalformed: fail (default) or skip rows with a bad value or wrong field count.
+    /// - Throws: `RecurError.io` when the file can't be read; `RecurError.malformed` with source
+    ///   `path:line` for a malformed row (unless skipped).
+    public static func readCSV(
+        contentsOf path: String, format: DelimitedTextFormat = .csv, timestampColumn: ColumnSelector? = .index(0),
+        valueColumn: ColumnSelector = .index(1), onMalformed policy: MalformedRowPolicy = .fail
+    ) throws -> NumericSeries {
+        var table = try DelimitedTable(contentsOf: path, format: format, onMalformed: policy)
+        let valuePosition = try table.position(of: valueColumn)
+        let timestampPosition = try timestampColumn.map { try table.position(of: $0) }
+        var values: [Float] = []
+        var timestamps: [String] = []
+        for record in table.records {
+            let field = record.fields[valuePosition]
+            guard let value = decimalValue(field) else {
+                try table.reject(line: record.line, "'\(field)' in \(valueColumn) is not a finite decimal number")
+                continue
+            }
+            values.append(value)
+            if let timestampPosition { timestamps.append(record.fields[timestampPosition]) }
+        }
+        return NumericSeries(values: values, timestamps: timestamps, skippedCount: table.skippedCount)
+    }
+
+    /// `field` as a finite number, or nil. Only decimal notation passes: `Double(_:)` alone would
+    /// also take `nan`, `inf` and hexadecimal, which in a data file are errors.
+    private static func decimalValue(_ field: String) -> Float? {
+        let trimmed = field.utf8.drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+            .reversed().drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }.reversed()
+        let allowed = Set("0123456789.eE+-".utf8)
+        guard !trimmed.isEmpty, trimmed.allSatisfy(allowed.contains),
+              let value = Double(String(decoding: trimmed, as: UTF8.self)), value.isFinite,
+              Float(value).isFinite
+        else { return nil }
+        return Float(value)
+    }
+}
+
+// MARK: Windows
+
+/// Sliding windows over a series: each input window of T values and the H values that follow it.
+public struct ForecastWindows: Sendable, Equatable {
+    /// The input windows, row by row: `inputs[n * length + t]`. `[N, T]`
+    public var inputs: [Float]
+    /// The values following each window: `targets[n * horizon + h]`. `[N, H]`
+    public var targets: [Float]
+    /// T, the values per input window.
+    public let length: Int
+    /// H, the values predicted after each window.
+    public let horizon: Int
+
+    /// The number of windows N.
+    public var count: Int { length == 0 ? 0 : inputs.count / length }
+
+    /// The windows of `values`: window n's inputs are `values[s ..< s + T]` and its targets
+    /// `values[s + T ..< s + T + H]`, with `s = n · stride`. There are
+    /// `⌊(count − T − H) / stride⌋ + 1` windows when the values hold at least one, else none.
+    ///
+    /// - Throws: `RecurError.invalidArgument` for a length, horizon or stride below 1.
+    public init(values: some RandomAccessCollection<Float>, length: Int, horizon: Int = 1, stride: Int = 1) throws {
+        guard length >= 1, horizon >= 1, stride >= 1 else {
+            throw RecurError.invalidArgument(
+                operation: "ForecastWindows",
+                detail: "length \(length), horizon \(horizon) and stride \(stride) must all be at least 1")
+        }
+        let values = Array(values)
+        var inputs: [Float] = []
+        var targets: [Float] = []
+        var start = 0
+        while start + length + horizon <= values.count {
+            inputs.append(contentsOf: values[start ..< start + length])
+            targets.append(contentsOf: values[start + length ..< start + length + horizon])
+            start += stride
+        }
+        self.inputs = inputs
+        self.targets = targets
+        self.length = length
+        self.horizon = horizon
+    }
+
+    /// The windows at `indices` as a batch, inputs time-major with one feature as recurrent
+    /// layers take them.
+    public func batch(_ indices: some Collection<Int>) -> ForecastBatch {
+        let batchSize = indices.count
+        var batchInputs = [Float](repeating: 0, count: length * batchSize)  // [T, B, 1]
+        var batchTargets: [Float] = []  // [B, H]
+        batchTargets.reserveCapacity(batchSize * horizon)
+        for (b, index) in indices.enumerated() {
+            for t in 0..<length {
+                batchInputs[t * batchSize + b] = inputs[index * length + t]
+            }
+            batchTargets.append(contentsOf: targets[index * horizon ..< (index + 1) * horizon])
+        }
+        return ForecastBatch(inputs: batchInputs, targets: batchTargets, steps: length, horizon: horizon)
+    }
+}
+
+/// A batch of forecasting windows.
+public struct ForecastBatch: Sendable, Equatable {
+    /// `inputs[t * batchSize + b]` is step t of window b. `[T, B, 1]`
+    public var inputs: [Float]
+    /// `targets[b * horizon + h]`. `[B, H]`
+    public var targets: [Float]
+    /// T.
+    public var steps: Int
+    /// H.
+    public var horizon: Int
+}
+
+// MARK: Standardisation
+
+/// Shifts and scales values to zero mean and unit standard deviation, with statistics taken from
+/// the data it was fitted to (the training part only, so that validation data leaks nothing).
+public struct Standardization: Sendable, Equatable {
+    /// The fitted mean.
+    public var mean: Float
+    /// The fitted population standard deviation (divided by n, as NumPy's `std` and
+    /// scikit-learn's `StandardScaler`); 1 when the fitted values are all equal, as
+    /// `StandardScaler` does, so that constant data maps to zeros instead of dividing by zero.
+    public var standardDeviation: Float
+
+    public init(mean: Float, standardDeviation: Float) {
+        self.mean = mean
+        self.standardDeviation = standardDeviation
+    }
+
+    /// Fits mean and standard deviation to `values`, accumulating in Double.
+    ///
+    /// - Throws: `RecurError.invalidArgument` for no values.
+    public init(fitting values: some Collection<Float>) throws {
+        guard !values.isEmpty else {
+            throw RecurError.invalidArgument(operation: "Standardization", detail: "no values to fit")
+        }
+        let n = Double(values.count)
+        let mean = values.reduce(0.0) { $0 + Double($1) } / n
+        let variance = values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / n
+        let deviation = variance.squareRoot()
+        self.mean = Float(mean)
+        self.standardDeviation = deviation > 0 ? Float(deviation) : 1
+    }
+
+    /// `(value − mean) / standardDeviation` for each value.
+    public func apply(_ values: [Float]) -> [Float] {
+        values.map { ($0 - mean) / standardDeviation }
+    }
+
+    /// Undoes `apply`: `value · standardDeviation + mean`, for reading predictions in data units.
+    public func invert(_ values: [Float]) -> [Float] {
+        values.map { $0 * standardDeviation + mean }
+    }
+}
+
+// MARK: Training and validation windows
+
+/// Training and validation windows of one series, and the standardisation they were made with.
+public struct ForecastingSplit: Sendable, Equatable {
+    /// Windows whose targets all lie in the training part.
+    public var training: ForecastWindows
+    /// Windows whose targets all lie in the validation part.
+    public var validation: ForecastWindows
+    /// The standardisation fitted to the training part, or nil when values are left as read.
+    public var standardization: Standardization?
+}
+
+extension NumericSeries {
+    /// Splits the series in time and cuts both parts into windows.
+    ///
+    /// The first `⌊count × (1 − validationFraction)⌋` values are the training part (Keras's
+    /// `validation_split` arithmetic); the rest are the validation part. Training windows use only
+    /// training values. Validation windows have their targets in the validation part and take
+    /// their inputs from the `windowLength` values before each target, which may reach back into
+    /// the training part: the model sees the past, never a training target's future. With
+    /// `standardizes`, mean and standard deviation come from the training part only and are
+    /// applied to both.
+    ///
+    /// - Throws: `RecurError.invalidArgument` for a bad fraction or window parameter, or when a
+    ///   part is too short for one window.
+    public func forecastingSplit(
+        windowLength: Int, horizon: Int = 1, stride: Int = 1, validationFraction: Double, standardizes: Bool = true
+    ) throws -> ForecastingSplit {
+        let split = try ValidationSplit(count: count, validationFraction: validationFraction)
+        let trainingValues = Array(values[split.training])
+        let standardization = standardizes ? try Standardization(fitting: trainingValues) : nil
+        let scaled = standardization?.apply(values) ?? values
+
+        let training = try ForecastWindows(
+            values: scaled[split.training], length: windowLength, horizon: horizon, stride: stride)
+        let validationStart = Swift.max(split.validation.lowerBound - windowLength, 0)
+        let validation = try ForecastWindows(
+            values: scaled[validationStart...], length: windowLength, horizon: horizon, stride: stride)
+        guard training.count > 0, validation.count > 0 else {
+            throw RecurError.invalidArgument(
+                operation: "NumericSeries.forecastingSplit",
+                detail: "\(split.training.count) training and \(split.validation.count) validation values give "
+                    + "\(training.count) and \(validation.count) windows of \(windowLength) + \(horizon) values")
+        }
+        return ForecastingSplit(training: training, validation: validation, standardization: standardization)
+    }
+}
