@@ -1,0 +1,169 @@
+// Timings of recurrent layers and GEMM on one backend: what `recur bench` measures.
+//
+// Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H.
+
+/// One recurrent configuration to time.
+public struct BenchmarkConfiguration: Sendable, Hashable, CustomStringConvertible {
+    public var cell: RecurrentCell
+    public var batch: Int
+    public var steps: Int
+    public var inputSize: Int
+    public var hiddenSize: Int
+    public var layers: Int
+    public var bidirectional: Bool
+    public var recurrentDropout: Float
+
+    public init(cell: RecurrentCell, batch: Int, steps: Int, inputSize: Int, hiddenSize: Int, layers: Int = 1,
+                bidirectional: Bool = false, recurrentDropout: Float = 0) {
+        self.cell = cell
+        self.batch = batch
+        self.steps = steps
+        self.inputSize = inputSize
+        self.hiddenSize = hiddenSize
+        self.layers = layers
+        self.bidirectional = bidirectional
+        self.recurrentDropout = recurrentDropout
+    }
+
+    /// The flops of the forward gate GEMMs, 2 T B G (I_k + H) summed over layers and directions:
+    /// the input projection and the recurrent matmul of every step. Backward costs about twice
+    /// that (data and weight gradients), so a training step counts 3x.
+    public var forwardFlops: Double {
+        let directions = bidirectional ? 2 : 1
+        let gates = Double(cell.gateCount * hiddenSize)
+        var total = 0.0
+        for layer in 0..<layers {
+            let layerInput = layer == 0 ? inputSize : directions * hiddenSize
+            total += 2 * Double(steps * batch) * gates * Double(layerInput + hiddenSize) * Double(directions)
+        }
+        return total
+    }
+
+    public var description: String {
+        "\(cell) B=\(batch) T=\(steps) I=\(inputSize) H=\(hiddenSize)"
+            + (layers > 1 ? " L=\(layers)" : "") + (bidirectional ? " bi" : "")
+            + (recurrentDropout > 0 ? " rdrop=\(recurrentDropout)" : "")
+    }
+
+    /// The default suite's shapes (B, T, I, H), smallest first.
+    public static let suiteShapes: [(batch: Int, steps: Int, input: Int, hidden: Int)] = [
+        (32, 400, 32, 32), (32, 100, 128, 128), (64, 50, 256, 256),
+        (64, 100, 512, 512), (128, 50, 1024, 1024), (4, 256, 1024, 1024),
+    ]
+}
+
+/// What a timed pass covers.
+public enum BenchmarkPass: String, Sendable, CaseIterable {
+    /// The layer's inference forward pass over the whole sequence.
+    case forward
+    /// A training forward pass and the full backward pass (input, state and weight gradients).
+    case forwardBackward = "forward+backward"
+
+    /// Flops counted for the pass, in multiples of the forward gate flops.
+    var flopMultiple: Double {
+        switch self {
+        case .forward: 1
+        case .forwardBackward: 3
+        }
+    }
+}
+
+/// Timing statistics of one measurement, in milliseconds.
+public struct BenchmarkMeasurement: Sendable {
+    public var name: String
+    public var configuration: BenchmarkConfiguration?
+    public var pass: String
+    public var medianMilliseconds: Double
+    public var minimumMilliseconds: Double
+    public var maximumMilliseconds: Double
+    public var flops: Double
+    /// The most bytes the backend had allocated during the measured runs.
+    public var peakBytes: Int
+    public var device: String
+
+    public var gigaflopsPerSecond: Double { flops / (medianMilliseconds * 1e6) }
+}
+
+/// Times recurrent layers and GEMMs on one backend: `warmup` untimed runs (kernel compilation,
+/// caches), then `repetitions` timed ones. OpenCL times come from profiling events around the
+/// enqueued work; CPU times from the monotonic clock.
+public struct Benchmark {
+    public let backend: any Backend
+    public var warmup: Int
+    public var repetitions: Int
+
+    public init(backend: any Backend, warmup: Int = 2, repetitions: Int = 10) {
+        self.backend = backend
+        self.warmup = warmup
+        self.repetitions = repetitions
+    }
+
+    /// Times `pass` of a recurrent stack with `configuration` on seeded random data.
+    public func measure(_ configuration: BenchmarkConfiguration, pass: BenchmarkPass) throws -> BenchmarkMeasurement {
+        let c = configuration
+        let layer = try RecurrentLayer(
+            cell: c.cell, inputSize: c.inputSize, hiddenSize: c.hiddenSize, layerCount: c.layers,
+            bidirectional: c.bidirectional, recurrentDropout: c.recurrentDropout, seed: 1, backend: backend)
+        var random = RecurrentRandom(seed: 7)
+        let input = try backend.upload((0..<(c.steps * c.batch * c.inputSize)).map { _ in random.uniform(bound: 1) },
+                                       shape: [c.steps, c.batch, c.inputSize])
+        let outputWidth = (c.bidirectional ? 2 : 1) * c.hiddenSize
+        let outputGradient = try backend.upload(
+            (0..<(c.steps * c.batch * outputWidth)).map { _ in random.uniform(bound: 1) },
+            shape: [c.steps, c.batch, outputWidth])
+        let run: () throws -> Void = switch pass {
+        case .forward:
+            { _ = try layer.forward(input, training: false) }
+        case .forwardBackward:
+            {
+                _ = try layer.forward(input, training: true)
+                _ = try layer.backward(outputGradient: outputGradient)
+            }
+        }
+        return try time(name: c.description, configuration: c, pass: pass.rawValue,
+                        flops: c.forwardFlops * pass.flopMultiple, run)
+    }
+
+    /// Times C[n, n] = A[n, n] B[n, n].
+    public func measureGEMM(size n: Int) throws -> BenchmarkMeasurement {
+        var random = RecurrentRandom(seed: 11)
+        let a = try backend.upload((0..<(n * n)).map { _ in random.uniform(bound: 1) }, shape: [n, n])
+        let b = try backend.upload((0..<(n * n)).map { _ in random.uniform(bound: 1) }, shape: [n, n])
+        let c = try backend.zeros([n, n])
+        return try time(name: "gemm \(n)x\(n)x\(n)", configuration: nil, pass: "gemm",
+                        flops: 2 * Double(n) * Double(n) * Double(n)) {
+            try backend.matmul(a, b, into: c)
+        }
+    }
+
+    /// Runs `body` warm-up and timed times and summarises the timed runs.
+    public func time(name: String, configuration: BenchmarkConfiguration?, pass: String, flops: Double,
+                     _ body: () throws -> Void) throws -> BenchmarkMeasurement {
+        for _ in 0..<warmup { try body() }
+        try backend.synchronize()
+        backend.resetPeakMemory()
+        var samples: [Double] = []
+        for _ in 0..<max(1, repetitions) {
+            samples.append(try milliseconds(body))
+        }
+        samples.sort()
+        return BenchmarkMeasurement(
+            name: name, configuration: configuration, pass: pass,
+            medianMilliseconds: samples[samples.count / 2], minimumMilliseconds: samples.first!,
+            maximumMilliseconds: samples.last!, flops: flops, peakBytes: backend.memoryStatistics.peakBytes,
+            device: backend.deviceName)
+    }
+
+    /// One run of `body`, finished on the device, in milliseconds.
+    private func milliseconds(_ body: () throws -> Void) throws -> Double {
+        if let openCL = backend as? OpenCLBackend {
+            return Double(try openCL.measureDeviceNanoseconds(body)) / 1e6
+        }
+        let clock = ContinuousClock()
+        let start = clock.now
+        try body()
+        try backend.synchronize()
+        let elapsed = clock.now - start
+        return Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
+    }
+}

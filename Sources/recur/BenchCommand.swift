@@ -1,0 +1,152 @@
+import ArgumentParser
+import Recur
+
+/// `recur bench`: times recurrent layers (and GEMM) on a device.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Time simple RNN, LSTM and GRU layers and GEMM on a device.",
+        discussion: """
+            Without sizes, runs the default suite: every cell at (B, T, I, H) = \
+            (32, 400, 32, 32), (32, 100, 128, 128), (64, 50, 256, 256), (64, 100, 512, 512), \
+            (128, 50, 1024, 1024), (4, 256, 1024, 1024); the last three only on GPUs unless --all. \
+            With --batch, --steps, --input and --hidden, times that configuration instead. \
+            GFLOP/s count 2 T B G (I + H) per layer-direction for a forward pass, 3x that with backward. \
+            OpenCL times come from profiling events; CPU times from the monotonic clock.
+            """
+    )
+
+    @OptionGroup var options: DeviceOptions
+
+    @Option(help: "Cells to time: rnn (tanh), rnn-relu, lstm, gru, gru-reset-before (repeatable).")
+    var cell: [String] = ["rnn", "lstm", "gru"]
+
+    @Option(help: "Batch size B.") var batch: Int?
+    @Option(help: "Time steps T.") var steps: Int?
+    @Option(help: "Input features I.") var input: Int?
+    @Option(help: "Hidden units H.") var hidden: Int?
+    @Option(help: "Stacked layers.") var layers = 1
+    @Flag(help: "Bidirectional layers.") var bidirectional = false
+    @Option(help: "Recurrent dropout probability (training passes).") var recurrentDropout: Float = 0
+
+    @Option(help: "Passes: forward, forward+backward (repeatable).")
+    var pass: [String] = BenchmarkPass.allCases.map(\.rawValue)
+
+    @Flag(help: "Include the large suite shapes on CPU devices too.") var all = false
+    @Option(help: "Untimed runs before timing.") var warmup = 2
+    @Option(help: "Timed runs; the median is reported.") var repetitions = 10
+    @Option(help: "GEMM sizes n (n x n x n) to sweep; 0 for none.") var gemm: [Int] = [256, 512, 1024]
+    @Flag(help: "One JSON object per measurement instead of a table.") var json = false
+
+    func validate() throws {
+        let sizes = [batch, steps, input, hidden]
+        if sizes.contains(where: { $0 != nil }) && sizes.contains(where: { $0 == nil }) {
+            throw ValidationError("give all of --batch, --steps, --input and --hidden, or none")
+        }
+        if sizes.contains(where: { ($0 ?? 1) < 1 }) || layers < 1 || repetitions < 1 || warmup < 0 {
+            throw ValidationError("sizes, --layers and --repetitions must be positive")
+        }
+        if !(recurrentDropout >= 0 && recurrentDropout < 1) {
+            throw ValidationError("--recurrent-dropout must lie in [0, 1)")
+        }
+    }
+
+    func run() throws {
+        let backend = try options.makeBackend()
+        let cells = try cell.map(Self.parseCell)
+        let passes = try pass.map { name in
+            guard let parsed = BenchmarkPass(rawValue: name) else {
+                throw ValidationError("unknown pass '\(name)': forward or forward+backward")
+            }
+            return parsed
+        }
+        let benchmark = Benchmark(backend: backend, warmup: warmup, repetitions: repetitions)
+        if !json {
+            print("device: \(backend.kind.rawValue) '\(backend.deviceName)', median of \(repetitions) after \(warmup) warm-up runs")
+            print(Self.header)
+        }
+        for configuration in try configurations(cells, backend: backend) {
+            for pass in passes {
+                emit(try benchmark.measure(configuration, pass: pass))
+            }
+        }
+        for n in gemm where n > 0 {
+            emit(try benchmark.measureGEMM(size: n))
+        }
+    }
+
+    private func configurations(_ cells: [RecurrentCell], backend: any Backend) throws -> [BenchmarkConfiguration] {
+        let make = { (cell: RecurrentCell, b: Int, t: Int, i: Int, h: Int) in
+            BenchmarkConfiguration(cell: cell, batch: b, steps: t, inputSize: i, hiddenSize: h, layers: layers,
+                                   bidirectional: bidirectional, recurrentDropout: recurrentDropout)
+        }
+        if let batch, let steps, let input, let hidden {
+            return cells.map { make($0, batch, steps, input, hidden) }
+        }
+        let isGPU = (backend as? OpenCLBackend)?.device.type == .gpu
+        let shapes = all || isGPU ? BenchmarkConfiguration.suiteShapes : Array(BenchmarkConfiguration.suiteShapes.prefix(3))
+        return shapes.flatMap { shape in cells.map { make($0, shape.batch, shape.steps, shape.input, shape.hidden) } }
+    }
+
+    static func parseCell(_ name: String) throws -> RecurrentCell {
+        switch name.lowercased() {
+        case "rnn", "rnn-tanh", "rnn_tanh", "simplernn": .rnnTanh
+        case "rnn-relu", "rnn_relu": .rnnRelu
+        case "lstm": .lstm
+        case "gru": .gru
+        case "gru-reset-before", "gru_reset_before": .gruResetBefore
+        default: throw ValidationError("unknown cell '\(name)': rnn, rnn-relu, lstm, gru, gru-reset-before")
+        }
+    }
+
+    static let header = padded("measurement", 44) + padded("pass", 18) + padded("median ms", 11)
+        + padded("min ms", 10) + padded("max ms", 10) + padded("GFLOP/s", 9) + "peak memory"
+
+    private func emit(_ m: BenchmarkMeasurement) {
+        if json {
+            print(Self.json(m))
+        } else {
+            print(padded(m.name, 44) + padded(m.pass, 18) + padded(fixed(m.medianMilliseconds, 3), 11)
+                  + padded(fixed(m.minimumMilliseconds, 3), 10) + padded(fixed(m.maximumMilliseconds, 3), 10)
+                  + padded(fixed(m.gigaflopsPerSecond, 1), 9) + bytes(m.peakBytes))
+        }
+    }
+
+    /// One measurement as a JSON object on one line.
+    static func json(_ m: BenchmarkMeasurement) -> String {
+        var fields: [(String, String)] = []
+        if let c = m.configuration {
+            fields += [
+                ("cell", quoted(c.cell.rawValue)), ("B", "\(c.batch)"), ("T", "\(c.steps)"), ("I", "\(c.inputSize)"),
+                ("H", "\(c.hiddenSize)"), ("layers", "\(c.layers)"), ("bidirectional", "\(c.bidirectional)"),
+                ("recurrent_dropout", "\(c.recurrentDropout)"),
+            ]
+        } else {
+            fields.append(("name", quoted(m.name)))
+        }
+        fields += [
+            ("pass", quoted(m.pass)), ("median_ms", "\(m.medianMilliseconds)"), ("min_ms", "\(m.minimumMilliseconds)"),
+            ("max_ms", "\(m.maximumMilliseconds)"), ("gflops", "\(m.gigaflopsPerSecond)"),
+            ("peak_bytes", "\(m.peakBytes)"), ("device", quoted(m.device)),
+        ]
+        return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
+    }
+
+    /// `text` as a JSON string literal.
+    static func quoted(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}
