@@ -1,11 +1,5 @@
 import CBLAS
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 // The reference recurrent ops: one layer, one direction, the whole sequence per call.
 //
 // Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H.
@@ -243,20 +237,30 @@ private struct CPURecurrentForward {
         }
     }
 
+    /// Lanes k ..< k + count of x W_ihᵀ + h̃ W_hhᵀ + b, from the row's three addends.
+    @inline(__always)
+    private func preactivation(_ gate: UnsafeMutablePointer<Float>, _ product: UnsafeMutablePointer<Float>,
+                               _ bias: UnsafeMutablePointer<Float>, _ k: Int, _ count: Int) -> CPULanes {
+        (gate + k).loadLanes(count) + (product + k).loadLanes(count) + (bias + k).loadLanes(count)
+    }
+
+    // The step loops below run over a row's H units eight lanes at a time (`CPULanes`).
+
     /// h_t = act(x W_ihᵀ + b_ih + h̃ W_hhᵀ + b_hh); gates holds h_t.
     private func simpleStep(time: Int, next: Int?, relu: Bool) {
-        let (hidden, gates) = (scan.hidden, scan.gates)
+        let (hidden, gates, width) = (scan.hidden, scan.gates, CPULanes.scalarCount)
         for b in 0..<scan.batch {
             let valid = scan.isValid(b, atTime: time)
             let gate = workspace.gates + (time * scan.batch + b) * gates  // [G], G = H
             if valid {
                 let product = stepProducts + b * gates
                 let state = h + b * hidden
-                for j in 0..<hidden {
-                    let a = gate[j] + product[j] + scan.biasSum[j]
-                    let y = relu ? max(a, 0) : tanhf(a)
-                    gate[j] = y
-                    state[j] = y
+                for j in stride(from: 0, to: hidden, by: width) {
+                    let n = min(width, hidden - j)
+                    let a = preactivation(gate, product, scan.biasSum, j, n)
+                    let y = relu ? a.replacing(with: 0, where: a .< 0) : CPUMath.tanh(a)
+                    (gate + j).storeLanes(y, n)
+                    (state + j).storeLanes(y, n)
                 }
             } else {
                 gate.update(repeating: 0, count: gates)
@@ -267,7 +271,7 @@ private struct CPURecurrentForward {
 
     /// i, f, g, o = σ, σ, tanh, σ of (x W_ihᵀ + h̃ W_hhᵀ + b); c_t = clip(f c + i g); h_t = o tanh(c_t).
     private func lstmStep(time: Int, next: Int?) {
-        let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
+        let (hidden, gates, clip, width) = (scan.hidden, scan.gates, scan.clip, CPULanes.scalarCount)
         let c = self.c!
         for b in 0..<scan.batch {
             let valid = scan.isValid(b, atTime: time)
@@ -278,18 +282,21 @@ private struct CPURecurrentForward {
                 let product = stepProducts + b * gates
                 let state = h + b * hidden
                 let bias = scan.biasSum
-                for j in 0..<hidden {
-                    let i = CPUMath.sigmoid(gate[j] + product[j] + bias[j])
-                    let f = CPUMath.sigmoid(gate[hidden + j] + product[hidden + j] + bias[hidden + j])
-                    let g = tanhf(gate[2 * hidden + j] + product[2 * hidden + j] + bias[2 * hidden + j])
-                    let o = CPUMath.sigmoid(gate[3 * hidden + j] + product[3 * hidden + j] + bias[3 * hidden + j])
-                    let cNew = min(max(f * cell[j] + i * g, -clip), clip)
-                    gate[j] = i
-                    gate[hidden + j] = f
-                    gate[2 * hidden + j] = g
-                    gate[3 * hidden + j] = o
-                    cell[j] = cNew
-                    state[j] = o * tanhf(cNew)
+                for j in stride(from: 0, to: hidden, by: width) {
+                    let n = min(width, hidden - j)
+                    let i = CPUMath.sigmoid(preactivation(gate, product, bias, j, n))
+                    let f = CPUMath.sigmoid(preactivation(gate, product, bias, hidden + j, n))
+                    let g = CPUMath.tanh(preactivation(gate, product, bias, 2 * hidden + j, n))
+                    let o = CPUMath.sigmoid(preactivation(gate, product, bias, 3 * hidden + j, n))
+                    let unclipped = f * (cell + j).loadLanes(n) + i * g
+                    let cNew = unclipped.replacing(with: clip, where: unclipped .> clip)
+                        .replacing(with: -clip, where: unclipped .< -clip)
+                    (gate + j).storeLanes(i, n)
+                    (gate + hidden + j).storeLanes(f, n)
+                    (gate + 2 * hidden + j).storeLanes(g, n)
+                    (gate + 3 * hidden + j).storeLanes(o, n)
+                    (cell + j).storeLanes(cNew, n)
+                    (state + j).storeLanes(o * CPUMath.tanh(cNew), n)
                 }
             } else {
                 gate.update(repeating: 0, count: gates)
@@ -302,7 +309,7 @@ private struct CPURecurrentForward {
     /// r, z = σ(x W_ihᵀ + h̃ W_hhᵀ + b); hn = h̃ W_hnᵀ + b_hn; n = tanh(x W_inᵀ + b_in + r hn);
     /// h_t = (1 - z) n + z h.
     private func gruStep(time: Int, next: Int?) {
-        let (hidden, gates) = (scan.hidden, scan.gates)
+        let (hidden, gates, width) = (scan.hidden, scan.gates, CPULanes.scalarCount)
         for b in 0..<scan.batch {
             let valid = scan.isValid(b, atTime: time)
             let row = time * scan.batch + b
@@ -312,16 +319,19 @@ private struct CPURecurrentForward {
             if valid {
                 let product = stepProducts + b * gates
                 let bias = scan.biasSum
-                for j in 0..<hidden {
-                    let r = CPUMath.sigmoid(gate[j] + product[j] + bias[j])
-                    let z = CPUMath.sigmoid(gate[hidden + j] + product[hidden + j] + bias[hidden + j])
-                    let hn = product[2 * hidden + j] + scan.bHH[2 * hidden + j]
-                    let n = tanhf(gate[2 * hidden + j] + scan.bIH[2 * hidden + j] + r * hn)
-                    gate[j] = r
-                    gate[hidden + j] = z
-                    gate[2 * hidden + j] = n
-                    candidate[j] = hn
-                    state[j] = n + z * (state[j] - n)
+                for j in stride(from: 0, to: hidden, by: width) {
+                    let n = min(width, hidden - j)
+                    let r = CPUMath.sigmoid(preactivation(gate, product, bias, j, n))
+                    let z = CPUMath.sigmoid(preactivation(gate, product, bias, hidden + j, n))
+                    let hn = (product + 2 * hidden + j).loadLanes(n) + (scan.bHH + 2 * hidden + j).loadLanes(n)
+                    let input = (gate + 2 * hidden + j).loadLanes(n) + (scan.bIH + 2 * hidden + j).loadLanes(n)
+                    let candidateState = CPUMath.tanh(input + r * hn)
+                    let previous = (state + j).loadLanes(n)
+                    (gate + j).storeLanes(r, n)
+                    (gate + hidden + j).storeLanes(z, n)
+                    (gate + 2 * hidden + j).storeLanes(candidateState, n)
+                    (candidate + j).storeLanes(hn, n)
+                    (state + j).storeLanes(candidateState + z * (previous - candidateState), n)
                 }
             } else {
                 gate.update(repeating: 0, count: gates)
@@ -334,7 +344,7 @@ private struct CPURecurrentForward {
 
     /// First half of a reset-before GRU step: r, z, and r ⊙ h̃ (the operand of W_hn).
     private func gruResetGates(time: Int) {
-        let (hidden, gates) = (scan.hidden, scan.gates)
+        let (hidden, gates, width) = (scan.hidden, scan.gates, CPULanes.scalarCount)
         for b in 0..<scan.batch {
             let row = time * scan.batch + b
             let gate = workspace.gates + row * gates  // [3H]: r, z, n
@@ -346,18 +356,19 @@ private struct CPURecurrentForward {
             let product = stepProducts + b * gates
             let recurrentInput = workspace.recurrentInput + row * hidden
             let bias = scan.biasSum
-            for j in 0..<hidden {
-                let r = CPUMath.sigmoid(gate[j] + product[j] + bias[j])
-                gate[j] = r
-                gate[hidden + j] = CPUMath.sigmoid(gate[hidden + j] + product[hidden + j] + bias[hidden + j])
-                resetHidden[j] = r * recurrentInput[j]
+            for j in stride(from: 0, to: hidden, by: width) {
+                let n = min(width, hidden - j)
+                let r = CPUMath.sigmoid(preactivation(gate, product, bias, j, n))
+                (gate + j).storeLanes(r, n)
+                (gate + hidden + j).storeLanes(CPUMath.sigmoid(preactivation(gate, product, bias, hidden + j, n)), n)
+                (resetHidden + j).storeLanes(r * (recurrentInput + j).loadLanes(n), n)
             }
         }
     }
 
     /// Second half: n = tanh(x W_inᵀ + b_in + (r ⊙ h̃) W_hnᵀ + b_hn); h_t = (1 - z) n + z h.
     private func gruResetBeforeCandidate(time: Int, next: Int?) {
-        let (hidden, gates) = (scan.hidden, scan.gates)
+        let (hidden, gates, width) = (scan.hidden, scan.gates, CPULanes.scalarCount)
         for b in 0..<scan.batch {
             let valid = scan.isValid(b, atTime: time)
             let row = time * scan.batch + b
@@ -366,11 +377,13 @@ private struct CPURecurrentForward {
             if valid {
                 let product = stepProducts + b * gates
                 let bias = scan.biasSum
-                for j in 0..<hidden {
-                    let z = gate[hidden + j]
-                    let n = tanhf(gate[2 * hidden + j] + product[2 * hidden + j] + bias[2 * hidden + j])
-                    gate[2 * hidden + j] = n
-                    state[j] = n + z * (state[j] - n)
+                for j in stride(from: 0, to: hidden, by: width) {
+                    let n = min(width, hidden - j)
+                    let z = (gate + hidden + j).loadLanes(n)
+                    let candidateState = CPUMath.tanh(preactivation(gate, product, bias, 2 * hidden + j, n))
+                    let previous = (state + j).loadLanes(n)
+                    (gate + 2 * hidden + j).storeLanes(candidateState, n)
+                    (state + j).storeLanes(candidateState + z * (previous - candidateState), n)
                 }
             } else {
                 gate.update(repeating: 0, count: gates)
@@ -513,7 +526,7 @@ private struct CPURecurrentBackward {
     /// do = dh tc; dc_t += dh o (1 - tc²), zeroed where the clip was active;
     /// di = dc_t g, df = dc_t c_{t-1}, dg = dc_t i, dc_{t-1} = dc_t f; then through σ' and tanh'.
     private func lstmStep(time: Int, previous: Int?) {
-        let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
+        let (hidden, gates, clip, width) = (scan.hidden, scan.gates, scan.clip, CPULanes.scalarCount)
         let cellStates = workspace.cellStates!
         for b in 0..<scan.batch {
             let valid = scan.isValid(b, atTime: time)
@@ -526,18 +539,24 @@ private struct CPURecurrentBackward {
             let cell = cellStates + row * hidden
             let cellBefore = previous.map { cellStates + ($0 * scan.batch + b) * hidden } ?? scan.c0! + b * hidden
             let dcRow = dc! + b * hidden
-            for j in 0..<hidden {
-                let (i, f, g, o) = (gate[j], gate[hidden + j], gate[2 * hidden + j], gate[3 * hidden + j])
-                let tc = tanhf(cell[j])
-                var dcNow = dcRow[j] + total[j] * o * (1 - tc * tc)
+            for j in stride(from: 0, to: hidden, by: width) {
+                let n = min(width, hidden - j)
+                let i = (gate + j).loadLanes(n)
+                let f = (gate + hidden + j).loadLanes(n)
+                let g = (gate + 2 * hidden + j).loadLanes(n)
+                let o = (gate + 3 * hidden + j).loadLanes(n)
+                let before = (cellBefore + j).loadLanes(n)
+                let dhNow = (total + j).loadLanes(n)
+                let tc = CPUMath.tanh((cell + j).loadLanes(n))
                 // The clip's gradient: 1 strictly inside (-clip, clip), else 0.
-                if !(abs(f * cellBefore[j] + i * g) < clip) { dcNow = 0 }
-                da[j] = dcNow * g * i * (1 - i)
-                da[hidden + j] = dcNow * cellBefore[j] * f * (1 - f)
-                da[2 * hidden + j] = dcNow * i * (1 - g * g)
-                da[3 * hidden + j] = total[j] * tc * o * (1 - o)
-                dcRow[j] = dcNow * f
-                total[j] = 0
+                let inside = CPUMath.magnitude(f * before + i * g) .< clip
+                let dcNow = ((dcRow + j).loadLanes(n) + dhNow * o * (1 - tc * tc)).replacing(with: 0, where: .!inside)
+                (da + j).storeLanes(dcNow * g * i * (1 - i), n)
+                (da + hidden + j).storeLanes(dcNow * before * f * (1 - f), n)
+                (da + 2 * hidden + j).storeLanes(dcNow * i * (1 - g * g), n)
+                (da + 3 * hidden + j).storeLanes(dhNow * tc * o * (1 - o), n)
+                (dcRow + j).storeLanes(dcNow * f, n)
+                (total + j).storeLanes(CPULanes(), n)
             }
         }
     }
