@@ -62,7 +62,8 @@ struct BenchCommand: ParsableCommand {
         }
         let benchmark = Benchmark(backend: backend, warmup: warmup, repetitions: repetitions)
         if !json {
-            print("device: \(backend.kind.rawValue) '\(backend.deviceName)', median of \(repetitions) after \(warmup) warm-up runs")
+            print("device: \(backend.kind.rawValue) '\(backend.deviceName)', median of \(repetitions) after \(warmup) warm-up runs"
+                  + (backend.kind == .cpu ? ", OpenBLAS kernels \(BLASCoreType.current)" : ""))
             print(Self.header)
         }
         for configuration in try configurations(cells, backend: backend) {

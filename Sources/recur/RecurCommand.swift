@@ -1,4 +1,9 @@
 import ArgumentParser
+import Recur
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `recur`: train, run, benchmark and verify recurrent networks on the CPU or OpenCL devices.
 @main
@@ -13,4 +18,20 @@ struct RecurCommand: ParsableCommand {
             """,
         subcommands: [DevicesCommand.self, VerifyCommand.self, BenchCommand.self]
     )
+
+    static func main() {
+        selectBLASKernels()
+        main(nil)
+    }
+
+    /// Restarts the process once with `OPENBLAS_CORETYPE` set when OpenBLAS did not recognise
+    /// the processor and fell back to its slowest kernels (see `BLASCoreType`). The variable only
+    /// takes effect before the library loads, hence the restart; it is set, so there is no loop.
+    private static func selectBLASKernels() {
+        guard let coreType = BLASCoreType.recommendedOverride else { return }
+        setenv("OPENBLAS_CORETYPE", coreType, 1)
+        let arguments = CommandLine.unsafeArgv
+        execv("/proc/self/exe", arguments)
+        // execv returns only on failure: carry on with the kernels already loaded.
+    }
 }
