@@ -32,4 +32,128 @@ void recur_atomic_add_global(volatile __global float* address, float value) {
     }
 }
 
+// ---- Recurrent steps (rnn.cl, lstm.cl, gru.cl) ----
+//
+// Shape legend: T time steps, B batch, H hidden units, G = gates * H, K the length of a
+// reduction. A step kernel runs over a [H, B] grid: dimension 0 is the hidden unit j, dimension 1
+// the sequence b, in work-groups of RECUR_TILE_H x RECUR_TILE_B work-items. The grid is rounded up
+// to whole groups; work-items outside [H, B] take part in the tile loads and barriers, then write
+// nothing.
+//
+// The recurrent matmul of a step is fused into its kernel: the group stages a RECUR_TILE_K-wide
+// slice of its RECUR_TILE_B rows of the left operand and of the weight rows of its RECUR_TILE_H
+// units in local memory, so each weight is read from global memory once per group instead of
+// once per sequence.
+
+#ifndef RECUR_TILE_H
+#define RECUR_TILE_H 32  // work-items per group along the hidden units (dimension 0)
+#endif
+#ifndef RECUR_TILE_B
+#define RECUR_TILE_B 8  // work-items per group along the batch (dimension 1)
+#endif
+#ifndef RECUR_TILE_K
+#define RECUR_TILE_K 16  // reduction elements staged in local memory per pass
+#endif
+
+#define RECUR_GROUP_SIZE (RECUR_TILE_H * RECUR_TILE_B)
+// Floats of local memory per gate for the weight tile of recur_gate_products; the extra column
+// keeps the work-items of one row of the group on different local memory banks.
+#define RECUR_GATE_TILE (RECUR_TILE_H * (RECUR_TILE_K + 1))
+// Floats of local memory for the weight tile of recur_unit_product.
+#define RECUR_UNIT_TILE (RECUR_TILE_K * RECUR_TILE_H)
+// Floats of local memory for the left-operand tile of both.
+#define RECUR_ROW_TILE (RECUR_TILE_B * RECUR_TILE_K)
+
+// Whether time step t of sequence b is inside its valid range: 0 <= t < T and, with lengths,
+// t < length (post padding) or t >= T - length (pre padding). A length is clamped to [0, T]
+// first, so no value can lead a kernel outside its buffers.
+bool recur_is_valid(__global const int* lengths, const int hasLengths, const int prePadding,
+                    const int steps, const int b, const int t) {
+    if (t < 0 || t >= steps) return false;
+    if (!hasLengths) return true;
+    const int length = clamp(lengths[b], 0, steps);
+    return prePadding ? t >= steps - length : t < length;
+}
+
+// products[g] += sum over k < K of a[b, k] * w[(g * H + j) * K + k], for g < gates: the step's
+// a W^T for the rows g * H + j of `gates` stacked blocks of H rows of K (a: rows lda apart).
+// For the forward recurrent matmul h~ W_hh^T, whose weight rows are contiguous in k.
+// Every work-item of the group must call it; aTile holds RECUR_ROW_TILE floats and wTile
+// gates * RECUR_GATE_TILE.
+void recur_gate_products(__global const float* a, const int lda, __global const float* w,
+                         const int gates, const int hidden, const int reduction, const int batch,
+                         __local float* aTile, __local float* wTile, float* products) {
+    const int lj = get_local_id(0);
+    const int lb = get_local_id(1);
+    const int lid = lb * RECUR_TILE_H + lj;
+    const int j0 = get_group_id(0) * RECUR_TILE_H;
+    const int b0 = get_group_id(1) * RECUR_TILE_B;
+    for (int k0 = 0; k0 < reduction; k0 += RECUR_TILE_K) {
+        for (int e = lid; e < RECUR_ROW_TILE; e += RECUR_GROUP_SIZE) {
+            const int tb = e / RECUR_TILE_K;
+            const int tk = e - tb * RECUR_TILE_K;
+            const int row = b0 + tb;
+            const int k = k0 + tk;
+            aTile[e] = (row < batch && k < reduction) ? a[row * lda + k] : 0.0f;
+        }
+        // Consecutive work-items read consecutive k of one weight row.
+        for (int e = lid; e < gates * RECUR_TILE_H * RECUR_TILE_K; e += RECUR_GROUP_SIZE) {
+            const int rowIndex = e / RECUR_TILE_K;
+            const int tk = e - rowIndex * RECUR_TILE_K;
+            const int g = rowIndex / RECUR_TILE_H;
+            const int tj = rowIndex - g * RECUR_TILE_H;
+            const int unit = j0 + tj;
+            const int k = k0 + tk;
+            wTile[g * RECUR_GATE_TILE + tj * (RECUR_TILE_K + 1) + tk] =
+                (unit < hidden && k < reduction) ? w[(g * hidden + unit) * reduction + k] : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int tk = 0; tk < RECUR_TILE_K; ++tk) {
+            const float value = aTile[lb * RECUR_TILE_K + tk];
+            for (int g = 0; g < gates; ++g) {
+                products[g] += value * wTile[g * RECUR_GATE_TILE + lj * (RECUR_TILE_K + 1) + tk];
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+// Returns sum over k < K of a[b, k] * w[k * H + j] (a: rows lda apart; w: K rows of H): one
+// element of a W for the step's unit j, the backward recurrent matmul dG W_hh, whose weight
+// columns are contiguous in j. Every work-item of the group must call it; aTile holds
+// RECUR_ROW_TILE floats and wTile RECUR_UNIT_TILE.
+float recur_unit_product(__global const float* a, const int lda, __global const float* w,
+                         const int hidden, const int reduction, const int batch,
+                         __local float* aTile, __local float* wTile) {
+    const int lj = get_local_id(0);
+    const int lb = get_local_id(1);
+    const int lid = lb * RECUR_TILE_H + lj;
+    const int j0 = get_group_id(0) * RECUR_TILE_H;
+    const int b0 = get_group_id(1) * RECUR_TILE_B;
+    float total = 0.0f;
+    for (int k0 = 0; k0 < reduction; k0 += RECUR_TILE_K) {
+        for (int e = lid; e < RECUR_ROW_TILE; e += RECUR_GROUP_SIZE) {
+            const int tb = e / RECUR_TILE_K;
+            const int tk = e - tb * RECUR_TILE_K;
+            const int row = b0 + tb;
+            const int k = k0 + tk;
+            aTile[e] = (row < batch && k < reduction) ? a[row * lda + k] : 0.0f;
+        }
+        // Consecutive work-items read consecutive units j of one weight row.
+        for (int e = lid; e < RECUR_UNIT_TILE; e += RECUR_GROUP_SIZE) {
+            const int tk = e / RECUR_TILE_H;
+            const int tj = e - tk * RECUR_TILE_H;
+            const int unit = j0 + tj;
+            const int k = k0 + tk;
+            wTile[e] = (unit < hidden && k < reduction) ? w[k * hidden + unit] : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int tk = 0; tk < RECUR_TILE_K; ++tk) {
+            total += aTile[lb * RECUR_TILE_K + tk] * wTile[tk * RECUR_TILE_H + lj];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    return total;
+}
+
 #endif

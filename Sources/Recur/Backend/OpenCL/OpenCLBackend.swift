@@ -51,7 +51,7 @@ public final class OpenCLBackend: Backend {
         var groupSize = 1
         while groupSize * 2 <= min(256, device.maxWorkGroupSize) { groupSize *= 2 }
         reduceGroupSize = groupSize
-        buildOptions = "-cl-std=CL1.2 -DREDUCE_GROUP_SIZE=\(groupSize)"
+        buildOptions = "-cl-std=CL1.2 -DREDUCE_GROUP_SIZE=\(groupSize) \(RecurrentTiling(device: device).buildOptions)"
         // Enough groups to give every compute unit a few; a fixed count per device keeps the
         // summation order, and so the result, the same from run to run.
         maximumPartials = min(1024, max(1, device.computeUnits) * 8)

@@ -1,0 +1,161 @@
+// LSTM (gates i, f, g, o, PyTorch order): one fused kernel per time step, forward and backward.
+// Built with common.cl prepended (tiles, recur_gate_products, recur_unit_product, recur_is_valid).
+//
+// Shape legend: T time steps, B batch, H hidden units, G = 4H.
+//   gates          [T, B, G]  forward: in x W_ih^T (the host's GEMM), out i, f, g, o
+//   recurrentInput [T, B, H]  h~_{t-1} = h_{t-1} * m, the operand of W_hh at step t
+//   cellStates     [T, B, H]  c_t after the clip
+//   W_hh           [G, H]
+//   b_ih, b_hh     [G]
+//   h0, c0, h, c   [B, H]
+//   dh, dc         [B, H]
+//   mask m         [B, H]     read only when hasMask
+//   lengths        int [B]    read only when hasLengths
+//   output view    row (t, b) at outputOffset + (t * B + b) * outputStride, H floats
+//   dG             [T, B, G]  backward: dL/d(gate pre-activations)
+//
+// One work-item per (b, j), owning unit j of all four gates, in RECUR_TILE_H x RECUR_TILE_B
+// groups (see common.cl). The host launches the kernels of one scan in scan order on an in-order
+// queue; `time` is the step's time index, `nextTime` the time index of the step after it in the
+// scan (forward) or of the step processed before it (backward), `previousTime` that of the step
+// before it in the scan; -1 where there is none.
+//
+// A padded step (recur_is_valid false) carries (h, c) through, writes 0 to the output and a zero
+// gate row, and passes both gradients through unchanged.
+
+// Forward step t, for unit j of sequence b, with p_q = x_t W_iq^T [b, j] + b_iq[j] + b_hq[j]
+// + sum_k h~[b, k] W_hq[j, k] for each gate q:
+//   i = sigma(p_i), f = sigma(p_f), g = tanh(p_g), o = sigma(p_o)
+//   c_t = clip(f * c_{t-1} + i * g), clip(u) = min(max(u, -cellClip), cellClip)
+//   h_t = o * tanh(c_t)
+//   gates[t, b, :] = i, f, g, o; cellStates[t, b, j] = c[b, j] = c_t
+//   output[t, b, j] = h[b, j] = h_t; recurrentInput[nextTime, b, j] = h_t * m[b, j]
+// hPrevious / cPrevious are h0 / c0 at the first step of the scan and h / c after it (only
+// [b, j] of them is read). cellClip is +infinity for no clip.
+__kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
+void lstm_fwd_step(const int batch, const int hidden, const int steps, const int time, const int nextTime,
+                   const float cellClip,
+                   __global const float* recurrentWeights, __global const float* inputBias,
+                   __global const float* recurrentBias,
+                   __global float* gates, __global float* recurrentInput, __global float* cellStates,
+                   __global const float* hPrevious, __global const float* cPrevious,
+                   __global float* h, __global float* c,
+                   __global float* output, const int outputOffset, const int outputStride,
+                   __global const float* mask, const int hasMask,
+                   __global const int* lengths, const int hasLengths, const int prePadding) {
+    __local float aTile[RECUR_ROW_TILE];
+    __local float wTile[4 * RECUR_GATE_TILE];
+    const int j = get_global_id(0);
+    const int b = get_global_id(1);
+    float products[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    recur_gate_products(recurrentInput + time * batch * hidden, hidden, recurrentWeights, 4, hidden, hidden,
+                        batch, aTile, wTile, products);
+    if (j >= hidden || b >= batch) return;
+
+    const int unit = b * hidden + j;
+    const int row = time * batch + b;
+    __global float* gate = gates + row * 4 * hidden + j;
+    const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
+    float state = hPrevious[unit];
+    float cell = cPrevious[unit];
+    if (valid) {
+        const float i = recur_sigmoid(gate[0] + inputBias[j] + recurrentBias[j] + products[0]);
+        const float f = recur_sigmoid(gate[hidden] + inputBias[hidden + j] + recurrentBias[hidden + j]
+                                      + products[1]);
+        const float g = tanh(gate[2 * hidden] + inputBias[2 * hidden + j] + recurrentBias[2 * hidden + j]
+                             + products[2]);
+        const float o = recur_sigmoid(gate[3 * hidden] + inputBias[3 * hidden + j] + recurrentBias[3 * hidden + j]
+                                      + products[3]);
+        const float unclipped = f * cell + i * g;
+        cell = unclipped > cellClip ? cellClip : (unclipped < -cellClip ? -cellClip : unclipped);
+        state = o * tanh(cell);
+        gate[0] = i;
+        gate[hidden] = f;
+        gate[2 * hidden] = g;
+        gate[3 * hidden] = o;
+    } else {
+        gate[0] = 0.0f;
+        gate[hidden] = 0.0f;
+        gate[2 * hidden] = 0.0f;
+        gate[3 * hidden] = 0.0f;
+    }
+    cellStates[row * hidden + j] = cell;
+    c[unit] = cell;
+    h[unit] = state;
+    output[outputOffset + row * outputStride + j] = valid ? state : 0.0f;
+    if (nextTime >= 0) {
+        recurrentInput[nextTime * batch * hidden + unit] = hasMask ? state * mask[unit] : state;
+    }
+}
+
+// Backward step t (differentiates lstm_fwd_step), for unit j of sequence b:
+//   dh~ = sum_k dG[nextTime, b, k] W_hh[k, j]            (differentiates h~ W_hh^T of step nextTime)
+//   dh_t = dh[b, j] + dh~ * m[b, j] + dy[t, b, j]         (dy only at valid steps, when given)
+//   valid, with tc = tanh(c_t) and c_{t-1} = cellStates[previousTime] (c0 at the first step):
+//     do = dh_t tc                                         (h_t = o tanh(c_t))
+//     dc_t = dc[b, j] + dh_t o (1 - tc^2), or 0 where |f c_{t-1} + i g| >= cellClip (the clip)
+//     di = dc_t g, df = dc_t c_{t-1}, dg = dc_t i         (c_t = f c_{t-1} + i g)
+//     dG[t, b, :] = di i (1 - i), df f (1 - f), dg (1 - g^2), do o (1 - o)
+//     dc[b, j] = dc_t f; dh[b, j] = 0 (h_{t-1} reaches h_t only through h~)
+//   padded: dG[t, b, :] = 0; dh[b, j] = dh_t; dc[b, j] unchanged
+// dh, dc start as dL/dh_n, dL/dc_n. After the first step of the scan the host launches this
+// kernel once more with time = -1 and nextTime = that step: every item is then padded, and dh, dc
+// end as dL/dh0, dL/dc0. Overwrites dG row t, dh and dc.
+__kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
+void lstm_bwd_step(const int batch, const int hidden, const int steps, const int time, const int nextTime,
+                   const int previousTime, const float cellClip,
+                   __global const float* recurrentWeights, __global const float* gates,
+                   __global const float* cellStates, __global const float* c0,
+                   __global float* gateGradients, __global float* dh, __global float* dc,
+                   __global const float* outputGradient, const int hasOutputGradient,
+                   const int outputGradientOffset, const int outputGradientStride,
+                   __global const float* mask, const int hasMask,
+                   __global const int* lengths, const int hasLengths, const int prePadding) {
+    __local float aTile[RECUR_ROW_TILE];
+    __local float wTile[RECUR_UNIT_TILE];
+    const int j = get_global_id(0);
+    const int b = get_global_id(1);
+    const int g4 = 4 * hidden;
+    float through = 0.0f;
+    if (nextTime >= 0) {
+        through = recur_unit_product(gateGradients + nextTime * batch * g4, g4, recurrentWeights, hidden, g4,
+                                     batch, aTile, wTile);
+    }
+    if (j >= hidden || b >= batch) return;
+
+    const int unit = b * hidden + j;
+    const int row = time * batch + b;
+    const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
+    float total = dh[unit] + (hasMask ? through * mask[unit] : through);
+    if (valid && hasOutputGradient) {
+        total += outputGradient[outputGradientOffset + row * outputGradientStride + j];
+    }
+    if (valid) {
+        __global const float* gate = gates + row * g4 + j;
+        const float i = gate[0];
+        const float f = gate[hidden];
+        const float g = gate[2 * hidden];
+        const float o = gate[3 * hidden];
+        const float before = previousTime >= 0 ? cellStates[(previousTime * batch + b) * hidden + j] : c0[unit];
+        const float tc = tanh(cellStates[row * hidden + j]);
+        // The clip's gradient: 1 strictly inside (-cellClip, cellClip), else 0.
+        const bool inside = fabs(f * before + i * g) < cellClip;
+        const float dcNow = inside ? dc[unit] + total * o * (1.0f - tc * tc) : 0.0f;
+        __global float* da = gateGradients + row * g4 + j;
+        da[0] = dcNow * g * i * (1.0f - i);
+        da[hidden] = dcNow * before * f * (1.0f - f);
+        da[2 * hidden] = dcNow * i * (1.0f - g * g);
+        da[3 * hidden] = total * tc * o * (1.0f - o);
+        dc[unit] = dcNow * f;
+        dh[unit] = 0.0f;
+    } else {
+        if (time >= 0) {
+            __global float* da = gateGradients + row * g4 + j;
+            da[0] = 0.0f;
+            da[hidden] = 0.0f;
+            da[2 * hidden] = 0.0f;
+            da[3 * hidden] = 0.0f;
+        }
+        dh[unit] = total;
+    }
+}

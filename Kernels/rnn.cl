@@ -1,0 +1,111 @@
+// Simple RNN (tanh or ReLU): one fused kernel per time step, forward and backward.
+// Built with common.cl prepended (tiles, recur_gate_products, recur_unit_product, recur_is_valid).
+//
+// Shape legend: T time steps, B batch, H hidden units, G = H (one gate).
+//   gates          [T, B, H]  forward: in x W_ih^T (the host's GEMM), out h_t
+//   recurrentInput [T, B, H]  h~_{t-1} = h_{t-1} * m, the operand of W_hh at step t
+//   W_hh           [H, H]
+//   b_ih, b_hh     [H]
+//   h0, h, dh      [B, H]
+//   mask m         [B, H]     read only when hasMask
+//   lengths        int [B]    read only when hasLengths
+//   output view    row (t, b) at outputOffset + (t * B + b) * outputStride, H floats
+//   dG             [T, B, H]  backward: dL/d(pre-activation)
+//
+// One work-item per (b, j), in RECUR_TILE_H x RECUR_TILE_B groups (see common.cl). The host
+// launches the kernels of one scan in scan order on an in-order queue; `time` is the step's time
+// index, `nextTime` the time index of the step after it in the scan (forward) or of the step
+// processed before it (backward), -1 where there is none.
+//
+// A padded step (recur_is_valid false) carries the state through, writes 0 to the output and a
+// zero gate row, and passes the gradient through unchanged.
+
+// Forward step t, for unit j of sequence b:
+//   a = x_t W_ih^T [b, j] + b_ih[j] + b_hh[j] + sum_k h~[b, k] W_hh[j, k]
+//   h_t = act(a), act = tanh, or max(a, 0) when relu
+//   gates[t, b, j] = output[t, b, j] = h[b, j] = h_t
+//   recurrentInput[nextTime, b, j] = h_t * m[b, j]
+// hPrevious is h0 at the first step of the scan and h after it (only [b, j] of it is read).
+__kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
+void rnn_fwd_step(const int batch, const int hidden, const int steps, const int time, const int nextTime,
+                  const int relu,
+                  __global const float* recurrentWeights, __global const float* inputBias,
+                  __global const float* recurrentBias,
+                  __global float* gates, __global float* recurrentInput,
+                  __global const float* hPrevious, __global float* h,
+                  __global float* output, const int outputOffset, const int outputStride,
+                  __global const float* mask, const int hasMask,
+                  __global const int* lengths, const int hasLengths, const int prePadding) {
+    __local float aTile[RECUR_ROW_TILE];
+    __local float wTile[RECUR_GATE_TILE];
+    const int j = get_global_id(0);
+    const int b = get_global_id(1);
+    float product[1] = {0.0f};
+    recur_gate_products(recurrentInput + time * batch * hidden, hidden, recurrentWeights, 1, hidden, hidden,
+                        batch, aTile, wTile, product);
+    if (j >= hidden || b >= batch) return;
+
+    const int unit = b * hidden + j;
+    const int row = time * batch + b;
+    const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
+    float state = hPrevious[unit];
+    if (valid) {
+        const float a = gates[row * hidden + j] + inputBias[j] + recurrentBias[j] + product[0];
+        state = relu ? (a < 0.0f ? 0.0f : a) : tanh(a);
+        gates[row * hidden + j] = state;
+    } else {
+        gates[row * hidden + j] = 0.0f;
+    }
+    h[unit] = state;
+    output[outputOffset + row * outputStride + j] = valid ? state : 0.0f;
+    if (nextTime >= 0) {
+        recurrentInput[nextTime * batch * hidden + unit] = hasMask ? state * mask[unit] : state;
+    }
+}
+
+// Backward step t (differentiates rnn_fwd_step), for unit j of sequence b:
+//   dh~ = sum_k dG[nextTime, b, k] W_hh[k, j]            (differentiates h~ W_hh^T of step nextTime)
+//   dh_t = dh[b, j] + dh~ * m[b, j] + dy[t, b, j]         (dy only at valid steps, when given)
+//   valid:  dG[t, b, j] = dh_t * act'(h_t), from h_t kept in gates; dh[b, j] = 0 (h_{t-1} reaches
+//           h_t only through h~)
+//   padded: dG[t, b, j] = 0; dh[b, j] = dh_t (h_t = h_{t-1})
+// dh starts as dL/dh_n. After the first step of the scan the host launches this kernel once more
+// with time = -1 and nextTime = that step: every item is then padded, and dh ends as dL/dh0.
+// Overwrites dG row t and dh.
+__kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
+void rnn_bwd_step(const int batch, const int hidden, const int steps, const int time, const int nextTime,
+                  const int relu,
+                  __global const float* recurrentWeights, __global const float* gates,
+                  __global float* gateGradients, __global float* dh,
+                  __global const float* outputGradient, const int hasOutputGradient,
+                  const int outputGradientOffset, const int outputGradientStride,
+                  __global const float* mask, const int hasMask,
+                  __global const int* lengths, const int hasLengths, const int prePadding) {
+    __local float aTile[RECUR_ROW_TILE];
+    __local float wTile[RECUR_UNIT_TILE];
+    const int j = get_global_id(0);
+    const int b = get_global_id(1);
+    float through = 0.0f;
+    if (nextTime >= 0) {
+        through = recur_unit_product(gateGradients + nextTime * batch * hidden, hidden, recurrentWeights,
+                                     hidden, hidden, batch, aTile, wTile);
+    }
+    if (j >= hidden || b >= batch) return;
+
+    const int unit = b * hidden + j;
+    const int row = time * batch + b;
+    const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
+    float total = dh[unit] + (hasMask ? through * mask[unit] : through);
+    if (valid && hasOutputGradient) {
+        total += outputGradient[outputGradientOffset + row * outputGradientStride + j];
+    }
+    if (valid) {
+        const float y = gates[row * hidden + j];
+        const float derivative = relu ? (y > 0.0f ? 1.0f : 0.0f) : 1.0f - y * y;
+        gateGradients[row * hidden + j] = total * derivative;
+        dh[unit] = 0.0f;
+    } else {
+        if (time >= 0) gateGradients[row * hidden + j] = 0.0f;
+        dh[unit] = total;
+    }
+}
