@@ -1,0 +1,129 @@
+// One recurrent forward and backward request built from seeded values, run on any backend, so a
+// device can be compared with the CPU reference tensor by tensor. Used by `SelfCheck` (`recur
+// verify`) and the OpenCL recurrent tests.
+//
+// Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H.
+
+/// A recurrent op configuration and the request options it exercises.
+struct RecurrentParityCase: Sendable, CustomStringConvertible {
+    var cell: RecurrentCell
+    var steps: Int
+    var batch: Int
+    var inputSize: Int
+    var hiddenSize: Int
+    /// Valid steps per sequence, B of them; nil: every step is valid.
+    var lengths: [Int32]? = nil
+    var padding = PaddingSide.post
+    var reverse = false
+    /// A dropout-like mask: each element 0 or 1 / (1 - 0.25).
+    var recurrentDropout = false
+    /// Used for `lstm` only.
+    var cellClip: Float? = nil
+    /// Output into the right half of a `[T, B, 2H]` tensor (offset H, leading dimension 2H), whose
+    /// left half starts random and must stay untouched.
+    var stridedOutput = false
+    var accumulateInputGradient = false
+    /// Whether the backward pass gets dL/d output; without it only the final state feeds the loss.
+    var outputGradient = true
+    /// Whether it gets dL/dh_n (and dL/dc_n).
+    var finalStateGradient = true
+    /// Backward passes on one forward: the weight gradients (and an accumulated dL/dx) add up.
+    var backwardPasses = 1
+
+    var gates: Int { cell.gateCount * hiddenSize }
+
+    var description: String {
+        var parts = ["\(cell) T=\(steps) B=\(batch) I=\(inputSize) H=\(hiddenSize)"]
+        if let lengths { parts.append("lengths \(lengths.map(String.init).joined(separator: ",")) \(padding)") }
+        if reverse { parts.append("reverse") }
+        if recurrentDropout { parts.append("mask") }
+        if cell == .lstm, let cellClip { parts.append("clip \(cellClip)") }
+        if stridedOutput { parts.append("strided") }
+        if accumulateInputGradient { parts.append("accumulate dx") }
+        if !outputGradient { parts.append("no dy") }
+        if !finalStateGradient { parts.append("no dh_n") }
+        if backwardPasses > 1 { parts.append("\(backwardPasses) backward") }
+        return parts.joined(separator: " ")
+    }
+
+    /// Runs the forward op, then `backwardPasses` backward ops, on `backend` with values drawn
+    /// from `seed`, and returns every tensor the ops write (outputs, final state, workspace,
+    /// gradients), downloaded, by name. Every written tensor starts with random values, so a
+    /// value the op should overwrite (or leave alone) but does not shows up as a difference.
+    func run(on backend: any Backend, seed: UInt64) throws -> [(name: String, values: [Float])] {
+        var random = RecurrentRandom(seed: seed)
+        func tensor(_ shape: Shape, bound: Double = 1) throws -> Tensor {
+            try backend.upload((0..<shape.count).map { _ in random.uniform(bound: bound) }, shape: shape)
+        }
+        let (t, b, i, h, g) = (steps, batch, inputSize, hiddenSize, gates)
+        let weightBound = 1 / Double(h).squareRoot() + 0.2
+        let weights = RecurrentWeights(
+            input: try tensor([g, i], bound: weightBound), recurrent: try tensor([g, h], bound: weightBound),
+            inputBias: try tensor([g], bound: weightBound), recurrentBias: try tensor([g], bound: weightBound))
+        let mask: Tensor? = recurrentDropout
+            ? try backend.upload((0..<(b * h)).map { _ in random.unit() < 0.25 ? 0 : 1 / 0.75 }, shape: [b, h])
+            : nil
+        let scan = RecurrentScan(
+            cell: cell, input: try tensor([t, b, i]), weights: weights, initialHidden: try tensor([b, h]),
+            initialCell: cell.hasCellState ? try tensor([b, h]) : nil,
+            lengths: try lengths.map { try backend.upload($0, shape: [b]) }, padding: padding, reverse: reverse,
+            recurrentDropoutMask: mask, cellClip: cell.hasCellState ? cellClip : nil)
+
+        let width = stridedOutput ? 2 * h : h
+        let output = try tensor([t, b, width])
+        let view = MatrixOperand(output, offset: stridedOutput ? h : 0, leadingDimension: width)
+        let workspace = RecurrentWorkspace(
+            gates: try tensor([t, b, g]), recurrentInput: try tensor([t, b, h]),
+            cellStates: cell.hasCellState ? try tensor([t, b, h]) : nil,
+            hiddenStates: cell.isGRU ? try tensor([t, b, h]) : nil,
+            candidateRecurrent: cell.isGRU ? try tensor([t, b, h]) : nil)
+        let forward = RecurrentForward(
+            scan: scan, output: view, finalHidden: try tensor([b, h]),
+            finalCell: cell.hasCellState ? try tensor([b, h]) : nil, workspace: workspace)
+        try backend.recurrentForward(forward)
+
+        let outputGradient = try tensor([t, b, width])
+        let weightGradients = RecurrentWeights(
+            input: try tensor([g, i]), recurrent: try tensor([g, h]),
+            inputBias: try tensor([g]), recurrentBias: try tensor([g]))
+        let backward = RecurrentBackward(
+            scan: scan, workspace: workspace,
+            outputGradient: self.outputGradient
+                ? MatrixOperand(outputGradient, offset: stridedOutput ? h : 0, leadingDimension: width) : nil,
+            finalHiddenGradient: finalStateGradient ? try tensor([b, h]) : nil,
+            finalCellGradient: finalStateGradient && cell.hasCellState ? try tensor([b, h]) : nil,
+            inputGradient: try tensor([t, b, i]), accumulateInputGradient: accumulateInputGradient,
+            initialHiddenGradient: try tensor([b, h]),
+            initialCellGradient: cell.hasCellState ? try tensor([b, h]) : nil,
+            weightGradients: weightGradients)
+        for _ in 0..<backwardPasses {
+            try backend.recurrentBackward(backward)
+        }
+
+        let written: [(String, Tensor?)] = [
+            ("output", output), ("finalHidden", forward.finalHidden), ("finalCell", forward.finalCell),
+            ("workspace.gates", workspace.gates), ("workspace.recurrentInput", workspace.recurrentInput),
+            ("workspace.cellStates", workspace.cellStates), ("workspace.hiddenStates", workspace.hiddenStates),
+            ("workspace.candidateRecurrent", workspace.candidateRecurrent),
+            ("inputGradient", backward.inputGradient), ("initialHiddenGradient", backward.initialHiddenGradient),
+            ("initialCellGradient", backward.initialCellGradient),
+            ("weightGradients.input", weightGradients.input), ("weightGradients.recurrent", weightGradients.recurrent),
+            ("weightGradients.inputBias", weightGradients.inputBias),
+            ("weightGradients.recurrentBias", weightGradients.recurrentBias),
+        ]
+        return try written.compactMap { name, tensor in
+            try tensor.map { (name, try backend.download($0)) }
+        }
+    }
+
+    /// Runs the case on `backend` and on `reference` with the same values and compares every
+    /// written tensor, norm-wise (see `Comparison`).
+    func compare(_ backend: any Backend, with reference: any Backend, seed: UInt64,
+                 tolerance: Double) throws -> [Comparison] {
+        let actual = try run(on: backend, seed: seed)
+        let expected = try run(on: reference, seed: seed)
+        return zip(actual, expected).map { device, cpu in
+            Comparison("\(self) \(device.name)", actual: device.values, expected: cpu.values, tolerance: tolerance)
+        }
+    }
+}
