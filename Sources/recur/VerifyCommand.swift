@@ -34,6 +34,7 @@ struct VerifyCommand: ParsableCommand {
         print("verifying \(backend.kind.rawValue) device '\(backend.deviceName)' against the CPU reference")
         var check = SelfCheck(backend: backend, seed: seed)
         var results = try check.baseOps()
+        results += try check.recurrentOps()
         report(results)
         for path in fixtures {
             print("\nfixture \(path)")

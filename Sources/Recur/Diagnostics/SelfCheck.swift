@@ -41,6 +41,22 @@ public struct SelfCheck {
         return results
     }
 
+    /// Every cell's whole-sequence forward and backward op at small odd sizes, with lengths and a
+    /// recurrent dropout mask: one comparison per written tensor (output, final state, workspace,
+    /// every gradient). The reference runs the same request on the CPU.
+    public mutating func recurrentOps() throws -> [Comparison] {
+        var results: [Comparison] = []
+        for cell in RecurrentCell.allCases {
+            let check = RecurrentParityCase(
+                cell: cell, steps: 5, batch: 3, inputSize: 4, hiddenSize: 7, lengths: [5, 2, 4],
+                padding: cell == .gru ? .pre : .post, reverse: cell == .lstm || cell == .rnnRelu,
+                recurrentDropout: true, cellClip: 0.8, stridedOutput: true)
+            results += try check.compare(backend, with: reference, seed: random.next(),
+                                         tolerance: SelfCheck.roundingTolerance)
+        }
+        return results
+    }
+
     // MARK: Inputs
 
     /// The same random values uploaded to the device and to the reference.
