@@ -130,7 +130,7 @@ struct RecurrentLayerTests {
 
     @Test("dropout masks: fraction dropped ≈ p, kept values scaled by 1 / (1 - p)")
     func dropoutMaskStatistics() {
-        var random = RecurrentRandom(seed: 3)
+        var random = SeededRandom(seed: 3)
         for p: Float in [0.1, 0.5, 0.8] {
             let count = 200_000
             let mask = RecurrentInitializer.dropoutMask(count: count, probability: p, using: &random)
@@ -386,7 +386,7 @@ struct RecurrentLayerTests {
 
     @Test("orthogonal matrices from Gram–Schmidt: QᵀQ = QQᵀ = I in float64")
     func orthogonal() {
-        var random = RecurrentRandom(seed: 12)
+        var random = SeededRandom(seed: 12)
         for n in [1, 2, 7, 32] {
             let q = RecurrentInitializer.orthogonal(size: n, using: &random)
             var worst = 0.0

@@ -104,7 +104,7 @@ public struct Benchmark {
         let layer = try RecurrentLayer(
             cell: c.cell, inputSize: c.inputSize, hiddenSize: c.hiddenSize, layerCount: c.layers,
             bidirectional: c.bidirectional, recurrentDropout: c.recurrentDropout, seed: 1, backend: backend)
-        var random = RecurrentRandom(seed: 7)
+        var random = SeededRandom(seed: 7)
         let input = try backend.upload((0..<(c.steps * c.batch * c.inputSize)).map { _ in random.uniform(bound: 1) },
                                        shape: [c.steps, c.batch, c.inputSize])
         let outputWidth = (c.bidirectional ? 2 : 1) * c.hiddenSize
@@ -126,7 +126,7 @@ public struct Benchmark {
 
     /// Times C[n, n] = A[n, n] B[n, n].
     public func measureGEMM(size n: Int) throws -> BenchmarkMeasurement {
-        var random = RecurrentRandom(seed: 11)
+        var random = SeededRandom(seed: 11)
         let a = try backend.upload((0..<(n * n)).map { _ in random.uniform(bound: 1) }, shape: [n, n])
         let b = try backend.upload((0..<(n * n)).map { _ in random.uniform(bound: 1) }, shape: [n, n])
         let c = try backend.zeros([n, n])

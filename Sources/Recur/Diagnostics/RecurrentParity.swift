@@ -51,7 +51,7 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
     /// gradients), downloaded, by name. Every written tensor starts with random values, so a
     /// value the op should overwrite (or leave alone) but does not shows up as a difference.
     func run(on backend: any Backend, seed: UInt64) throws -> [(name: String, values: [Float])] {
-        var random = RecurrentRandom(seed: seed)
+        var random = SeededRandom(seed: seed)
         func tensor(_ shape: Shape, bound: Double = 1) throws -> Tensor {
             try backend.upload((0..<shape.count).map { _ in random.uniform(bound: bound) }, shape: shape)
         }

@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 // Parameter initialisation and dropout masks for `RecurrentLayer`, computed on the host from a
 // seeded generator and uploaded once, so a seed gives the same values on every backend.
 //
@@ -23,44 +17,10 @@ public enum RecurrentInitialization: String, Sendable, CaseIterable, Codable {
     case keras
 }
 
-/// SplitMix64 (Steele, Lea, Flood 2014): a small, fast, seedable generator whose stream depends
-/// only on the seed, so initial weights and dropout masks are reproducible on every platform.
-struct RecurrentRandom: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) {
-        state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    mutating func unit() -> Double {
-        Double(next() >> 11) * 0x1p-53
-    }
-
-    /// Uniform in [-bound, bound).
-    mutating func uniform(bound: Double) -> Float {
-        Float((2 * unit() - 1) * bound)
-    }
-
-    /// Standard normal, Box–Muller (one of the pair; simplicity over speed: used for init only).
-    mutating func gaussian() -> Double {
-        let u = 1 - unit()  // (0, 1], so the log is finite
-        return (-2 * log(u)).squareRoot() * cos(2 * Double.pi * unit())
-    }
-}
-
 enum RecurrentInitializer {
     /// The four tensors of one layer-direction as host arrays, in PyTorch's layout.
     static func weights(_ initialization: RecurrentInitialization, cell: RecurrentCell, inputSize: Int,
-                        hiddenSize: Int, using random: inout RecurrentRandom)
+                        hiddenSize: Int, using random: inout SeededRandom)
         -> (input: [Float], recurrent: [Float], inputBias: [Float], recurrentBias: [Float])
     {
         let (i, h) = (inputSize, hiddenSize)
@@ -92,7 +52,7 @@ enum RecurrentInitializer {
     /// A random `[n, n]` orthogonal matrix, row-major: modified Gram–Schmidt on the columns of a
     /// Gaussian matrix. That is the Q of its QR factorisation with a positive diagonal in R, which
     /// is Haar-distributed (Mezzadri 2007), as Keras's `Orthogonal` gets by fixing R's signs.
-    static func orthogonal(size n: Int, using random: inout RecurrentRandom) -> [Double] {
+    static func orthogonal(size n: Int, using random: inout SeededRandom) -> [Double] {
         var columns: [[Double]] = []  // orthonormal columns found so far, each [n]
         while columns.count < n {
             var v = (0..<n).map { _ in random.gaussian() }
@@ -117,7 +77,7 @@ enum RecurrentInitializer {
 
     /// An inverted-dropout mask of `count` values: 0 with probability p, else 1 / (1 - p), so the
     /// expected value of a masked activation is unchanged and inference needs no rescaling.
-    static func dropoutMask(count: Int, probability p: Float, using random: inout RecurrentRandom) -> [Float] {
+    static func dropoutMask(count: Int, probability p: Float, using random: inout SeededRandom) -> [Float] {
         let keep = 1 / (1 - p)
         return (0..<count).map { _ in random.unit() < Double(p) ? 0 : keep }
     }

@@ -99,7 +99,7 @@ public final class RecurrentLayer {
     private var weights: [[RecurrentWeights]] = []
     private var gradients: [[RecurrentWeights]] = []
     private var names: [[String]] = []
-    private var dropoutRandom: RecurrentRandom
+    private var dropoutRandom: SeededRandom
     private var cache: ForwardCache?
 
     /// Makes the stack with initialised parameters and zero gradients on `backend`.
@@ -140,9 +140,9 @@ public final class RecurrentLayer {
         self.returnSequences = returnSequences
         self.batchFirst = batchFirst
         self.backend = backend
-        dropoutRandom = RecurrentRandom(seed: Self.dropoutSeed(seed))
+        dropoutRandom = SeededRandom(seed: Self.dropoutSeed(seed))
 
-        var random = RecurrentRandom(seed: seed)
+        var random = SeededRandom(seed: seed)
         let (g, h) = (cell.gateCount * hiddenSize, hiddenSize)
         for k in 0..<layerCount {
             let layerInput = k == 0 ? inputSize : directionCount * hiddenSize
@@ -200,12 +200,12 @@ public final class RecurrentLayer {
     /// Restarts the dropout masks' random stream, so the next forward passes draw the same masks
     /// as after construction with this seed.
     public func seedDropout(_ seed: UInt64) {
-        dropoutRandom = RecurrentRandom(seed: Self.dropoutSeed(seed))
+        dropoutRandom = SeededRandom(seed: Self.dropoutSeed(seed))
     }
 
     /// Dropout draws from a stream apart from the initialisation's.
     private static func dropoutSeed(_ seed: UInt64) -> UInt64 {
-        var mixer = RecurrentRandom(seed: seed ^ 0xD1B5_4A32_D192_ED03)
+        var mixer = SeededRandom(seed: seed ^ 0xD1B5_4A32_D192_ED03)
         return mixer.next()
     }
 
