@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Everything the GPU machine is for, in one call: list devices, verify every kernel and every
+# PyTorch fixture on the NVIDIA device, time GEMM and the recurrent suite, and time cuDNN on the
+# same shapes for comparison. Run from the repository root on the GPU machine, after
+# tools/build-static.sh staged .gpu/ here:
+#
+#   bash tools/gpu-check.sh [OUTPUT_DIR]     (default $OUT, else ./gpu-results)
+#
+# Full results go to OUTPUT_DIR; a short summary is printed last.
+set -uo pipefail
+out=${1:-${OUT:-gpu-results}}
+mkdir -p "$out"
+run() { .gpu/gpu-run.sh .gpu/recur "$@"; }
+device=${RECUR_GPU_DEVICE:-opencl:nvidia}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/nvidia-smi.csv" 2>&1
+run devices --device "$device" > "$out/devices.txt" 2>&1
+run verify --device "$device" --fixture Tests/RecurTests/Fixtures/*.safetensors > "$out/verify.txt" 2>&1
+verify_status=$?
+run bench --device "$device" --all --json --repetitions 20 --gemm 1024 --gemm 2048 --gemm 4096 \
+    > "$out/bench.jsonl" 2> "$out/bench.err"
+if [ -f tools/bench_torch_layers.py ]; then
+    python3 tools/bench_torch_layers.py --device cuda > "$out/torch-cuda.txt" 2>&1
+fi
+
+echo "== devices";  cat "$out/devices.txt"
+echo "== verify (exit $verify_status)"; grep -E "FAIL|passed" "$out/verify.txt" | tail -5
+echo "== bench";    cat "$out/bench.jsonl"
+[ -f "$out/torch-cuda.txt" ] && { echo "== cuDNN"; cat "$out/torch-cuda.txt"; }
