@@ -2,7 +2,7 @@
 /// written out so that the order is the same on every platform and Swift version).
 public func seededPermutation(count: Int, seed: UInt64) -> [Int] {
     var order = Array(0..<count)
-    var random = DataRandom(seed: seed)
+    var random = SeededRandom(seed: seed)
     random.shuffle(&order)
     return order
 }
@@ -79,7 +79,7 @@ public struct MiniBatchPlan: Sendable, Equatable {
         guard shuffles else { return Array(0..<count) }
         // Mixing the epoch in through one SplitMix64 step gives unrelated streams for
         // neighbouring (seed, epoch) pairs.
-        var mixer = DataRandom(seed: seed &+ UInt64(truncatingIfNeeded: epoch) &* 0xD1B5_4A32_D192_ED03)
+        var mixer = SeededRandom(seed: seed &+ UInt64(truncatingIfNeeded: epoch) &* 0xD1B5_4A32_D192_ED03)
         return seededPermutation(count: count, seed: mixer.next())
     }
 
