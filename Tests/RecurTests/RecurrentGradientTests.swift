@@ -49,7 +49,7 @@ struct RecurrentGradientTests {
 /// Runs the finite-difference check of `c` on `backend`.
 func recurrentGradientCheck(_ c: RecurrentCase, backend: any Backend, seed: UInt64,
                             sourceLocation: SourceLocation = #_sourceLocation) throws {
-    var rng = RecurrentTestRNG(seed: seed)
+    var rng = SeededGenerator(seed: seed)
     let layer = try c.makeLayer(on: backend)
     try recurrentRandomizeParameters(layer, scale: 0.7, rng: &rng)
     let x = rng.values(c.inputShape.count)

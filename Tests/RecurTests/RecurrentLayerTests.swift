@@ -38,7 +38,7 @@ struct RecurrentLayerTests {
         let sequences = try c.makeLayer(on: backend, seed: 5)
         c.returnSequences = false
         let lastOnly = try c.makeLayer(on: backend, seed: 5)
-        var rng = RecurrentTestRNG(seed: 41)
+        var rng = SeededGenerator(seed: 41)
         let x = rng.values(c.inputShape.count)
         func run(_ layer: RecurrentLayer) throws -> RecurrentRun {
             try recurrentRun(layer, input: x, inputShape: c.inputShape, lengths: c.lengths, padding: c.padding,
@@ -70,7 +70,7 @@ struct RecurrentLayerTests {
         c.batchFirst = true
         let batchFirst = try c.makeLayer(on: backend, seed: 8)
         let (t, b, i, w) = (c.steps, c.batch, c.inputSize, 2 * c.hiddenSize)
-        var rng = RecurrentTestRNG(seed: 42)
+        var rng = SeededGenerator(seed: 42)
         let x = rng.values(t * b * i)  // [T, B, I]
         let dy = rng.values(t * b * w)  // [T, B, 2H]
         func transpose(_ v: [Float], _ a: Int, _ b: Int, _ f: Int) -> [Float] {
@@ -95,7 +95,7 @@ struct RecurrentLayerTests {
     func gradientsAccumulate() throws {
         let backend = CPUBackend()
         let layer = try RecurrentLayer(cell: .gru, inputSize: 2, hiddenSize: 3, bidirectional: true, backend: backend)
-        var rng = RecurrentTestRNG(seed: 43)
+        var rng = SeededGenerator(seed: 43)
         let output = try layer.forward(try backend.upload(rng.values(8), shape: [4, 1, 2]), training: true)
         let gradient = try backend.upload(rng.values(output.output.count), shape: output.output.shape)
         _ = try layer.backward(outputGradient: gradient)
@@ -104,7 +104,7 @@ struct RecurrentLayerTests {
         let twice = try layer.parameters.map { try backend.download($0.gradient) }
         for (parameter, (a, b)) in zip(layer.parameters, zip(once, twice)) {
             // Within rounding: the GEMM adds into the old gradient inside its own sum.
-            recurrentExpectClose(b, a.map { 2 * $0 }, relative: 1e-6, absolute: 1e-7, parameter.name)
+            assertClose(b, a.map { 2 * $0 }, relativeTolerance: 1e-6, absoluteTolerance: 1e-7, parameter.name)
         }
         #expect(once.joined().contains { $0 != 0 })
         try layer.zeroGradients()
@@ -117,7 +117,7 @@ struct RecurrentLayerTests {
     func cellClip() throws {
         let backend = CPUBackend()
         let layer = try RecurrentLayer(cell: .lstm, inputSize: 2, hiddenSize: 4, cellClip: 0.25, backend: backend)
-        var rng = RecurrentTestRNG(seed: 44)
+        var rng = SeededGenerator(seed: 44)
         try recurrentRandomizeParameters(layer, scale: 2, rng: &rng)
         let result = try layer.forward(try backend.upload(rng.values(2 * 6 * 2, -3, 3), shape: [6, 2, 2]),
                                        training: false)
@@ -150,7 +150,7 @@ struct RecurrentLayerTests {
         let plain = try c.makeLayer(on: backend, seed: 9)
         (c.dropout, c.inputDropout, c.recurrentDropout) = (0.5, 0.3, 0.4)
         let dropping = try c.makeLayer(on: backend, seed: 9)
-        var rng = RecurrentTestRNG(seed: 45)
+        var rng = SeededGenerator(seed: 45)
         let x = rng.values(c.inputShape.count)
         func run(_ layer: RecurrentLayer, training: Bool) throws -> [Float] {
             try recurrentRun(layer, input: x, inputShape: c.inputShape, lengths: nil, padding: .post,
@@ -166,7 +166,7 @@ struct RecurrentLayerTests {
     func eachDropoutApplies() throws {
         let backend = CPUBackend()
         let base = RecurrentCase(cell: .lstm, steps: 4, batch: 2, layerCount: 2)
-        var rng = RecurrentTestRNG(seed: 46)
+        var rng = SeededGenerator(seed: 46)
         let x = rng.values(base.inputShape.count)
         func output(_ c: RecurrentCase, dropoutSeed: UInt64) throws -> [Float] {
             try recurrentRun(try c.makeLayer(on: backend, seed: 2), input: x, inputShape: c.inputShape, lengths: nil,
@@ -192,7 +192,7 @@ struct RecurrentLayerTests {
         let other = CPUBackend()
         let lstm = try RecurrentLayer(cell: .lstm, inputSize: 3, hiddenSize: 2, layerCount: 2, backend: backend)
         let gru = try RecurrentLayer(cell: .gru, inputSize: 3, hiddenSize: 2, backend: backend)
-        var rng = RecurrentTestRNG(seed: 47)
+        var rng = SeededGenerator(seed: 47)
         let x = try backend.upload(rng.values(4 * 2 * 3), shape: [4, 2, 3])  // [T, B, I]
         let wide = try backend.upload(rng.values(4 * 2 * 4), shape: [4, 2, 4])
         let flat = try backend.upload(rng.values(8 * 3), shape: [8, 3])
@@ -269,7 +269,7 @@ struct RecurrentLayerTests {
         let backend = CPUBackend()
         let (t, b, i, h) = (3, 2, 2, 2)
         let g = 4 * h
-        var rng = RecurrentTestRNG(seed: 48)
+        var rng = SeededGenerator(seed: 48)
         func tensor(_ shape: Shape) throws -> Tensor { try backend.upload(rng.values(shape.count), shape: shape) }
         let weights = RecurrentWeights(input: try tensor([g, i]), recurrent: try tensor([g, h]),
                                        inputBias: try tensor([g]), recurrentBias: try tensor([g]))
@@ -424,7 +424,7 @@ enum RecurrentErrorKind {
 func recurrentCheckPaddingIgnored(_ c: RecurrentCase, backend: any Backend, seed: UInt64,
                                   sourceLocation: SourceLocation = #_sourceLocation) throws {
     precondition(!c.batchFirst && c.returnSequences && c.lengths != nil)
-    var rng = RecurrentTestRNG(seed: seed)
+    var rng = SeededGenerator(seed: seed)
     let layer = try c.makeLayer(on: backend)
     let x = rng.values(c.inputShape.count)
     let h0 = rng.values(c.stateShape.count)
@@ -457,20 +457,20 @@ func recurrentCheckPaddingIgnored(_ c: RecurrentCase, backend: any Backend, seed
     let dirty = try run(scramble(x, width: c.inputSize), scramble(dy, width: width))
     let what = "\(c)"
     let (relative, absolute): (Float, Float) = (0, 1e-6)
-    recurrentExpectClose(dirty.output, clean.output, relative: relative, absolute: absolute, "\(what): output",
+    assertClose(dirty.output, clean.output, relativeTolerance: relative, absoluteTolerance: absolute, "\(what): output",
                          sourceLocation: sourceLocation)
-    recurrentExpectClose(dirty.finalHidden, clean.finalHidden, relative: relative, absolute: absolute,
+    assertClose(dirty.finalHidden, clean.finalHidden, relativeTolerance: relative, absoluteTolerance: absolute,
                          "\(what): h_n", sourceLocation: sourceLocation)
-    recurrentExpectClose(dirty.finalCell ?? [], clean.finalCell ?? [], relative: relative, absolute: absolute,
+    assertClose(dirty.finalCell ?? [], clean.finalCell ?? [], relativeTolerance: relative, absoluteTolerance: absolute,
                          "\(what): c_n", sourceLocation: sourceLocation)
-    recurrentExpectClose(dirty.inputGradient, clean.inputGradient, relative: relative, absolute: absolute,
+    assertClose(dirty.inputGradient, clean.inputGradient, relativeTolerance: relative, absoluteTolerance: absolute,
                          "\(what): dx", sourceLocation: sourceLocation)
-    recurrentExpectClose(dirty.initialHiddenGradient, clean.initialHiddenGradient, relative: relative,
-                         absolute: absolute, "\(what): dh0", sourceLocation: sourceLocation)
-    recurrentExpectClose(dirty.initialCellGradient ?? [], clean.initialCellGradient ?? [], relative: relative,
-                         absolute: absolute, "\(what): dc0", sourceLocation: sourceLocation)
+    assertClose(dirty.initialHiddenGradient, clean.initialHiddenGradient, relativeTolerance: relative,
+                         absoluteTolerance: absolute, "\(what): dh0", sourceLocation: sourceLocation)
+    assertClose(dirty.initialCellGradient ?? [], clean.initialCellGradient ?? [], relativeTolerance: relative,
+                         absoluteTolerance: absolute, "\(what): dc0", sourceLocation: sourceLocation)
     for (name, gradient) in clean.parameterGradients {
-        recurrentExpectClose(dirty.parameterGradients[name]!, gradient, relative: relative, absolute: absolute,
+        assertClose(dirty.parameterGradients[name]!, gradient, relativeTolerance: relative, absoluteTolerance: absolute,
                              "\(what): d\(name)", sourceLocation: sourceLocation)
     }
     // Padded steps output 0 and get no input gradient.
@@ -490,7 +490,7 @@ func recurrentCheckPaddingIgnored(_ c: RecurrentCase, backend: any Backend, seed
 func recurrentCheckSequencesAlone(_ c: RecurrentCase, backend: any Backend, seed: UInt64,
                                   sourceLocation: SourceLocation = #_sourceLocation) throws {
     precondition(!c.batchFirst && c.returnSequences && c.lengths != nil)
-    var rng = RecurrentTestRNG(seed: seed)
+    var rng = SeededGenerator(seed: seed)
     let layer = try c.makeLayer(on: backend)
     try recurrentRandomizeParameters(layer, scale: 0.7, rng: &rng)
     let x = rng.values(c.inputShape.count)  // [T, B, I]
@@ -523,28 +523,28 @@ func recurrentCheckSequencesAlone(_ c: RecurrentCase, backend: any Backend, seed
             finalHiddenGradient: rows(dh, stateIndices, sequence, h),
             finalCellGradient: dc.map { rows($0, stateIndices, sequence, h) })
         let what = "\(c), sequence \(sequence)"
-        recurrentExpectClose(rows(batched.output, times, sequence, width), alone.output, relative: relative,
-                             absolute: absolute, "\(what): output", sourceLocation: sourceLocation)
-        recurrentExpectClose(rows(batched.finalHidden, stateIndices, sequence, h), alone.finalHidden,
-                             relative: relative, absolute: absolute, "\(what): h_n", sourceLocation: sourceLocation)
+        assertClose(rows(batched.output, times, sequence, width), alone.output, relativeTolerance: relative,
+                             absoluteTolerance: absolute, "\(what): output", sourceLocation: sourceLocation)
+        assertClose(rows(batched.finalHidden, stateIndices, sequence, h), alone.finalHidden,
+                             relativeTolerance: relative, absoluteTolerance: absolute, "\(what): h_n", sourceLocation: sourceLocation)
         if let finalCell = batched.finalCell, let aloneCell = alone.finalCell {
-            recurrentExpectClose(rows(finalCell, stateIndices, sequence, h), aloneCell, relative: relative,
-                                 absolute: absolute, "\(what): c_n", sourceLocation: sourceLocation)
+            assertClose(rows(finalCell, stateIndices, sequence, h), aloneCell, relativeTolerance: relative,
+                                 absoluteTolerance: absolute, "\(what): c_n", sourceLocation: sourceLocation)
         }
-        recurrentExpectClose(rows(batched.inputGradient, times, sequence, i), alone.inputGradient, relative: relative,
-                             absolute: absolute, "\(what): dx", sourceLocation: sourceLocation)
-        recurrentExpectClose(rows(batched.initialHiddenGradient, stateIndices, sequence, h), alone.initialHiddenGradient,
-                             relative: relative, absolute: absolute, "\(what): dh0", sourceLocation: sourceLocation)
+        assertClose(rows(batched.inputGradient, times, sequence, i), alone.inputGradient, relativeTolerance: relative,
+                             absoluteTolerance: absolute, "\(what): dx", sourceLocation: sourceLocation)
+        assertClose(rows(batched.initialHiddenGradient, stateIndices, sequence, h), alone.initialHiddenGradient,
+                             relativeTolerance: relative, absoluteTolerance: absolute, "\(what): dh0", sourceLocation: sourceLocation)
         if let dc0 = batched.initialCellGradient, let aloneDc0 = alone.initialCellGradient {
-            recurrentExpectClose(rows(dc0, stateIndices, sequence, h), aloneDc0, relative: relative,
-                                 absolute: absolute, "\(what): dc0", sourceLocation: sourceLocation)
+            assertClose(rows(dc0, stateIndices, sequence, h), aloneDc0, relativeTolerance: relative,
+                                 absoluteTolerance: absolute, "\(what): dc0", sourceLocation: sourceLocation)
         }
         for (name, gradient) in alone.parameterGradients {
             summed[name] = zip(summed[name] ?? Array(repeating: 0, count: gradient.count), gradient).map(+)
         }
     }
     for (name, gradient) in batched.parameterGradients {
-        recurrentExpectClose(summed[name]!, gradient, relative: relative, absolute: absolute,
+        assertClose(summed[name]!, gradient, relativeTolerance: relative, absoluteTolerance: absolute,
                              "\(c): d\(name) summed over sequences", sourceLocation: sourceLocation)
     }
 }

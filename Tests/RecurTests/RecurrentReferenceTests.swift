@@ -54,7 +54,7 @@ struct RecurrentReferenceTests {
             let result = try layer.forward(try backend.upload([Float(x)], shape: [1, 1, 1]),
                                            initialState: RecurrentState(hidden: try backend.upload(h.map(Float.init), shape: [1, 1, 2])),
                                            training: false)
-            recurrentExpectClose(try backend.download(result.output), expected, relative: 1e-6, absolute: 1e-6, "\(cell)")
+            assertClose(try backend.download(result.output), expected, relativeTolerance: 1e-6, absoluteTolerance: 1e-6, "\(cell)")
         }
     }
 }
@@ -132,7 +132,7 @@ func recurrentReferenceCheck(cell: RecurrentCell, padding: PaddingSide, cellClip
                              sourceLocation: SourceLocation = #_sourceLocation) throws {
     let c = RecurrentCase(cell: cell, steps: 5, batch: 3, inputSize: 3, hiddenSize: 4, layerCount: 2,
                           bidirectional: true, lengths: [5, 2, 4], padding: padding, cellClip: cellClip)
-    var rng = RecurrentTestRNG(seed: seed)
+    var rng = SeededGenerator(seed: seed)
     let layer = try c.makeLayer(on: backend)
     try recurrentRandomizeParameters(layer, scale: 0.8, rng: &rng)
     let x = rng.values(c.inputShape.count)
@@ -186,12 +186,12 @@ func recurrentReferenceCheck(cell: RecurrentCell, padding: PaddingSide, cellClip
         }
     }
     let what = "\(c)"
-    recurrentExpectClose(run.output, expectedOutput, relative: 1e-4, absolute: 2e-5, "\(what): output",
+    assertClose(run.output, expectedOutput, relativeTolerance: 1e-4, absoluteTolerance: 2e-5, "\(what): output",
                          sourceLocation: sourceLocation)
-    recurrentExpectClose(run.finalHidden, expectedHidden, relative: 1e-4, absolute: 2e-5, "\(what): h_n",
+    assertClose(run.finalHidden, expectedHidden, relativeTolerance: 1e-4, absoluteTolerance: 2e-5, "\(what): h_n",
                          sourceLocation: sourceLocation)
     if let finalCell = run.finalCell {
-        recurrentExpectClose(finalCell, expectedCell, relative: 1e-4, absolute: 2e-5, "\(what): c_n",
+        assertClose(finalCell, expectedCell, relativeTolerance: 1e-4, absoluteTolerance: 2e-5, "\(what): c_n",
                              sourceLocation: sourceLocation)
     }
 }

@@ -3,57 +3,6 @@ import Testing
 
 // Helpers for the recurrent tests. They take `any Backend`, so each check can run on every backend.
 
-/// SplitMix64 for test data: every test draws its inputs from a fixed seed.
-struct RecurrentTestRNG {
-    private var state: UInt64
-
-    init(seed: UInt64) {
-        state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [low, high).
-    mutating func uniform(_ low: Float, _ high: Float) -> Float {
-        low + (high - low) * Float(Double(next() >> 11) * 0x1p-53)
-    }
-
-    /// `count` values uniform in [low, high).
-    mutating func values(_ count: Int, _ low: Float = -1, _ high: Float = 1) -> [Float] {
-        (0..<count).map { _ in uniform(low, high) }
-    }
-}
-
-/// Expects |actual - expected| <= absolute + relative * |expected| everywhere; on failure reports
-/// the worst element, its index and how many elements failed.
-func recurrentExpectClose(_ actual: [Float], _ expected: [Float], relative: Float = 1e-5, absolute: Float = 1e-6,
-                          _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
-    guard actual.count == expected.count else {
-        Issue.record("\(what): \(actual.count) values, expected \(expected.count)", sourceLocation: sourceLocation)
-        return
-    }
-    var (failures, worst, worstIndex) = (0, Float(0), 0)
-    for i in 0..<actual.count {
-        let error = abs(actual[i] - expected[i])
-        let excess = error - (absolute + relative * abs(expected[i]))
-        if !(excess <= 0) {
-            failures += 1
-            if !(excess <= worst) { (worst, worstIndex) = (excess, i) }
-        }
-    }
-    if failures > 0 {
-        Issue.record(
-            "\(what): \(failures) of \(actual.count) values differ; worst at \(worstIndex): \(actual[worstIndex]) vs expected \(expected[worstIndex]) (relative \(relative), absolute \(absolute))",
-            sourceLocation: sourceLocation)
-    }
-}
-
 /// Overwrites a tensor's values.
 func recurrentSetValues(_ tensor: Tensor, _ values: [Float]) throws {
     let backend = tensor.backend
@@ -70,7 +19,7 @@ func recurrentDot(_ a: [Float], _ b: [Float]) -> Double {
 
 /// Replaces every parameter with uniform values in ±scale (PyTorch's init is already random; this
 /// makes the tests independent of the initialiser and lets biases be large enough to matter).
-func recurrentRandomizeParameters(_ layer: RecurrentLayer, scale: Float, rng: inout RecurrentTestRNG) throws {
+func recurrentRandomizeParameters(_ layer: RecurrentLayer, scale: Float, rng: inout SeededGenerator) throws {
     for parameter in layer.parameters {
         try recurrentSetValues(parameter.value, rng.values(parameter.value.count, -scale, scale))
     }

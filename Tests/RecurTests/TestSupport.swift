@@ -33,6 +33,16 @@ struct SeededGenerator: RandomNumberGenerator {
         return values
     }
 
+    /// Uniform in [low, high).
+    mutating func uniform(_ low: Float, _ high: Float) -> Float {
+        low + (high - low) * Float(Double(next() >> 11) * 0x1p-53)
+    }
+
+    /// `count` values uniform in [low, high).
+    mutating func values(_ count: Int, _ low: Float = -1, _ high: Float = 1) -> [Float] {
+        (0..<count).map { _ in uniform(low, high) }
+    }
+
     /// `count` int32 ids uniform in `0 ..< bound`.
     mutating func ids(_ count: Int, below bound: Int) -> [Int32] {
         (0..<count).map { _ in Int32.random(in: 0..<Int32(bound), using: &self) }
