@@ -124,6 +124,52 @@ public protocol Backend: AnyObject, Sendable {
     /// Back-propagates through that scan (see `RecurrentBackward`): overwrites the input and
     /// initial-state gradients, accumulates (+=) the weight gradients.
     func recurrentBackward(_ request: RecurrentBackward) throws
+
+    // MARK: Losses
+    //
+    // Each loss writes the batch's mean loss into `loss[index]` (a slot of a device tensor, so a
+    // training loop reads losses back when it chooses, not once per step) and overwrites
+    // `gradient` with dL/d input of that mean, in the same pass over the data.
+
+    /// Sigmoid binary cross-entropy on logits, mean over all N elements (PyTorch's
+    /// `BCEWithLogitsLoss`): L = (1/N) Σ max(x, 0) − x y + log(1 + e^−|x|),
+    /// dL/dx = (σ(x) − y) / N. `targets` are floats in [0, 1], shaped like `logits`.
+    func sigmoidCrossEntropy(logits: Tensor, targets: Tensor, gradient: Tensor, loss: Tensor, at index: Int) throws
+    /// Softmax cross-entropy over the last axis of `logits` `[N, C]` (any leading shape) with
+    /// int32 class `targets` `[N]`, mean over the M rows whose target is not `ignoreIndex`
+    /// (PyTorch's `CrossEntropyLoss(ignore_index:)`): L = (1/M) Σ log Σ_c e^x_nc − x_n,y_n,
+    /// dL/dx_nc = (softmax(x_n)_c − [c = y_n]) / M, and 0 for ignored rows. M = 0 gives L = 0 and a
+    /// zero gradient.
+    func softmaxCrossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32?, gradient: Tensor, loss: Tensor,
+                             at index: Int) throws
+    /// Mean squared error over all N elements (PyTorch's `MSELoss`): L = (1/N) Σ (p − y)²,
+    /// dL/dp = 2 (p − y) / N.
+    func meanSquaredError(predictions: Tensor, targets: Tensor, gradient: Tensor, loss: Tensor, at index: Int) throws
+
+    // MARK: Optimizer steps
+    //
+    // One fused update of one parameter in place, with its state; the gradient is only read.
+    // The formulas are on the update structs in Backend/TrainingOps.swift.
+
+    /// Stochastic gradient descent with momentum, dampening, Nesterov and weight decay as
+    /// PyTorch's `torch.optim.SGD` (see `SGDUpdate`). `momentumBuffer` is required exactly when
+    /// the momentum is not 0.
+    func sgdStep(parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor?, hyperparameters: SGDUpdate) throws
+    /// Adam, or AdamW with decoupled weight decay (see `AdamUpdate`).
+    func adamStep(parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor,
+                  hyperparameters: AdamUpdate) throws
+    /// RMSProp as PyTorch's `torch.optim.RMSprop` (see `RMSPropUpdate`). `momentumBuffer` is
+    /// required exactly when the momentum is not 0.
+    func rmsPropStep(parameter: Tensor, gradient: Tensor, squareAverage: Tensor, momentumBuffer: Tensor?,
+                     hyperparameters: RMSPropUpdate) throws
+
+    // MARK: Clipping and constraints
+
+    /// x = min(max(x, minimum), maximum), in place (PyTorch's `clamp_`). NaN stays NaN.
+    func clamp(_ x: Tensor, minimum: Float, maximum: Float) throws
+    /// Views x as rows of `rowLength` values and rescales each row r, in place, by
+    /// min(‖r‖, maxNorm) / (‖r‖ + 1e-7) (Keras's `MaxNorm` constraint).
+    func constrainRowNorms(_ x: Tensor, rowLength: Int, maxNorm: Float) throws
 }
 
 extension Backend {

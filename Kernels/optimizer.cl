@@ -1,0 +1,127 @@
+// Parameter updates: one fused kernel per optimizer step, plus the clipping and constraint ops
+// that rewrite gradients or weights in place. Built with common.cl prepended.
+//
+// Each step follows PyTorch's single-tensor implementation (torch/optim/*.py) and the CPU
+// reference (CPUBackend+Training.swift) line by line; the formulas are on SGDUpdate, AdamUpdate
+// and RMSPropUpdate in Backend/TrainingOps.swift. Scalars that depend on the step count (Adam's
+// bias corrections) are computed on the host in float64 and passed in.
+//
+// Shape legend: p (parameter), g (gradient) and every state tensor are flat [N]; one work-item per
+// element, guarded against the rounded-up global size. For the row-norm constraint x is
+// [rows, rowLength], one work-item per row.
+//
+// No tunables: these kernels are bound by memory bandwidth and the work-group size is chosen by
+// the host.
+
+// SGD without momentum:
+//   g' = g + weightDecay p
+//   p  = p - learningRate g'
+__kernel void sgd_step(__global float* p, __global const float* g, const int n,
+                       const float learningRate, const float weightDecay) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    const float gradient = g[i] + weightDecay * p[i];
+    p[i] -= learningRate * gradient;
+}
+
+// SGD with momentum (PyTorch's form; Nesterov as PyTorch defines it):
+//   g'     = g + weightDecay p
+//   buffer = g'                                          on the first step
+//   buffer = momentum buffer + (1 - dampening) g'        after it
+//   g'     = nesterov ? g' + momentum buffer : buffer
+//   p      = p - learningRate g'
+__kernel void sgd_momentum_step(__global float* p, __global const float* g, __global float* buffer, const int n,
+                                const float learningRate, const float momentum, const float dampening,
+                                const float weightDecay, const int nesterov, const int isFirstStep) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    float gradient = g[i] + weightDecay * p[i];
+    const float velocity = isFirstStep ? gradient : momentum * buffer[i] + (1.0f - dampening) * gradient;
+    buffer[i] = velocity;
+    gradient = nesterov ? gradient + momentum * velocity : velocity;
+    p[i] -= learningRate * gradient;
+}
+
+// Adam and AdamW (decayFactor = 1 - learningRate weightDecay for AdamW, else 1; l2 = weightDecay
+// for Adam, else 0; stepSize = learningRate / (1 - beta1^t); correction = sqrt(1 - beta2^t)):
+//   p  = p decayFactor
+//   g' = g + l2 p
+//   m  = beta1 m + (1 - beta1) g'
+//   v  = beta2 v + (1 - beta2) g'^2
+//   p  = p - stepSize m / (sqrt(v) / correction + epsilon)
+__kernel void adam_step(__global float* p, __global const float* g, __global float* m, __global float* v,
+                        const int n, const float decayFactor, const float l2, const float beta1,
+                        const float beta2, const float stepSize, const float correction, const float epsilon) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    const float parameter = p[i] * decayFactor;
+    const float gradient = g[i] + l2 * parameter;
+    const float first = beta1 * m[i] + (1.0f - beta1) * gradient;
+    const float second = beta2 * v[i] + (1.0f - beta2) * gradient * gradient;
+    m[i] = first;
+    v[i] = second;
+    const float denominator = sqrt(second) / correction + epsilon;
+    p[i] = parameter - stepSize * (first / denominator);
+}
+
+// RMSProp without momentum:
+//   g' = g + weightDecay p
+//   s  = alpha s + (1 - alpha) g'^2
+//   p  = p - learningRate g' / (sqrt(s) + epsilon)
+__kernel void rmsprop_step(__global float* p, __global const float* g, __global float* s, const int n,
+                           const float learningRate, const float alpha, const float epsilon,
+                           const float weightDecay) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    const float gradient = g[i] + weightDecay * p[i];
+    const float square = alpha * s[i] + (1.0f - alpha) * gradient * gradient;
+    s[i] = square;
+    const float average = sqrt(square) + epsilon;
+    p[i] -= learningRate * (gradient / average);
+}
+
+// RMSProp with momentum:
+//   g'     = g + weightDecay p
+//   s      = alpha s + (1 - alpha) g'^2
+//   buffer = momentum buffer + g' / (sqrt(s) + epsilon)
+//   p      = p - learningRate buffer
+__kernel void rmsprop_momentum_step(__global float* p, __global const float* g, __global float* s,
+                                    __global float* buffer, const int n, const float learningRate,
+                                    const float alpha, const float epsilon, const float weightDecay,
+                                    const float momentum) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    const float gradient = g[i] + weightDecay * p[i];
+    const float square = alpha * s[i] + (1.0f - alpha) * gradient * gradient;
+    s[i] = square;
+    const float average = sqrt(square) + epsilon;
+    const float velocity = momentum * buffer[i] + gradient / average;
+    buffer[i] = velocity;
+    p[i] -= learningRate * velocity;
+}
+
+// x[i] = minimum if x[i] < minimum, maximum if x[i] > maximum, else x[i]. Comparisons rather than
+// clamp(), whose result for NaN is undefined: NaN passes through, as in PyTorch.
+__kernel void clamp_values(__global float* x, const int n, const float minimum, const float maximum) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    const float value = x[i];
+    if (value < minimum) {
+        x[i] = minimum;
+    } else if (value > maximum) {
+        x[i] = maximum;
+    }
+}
+
+// Keras's MaxNorm on row r of x [rows, rowLength]: with norm = ||x[r, :]||,
+//   x[r, :] *= min(norm, maxNorm) / (norm + 1e-7)
+__kernel void constrain_row_norms(__global float* x, const int rows, const int rowLength, const float maxNorm) {
+    const int r = get_global_id(0);
+    if (r >= rows) return;
+    __global float* row = x + (size_t)r * rowLength;  // [rowLength]
+    float sumOfSquares = 0.0f;
+    for (int j = 0; j < rowLength; ++j) sumOfSquares += row[j] * row[j];
+    const float norm = sqrt(sumOfSquares);
+    const float scale = fmin(norm, maxNorm) / (norm + 1e-7f);
+    for (int j = 0; j < rowLength; ++j) row[j] *= scale;
+}

@@ -1,0 +1,160 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// The CPU reference of the fused losses, optimizer steps and clipping ops: plain loops over
+// float32 values, with sums accumulated in float64. The OpenCL kernels (Kernels/loss.cl,
+// Kernels/optimizer.cl) follow these loops line by line.
+//
+// Shape legend: N elements (or rows), C classes.
+
+extension CPUBackend {
+    // MARK: Losses
+
+    public func sigmoidCrossEntropy(logits: Tensor, targets: Tensor, gradient: Tensor, loss: Tensor,
+                                    at index: Int) throws {
+        let count = try checkElementwiseLoss(
+            "sigmoidCrossEntropy", input: logits, targets: targets, gradient: gradient, loss: loss, at: index)
+        let (x, y, dx) = (logits.hostFloats, targets.hostFloats, gradient.hostFloats)  // [N] each
+        let inverseCount = 1 / Float(count)
+        var total = 0.0
+        for i in 0..<count {
+            // log(1 + e^x) − x y written so that no exponential overflows: for x ≥ 0 it is
+            // x + log(1 + e^−x) − x y, for x < 0 it is log(1 + e^x) − x y.
+            let element = max(x[i], 0) - x[i] * y[i] + log1pf(expf(-abs(x[i])))
+            total += Double(element)
+            dx[i] = (CPUMath.sigmoid(x[i]) - y[i]) * inverseCount
+        }
+        loss.hostFloats[index] = Float(total / Double(count))
+    }
+
+    public func softmaxCrossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32?, gradient: Tensor,
+                                    loss: Tensor, at index: Int) throws {
+        let (rows, classes) = try checkSoftmaxCrossEntropy(
+            logits: logits, targets: targets, gradient: gradient, loss: loss, at: index)
+        let labels = UnsafeBufferPointer(start: targets.hostInt32s, count: rows)  // [N]
+        try checkClassTargets(Array(labels), classes: classes, ignoreIndex: ignoreIndex)
+        let kept = labels.count(where: { $0 != ignoreIndex })  // M
+        let inverseKept = kept > 0 ? 1 / Float(kept) : 0
+        var total = 0.0
+        for n in 0..<rows {
+            let x = logits.hostFloats + n * classes  // [C]
+            let dx = gradient.hostFloats + n * classes  // [C]
+            let target = labels[n]
+            guard target != ignoreIndex else {
+                dx.update(repeating: 0, count: classes)
+                continue
+            }
+            // log Σ e^x_c = max + log Σ e^(x_c − max): every exponent is ≤ 0.
+            var largest = x[0]
+            for c in 1..<classes { largest = max(largest, x[c]) }
+            var sum = 0.0
+            for c in 0..<classes { sum += Double(expf(x[c] - largest)) }
+            total += log(sum) + Double(largest) - Double(x[Int(target)])
+            let inverseSum = Float(1 / sum)
+            for c in 0..<classes {
+                let probability = expf(x[c] - largest) * inverseSum
+                dx[c] = (probability - (c == Int(target) ? 1 : 0)) * inverseKept
+            }
+        }
+        loss.hostFloats[index] = kept > 0 ? Float(total / Double(kept)) : 0
+    }
+
+    public func meanSquaredError(predictions: Tensor, targets: Tensor, gradient: Tensor, loss: Tensor,
+                                 at index: Int) throws {
+        let count = try checkElementwiseLoss(
+            "meanSquaredError", input: predictions, targets: targets, gradient: gradient, loss: loss, at: index)
+        let (p, y, dp) = (predictions.hostFloats, targets.hostFloats, gradient.hostFloats)  // [N] each
+        let twiceInverseCount = 2 / Float(count)
+        var total = 0.0
+        for i in 0..<count {
+            let difference = p[i] - y[i]
+            total += Double(difference) * Double(difference)
+            dp[i] = difference * twiceInverseCount
+        }
+        loss.hostFloats[index] = Float(total / Double(count))
+    }
+
+    // MARK: Optimizer steps
+
+    public func sgdStep(parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor?,
+                        hyperparameters h: SGDUpdate) throws {
+        try checkSGD(parameter: parameter, gradient: gradient, momentumBuffer: momentumBuffer, hyperparameters: h)
+        let (p, gradientValues) = (parameter.hostFloats, gradient.hostFloats)  // [N] each
+        let buffer = momentumBuffer?.hostFloats  // [N]
+        for i in 0..<parameter.count {
+            var g = gradientValues[i] + h.weightDecay * p[i]
+            if let buffer {
+                buffer[i] = h.isFirstStep ? g : h.momentum * buffer[i] + (1 - h.dampening) * g
+                g = h.nesterov ? g + h.momentum * buffer[i] : buffer[i]
+            }
+            p[i] -= h.learningRate * g
+        }
+    }
+
+    public func adamStep(parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor,
+                         hyperparameters h: AdamUpdate) throws {
+        try checkAdam(parameter: parameter, gradient: gradient, firstMoment: firstMoment, secondMoment: secondMoment,
+                      hyperparameters: h)
+        let (p, gradientValues) = (parameter.hostFloats, gradient.hostFloats)  // [N] each
+        let (m, v) = (firstMoment.hostFloats, secondMoment.hostFloats)  // [N] each
+        let (decay, l2) = (h.decayFactor, h.gradientWeightDecay)
+        let (stepSize, correction) = (h.stepSize, h.secondMomentCorrection)
+        for i in 0..<parameter.count {
+            p[i] *= decay
+            let g = gradientValues[i] + l2 * p[i]
+            m[i] = h.beta1 * m[i] + (1 - h.beta1) * g
+            v[i] = h.beta2 * v[i] + (1 - h.beta2) * g * g
+            let denominator = v[i].squareRoot() / correction + h.epsilon
+            p[i] -= stepSize * (m[i] / denominator)
+        }
+    }
+
+    public func rmsPropStep(parameter: Tensor, gradient: Tensor, squareAverage: Tensor, momentumBuffer: Tensor?,
+                            hyperparameters h: RMSPropUpdate) throws {
+        try checkRMSProp(parameter: parameter, gradient: gradient, squareAverage: squareAverage,
+                         momentumBuffer: momentumBuffer, hyperparameters: h)
+        let (p, gradientValues, s) = (parameter.hostFloats, gradient.hostFloats, squareAverage.hostFloats)  // [N] each
+        let buffer = momentumBuffer?.hostFloats  // [N]
+        for i in 0..<parameter.count {
+            let g = gradientValues[i] + h.weightDecay * p[i]
+            s[i] = h.alpha * s[i] + (1 - h.alpha) * g * g
+            let average = s[i].squareRoot() + h.epsilon
+            if let buffer {
+                buffer[i] = h.momentum * buffer[i] + g / average
+                p[i] -= h.learningRate * buffer[i]
+            } else {
+                p[i] -= h.learningRate * (g / average)
+            }
+        }
+    }
+
+    // MARK: Clipping and constraints
+
+    public func clamp(_ x: Tensor, minimum: Float, maximum: Float) throws {
+        try checkClamp(x, minimum: minimum, maximum: maximum)
+        let values = x.hostFloats  // [N]
+        for i in 0..<x.count {
+            // Comparisons, not min/max, so that NaN passes through as in PyTorch.
+            if values[i] < minimum {
+                values[i] = minimum
+            } else if values[i] > maximum {
+                values[i] = maximum
+            }
+        }
+    }
+
+    public func constrainRowNorms(_ x: Tensor, rowLength: Int, maxNorm: Float) throws {
+        let rows = try checkRowNorms(x, rowLength: rowLength, maxNorm: maxNorm)
+        for r in 0..<rows {
+            let row = x.hostFloats + r * rowLength  // [rowLength]
+            var sumOfSquares = 0.0
+            for j in 0..<rowLength { sumOfSquares += Double(row[j]) * Double(row[j]) }
+            let norm = Float(sumOfSquares.squareRoot())
+            let scale = min(norm, maxNorm) / (norm + 1e-7)
+            for j in 0..<rowLength { row[j] *= scale }
+        }
+    }
+}
