@@ -1,0 +1,85 @@
+/// Adam (Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization", Algorithm 1), as
+/// PyTorch's `torch.optim.Adam` without AMSGrad, at step t:
+///
+///     g = ∇ + weightDecay · p              (an L2 penalty; see `AdamW` for decoupled decay)
+///     m = β1 · m + (1 − β1) · g
+///     v = β2 · v + (1 − β2) · g²
+///     p = p − learningRate · m̂ / (√v̂ + ε),   m̂ = m / (1 − β1^t),  v̂ = v / (1 − β2^t)
+///
+/// with ε added after the square root of the bias-corrected v, as in PyTorch. Defaults as
+/// PyTorch: learning rate 1e-3, β1 0.9, β2 0.999, ε 1e-8, weight decay 0. State: `exp_avg` (m)
+/// and `exp_avg_sq` (v). One fused `Backend.adamStep` per parameter.
+public final class Adam: Optimizer {
+    public let backend: any Backend
+    public var learningRate: Float
+    public let beta1: Float
+    public let beta2: Float
+    public let epsilon: Float
+    public let weightDecay: Float
+    public let slots = OptimizerSlots()
+    public let slotNames = ["exp_avg", "exp_avg_sq"]
+
+    /// - Throws: `RecurError.invalidArgument` for a negative learning rate, ε or weight decay, or
+    ///   a β outside [0, 1).
+    public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
+                weightDecay: Float = 0, backend: any Backend) throws {
+        try OptimizerCheck.notNegative(
+            "Adam.init", ["learningRate": learningRate, "epsilon": epsilon, "weightDecay": weightDecay])
+        try OptimizerCheck.fraction("Adam.init", ["beta1": beta1, "beta2": beta2])
+        self.learningRate = learningRate
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.weightDecay = weightDecay
+        self.backend = backend
+    }
+
+    public func update(_ parameter: NamedParameter, state: [Tensor], step: Int, learningRate: Float) throws {
+        try backend.adamStep(
+            parameter: parameter.value, gradient: parameter.gradient, firstMoment: state[0], secondMoment: state[1],
+            hyperparameters: AdamUpdate(learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
+                                        weightDecay: weightDecay, decoupledWeightDecay: false, step: step))
+    }
+}
+
+/// AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization", Algorithm 2), as
+/// PyTorch's `torch.optim.AdamW` without AMSGrad: Adam whose weight decay shrinks the parameter
+/// directly, scaled by the learning rate, instead of entering the gradient (and so the moments):
+///
+///     p = p · (1 − learningRate · weightDecay)
+///     then Adam's update with g = ∇
+///
+/// Defaults as PyTorch: learning rate 1e-3, β1 0.9, β2 0.999, ε 1e-8, weight decay 0.01. State:
+/// `exp_avg` and `exp_avg_sq`. One fused `Backend.adamStep` per parameter.
+public final class AdamW: Optimizer {
+    public let backend: any Backend
+    public var learningRate: Float
+    public let beta1: Float
+    public let beta2: Float
+    public let epsilon: Float
+    public let weightDecay: Float
+    public let slots = OptimizerSlots()
+    public let slotNames = ["exp_avg", "exp_avg_sq"]
+
+    /// - Throws: `RecurError.invalidArgument` for a negative learning rate, ε or weight decay, or
+    ///   a β outside [0, 1).
+    public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
+                weightDecay: Float = 0.01, backend: any Backend) throws {
+        try OptimizerCheck.notNegative(
+            "AdamW.init", ["learningRate": learningRate, "epsilon": epsilon, "weightDecay": weightDecay])
+        try OptimizerCheck.fraction("AdamW.init", ["beta1": beta1, "beta2": beta2])
+        self.learningRate = learningRate
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.weightDecay = weightDecay
+        self.backend = backend
+    }
+
+    public func update(_ parameter: NamedParameter, state: [Tensor], step: Int, learningRate: Float) throws {
+        try backend.adamStep(
+            parameter: parameter.value, gradient: parameter.gradient, firstMoment: state[0], secondMoment: state[1],
+            hyperparameters: AdamUpdate(learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
+                                        weightDecay: weightDecay, decoupledWeightDecay: true, step: step))
+    }
+}
