@@ -248,15 +248,14 @@ private struct CPURecurrentForward {
 
     /// h_t = act(x W_ihᵀ + b_ih + h̃ W_hhᵀ + b_hh); gates holds h_t.
     private func simpleStep(time: Int, next: Int?, relu: Bool) {
-        let (hidden, gates, width) = (scan.hidden, scan.gates, CPULanes.scalarCount)
+        let (hidden, gates) = (scan.hidden, scan.gates)
         for b in 0..<scan.batch {
             let valid = scan.isValid(b, atTime: time)
             let gate = workspace.gates + (time * scan.batch + b) * gates  // [G], G = H
             if valid {
                 let product = stepProducts + b * gates
                 let state = h + b * hidden
-                for j in stride(from: 0, to: hidden, by: width) {
-                    let n = min(width, hidden - j)
+                forEachLaneChunk(hidden) { j, n in
                     let a = preactivation(gate, product, scan.biasSum, j, n)
                     let y = relu ? a.replacing(with: 0, where: a .< 0) : CPUMath.tanh(a)
                     (gate + j).storeLanes(y, n)
@@ -271,7 +270,7 @@ private struct CPURecurrentForward {
 
     /// i, f, g, o = σ, σ, tanh, σ of (x W_ihᵀ + h̃ W_hhᵀ + b); c_t = clip(f c + i g); h_t = o tanh(c_t).
     private func lstmStep(time: Int, next: Int?) {
-        let (hidden, gates, clip, width) = (scan.hidden, scan.gates, scan.clip, CPULanes.scalarCount)
+        let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
         let c = self.c!
         for b in 0..<scan.batch {
             let valid = scan.isValid(b, atTime: time)
@@ -282,8 +281,7 @@ private struct CPURecurrentForward {
                 let product = stepProducts + b * gates
                 let state = h + b * hidden
                 let bias = scan.biasSum
-                for j in stride(from: 0, to: hidden, by: width) {
-                    let n = min(width, hidden - j)
+                forEachLaneChunk(hidden) { j, n in
                     let i = CPUMath.sigmoid(preactivation(gate, product, bias, j, n))
                     let f = CPUMath.sigmoid(preactivation(gate, product, bias, hidden + j, n))
                     let g = CPUMath.tanh(preactivation(gate, product, bias, 2 * hidden + j, n))
@@ -309,7 +307,7 @@ private struct CPURecurrentForward {
     /// r, z = σ(x W_ihᵀ + h̃ W_hhᵀ + b); hn = h̃ W_hnᵀ + b_hn; n = tanh(x W_inᵀ + b_in + r hn);
     /// h_t = (1 - z) n + z h.
     private func gruStep(time: Int, next: Int?) {
-        let (hidden, gates, width) = (scan.hidden, scan.gates, CPULanes.scalarCount)
+        let (hidden, gates) = (scan.hidden, scan.gates)
         for b in 0..<scan.batch {
             let valid = scan.isValid(b, atTime: time)
             let row = time * scan.batch + b
@@ -319,8 +317,7 @@ private struct CPURecurrentForward {
             if valid {
                 let product = stepProducts + b * gates
                 let bias = scan.biasSum
-                for j in stride(from: 0, to: hidden, by: width) {
-                    let n = min(width, hidden - j)
+                forEachLaneChunk(hidden) { j, n in
                     let r = CPUMath.sigmoid(preactivation(gate, product, bias, j, n))
                     let z = CPUMath.sigmoid(preactivation(gate, product, bias, hidden + j, n))
                     let hn = (product + 2 * hidden + j).loadLanes(n) + (scan.bHH + 2 * hidden + j).loadLanes(n)
@@ -344,7 +341,7 @@ private struct CPURecurrentForward {
 
     /// First half of a reset-before GRU step: r, z, and r ⊙ h̃ (the operand of W_hn).
     private func gruResetGates(time: Int) {
-        let (hidden, gates, width) = (scan.hidden, scan.gates, CPULanes.scalarCount)
+        let (hidden, gates) = (scan.hidden, scan.gates)
         for b in 0..<scan.batch {
             let row = time * scan.batch + b
             let gate = workspace.gates + row * gates  // [3H]: r, z, n
@@ -356,8 +353,7 @@ private struct CPURecurrentForward {
             let product = stepProducts + b * gates
             let recurrentInput = workspace.recurrentInput + row * hidden
             let bias = scan.biasSum
-            for j in stride(from: 0, to: hidden, by: width) {
-                let n = min(width, hidden - j)
+            forEachLaneChunk(hidden) { j, n in
                 let r = CPUMath.sigmoid(preactivation(gate, product, bias, j, n))
                 (gate + j).storeLanes(r, n)
                 (gate + hidden + j).storeLanes(CPUMath.sigmoid(preactivation(gate, product, bias, hidden + j, n)), n)
@@ -368,7 +364,7 @@ private struct CPURecurrentForward {
 
     /// Second half: n = tanh(x W_inᵀ + b_in + (r ⊙ h̃) W_hnᵀ + b_hn); h_t = (1 - z) n + z h.
     private func gruResetBeforeCandidate(time: Int, next: Int?) {
-        let (hidden, gates, width) = (scan.hidden, scan.gates, CPULanes.scalarCount)
+        let (hidden, gates) = (scan.hidden, scan.gates)
         for b in 0..<scan.batch {
             let valid = scan.isValid(b, atTime: time)
             let row = time * scan.batch + b
@@ -377,8 +373,7 @@ private struct CPURecurrentForward {
             if valid {
                 let product = stepProducts + b * gates
                 let bias = scan.biasSum
-                for j in stride(from: 0, to: hidden, by: width) {
-                    let n = min(width, hidden - j)
+                forEachLaneChunk(hidden) { j, n in
                     let z = (gate + hidden + j).loadLanes(n)
                     let candidateState = CPUMath.tanh(preactivation(gate, product, bias, 2 * hidden + j, n))
                     let previous = (state + j).loadLanes(n)
@@ -526,7 +521,7 @@ private struct CPURecurrentBackward {
     /// do = dh tc; dc_t += dh o (1 - tc²), zeroed where the clip was active;
     /// di = dc_t g, df = dc_t c_{t-1}, dg = dc_t i, dc_{t-1} = dc_t f; then through σ' and tanh'.
     private func lstmStep(time: Int, previous: Int?) {
-        let (hidden, gates, clip, width) = (scan.hidden, scan.gates, scan.clip, CPULanes.scalarCount)
+        let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
         let cellStates = workspace.cellStates!
         for b in 0..<scan.batch {
             let valid = scan.isValid(b, atTime: time)
@@ -539,8 +534,7 @@ private struct CPURecurrentBackward {
             let cell = cellStates + row * hidden
             let cellBefore = previous.map { cellStates + ($0 * scan.batch + b) * hidden } ?? scan.c0! + b * hidden
             let dcRow = dc! + b * hidden
-            for j in stride(from: 0, to: hidden, by: width) {
-                let n = min(width, hidden - j)
+            forEachLaneChunk(hidden) { j, n in
                 let i = (gate + j).loadLanes(n)
                 let f = (gate + hidden + j).loadLanes(n)
                 let g = (gate + 2 * hidden + j).loadLanes(n)

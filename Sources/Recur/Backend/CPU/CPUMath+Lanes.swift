@@ -94,3 +94,19 @@ extension UnsafeMutablePointer<Float> {
         for k in 0..<count { self[k] = lanes[k] }
     }
 }
+
+/// Runs `body(j, n)` over the chunks of a row of `count` units: every full chunk first, with n the
+/// constant eight, then one short chunk if `count` is not a multiple of eight. Keeping the full
+/// chunks in their own loop lets the compiler fold `loadLanes` / `storeLanes` into single vector
+/// moves there; with n unknown it merged the element-by-element tail into the loop body, and parts
+/// of the gate math ran one lane at a time.
+@inline(__always)
+func forEachLaneChunk(_ count: Int, _ body: (_ start: Int, _ count: Int) -> Void) {
+    let width = CPULanes.scalarCount
+    var start = 0
+    while start + width <= count {
+        body(start, width)
+        start += width
+    }
+    if start < count { body(start, count - start) }
+}
