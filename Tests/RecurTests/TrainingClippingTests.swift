@@ -203,7 +203,7 @@ struct TrainingClippingTests {
         let cpu = TestBackends.cpu
         var random = SeededGenerator(seed: 43)
         for size in sizes {
-            var values = random.floats(size, -3, 3)
+            var values = random.values(size, -3, 3)
             values[size / 2] = .nan
             var results: [[Float]] = []
             for backend in [cpu, openCL] as [any Backend] {
@@ -214,7 +214,7 @@ struct TrainingClippingTests {
             #expect(results[0].map(\.bitPattern) == results[1].map(\.bitPattern), "clamp n=\(size)")
             #expect(results[0][size / 2].isNaN, "NaN passes through the clamp")
             for columns in sizes {
-                let weights = random.floats(size * columns, -2, 2)
+                let weights = random.values(size * columns, -2, 2)
                 var constrained: [[Float]] = []
                 for backend in [cpu, openCL] as [any Backend] {
                     let x = try backend.upload(weights, shape: [size, columns])

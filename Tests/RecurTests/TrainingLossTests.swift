@@ -151,8 +151,8 @@ struct TrainingLossTests {
         guard let backend = try which.backend() else { return }
         var random = SeededGenerator(seed: 21)
         for size in sizes + [4099] {
-            let x = random.floats(size, -6, 6)
-            let y = random.floats(size, 0, 1)
+            let x = random.values(size, -6, 6)
+            let y = random.values(size, 0, 1)
             let bce = try runLoss(.sigmoidCrossEntropy, on: backend, input: x, shape: [size], floatTargets: y)
             let bceExpected = sigmoidCrossEntropyReference(x, y)
             assertClose([bce.loss], [Float(bceExpected.loss)], relativeTolerance: 1e-5, "\(which) BCE n=\(size)")
@@ -174,7 +174,7 @@ struct TrainingLossTests {
         guard let backend = try which.backend() else { return }
         var random = SeededGenerator(seed: 22)
         for (rows, classes) in [(1, 1), (7, 1), (1, 7), (257, 7), (7, 257), (1, 257), (257, 65)] {
-            let x = random.floats(rows * classes, -8, 8)
+            let x = random.values(rows * classes, -8, 8)
             let targets = random.ids(rows, below: classes)
             for ignoreIndex in [nil, Int32(0)] as [Int32?] {
                 let result = try runLoss(.softmaxCrossEntropy(ignoreIndex: ignoreIndex), on: backend, input: x,
@@ -194,7 +194,7 @@ struct TrainingLossTests {
         guard let backend = try which.backend() else { return }
         var random = SeededGenerator(seed: 23)
         let (steps, batch, vocabulary) = (3, 2, 5)
-        let x = random.floats(steps * batch * vocabulary, -2, 2)
+        let x = random.values(steps * batch * vocabulary, -2, 2)
         let targets: [Int32] = [1, 0, 4, 2, 0, 3]  // [T, B], 0 is padding
         let logits = try backend.upload(x, shape: [steps, batch, vocabulary])
         let gradient = try backend.zeros([steps, batch, vocabulary])
@@ -217,8 +217,8 @@ struct TrainingLossTests {
         guard let backend = try which.backend() else { return }
         var random = SeededGenerator(seed: 24)
         let (rows, classes) = (6, 5)
-        let x = random.floats(rows * classes, -2, 2)
-        let floatTargets = random.floats(rows * classes, 0, 1)
+        let x = random.values(rows * classes, -2, 2)
+        let floatTargets = random.values(rows * classes, 0, 1)
         var classTargets = random.ids(rows, below: classes)
         classTargets[1] = 0
         classTargets[4] = 0  // ignored rows when the index is 0
@@ -295,8 +295,8 @@ struct TrainingLossTests {
         let cpu = TestBackends.cpu
         var random = SeededGenerator(seed: 25)
         for size in sizes {
-            let x = random.floats(size, -10, 10)
-            let y = random.floats(size, 0, 1)
+            let x = random.values(size, -10, 10)
+            let y = random.values(size, 0, 1)
             for loss in [Loss.sigmoidCrossEntropy, .meanSquaredError] {
                 let onCPU = try runLoss(loss, on: cpu, input: x, shape: [size], floatTargets: y)
                 let onOpenCL = try runLoss(loss, on: openCL, input: x, shape: [size], floatTargets: y)
@@ -305,7 +305,7 @@ struct TrainingLossTests {
                             "OpenCL vs CPU \(loss) gradient n=\(size)")
             }
             for classes in sizes {
-                let logits = random.floats(size * classes, -10, 10)
+                let logits = random.values(size * classes, -10, 10)
                 let targets = random.ids(size, below: classes)
                 for ignoreIndex in [nil, Int32(0)] as [Int32?] {
                     let loss = Loss.softmaxCrossEntropy(ignoreIndex: ignoreIndex)

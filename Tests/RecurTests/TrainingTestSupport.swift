@@ -50,10 +50,3 @@ func expectGradientsMatch(numeric: [Double], analytic: [Float], absolute: Double
             sourceLocation: sourceLocation)
     }
 }
-
-/// A deterministic float in [low, high) from the tests' SplitMix64 generator.
-extension SeededGenerator {
-    mutating func floats(_ count: Int, _ low: Float, _ high: Float) -> [Float] {
-        (0..<count).map { _ in Float.random(in: low..<high, using: &self) }
-    }
-}

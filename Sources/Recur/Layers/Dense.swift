@@ -1,0 +1,158 @@
+// A fully connected layer on the last axis, PyTorch's nn.Linear with an optional activation.
+//
+// Shape legend: N rows (the product of every axis but the last), I input features, O outputs.
+
+/// How `Dense` initialises its parameters.
+public enum DenseInitialization: String, Sendable, CaseIterable, Codable {
+    /// PyTorch's `nn.Linear`: weight and bias ~ U(−1/√I, 1/√I) (its Kaiming-uniform with a = √5
+    /// comes to that bound).
+    case pytorch
+    /// Keras's `Dense` defaults: weight Glorot-uniform, U(±√(6 / (I + O))) (Glorot & Bengio
+    /// 2010); bias 0.
+    case glorotUniform
+}
+
+/// y = f(x Wᵀ + b) over the last axis of x, with explicit `forward` and `backward`.
+///
+/// Parameters use PyTorch's names and layout: `weight` `[O, I]`, `bias` `[O]`. `backward`
+/// accumulates (+=) into their gradients until `zeroGradients()`.
+public final class Dense {
+    public let inputSize: Int
+    public let outputSize: Int
+    /// f, applied to x Wᵀ + b. Default identity (logits for a loss that takes logits).
+    public let activation: Activation
+    public let backend: any Backend
+
+    /// W: `[O, I]`.
+    public let weight: Tensor
+    /// b: `[O]`.
+    public let bias: Tensor
+    private let weightGradient: Tensor  // [O, I]
+    private let biasGradient: Tensor  // [O]
+    private var cache: (input: Tensor, output: Tensor)?
+    /// A row of N ones, the left operand that spreads b over the rows and sums dL/dz over them.
+    private var ones: Tensor?  // [N]
+
+    /// Makes the layer with initialised parameters and zero gradients on `backend`.
+    /// - Parameters:
+    ///   - activation: default `.identity`.
+    ///   - initialization: default `.pytorch`.
+    ///   - seed: seeds the initial parameters (`SeededRandom`), the same values on every backend.
+    public init(inputSize: Int, outputSize: Int, activation: Activation = .identity,
+                initialization: DenseInitialization = .pytorch, seed: UInt64 = 0, backend: any Backend) throws {
+        for (name, size) in [("inputSize", inputSize), ("outputSize", outputSize)] where size < 1 {
+            throw RecurError.invalidArgument(operation: "Dense.init", detail: "\(name) must be at least 1, got \(size)")
+        }
+        self.inputSize = inputSize
+        self.outputSize = outputSize
+        self.activation = activation
+        self.backend = backend
+        var random = SeededRandom(seed: seed)
+        let (i, o) = (inputSize, outputSize)
+        let weights: [Float]  // [O, I]
+        let biases: [Float]  // [O]
+        switch initialization {
+        case .pytorch:
+            let bound = 1 / Double(i).squareRoot()
+            weights = (0..<(o * i)).map { _ in random.uniform(bound: bound) }
+            biases = (0..<o).map { _ in random.uniform(bound: bound) }
+        case .glorotUniform:
+            let limit = (6 / Double(i + o)).squareRoot()
+            weights = (0..<(o * i)).map { _ in random.uniform(bound: limit) }
+            biases = [Float](repeating: 0, count: o)
+        }
+        weight = try backend.upload(weights, shape: [o, i])
+        bias = try backend.upload(biases, shape: [o])
+        weightGradient = try backend.zeros([o, i])
+        biasGradient = try backend.zeros([o])
+    }
+
+    // MARK: Parameters
+
+    /// `weight` and `bias` with their gradients.
+    public var parameters: [NamedParameter] {
+        [
+            NamedParameter(name: "weight", value: weight, gradient: weightGradient),
+            NamedParameter(name: "bias", value: bias, gradient: biasGradient),
+        ]
+    }
+
+    /// Sets every gradient to 0.
+    public func zeroGradients() throws {
+        for parameter in parameters { try backend.fill(parameter.gradient, with: 0) }
+    }
+
+    // MARK: Forward and backward
+
+    /// y = f(x Wᵀ + b).
+    /// - Parameter input: `[..., I]`, any leading shape (`[B, I]`, or `[T, B, I]` for every step).
+    /// - Returns: `[..., O]`, the input's shape with its last axis replaced by O.
+    public func forward(_ input: Tensor) throws -> Tensor {
+        let operation = "Dense.forward"
+        try backend.checkOperands(operation, [input])
+        guard input.shape.dimensions.last == inputSize else {
+            throw RecurError.shapeMismatch(
+                operation: operation, detail: "input \(input.shape) must end in \(inputSize) features")
+        }
+        let rows = input.count / inputSize
+        var shape = input.shape.dimensions
+        shape[shape.count - 1] = outputSize
+        let output = try backend.zeros(Shape(shape))  // y [N, O]
+        let ones = try onesRow(rows)  // [N]
+        // z = 1 bᵀ, then z += x Wᵀ: the bias as a rank-1 GEMM keeps every op a backend GEMM.
+        try backend.gemm(m: rows, n: outputSize, k: 1, alpha: 1, a: MatrixOperand(ones, leadingDimension: 1),
+                         b: MatrixOperand(bias, leadingDimension: outputSize), beta: 0,
+                         c: MatrixOperand(output, leadingDimension: outputSize))
+        try backend.gemm(m: rows, n: outputSize, k: inputSize, alpha: 1,
+                         a: MatrixOperand(input, leadingDimension: inputSize),
+                         b: MatrixOperand(weight, leadingDimension: inputSize, transposed: true), beta: 1,
+                         c: MatrixOperand(output, leadingDimension: outputSize))
+        try backend.activate(activation, output, into: output)
+        cache = (input, output)
+        return output
+    }
+
+    /// Back-propagates dL/dy through the last `forward`, accumulating (+=) dL/dW and dL/db.
+    /// - Parameter outputGradient: dL/dy, shaped like the output (not modified).
+    /// - Returns: dL/dx, shaped like the input.
+    public func backward(_ outputGradient: Tensor) throws -> Tensor {
+        let operation = "Dense.backward"
+        guard let (input, output) = cache else {
+            throw RecurError.invalidArgument(operation: operation, detail: "backward needs a forward pass first")
+        }
+        try backend.checkOperands(operation, [outputGradient])
+        guard outputGradient.shape == output.shape else {
+            throw RecurError.shapeMismatch(
+                operation: operation, detail: "outputGradient must be \(output.shape) like the output, got \(outputGradient.shape)")
+        }
+        let rows = input.count / inputSize
+        let preActivationGradient = try backend.zeros(output.shape)  // dL/dz [N, O]
+        try backend.activationBackward(activation, output: output, outputGradient: outputGradient,
+                                       into: preActivationGradient)
+        let dz = MatrixOperand(preActivationGradient, leadingDimension: outputSize)
+        // dW += dzᵀ x: [O, N] [N, I].
+        try backend.gemm(m: outputSize, n: inputSize, k: rows, alpha: 1,
+                         a: MatrixOperand(preActivationGradient, leadingDimension: outputSize, transposed: true),
+                         b: MatrixOperand(input, leadingDimension: inputSize), beta: 1,
+                         c: MatrixOperand(weightGradient, leadingDimension: inputSize))
+        // db += 1ᵀ dz: [1, N] [N, O], the column sums of dz.
+        try backend.gemm(m: 1, n: outputSize, k: rows, alpha: 1,
+                         a: MatrixOperand(try onesRow(rows), leadingDimension: rows), b: dz, beta: 1,
+                         c: MatrixOperand(biasGradient, leadingDimension: outputSize))
+        // dx = dz W: [N, O] [O, I].
+        let inputGradient = try backend.zeros(input.shape)  // [N, I]
+        try backend.gemm(m: rows, n: inputSize, k: outputSize, alpha: 1, a: dz,
+                         b: MatrixOperand(weight, leadingDimension: inputSize), beta: 0,
+                         c: MatrixOperand(inputGradient, leadingDimension: inputSize))
+        return inputGradient
+    }
+
+    /// N ones, kept between calls while N stays the same.
+    private func onesRow(_ count: Int) throws -> Tensor {
+        if let ones, ones.count == count { return ones }
+        let row = try backend.zeros([count])
+        try backend.fill(row, with: 1)
+        ones = row
+        return row
+    }
+}

@@ -1,0 +1,165 @@
+// A lookup table of vectors by token id: PyTorch's nn.Embedding with `padding_idx`.
+//
+// Shape legend: V vocabulary rows, D embedding width, T time steps, B batch; ids of any shape S
+// give embeddings of shape [S..., D]. Batches are time-major, ids [T, B] → [T, B, D], which is
+// what `RecurrentLayer` reads.
+
+/// How `Embedding` initialises its table.
+public enum EmbeddingInitialization: String, Sendable, CaseIterable, Codable {
+    /// PyTorch's `nn.Embedding`: N(0, 1).
+    case pytorch
+    /// Keras's `Embedding`: U(−0.05, 0.05).
+    case keras
+}
+
+/// out[s, :] = table[ids[s], :], with explicit `forward` and `backward`.
+///
+/// The parameter is `weight` `[V, D]` (PyTorch's name). `backward` scatter-adds into its gradient
+/// (repeated ids add up) until `zeroGradients()`. The padding row, if any, is initialised to 0 and
+/// never receives gradient, as with PyTorch's `padding_idx`, so every optimizer leaves it at 0.
+public final class Embedding {
+    /// V.
+    public let vocabularySize: Int
+    /// D.
+    public let embeddingSize: Int
+    /// The id that pads sequences (Keras's and `Vocabulary`'s 0), or nil. Default 0.
+    public let paddingIndex: Int32?
+    public let backend: any Backend
+
+    /// The table `[V, D]`.
+    public let weight: Tensor
+    private let weightGradient: Tensor  // [V, D]
+    /// D zeros, copied over the padding row of the gradient after each scatter-add.
+    private let zeroRow: Tensor  // [D]
+    private var cache: (ids: Tensor, outputShape: Shape)?
+
+    /// Makes the table, initialised, with a zero gradient on `backend`.
+    /// - Parameters:
+    ///   - paddingIndex: default 0; nil for none.
+    ///   - initialization: default `.pytorch`.
+    ///   - seed: seeds the initial table (`SeededRandom`), the same values on every backend.
+    public init(vocabularySize: Int, embeddingSize: Int, paddingIndex: Int32? = 0,
+                initialization: EmbeddingInitialization = .pytorch, seed: UInt64 = 0, backend: any Backend) throws {
+        let operation = "Embedding.init"
+        for (name, size) in [("vocabularySize", vocabularySize), ("embeddingSize", embeddingSize)] where size < 1 {
+            throw RecurError.invalidArgument(operation: operation, detail: "\(name) must be at least 1, got \(size)")
+        }
+        if let paddingIndex, paddingIndex < 0 || Int(paddingIndex) >= vocabularySize {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "paddingIndex \(paddingIndex) outside 0..<\(vocabularySize)")
+        }
+        self.vocabularySize = vocabularySize
+        self.embeddingSize = embeddingSize
+        self.paddingIndex = paddingIndex
+        self.backend = backend
+        var random = SeededRandom(seed: seed)
+        var table: [Float]  // [V, D]
+        switch initialization {
+        case .pytorch:
+            table = (0..<(vocabularySize * embeddingSize)).map { _ in Float(random.gaussian()) }
+        case .keras:
+            table = (0..<(vocabularySize * embeddingSize)).map { _ in random.uniform(bound: 0.05) }
+        }
+        if let paddingIndex {
+            let start = Int(paddingIndex) * embeddingSize
+            table.replaceSubrange(start..<(start + embeddingSize), with: repeatElement(0, count: embeddingSize))
+        }
+        weight = try backend.upload(table, shape: [vocabularySize, embeddingSize])
+        weightGradient = try backend.zeros([vocabularySize, embeddingSize])
+        zeroRow = try backend.zeros([embeddingSize])
+    }
+
+    // MARK: Parameters
+
+    /// `weight` with its gradient.
+    public var parameters: [NamedParameter] {
+        [NamedParameter(name: "weight", value: weight, gradient: weightGradient)]
+    }
+
+    /// Sets the gradient to 0.
+    public func zeroGradients() throws {
+        try backend.fill(weightGradient, with: 0)
+    }
+
+    // MARK: Forward and backward
+
+    /// Looks up every id.
+    /// - Parameters:
+    ///   - ids: host ids, row-major in `shape` (time-major `[T, B]` for a recurrent layer).
+    ///   - shape: the shape S of `ids`.
+    /// - Returns: `[S..., D]`.
+    /// - Throws: `RecurError.invalidArgument` naming the first id outside `0 ..< V` and its
+    ///   position, checked on the host before anything is uploaded.
+    public func forward(ids: [Int32], shape: Shape) throws -> Tensor {
+        let operation = "Embedding.forward"
+        guard ids.count == shape.count, shape.isValid else {
+            throw RecurError.shapeMismatch(operation: operation, detail: "\(ids.count) ids for shape \(shape)")
+        }
+        if let position = ids.firstIndex(where: { $0 < 0 || Int($0) >= vocabularySize }) {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "id \(ids[position]) at position \(position) outside the vocabulary 0..<\(vocabularySize)")
+        }
+        let idTensor = try backend.upload(ids, shape: shape)  // int32 [S]
+        let outputShape = Shape(shape.dimensions + [embeddingSize])
+        let output = try backend.zeros(outputShape)  // [S..., D]
+        try backend.gather(rowsOf: weight, ids: idTensor, into: output)
+        cache = (idTensor, outputShape)
+        return output
+    }
+
+    /// Scatter-adds dL/d output into the table's gradient: row ids[s] += outputGradient[s, :].
+    /// The padding row's gradient stays 0.
+    /// - Parameter outputGradient: shaped like the last forward's output.
+    public func backward(_ outputGradient: Tensor) throws {
+        let operation = "Embedding.backward"
+        guard let (ids, outputShape) = cache else {
+            throw RecurError.invalidArgument(operation: operation, detail: "backward needs a forward pass first")
+        }
+        try backend.checkOperands(operation, [outputGradient])
+        guard outputGradient.shape == outputShape else {
+            throw RecurError.shapeMismatch(
+                operation: operation, detail: "outputGradient must be \(outputShape) like the output, got \(outputGradient.shape)")
+        }
+        try backend.scatterAdd(outputGradient, ids: ids, into: weightGradient)
+        if let paddingIndex {
+            try backend.copy(zeroRow, sourceOffset: 0, into: weightGradient,
+                             destinationOffset: Int(paddingIndex) * embeddingSize, count: embeddingSize)
+        }
+    }
+
+    // MARK: Lengths from padding
+
+    /// The length of each padded sequence in a batch of ids: the steps from its first to its last
+    /// non-padding id, counted from the end its padding is not on.
+    ///
+    /// With `post` padding a row's length is 1 + the index of its last non-padding id; with `pre`
+    /// padding it is T − the index of its first. Padding ids inside a sequence count as steps; a
+    /// row of padding only has length 0, which `RecurrentLayer` rejects (drop such rows first, see
+    /// `PaddedSequences.nonEmptyIndices`).
+    ///
+    /// - Parameters:
+    ///   - ids: `[T, B]` time-major (as `SequenceBatch.ids`), or `[B, T]` when `batchFirst`.
+    ///   - steps: T.
+    ///   - padding: which end of each row holds the padding.
+    ///   - paddingIndex: the padding id, default 0.
+    ///   - batchFirst: whether `ids` is `[B, T]`. Default false.
+    /// - Returns: B lengths in `0...T`.
+    public static func lengths(ofPadded ids: [Int32], steps: Int, padding: PaddingSide, paddingIndex: Int32 = 0,
+                               batchFirst: Bool = false) throws -> [Int] {
+        guard steps >= 1, !ids.isEmpty, ids.count % steps == 0 else {
+            throw RecurError.shapeMismatch(
+                operation: "Embedding.lengths", detail: "\(ids.count) ids do not form rows of \(steps) steps")
+        }
+        let batch = ids.count / steps
+        return (0..<batch).map { b in
+            let isReal = { (t: Int) in ids[batchFirst ? b * steps + t : t * batch + b] != paddingIndex }
+            switch padding {
+            case .post:
+                return (0..<steps).last(where: isReal).map { $0 + 1 } ?? 0
+            case .pre:
+                return (0..<steps).first(where: isReal).map { steps - $0 } ?? 0
+            }
+        }
+    }
+}
