@@ -160,10 +160,10 @@ struct TrainingLayerTests {
     func embeddingRejectsIdsOutsideTheVocabularyNamingThePosition(_ which: TestBackend) throws {
         guard let backend = try which.backend() else { return }
         let embedding = try Embedding(vocabularySize: 5, embeddingSize: 2, backend: backend)
-        for (ids, bad, position) in [([1, 2, 5, 0] as [Int32], 5, 2), ([-1, 0, 0, 0], -1, 0)] {
+        for (ids, bad, position, index) in [([1, 2, 5, 0] as [Int32], 5, 2, "[1, 0]"), ([-1, 0, 0, 0], -1, 0, "[0, 0]")] {
             expectRecurError("\(which) id \(bad)", matches: { error in
                 guard case .invalidArgument(_, let detail) = error else { return false }
-                return detail.contains("id \(bad) at position \(position)")
+                return detail.contains("id \(bad) at position \(position) (index \(index) of [2, 2])")
             }) {
                 _ = try embedding.forward(ids: ids, shape: [2, 2])
             }

@@ -56,7 +56,7 @@ private func meanSquaredErrorReference(_ p: [Float], _ y: [Float]) -> (loss: Dou
 // MARK: Running a loss
 
 /// Which loss a check runs.
-enum LossCase: String, CaseIterable, Sendable, CustomTestStringConvertible {
+enum TrainingLossCase: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case sigmoidCrossEntropy
     case softmaxCrossEntropy
     case softmaxCrossEntropyIgnoringZero
@@ -212,8 +212,8 @@ struct TrainingLossTests {
     /// Central differences of the backend's own mean loss (float32, eps = 1e-2; the losses are
     /// smooth, so the truncation error eps² f‴/6 stays near 1e-5 and float32 rounding of a loss of
     /// O(1) divided by 2 eps near 1e-5 too) against the gradient the same call wrote.
-    @Test(arguments: TestBackend.allCases, LossCase.allCases)
-    func lossGradientsMatchFiniteDifferences(_ which: TestBackend, _ lossCase: LossCase) throws {
+    @Test(arguments: TestBackend.allCases, TrainingLossCase.allCases)
+    func lossGradientsMatchFiniteDifferences(_ which: TestBackend, _ lossCase: TrainingLossCase) throws {
         guard let backend = try which.backend() else { return }
         var random = SeededGenerator(seed: 24)
         let (rows, classes) = (6, 5)

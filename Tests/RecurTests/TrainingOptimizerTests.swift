@@ -14,7 +14,7 @@ import Darwin
 // MARK: Configurations
 
 /// One optimizer configuration, with its float64 reference.
-enum OptimizerCase: String, CaseIterable, Sendable, CustomTestStringConvertible {
+enum TrainingOptimizerCase: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case sgdNesterov
     case sgdDampening
     case sgdPlain
@@ -52,7 +52,7 @@ enum OptimizerCase: String, CaseIterable, Sendable, CustomTestStringConvertible 
     }
 
     /// The float64 reference of this configuration.
-    var reference: ReferenceOptimizer {
+    var reference: TrainingReferenceOptimizer {
         switch self {
         case .sgdNesterov: .sgd(learningRate: 0.1, momentum: 0.9, dampening: 0, weightDecay: 0.01, nesterov: true)
         case .sgdDampening: .sgd(learningRate: 0.1, momentum: 0.9, dampening: 0.1, weightDecay: 0, nesterov: false)
@@ -129,7 +129,7 @@ private let pyTorchGradients: [(first: [Float], second: [Float])] = [
 
 /// PyTorch's update rules (torch/optim/sgd.py, adam.py, adamw.py, rmsprop.py) in float64, for one
 /// parameter; `state` holds what the optimizer keeps between steps.
-enum ReferenceOptimizer: Sendable {
+enum TrainingReferenceOptimizer: Sendable {
     case sgd(learningRate: Double, momentum: Double, dampening: Double, weightDecay: Double, nesterov: Bool)
     case adam(learningRate: Double, beta1: Double, beta2: Double, epsilon: Double, weightDecay: Double, decoupled: Bool)
     case rmsProp(learningRate: Double, alpha: Double, epsilon: Double, weightDecay: Double, momentum: Double)
@@ -190,7 +190,7 @@ private func runOptimizer(_ optimizer: any Optimizer, start: [[Float]], shapes: 
 }
 
 /// The float64 reference of the same run.
-private func runReference(_ reference: ReferenceOptimizer, start: [[Float]], gradients: [[[Float]]]) -> [[Float]] {
+private func runReference(_ reference: TrainingReferenceOptimizer, start: [[Float]], gradients: [[[Float]]]) -> [[Float]] {
     var values = start.map { $0.map(Double.init) }
     var states = [[[Double]]](repeating: [], count: start.count)
     for (t, stepGradients) in gradients.enumerated() {
@@ -205,8 +205,8 @@ private func runReference(_ reference: ReferenceOptimizer, start: [[Float]], gra
 struct TrainingOptimizerTests {
     // MARK: PyTorch and float64
 
-    @Test(arguments: TestBackend.allCases, OptimizerCase.allCases)
-    func optimizersMatchPyTorch(_ which: TestBackend, _ configuration: OptimizerCase) throws {
+    @Test(arguments: TestBackend.allCases, TrainingOptimizerCase.allCases)
+    func optimizersMatchPyTorch(_ which: TestBackend, _ configuration: TrainingOptimizerCase) throws {
         guard let backend = try which.backend() else { return }
         let start = [pyTorchStart.first, pyTorchStart.second]
         let gradients = pyTorchGradients.map { [$0.first, $0.second] }
@@ -225,8 +225,8 @@ struct TrainingOptimizerTests {
     }
 
     /// Five steps of random gradients at sizes that are not multiples of any work-group.
-    @Test(arguments: TestBackend.allCases, OptimizerCase.allCases)
-    func optimizersMatchAFloat64Reference(_ which: TestBackend, _ configuration: OptimizerCase) throws {
+    @Test(arguments: TestBackend.allCases, TrainingOptimizerCase.allCases)
+    func optimizersMatchAFloat64Reference(_ which: TestBackend, _ configuration: TrainingOptimizerCase) throws {
         guard let backend = try which.backend() else { return }
         var random = SeededGenerator(seed: 31)
         for size in [1, 7, 257] {
@@ -240,8 +240,8 @@ struct TrainingOptimizerTests {
         }
     }
 
-    @Test(arguments: OptimizerCase.allCases)
-    func openCLMatchesCPUOnOptimizerSteps(_ configuration: OptimizerCase) throws {
+    @Test(arguments: TrainingOptimizerCase.allCases)
+    func openCLMatchesCPUOnOptimizerSteps(_ configuration: TrainingOptimizerCase) throws {
         guard let openCL = try TestBackends.openCL() else { return }
         var random = SeededGenerator(seed: 32)
         for size in [1, 7, 257] {
@@ -263,8 +263,8 @@ struct TrainingOptimizerTests {
 
     /// Exported state loaded into a fresh optimizer (on the same or the other backend) continues
     /// exactly as the original.
-    @Test(arguments: TestBackend.allCases, [OptimizerCase.adamWDecay, .sgdNesterov, .rmsPropMomentum])
-    func stateRoundTripsThroughExportAndImport(_ which: TestBackend, _ configuration: OptimizerCase) throws {
+    @Test(arguments: TestBackend.allCases, [TrainingOptimizerCase.adamWDecay, .sgdNesterov, .rmsPropMomentum])
+    func stateRoundTripsThroughExportAndImport(_ which: TestBackend, _ configuration: TrainingOptimizerCase) throws {
         guard let backend = try which.backend() else { return }
         let source = TestBackends.cpu
         var random = SeededGenerator(seed: 33)

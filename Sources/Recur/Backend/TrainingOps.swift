@@ -161,7 +161,8 @@ extension Backend {
         guard targets.count == rows else {
             throw RecurError.shapeMismatch(
                 operation: operation,
-                detail: "logits \(logits.shape) hold \(rows) rows of \(classes) classes, targets \(targets.shape) hold \(targets.count)")
+                detail: "logits \(logits.shape) hold \(rows) rows of \(classes) classes, "
+                    + "targets \(targets.shape) hold \(targets.count)")
         }
         return (rows, classes)
     }

@@ -123,7 +123,8 @@ public final class Dense {
         try backend.checkOperands(operation, [outputGradient])
         guard outputGradient.shape == output.shape else {
             throw RecurError.shapeMismatch(
-                operation: operation, detail: "outputGradient must be \(output.shape) like the output, got \(outputGradient.shape)")
+                operation: operation,
+                detail: "outputGradient must be \(output.shape) like the output, got \(outputGradient.shape)")
         }
         let rows = input.count / inputSize
         let preActivationGradient = try backend.zeros(output.shape)  // dL/dz [N, O]

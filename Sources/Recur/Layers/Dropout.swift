@@ -59,7 +59,8 @@ public final class Dropout {
         guard let mask else { return outputGradient }
         guard outputGradient.shape == mask.shape else {
             throw RecurError.shapeMismatch(
-                operation: operation, detail: "outputGradient must be \(mask.shape) like the output, got \(outputGradient.shape)")
+                operation: operation,
+                detail: "outputGradient must be \(mask.shape) like the output, got \(outputGradient.shape)")
         }
         let inputGradient = try backend.zeros(mask.shape)
         try backend.multiply(outputGradient, mask, into: inputGradient)

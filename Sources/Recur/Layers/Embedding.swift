@@ -98,7 +98,8 @@ public final class Embedding {
         if let position = ids.firstIndex(where: { $0 < 0 || Int($0) >= vocabularySize }) {
             throw RecurError.invalidArgument(
                 operation: operation,
-                detail: "id \(ids[position]) at position \(position) outside the vocabulary 0..<\(vocabularySize)")
+                detail: "id \(ids[position]) at position \(position) (index \(Self.index(of: position, in: shape)) of "
+                    + "\(shape)) outside the vocabulary 0..<\(vocabularySize)")
         }
         let idTensor = try backend.upload(ids, shape: shape)  // int32 [S]
         let outputShape = Shape(shape.dimensions + [embeddingSize])
@@ -119,13 +120,25 @@ public final class Embedding {
         try backend.checkOperands(operation, [outputGradient])
         guard outputGradient.shape == outputShape else {
             throw RecurError.shapeMismatch(
-                operation: operation, detail: "outputGradient must be \(outputShape) like the output, got \(outputGradient.shape)")
+                operation: operation,
+                detail: "outputGradient must be \(outputShape) like the output, got \(outputGradient.shape)")
         }
         try backend.scatterAdd(outputGradient, ids: ids, into: weightGradient)
         if let paddingIndex {
             try backend.copy(zeroRow, sourceOffset: 0, into: weightGradient,
                              destinationOffset: Int(paddingIndex) * embeddingSize, count: embeddingSize)
         }
+    }
+
+    /// The multi-index of flat position `position` in a row-major `shape`, as `[t, b]`.
+    private static func index(of position: Int, in shape: Shape) -> String {
+        var remainder = position
+        var index = [Int](repeating: 0, count: shape.rank)
+        for axis in stride(from: shape.rank - 1, through: 0, by: -1) {
+            index[axis] = remainder % shape[axis]
+            remainder /= shape[axis]
+        }
+        return "[" + index.map(String.init).joined(separator: ", ") + "]"
     }
 
     // MARK: Lengths from padding

@@ -121,6 +121,8 @@ public final class Sequential {
     ///   - padding: which end of each sequence holds the padding.
     ///   - training: applies dropout.
     /// - Returns: the last layer's output.
+    /// - Throws: `RecurError.invalidArgument` for an id outside the vocabulary (naming it and its
+    ///   position) or a sequence of padding only (length 0, which recurrent layers reject).
     public func forward(ids: [Int32], shape: Shape, lengths: [Int]? = nil, padding: PaddingSide,
                         training: Bool) throws -> Tensor {
         guard case .embedding(let embedding) = layers[0] else {
