@@ -25,6 +25,7 @@ let package = Package(
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CCLBlast", providers: [.apt(["libclblast-dev"])]),
+        .systemLibrary(name: "CFloatControl"),
 
         // MARK: Kernel embedding: Kernels/*.cl become string constants in the Recur module
         .executableTarget(name: "KernelEmbedder"),
@@ -33,7 +34,7 @@ let package = Package(
         // MARK: The library and the CLI
         .target(
             name: "Recur",
-            dependencies: ["COpenCL", "CBLAS", "CCLBlast"],
+            dependencies: ["COpenCL", "CBLAS", "CCLBlast", "CFloatControl"],
             linkerSettings: clblastLinkerSettings,
             plugins: ["EmbedKernels"]
         ),

@@ -27,7 +27,7 @@ extension CPUBackend {
             c: request.finalCell?.hostFloats,
             stepProducts: stepProducts.hostFloats)
         // The pass holds raw pointers: keep the scratch tensor alive until it is done.
-        withExtendedLifetime(stepProducts) { pass.run() }
+        withExtendedLifetime(stepProducts) { withSubnormalsFlushed { pass.run() } }
     }
 
     public func recurrentBackward(_ request: RecurrentBackward) throws {
@@ -58,8 +58,10 @@ extension CPUBackend {
             dbih: gradients.inputBias.hostFloats,
             dbhh: gradients.recurrentBias.hostFloats)
         withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq]) {
-            pass.run(finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
-                     finalCellGradient: request.finalCellGradient?.hostFloats)
+            withSubnormalsFlushed {
+                pass.run(finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
+                         finalCellGradient: request.finalCellGradient?.hostFloats)
+            }
         }
     }
 }
