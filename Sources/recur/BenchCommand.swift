@@ -29,8 +29,11 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Bidirectional layers.") var bidirectional = false
     @Option(help: "Recurrent dropout probability (training passes).") var recurrentDropout: Float = 0
 
-    @Option(help: "Passes: forward, forward+backward (repeatable).")
+    @Option(help: "Passes: forward, forward+backward, train-step (repeatable).")
     var pass: [String] = BenchmarkPass.allCases.map(\.rawValue)
+
+    @Option(help: "A fixed model instead of the layer suite: imdb (Embedding(5000, 32) -> LSTM(32, dropout 0.2, recurrent dropout 0.2) -> Dense(1), B=32, T=400, one training step).")
+    var model: String?
 
     @Flag(help: "Include the large suite shapes on CPU devices too.") var all = false
     @Option(help: "Untimed runs before timing.") var warmup = 2
@@ -56,7 +59,7 @@ struct BenchCommand: ParsableCommand {
         let cells = try cell.map(Self.parseCell)
         let passes = try pass.map { name in
             guard let parsed = BenchmarkPass(rawValue: name) else {
-                throw ValidationError("unknown pass '\(name)': forward or forward+backward")
+                throw ValidationError("unknown pass '\(name)': forward, forward+backward or train-step")
             }
             return parsed
         }
@@ -65,6 +68,11 @@ struct BenchCommand: ParsableCommand {
             print("device: \(backend.kind.rawValue) '\(backend.deviceName)', median of \(repetitions) after \(warmup) warm-up runs"
                   + (backend.kind == .cpu ? ", OpenBLAS kernels \(BLASCoreType.current)" : ""))
             print(Self.header)
+        }
+        if let model {
+            guard model == "imdb" else { throw ValidationError("unknown model '\(model)': imdb") }
+            emit(try benchmark.measureIMDBRecipe())
+            return
         }
         for configuration in try configurations(cells, backend: backend) {
             for pass in passes {

@@ -58,12 +58,15 @@ public enum BenchmarkPass: String, Sendable, CaseIterable {
     case forward
     /// A training forward pass and the full backward pass (input, state and weight gradients).
     case forwardBackward = "forward+backward"
+    /// A whole training step of a regression model: input [T, B, I] -> the recurrent stack (its
+    /// final state) -> Dense(1), mean squared error, backward, Adam(1e-3).
+    case trainStep = "train-step"
 
     /// Flops counted for the pass, in multiples of the forward gate flops.
     var flopMultiple: Double {
         switch self {
         case .forward: 1
-        case .forwardBackward: 3
+        case .forwardBackward, .trainStep: 3
         }
     }
 }
@@ -103,7 +106,8 @@ public struct Benchmark {
         let c = configuration
         let layer = try RecurrentLayer(
             cell: c.cell, inputSize: c.inputSize, hiddenSize: c.hiddenSize, layerCount: c.layers,
-            bidirectional: c.bidirectional, recurrentDropout: c.recurrentDropout, seed: 1, backend: backend)
+            bidirectional: c.bidirectional, recurrentDropout: c.recurrentDropout,
+            returnSequences: pass != .trainStep, seed: 1, backend: backend)
         var random = SeededRandom(seed: 7)
         let input = try backend.upload((0..<(c.steps * c.batch * c.inputSize)).map { _ in random.uniform(bound: 1) },
                                        shape: [c.steps, c.batch, c.inputSize])
@@ -111,17 +115,72 @@ public struct Benchmark {
         let outputGradient = try backend.upload(
             (0..<(c.steps * c.batch * outputWidth)).map { _ in random.uniform(bound: 1) },
             shape: [c.steps, c.batch, outputWidth])
-        let run: () throws -> Void = switch pass {
+        let run: () throws -> Void
+        switch pass {
         case .forward:
-            { _ = try layer.forward(input, training: false) }
+            run = { _ = try layer.forward(input, training: false) }
         case .forwardBackward:
-            {
+            run = {
                 _ = try layer.forward(input, training: true)
                 _ = try layer.backward(outputGradient: outputGradient)
             }
+        case .trainStep:
+            let head = try Dense(inputSize: outputWidth, outputSize: 1, seed: 2, backend: backend)
+            let targets = try backend.upload((0..<c.batch).map { _ in random.uniform(bound: 1) }, shape: [c.batch, 1])
+            run = try trainingStep(layer: layer, head: head, loss: .meanSquaredError, targets: targets) { _ in input }
         }
         return try time(name: c.description, configuration: c, pass: pass.rawValue,
                         flops: c.forwardFlops * pass.flopMultiple, run)
+    }
+
+    /// Times one training step of the IMDB sentiment recipe: Embedding(5000, 32) ->
+    /// LSTM(32, input dropout 0.2, recurrent dropout 0.2, final state) -> Dense(1) with sigmoid
+    /// binary cross-entropy on the logit, Adam(1e-3); B = 32 reviews of T = 400 token ids, which
+    /// are uploaded in every step as a training loop must.
+    public func measureIMDBRecipe(batch: Int = 32, steps: Int = 400) throws -> BenchmarkMeasurement {
+        let (vocabulary, width) = (5000, 32)
+        let embedding = try Embedding(vocabularySize: vocabulary, embeddingSize: width, seed: 3, backend: backend)
+        let layer = try RecurrentLayer(cell: .lstm, inputSize: width, hiddenSize: width, inputDropout: 0.2,
+                                       recurrentDropout: 0.2, returnSequences: false, seed: 1, backend: backend)
+        let head = try Dense(inputSize: width, outputSize: 1, seed: 2, backend: backend)
+        var random = SeededRandom(seed: 7)
+        let ids = (0..<(steps * batch)).map { _ in Int32(1 + random.next(below: vocabulary - 1)) }  // [T, B]
+        let targets = try backend.upload((0..<batch).map { _ in Float(random.next(below: 2)) }, shape: [batch, 1])
+        let configuration = BenchmarkConfiguration(cell: .lstm, batch: batch, steps: steps, inputSize: width,
+                                                   hiddenSize: width, recurrentDropout: 0.2)
+        let step = try trainingStep(layer: layer, head: head, loss: .sigmoidCrossEntropy, targets: targets,
+                                    embedding: embedding) { embedding in
+            try embedding!.forward(ids: ids, shape: [steps, batch])
+        }
+        return try time(name: "imdb recipe: " + configuration.description, configuration: configuration,
+                        pass: BenchmarkPass.trainStep.rawValue, flops: configuration.forwardFlops * 3, step)
+    }
+
+    /// One training step: zero the gradients, forward through (embedding,) the recurrent stack
+    /// and the head, the loss, backward in reverse, and an Adam update of every parameter.
+    private func trainingStep(layer: RecurrentLayer, head: Dense, loss: Loss, targets: Tensor,
+                              embedding: Embedding? = nil, input: @escaping (Embedding?) throws -> Tensor)
+        throws -> () throws -> Void
+    {
+        let optimizer = try Adam(learningRate: 1e-3, backend: backend)
+        let losses = try backend.zeros([1])
+        // The optimizer keys its state by name: prefix each layer's names as a model would.
+        let named = [("embedding", embedding?.parameters ?? []), ("recurrent", layer.parameters),
+                     ("head", head.parameters)]
+        let parameters = named.flatMap { prefix, list in
+            list.map { NamedParameter(name: "\(prefix).\($0.name)", value: $0.value, gradient: $0.gradient) }
+        }
+        return {
+            for parameter in parameters { try backend.fill(parameter.gradient, with: 0) }
+            let x = try input(embedding)
+            let state = try layer.forward(x, training: true).output  // [B, H]
+            let prediction = try head.forward(state)  // [B, 1]
+            let outputGradient = try loss.evaluate(output: prediction, targets: targets, loss: losses, at: 0)
+            let stateGradient = try head.backward(outputGradient)
+            let inputGradient = try layer.backward(outputGradient: stateGradient).input
+            try embedding?.backward(inputGradient)
+            try optimizer.step(parameters)
+        }
     }
 
     /// Times C[n, n] = A[n, n] B[n, n].
