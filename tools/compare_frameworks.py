@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Times one training step of the same models in Recur (CPU backend), PyTorch and Keras 3, side by
+side in one run, plus OpenBLAS's SGEMM rate through numpy, and prints one table.
+
+Models (identical in each framework):
+  * Input(T, I) -> SimpleRNN | LSTM | GRU (H units, last state) -> Dense(1), MSE, Adam(1e-3),
+    at (B, T, I, H) = (32, 400, 32, 32), (32, 100, 128, 128), (64, 50, 256, 256);
+  * the IMDB recipe: Embedding(5000, 32) -> LSTM(32, dropout 0.2, recurrent dropout 0.2) ->
+    Dense(1, sigmoid), B = 32, T = 400, binary cross-entropy, Adam (PyTorch has no recurrent
+    dropout: it runs input dropout only).
+
+Run through tools/compare_frameworks.sh, which installs the frameworks in a virtual environment.
+usage: compare_frameworks.py --recur PATH_TO_RECUR [--repetitions N] [--json FILE]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SHAPES = [(32, 400, 32, 32), (32, 100, 128, 128), (64, 50, 256, 256)]
+CELLS = ["rnn", "lstm", "gru"]
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def median_ms(step, warmup, repetitions):
+    for _ in range(warmup):
+        step()
+    samples = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        step()
+        samples.append((time.perf_counter() - start) * 1e3)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def step_flops(cell, b, t, i, h):
+    """3 x the forward gate-GEMM flops 2 T B G H (I + H), G the gate count."""
+    return 3 * 2 * t * b * GATES[cell] * h * (i + h)
+
+
+# MARK: PyTorch
+
+def torch_regression_step(cell, b, t, i, h):
+    import torch
+    torch.manual_seed(0)
+    layer = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](i, h)
+    head = torch.nn.Linear(h, 1)
+    parameters = list(layer.parameters()) + list(head.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=1e-3)
+    x = torch.randn(t, b, i)
+    y = torch.randn(b, 1)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        _, state = layer(x)
+        last = (state[0] if cell == "lstm" else state)[-1]
+        loss = torch.nn.functional.mse_loss(head(last), y)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def torch_imdb_step(b=32, t=400):
+    import torch
+    torch.manual_seed(0)
+    embedding = torch.nn.Embedding(5000, 32)
+    dropout = torch.nn.Dropout(0.2)
+    lstm = torch.nn.LSTM(32, 32)
+    head = torch.nn.Linear(32, 1)
+    parameters = [*embedding.parameters(), *lstm.parameters(), *head.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=1e-3)
+    ids = torch.randint(1, 5000, (t, b))
+    y = torch.randint(0, 2, (b, 1)).float()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        _, (h, _) = lstm(dropout(embedding(ids)))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(h[-1]), y)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+# MARK: Keras
+
+def keras_regression_step(cell, b, t, i, h):
+    import keras
+    import numpy as np
+    keras.utils.set_random_seed(0)
+    layer = {"rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell](h)
+    model = keras.Sequential([keras.Input((t, i)), layer, keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    x = np.random.default_rng(0).standard_normal((b, t, i)).astype("float32")
+    y = np.random.default_rng(1).standard_normal((b, 1)).astype("float32")
+    return lambda: model.train_on_batch(x, y)
+
+
+def keras_imdb_step(b=32, t=400):
+    import keras
+    import numpy as np
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((t,), dtype="int32"),
+        keras.layers.Embedding(5000, 32),
+        keras.layers.LSTM(32, dropout=0.2, recurrent_dropout=0.2),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    ids = np.random.default_rng(0).integers(1, 5000, (b, t)).astype("int32")
+    y = np.random.default_rng(1).integers(0, 2, (b, 1)).astype("float32")
+    return lambda: model.train_on_batch(ids, y)
+
+
+# MARK: Recur and the GEMM ceiling
+
+def recur_step_ms(recur, arguments, repetitions):
+    command = [recur, "bench", "--device", "cpu", "--json", "--pass", "train-step", "--gemm", "0",
+               "--repetitions", str(repetitions)] + arguments
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    rows = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return rows[0]["median_ms"]
+
+
+def sgemm_gflops(n=2048, repetitions=10):
+    import numpy as np
+    a = np.random.default_rng(0).standard_normal((n, n)).astype("float32")
+    b = np.random.default_rng(1).standard_normal((n, n)).astype("float32")
+    ms = median_ms(lambda: a @ b, 2, repetitions)
+    return 2 * n ** 3 / (ms * 1e6)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recur", required=True, help="path to the recur binary (release build)")
+    parser.add_argument("--repetitions", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args()
+
+    import torch
+    import tensorflow as tf
+    import keras
+    torch.set_num_threads(os.cpu_count())
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"CPU: {cpu}, {os.cpu_count()} cores; PyTorch {torch.__version__}, Keras {keras.__version__} "
+          f"on TensorFlow {tf.__version__}")
+    gemm = sgemm_gflops()
+    print(f"numpy OpenBLAS SGEMM 2048^3: {gemm:.0f} GFLOP/s; median of {args.repetitions} steps after "
+          f"{args.warmup} warm-up steps")
+
+    rows = []
+    for cell in CELLS:
+        for (b, t, i, h) in SHAPES:
+            name = f"{cell} B={b} T={t} I={i} H={h}"
+            flops = step_flops(cell, b, t, i, h)
+            keras_ms = median_ms(keras_regression_step(cell, b, t, i, h), args.warmup, args.repetitions)
+            torch_ms = median_ms(torch_regression_step(cell, b, t, i, h), args.warmup, args.repetitions)
+            recur_ms = recur_step_ms(args.recur, ["--cell", cell, "--batch", str(b), "--steps", str(t),
+                                                  "--input", str(i), "--hidden", str(h)], args.repetitions)
+            target = max(0.25 * min(keras_ms, torch_ms), flops / (0.85 * gemm * 1e6))
+            rows.append(dict(name=name, keras_ms=keras_ms, torch_ms=torch_ms, recur_ms=recur_ms,
+                             flops=flops, target_ms=target))
+    keras_ms = median_ms(keras_imdb_step(), args.warmup, args.repetitions)
+    torch_ms = median_ms(torch_imdb_step(), args.warmup, args.repetitions)
+    recur_ms = recur_step_ms(args.recur, ["--model", "imdb"], args.repetitions)
+    flops = step_flops("lstm", 32, 400, 32, 32)
+    rows.append(dict(name="IMDB recipe (recurrent dropout)", keras_ms=keras_ms, torch_ms=torch_ms,
+                     recur_ms=recur_ms, flops=flops, target_ms=0.25 * keras_ms))
+
+    header = f"{'model':36} {'Keras ms':>9} {'PyTorch ms':>10} {'Recur ms':>9} {'Recur/faster':>12} " \
+             f"{'of ceiling':>10} {'target ms':>9}  met"
+    print(header)
+    for row in rows:
+        faster = min(row["keras_ms"], row["torch_ms"])
+        ceiling = row["flops"] / (gemm * 1e6) / row["recur_ms"]
+        met = "yes" if row["recur_ms"] <= row["target_ms"] else "no"
+        print(f"{row['name']:36} {row['keras_ms']:9.2f} {row['torch_ms']:10.2f} {row['recur_ms']:9.2f} "
+              f"{row['recur_ms'] / faster:12.2f} {ceiling:10.0%} {row['target_ms']:9.2f}  {met}")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(dict(cpu=cpu, sgemm_gflops=gemm, rows=rows), file, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
