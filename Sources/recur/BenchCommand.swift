@@ -108,14 +108,14 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
-    static let header = padded("measurement", 44) + padded("pass", 18) + padded("median ms", 11)
+    static let header = padded("measurement", 52) + padded("pass", 18) + padded("median ms", 11)
         + padded("min ms", 10) + padded("max ms", 10) + padded("GFLOP/s", 9) + "peak memory"
 
     private func emit(_ m: BenchmarkMeasurement) {
         if json {
             print(Self.json(m))
         } else {
-            print(padded(m.name, 44) + padded(m.pass, 18) + padded(fixed(m.medianMilliseconds, 3), 11)
+            print(padded(m.name, 52) + padded(m.pass, 18) + padded(fixed(m.medianMilliseconds, 3), 11)
                   + padded(fixed(m.minimumMilliseconds, 3), 10) + padded(fixed(m.maximumMilliseconds, 3), 10)
                   + padded(fixed(m.gigaflopsPerSecond, 1), 9) + bytes(m.peakBytes))
         }
