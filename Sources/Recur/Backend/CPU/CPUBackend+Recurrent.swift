@@ -663,8 +663,12 @@ private func forEachRow(_ scan: CPURecurrentScan, _ body: (_ row: Int) -> Void) 
     let half = (batch + 1) / 2
     withoutActuallyEscaping(body) { body in
         let rows = DisjointRows(body: body)
+        // The floating-point mode is per thread: the helper flushes subnormals like the caller,
+        // so both halves compute exactly what one thread would.
         DispatchQueue.concurrentPerform(iterations: 2) { part in
-            for b in (part == 0 ? 0..<half : half..<batch) { rows.body(b) }
+            withSubnormalsFlushed {
+                for b in (part == 0 ? 0..<half : half..<batch) { rows.body(b) }
+            }
         }
     }
 }
