@@ -134,43 +134,79 @@ def sgemm_gflops(n=2048, repetitions=10):
     return 2 * n ** 3 / (ms * 1e6)
 
 
+def worker(framework, warmup, repetitions):
+    """Times every model in one framework and prints the medians as one JSON object. Each framework
+    runs in a process of its own: PyTorch and TensorFlow each bundle LLVM, and loading both into
+    one process aborts."""
+    if framework == "torch":
+        import torch
+        torch.set_num_threads(os.cpu_count())
+        regression, imdb, version = torch_regression_step, torch_imdb_step, f"PyTorch {torch.__version__}"
+    else:
+        import tensorflow as tf
+        import keras
+        regression, imdb = keras_regression_step, keras_imdb_step
+        version = f"Keras {keras.__version__} on TensorFlow {tf.__version__}"
+    medians = {}
+    for cell in CELLS:
+        for shape in SHAPES:
+            medians[row_name(cell, *shape)] = median_ms(regression(cell, *shape), warmup, repetitions)
+    medians[IMDB] = median_ms(imdb(), warmup, repetitions)
+    print(json.dumps(dict(version=version, medians=medians)))
+
+
+def run_worker(framework, warmup, repetitions):
+    command = [sys.executable, __file__, "--worker", framework, "--warmup", str(warmup),
+               "--repetitions", str(repetitions)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+IMDB = "IMDB recipe (recurrent dropout)"
+
+
+def row_name(cell, b, t, i, h):
+    return f"{cell} B={b} T={t} I={i} H={h}"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recur", required=True, help="path to the recur binary (release build)")
+    parser.add_argument("--recur", help="path to the recur binary (release build)")
     parser.add_argument("--repetitions", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--worker", choices=["torch", "keras"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.warmup, args.repetitions)
+        return 0
+    if not args.recur:
+        parser.error("--recur is required")
 
-    import torch
-    import tensorflow as tf
-    import keras
-    torch.set_num_threads(os.cpu_count())
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"CPU: {cpu}, {os.cpu_count()} cores; PyTorch {torch.__version__}, Keras {keras.__version__} "
-          f"on TensorFlow {tf.__version__}")
     gemm = sgemm_gflops()
+    torch_results = run_worker("torch", args.warmup, args.repetitions)
+    keras_results = run_worker("keras", args.warmup, args.repetitions)
+    print(f"CPU: {cpu}, {os.cpu_count()} cores; {torch_results['version']}; {keras_results['version']}")
     print(f"numpy OpenBLAS SGEMM 2048^3: {gemm:.0f} GFLOP/s; median of {args.repetitions} steps after "
           f"{args.warmup} warm-up steps")
 
     rows = []
     for cell in CELLS:
         for (b, t, i, h) in SHAPES:
-            name = f"{cell} B={b} T={t} I={i} H={h}"
+            name = row_name(cell, b, t, i, h)
             flops = step_flops(cell, b, t, i, h)
-            keras_ms = median_ms(keras_regression_step(cell, b, t, i, h), args.warmup, args.repetitions)
-            torch_ms = median_ms(torch_regression_step(cell, b, t, i, h), args.warmup, args.repetitions)
+            keras_ms, torch_ms = keras_results["medians"][name], torch_results["medians"][name]
             recur_ms = recur_step_ms(args.recur, ["--cell", cell, "--batch", str(b), "--steps", str(t),
                                                   "--input", str(i), "--hidden", str(h)], args.repetitions)
             target = max(0.25 * min(keras_ms, torch_ms), flops / (0.85 * gemm * 1e6))
             rows.append(dict(name=name, keras_ms=keras_ms, torch_ms=torch_ms, recur_ms=recur_ms,
                              flops=flops, target_ms=target))
-    keras_ms = median_ms(keras_imdb_step(), args.warmup, args.repetitions)
-    torch_ms = median_ms(torch_imdb_step(), args.warmup, args.repetitions)
+    keras_ms, torch_ms = keras_results["medians"][IMDB], torch_results["medians"][IMDB]
     recur_ms = recur_step_ms(args.recur, ["--model", "imdb"], args.repetitions)
     flops = step_flops("lstm", 32, 400, 32, 32)
-    rows.append(dict(name="IMDB recipe (recurrent dropout)", keras_ms=keras_ms, torch_ms=torch_ms,
-                     recur_ms=recur_ms, flops=flops, target_ms=0.25 * keras_ms))
+    rows.append(dict(name=IMDB, keras_ms=keras_ms, torch_ms=torch_ms, recur_ms=recur_ms, flops=flops,
+                     target_ms=0.25 * keras_ms))
 
     header = f"{'model':36} {'Keras ms':>9} {'PyTorch ms':>10} {'Recur ms':>9} {'Recur/faster':>12} " \
              f"{'of ceiling':>10} {'target ms':>9}  met"
