@@ -9,28 +9,37 @@
 /// with ε added after the square root of the bias-corrected v, as in PyTorch. Defaults as
 /// PyTorch: learning rate 1e-3, β1 0.9, β2 0.999, ε 1e-8, weight decay 0. State: `exp_avg` (m)
 /// and `exp_avg_sq` (v). One fused `Backend.adamStep` per parameter.
-public final class Adam: Optimizer {
+public class Adam: Optimizer {
     public let backend: any Backend
     public var learningRate: Float
     public let beta1: Float
     public let beta2: Float
     public let epsilon: Float
     public let weightDecay: Float
+    /// true for AdamW: the decay shrinks the parameter instead of entering the gradient.
+    public let decoupledWeightDecay: Bool
     public let slots = OptimizerSlots()
     public let slotNames = ["exp_avg", "exp_avg_sq"]
 
     /// - Throws: `RecurError.invalidArgument` for a negative learning rate, ε or weight decay, or
     ///   a β outside [0, 1).
-    public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
-                weightDecay: Float = 0, backend: any Backend) throws {
+    public convenience init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999,
+                            epsilon: Float = 1e-8, weightDecay: Float = 0, backend: any Backend) throws {
+        try self.init(operation: "Adam.init", learningRate: learningRate, beta1: beta1, beta2: beta2,
+                      epsilon: epsilon, weightDecay: weightDecay, decoupledWeightDecay: false, backend: backend)
+    }
+
+    init(operation: String, learningRate: Float, beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float,
+         decoupledWeightDecay: Bool, backend: any Backend) throws {
         try OptimizerCheck.notNegative(
-            "Adam.init", ["learningRate": learningRate, "epsilon": epsilon, "weightDecay": weightDecay])
-        try OptimizerCheck.fraction("Adam.init", ["beta1": beta1, "beta2": beta2])
+            operation, ["learningRate": learningRate, "epsilon": epsilon, "weightDecay": weightDecay])
+        try OptimizerCheck.fraction(operation, ["beta1": beta1, "beta2": beta2])
         self.learningRate = learningRate
         self.beta1 = beta1
         self.beta2 = beta2
         self.epsilon = epsilon
         self.weightDecay = weightDecay
+        self.decoupledWeightDecay = decoupledWeightDecay
         self.backend = backend
     }
 
@@ -38,7 +47,8 @@ public final class Adam: Optimizer {
         try backend.adamStep(
             parameter: parameter.value, gradient: parameter.gradient, firstMoment: state[0], secondMoment: state[1],
             hyperparameters: AdamUpdate(learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
-                                        weightDecay: weightDecay, decoupledWeightDecay: false, step: step))
+                                        weightDecay: weightDecay, decoupledWeightDecay: decoupledWeightDecay,
+                                        step: step))
     }
 }
 
@@ -51,35 +61,12 @@ public final class Adam: Optimizer {
 ///
 /// Defaults as PyTorch: learning rate 1e-3, β1 0.9, β2 0.999, ε 1e-8, weight decay 0.01. State:
 /// `exp_avg` and `exp_avg_sq`. One fused `Backend.adamStep` per parameter.
-public final class AdamW: Optimizer {
-    public let backend: any Backend
-    public var learningRate: Float
-    public let beta1: Float
-    public let beta2: Float
-    public let epsilon: Float
-    public let weightDecay: Float
-    public let slots = OptimizerSlots()
-    public let slotNames = ["exp_avg", "exp_avg_sq"]
-
+public final class AdamW: Adam {
     /// - Throws: `RecurError.invalidArgument` for a negative learning rate, ε or weight decay, or
     ///   a β outside [0, 1).
-    public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
-                weightDecay: Float = 0.01, backend: any Backend) throws {
-        try OptimizerCheck.notNegative(
-            "AdamW.init", ["learningRate": learningRate, "epsilon": epsilon, "weightDecay": weightDecay])
-        try OptimizerCheck.fraction("AdamW.init", ["beta1": beta1, "beta2": beta2])
-        self.learningRate = learningRate
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.epsilon = epsilon
-        self.weightDecay = weightDecay
-        self.backend = backend
-    }
-
-    public func update(_ parameter: NamedParameter, state: [Tensor], step: Int, learningRate: Float) throws {
-        try backend.adamStep(
-            parameter: parameter.value, gradient: parameter.gradient, firstMoment: state[0], secondMoment: state[1],
-            hyperparameters: AdamUpdate(learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
-                                        weightDecay: weightDecay, decoupledWeightDecay: true, step: step))
+    public convenience init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999,
+                            epsilon: Float = 1e-8, weightDecay: Float = 0.01, backend: any Backend) throws {
+        try self.init(operation: "AdamW.init", learningRate: learningRate, beta1: beta1, beta2: beta2,
+                      epsilon: epsilon, weightDecay: weightDecay, decoupledWeightDecay: true, backend: backend)
     }
 }
