@@ -9,21 +9,17 @@ import Darwin
 
 // MARK: Seeded random numbers
 
-/// SplitMix64 (Steele, Lea, Flood 2014): a tiny generator whose sequence depends only on the
-/// seed, so a failing test fails the same way every run.
+/// Test data from the library's SplitMix64 (`SeededRandom`), so a failing test fails the same way
+/// every run.
 struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
+    private var source: SeededRandom
 
     init(seed: UInt64) {
-        state = seed
+        source = SeededRandom(seed: seed)
     }
 
     mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
+        source.next()
     }
 
     /// `count` floats uniform in [-1, 1]. Never all zero: a test that passes on zeros proves little.
