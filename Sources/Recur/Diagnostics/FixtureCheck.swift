@@ -34,23 +34,12 @@ public enum FixtureCheck {
             layerCount: configuration.layerCount, bidirectional: configuration.bidirectional,
             returnSequences: true, batchFirst: configuration.batchFirst, backend: backend)
 
-        let parameterNames = Set(layer.parameters.map(\.name))
-        for name in file.names where name.hasPrefix("weight_") || name.hasPrefix("bias_") {
-            guard parameterNames.contains(name) else {
-                throw RecurError.malformed(source: path, detail: "parameter \(name) does not belong to a \(configuration)")
-            }
-        }
-        var absentBiases: Set<String> = []
-        for parameter in layer.parameters {
-            if file.contains(parameter.name) {
-                try load(file, parameter.name, into: parameter.value, backend: backend)
-            } else if parameter.name.hasPrefix("bias_") {
-                try backend.fill(parameter.value, with: 0)
-                absentBiases.insert(parameter.name)
-            } else {
-                throw RecurError.malformed(source: path, detail: "missing parameter \(parameter.name)")
-            }
-        }
+        // Parameters: the fixture's tensors named weight_* and bias_*; the rest are inputs,
+        // upstream gradients and expected values.
+        let biases = Set(layer.parameters.map(\.name).filter { $0.hasPrefix("bias_") })
+        let absentBiases = try StateDictionary.load(
+            layer.parameters, from: file, allowingAbsent: biases,
+            isParameterEntry: { $0.hasPrefix("weight_") || $0.hasPrefix("bias_") })
 
         let input = try tensor(file, "input", backend: backend)!
         let initialHidden = try tensor(file, "h0", backend: backend)
@@ -96,17 +85,6 @@ public enum FixtureCheck {
     private static func tensor(_ file: SafeTensorsFile, _ name: String, backend: any Backend) throws -> Tensor? {
         guard file.contains(name) else { return nil }
         return try backend.upload(try file.floats(name), shape: try file.shape(of: name))
-    }
-
-    /// Copies the fixture's entry `name` into `parameter`, which must have the same shape.
-    private static func load(_ file: SafeTensorsFile, _ name: String, into parameter: Tensor,
-                             backend: any Backend) throws {
-        let shape = try file.shape(of: name)
-        guard shape == parameter.shape else {
-            throw RecurError.malformed(source: file.source, detail: "\(name) is \(shape), the layer expects \(parameter.shape)")
-        }
-        let values = try backend.upload(try file.floats(name), shape: shape)
-        try backend.copy(values, sourceOffset: 0, into: parameter, destinationOffset: 0, count: parameter.count)
     }
 
     /// The stack a fixture describes, read from its metadata.
