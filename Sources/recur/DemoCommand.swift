@@ -18,7 +18,9 @@ struct DemoCommand: ParsableCommand {
             gradient norm of every step, and the gradient flow: the norm of dL/dh_t for every t at a \
             few points in training. A run is solved when its held-out MSE beats the trivial baseline \
             (always predicting 1: MSE 1/6) by --solved-factor. Writes SVG plots and summary.md into \
-            --output and prints a summary table. Everything is generated from --seed.
+            --output and prints a summary table. Everything is generated from --seed. Without \
+            --device or RECUR_DEVICE it runs on the first OpenCL GPU, else on the CPU backend \
+            (at these sizes far faster than an OpenCL CPU device).
             """
     )
 
@@ -125,6 +127,7 @@ struct DemoCommand: ParsableCommand {
             if live { print("\r\u{1B}[K", terminator: "") }
             print(prefix + Self.outcome(result))
             for event in result.events { print("      " + event) }
+            fflush(nil)  // one line per run also when the output is a pipe or a file
         }
         let elapsed = clock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
