@@ -64,6 +64,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Also write last.safetensors every N steps.") var checkpointEvery: Int?
     @Flag(help: "Continue from <checkpoint-dir>/last.safetensors.") var resume = false
     @Flag(help: "One JSON object per epoch on stdout, and a last one with \"final\": true.") var json = false
+    @Flag(help: "Record ||dL/dh_t|| of every step and layer at the first step and each epoch's end; plot it.")
+    var gradientFlow = false
+    @Option(help: "Folder for curves.svg and gradient_flow.svg (default: --checkpoint-dir).") var plots: String?
     @Option(help: "Also write the prepared splits (inputs and targets of every example) to this safetensors file, for training the same data elsewhere.")
     var exportData: String?
 
@@ -106,6 +109,7 @@ struct TrainCommand: ParsableCommand {
 
         let reporter = ProgressReporter(json: json, quiet: false)
         trainer.observer = { event in reporter.report(event) }
+        trainer.recordsGradientFlow = gradientFlow
         try trainer.fit(training: prepared.training, validation: prepared.validation)
         reporter.finishLine()
 
@@ -114,6 +118,11 @@ struct TrainCommand: ParsableCommand {
             for (name, value) in try trainer.evaluate(test) { final["test_" + name] = value }
         }
         let seconds = trainer.progress.history.reduce(0) { $0 + $1.seconds }
+        if let folder = plots ?? checkpointDir {
+            try ReportFile.createDirectory(folder)
+            try TrainingPlots.writeCurves(trainer.progress.history, to: folder + "/curves.svg")
+            if gradientFlow { try reporter.plots.writeGradientFlow(to: folder + "/gradient_flow.svg") }
+        }
         if json {
             var fields: [(String, JSONScalar)] = [("final", .bool(true)), ("epochs", .int(trainer.progress.epoch))]
             for name in final.keys.sorted() { fields.append((name, .number(final[name]!))) }

@@ -1,11 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// Writing reports (plots, summaries) into an output folder.
 public enum ReportFile {
     /// Replaces the file at `path` with `text` (UTF-8) atomically: a crash leaves the old file or
@@ -20,17 +12,6 @@ public enum ReportFile {
     /// - Throws: `RecurError.io` when a component exists but is not a directory, or cannot be made.
     public static func createDirectory(_ path: String) throws {
         guard !path.isEmpty else { throw RecurError.io(path: path, detail: "empty directory path") }
-        var prefix = path.hasPrefix("/") ? "/" : ""
-        for component in path.split(separator: "/") {
-            prefix += component
-            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
-                throw RecurError.io(path: prefix, detail: "cannot create directory: \(String(cString: strerror(errno)))")
-            }
-            var status = stat()
-            guard stat(prefix, &status) == 0, (status.st_mode & S_IFMT) == S_IFDIR else {
-                throw RecurError.io(path: prefix, detail: "exists and is not a directory")
-            }
-            prefix += "/"
-        }
+        try FileBytes.createDirectory(path)
     }
 }
