@@ -8,7 +8,7 @@ one with the test metrics, in the keys `recur train --json` uses.
 
 usage: keras_reference.py --data FILE --task classify|lm|forecast [--cell lstm] [--embedding 32]
        [--hidden 32] [--dropout 0] [--recurrent-dropout 0] [--epochs 5] [--batch-size 32]
-       [--learning-rate 1e-3] [--seed 0]
+       [--learning-rate 1e-3] [--clip-norm N] [--seed 0]
 """
 import argparse
 import json
@@ -23,6 +23,10 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 
+def adam(args, keras):
+    return keras.optimizers.Adam(args.learning_rate, global_clipnorm=args.clip_norm)
+
+
 def build(args, layers, keras, steps, outputs):
     cells = {"lstm": layers.LSTM, "gru": layers.GRU, "rnn": layers.SimpleRNN}
     recurrent = cells[args.cell](
@@ -30,20 +34,20 @@ def build(args, layers, keras, steps, outputs):
         return_sequences=args.task == "lm")
     if args.task == "forecast":
         model = keras.Sequential([keras.Input((steps, 1)), recurrent, layers.Dense(outputs)])
-        model.compile(keras.optimizers.Adam(args.learning_rate), "mse", metrics=["mae"])
+        model.compile(adam(args, keras), "mse", metrics=["mae"])
         return model
     model = keras.Sequential([
         keras.Input((steps,), dtype="int32"), layers.Embedding(args.vocabulary, args.embedding), recurrent])
     if args.task == "lm":
         model.add(layers.Dense(args.vocabulary))
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        model.compile(keras.optimizers.Adam(args.learning_rate), loss, metrics=["accuracy"])
+        model.compile(adam(args, keras), loss, metrics=["accuracy"])
     elif args.classes == 2:
         model.add(layers.Dense(1, activation="sigmoid"))
-        model.compile(keras.optimizers.Adam(args.learning_rate), "binary_crossentropy", metrics=["accuracy"])
+        model.compile(adam(args, keras), "binary_crossentropy", metrics=["accuracy"])
     else:
         model.add(layers.Dense(args.classes, activation="softmax"))
-        model.compile(keras.optimizers.Adam(args.learning_rate), "sparse_categorical_crossentropy",
+        model.compile(adam(args, keras), "sparse_categorical_crossentropy",
                       metrics=["accuracy"])
     return model
 
@@ -60,6 +64,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--clip-norm", type=float, default=None, help="global gradient-norm clipping")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

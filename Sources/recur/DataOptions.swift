@@ -9,7 +9,8 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Label column of a table (0-based).") var labelColumn = 0
     @Option(help: "Text (or tokens) column of a table (0-based).") var textColumn = 1
     @Option(help: "Value column of a series (0-based).") var valueColumn = 1
-    @Flag(help: "The table's first row is a header.") var header = false
+    @Flag(inversion: .prefixedNo, help: "The first row is a header (default: yes for series, no for tables).")
+    var header: Bool?
     @Option(help: "word or character tokens.") var tokenizer: String?
     @Option(help: "Keep the most frequent ids below this (Keras's num_words).") var numWords: Int?
     @Option(help: "Sequence length T: pad/truncate texts to it; window length for text and series.") var maxLength = 100
@@ -44,7 +45,7 @@ struct DataOptions: ParsableArguments {
         source.labelColumn = labelColumn
         source.textColumn = textColumn
         source.valueColumn = valueColumn
-        source.hasHeader = header || (chosen == .series && format == nil)
+        source.hasHeader = header ?? (chosen == .series)
         let tokenizerName = tokenizer ?? (chosen == .text ? "character" : "word")
         guard let kind = DataSource.TokenizerKind(rawValue: tokenizerName) else {
             throw ValidationError("--tokenizer is word or character")
