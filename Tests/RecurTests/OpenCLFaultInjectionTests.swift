@@ -35,7 +35,7 @@ private func callsPerStep(_ point: OpenCLFaultInjector.Point, backend: OpenCLBac
 /// Injects `code` at call n of `point` within a training step, for n spread over the step's
 /// calls, and checks the error, the live buffer count and that the next step succeeds.
 private func injectDuringTrainingSteps(
-    _ point: OpenCLFaultInjector.Point, code: Int32, expecting expected: [String], samples: Int = 12,
+    _ point: OpenCLFaultInjector.Point, code: Int32, expecting expected: [String], samples: Int = 64,
     sourceLocation: SourceLocation = #_sourceLocation
 ) throws {
     guard let backend = try privateBackend() else { return }
