@@ -341,10 +341,8 @@ public final class OpenCLBackend: Backend {
     private func makeBuffer(_ shape: Shape, dtype: DType, operation: String, int32Range: ClosedRange<Int32>? = nil)
         throws -> OpenCLBuffer
     {
-        guard shape.isValid else {
-            throw RecurError.invalidArgument(operation: operation, detail: "shape \(shape) has a dimension < 1")
-        }
-        return try OpenCLBuffer(context: context, byteCount: shape.count * dtype.byteSize, counter: counter,
+        let byteCount = try allocationByteCount(operation, shape, dtype: dtype)
+        return try OpenCLBuffer(context: context, byteCount: byteCount, counter: counter,
                                 int32Range: int32Range, operation: operation)
     }
 
@@ -387,12 +385,6 @@ public final class OpenCLBackend: Backend {
     }
 
     // MARK: Checks
-
-    private func checkUploadCount(_ operation: String, _ count: Int, _ shape: Shape) throws {
-        guard count == shape.count else {
-            throw RecurError.shapeMismatch(operation: operation, detail: "\(count) values for shape \(shape)")
-        }
-    }
 
     private func checkElementwise(_ operation: String, _ tensors: [Tensor]) throws {
         try checkOperands(operation, tensors)
