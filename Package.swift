@@ -49,7 +49,7 @@ let package = Package(
         // MARK: Tests
         .testTarget(
             name: "RecurTests",
-            dependencies: ["Recur"],
+            dependencies: ["Recur", "recur"],
             resources: [.copy("Fixtures")]
         ),
     ]

@@ -52,6 +52,13 @@ struct BenchCommand: ParsableCommand {
         if !(recurrentDropout >= 0 && recurrentDropout < 1) {
             throw ValidationError("--recurrent-dropout must lie in [0, 1)")
         }
+        // Names are checked here too, so a typo fails before a device is opened or anything runs.
+        for name in cell { _ = try Self.parseCell(name) }
+        for name in pass where BenchmarkPass(rawValue: name) == nil {
+            throw ValidationError("unknown pass '\(name)': forward, forward+backward or train-step")
+        }
+        if let model, model != "imdb" { throw ValidationError("unknown model '\(model)': imdb") }
+        if gemm.contains(where: { $0 < 0 }) { throw ValidationError("--gemm sizes must be 0 (none) or positive") }
     }
 
     func run() throws {

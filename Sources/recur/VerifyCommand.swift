@@ -29,6 +29,12 @@ struct VerifyCommand: ParsableCommand {
     @Option(help: "Norm-wise relative error allowed for fixtures.")
     var fixtureTolerance: Double = FixtureCheck.tolerance
 
+    func validate() throws {
+        guard fixtureTolerance.isFinite && fixtureTolerance > 0 else {
+            throw ValidationError("--fixture-tolerance must be a positive number, got \(fixtureTolerance)")
+        }
+    }
+
     func run() throws {
         let backend = try options.makeBackend()
         print("verifying \(backend.kind.rawValue) device '\(backend.deviceName)' against the CPU reference")

@@ -17,6 +17,27 @@ extension Backend {
         }
     }
 
+    /// The bytes a new tensor of `shape` and `dtype` needs. Throws for a dimension below 1 and
+    /// for a size beyond what an `Int` counts, before anything is allocated.
+    func allocationByteCount(_ operation: String, _ shape: Shape, dtype: DType) throws -> Int {
+        guard shape.isValid else {
+            throw RecurError.invalidArgument(operation: operation, detail: "shape \(shape) has a dimension < 1")
+        }
+        guard let count = shape.checkedCount, case let (bytes, false) = count.multipliedReportingOverflow(by: dtype.byteSize)
+        else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "shape \(shape) of \(dtype) holds more bytes than memory can address")
+        }
+        return bytes
+    }
+
+    /// Throws unless `count` values fill `shape` exactly.
+    func checkUploadCount(_ operation: String, _ count: Int, _ shape: Shape) throws {
+        guard count == shape.checkedCount else {
+            throw RecurError.shapeMismatch(operation: operation, detail: "\(count) values for shape \(shape)")
+        }
+    }
+
     /// Throws unless all tensors have the same number of elements.
     func checkSameCount(_ operation: String, _ tensors: [Tensor]) throws {
         guard let first = tensors.first else { return }

@@ -84,9 +84,15 @@ struct DelimitedTable {
     /// over. An unterminated quoted field is an error in either policy: it swallows the rest of
     /// the file, so no later row could be trusted.
     init(contentsOf path: String, format: DelimitedTextFormat, onMalformed policy: MalformedRowPolicy) throws {
+        try self.init(bytes: try FileBytes.read(contentsOf: path), source: path, format: format, onMalformed: policy)
+    }
+
+    /// Splits `bytes` as the contents of a file; `source` names it in errors as a path would.
+    init(bytes: [UInt8], source path: String, format: DelimitedTextFormat, onMalformed policy: MalformedRowPolicy)
+        throws
+    {
         self.path = path
         self.policy = policy
-        let bytes = try FileBytes.read(contentsOf: path)
         var parser = DelimitedParser(bytes: droppingByteOrderMark(bytes), format: format, path: path)
 
         var fieldCount: Int?

@@ -79,7 +79,7 @@ public struct IMDBReviews: Sendable, Equatable {
 }
 
 /// A review file name, `<id>_<rating>.txt`, parsed and checked against its folder.
-private struct ReviewFileName {
+struct ReviewFileName {
     let name: String
     let id: Int
     let rating: Int

@@ -41,7 +41,17 @@ public struct NumericSeries: Sendable, Equatable {
         contentsOf path: String, format: DelimitedTextFormat = .csv, timestampColumn: ColumnSelector? = .index(0),
         valueColumn: ColumnSelector = .index(1), onMalformed policy: MalformedRowPolicy = .fail
     ) throws -> NumericSeries {
-        var table = try DelimitedTable(contentsOf: path, format: format, onMalformed: policy)
+        try readCSV(bytes: try FileBytes.read(contentsOf: path), source: path, format: format,
+                    timestampColumn: timestampColumn, valueColumn: valueColumn, onMalformed: policy)
+    }
+
+    /// `readCSV(contentsOf:...)` on the bytes of a file; `source` names it in errors.
+    static func readCSV(
+        bytes: [UInt8], source path: String, format: DelimitedTextFormat = .csv,
+        timestampColumn: ColumnSelector? = .index(0), valueColumn: ColumnSelector = .index(1),
+        onMalformed policy: MalformedRowPolicy = .fail
+    ) throws -> NumericSeries {
+        var table = try DelimitedTable(bytes: bytes, source: path, format: format, onMalformed: policy)
         let valuePosition = try table.position(of: valueColumn)
         let timestampPosition = try timestampColumn.map { try table.position(of: $0) }
         var values: [Float] = []

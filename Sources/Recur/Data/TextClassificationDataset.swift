@@ -86,12 +86,23 @@ extension TextClassificationDataset {
         textColumn: ColumnSelector, labels mapping: LabelMapping = .sorted,
         onMalformed policy: MalformedRowPolicy = .fail
     ) throws -> TextClassificationDataset {
+        try readDelimited(
+            bytes: try FileBytes.read(contentsOf: path), source: path, format: format, labelColumn: labelColumn,
+            textColumn: textColumn, labels: mapping, onMalformed: policy)
+    }
+
+    /// `readDelimited(contentsOf:...)` on the bytes of a file; `source` names it in errors.
+    static func readDelimited(
+        bytes: [UInt8], source path: String, format: DelimitedTextFormat, labelColumn: ColumnSelector,
+        textColumn: ColumnSelector, labels mapping: LabelMapping = .sorted,
+        onMalformed policy: MalformedRowPolicy = .fail
+    ) throws -> TextClassificationDataset {
         if case let .explicit(names) = mapping, names.isEmpty || Set(names).count != names.count {
             throw RecurError.invalidArgument(
                 operation: "TextClassificationDataset.readDelimited",
                 detail: "explicit class names must be distinct and at least one: \(names)")
         }
-        var table = try DelimitedTable(contentsOf: path, format: format, onMalformed: policy)
+        var table = try DelimitedTable(bytes: bytes, source: path, format: format, onMalformed: policy)
         let labelPosition = try table.position(of: labelColumn)
         let textPosition = try table.position(of: textColumn)
 
@@ -179,16 +190,25 @@ extension TextClassificationDataset {
     public static func readLines(
         classFiles: [(name: String, path: String)], onMalformed policy: MalformedRowPolicy = .fail
     ) throws -> TextClassificationDataset {
-        let names = classFiles.map(\.name)
-        guard !names.isEmpty, Set(names).count == names.count else {
-            throw RecurError.invalidArgument(
-                operation: "TextClassificationDataset.readLines", detail: "class names must be distinct and at least one: \(names)")
+        try checkClassNames(classFiles.map(\.name))
+        let files = try classFiles.map { name, path in
+            (name: name, source: path, bytes: try FileBytes.read(contentsOf: path))
         }
+        return try readLines(classContents: files, onMalformed: policy)
+    }
+
+    /// `readLines(classFiles:onMalformed:)` on each class file's bytes; `source` names it in errors.
+    static func readLines(
+        classContents: [(name: String, source: String, bytes: [UInt8])], onMalformed policy: MalformedRowPolicy = .fail
+    ) throws -> TextClassificationDataset {
+        let names = classContents.map(\.name)
+        try checkClassNames(names)
         var texts: [String] = []
         var labels: [Int32] = []
         var skipped = 0
-        for (id, (_, path)) in classFiles.enumerated() {
-            let bytes = droppingByteOrderMark(try FileBytes.read(contentsOf: path))
+        for (id, file) in classContents.enumerated() {
+            let path = file.source
+            let bytes = droppingByteOrderMark(file.bytes)
             let encoding = TextEncoding.detect(bytes)
             for line in splitLines(bytes) {
                 let text = encoding.decode(line.bytes)
@@ -204,5 +224,12 @@ extension TextClassificationDataset {
             }
         }
         return TextClassificationDataset(texts: texts, labels: labels, classNames: names, skippedCount: skipped)
+    }
+
+    private static func checkClassNames(_ names: [String]) throws {
+        guard !names.isEmpty, Set(names).count == names.count else {
+            throw RecurError.invalidArgument(
+                operation: "TextClassificationDataset.readLines", detail: "class names must be distinct and at least one: \(names)")
+        }
     }
 }

@@ -96,7 +96,12 @@ extension TokenStream {
     }
 
     private static func readText(_ path: String) throws -> String {
-        let bytes = droppingByteOrderMark(try FileBytes.read(contentsOf: path))
+        decodedText(try FileBytes.read(contentsOf: path))
+    }
+
+    /// A file's bytes as text: without a byte-order mark, UTF-8 if valid, else Windows-1252.
+    static func decodedText(_ fileBytes: [UInt8]) -> String {
+        let bytes = droppingByteOrderMark(fileBytes)
         return TextEncoding.detect(bytes).decode(bytes)
     }
 }

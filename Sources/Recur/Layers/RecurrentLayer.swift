@@ -459,7 +459,8 @@ public final class RecurrentLayer {
         return batchFirst ? (input.shape[1], input.shape[0]) : (input.shape[0], input.shape[1])
     }
 
-    private func checkLengths(_ operation: String, _ lengths: [Int], steps: Int, batch: Int) throws {
+    /// Throws unless there are `batch` lengths, each in 1...`steps`.
+    func checkLengths(_ operation: String, _ lengths: [Int], steps: Int, batch: Int) throws {
         guard lengths.count == batch else {
             throw RecurError.invalidArgument(
                 operation: operation, detail: "\(lengths.count) lengths for a batch of \(batch) sequences")

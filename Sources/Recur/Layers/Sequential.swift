@@ -154,6 +154,7 @@ public final class Sequential {
                 ofPadded: ids, steps: batchFirst ? shape[1] : shape[0], padding: padding, paddingIndex: paddingIndex,
                 batchFirst: batchFirst)
         }
+        try checkLengthsBeforeRunning(sequenceLengths, leadingAxes: shape)
         let embedded = try embedding.forward(ids: ids, shape: shape)  // [T, B, D] or [B, T, D]
         startedFromIDs = true
         return try run(embedded, from: 1, lengths: sequenceLengths, padding: padding, training: training)
@@ -171,8 +172,17 @@ public final class Sequential {
             throw RecurError.invalidArgument(
                 operation: "Sequential.forward", detail: "layer 0 is an embedding: use forward(ids:shape:...)")
         }
+        try checkLengthsBeforeRunning(lengths, leadingAxes: input.shape)
         startedFromIDs = false
         return try run(input, from: 0, lengths: lengths, padding: padding, training: training)
+    }
+
+    /// Checks `lengths` against the time and batch axes (the first two of `leadingAxes`, in the
+    /// first recurrent layer's layout) before any layer runs, so a bad request enqueues nothing.
+    private func checkLengthsBeforeRunning(_ lengths: [Int]?, leadingAxes shape: Shape) throws {
+        guard let lengths, let recurrent = firstRecurrentLayer, shape.rank >= 2 else { return }
+        let (steps, batch) = recurrent.batchFirst ? (shape[1], shape[0]) : (shape[0], shape[1])
+        try recurrent.checkLengths("Sequential.forward", lengths, steps: steps, batch: batch)
     }
 
     /// Back-propagates dL/d output through every layer of the last forward, accumulating (+=)

@@ -12,6 +12,17 @@ public struct Shape: Hashable, Sendable, ExpressibleByArrayLiteral, CustomString
 
     /// Number of elements (1 for a scalar, rank 0).
     public var count: Int { dimensions.reduce(1, *) }
+    /// Number of elements, or nil when it overflows `Int` (a shape no memory could hold), so
+    /// that a request for such a tensor can be refused rather than trap.
+    public var checkedCount: Int? {
+        var count = 1
+        for dimension in dimensions {
+            let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
+            if overflow { return nil }
+            count = product
+        }
+        return count
+    }
     public var rank: Int { dimensions.count }
     public subscript(axis: Int) -> Int { dimensions[axis] }
 

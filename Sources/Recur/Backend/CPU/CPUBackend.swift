@@ -26,10 +26,8 @@ public final class CPUBackend: Backend {
     // MARK: Buffers
 
     public func zeros(_ shape: Shape, dtype: DType) throws -> Tensor {
-        guard shape.isValid else {
-            throw RecurError.invalidArgument(operation: "zeros", detail: "shape \(shape) has a dimension < 1")
-        }
-        let buffer = HostBuffer(byteCount: shape.count * dtype.byteSize, counter: counter)
+        let byteCount = try allocationByteCount("zeros", shape, dtype: dtype)
+        let buffer = try HostBuffer(byteCount: byteCount, counter: counter, operation: "zeros")
         return Tensor(shape: shape, dtype: dtype, buffer: buffer, backend: self)
     }
 
@@ -186,12 +184,6 @@ public final class CPUBackend: Backend {
     }
 
     // MARK: Checks
-
-    private func checkUploadCount(_ operation: String, _ count: Int, _ shape: Shape) throws {
-        guard count == shape.count else {
-            throw RecurError.shapeMismatch(operation: operation, detail: "\(count) values for shape \(shape)")
-        }
-    }
 
     private func checkElementwise(_ operation: String, _ tensors: [Tensor]) throws {
         try checkOperands(operation, tensors)

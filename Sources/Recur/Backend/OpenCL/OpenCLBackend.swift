@@ -28,6 +28,12 @@ public final class OpenCLBackend: Backend {
     public var deviceName: String { device.name }
     public var memoryStatistics: MemoryStatistics { counter.current }
     public func resetPeakMemory() { counter.resetPeak() }
+    /// Test hook that makes chosen OpenCL calls of this backend fail (see `OpenCLFaultInjector`).
+    /// Use a backend of your own for it, not the shared one other code is using.
+    public var faultInjector: OpenCLFaultInjector { context.faults }
+    /// Whether the device has reported itself gone (`CL_DEVICE_NOT_AVAILABLE`), really or by
+    /// injection. A lost backend stays lost: every later op fails; make a new backend.
+    public var isDeviceLost: Bool { context.isDeviceLost }
 
     let context: OpenCLContext
     let counter = MemoryCounter()
@@ -122,8 +128,10 @@ public final class OpenCLBackend: Backend {
         let operation = "zeros"
         let buffer = try makeBuffer(shape, dtype: dtype, operation: operation, int32Range: dtype == .int32 ? 0...0 : nil)
         var zero: UInt32 = 0
-        let status = clEnqueueFillBuffer(
-            context.queue, buffer.memory, &zero, MemoryLayout<UInt32>.size, 0, buffer.byteCount, 0, nil, nil)
+        let status = context.hooked(.transfer) {
+            clEnqueueFillBuffer(context.queue, buffer.memory, &zero, MemoryLayout<UInt32>.size, 0, buffer.byteCount,
+                                0, nil, nil)
+        }
         try checkAllocation(status, "clEnqueueFillBuffer", operation: operation, bytes: buffer.byteCount)
         return Tensor(shape: shape, dtype: dtype, buffer: buffer, backend: self)
     }
@@ -199,6 +207,10 @@ public final class OpenCLBackend: Backend {
                      beta: Float, c: MatrixOperand) throws {
         try checkGEMM(m: m, n: n, k: k, a: a, b: b, c: c)
         var queue: cl_command_queue? = context.queue
+        if let code = context.faults.failure(at: .enqueue) {
+            throw OpenCLError(function: "CLBlastSgemm", code: context.observed(code),
+                              context: "computing a \(m)x\(k) by \(k)x\(n) GEMM")
+        }
         let status = CLBlastSgemm(
             CLBlastLayoutRowMajor,
             a.transposed ? CLBlastTransposeYes : CLBlastTransposeNo,
@@ -329,19 +341,19 @@ public final class OpenCLBackend: Backend {
     private func makeBuffer(_ shape: Shape, dtype: DType, operation: String, int32Range: ClosedRange<Int32>? = nil)
         throws -> OpenCLBuffer
     {
-        guard shape.isValid else {
-            throw RecurError.invalidArgument(operation: operation, detail: "shape \(shape) has a dimension < 1")
-        }
-        return try OpenCLBuffer(context: context, byteCount: shape.count * dtype.byteSize, counter: counter,
+        let byteCount = try allocationByteCount(operation, shape, dtype: dtype)
+        return try OpenCLBuffer(context: context, byteCount: byteCount, counter: counter,
                                 int32Range: int32Range, operation: operation)
     }
 
     /// Copies `values` into `buffer`, waiting until the copy is done (the array may go away).
     private func write<Element>(_ values: [Element], into buffer: OpenCLBuffer) throws {
         let byteCount = values.count * MemoryLayout<Element>.stride
-        let status = values.withUnsafeBytes { bytes in
-            clEnqueueWriteBuffer(context.queue, buffer.memory, cl_bool(CL_TRUE), 0, byteCount, bytes.baseAddress,
-                                 0, nil, nil)
+        let status = context.hooked(.transfer) {
+            values.withUnsafeBytes { bytes in
+                clEnqueueWriteBuffer(context.queue, buffer.memory, cl_bool(CL_TRUE), 0, byteCount, bytes.baseAddress,
+                                     0, nil, nil)
+            }
         }
         try checkAllocation(status, "clEnqueueWriteBuffer", operation: "upload", bytes: byteCount)
     }
@@ -351,8 +363,10 @@ public final class OpenCLBackend: Backend {
         let byteCount = tensor.count * MemoryLayout<Element>.stride
         var status: cl_int = CL_SUCCESS
         let values = [Element](unsafeUninitializedCapacity: tensor.count) { elements, initialized in
-            status = clEnqueueReadBuffer(context.queue, tensor.deviceMemory, cl_bool(CL_TRUE), 0, byteCount,
-                                         elements.baseAddress, 0, nil, nil)
+            status = context.hooked(.transfer) {
+                clEnqueueReadBuffer(context.queue, tensor.deviceMemory, cl_bool(CL_TRUE), 0, byteCount,
+                                    elements.baseAddress, 0, nil, nil)
+            }
             initialized = status == CL_SUCCESS ? tensor.count : 0
         }
         try check(status, "clEnqueueReadBuffer", "downloading \(tensor)")
@@ -371,12 +385,6 @@ public final class OpenCLBackend: Backend {
     }
 
     // MARK: Checks
-
-    private func checkUploadCount(_ operation: String, _ count: Int, _ shape: Shape) throws {
-        guard count == shape.count else {
-            throw RecurError.shapeMismatch(operation: operation, detail: "\(count) values for shape \(shape)")
-        }
-    }
 
     private func checkElementwise(_ operation: String, _ tensors: [Tensor]) throws {
         try checkOperands(operation, tensors)

@@ -25,7 +25,12 @@ final class OpenCLBuffer: DeviceBuffer, @unchecked Sendable {
                 detail: "\(device.name) allows at most \(device.maxAllocationBytes) bytes in one buffer")
         }
         var status: cl_int = CL_SUCCESS
-        let memory = clCreateBuffer(context.context, cl_mem_flags(CL_MEM_READ_WRITE), max(byteCount, 4), nil, &status)
+        var memory: cl_mem?
+        status = context.hooked(.allocation) {
+            var created: cl_int = CL_SUCCESS
+            memory = clCreateBuffer(context.context, cl_mem_flags(CL_MEM_READ_WRITE), max(byteCount, 4), nil, &created)
+            return created
+        }
         guard let memory, status == CL_SUCCESS else {
             let error = OpenCLError(function: "clCreateBuffer", code: status, context: "allocating \(byteCount) bytes")
             if error.isOutOfMemory {

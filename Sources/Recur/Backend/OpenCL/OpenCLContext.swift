@@ -1,4 +1,5 @@
 import COpenCL
+import Synchronization
 
 /// An OpenCL context on one device with its single in-order command queue. Profiling is on, so
 /// any enqueued work can be timed on the device's own clock.
@@ -9,6 +10,10 @@ final class OpenCLContext: @unchecked Sendable {
     let device: OpenCLDevice
     let context: cl_context
     let queue: cl_command_queue
+    /// Test hook: failures to inject into this context's calls (off by default).
+    let faults = OpenCLFaultInjector()
+    /// Set once a call reports `CL_DEVICE_NOT_AVAILABLE`: a device that went away stays away.
+    private let lost = Atomic<Bool>(false)
 
     init(device: OpenCLDevice) throws {
         self.device = device
@@ -36,7 +41,22 @@ final class OpenCLContext: @unchecked Sendable {
 
     /// Waits until everything enqueued so far has finished.
     func finish() throws {
-        try check(clFinish(queue), "clFinish", "waiting for \(device.name)")
+        try check(hooked(.transfer) { clFinish(queue) }, "clFinish", "waiting for \(device.name)")
+    }
+
+    /// Whether a call has reported the device gone (`CL_DEVICE_NOT_AVAILABLE`), or the fault
+    /// injector simulates that.
+    var isDeviceLost: Bool { lost.load(ordering: .acquiring) || faults.isDeviceLost }
+
+    /// The status of `call`, or the fault injected at `point` in its place; records a lost device.
+    func hooked(_ point: OpenCLFaultInjector.Point, _ call: () -> cl_int) -> cl_int {
+        observed(faults.failure(at: point) ?? call())
+    }
+
+    /// `status`, after recording a lost device when it reports one.
+    func observed(_ status: cl_int) -> cl_int {
+        if status == CL_DEVICE_NOT_AVAILABLE { lost.store(true, ordering: .releasing) }
+        return status
     }
 
     // MARK: Timing

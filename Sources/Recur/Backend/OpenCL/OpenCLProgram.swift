@@ -62,8 +62,9 @@ final class OpenCLProgram: @unchecked Sendable {
             }
             let local = localSize ?? Self.defaultLocalSize(dimensions: globalSize.count, limit: cached.maxWorkGroupSize)
             let global = zip(globalSize, local).map { size, group in (size + group - 1) / group * group }
-            let status = clEnqueueNDRangeKernel(
-                context.queue, cached.kernel, cl_uint(global.count), nil, global, local, 0, nil, nil)
+            let status = context.hooked(.enqueue) {
+                clEnqueueNDRangeKernel(context.queue, cached.kernel, cl_uint(global.count), nil, global, local, 0, nil, nil)
+            }
             try check(status, "clEnqueueNDRangeKernel",
                       "launching \(kernelName) over \(globalSize) in groups of \(local)")
         }
@@ -147,6 +148,11 @@ extension OpenCLContext {
     func buildProgram(source: String, name: String, options: String, cache: ProgramBinaryCache?) throws
         -> OpenCLProgram
     {
+        if let code = faults.failure(at: .programBuild) {
+            throw OpenCLError(function: "clBuildProgram", code: observed(code),
+                              context: "building program \(name) for \(device.name) with options '\(options)'",
+                              buildLog: "(no compiler output: the failure was injected by OpenCLFaultInjector)")
+        }
         let key = ProgramBinaryCache.key(device: device, options: options, source: source)
         if let cache, let binary = cache.load(name: name, key: key),
            let program = try? programFromBinary(binary, options: options) {
