@@ -13,8 +13,12 @@ import Glibc
 public struct CommunicationStatistics: Sendable, Equatable {
     /// How many times `averageGradients` ran.
     public var averagingCount = 0
-    /// Seconds inside `MPI_Allreduce` (transfer and reduction, plus waiting for slower ranks).
+    /// Seconds inside `MPI_Allreduce`: transfer and reduction, plus waiting for slower ranks
+    /// unless `MPICommunicator.separatesWaiting` moves the waiting to `waitSeconds`.
     public var allreduceSeconds = 0.0
+    /// Seconds in the barrier before the allreduce when `separatesWaiting` is set: the time this
+    /// rank waited for the slowest one (load imbalance, not communication).
+    public var waitSeconds = 0.0
     /// Seconds copying gradients between the device and the host buffer, and scaling by 1/N.
     public var stagingSeconds = 0.0
     /// Bytes of gradient each rank contributed per averaging.
@@ -38,6 +42,10 @@ public final class MPICommunicator: TrainingCommunicator {
     /// The most float32 values one `MPI_Allreduce` of `averageGradients` carries.
     public let bucketCapacity: Int
     public private(set) var statistics = CommunicationStatistics()
+    /// Whether `averageGradients` enters a barrier before its allreduces, so that the
+    /// statistics tell waiting for slower ranks apart from the transfer. Costs one barrier per
+    /// step (microseconds on one host); for profiling.
+    public var separatesWaiting = false
     /// The flat host copy of every gradient, reused across steps.  // [total gradient values]
     private var staging: [Float] = []
     private var isFinalized = false
@@ -104,6 +112,8 @@ public final class MPICommunicator: TrainingCommunicator {
     public func averageGradients(_ parameters: [NamedParameter]) throws {
         let stagingStart = MPI_Wtime()
         try stage(parameters.map(\.gradient))
+        let waitStart = MPI_Wtime()
+        if separatesWaiting { try check(MPI_Barrier(recur_mpi_comm_world()), call: "MPI_Barrier") }
         let reduceStart = MPI_Wtime()
         var buckets = 0
         try forEachBucket { start, count in
@@ -118,7 +128,8 @@ public final class MPICommunicator: TrainingCommunicator {
         try unstage(into: parameters.map(\.gradient), scale: 1 / Float(worldSize))
         statistics.averagingCount += 1
         statistics.allreduceSeconds += reduceEnd - reduceStart
-        statistics.stagingSeconds += (reduceStart - stagingStart) + (MPI_Wtime() - reduceEnd)
+        statistics.waitSeconds += reduceStart - waitStart
+        statistics.stagingSeconds += (waitStart - stagingStart) + (MPI_Wtime() - reduceEnd)
         statistics.gradientBytes = staging.count * MemoryLayout<Float>.size
         statistics.bucketCount = buckets
     }

@@ -60,7 +60,7 @@ struct DistributedTrainCommand: ParsableCommand {
     var reportEvery = 10
     @Option(help: "cpu | opencl | opencl:N | opencl:NAME | auto (default; with several GPUs per host, rank k on the host takes GPU k).")
     var device = "auto"
-    @Flag(help: "Print throughput and the allreduce time per step (after the first step).")
+    @Flag(help: "Print throughput and the allreduce time per step (after the first step); a barrier before each allreduce separates waiting for slower ranks from the transfer.")
     var profile = false
 
     static func main() {
@@ -97,6 +97,7 @@ struct DistributedTrainCommand: ParsableCommand {
         let communicator: MPICommunicator
         do {
             communicator = try MPICommunicator()
+            communicator.separatesWaiting = profile
         } catch {
             writeToStandardError("recur-distributed: \(error)\n")
             Glibc.exit(1)
@@ -151,16 +152,24 @@ struct DistributedTrainCommand: ParsableCommand {
             let timedSteps = training.step - firstStep - 1
             let seconds = timingEnd - timingStart
             let samples = Double(timedSteps * batchSize * communicator.worldSize)
-            var line = "profile: \(communicator.worldSize) rank(s), \(timedSteps) timed steps, "
-                + "\(format(samples / seconds)) samples/s, \(format(1000 * seconds / Double(timedSteps))) ms/step"
+            // key=value pairs, so tools/mpi_scaling.sh can tabulate them.
+            let step = seconds / Double(timedSteps)
+            var fields = [
+                ("ranks", "\(communicator.worldSize)"), ("timed_steps", "\(timedSteps)"),
+                ("samples_per_second", format(samples / seconds)), ("ms_per_step", format(1000 * step)),
+            ]
             if let start = statisticsAtStart, let end = statistics() {
                 let allreduce = (end.allreduceSeconds - start.allreduceSeconds) / Double(timedSteps)
                 let staging = (end.stagingSeconds - start.stagingSeconds) / Double(timedSteps)
-                let step = seconds / Double(timedSteps)
-                line += ", allreduce \(format(1000 * allreduce)) ms/step (\(format(100 * allreduce / step))% of the step)"
-                    + ", staging \(format(1000 * staging)) ms/step, \(end.gradientBytes) gradient bytes in "
-                    + "\(end.bucketCount) bucket(s)"
+                let wait = (end.waitSeconds - start.waitSeconds) / Double(timedSteps)
+                fields += [
+                    ("allreduce_ms_per_step", format(1000 * allreduce)),
+                    ("allreduce_share_percent", format(100 * allreduce / step)),
+                    ("wait_ms_per_step", format(1000 * wait)), ("staging_ms_per_step", format(1000 * staging)),
+                    ("gradient_bytes", "\(end.gradientBytes)"), ("buckets", "\(end.bucketCount)"),
+                ]
             }
+            let line = "profile: " + fields.map { "\($0)=\($1)" }.joined(separator: " ")
             print(line)
         }
     }
