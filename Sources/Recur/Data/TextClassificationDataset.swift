@@ -171,7 +171,15 @@ extension TextClassificationDataset {
     public static func readLines(
         classFiles: KeyValuePairs<String, String>, onMalformed policy: MalformedRowPolicy = .fail
     ) throws -> TextClassificationDataset {
-        let names = classFiles.map(\.key)
+        try readLines(classFiles: classFiles.map { (name: $0.key, path: $0.value) }, onMalformed: policy)
+    }
+
+    /// The same as `readLines(classFiles:onMalformed:)` with the classes as a list of
+    /// (name, path) pairs, for callers that assemble it at run time.
+    public static func readLines(
+        classFiles: [(name: String, path: String)], onMalformed policy: MalformedRowPolicy = .fail
+    ) throws -> TextClassificationDataset {
+        let names = classFiles.map(\.name)
         guard !names.isEmpty, Set(names).count == names.count else {
             throw RecurError.invalidArgument(
                 operation: "TextClassificationDataset.readLines", detail: "class names must be distinct and at least one: \(names)")

@@ -75,6 +75,23 @@ enum FileBytes {
     }
 
     /// The directory part of `path` (`"."` for a bare file name, `"/"` for a file in the root).
+    /// Creates the folder at `path` and any missing parents (as `mkdir -p`); an existing folder
+    /// is fine.
+    /// - Throws: `RecurError.io` when a part of the path can't be created or is not a folder.
+    static func createDirectory(_ path: String) throws {
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        for component in path.split(separator: "/") {
+            prefix += component
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
+                throw failure(prefix, "cannot create the folder")
+            }
+            guard DirectoryListing.isDirectory(prefix) else {
+                throw RecurError.io(path: prefix, detail: "exists and is not a folder")
+            }
+            prefix += "/"
+        }
+    }
+
     static func directoryName(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         let directory = String(path[..<slash])

@@ -109,6 +109,20 @@ public final class Sequential {
         for parameter in parameters { try backend.fill(parameter.gradient, with: 0) }
     }
 
+    /// Restarts the dropout streams of every layer that has one (recurrent and dropout layers),
+    /// each from its own seed derived from `seed`: a training loop that seeds each step gets the
+    /// same masks again when it repeats that step (after resuming from a checkpoint).
+    public func seedDropout(_ seed: UInt64) {
+        var random = SeededRandom(seed: seed)
+        for layer in layers {
+            switch layer {
+            case .recurrent(let recurrent): recurrent.seedDropout(random.next())
+            case .dropout(let dropout): dropout.seed(random.next())
+            case .embedding, .dense: break
+            }
+        }
+    }
+
     // MARK: Forward and backward
 
     /// Runs the model on a batch of padded ids; layer 0 must be an embedding.

@@ -6,7 +6,7 @@
 // Shape legend: P parameters.
 
 /// How `GradientClipper` limits gradients.
-public enum GradientClipping: Sendable, Equatable {
+public enum GradientClipping: Sendable, Equatable, Codable {
     /// Measure only (the global norm is still reported and checked for non-finite values).
     case none
     /// Scale all gradients together so their global norm is at most `maxNorm`, exactly as PyTorch's

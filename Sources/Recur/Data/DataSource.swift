@@ -1,0 +1,369 @@
+// Where a training run's data comes from and how it becomes examples, as data: `recur train`
+// fills one from its options and stores it in the checkpoint, so `recur evaluate` can read the
+// same splits with the same vocabulary again.
+//
+// Splits: labelled texts are shuffled once with `splitSeed`, then the last `testFraction` is
+// the test set and, of the rest, the last `validationFraction` validates. Streams (text for
+// language models, series) are split in time: training first, then validation, then test.
+// The vocabulary and any standardisation are fitted to the training part only.
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// A description of a data set on disk and how to turn it into `TrainingExamples`.
+public struct DataSource: Sendable, Equatable, Codable {
+    /// The layout of the files.
+    public enum Format: String, Sendable, Equatable, Codable, CaseIterable {
+        /// A table with a label and a text column (tab-separated; no quoting).
+        case tsv
+        /// A table with a label and a text column (comma-separated, RFC 4180 quotes).
+        case csv
+        /// One plain-text file per class, one example per line (`paths` in class order).
+        case lines
+        /// The aclImdb folder layout (`paths[0]` is the folder holding `train/` and `test/`).
+        case imdb
+        /// One plain-text file (language models).
+        case text
+        /// A numeric column of a CSV file (forecasting).
+        case series
+        /// A tab-separated file of `tokens<TAB>tags`, both space-separated and equally long.
+        case tagged
+    }
+
+    /// How text becomes tokens.
+    public enum TokenizerKind: String, Sendable, Equatable, Codable, CaseIterable {
+        /// Keras's `Tokenizer`: lowercased words, punctuation filtered.
+        case word
+        /// Every character a token.
+        case character
+    }
+
+    public var format: Format
+    public var paths: [String]
+    /// Class names of `lines` files, in `paths` order.
+    public var classNames: [String]?
+    /// Table columns (0-based) and whether the first row is a header.
+    public var labelColumn = 0
+    public var textColumn = 1
+    public var valueColumn = 1
+    public var hasHeader = false
+    public var tokenizer: TokenizerKind = .word
+    /// Keep only the ids below this (padding and OOV included), as Keras's `num_words`.
+    public var numWords: Int?
+    /// T: sequences are padded or truncated to this length; language-model and forecast windows
+    /// have this length.
+    public var sequenceLength = 100
+    public var padding: PaddingSide = .pre
+    public var truncating: TruncationSide = .pre
+    /// Steps between language-model or forecast windows (default: the window length for text,
+    /// 1 for series).
+    public var stride: Int?
+    /// Values a forecast predicts.
+    public var horizon = 1
+    public var validationFraction = 0.1
+    public var testFraction = 0.0
+    public var splitSeed: UInt64 = 0
+    /// Skip (and count) malformed rows instead of failing on the first.
+    public var skipsMalformed = false
+
+    public init(format: Format, paths: [String]) {
+        self.format = format
+        self.paths = paths
+    }
+
+    /// The source as JSON (for a checkpoint's metadata).
+    public func json() throws -> String { try RecurJSON.string(self) }
+
+    /// Reads a source `json()` wrote.
+    /// - Throws: `RecurError.malformed` for JSON that is not a data source.
+    public init(json: String) throws {
+        self = try RecurJSON.decode(DataSource.self, from: json, source: "data.source", what: "the data source")
+    }
+
+    /// The task each format serves.
+    public var task: ModelTask {
+        switch format {
+        case .tsv, .csv, .lines, .imdb: .classify
+        case .text: .lm
+        case .series: .forecast
+        case .tagged: .tag
+        }
+    }
+
+    /// Reads and splits the data.
+    /// - Parameters:
+    ///   - vocabulary: encode with this vocabulary (a trained model's) instead of fitting one.
+    ///   - classNames: the class order a trained model uses (evaluation), instead of the data's.
+    ///   - standardization: a trained forecaster's, instead of fitting one.
+    public func prepare(vocabulary: Vocabulary? = nil, classNames: [String]? = nil,
+                        tagVocabulary: Vocabulary? = nil,
+                        standardization: Standardization? = nil) throws -> PreparedData {
+        try validate()
+        switch format {
+        case .tsv, .csv, .lines, .imdb:
+            return try prepareClassification(vocabulary: vocabulary, classNames: classNames)
+        case .text:
+            return try prepareLanguageModel(vocabulary: vocabulary)
+        case .series:
+            return try prepareSeries(standardization: standardization)
+        case .tagged:
+            return try prepareTagging(vocabulary: vocabulary, tagVocabulary: tagVocabulary)
+        }
+    }
+
+    private func validate() throws {
+        let operation = "DataSource"
+        guard !paths.isEmpty else { throw RecurError.invalidArgument(operation: operation, detail: "no data path given") }
+        guard sequenceLength >= 1 else {
+            throw RecurError.invalidArgument(operation: operation, detail: "sequence length must be at least 1")
+        }
+        guard validationFraction >= 0, testFraction >= 0, validationFraction + testFraction < 1 else {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "validation \(validationFraction) and test \(testFraction) fractions must be >= 0 and leave training data")
+        }
+        if let numWords, numWords < 3 {
+            throw RecurError.invalidArgument(operation: operation, detail: "numWords must be at least 3, got \(numWords)")
+        }
+        if format == .lines, classNames?.count != paths.count {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "per-class files need one class name per file")
+        }
+    }
+
+    private var policy: MalformedRowPolicy { skipsMalformed ? .skip : .fail }
+
+    private var textTokenizer: any Tokenizer {
+        switch tokenizer {
+        case .word: WordTokenizer()
+        case .character: CharacterTokenizer()
+        }
+    }
+
+    /// Index ranges of `count` examples: training, validation, test, in that order.
+    private func splitRanges(_ count: Int) -> (Range<Int>, Range<Int>, Range<Int>) {
+        let test = Int((Double(count) * testFraction).rounded())
+        let validation = Int((Double(count) * validationFraction).rounded())
+        let training = count - test - validation
+        return (0..<training, training..<(training + validation), (training + validation)..<count)
+    }
+
+    // MARK: Classification
+
+    private func readTexts() throws -> (TextClassificationDataset, TextClassificationDataset?) {
+        switch format {
+        case .tsv, .csv:
+            var table: DelimitedTextFormat = format == .tsv
+                ? DelimitedTextFormat(delimiter: "\t", hasHeader: hasHeader, quoting: .none)
+                : DelimitedTextFormat(delimiter: ",", hasHeader: hasHeader)
+            table.hasHeader = hasHeader
+            return (try TextClassificationDataset.readDelimited(
+                contentsOf: paths[0], format: table, labelColumn: .index(labelColumn), textColumn: .index(textColumn),
+                onMalformed: policy), nil)
+        case .lines:
+            let classFiles = zip(classNames ?? [], paths).map { (name: $0, path: $1) }
+            return (try TextClassificationDataset.readLines(classFiles: classFiles, onMalformed: policy), nil)
+        case .imdb:
+            let train = try IMDBReviews.read(root: paths[0], split: .train, onMalformed: policy).reviews
+            let test = testFraction == 0
+                ? try IMDBReviews.read(root: paths[0], split: .test, onMalformed: policy).reviews : nil
+            return (train, test)
+        default:
+            preconditionFailure("readTexts is for classification formats")
+        }
+    }
+
+    private func prepareClassification(vocabulary: Vocabulary?, classNames: [String]?) throws -> PreparedData {
+        var (all, separateTest) = try readTexts()
+        all = all.shuffled(seed: splitSeed)
+        if let classNames {
+            all = try all.relabeled(as: classNames)
+            separateTest = try separateTest?.relabeled(as: classNames)
+        }
+        let (trainRange, validationRange, testRange) = splitRanges(all.count)
+        let training = all.subset(trainRange)
+        let tokenizer = textTokenizer
+        let vocabulary = try vocabulary ?? Vocabulary(fittingTexts: training.texts, tokenizer: tokenizer, numWords: numWords)
+
+        func examples(_ part: TextClassificationDataset) throws -> LabeledSequences? {
+            guard part.count > 0 else { return nil }
+            let padded = try padSequences(
+                vocabulary.encode(texts: part.texts, tokenizer: tokenizer), maxLength: sequenceLength,
+                padding: padding, truncating: truncating)
+            // A text with no known token would be an empty sequence: it keeps one OOV id, as a
+            // text of unknown words is still an example to classify.
+            let ids = padded.ids.enumerated().map { offset, id -> Int32 in
+                let row = offset / sequenceLength, t = offset % sequenceLength
+                guard padded.lengths[row] == 0 else { return id }
+                let last = padding == .pre ? sequenceLength - 1 : 0
+                return t == last ? Vocabulary.outOfVocabularyID : id
+            }
+            let lengths = padded.lengths.map { max($0, 1) }
+            let sequences = PaddedSequences(ids: ids, lengths: lengths, maxLength: sequenceLength, padding: padding)
+            return try LabeledSequences(sequences: sequences, labels: part.labels, classCount: all.classNames.count)
+        }
+        guard let trainingExamples = try examples(training) else {
+            throw RecurError.invalidArgument(operation: "DataSource", detail: "no training examples in \(paths[0])")
+        }
+        return PreparedData(
+            training: trainingExamples, validation: try examples(all.subset(validationRange)),
+            test: try examples(separateTest ?? all.subset(testRange)), vocabulary: vocabulary,
+            classNames: all.classNames, skippedCount: all.skippedCount + (separateTest?.skippedCount ?? 0))
+    }
+
+    // MARK: Language models
+
+    private func prepareLanguageModel(vocabulary: Vocabulary?) throws -> PreparedData {
+        let stream: TokenStream = switch tokenizer {
+        case .character: try TokenStream.characters(contentsOf: paths[0], vocabulary: vocabulary, numWords: numWords)
+        case .word: try TokenStream.words(contentsOf: paths[0], vocabulary: vocabulary, numWords: numWords)
+        }
+        let (trainRange, validationRange, testRange) = splitRanges(stream.count)
+        // Vocabulary fitted to the whole text when none is given: a character model must be able
+        // to emit every character, and the split is in time, not by example.
+        func windows(_ range: Range<Int>) throws -> LanguageModelWindows? {
+            guard range.count > sequenceLength else { return nil }
+            return try LanguageModelWindows(ids: Array(stream.ids[range]), length: sequenceLength, stride: stride)
+        }
+        guard let training = try windows(trainRange) else {
+            throw RecurError.invalidArgument(
+                operation: "DataSource", detail: "\(paths[0]) is too short for one window of \(sequenceLength) tokens")
+        }
+        return PreparedData(
+            training: training, validation: try windows(validationRange), test: try windows(testRange),
+            vocabulary: stream.vocabulary, classNames: [], skippedCount: 0)
+    }
+
+    // MARK: Forecasting
+
+    private func prepareSeries(standardization given: Standardization?) throws -> PreparedData {
+        let table = DelimitedTextFormat(delimiter: ",", hasHeader: hasHeader)
+        let series = try NumericSeries.readCSV(
+            contentsOf: paths[0], format: table, timestampColumn: nil, valueColumn: .index(valueColumn),
+            onMalformed: policy)
+        let (trainRange, validationRange, testRange) = splitRanges(series.count)
+        let standardization = try given ?? Standardization(fitting: series.values[trainRange])
+        let scaled = standardization.apply(series.values)
+        // Windows whose targets lie in a part; their inputs may reach back into the part before.
+        func windows(_ range: Range<Int>) throws -> SeriesWindows? {
+            let start = max(range.lowerBound - sequenceLength, 0)
+            guard range.upperBound - start >= sequenceLength + horizon, !range.isEmpty else { return nil }
+            let windows = try ForecastWindows(
+                values: scaled[start..<range.upperBound], length: sequenceLength, horizon: horizon, stride: stride ?? 1)
+            return windows.count > 0 ? SeriesWindows(windows) : nil
+        }
+        guard let training = try windows(trainRange) else {
+            throw RecurError.invalidArgument(
+                operation: "DataSource",
+                detail: "\(trainRange.count) training values are too few for a window of \(sequenceLength) + \(horizon)")
+        }
+        return PreparedData(
+            training: training, validation: try windows(validationRange), test: try windows(testRange),
+            vocabulary: nil, classNames: [], skippedCount: series.skippedCount, standardization: standardization)
+    }
+
+    // MARK: Tagging
+
+    private func prepareTagging(vocabulary: Vocabulary?, tagVocabulary: Vocabulary?) throws -> PreparedData {
+        let table = DelimitedTextFormat(delimiter: "\t", hasHeader: hasHeader, quoting: .none)
+        var rows = try DelimitedTable(contentsOf: paths[0], format: table, onMalformed: policy)
+        let tokenColumn = try rows.position(of: .index(textColumn))
+        let tagColumn = try rows.position(of: .index(labelColumn))
+        var tokens: [[String]] = []
+        var tags: [[String]] = []
+        for record in rows.records {
+            let words = record.fields[tokenColumn].split(separator: " ").map(String.init)
+            let labels = record.fields[tagColumn].split(separator: " ").map(String.init)
+            guard !words.isEmpty, words.count == labels.count else {
+                try rows.reject(line: record.line, "\(words.count) tokens but \(labels.count) tags")
+                continue
+            }
+            tokens.append(words)
+            tags.append(labels)
+        }
+        let order = seededPermutation(count: tokens.count, seed: splitSeed)
+        let (trainRange, validationRange, testRange) = splitRanges(tokens.count)
+        let trainingOrder = order[trainRange]
+        let vocabulary = try vocabulary ?? Vocabulary(fitting: trainingOrder.map { tokens[$0] }, numWords: numWords)
+        let tagVocabulary = try tagVocabulary ?? Vocabulary(fitting: trainingOrder.map { tags[$0] })
+        func examples(_ range: Range<Int>) throws -> TaggedSequences? {
+            guard !range.isEmpty else { return nil }
+            let picked = order[range]
+            let ids = try padSequences(picked.map { vocabulary.encode(tokens[$0]) }, maxLength: sequenceLength,
+                                       padding: padding, truncating: truncating)
+            let tagIDs = try padSequences(picked.map { tagVocabulary.encode(tags[$0]) }, maxLength: sequenceLength,
+                                          padding: padding, truncating: truncating)
+            return try TaggedSequences(sequences: ids, tags: tagIDs)
+        }
+        guard let training = try examples(trainRange) else {
+            throw RecurError.invalidArgument(operation: "DataSource", detail: "no training rows in \(paths[0])")
+        }
+        return PreparedData(
+            training: training, validation: try examples(validationRange), test: try examples(testRange),
+            vocabulary: vocabulary, classNames: Array(tagVocabulary.tokens), skippedCount: rows.skippedCount,
+            tagVocabulary: tagVocabulary)
+    }
+}
+
+extension TextClassificationDataset {
+    /// The same examples with label ids in the order of `classNames` (a trained model's), so a
+    /// model sees class k as it did in training.
+    /// - Throws: `RecurError.invalidArgument` naming a class of the data the model doesn't know.
+    func relabeled(as classNames: [String]) throws -> TextClassificationDataset {
+        var ids: [String: Int32] = [:]
+        for (id, name) in classNames.enumerated() { ids[name] = Int32(id) }
+        let labels = try labels.map { label -> Int32 in
+            let name = self.classNames[Int(label)]
+            guard let id = ids[name] else {
+                throw RecurError.invalidArgument(
+                    operation: "DataSource", detail: "class '\(name)' is not one of the model's classes \(classNames)")
+            }
+            return id
+        }
+        return TextClassificationDataset(texts: texts, labels: labels, classNames: classNames, skippedCount: skippedCount)
+    }
+}
+
+/// A data source read and split into examples.
+public struct PreparedData: Sendable {
+    public var training: any TrainingExamples
+    public var validation: (any TrainingExamples)?
+    public var test: (any TrainingExamples)?
+    /// The ids of the text (nil for series).
+    public var vocabulary: Vocabulary?
+    /// Class names in label order (classification), or tag names (tagging).
+    public var classNames: [String]
+    /// Rows skipped as malformed.
+    public var skippedCount: Int
+    /// The standardisation fitted to a series' training part.
+    public var standardization: Standardization?
+    /// The tags' ids (tagging).
+    public var tagVocabulary: Vocabulary?
+
+    public init(training: any TrainingExamples, validation: (any TrainingExamples)?, test: (any TrainingExamples)?,
+                vocabulary: Vocabulary?, classNames: [String], skippedCount: Int,
+                standardization: Standardization? = nil, tagVocabulary: Vocabulary? = nil) {
+        self.training = training
+        self.validation = validation
+        self.test = test
+        self.vocabulary = vocabulary
+        self.classNames = classNames
+        self.skippedCount = skippedCount
+        self.standardization = standardization
+        self.tagVocabulary = tagVocabulary
+    }
+
+    /// What a model for this data outputs: one logit for two classes, else one per class, tag or
+    /// vocabulary id; the horizon for series.
+    public func outputSize(for task: ModelTask, horizon: Int) -> Int {
+        switch task {
+        case .classify: classNames.count == 2 ? 1 : classNames.count
+        case .tag: tagVocabulary?.count ?? classNames.count
+        case .lm: vocabulary?.count ?? 0
+        case .forecast: horizon
+        }
+    }
+}

@@ -1,0 +1,204 @@
+// What a trained model is, as data: enough to build the same `Sequential` again, stored as JSON
+// in every checkpoint so that `recur evaluate` and `recur generate` need only the file.
+//
+// Shape legend: T time steps, B batch, V vocabulary, D embedding width, H hidden units,
+// K outputs per step or per sequence.
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// What a model predicts, which fixes its head, its loss and its metrics.
+public enum ModelTask: String, Sendable, CaseIterable, Codable {
+    /// Many-to-one classification of id sequences: Embedding → recurrent (last state) → Dense.
+    /// Two classes use one logit and sigmoid cross-entropy; more use softmax cross-entropy.
+    case classify
+    /// Many-to-many tagging: one class per non-padding step, softmax cross-entropy that ignores
+    /// padding (tag id 0).
+    case tag
+    /// Next-token language modelling: a distribution over the vocabulary at every step.
+    case lm
+    /// Regression of the next `outputSize` values of a series from a window of float inputs,
+    /// mean squared error.
+    case forecast
+}
+
+/// A model's architecture and initialisation seed: `makeModel(backend:)` builds it.
+///
+/// The layers are, by task:
+/// - classify: `Embedding(V, D)` → `RecurrentLayer` (many-to-one) → [`Dropout`] → `Dense(K)`
+/// - tag, lm: `Embedding(V, D)` → `RecurrentLayer` (sequences) → [`Dropout`] → `Dense(K)`
+/// - forecast: `RecurrentLayer` over `[T, B, inputFeatures]` (many-to-one) → [`Dropout`] → `Dense(K)`
+///
+/// The `Dropout` layer is there only when `outputDropout > 0`, so parameter names (`0.weight`,
+/// `1.weight_ih_l0`, `2.weight` or `3.weight`) follow PyTorch's `nn.Sequential` numbering of
+/// the layers that exist.
+public struct ModelSpecification: Sendable, Equatable, Codable {
+    public var task: ModelTask
+    /// V: ids the embedding knows (padding 0 and OOV 1 included); nil for `forecast`.
+    public var vocabularySize: Int?
+    /// D: the embedding width; nil for `forecast`.
+    public var embeddingSize: Int?
+    /// Features per time step of a float input (`forecast`); nil otherwise.
+    public var inputFeatures: Int?
+    public var cell: RecurrentCell
+    public var hiddenSize: Int
+    public var layerCount: Int
+    public var bidirectional: Bool
+    /// Keras's `dropout`: one mask per sequence on the recurrent layer's input.
+    public var inputDropout: Float
+    /// Keras's `recurrent_dropout`: one mask per sequence on h_{t-1} (Gal & Ghahramani).
+    public var recurrentDropout: Float
+    /// PyTorch's `dropout`: on the output of every recurrent layer but the last.
+    public var layerDropout: Float
+    /// A `Dropout` layer between the recurrent stack and the head.
+    public var outputDropout: Float
+    /// K: classes (1 for two classes), tags, vocabulary size, or forecast horizon.
+    public var outputSize: Int
+    /// Seeds every layer's initial parameters (each layer derives its own stream).
+    public var seed: UInt64
+
+    public init(task: ModelTask, vocabularySize: Int? = nil, embeddingSize: Int? = nil, inputFeatures: Int? = nil,
+                cell: RecurrentCell, hiddenSize: Int, layerCount: Int = 1, bidirectional: Bool = false,
+                inputDropout: Float = 0, recurrentDropout: Float = 0, layerDropout: Float = 0,
+                outputDropout: Float = 0, outputSize: Int, seed: UInt64 = 0) {
+        self.task = task
+        self.vocabularySize = vocabularySize
+        self.embeddingSize = embeddingSize
+        self.inputFeatures = inputFeatures
+        self.cell = cell
+        self.hiddenSize = hiddenSize
+        self.layerCount = layerCount
+        self.bidirectional = bidirectional
+        self.inputDropout = inputDropout
+        self.recurrentDropout = recurrentDropout
+        self.layerDropout = layerDropout
+        self.outputDropout = outputDropout
+        self.outputSize = outputSize
+        self.seed = seed
+    }
+
+    /// Whether the model reads ids through an embedding (every task but `forecast`).
+    public var readsIDs: Bool { task != .forecast }
+
+    /// Whether the recurrent stack returns every step (tag, lm) or the last state.
+    public var returnsSequences: Bool { task == .tag || task == .lm }
+
+    /// The loss the task trains with.
+    public var loss: Loss {
+        switch task {
+        case .classify: outputSize == 1 ? .sigmoidCrossEntropy : .softmaxCrossEntropy(ignoreIndex: nil)
+        case .tag, .lm: .softmaxCrossEntropy(ignoreIndex: Vocabulary.paddingID)
+        case .forecast: .meanSquaredError
+        }
+    }
+
+    /// Checks every size and probability, naming the first bad field.
+    public func validate() throws {
+        let operation = "ModelSpecification"
+        func fail(_ detail: String) -> RecurError { .invalidArgument(operation: operation, detail: detail) }
+        if readsIDs {
+            guard let vocabularySize, vocabularySize >= 2 else {
+                throw fail("a \(task) model needs vocabularySize >= 2 (padding and OOV), got \(String(describing: vocabularySize))")
+            }
+            guard let embeddingSize, embeddingSize >= 1 else {
+                throw fail("a \(task) model needs embeddingSize >= 1, got \(String(describing: embeddingSize))")
+            }
+            guard inputFeatures == nil else { throw fail("inputFeatures is only for forecast models") }
+        } else {
+            guard let inputFeatures, inputFeatures >= 1 else {
+                throw fail("a forecast model needs inputFeatures >= 1, got \(String(describing: inputFeatures))")
+            }
+            guard vocabularySize == nil, embeddingSize == nil else {
+                throw fail("a forecast model reads floats: vocabularySize and embeddingSize must be absent")
+            }
+        }
+        for (name, size) in [("hiddenSize", hiddenSize), ("layerCount", layerCount), ("outputSize", outputSize)]
+        where size < 1 {
+            throw fail("\(name) must be at least 1, got \(size)")
+        }
+        // Far beyond any model this library trains: guards a checkpoint's metadata against sizes
+        // whose parameter count would not fit in memory (or in Int).
+        let limit = 1 << 24
+        for (name, size) in [("vocabularySize", vocabularySize ?? 1), ("embeddingSize", embeddingSize ?? 1),
+                             ("inputFeatures", inputFeatures ?? 1), ("hiddenSize", hiddenSize),
+                             ("outputSize", outputSize)] where size > limit {
+            throw fail("\(name) \(size) exceeds \(limit)")
+        }
+        guard layerCount <= 64 else { throw fail("layerCount \(layerCount) exceeds 64") }
+        guard parameterCount <= 1 << 31 else { throw fail("the model would have \(parameterCount) parameters") }
+        if task == .lm, outputSize != vocabularySize {
+            throw fail("a language model predicts its vocabulary: outputSize \(outputSize) != vocabularySize \(vocabularySize ?? 0)")
+        }
+        for (name, p) in [("inputDropout", inputDropout), ("recurrentDropout", recurrentDropout),
+                          ("layerDropout", layerDropout), ("outputDropout", outputDropout)]
+        where !(p >= 0 && p < 1) {
+            throw fail("\(name) must lie in [0, 1), got \(p)")
+        }
+    }
+
+    /// The number of float32 parameters the model holds (computed from the sizes, no allocation).
+    public var parameterCount: Int {
+        let directions = bidirectional ? 2 : 1
+        let gates = cell.gateCount * hiddenSize
+        var count = 0
+        if readsIDs { count += (vocabularySize ?? 0) * (embeddingSize ?? 0) }
+        var input = readsIDs ? (embeddingSize ?? 0) : (inputFeatures ?? 0)
+        for _ in 0..<layerCount {
+            count += directions * (gates * input + gates * hiddenSize + 2 * gates)
+            input = directions * hiddenSize
+        }
+        return count + input * outputSize + outputSize
+    }
+
+    /// Builds the model, initialised from `seed`, on `backend`.
+    public func makeModel(backend: any Backend) throws -> Sequential {
+        try validate()
+        var layers: [SequentialLayer] = []
+        var random = SeededRandom(seed: seed)
+        var recurrentInput = inputFeatures ?? 0
+        if readsIDs, let vocabularySize, let embeddingSize {
+            layers.append(.embedding(try Embedding(
+                vocabularySize: vocabularySize, embeddingSize: embeddingSize, paddingIndex: Vocabulary.paddingID,
+                seed: random.next(), backend: backend)))
+            recurrentInput = embeddingSize
+        }
+        layers.append(.recurrent(try RecurrentLayer(
+            cell: cell, inputSize: recurrentInput, hiddenSize: hiddenSize, layerCount: layerCount,
+            bidirectional: bidirectional, dropout: layerDropout, inputDropout: inputDropout,
+            recurrentDropout: recurrentDropout, returnSequences: returnsSequences, seed: random.next(),
+            backend: backend)))
+        let dropoutSeed = random.next()
+        if outputDropout > 0 {
+            layers.append(.dropout(try Dropout(probability: outputDropout, seed: dropoutSeed, backend: backend)))
+        }
+        layers.append(.dense(try Dense(
+            inputSize: (bidirectional ? 2 : 1) * hiddenSize, outputSize: outputSize, seed: random.next(),
+            backend: backend)))
+        return try Sequential(layers)
+    }
+
+    /// The specification as compact JSON with sorted keys (stable bytes for the same model).
+    public func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    /// Reads a specification `json()` wrote, and validates it.
+    /// - Throws: `RecurError.malformed` (naming `source`) for JSON that is not a specification.
+    public init(json: String, source: String) throws {
+        do {
+            self = try JSONDecoder().decode(ModelSpecification.self, from: Data(json.utf8))
+        } catch {
+            throw RecurError.malformed(source: source, detail: "not a model specification: \(error)")
+        }
+        do {
+            try validate()
+        } catch {
+            throw RecurError.malformed(source: source, detail: "the model specification is invalid: \(error)")
+        }
+    }
+}

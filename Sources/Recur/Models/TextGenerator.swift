@@ -1,0 +1,134 @@
+// Sampling text from a trained language model one token at a time: the prime runs through the
+// model once, then each sampled token is fed back with the recurrent state carried over, so
+// each new token costs one step, not a pass over everything generated so far.
+//
+// Shape legend: V vocabulary, D embedding width, H hidden units, L layers.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Generates text from a `ModelTask.lm` model: Embedding → unidirectional RecurrentLayer →
+/// [Dropout] → Dense(V).
+public struct TextGenerator {
+    public let model: Sequential
+    public let vocabulary: Vocabulary
+    /// Whether tokens are characters (joined as they are) or words (joined with spaces).
+    public let tokenizer: DataSource.TokenizerKind
+
+    private let embedding: Embedding
+    private let recurrent: RecurrentLayer
+    private let head: Dense
+
+    /// - Throws: `RecurError.invalidArgument` when the model is not Embedding → recurrent →
+    ///   Dense over the vocabulary, or is bidirectional (which cannot run forward one step at a
+    ///   time).
+    public init(model: Sequential, vocabulary: Vocabulary, tokenizer: DataSource.TokenizerKind) throws {
+        let operation = "TextGenerator"
+        var embedding: Embedding?
+        var recurrent: RecurrentLayer?
+        var head: Dense?
+        for layer in model.layers {
+            switch layer {
+            case .embedding(let layer): embedding = layer
+            case .recurrent(let layer): recurrent = layer
+            case .dense(let layer): head = layer
+            case .dropout: break
+            }
+        }
+        guard let embedding, let recurrent, let head, recurrent.returnSequences else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "a language model is Embedding → recurrent (sequences) → Dense")
+        }
+        guard !recurrent.bidirectional else {
+            throw RecurError.invalidArgument(operation: operation, detail: "a bidirectional model cannot generate")
+        }
+        guard head.outputSize == vocabulary.count, embedding.vocabularySize == vocabulary.count else {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "the model predicts \(head.outputSize) ids, the vocabulary has \(vocabulary.count)")
+        }
+        self.model = model
+        self.vocabulary = vocabulary
+        self.tokenizer = tokenizer
+        self.embedding = embedding
+        self.recurrent = recurrent
+        self.head = head
+    }
+
+    /// The ids of `text` as the model's vocabulary encodes it (unknown tokens become OOV).
+    public func encode(_ text: String) -> [Int32] {
+        switch tokenizer {
+        case .character: vocabulary.encode(text.unicodeScalars.map { String($0) })
+        case .word: vocabulary.encode(text, tokenizer: WordTokenizer())
+        }
+    }
+
+    /// Continues `prime` with `length` sampled tokens.
+    /// - Parameters:
+    ///   - temperature: divides the logits before the softmax: below 1 sharpens the distribution,
+    ///     above 1 flattens it; must be positive.
+    ///   - topK: sample only among the k most likely tokens; nil samples from all.
+    ///   - seed: seeds the sampling.
+    /// - Returns: the generated tokens only (not the prime), joined.
+    public func generate(prime: String, length: Int, temperature: Float = 1, topK: Int? = nil,
+                         seed: UInt64 = 0) throws -> String {
+        let operation = "TextGenerator.generate"
+        guard temperature > 0, temperature.isFinite else {
+            throw RecurError.invalidArgument(operation: operation, detail: "temperature must be positive, got \(temperature)")
+        }
+        if let topK, topK < 1 {
+            throw RecurError.invalidArgument(operation: operation, detail: "topK must be at least 1, got \(topK)")
+        }
+        guard length >= 0 else {
+            throw RecurError.invalidArgument(operation: operation, detail: "length must be >= 0, got \(length)")
+        }
+        let primeIDs = encode(prime)
+        guard !primeIDs.isEmpty else {
+            throw RecurError.invalidArgument(operation: operation, detail: "the prime text has no tokens")
+        }
+        var random = SeededRandom(seed: seed)
+        var (logits, state) = try run(primeIDs, state: nil)
+        var generated: [Int32] = []
+        for _ in 0..<length {
+            let id = sample(logits, temperature: temperature, topK: topK, random: &random)
+            generated.append(id)
+            (logits, state) = try run([id], state: state)
+        }
+        let tokens = try vocabulary.decode(generated)
+        return tokens.joined(separator: tokenizer == .character ? "" : " ")
+    }
+
+    /// Feeds `ids` (one sequence) from `state`; returns the last step's logits `[V]` and the
+    /// state after it.
+    private func run(_ ids: [Int32], state: RecurrentState?) throws -> ([Float], RecurrentState) {
+        let embedded = try embedding.forward(ids: ids, shape: [ids.count, 1])  // [T, 1, D]
+        let scan = try recurrent.forward(embedded, initialState: state, training: false)  // [T, 1, H]
+        let logits = try head.forward(scan.output)  // [T, 1, V]
+        let all = try logits.toArray()
+        return (Array(all[(all.count - head.outputSize)...]), scan.finalState)
+    }
+
+    /// One id drawn from softmax(logits / temperature), restricted to the top k; never the
+    /// padding id.
+    private func sample(_ logits: [Float], temperature: Float, topK: Int?, random: inout SeededRandom) -> Int32 {
+        var candidates = Array(logits.indices.dropFirst(Int(Vocabulary.paddingID) + 1))
+        if let topK, topK < candidates.count {
+            candidates.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+            candidates = Array(candidates.prefix(topK))
+        }
+        let largest = candidates.map { logits[$0] }.max() ?? 0
+        // exp((x − max) / T): the largest term is 1, so nothing overflows.
+        let weights = candidates.map { exp(Double((logits[$0] - largest) / temperature)) }
+        let total = weights.reduce(0, +)
+        var target = random.unit() * total
+        for (candidate, weight) in zip(candidates, weights) {
+            target -= weight
+            if target < 0 { return Int32(candidate) }
+        }
+        return Int32(candidates.last ?? 1)
+    }
+}
+

@@ -1,0 +1,413 @@
+// The training loop: fit / evaluate / predict over `TrainingExamples`, with seeded shuffling,
+// validation, metrics, gradient clipping, non-finite detection, early stopping, checkpoints that
+// resume exactly, and data parallelism through a `TrainingCommunicator`.
+//
+// One optimizer step, on every process:
+//   shard = this process's part of the global batch        (rank r of N takes b = batchSize / N)
+//   y = model(x);  L = loss(y, targets);  ∇ = backward     (dropout masks seeded by step)
+//   ∇ = mean over processes of ∇                           (communicator.averageGradients)
+//   report = clip(∇)                                       (global norm logged every step)
+//   if L and ∇ are finite: θ = optimizer(θ, ∇, lr(step))   else: stop or skip, by policy
+//
+// Shape legend: T time steps, B batch, K outputs.
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The metrics and statistics of one finished epoch.
+public struct EpochRecord: Sendable, Equatable, Codable {
+    /// 1-based.
+    public var epoch: Int
+    /// Optimizer steps taken by the end of the epoch (skipped ones included).
+    public var step: Int
+    /// `loss`, `accuracy`, `perplexity`, `mae` on the training batches (running, with dropout, as
+    /// Keras reports them), and the same with `val_` on the validation data.
+    public var metrics: [String: Double]
+    /// The learning rate of the epoch's last step.
+    public var learningRate: Double
+    /// The mean and the largest global gradient norm (before clipping) over the epoch's steps.
+    public var meanGradientNorm: Double
+    public var maxGradientNorm: Double
+    /// Steps whose update was skipped for a non-finite loss or gradient.
+    public var skippedSteps: Int
+    /// Wall-clock seconds of the epoch (training and validation).
+    public var seconds: Double
+}
+
+/// Where a run stands, saved in every checkpoint: enough to continue it exactly.
+public struct TrainingProgress: Sendable, Equatable, Codable {
+    /// Completed epochs.
+    public var epoch = 0
+    /// Global batches done in the current epoch.
+    public var batchInEpoch = 0
+    /// Optimizer steps done (skipped ones included).
+    public var step = 0
+    /// The current epoch's running sums, and its gradient-norm and time statistics so far.
+    public var partialSums = MetricSums()
+    public var partialNormSum = 0.0
+    public var partialNormMax = 0.0
+    public var partialSkipped = 0
+    public var partialSeconds = 0.0
+    /// Every finished epoch.
+    public var history: [EpochRecord] = []
+    /// The best value of the monitored metric so far, and its epoch.
+    public var best: Double?
+    public var bestEpoch: Int?
+    public var epochsWithoutImprovement = 0
+    public var stoppedEarly = false
+    /// AutoClip's record of global norms (`GradientClipper.normHistory`).
+    public var normHistory: [Float] = []
+
+    public init() {}
+}
+
+/// What a `Trainer` reports while it runs.
+public enum TrainingEvent: Sendable {
+    /// One optimizer step finished.
+    case step(epoch: Int, batch: Int, batchesPerEpoch: Int, step: Int, loss: Float, globalNorm: Float)
+    /// A step's update was skipped (`NonFiniteGradientPolicy.skipStep`).
+    case skippedStep(step: Int, detail: String)
+    /// An epoch finished (validation included).
+    case epoch(EpochRecord)
+    /// A checkpoint was written.
+    case checkpoint(path: String)
+    /// Early stopping ended the run after this epoch.
+    case stoppedEarly(epoch: Int, best: Double, bestEpoch: Int)
+}
+
+/// Trains a `ModelSpecification`'s model with a `TrainingConfiguration`.
+///
+/// ```swift
+/// let trainer = try Trainer(specification: spec, configuration: config, backend: backend)
+/// trainer.checkpointDirectory = "runs/imdb"
+/// try trainer.fit(training: train, validation: validation)
+/// let test = try trainer.evaluate(testExamples)   // ["loss": …, "accuracy": …]
+/// ```
+///
+/// With a checkpoint directory, rank 0 writes `last.safetensors` after every epoch (and every
+/// `checkpointEverySteps` steps), `best.safetensors` whenever the monitored metric improves, and
+/// `log.jsonl`, one JSON object per epoch. `Trainer(resumingFrom:)` continues from such a file:
+/// on the CPU backend the resumed run's losses equal those of a run never stopped, because each
+/// epoch's order depends only on (seed, epoch) and each step's dropout masks only on (seed, step).
+public final class Trainer {
+    public let specification: ModelSpecification
+    public private(set) var configuration: TrainingConfiguration
+    public let model: Sequential
+    public let optimizer: any Optimizer
+    public let clipper: GradientClipper
+    public let communicator: any TrainingCommunicator
+    public var backend: any Backend { model.backend }
+    public private(set) var progress: TrainingProgress
+    /// Where checkpoints and the log go; nil writes none.
+    public var checkpointDirectory: String?
+    /// Extra entries for every checkpoint's metadata (a vocabulary, where the data came from).
+    /// Keys must not start with `recur.`.
+    public var metadata: [String: String] = [:]
+    /// Multiplies `mae` (a standardised series' error back into its own units).
+    public var errorScale: Double = 1
+    /// Receives progress as the run goes (rank 0 only, where a communicator has several).
+    public var observer: (@Sendable (TrainingEvent) -> Void)?
+
+    private let lossSlot: Tensor  // [1]
+
+    /// A new run: builds the model and the optimizer, and (with several processes) checks that
+    /// every process has the same specification and configuration, then gives all rank 0's
+    /// initial weights.
+    public init(specification: ModelSpecification, configuration: TrainingConfiguration, backend: any Backend,
+                communicator: any TrainingCommunicator = LocalCommunicator()) throws {
+        try configuration.validate()
+        self.specification = specification
+        self.configuration = configuration
+        self.model = try specification.makeModel(backend: backend)
+        self.optimizer = try configuration.optimizer.makeOptimizer(backend: backend)
+        self.clipper = try GradientClipper(configuration.clipping, nonFinitePolicy: configuration.nonFinitePolicy)
+        self.communicator = communicator
+        self.progress = TrainingProgress()
+        self.lossSlot = try backend.zeros([1])
+        try synchronizeStart()
+    }
+
+    /// Continues the run saved in `checkpoint`: model, optimizer state, AutoClip record and
+    /// progress as they were when it was written.
+    /// - Parameters:
+    ///   - epochs: a new total number of epochs (to train longer than first planned); nil keeps it.
+    public init(resumingFrom checkpoint: Checkpoint, epochs: Int? = nil, backend: any Backend,
+                communicator: any TrainingCommunicator = LocalCommunicator()) throws {
+        var configuration = checkpoint.configuration
+        if let epochs { configuration.epochs = epochs }
+        try configuration.validate()
+        self.specification = checkpoint.specification
+        self.configuration = configuration
+        self.model = try checkpoint.specification.makeModel(backend: backend)
+        try checkpoint.restoreParameters(of: model)
+        self.optimizer = try configuration.optimizer.makeOptimizer(backend: backend)
+        try optimizer.load(state: checkpoint.optimizerState(backend: backend))
+        self.clipper = try GradientClipper(configuration.clipping, nonFinitePolicy: configuration.nonFinitePolicy)
+        clipper.normHistory = checkpoint.progress.normHistory
+        self.communicator = communicator
+        self.progress = checkpoint.progress
+        self.metadata = checkpoint.metadata
+        self.lossSlot = try backend.zeros([1])
+        try synchronizeStart()
+    }
+
+    private func synchronizeStart() throws {
+        guard communicator.worldSize > 1 else { return }
+        try communicator.requireIdentical(try specification.json(), what: "model specification")
+        try communicator.requireIdentical(try RecurJSON.string(configuration), what: "training configuration")
+        guard configuration.batchSize % communicator.worldSize == 0 else {
+            throw RecurError.invalidArgument(
+                operation: "Trainer", detail: "batch size \(configuration.batchSize) is not a multiple of "
+                    + "\(communicator.worldSize) processes")
+        }
+        try communicator.broadcast(model.parameters, from: 0)
+    }
+
+    private var isLeader: Bool { communicator.rank == 0 }
+
+    // MARK: Fit
+
+    /// Trains until `configuration.epochs` epochs are done or early stopping ends the run.
+    /// - Parameters:
+    ///   - training: the examples to learn from (the same on every process: each takes its shard).
+    ///   - validation: evaluated after every epoch (`val_` metrics); nil for none.
+    /// - Returns: every epoch's record, earlier runs' included when resumed.
+    /// - Throws: `RecurError.nonFinite` naming the step and parameter under `.throwError`; any
+    ///   backend error. Checkpoints written before the error stay as they were.
+    @discardableResult
+    public func fit(training: any TrainingExamples, validation: (any TrainingExamples)? = nil) throws -> [EpochRecord] {
+        let operation = "Trainer.fit"
+        let world = communicator.worldSize
+        try communicator.requireIdentical("\(training.count) \(validation?.count ?? -1)", what: "data set sizes")
+        let plan = try MiniBatchPlan(
+            count: training.count, batchSize: configuration.batchSize, shuffles: configuration.shuffles,
+            seed: configuration.seed, keepsPartialBatch: world == 1)
+        guard plan.batchesPerEpoch > 0 else {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "\(training.count) examples make no batch of \(configuration.batchSize)")
+        }
+        let monitor = validation == nil && configuration.monitor.hasPrefix("val_")
+            ? String(configuration.monitor.dropFirst(4)) : configuration.monitor
+        let clock = ContinuousClock()
+
+        while progress.epoch < configuration.epochs && !progress.stoppedEarly {
+            let epochStart = clock.now
+            let batches = plan.batches(epoch: progress.epoch)
+            while progress.batchInEpoch < batches.count {
+                let global = batches[progress.batchInEpoch]
+                let share = global.count / world
+                let shard = global.dropFirst(communicator.rank * share).prefix(share)
+                try trainStep(training.batch(shard), batchesPerEpoch: batches.count)
+                progress.batchInEpoch += 1
+                if let every = configuration.checkpointEverySteps, progress.step % every == 0,
+                   progress.batchInEpoch < batches.count {
+                    progress.partialSeconds += seconds(since: epochStart, clock)
+                    try saveCheckpoint(best: false)
+                    progress.partialSeconds -= seconds(since: epochStart, clock)
+                }
+            }
+            var metrics = try reduced(progress.partialSums).values(for: specification.task, scale: errorScale)
+            if let validation {
+                for (name, value) in try evaluate(validation) { metrics["val_" + name] = value }
+            }
+            let steps = Double(max(batches.count, 1))
+            let record = EpochRecord(
+                epoch: progress.epoch + 1, step: progress.step, metrics: metrics,
+                learningRate: Double(learningRate(atStep: max(progress.step - 1, 0))),
+                meanGradientNorm: progress.partialNormSum / steps, maxGradientNorm: progress.partialNormMax,
+                skippedSteps: progress.partialSkipped,
+                seconds: progress.partialSeconds + seconds(since: epochStart, clock))
+            finishEpoch(record, monitor: monitor)
+            try saveCheckpoint(best: progress.bestEpoch == record.epoch)
+            if isLeader {
+                observer?(.epoch(record))
+                if progress.stoppedEarly, let best = progress.best, let bestEpoch = progress.bestEpoch {
+                    observer?(.stoppedEarly(epoch: record.epoch, best: best, bestEpoch: bestEpoch))
+                }
+            }
+        }
+        return progress.history
+    }
+
+    private func seconds(since start: ContinuousClock.Instant, _ clock: ContinuousClock) -> Double {
+        let elapsed = clock.now - start
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+    }
+
+    private func learningRate(atStep step: Int) -> Float {
+        configuration.schedule?.learningRate(atStep: step) ?? configuration.optimizer.learningRate
+    }
+
+    /// One optimizer step on this process's shard of a global batch.
+    private func trainStep(_ batch: TrainingBatch, batchesPerEpoch: Int) throws {
+        let step = progress.step + 1  // 1-based in messages
+        model.seedDropout(Self.dropoutSeed(configuration.seed, step: progress.step, rank: communicator.rank))
+        try model.zeroGradients()
+        let output = try forward(batch, training: true)
+        let targets = try targetTensor(batch)
+        let gradient = try specification.loss.evaluate(output: output, targets: targets, loss: lossSlot, at: 0)
+        try model.backward(gradient)
+        try communicator.averageGradients(model.parameters)
+        let report = try clipper.clip(model.parameters, step: step)
+        let loss = try backend.download(lossSlot)[0]
+        let lossSum = try communicator.sum([loss.isFinite ? 0 : 1])[0]
+
+        var skipped = !report.isFinite
+        if lossSum > 0 {
+            switch configuration.nonFinitePolicy {
+            case .throwError:
+                throw RecurError.nonFinite(
+                    operation: "Trainer.fit", detail: "step \(step): the loss is \(loss) on some process")
+            case .skipStep:
+                skipped = true
+            }
+        }
+        if skipped {
+            progress.partialSkipped += 1
+            let detail = report.nonFiniteParameter.map { "the gradient of '\($0)' is not finite" } ?? "the loss is \(loss)"
+            if isLeader { observer?(.skippedStep(step: step, detail: detail)) }
+        } else {
+            try optimizer.step(model.parameters, learningRate: learningRate(atStep: progress.step))
+            progress.partialSums.add(
+                loss: loss, outputs: try backend.download(output), targets: batch.targets, task: specification.task)
+            progress.partialNormSum += Double(report.globalNorm)
+            progress.partialNormMax = max(progress.partialNormMax, Double(report.globalNorm))
+        }
+        progress.step += 1
+        progress.normHistory = clipper.normHistory
+        if isLeader {
+            observer?(.step(epoch: progress.epoch + 1, batch: progress.batchInEpoch + 1, batchesPerEpoch: batchesPerEpoch,
+                            step: progress.step, loss: loss, globalNorm: report.globalNorm))
+        }
+    }
+
+    /// Each (seed, step, process) gets its own dropout stream, so a resumed run draws the masks
+    /// the uninterrupted run drew.
+    static func dropoutSeed(_ seed: UInt64, step: Int, rank: Int) -> UInt64 {
+        var mixer = SeededRandom(seed: seed ^ 0x6A09_E667_F3BC_C909)
+        var value = mixer.next() &+ UInt64(step) &* 0x9E37_79B9_7F4A_7C15
+        value ^= UInt64(rank) &* 0xBB67_AE85_84CA_A73B
+        var final = SeededRandom(seed: value)
+        return final.next()
+    }
+
+    /// Closes an epoch: records it, and updates the best metric and early stopping.
+    private func finishEpoch(_ record: EpochRecord, monitor: String) {
+        progress.history.append(record)
+        progress.epoch += 1
+        progress.batchInEpoch = 0
+        progress.partialSums = MetricSums()
+        (progress.partialNormSum, progress.partialNormMax, progress.partialSkipped, progress.partialSeconds) = (0, 0, 0, 0)
+        guard let value = record.metrics[monitor], value.isFinite else { return }
+        if progress.best.map({ value < $0 }) ?? true {
+            progress.best = value
+            progress.bestEpoch = record.epoch
+            progress.epochsWithoutImprovement = 0
+        } else {
+            progress.epochsWithoutImprovement += 1
+            if let patience = configuration.earlyStoppingPatience, progress.epochsWithoutImprovement >= patience {
+                progress.stoppedEarly = true
+            }
+        }
+    }
+
+    // MARK: Evaluate and predict
+
+    /// The metrics of the model on `data` (no dropout), by name: `loss` and the task's others.
+    /// With several processes each evaluates every N-th example and the sums are added.
+    public func evaluate(_ data: any TrainingExamples, batchSize: Int? = nil) throws -> [String: Double] {
+        let size = batchSize ?? configuration.batchSize
+        let mine = Array(stride(from: communicator.rank, to: data.count, by: communicator.worldSize))
+        var sums = MetricSums()
+        for start in stride(from: 0, to: mine.count, by: size) {
+            let batch = data.batch(mine[start ..< min(start + size, mine.count)])
+            let output = try forward(batch, training: false)
+            _ = try specification.loss.evaluate(output: output, targets: try targetTensor(batch), loss: lossSlot, at: 0)
+            sums.add(loss: try backend.download(lossSlot)[0], outputs: try backend.download(output),
+                     targets: batch.targets, task: specification.task)
+        }
+        return try reduced(sums).values(for: specification.task, scale: errorScale)
+    }
+
+    /// The model's outputs for every example of `data`, in order: logits `[N, K]` for
+    /// classifiers, `[N, T, K]` for taggers and language models (example-major), forecasts
+    /// `[N, K]`.
+    public func predict(_ data: any TrainingExamples, batchSize: Int? = nil) throws -> [Float] {
+        let size = batchSize ?? configuration.batchSize
+        var result: [Float] = []
+        for start in stride(from: 0, to: data.count, by: size) {
+            let indices = Array(start ..< min(start + size, data.count))[...]
+            let batch = data.batch(indices)
+            let output = try backend.download(try forward(batch, training: false))
+            if specification.returnsSequences, case .ids(_, let steps, _, _) = batch.input {
+                // [T, B, K] → [B, T, K]
+                let b = indices.count
+                let k = output.count / (steps * b)
+                for column in 0..<b {
+                    for t in 0..<steps {
+                        result.append(contentsOf: output[(t * b + column) * k ..< (t * b + column + 1) * k])
+                    }
+                }
+            } else {
+                result.append(contentsOf: output)
+            }
+        }
+        return result
+    }
+
+    private func reduced(_ sums: MetricSums) throws -> MetricSums {
+        communicator.worldSize == 1 ? sums : MetricSums(array: try communicator.sum(sums.array))
+    }
+
+    private func forward(_ batch: TrainingBatch, training: Bool) throws -> Tensor {
+        switch batch.input {
+        case let .ids(ids, steps, lengths, padding):
+            return try model.forward(ids: ids, shape: [steps, batch.batchSize], lengths: lengths, padding: padding,
+                                     training: training)
+        case let .values(values, steps, features):
+            let input = try backend.upload(values, shape: [steps, batch.batchSize, features])
+            return try model.forward(input, training: training)
+        }
+    }
+
+    private func targetTensor(_ batch: TrainingBatch) throws -> Tensor {
+        switch batch.targets {
+        case let .values(values, outputs):
+            return try backend.upload(values, shape: [values.count / outputs, outputs])
+        case let .classes(classes):
+            return try backend.upload(classes, shape: [classes.count])
+        }
+    }
+
+    // MARK: Checkpoints
+
+    /// Writes `last.safetensors` (and `best.safetensors` when `best`) and `log.jsonl`, on rank 0.
+    private func saveCheckpoint(best: Bool) throws {
+        guard isLeader, let directory = checkpointDirectory else { return }
+        try FileBytes.createDirectory(directory)
+        let checkpoint = try Checkpoint(
+            specification: specification, configuration: configuration, progress: progress, model: model,
+            optimizer: optimizer, metadata: metadata)
+        let last = directory + "/last.safetensors"
+        try checkpoint.write(to: last)
+        observer?(.checkpoint(path: last))
+        if best {
+            try checkpoint.write(to: directory + "/best.safetensors")
+        }
+        try writeLog(to: directory + "/log.jsonl")
+    }
+
+    /// The epoch records as JSON lines, rewritten whole (atomically) so a resumed run's log holds
+    /// each epoch once.
+    private func writeLog(to path: String) throws {
+        var text = ""
+        for record in progress.history {
+            text += try RecurJSON.string(record) + "\n"
+        }
+        try FileBytes.writeAtomically(Array(text.utf8), to: path)
+    }
+}

@@ -1,0 +1,92 @@
+// How a `Trainer` trains, as data: stored in every checkpoint so that `--resume` continues with
+// the same optimizer, schedule, clipping and batches.
+
+/// Which optimizer to make, with its hyper-parameters (each type's other defaults as PyTorch's).
+public enum OptimizerSpecification: Sendable, Equatable, Codable {
+    /// `SGD` with optional (Nesterov) momentum and L2 weight decay.
+    case sgd(learningRate: Float, momentum: Float = 0, nesterov: Bool = false, weightDecay: Float = 0)
+    /// `Adam` (Kingma & Ba), bias-corrected, L2 weight decay.
+    case adam(learningRate: Float, weightDecay: Float = 0)
+    /// `AdamW` (Loshchilov & Hutter), decoupled weight decay.
+    case adamW(learningRate: Float, weightDecay: Float = 0.01)
+    /// `RMSProp` (Hinton), α 0.99.
+    case rmsProp(learningRate: Float, momentum: Float = 0, weightDecay: Float = 0)
+
+    /// The base learning rate.
+    public var learningRate: Float {
+        switch self {
+        case .sgd(let rate, _, _, _), .adam(let rate, _), .adamW(let rate, _), .rmsProp(let rate, _, _): rate
+        }
+    }
+
+    public func makeOptimizer(backend: any Backend) throws -> any Optimizer {
+        switch self {
+        case let .sgd(rate, momentum, nesterov, decay):
+            try SGD(learningRate: rate, momentum: momentum, weightDecay: decay, nesterov: nesterov, backend: backend)
+        case let .adam(rate, decay):
+            try Adam(learningRate: rate, weightDecay: decay, backend: backend)
+        case let .adamW(rate, decay):
+            try AdamW(learningRate: rate, weightDecay: decay, backend: backend)
+        case let .rmsProp(rate, momentum, decay):
+            try RMSProp(learningRate: rate, weightDecay: decay, momentum: momentum, backend: backend)
+        }
+    }
+}
+
+/// Everything about a training run but the model and the data.
+public struct TrainingConfiguration: Sendable, Equatable, Codable {
+    /// Passes over the training examples.
+    public var epochs: Int
+    /// Examples per optimizer step, over all processes (each of N processes takes batchSize / N).
+    public var batchSize: Int
+    public var optimizer: OptimizerSpecification
+    /// The learning rate by step; nil keeps the optimizer's.
+    public var schedule: LearningRateSchedule?
+    public var clipping: GradientClipping
+    /// What a NaN or infinity in the loss or a gradient does: stop with an error naming the step
+    /// and the first bad parameter, or skip that update and go on.
+    public var nonFinitePolicy: NonFiniteGradientPolicy
+    /// Seeds the shuffles and the dropout masks.
+    public var seed: UInt64
+    /// Visit the training examples in a new seeded order every epoch (Keras's default).
+    public var shuffles: Bool
+    /// Stop when the monitored metric has not improved for this many epochs; nil never stops.
+    public var earlyStoppingPatience: Int?
+    /// The metric early stopping and the best checkpoint watch (lower is better):
+    /// `val_loss` by default, `loss` when there is no validation data.
+    public var monitor: String
+    /// Also write the last checkpoint every this many steps (not only at the end of each epoch).
+    public var checkpointEverySteps: Int?
+
+    public init(epochs: Int, batchSize: Int, optimizer: OptimizerSpecification, schedule: LearningRateSchedule? = nil,
+                clipping: GradientClipping = .none, nonFinitePolicy: NonFiniteGradientPolicy = .throwError,
+                seed: UInt64 = 0, shuffles: Bool = true, earlyStoppingPatience: Int? = nil,
+                monitor: String = "val_loss", checkpointEverySteps: Int? = nil) {
+        self.epochs = epochs
+        self.batchSize = batchSize
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.clipping = clipping
+        self.nonFinitePolicy = nonFinitePolicy
+        self.seed = seed
+        self.shuffles = shuffles
+        self.earlyStoppingPatience = earlyStoppingPatience
+        self.monitor = monitor
+        self.checkpointEverySteps = checkpointEverySteps
+    }
+
+    /// Checks the counts, naming the first bad field.
+    public func validate() throws {
+        let operation = "TrainingConfiguration"
+        for (name, value) in [("epochs", epochs), ("batchSize", batchSize)] where value < 1 {
+            throw RecurError.invalidArgument(operation: operation, detail: "\(name) must be at least 1, got \(value)")
+        }
+        if let patience = earlyStoppingPatience, patience < 1 {
+            throw RecurError.invalidArgument(operation: operation, detail: "patience must be at least 1, got \(patience)")
+        }
+        if let every = checkpointEverySteps, every < 1 {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "checkpointEverySteps must be at least 1, got \(every)")
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import ArgumentParser
+import Recur
+
+/// Where the data of `recur train` comes from and how it is cut into examples.
+struct DataOptions: ParsableArguments {
+    @Option(help: "Data file or folder (repeat for --format lines: one file per class).") var data: [String] = []
+    @Option(help: "tsv, csv, lines, imdb, text, series, tagged (default: from the file name).") var format: String?
+    @Option(help: "Class names of --format lines files, comma-separated, in --data order.") var classes: String?
+    @Option(help: "Label column of a table (0-based).") var labelColumn = 0
+    @Option(help: "Text (or tokens) column of a table (0-based).") var textColumn = 1
+    @Option(help: "Value column of a series (0-based).") var valueColumn = 1
+    @Flag(help: "The table's first row is a header.") var header = false
+    @Option(help: "word or character tokens.") var tokenizer: String?
+    @Option(help: "Keep the most frequent ids below this (Keras's num_words).") var numWords: Int?
+    @Option(help: "Sequence length T: pad/truncate texts to it; window length for text and series.") var maxLength = 100
+    @Option(help: "Padding side: pre (Keras's default) or post.") var padding = "pre"
+    @Option(help: "Truncating side: pre (Keras's default) or post.") var truncating = "pre"
+    @Option(help: "Steps between windows of text or series (default: T for text, 1 for series).") var stride: Int?
+    @Option(help: "Values a forecast predicts.") var horizon = 1
+    @Option(help: "Fraction of the data for validation.") var validationSplit = 0.1
+    @Option(help: "Fraction of the data held out for testing (imdb: 0 uses its test folder).") var testSplit = 0.0
+    @Option(help: "Seed of the split's shuffle.") var splitSeed: UInt64 = 0
+    @Flag(help: "Skip and count malformed rows instead of stopping at the first.") var skipMalformed = false
+
+    func validate() throws {
+        guard maxLength >= 1, horizon >= 1 else { throw ValidationError("--max-length and --horizon must be at least 1") }
+        guard ["pre", "post"].contains(padding), ["pre", "post"].contains(truncating) else {
+            throw ValidationError("--padding and --truncating are pre or post")
+        }
+    }
+
+    /// The data source these options describe.
+    func source() throws -> DataSource {
+        guard !data.isEmpty else { throw ValidationError("--data is required") }
+        let formatName = format ?? Self.guessFormat(data[0])
+        guard let chosen = DataSource.Format(rawValue: formatName) else {
+            throw ValidationError("unknown format '\(formatName)': \(DataSource.Format.allCases.map(\.rawValue))")
+        }
+        var source = DataSource(format: chosen, paths: data)
+        if chosen == .lines {
+            source.classNames = classes?.split(separator: ",").map(String.init)
+                ?? data.map { path in String(path.split(separator: "/").last ?? Substring(path)) }
+        }
+        source.labelColumn = labelColumn
+        source.textColumn = textColumn
+        source.valueColumn = valueColumn
+        source.hasHeader = header || (chosen == .series && format == nil)
+        let tokenizerName = tokenizer ?? (chosen == .text ? "character" : "word")
+        guard let kind = DataSource.TokenizerKind(rawValue: tokenizerName) else {
+            throw ValidationError("--tokenizer is word or character")
+        }
+        source.tokenizer = kind
+        source.numWords = numWords
+        source.sequenceLength = maxLength
+        source.padding = padding == "pre" ? .pre : .post
+        source.truncating = truncating == "pre" ? .pre : .post
+        source.stride = stride
+        source.horizon = horizon
+        source.validationFraction = validationSplit
+        source.testFraction = testSplit
+        source.splitSeed = splitSeed
+        source.skipsMalformed = skipMalformed
+        return source
+    }
+
+    /// A format from a path: a folder is aclImdb, `.tsv`/`.csv`, `.txt` text; else tsv.
+    static func guessFormat(_ path: String) -> String {
+        if path.hasSuffix("/") || path.hasSuffix("aclImdb") { return "imdb" }
+        if path.hasSuffix(".csv") { return "csv" }
+        if path.hasSuffix(".txt") { return "text" }
+        return "tsv"
+    }
+
+    // MARK: In checkpoints
+
+    /// What a checkpoint keeps about its data: the source (JSON), and the vocabulary, class
+    /// names, tags and standardisation the model was trained with.
+    static func metadata(source: DataSource, prepared: PreparedData) throws -> [String: String] {
+        var metadata = ["data.source": try source.json()]
+        if let vocabulary = prepared.vocabulary { metadata["data.vocabulary"] = vocabulary.serialized }
+        if let tags = prepared.tagVocabulary { metadata["data.tags"] = tags.serialized }
+        if !prepared.classNames.isEmpty, prepared.tagVocabulary == nil {
+            metadata["data.classes"] = prepared.classNames.joined(separator: "\n")
+        }
+        if let standardization = prepared.standardization {
+            metadata["data.standardization"] = "\(standardization.mean) \(standardization.standardDeviation)"
+        }
+        return metadata
+    }
+
+    static func source(in metadata: [String: String]) throws -> DataSource {
+        guard let json = metadata["data.source"] else {
+            throw ValidationError("the checkpoint records no data source (data.source); give --data")
+        }
+        return try DataSource(json: json)
+    }
+
+    /// Reads `source` with the vocabulary, classes and standardisation a checkpoint recorded.
+    static func prepare(_ source: DataSource, using metadata: [String: String]) throws -> PreparedData {
+        let vocabulary = try metadata["data.vocabulary"].map { try Vocabulary(serialized: $0) }
+        let tags = try metadata["data.tags"].map { try Vocabulary(serialized: $0) }
+        let classes = metadata["data.classes"].map { $0.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
+        var standardization: Standardization?
+        if let text = metadata["data.standardization"] {
+            let parts = text.split(separator: " ").compactMap { Float($0) }
+            guard parts.count == 2 else { throw ValidationError("data.standardization is not 'mean deviation': \(text)") }
+            standardization = Standardization(mean: parts[0], standardDeviation: parts[1])
+        }
+        return try source.prepare(vocabulary: vocabulary, classNames: classes, tagVocabulary: tags,
+                                  standardization: standardization)
+    }
+}

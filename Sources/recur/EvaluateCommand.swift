@@ -1,0 +1,58 @@
+import ArgumentParser
+import Recur
+
+/// `recur evaluate`: the metrics of a checkpoint on the data it was trained with (or other data
+/// of the same format).
+struct EvaluateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "evaluate",
+        abstract: "Evaluate a checkpoint on the test, validation or training split of its data.",
+        discussion: """
+            Reads the data source, vocabulary and classes recorded in the checkpoint, so the \
+            splits are those of training. --data replaces the path (same format and options).
+            """
+    )
+
+    @OptionGroup var device: DeviceOptions
+    @Option(help: "A checkpoint written by recur train (best.safetensors or last.safetensors).") var checkpoint: String
+    @Option(help: "Which split: test, validation, training.") var split = "test"
+    @Option(help: "Other data of the same format instead of the recorded path (repeatable for lines).") var data: [String] = []
+    @Option(help: "Batch size.") var batchSize = 64
+    @Flag(help: "One JSON object with the metrics.") var json = false
+
+    func validate() throws {
+        guard ["test", "validation", "training"].contains(split) else {
+            throw ValidationError("--split is test, validation or training")
+        }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+    }
+
+    func run() throws {
+        let backend = try device.makeBackend()
+        let saved = try Checkpoint(contentsOf: checkpoint)
+        var source = try DataOptions.source(in: saved.metadata)
+        if !data.isEmpty { source.paths = data }
+        let prepared = try DataOptions.prepare(source, using: saved.metadata)
+        let examples: (any TrainingExamples)? = switch split {
+        case "training": prepared.training
+        case "validation": prepared.validation
+        default: prepared.test
+        }
+        guard let examples else {
+            throw ValidationError("the data has no \(split) split (see --test-split and --validation-split of recur train)")
+        }
+        var configuration = saved.configuration
+        configuration.batchSize = batchSize
+        let trainer = try Trainer(resumingFrom: saved, backend: backend)
+        trainer.errorScale = Double(prepared.standardization?.standardDeviation ?? 1)
+        let metrics = try trainer.evaluate(examples, batchSize: batchSize)
+        if json {
+            var fields: [(String, JSONScalar)] = [("split", .string(split)), ("examples", .int(examples.count))]
+            for name in metrics.keys.sorted() { fields.append((name, .number(metrics[name]!))) }
+            print(jsonObject(fields))
+        } else {
+            let text = metrics.keys.sorted().map { "\($0) \(metricText(metrics[$0]!))" }.joined(separator: ", ")
+            print("\(split) (\(examples.count) examples): \(text)")
+        }
+    }
+}

@@ -1,0 +1,183 @@
+import ArgumentParser
+import Recur
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `recur train`: trains a classifier, tagger, language model or forecaster from files.
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a recurrent model on a data set and save checkpoints.",
+        discussion: """
+            The task follows the data format: tsv, csv, lines, imdb -> classify; text -> lm; \
+            series -> forecast; tagged -> tag. Models are Embedding -> recurrent stack -> [Dropout] \
+            -> Dense (classify and forecast read the last state; tag and lm every step). With \
+            --checkpoint-dir, writes last.safetensors every epoch, best.safetensors when the \
+            monitored metric improves, log.jsonl and curves.svg; --resume continues from \
+            last.safetensors there with the data, model and optimizer it recorded.
+            """
+    )
+
+    @OptionGroup var device: DeviceOptions
+    @OptionGroup var data: DataOptions
+
+    // MARK: Model
+    @Option(help: "Cell: rnn, rnn-relu, lstm, gru, gru-reset-before.") var cell = "lstm"
+    @Option(help: "Embedding width D.") var embedding = 32
+    @Option(help: "Hidden units H per direction.") var hidden = 32
+    @Option(help: "Stacked recurrent layers.") var layers = 1
+    @Flag(help: "Bidirectional recurrent layers.") var bidirectional = false
+    @Option(help: "Dropout on the recurrent input, one mask per sequence (Keras's dropout).") var dropout: Float = 0
+    @Option(help: "Dropout on h(t-1) (Keras's recurrent_dropout).") var recurrentDropout: Float = 0
+    @Option(help: "Dropout between stacked layers (PyTorch's dropout).") var layerDropout: Float = 0
+    @Option(help: "A Dropout layer before the output layer.") var outputDropout: Float = 0
+
+    // MARK: Optimizer
+    @Option(help: "sgd, adam, adamw, rmsprop.") var optimizer = "adam"
+    @Option(help: "Learning rate.") var learningRate: Float = 1e-3
+    @Option(help: "Momentum (sgd, rmsprop).") var momentum: Float = 0
+    @Flag(help: "Nesterov momentum (sgd).") var nesterov = false
+    @Option(help: "Weight decay (AdamW default 0.01).") var weightDecay: Float?
+    @Option(help: "Learning-rate schedule: constant, cosine, step.") var schedule = "constant"
+    @Option(help: "Linear warm-up steps before the schedule.") var warmup = 0
+    @Option(help: "Steps between decays (step schedule).") var stepSize = 1000
+    @Option(help: "Decay factor (step schedule).") var decayFactor: Float = 0.1
+
+    // MARK: Clipping
+    @Option(help: "Clip the global gradient norm to this (as torch.nn.utils.clip_grad_norm_).") var clipNorm: Float?
+    @Option(help: "Clip each parameter's gradient norm to this.") var clipParameterNorm: Float?
+    @Option(help: "Clamp every gradient element to [-v, v].") var clipValue: Float?
+    @Option(help: "AutoClip: clip to this percentile of the global norms seen so far.") var autoclip: Double?
+    @Option(help: "On a NaN or Inf loss or gradient: stop (name the step and parameter) or skip the step.")
+    var onNonFinite = "stop"
+
+    // MARK: Loop
+    @Option(help: "Epochs.") var epochs = 10
+    @Option(help: "Batch size.") var batchSize = 32
+    @Option(help: "Seed of the initial weights, shuffles and dropout.") var seed: UInt64 = 0
+    @Option(help: "Early stopping: epochs without improvement of the monitored metric.") var patience: Int?
+    @Option(help: "Metric that early stopping and best.safetensors watch (lower is better).") var monitor = "val_loss"
+    @Option(help: "Folder for checkpoints, log.jsonl and curves.svg.") var checkpointDir: String?
+    @Option(help: "Also write last.safetensors every N steps.") var checkpointEvery: Int?
+    @Flag(help: "Continue from <checkpoint-dir>/last.safetensors.") var resume = false
+    @Flag(help: "One JSON object per epoch on stdout, and a last one with \"final\": true.") var json = false
+
+    func validate() throws {
+        if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+        for (name, value) in [("--embedding", embedding), ("--hidden", hidden), ("--layers", layers),
+                              ("--epochs", epochs), ("--batch-size", batchSize)] where value < 1 {
+            throw ValidationError("\(name) must be at least 1")
+        }
+        let clips = [clipNorm != nil, clipParameterNorm != nil, clipValue != nil, autoclip != nil].filter { $0 }
+        if clips.count > 1 { throw ValidationError("choose one of --clip-norm, --clip-parameter-norm, --clip-value, --autoclip") }
+        guard ["stop", "skip"].contains(onNonFinite) else { throw ValidationError("--on-non-finite is stop or skip") }
+    }
+
+    func run() throws {
+        let backend = try device.makeBackend()
+        let trainer: Trainer
+        let prepared: PreparedData
+        let source: DataSource
+        if resume, let directory = checkpointDir {
+            let checkpoint = try Checkpoint(contentsOf: directory + "/last.safetensors")
+            source = try DataOptions.source(in: checkpoint.metadata)
+            prepared = try DataOptions.prepare(source, using: checkpoint.metadata)
+            trainer = try Trainer(resumingFrom: checkpoint, epochs: epochs, backend: backend)
+            log("resuming after epoch \(checkpoint.progress.epoch), step \(checkpoint.progress.step)")
+        } else {
+            source = try data.source()
+            prepared = try source.prepare()
+            let specification = try modelSpecification(source: source, prepared: prepared)
+            let stepsPerEpoch = (prepared.training.count + batchSize - 1) / batchSize
+            trainer = try Trainer(specification: specification,
+                                  configuration: try trainingConfiguration(totalSteps: epochs * stepsPerEpoch),
+                                  backend: backend)
+            trainer.metadata = try DataOptions.metadata(source: source, prepared: prepared)
+        }
+        trainer.errorScale = Double(prepared.standardization?.standardDeviation ?? 1)
+        trainer.checkpointDirectory = checkpointDir
+        describe(trainer, prepared, backend: backend)
+
+        let reporter = ProgressReporter(json: json, quiet: false)
+        trainer.observer = { event in reporter.report(event) }
+        try trainer.fit(training: prepared.training, validation: prepared.validation)
+        reporter.finishLine()
+
+        var final = trainer.progress.history.last?.metrics ?? [:]
+        if let test = prepared.test {
+            for (name, value) in try trainer.evaluate(test) { final["test_" + name] = value }
+        }
+        let seconds = trainer.progress.history.reduce(0) { $0 + $1.seconds }
+        if json {
+            var fields: [(String, JSONScalar)] = [("final", .bool(true)), ("epochs", .int(trainer.progress.epoch))]
+            for name in final.keys.sorted() { fields.append((name, .number(final[name]!))) }
+            fields.append(("seconds", .number(seconds)))
+            print(jsonObject(fields))
+        } else {
+            let summary = final.keys.sorted().map { "\($0) \(metricText(final[$0]!))" }.joined(separator: ", ")
+            print("final after \(trainer.progress.epoch) epochs (\(fixed(seconds, 1)) s): \(summary)")
+        }
+    }
+
+    private func log(_ message: String) {
+        // Progress and notes go to stderr under --json, so stdout stays one JSON object per line.
+        if json { printError(message) } else { print(message) }
+    }
+
+    private func describe(_ trainer: Trainer, _ prepared: PreparedData, backend: any Backend) {
+        let spec = trainer.specification
+        var line = "\(spec.task) \(spec.cell) H=\(spec.hiddenSize) L=\(spec.layerCount)"
+        if spec.bidirectional { line += " bidirectional" }
+        line += ", \(spec.parameterCount) parameters on \(backend.deviceName); "
+        line += "\(prepared.training.count) training, \(prepared.validation?.count ?? 0) validation, "
+        line += "\(prepared.test?.count ?? 0) test examples"
+        if let vocabulary = prepared.vocabulary { line += ", vocabulary \(vocabulary.count)" }
+        if prepared.skippedCount > 0 { line += ", \(prepared.skippedCount) malformed rows skipped" }
+        log(line)
+    }
+
+    private func modelSpecification(source: DataSource, prepared: PreparedData) throws -> ModelSpecification {
+        let task = source.task
+        return ModelSpecification(
+            task: task, vocabularySize: task == .forecast ? nil : prepared.vocabulary?.count,
+            embeddingSize: task == .forecast ? nil : embedding, inputFeatures: task == .forecast ? 1 : nil,
+            cell: try BenchCommand.parseCell(cell), hiddenSize: hidden, layerCount: layers, bidirectional: bidirectional,
+            inputDropout: dropout, recurrentDropout: recurrentDropout, layerDropout: layerDropout,
+            outputDropout: outputDropout, outputSize: prepared.outputSize(for: task, horizon: source.horizon),
+            seed: seed)
+    }
+
+    private func trainingConfiguration(totalSteps: Int) throws -> TrainingConfiguration {
+        let optimizerSpecification: OptimizerSpecification = switch optimizer.lowercased() {
+        case "sgd": .sgd(learningRate: learningRate, momentum: momentum, nesterov: nesterov, weightDecay: weightDecay ?? 0)
+        case "adam": .adam(learningRate: learningRate, weightDecay: weightDecay ?? 0)
+        case "adamw": .adamW(learningRate: learningRate, weightDecay: weightDecay ?? 0.01)
+        case "rmsprop": .rmsProp(learningRate: learningRate, momentum: momentum, weightDecay: weightDecay ?? 0)
+        default: throw ValidationError("unknown optimizer '\(optimizer)': sgd, adam, adamw, rmsprop")
+        }
+        var learningRateSchedule: LearningRateSchedule? = switch schedule.lowercased() {
+        case "constant": warmup > 0 ? .constant(learningRate) : nil
+        case "cosine": try .cosine(learningRate: learningRate, totalSteps: max(totalSteps - warmup, 1))
+        case "step": try .stepDecay(learningRate: learningRate, stepSize: stepSize, factor: decayFactor)
+        default: throw ValidationError("unknown schedule '\(schedule)': constant, cosine, step")
+        }
+        if warmup > 0 { learningRateSchedule = try learningRateSchedule?.withWarmup(steps: warmup) }
+        let clipping: GradientClipping =
+            if let clipNorm { .globalNorm(maxNorm: clipNorm) }
+            else if let clipParameterNorm { .parameterNorm(maxNorm: clipParameterNorm) }
+            else if let clipValue { .value(limit: clipValue) }
+            else if let autoclip { .adaptive(percentile: autoclip) }
+            else { .none }
+        return TrainingConfiguration(
+            epochs: epochs, batchSize: batchSize, optimizer: optimizerSpecification, schedule: learningRateSchedule,
+            clipping: clipping, nonFinitePolicy: onNonFinite == "skip" ? .skipStep : .throwError, seed: seed,
+            earlyStoppingPatience: patience, monitor: monitor, checkpointEverySteps: checkpointEvery)
+    }
+}
+
+/// A metric for a terminal line: 4 decimals below 10, else 2.
+func metricText(_ value: Double) -> String {
+    abs(value) < 10 ? fixed(value, 4) : fixed(value, 2)
+}
