@@ -15,8 +15,8 @@ let clblastLinkerSettings: [LinkerSetting] = staticCLBlast
     : [.linkedLibrary("clblast")]
 
 // MARK: MPI (optional)
-// RecurDistributed (data-parallel training), its C module CMPI and the `recur-distributed` entry
-// point exist only in a build that can see MPI, so the core library and `recur` still build on
+// RecurDistributed (data-parallel training), its C module CMPI, the `recur-distributed` entry
+// point and `recur train --distributed` exist only in a build that can see MPI, so the core library and `recur` still build on
 // machines without it. The rule: RECUR_MPI=1 forces them in, RECUR_MPI=0 leaves them out, and
 // otherwise they are in when Open MPI's pkg-config file (ompi-c.pc, from Debian's
 // libopenmpi-dev) lies in a pkg-config folder (PKG_CONFIG_PATH, /usr/lib/<triple>/pkgconfig,
@@ -53,8 +53,9 @@ let mpiTargets: [Target] = buildsWithMPI
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        // Launches `mpirun` on the built recur-distributed: equivalence with one process, faults.
-        .testTarget(name: "RecurDistributedTests", dependencies: ["Recur", "RecurDistributed", "recur-distributed"]),
+        // Launches `mpirun` on the built recur-distributed and recur: equivalence with one process, faults.
+        .testTarget(name: "RecurDistributedTests",
+                    dependencies: ["Recur", "RecurDistributed", "recur-distributed", "recur"]),
     ]
     : []
 
@@ -93,7 +94,7 @@ let package = Package(
             dependencies: [
                 "Recur",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ] + (buildsWithMPI ? ["RecurDistributed"] : [])  // `recur train --distributed`
         ),
 
         // MARK: Tests

@@ -3,8 +3,9 @@
 # 1 and 2 ranks of recur-distributed (release build, CPU backend, one OpenBLAS thread per rank,
 # b = 32 examples per rank, so 2 ranks process a global batch of 64). Prints a Markdown table:
 # samples per second, milliseconds per step, the time per step inside MPI_Allreduce and its share
-# of the step, the time rank 0 waited for the slower rank before it (a barrier, --profile), and
-# the time copying gradients between device and host buffer, and the scaling efficiency (samples/s with 2 ranks / (2 x samples/s with 1)).
+# of the step, the time rank 0 waited for the slower rank before it (a barrier, --profile), the
+# time copying gradients between the device and the host buffer, and the scaling efficiency
+# (samples/s with 2 ranks / (2 x samples/s with 1)).
 #
 # Usage: tools/mpi_scaling.sh [aclImdb folder]   (default: ../shared/data/imdb/aclImdb)
 # Environment: IMDB_STEPS, LARGE_STEPS (steps per run; the first step is not timed).

@@ -91,8 +91,8 @@ public final class DataParallelClassifierTraining {
     public var stepFinished: ((Int) -> Void)?
     private let clipper: GradientClipper?
 
-    /// Builds the replica, broadcasts rank 0's initial weights and checks that every rank has the
-    /// same model specification and weights.
+    /// Builds the replica, checks that every rank has the same model specification and training
+    /// configuration, and broadcasts rank 0's initial weights (`MPICommunicator` checks them after).
     /// - Throws: `RecurError.invalidArgument` on every rank when ranks were given different
     ///   specifications (the usual cause: different command lines or builds).
     public init(specification: SequenceClassifierSpecification, configuration: DataParallelConfiguration,
@@ -117,7 +117,6 @@ public final class DataParallelClassifierTraining {
         optimizer = try Adam(learningRate: configuration.learningRate, backend: backend)
         clipper = try configuration.maxGradientNorm.map { try GradientClipper(.globalNorm(maxNorm: $0)) }
         try communicator.broadcast(model.parameters, from: 0)
-        try requireIdenticalWeights()
     }
 
     /// Continues from a checkpoint `writeCheckpoint` wrote, with any number of ranks: every rank
@@ -257,7 +256,7 @@ public final class DataParallelClassifierTraining {
 
     /// Throws on every rank when any replica's weights differ from rank 0's (bit for bit).
     private func requireIdenticalWeights() throws {
-        var hash = FNV1a()
+        var hash = Fingerprint()
         for parameter in model.parameters {
             for value in try parameter.value.toArray() { hash.add(value.bitPattern) }
         }
@@ -265,7 +264,7 @@ public final class DataParallelClassifierTraining {
     }
 
     private func dataFingerprint(_ sequences: PaddedSequences, _ labels: [Float]) -> String {
-        var hash = FNV1a()
+        var hash = Fingerprint()
         for id in sequences.ids { hash.add(UInt32(bitPattern: id)) }
         for label in labels { hash.add(label.bitPattern) }
         return "\(sequences.count) sequences of \(sequences.maxLength) steps, fingerprint \(hash.hexadecimal)"
@@ -280,18 +279,4 @@ public enum CheckpointKey {
     public static let step = "recur.step"
     public static let worldSize = "recur.world_size"
     public static let batchSizePerRank = "recur.batch_size_per_rank"
-}
-
-/// 64-bit FNV-1a over 32-bit words: a fingerprint to compare across ranks, not a security hash.
-private struct FNV1a {
-    private var state: UInt64 = 0xcbf2_9ce4_8422_2325
-
-    mutating func add(_ word: UInt32) {
-        for shift in stride(from: 0, to: 32, by: 8) {
-            state ^= UInt64((word >> UInt32(shift)) & 0xFF)
-            state &*= 0x0000_0100_0000_01B3
-        }
-    }
-
-    var hexadecimal: String { String(state, radix: 16) }
 }

@@ -1,5 +1,8 @@
 import ArgumentParser
 import Recur
+#if canImport(RecurDistributed)
+import RecurDistributed
+#endif
 
 #if canImport(Glibc)
 import Glibc
@@ -63,6 +66,10 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Also write last.safetensors every N steps.") var checkpointEvery: Int?
     @Flag(help: "Continue from <checkpoint-dir>/last.safetensors.") var resume = false
     @Flag(help: "One JSON object per epoch on stdout, and a last one with \"final\": true.") var json = false
+    #if canImport(RecurDistributed)
+    @Flag(help: "Data-parallel over the ranks of mpirun: --batch-size is the global batch, split evenly over the ranks; rank 0 logs and writes checkpoints; a rank that fails ends every rank.")
+    var distributed = false
+    #endif
 
     func validate() throws {
         if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
@@ -76,7 +83,26 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        let backend = try device.makeBackend()
+        #if canImport(RecurDistributed)
+        if distributed {
+            // Under MPI an error on one rank must end all of them (the others may wait in a
+            // collective it will never join): report it naming the rank, then MPI_Abort.
+            let communicator = try MPICommunicator()
+            do {
+                let backend = try device.specification().forLocalRank(communicator.localRank).makeBackend()
+                try train(communicator: communicator, backend: backend)
+            } catch {
+                communicator.abort(message: "\(error)")
+            }
+            communicator.finalize()
+            return
+        }
+        #endif
+        try train(communicator: LocalCommunicator(), backend: try device.makeBackend())
+    }
+
+    private func train(communicator: any TrainingCommunicator, backend: any Backend) throws {
+        let isLeader = communicator.rank == 0
         let trainer: Trainer
         let prepared: PreparedData
         let source: DataSource
@@ -84,8 +110,9 @@ struct TrainCommand: ParsableCommand {
             let checkpoint = try Checkpoint(contentsOf: directory + "/last.safetensors")
             source = try DataOptions.source(in: checkpoint.metadata)
             prepared = try DataOptions.prepare(source, using: checkpoint.metadata)
-            trainer = try Trainer(resumingFrom: checkpoint, epochs: epochs, backend: backend)
-            log("resuming after epoch \(checkpoint.progress.epoch), step \(checkpoint.progress.step)")
+            trainer = try Trainer(resumingFrom: checkpoint, epochs: epochs, backend: backend,
+                                  communicator: communicator)
+            if isLeader { log("resuming after epoch \(checkpoint.progress.epoch), step \(checkpoint.progress.step)") }
         } else {
             source = try data.source()
             prepared = try source.prepare()
@@ -93,12 +120,12 @@ struct TrainCommand: ParsableCommand {
             let stepsPerEpoch = (prepared.training.count + batchSize - 1) / batchSize
             trainer = try Trainer(specification: specification,
                                   configuration: try trainingConfiguration(totalSteps: epochs * stepsPerEpoch),
-                                  backend: backend)
+                                  backend: backend, communicator: communicator)
             trainer.metadata = try DataOptions.metadata(source: source, prepared: prepared)
         }
         trainer.errorScale = Double(prepared.standardization?.standardDeviation ?? 1)
         trainer.checkpointDirectory = checkpointDir
-        describe(trainer, prepared, backend: backend)
+        if isLeader { describe(trainer, prepared, backend: backend) }
 
         let reporter = ProgressReporter(json: json, quiet: false)
         trainer.observer = { event in reporter.report(event) }
@@ -110,6 +137,7 @@ struct TrainCommand: ParsableCommand {
             for (name, value) in try trainer.evaluate(test) { final["test_" + name] = value }
         }
         let seconds = trainer.progress.history.reduce(0) { $0 + $1.seconds }
+        guard isLeader else { return }
         if json {
             var fields: [(String, JSONScalar)] = [("final", .bool(true)), ("epochs", .int(trainer.progress.epoch))]
             for name in final.keys.sorted() { fields.append((name, .number(final[name]!))) }

@@ -23,6 +23,11 @@ enum MPILaunch {
         return bundle.appendingPathComponent("recur-distributed").path
     }()
 
+    /// The `recur` CLI built beside it (`recur train --distributed`).
+    static let cli: String = {
+        URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("recur").path
+    }()
+
     static let skipReason: Comment = "mpirun is not on PATH: install openmpi-bin (tools/setup.sh) to run the MPI tests"
 
     /// Flags that let Open MPI start ranks as root, beyond the core count, inside a container:
@@ -39,11 +44,12 @@ enum MPILaunch {
         var timedOut: Bool
     }
 
-    /// Runs `recur-distributed` with `arguments` on `ranks` ranks (0: without mpirun), killing it
-    /// after `timeout` seconds.
-    static func run(ranks: Int, _ arguments: [String], timeout: Double = 120) throws -> Outcome {
-        if ranks == 0 { return try launch(executable, arguments, timeout: timeout) }
-        return try launch(mpirun!, quietLocalFlags + ["-np", "\(ranks)", executable] + arguments, timeout: timeout)
+    /// Runs `program` (default `recur-distributed`) with `arguments` on `ranks` ranks (0: without
+    /// mpirun), killing it after `timeout` seconds.
+    static func run(ranks: Int, _ arguments: [String], program: String = executable,
+                    timeout: Double = 120) throws -> Outcome {
+        if ranks == 0 { return try launch(program, arguments, timeout: timeout) }
+        return try launch(mpirun!, quietLocalFlags + ["-np", "\(ranks)", program] + arguments, timeout: timeout)
     }
 
     /// Runs an MPMD launch: one rank per argument list.
@@ -269,5 +275,35 @@ struct MPILaunchTests {
         #expect(outcome.standardError.contains("the model specification differs between ranks"), "\(outcome.standardError)")
         #expect(outcome.standardError.contains("rank(s) 1 disagree with rank 0"), "\(outcome.standardError)")
         #expect(!FileManager.default.fileExists(atPath: folder + "/run.safetensors"))
+    }
+
+    @Test func recurTrainDistributedOnTwoRanksMatchesRecurTrainAlone() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        // 64 labelled texts: positive when "good" occurs among filler words.
+        var random = SeededRandom(seed: 17)
+        let filler = ["the", "a", "film", "plot", "was", "and", "actor", "scene", "long", "music"]
+        var lines: [String] = []
+        for _ in 0..<64 {
+            var words = (0..<(3 + random.next(below: 5))).map { _ in filler[random.next(below: filler.count)] }
+            let positive = random.next(below: 2) == 1
+            if positive { words[random.next(below: words.count)] = "good" }
+            lines.append((positive ? "pos" : "neg") + "\t" + words.joined(separator: " "))
+        }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: folder + "/reviews.tsv", atomically: true, encoding: .utf8)
+        func arguments(_ directory: String) -> [String] {
+            ["train", "--data", folder + "/reviews.tsv", "--format", "tsv", "--validation-split", "0",
+             "--max-length", "8", "--embedding", "4", "--hidden", "5", "--epochs", "2", "--batch-size", "8",
+             "--learning-rate", "0.02", "--clip-norm", "0.5", "--seed", "3", "--device", "cpu",
+             "--checkpoint-dir", folder + "/" + directory]
+        }
+
+        let alone = try MPILaunch.run(ranks: 0, arguments("alone"), program: MPILaunch.cli)
+        #expect(alone.status == 0, "\(alone.standardError)")
+        let parallel = try MPILaunch.run(ranks: 2, arguments("ranks") + ["--distributed"], program: MPILaunch.cli)
+        #expect(parallel.status == 0, "\(parallel.standardError)")
+        try expectSameTensors(folder + "/ranks/last.safetensors", folder + "/alone/last.safetensors")
+        try expectSameTensors(folder + "/ranks/last.safetensors", folder + "/alone/last.safetensors",
+                              prefix: CheckpointKey.optimizerPrefix)
     }
 }
