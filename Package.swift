@@ -94,7 +94,10 @@ let package = Package(
             dependencies: [
                 "Recur",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ] + (buildsWithMPI ? ["RecurDistributed"] : [])  // `recur train --distributed`
+            ] + (buildsWithMPI ? ["RecurDistributed"] : []),
+            // `recur train --distributed` compiles under RECUR_MPI (not canImport, which a module
+            // left in .build by an earlier build with MPI would satisfy).
+            swiftSettings: buildsWithMPI ? [.define("RECUR_MPI")] : []
         ),
 
         // MARK: Tests

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Recur
-#if canImport(RecurDistributed)
+#if RECUR_MPI
 import RecurDistributed
 #endif
 
@@ -66,7 +66,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Also write last.safetensors every N steps.") var checkpointEvery: Int?
     @Flag(help: "Continue from <checkpoint-dir>/last.safetensors.") var resume = false
     @Flag(help: "One JSON object per epoch on stdout, and a last one with \"final\": true.") var json = false
-    #if canImport(RecurDistributed)
+    #if RECUR_MPI
     @Flag(help: "Data-parallel over the ranks of mpirun: --batch-size is the global batch, split evenly over the ranks; rank 0 logs and writes checkpoints; a rank that fails ends every rank.")
     var distributed = false
     #endif
@@ -83,7 +83,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        #if canImport(RecurDistributed)
+        #if RECUR_MPI
         if distributed {
             // Under MPI an error on one rank must end all of them (the others may wait in a
             // collective it will never join): report it naming the rank, then MPI_Abort.
