@@ -155,7 +155,7 @@ public final class MPICommunicator: TrainingCommunicator {
     public func requireIdentical(_ value: String, what: String) throws {
         // Rank 0's text goes to every rank (length, then bytes); each compares its own, and one
         // allreduce of a per-rank flag tells every rank which ranks differ, so all throw together.
-        var bytes = Array(value.utf8)
+        let bytes = Array(value.utf8)
         var length = Int32(bytes.count)
         try check(MPI_Bcast(&length, 1, recur_mpi_int(), 0, recur_mpi_comm_world()), call: "MPI_Bcast")
         var rootBytes = [UInt8](repeating: 0, count: Int(length))
@@ -169,8 +169,7 @@ public final class MPICommunicator: TrainingCommunicator {
                                 recur_mpi_comm_world()), call: "MPI_Allreduce")
         let differing = differs.indices.filter { differs[$0] != 0 }
         guard differing.isEmpty else {
-            bytes = rootBytes
-            let rootValue = String(decoding: bytes, as: UTF8.self)
+            let rootValue = String(decoding: rootBytes, as: UTF8.self)
             let ownValue = rank == 0 ? "" : "; rank \(rank) has \(value)"
             throw RecurError.invalidArgument(
                 operation: "MPICommunicator.requireIdentical",
