@@ -18,6 +18,7 @@
 //   lengths            int [B]    read only when hasLengths
 //   output view        row (t, b) at outputOffset + (t * B + b) * outputStride, H floats
 //   dG                 [T, B, G]  backward: dL/d(gate pre-activations) as seen by W_ih, b_ih, x
+//   hiddenGradients    [T, B, H]  backward, optional: dL/dh_t, the total gradient reaching each state
 //   dGh                [T, B, G]  reset after: the same as seen by W_hh, b_hh, h~ (n block scaled
 //                                 by r)
 //   dhTildeReset       [B, H]     reset before: dq * r, the part of dh~ through r * h~
@@ -91,6 +92,7 @@ void gru_fwd_step(const int batch, const int hidden, const int steps, const int 
 // Backward step t, reset after (differentiates gru_fwd_step), for unit j of sequence b:
 //   dh~ = sum_k dGh[nextTime, b, k] W_hh[k, j]           (differentiates h~ W_hh^T of step nextTime)
 //   dh_t = dh[b, j] + dh~ * m[b, j] + dy[t, b, j]         (dy only at valid steps, when given)
+//   hiddenGradients[t, b, j] = dh_t, or 0 when padded   (only when hasHiddenGradients)
 //   valid, with h_{t-1} = hiddenStates[previousTime] (h0 at the first step):
 //     dn = dh_t (1 - z) (1 - n^2)                           (pre-activation of n)
 //     dz = dh_t (h_{t-1} - n) z (1 - z)
@@ -110,6 +112,7 @@ void gru_bwd_step(const int batch, const int hidden, const int steps, const int 
                   __global float* gateGradients, __global float* recurrentGateGradients, __global float* dh,
                   __global const float* outputGradient, const int hasOutputGradient,
                   const int outputGradientOffset, const int outputGradientStride,
+                  __global float* hiddenGradients, const int hasHiddenGradients,
                   __global const float* mask, const int hasMask,
                   __global const int* lengths, const int hasLengths, const int prePadding) {
     __local float aTile[RECUR_ROW_TILE];
@@ -131,6 +134,7 @@ void gru_bwd_step(const int batch, const int hidden, const int steps, const int 
     if (valid && hasOutputGradient) {
         total += outputGradient[outputGradientOffset + row * outputGradientStride + j];
     }
+    if (hasHiddenGradients && time >= 0) hiddenGradients[row * hidden + j] = valid ? total : 0.0f;
     if (valid) {
         __global const float* gate = gates + row * g3 + j;
         const float r = gate[0];
@@ -251,6 +255,7 @@ void gru_reset_before_fwd_step(const int batch, const int hidden, const int step
 //   dh~ = dhTildeReset[b, j] + sum_{k < 2H} dG[nextTime, b, k] W_hh[k, j]
 //                           (differentiates (r * h~) W_hn^T and h~ W_h(r,z)^T of step nextTime)
 //   dh_t = dh[b, j] + dh~ * m[b, j] + dy[t, b, j]         (dy only at valid steps, when given)
+//   hiddenGradients[t, b, j] = dh_t, or 0 when padded   (only when hasHiddenGradients)
 //   valid, with h_{t-1} = hiddenStates[previousTime] (h0 at the first step):
 //     dG[t, b, H + j] = dh_t (h_{t-1} - n) z (1 - z); dG[t, b, 2H + j] = dh_t (1 - z) (1 - n^2)
 //     dh[b, j] = dh_t z
@@ -267,6 +272,7 @@ void gru_reset_before_bwd_step(const int batch, const int hidden, const int step
                                __global float* dh,
                                __global const float* outputGradient, const int hasOutputGradient,
                                const int outputGradientOffset, const int outputGradientStride,
+                               __global float* hiddenGradients, const int hasHiddenGradients,
                                __global const float* mask, const int hasMask,
                                __global const int* lengths, const int hasLengths, const int prePadding) {
     __local float aTile[RECUR_ROW_TILE];
@@ -289,6 +295,7 @@ void gru_reset_before_bwd_step(const int batch, const int hidden, const int step
     if (valid && hasOutputGradient) {
         total += outputGradient[outputGradientOffset + row * outputGradientStride + j];
     }
+    if (hasHiddenGradients && time >= 0) hiddenGradients[row * hidden + j] = valid ? total : 0.0f;
     if (valid) {
         __global const float* gate = gates + row * g3 + j;
         const float z = gate[hidden];

@@ -13,6 +13,7 @@
 //   lengths        int [B]    read only when hasLengths
 //   output view    row (t, b) at outputOffset + (t * B + b) * outputStride, H floats
 //   dG             [T, B, G]  backward: dL/d(gate pre-activations)
+//   hiddenGradients [T, B, H] backward, optional: dL/dh_t, the total gradient reaching each state
 //
 // One work-item per (b, j), owning unit j of all four gates, in RECUR_TILE_H x RECUR_TILE_B
 // groups (see common.cl). The host launches the kernels of one scan in scan order on an in-order
@@ -91,6 +92,7 @@ void lstm_fwd_step(const int batch, const int hidden, const int steps, const int
 // Backward step t (differentiates lstm_fwd_step), for unit j of sequence b:
 //   dh~ = sum_k dG[nextTime, b, k] W_hh[k, j]            (differentiates h~ W_hh^T of step nextTime)
 //   dh_t = dh[b, j] + dh~ * m[b, j] + dy[t, b, j]         (dy only at valid steps, when given)
+//   hiddenGradients[t, b, j] = dh_t, or 0 when padded   (only when hasHiddenGradients)
 //   valid, with tc = tanh(c_t) and c_{t-1} = cellStates[previousTime] (c0 at the first step):
 //     do = dh_t tc                                         (h_t = o tanh(c_t))
 //     dc_t = dc[b, j] + dh_t o (1 - tc^2), or 0 where |f c_{t-1} + i g| >= cellClip (the clip)
@@ -109,6 +111,7 @@ void lstm_bwd_step(const int batch, const int hidden, const int steps, const int
                    __global float* gateGradients, __global float* dh, __global float* dc,
                    __global const float* outputGradient, const int hasOutputGradient,
                    const int outputGradientOffset, const int outputGradientStride,
+                   __global float* hiddenGradients, const int hasHiddenGradients,
                    __global const float* mask, const int hasMask,
                    __global const int* lengths, const int hasLengths, const int prePadding) {
     __local float aTile[RECUR_ROW_TILE];
@@ -130,6 +133,7 @@ void lstm_bwd_step(const int batch, const int hidden, const int steps, const int
     if (valid && hasOutputGradient) {
         total += outputGradient[outputGradientOffset + row * outputGradientStride + j];
     }
+    if (hasHiddenGradients && time >= 0) hiddenGradients[row * hidden + j] = valid ? total : 0.0f;
     if (valid) {
         __global const float* gate = gates + row * g4 + j;
         const float i = gate[0];

@@ -11,6 +11,7 @@
 //   lengths        int [B]    read only when hasLengths
 //   output view    row (t, b) at outputOffset + (t * B + b) * outputStride, H floats
 //   dG             [T, B, H]  backward: dL/d(pre-activation)
+//   hiddenGradients [T, B, H] backward, optional: dL/dh_t, the total gradient reaching each state
 //
 // One work-item per (b, j), in RECUR_TILE_H x RECUR_TILE_B groups (see common.cl). The host
 // launches the kernels of one scan in scan order on an in-order queue; `time` is the step's time
@@ -66,6 +67,7 @@ void rnn_fwd_step(const int batch, const int hidden, const int steps, const int 
 // Backward step t (differentiates rnn_fwd_step), for unit j of sequence b:
 //   dh~ = sum_k dG[nextTime, b, k] W_hh[k, j]            (differentiates h~ W_hh^T of step nextTime)
 //   dh_t = dh[b, j] + dh~ * m[b, j] + dy[t, b, j]         (dy only at valid steps, when given)
+//   hiddenGradients[t, b, j] = dh_t, or 0 when padded   (only when hasHiddenGradients)
 //   valid:  dG[t, b, j] = dh_t * act'(h_t), from h_t kept in gates; dh[b, j] = 0 (h_{t-1} reaches
 //           h_t only through h~)
 //   padded: dG[t, b, j] = 0; dh[b, j] = dh_t (h_t = h_{t-1})
@@ -79,6 +81,7 @@ void rnn_bwd_step(const int batch, const int hidden, const int steps, const int 
                   __global float* gateGradients, __global float* dh,
                   __global const float* outputGradient, const int hasOutputGradient,
                   const int outputGradientOffset, const int outputGradientStride,
+                  __global float* hiddenGradients, const int hasHiddenGradients,
                   __global const float* mask, const int hasMask,
                   __global const int* lengths, const int hasLengths, const int prePadding) {
     __local float aTile[RECUR_ROW_TILE];
@@ -99,6 +102,7 @@ void rnn_bwd_step(const int batch, const int hidden, const int steps, const int 
     if (valid && hasOutputGradient) {
         total += outputGradient[outputGradientOffset + row * outputGradientStride + j];
     }
+    if (hasHiddenGradients && time >= 0) hiddenGradients[row * hidden + j] = valid ? total : 0.0f;
     if (valid) {
         const float y = gates[row * hidden + j];
         const float derivative = relu ? (y > 0.0f ? 1.0f : 0.0f) : 1.0f - y * y;

@@ -11,6 +11,7 @@ final class ProgressReporter: @unchecked Sendable {
     private let json: Bool
     private let isTerminal: Bool
     private var barShown = false
+    let plots = TrainingPlots()
 
     init(json: Bool, quiet: Bool) {
         self.json = json
@@ -48,6 +49,9 @@ final class ProgressReporter: @unchecked Sendable {
             }
         case .checkpoint:
             break
+        case let .gradientFlow(step, flows):
+            plots.record(step: step, flows: flows)
+            note(TrainingPlots.summary(step: step, flows: flows))
         case let .stoppedEarly(epoch, best, bestEpoch):
             note("early stop after epoch \(epoch): best \(metricText(best)) at epoch \(bestEpoch)")
         }

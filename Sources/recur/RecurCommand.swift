@@ -16,8 +16,8 @@ struct RecurCommand: ParsableCommand {
             opencl:NAME (part of a device name). Without it, RECUR_DEVICE decides; without that, \
             the first OpenCL GPU, else an OpenCL CPU device, else the CPU backend.
             """,
-        subcommands: [DevicesCommand.self, VerifyCommand.self, BenchCommand.self, TrainCommand.self, EvaluateCommand.self,
-                      GenerateCommand.self]
+        subcommands: [DemoCommand.self, TrainCommand.self, EvaluateCommand.self, GenerateCommand.self,
+                      BenchCommand.self, VerifyCommand.self, DevicesCommand.self]
     )
 
     static func main() {

@@ -36,6 +36,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Dropout on h(t-1) (Keras's recurrent_dropout).") var recurrentDropout: Float = 0
     @Option(help: "Dropout between stacked layers (PyTorch's dropout).") var layerDropout: Float = 0
     @Option(help: "A Dropout layer before the output layer.") var outputDropout: Float = 0
+    @Option(help: "Initialisers: keras (Glorot, orthogonal recurrent, forget bias 1) or pytorch.") var initialization = "keras"
 
     // MARK: Optimizer
     @Option(help: "sgd, adam, adamw, rmsprop.") var optimizer = "adam"
@@ -66,6 +67,11 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Also write last.safetensors every N steps.") var checkpointEvery: Int?
     @Flag(help: "Continue from <checkpoint-dir>/last.safetensors.") var resume = false
     @Flag(help: "One JSON object per epoch on stdout, and a last one with \"final\": true.") var json = false
+    @Flag(help: "Record ||dL/dh_t|| of every step and layer at the first step and each epoch's end; plot it.")
+    var gradientFlow = false
+    @Option(help: "Folder for curves.svg and gradient_flow.svg (default: --checkpoint-dir).") var plots: String?
+    @Option(help: "Also write the prepared splits (inputs and targets of every example) to this safetensors file, for training the same data elsewhere.")
+    var exportData: String?
     #if RECUR_MPI
     @Flag(help: "Data-parallel over the ranks of mpirun: --batch-size is the global batch, split evenly over the ranks; rank 0 logs and writes checkpoints; a rank that fails ends every rank.")
     var distributed = false
@@ -125,10 +131,12 @@ struct TrainCommand: ParsableCommand {
         }
         trainer.errorScale = Double(prepared.standardization?.standardDeviation ?? 1)
         trainer.checkpointDirectory = checkpointDir
+        if isLeader, let exportData { try Self.export(prepared, to: exportData) }
         if isLeader { describe(trainer, prepared, backend: backend) }
 
         let reporter = ProgressReporter(json: json, quiet: false)
         trainer.observer = { event in reporter.report(event) }
+        trainer.recordsGradientFlow = gradientFlow
         try trainer.fit(training: prepared.training, validation: prepared.validation)
         reporter.finishLine()
 
@@ -138,6 +146,11 @@ struct TrainCommand: ParsableCommand {
         }
         let seconds = trainer.progress.history.reduce(0) { $0 + $1.seconds }
         guard isLeader else { return }
+        if let folder = plots ?? checkpointDir {
+            try ReportFile.createDirectory(folder)
+            try TrainingPlots.writeCurves(trainer.progress.history, to: folder + "/curves.svg")
+            if gradientFlow { try reporter.plots.writeGradientFlow(to: folder + "/gradient_flow.svg") }
+        }
         if json {
             var fields: [(String, JSONScalar)] = [("final", .bool(true)), ("epochs", .int(trainer.progress.epoch))]
             for name in final.keys.sorted() { fields.append((name, .number(final[name]!))) }
@@ -147,6 +160,46 @@ struct TrainCommand: ParsableCommand {
             let summary = final.keys.sorted().map { "\($0) \(metricText(final[$0]!))" }.joined(separator: ", ")
             print("final after \(trainer.progress.epoch) epochs (\(fixed(seconds, 1)) s): \(summary)")
         }
+    }
+
+    /// Writes every split as `<split>.inputs` (ids or values, example-major `[N, T]`) and
+    /// `<split>.targets` (`[N, K]` floats, `[N]` classes, or `[N, T]` per-step classes).
+    static func export(_ prepared: PreparedData, to path: String) throws {
+        var metadata = ["classes": prepared.classNames.joined(separator: "\n")]
+        if let vocabulary = prepared.vocabulary { metadata["vocabulary_size"] = "\(vocabulary.count)" }
+        if let standardization = prepared.standardization {
+            metadata["scale"] = "\(standardization.standardDeviation)"
+        }
+        var writer = SafeTensorsWriter(metadata: metadata)
+        let splits: [(String, (any TrainingExamples)?)] =
+            [("train", prepared.training), ("validation", prepared.validation), ("test", prepared.test)]
+        for (name, examples) in splits {
+            guard let examples, examples.count > 0 else { continue }
+            let batch = examples.batch(Array(0..<examples.count)[...])
+            let n = examples.count
+            switch batch.input {
+            case let .ids(ids, steps, _, _):
+                try writer.add(name + ".inputs", int32s: transposed(ids, rows: steps, columns: n), shape: [n, steps])
+            case let .values(values, steps, features):
+                try writer.add(name + ".inputs", floats: transposed(values, rows: steps, columns: n * features),
+                               shape: [n, steps * features])
+            }
+            switch batch.targets {
+            case let .values(values, outputs):
+                try writer.add(name + ".targets", floats: values, shape: [n, outputs])
+            case let .classes(classes) where classes.count == n:
+                try writer.add(name + ".targets", int32s: classes, shape: [n])
+            case let .classes(classes):
+                let steps = classes.count / n
+                try writer.add(name + ".targets", int32s: transposed(classes, rows: steps, columns: n), shape: [n, steps])
+            }
+        }
+        try writer.write(to: path)
+    }
+
+    /// A row-major `[rows, columns]` matrix as `[columns, rows]`.
+    private static func transposed<Element>(_ values: [Element], rows: Int, columns: Int) -> [Element] {
+        (0..<(rows * columns)).map { index in values[(index % rows) * columns + index / rows] }
     }
 
     private func log(_ message: String) {
@@ -168,13 +221,16 @@ struct TrainCommand: ParsableCommand {
 
     private func modelSpecification(source: DataSource, prepared: PreparedData) throws -> ModelSpecification {
         let task = source.task
+        guard let initializer = ModelInitialization(rawValue: initialization) else {
+            throw ValidationError("--initialization is keras or pytorch")
+        }
         return ModelSpecification(
             task: task, vocabularySize: task == .forecast ? nil : prepared.vocabulary?.count,
             embeddingSize: task == .forecast ? nil : embedding, inputFeatures: task == .forecast ? 1 : nil,
             cell: try BenchCommand.parseCell(cell), hiddenSize: hidden, layerCount: layers, bidirectional: bidirectional,
             inputDropout: dropout, recurrentDropout: recurrentDropout, layerDropout: layerDropout,
             outputDropout: outputDropout, outputSize: prepared.outputSize(for: task, horizon: source.horizon),
-            seed: seed)
+            seed: seed, initialization: initializer)
     }
 
     private func trainingConfiguration(totalSteps: Int) throws -> TrainingConfiguration {

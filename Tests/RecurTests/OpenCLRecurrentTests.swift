@@ -3,9 +3,9 @@ import Testing
 
 // The OpenCL recurrent ops against the CPU reference: every cell, forward and backward, on seeded
 // random inputs at odd sizes (none a multiple of a tile), with and without lengths (pre and post
-// padding), reversed, with a recurrent dropout mask, a cell clip, a strided output view and an
-// accumulated input gradient. Every tensor the ops write is compared: output, final state,
-// workspace, and every gradient.
+// padding), reversed, with a recurrent dropout mask, a cell clip, a strided output view, an
+// accumulated input gradient and the record of every step's dL/dh_t. Every tensor the ops write is
+// compared: output, final state, workspace, and every gradient.
 //
 // Tolerance: norm-wise relative error max |device - cpu| / max |cpu| <= 1e-5 (see `Comparison`).
 // Both sides compute in float32 with different summation orders and `exp`/`tanh`
@@ -24,20 +24,23 @@ struct OpenCLRecurrentTests {
         ("single step", { RecurrentParityCase(cell: $0, steps: 1, batch: 1, inputSize: 3, hiddenSize: 5) }),
         ("wide, reversed, masked", {
             RecurrentParityCase(cell: $0, steps: 5, batch: 9, inputSize: 7, hiddenSize: 33, reverse: true,
-                                recurrentDropout: true, cellClip: 0.6)
+                                recurrentDropout: true, cellClip: 0.6, recordHiddenStateGradients: true)
         }),
         ("post padding, reversed, masked, clipped, strided, accumulated, two backward passes", {
             RecurrentParityCase(cell: $0, steps: 7, batch: 3, inputSize: 5, hiddenSize: 9, lengths: [7, 3, 5],
                                 padding: .post, reverse: true, recurrentDropout: true, cellClip: 0.5,
-                                stridedOutput: true, accumulateInputGradient: true, backwardPasses: 2)
+                                stridedOutput: true, accumulateInputGradient: true, backwardPasses: 2,
+                                recordHiddenStateGradients: true)
         }),
         ("pre padding, masked, clipped, final-state gradient only", {
             RecurrentParityCase(cell: $0, steps: 7, batch: 3, inputSize: 5, hiddenSize: 9, lengths: [2, 7, 4],
-                                padding: .pre, recurrentDropout: true, cellClip: 0.5, outputGradient: false)
+                                padding: .pre, recurrentDropout: true, cellClip: 0.5, outputGradient: false,
+                                recordHiddenStateGradients: true)
         }),
         ("pre padding, reversed, strided, output gradient only", {
             RecurrentParityCase(cell: $0, steps: 6, batch: 4, inputSize: 5, hiddenSize: 9, lengths: [6, 1, 3, 6],
-                                padding: .pre, reverse: true, stridedOutput: true, finalStateGradient: false)
+                                padding: .pre, reverse: true, stridedOutput: true, finalStateGradient: false,
+                                recordHiddenStateGradients: true)
         }),
         ("post padding, H = 33", {
             RecurrentParityCase(cell: $0, steps: 4, batch: 2, inputSize: 3, hiddenSize: 33, lengths: [1, 4],

@@ -215,11 +215,18 @@ public struct RecurrentBackward: Sendable {
     public var initialCellGradient: Tensor?
     /// dL/dW_ih, dL/dW_hh, dL/db_ih, dL/db_hh, shaped like `scan.weights`; accumulated (+=).
     public var weightGradients: RecurrentWeights
+    /// Optional `[T, B, H]`, indexed by time t: receives dL/dh_t, the total gradient reaching each
+    /// step's hidden state (from the output gradient at t plus what flows back from the next scan
+    /// step, through W_hh and, for GRU, the z blend; for LSTM not counting what reaches c_t), the
+    /// quantity whose decay or growth with distance shows vanishing or exploding gradients. Padded
+    /// steps get 0. Overwritten; nil records nothing and costs nothing.
+    public var hiddenStateGradients: Tensor?
 
     public init(scan: RecurrentScan, workspace: RecurrentWorkspace, outputGradient: MatrixOperand?,
                 finalHiddenGradient: Tensor? = nil, finalCellGradient: Tensor? = nil, inputGradient: Tensor,
                 accumulateInputGradient: Bool = false, initialHiddenGradient: Tensor,
-                initialCellGradient: Tensor? = nil, weightGradients: RecurrentWeights) {
+                initialCellGradient: Tensor? = nil, weightGradients: RecurrentWeights,
+                hiddenStateGradients: Tensor? = nil) {
         self.scan = scan
         self.workspace = workspace
         self.outputGradient = outputGradient
@@ -230,6 +237,7 @@ public struct RecurrentBackward: Sendable {
         self.initialHiddenGradient = initialHiddenGradient
         self.initialCellGradient = initialCellGradient
         self.weightGradients = weightGradients
+        self.hiddenStateGradients = hiddenStateGradients
     }
 }
 
@@ -283,6 +291,11 @@ extension Backend {
         try checkState(operation, "initialHiddenGradient", request.initialHiddenGradient, size)
         try checkCellOperand(operation, "initialCellGradient", request.initialCellGradient, scan.cell, size)
         try checkRecurrentWeights(operation, "weightGradients", request.weightGradients, size)
+        if let recorded = request.hiddenStateGradients {
+            try checkOperands(operation, [recorded])
+            try RecurrentCheck.shape(operation, "hiddenStateGradients", recorded,
+                                     [size.steps, size.batch, size.hidden])
+        }
         return size
     }
 

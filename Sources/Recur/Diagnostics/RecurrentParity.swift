@@ -29,6 +29,8 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
     var finalStateGradient = true
     /// Backward passes on one forward: the weight gradients (and an accumulated dL/dx) add up.
     var backwardPasses = 1
+    /// Whether the backward pass records every step's dL/dh_t (`hiddenStateGradients`).
+    var recordHiddenStateGradients = false
 
     var gates: Int { cell.gateCount * hiddenSize }
 
@@ -43,6 +45,7 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
         if !outputGradient { parts.append("no dy") }
         if !finalStateGradient { parts.append("no dh_n") }
         if backwardPasses > 1 { parts.append("\(backwardPasses) backward") }
+        if recordHiddenStateGradients { parts.append("dL/dh_t") }
         return parts.joined(separator: " ")
     }
 
@@ -95,7 +98,8 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
             inputGradient: try tensor([t, b, i]), accumulateInputGradient: accumulateInputGradient,
             initialHiddenGradient: try tensor([b, h]),
             initialCellGradient: cell.hasCellState ? try tensor([b, h]) : nil,
-            weightGradients: weightGradients)
+            weightGradients: weightGradients,
+            hiddenStateGradients: recordHiddenStateGradients ? try tensor([t, b, h]) : nil)
         for _ in 0..<backwardPasses {
             try backend.recurrentBackward(backward)
         }
@@ -110,6 +114,7 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
             ("weightGradients.input", weightGradients.input), ("weightGradients.recurrent", weightGradients.recurrent),
             ("weightGradients.inputBias", weightGradients.inputBias),
             ("weightGradients.recurrentBias", weightGradients.recurrentBias),
+            ("hiddenStateGradients", backward.hiddenStateGradients),
         ]
         return try written.compactMap { name, tensor in
             try tensor.map { (name, try backend.download($0)) }

@@ -95,6 +95,14 @@ public final class RecurrentLayer {
     /// D: 2 when bidirectional, else 1.
     public var directionCount: Int { bidirectional ? 2 : 1 }
 
+    /// Whether `backward` records `gradientFlow`. Recording costs one `[T, B, H]` buffer per
+    /// layer-direction and its download after each backward pass; off, it costs nothing.
+    public var recordsGradientFlow = false
+    /// After a `backward` with `recordsGradientFlow` set: ‖dL/dh_t‖ for every time step of every
+    /// layer-direction, named `l0`, `l0_reverse`, `l1`, … in PyTorch's parameter order (see
+    /// `GradientFlow` for the norm). Empty before such a pass; cleared by a pass without recording.
+    public private(set) var gradientFlow: [GradientFlow] = []
+
     /// Parameters and gradients, indexed [layer][direction].
     private var weights: [[RecurrentWeights]] = []
     private var gradients: [[RecurrentWeights]] = []
@@ -373,6 +381,11 @@ public final class RecurrentLayer {
         }
         let initialHiddenGradient = try backend.zeros(stateShape)  // dh0 [L * D, B, H]
         let initialCellGradient = cell.hasCellState ? try backend.zeros(stateShape) : nil  // dc0 [L * D, B, H]
+        let steps = cache.scans[0][0].input.shape[0]
+        // dL/dh_t of every step, [T, B, H] per layer-direction, indexed [layer][direction].
+        let recorded: [[Tensor]]? = recordsGradientFlow
+            ? try (0..<l).map { _ in try (0..<d).map { _ in try backend.zeros([steps, batch, h]) } }
+            : nil
 
         for k in stride(from: l - 1, through: 0, by: -1) {
             let scans = cache.scans[k]
@@ -402,7 +415,7 @@ public final class RecurrentLayer {
                     finalHiddenGradient: hiddenGradient, finalCellGradient: cellGradient,
                     inputGradient: layerInputGradient, accumulateInputGradient: direction > 0,
                     initialHiddenGradient: dh0, initialCellGradient: dc0,
-                    weightGradients: gradients[k][direction]))
+                    weightGradients: gradients[k][direction], hiddenStateGradients: recorded?[k][direction]))
                 try backend.copy(dh0, sourceOffset: 0, into: initialHiddenGradient,
                                  destinationOffset: index * batch * h, count: batch * h)
                 if let dc0, let initialCellGradient {
@@ -414,6 +427,14 @@ public final class RecurrentLayer {
             layerOutputGradient = try cache.inputMasks[k].map { try masked(layerInputGradient, by: $0) }
                 ?? layerInputGradient
         }
+        gradientFlow = try recorded.map { perLayer in
+            try (0..<l).flatMap { k in
+                try (0..<d).map { direction in
+                    GradientFlow(name: String(names[k][direction].dropFirst()),
+                                 hiddenStateGradients: try backend.download(perLayer[k][direction]), steps: steps)
+                }
+            }
+        } ?? []
         var input = layerOutputGradient!  // set by layer 0: [T, B, I]
         if batchFirst { input = try swapLeadingAxes(input) }
         return RecurrentInputGradient(

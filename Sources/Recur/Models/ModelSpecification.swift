@@ -25,6 +25,12 @@ public enum ModelTask: String, Sendable, CaseIterable, Codable {
     case forecast
 }
 
+/// Which framework's default initialisers a model starts from.
+public enum ModelInitialization: String, Sendable, CaseIterable, Codable {
+    case keras
+    case pytorch
+}
+
 /// A model's architecture and initialisation seed: `makeModel(backend:)` builds it.
 ///
 /// The layers are, by task:
@@ -59,11 +65,15 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
     public var outputSize: Int
     /// Seeds every layer's initial parameters (each layer derives its own stream).
     public var seed: UInt64
+    /// Keras's initialisers (Embedding U(±0.05), Glorot-uniform kernels, orthogonal recurrent
+    /// blocks, forget-gate bias 1, Glorot-uniform Dense with zero bias) or PyTorch's.
+    public var initialization: ModelInitialization
 
     public init(task: ModelTask, vocabularySize: Int? = nil, embeddingSize: Int? = nil, inputFeatures: Int? = nil,
                 cell: RecurrentCell, hiddenSize: Int, layerCount: Int = 1, bidirectional: Bool = false,
                 inputDropout: Float = 0, recurrentDropout: Float = 0, layerDropout: Float = 0,
-                outputDropout: Float = 0, outputSize: Int, seed: UInt64 = 0) {
+                outputDropout: Float = 0, outputSize: Int, seed: UInt64 = 0,
+                initialization: ModelInitialization = .keras) {
         self.task = task
         self.vocabularySize = vocabularySize
         self.embeddingSize = embeddingSize
@@ -78,6 +88,7 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
         self.outputDropout = outputDropout
         self.outputSize = outputSize
         self.seed = seed
+        self.initialization = initialization
     }
 
     /// Whether the model reads ids through an embedding (every task but `forecast`).
@@ -162,20 +173,21 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
         if readsIDs, let vocabularySize, let embeddingSize {
             layers.append(.embedding(try Embedding(
                 vocabularySize: vocabularySize, embeddingSize: embeddingSize, paddingIndex: Vocabulary.paddingID,
-                seed: random.next(), backend: backend)))
+                initialization: initialization == .keras ? .keras : .pytorch, seed: random.next(), backend: backend)))
             recurrentInput = embeddingSize
         }
         layers.append(.recurrent(try RecurrentLayer(
             cell: cell, inputSize: recurrentInput, hiddenSize: hiddenSize, layerCount: layerCount,
             bidirectional: bidirectional, dropout: layerDropout, inputDropout: inputDropout,
-            recurrentDropout: recurrentDropout, returnSequences: returnsSequences, seed: random.next(),
-            backend: backend)))
+            recurrentDropout: recurrentDropout, returnSequences: returnsSequences,
+            initialization: initialization == .keras ? .keras : .pytorch, seed: random.next(), backend: backend)))
         let dropoutSeed = random.next()
         if outputDropout > 0 {
             layers.append(.dropout(try Dropout(probability: outputDropout, seed: dropoutSeed, backend: backend)))
         }
         layers.append(.dense(try Dense(
-            inputSize: (bidirectional ? 2 : 1) * hiddenSize, outputSize: outputSize, seed: random.next(),
+            inputSize: (bidirectional ? 2 : 1) * hiddenSize, outputSize: outputSize,
+            initialization: initialization == .keras ? .glorotUniform : .pytorch, seed: random.next(),
             backend: backend)))
         return try Sequential(layers)
     }

@@ -76,6 +76,9 @@ public enum TrainingEvent: Sendable {
     case checkpoint(path: String)
     /// Early stopping ended the run after this epoch.
     case stoppedEarly(epoch: Int, best: Double, bestEpoch: Int)
+    /// The norm of dL/dh_t at every step of every recurrent layer-direction, after the backward
+    /// pass of this step (`Trainer.recordsGradientFlow`).
+    case gradientFlow(step: Int, flows: [GradientFlow])
 }
 
 /// Trains a `ModelSpecification`'s model with a `TrainingConfiguration`.
@@ -110,6 +113,11 @@ public final class Trainer {
     public var errorScale: Double = 1
     /// Receives progress as the run goes (rank 0 only, where a communicator has several).
     public var observer: (@Sendable (TrainingEvent) -> Void)?
+    /// Reports `TrainingEvent.gradientFlow` on the first step and the last step of every epoch:
+    /// how the gradient reaching each step's hidden state shrinks (vanishes) or grows (explodes)
+    /// with its distance from the loss, as training goes on. Costs a `[T, B, H]` buffer and one
+    /// read per layer-direction on those steps only.
+    public var recordsGradientFlow = false
 
     private let lossSlot: Tensor  // [1]
 
@@ -201,7 +209,9 @@ public final class Trainer {
                 let global = batches[progress.batchInEpoch]
                 let share = global.count / world
                 let shard = global.dropFirst(communicator.rank * share).prefix(share)
-                try trainStep(training.batch(shard), batchesPerEpoch: batches.count)
+                let recordsFlow = recordsGradientFlow
+                    && (progress.step == 0 || progress.batchInEpoch == batches.count - 1)
+                try trainStep(training.batch(shard), batchesPerEpoch: batches.count, recordsFlow: recordsFlow)
                 progress.batchInEpoch += 1
                 if let every = configuration.checkpointEverySteps, progress.step % every == 0,
                    progress.batchInEpoch < batches.count {
@@ -243,14 +253,19 @@ public final class Trainer {
     }
 
     /// One optimizer step on this process's shard of a global batch.
-    private func trainStep(_ batch: TrainingBatch, batchesPerEpoch: Int) throws {
+    private func trainStep(_ batch: TrainingBatch, batchesPerEpoch: Int, recordsFlow: Bool) throws {
         let step = progress.step + 1  // 1-based in messages
         model.seedDropout(Self.dropoutSeed(configuration.seed, step: progress.step, rank: communicator.rank))
         try model.zeroGradients()
         let output = try forward(batch, training: true)
         let targets = try targetTensor(batch)
         let gradient = try specification.loss.evaluate(output: output, targets: targets, loss: lossSlot, at: 0)
+        model.recordsGradientFlow = recordsFlow
         try model.backward(gradient)
+        if recordsFlow {
+            model.recordsGradientFlow = false
+            if isLeader { observer?(.gradientFlow(step: step, flows: model.gradientFlow)) }
+        }
         try communicator.averageGradients(model.parameters)
         let report = try clipper.clip(model.parameters, step: step)
         let loss = try backend.download(lossSlot)[0]
@@ -388,7 +403,7 @@ public final class Trainer {
     /// Writes `last.safetensors` (and `best.safetensors` when `best`) and `log.jsonl`, on rank 0.
     private func saveCheckpoint(best: Bool) throws {
         guard isLeader, let directory = checkpointDirectory else { return }
-        try FileBytes.createDirectory(directory)
+        try ReportFile.createDirectory(directory)
         let checkpoint = try Checkpoint(
             specification: specification, configuration: configuration, progress: progress, model: model,
             optimizer: optimizer, metadata: metadata)

@@ -56,7 +56,8 @@ extension CPUBackend {
             dWih: gradients.input.hostFloats,
             dWhh: gradients.recurrent.hostFloats,
             dbih: gradients.inputBias.hostFloats,
-            dbhh: gradients.recurrentBias.hostFloats)
+            dbhh: gradients.recurrentBias.hostFloats,
+            hiddenStateGradients: request.hiddenStateGradients?.hostFloats)
         withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq]) {
             withSubnormalsFlushed {
                 pass.run(finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
@@ -421,6 +422,8 @@ private struct CPURecurrentBackward {
     /// dW_ih: [G, I], dW_hh: [G, H], db_ih, db_hh: [G]; all accumulated.
     let dWih: UnsafeMutablePointer<Float>, dWhh: UnsafeMutablePointer<Float>
     let dbih: UnsafeMutablePointer<Float>, dbhh: UnsafeMutablePointer<Float>
+    /// [T, B, H], optional: receives each step's total dL/dh_t (0 at padded steps).
+    let hiddenStateGradients: UnsafeMutablePointer<Float>?
 
     func run(finalHiddenGradient: UnsafeMutablePointer<Float>?, finalCellGradient: UnsafeMutablePointer<Float>?) {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
@@ -491,7 +494,8 @@ private struct CPURecurrentBackward {
     }
 
     /// dL/dh_t of sequence b into `total` [H]: the carried part, the part through the next step's
-    /// h̃ (times the mask), and the output gradient where the step is valid.
+    /// h̃ (times the mask), and the output gradient where the step is valid. Also records it in
+    /// `hiddenStateGradients` when asked (0 at a padded step).
     @inline(__always)
     private func totalHiddenGradient(row b: Int, time: Int, valid: Bool, into total: UnsafeMutablePointer<Float>) {
         let hidden = scan.hidden
@@ -500,6 +504,14 @@ private struct CPURecurrentBackward {
         if valid, let outputGradient {
             let upstream = outputGradient + (time * scan.batch + b) * outputGradientStride
             for j in 0..<hidden { total[j] += upstream[j] }
+        }
+        if let hiddenStateGradients {
+            let recorded = hiddenStateGradients + (time * scan.batch + b) * hidden
+            if valid {
+                recorded.update(from: total, count: hidden)
+            } else {
+                recorded.update(repeating: 0, count: hidden)
+            }
         }
     }
 

@@ -151,7 +151,8 @@ extension OpenCLBackend {
             workspace.gates, workspace.recurrentInput, request.inputGradient, request.initialHiddenGradient,
             gradients.input, gradients.recurrent, gradients.inputBias, gradients.recurrentBias,
         ] + [request.outputGradient?.tensor, request.finalHiddenGradient, request.finalCellGradient,
-             request.initialCellGradient, workspace.cellStates, workspace.hiddenStates, workspace.candidateRecurrent]
+             request.initialCellGradient, workspace.cellStates, workspace.hiddenStates, workspace.candidateRecurrent,
+            request.hiddenStateGradients]
             .compactMap { $0 } + scan.tensors)
         let (steps, batch, inputs, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
         let rows = steps * batch
@@ -190,7 +191,10 @@ extension OpenCLBackend {
         } else {
             upstreamArguments = [.tensor(scan.placeholder), .int(0), .int(0), .int(0)]
         }
-        let tail = upstreamArguments + scan.maskArguments + scan.lengthArguments
+        // The optional record of every step's dL/dh_t, [T, B, H].
+        let recordArguments: [KernelArgument] = request.hiddenStateGradients.map { [.tensor($0), .int(1)] }
+            ?? [.tensor(scan.placeholder), .int(0)]
+        let tail = upstreamArguments + recordArguments + scan.maskArguments + scan.lengthArguments
         // Scan steps T-1 ... 0, then one more launch with time -1 that only takes the gradient of
         // the first step through W_hh into dL/dh0 (every work-item sees a padded step).
         for s in stride(from: steps - 1, through: -1, by: -1) {
