@@ -1,6 +1,12 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 // CLBlast links as a shared library by default. RECUR_STATIC_CLBLAST=1 (tools/build-static.sh)
 // links its static archive instead, so the binary for another machine needs only libstdc++.
 let staticCLBlast = Context.environment["RECUR_STATIC_CLBLAST"] == "1"
@@ -8,13 +14,58 @@ let clblastLinkerSettings: [LinkerSetting] = staticCLBlast
     ? [.unsafeFlags(["-Xlinker", "-l:libclblast.a"]), .linkedLibrary("stdc++")]
     : [.linkedLibrary("clblast")]
 
+// MARK: MPI (optional)
+// RecurDistributed (data-parallel training), its C module CMPI, the `recur-distributed` entry
+// point and `recur train --distributed` exist only in a build that can see MPI, so the core library and `recur` still build on
+// machines without it. The rule: RECUR_MPI=1 forces them in, RECUR_MPI=0 leaves them out, and
+// otherwise they are in when Open MPI's pkg-config file (ompi-c.pc, from Debian's
+// libopenmpi-dev) lies in a pkg-config folder (PKG_CONFIG_PATH, /usr/lib/<triple>/pkgconfig,
+// /usr/lib/pkgconfig, /usr/local/lib/pkgconfig, /opt/homebrew/lib/pkgconfig).
+func openMPIIsInstalled() -> Bool {
+    var folders = (Context.environment["PKG_CONFIG_PATH"] ?? "").split(separator: ":").map(String.init)
+    folders += ["/usr/lib/pkgconfig", "/usr/share/pkgconfig", "/usr/local/lib/pkgconfig", "/opt/homebrew/lib/pkgconfig"]
+    let files = FileManager.default
+    for triple in (try? files.contentsOfDirectory(atPath: "/usr/lib")) ?? [] where triple.hasSuffix("-linux-gnu") {
+        folders.append("/usr/lib/\(triple)/pkgconfig")
+    }
+    return folders.contains { files.fileExists(atPath: $0 + "/ompi-c.pc") }
+}
+let buildsWithMPI = switch Context.environment["RECUR_MPI"] {
+case "1": true
+case "0": false
+default: openMPIIsInstalled()
+}
+
+let mpiProducts: [Product] = buildsWithMPI
+    ? [
+        .library(name: "RecurDistributed", targets: ["RecurDistributed"]),
+        .executable(name: "recur-distributed", targets: ["recur-distributed"]),
+    ]
+    : []
+let mpiTargets: [Target] = buildsWithMPI
+    ? [
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .target(name: "RecurDistributed", dependencies: ["Recur", "CMPI"]),
+        .executableTarget(
+            name: "recur-distributed",
+            dependencies: [
+                "Recur", "RecurDistributed",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Launches `mpirun` on the built recur-distributed and recur: equivalence with one process, faults.
+        .testTarget(name: "RecurDistributedTests",
+                    dependencies: ["Recur", "RecurDistributed", "recur-distributed", "recur"]),
+    ]
+    : []
+
 let package = Package(
     name: "Recur",
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Recur", targets: ["Recur"]),
         .executable(name: "recur", targets: ["recur"]),
-    ],
+    ] + mpiProducts,
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
@@ -43,7 +94,10 @@ let package = Package(
             dependencies: [
                 "Recur",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ] + (buildsWithMPI ? ["RecurDistributed"] : []),
+            // `recur train --distributed` compiles under RECUR_MPI (not canImport, which a module
+            // left in .build by an earlier build with MPI would satisfy).
+            swiftSettings: buildsWithMPI ? [.define("RECUR_MPI")] : []
         ),
 
         // MARK: Tests
@@ -52,5 +106,5 @@ let package = Package(
             dependencies: ["Recur", "recur"],
             resources: [.copy("Fixtures")]
         ),
-    ]
+    ] + mpiTargets
 )

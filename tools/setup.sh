@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Recur needs on a Debian/Ubuntu machine that has the Swift toolchain:
-# the OpenCL ICD loader and headers, PoCL (an OpenCL device on the CPU), OpenBLAS, CLBlast, clinfo.
+# the OpenCL ICD loader and headers, PoCL (an OpenCL device on the CPU), OpenBLAS, CLBlast, clinfo,
+# and Open MPI (for RecurDistributed; without it the package builds without that target).
 # Safe to run again: packages already present are not reinstalled.
 set -euo pipefail
 
-packages=(ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libopenblas-dev libclblast-dev clinfo pkg-config)
+packages=(ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libopenblas-dev libclblast-dev clinfo pkg-config
+          libopenmpi-dev openmpi-bin)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -1,5 +1,8 @@
 import ArgumentParser
 import Recur
+#if RECUR_MPI
+import RecurDistributed
+#endif
 
 #if canImport(Glibc)
 import Glibc
@@ -69,6 +72,10 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Folder for curves.svg and gradient_flow.svg (default: --checkpoint-dir).") var plots: String?
     @Option(help: "Also write the prepared splits (inputs and targets of every example) to this safetensors file, for training the same data elsewhere.")
     var exportData: String?
+    #if RECUR_MPI
+    @Flag(help: "Data-parallel over the ranks of mpirun: --batch-size is the global batch, split evenly over the ranks; rank 0 logs and writes checkpoints; a rank that fails ends every rank.")
+    var distributed = false
+    #endif
 
     func validate() throws {
         if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
@@ -82,7 +89,26 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        let backend = try device.makeBackend()
+        #if RECUR_MPI
+        if distributed {
+            // Under MPI an error on one rank must end all of them (the others may wait in a
+            // collective it will never join): report it naming the rank, then MPI_Abort.
+            let communicator = try MPICommunicator()
+            do {
+                let backend = try device.specification().forLocalRank(communicator.localRank).makeBackend()
+                try train(communicator: communicator, backend: backend)
+            } catch {
+                communicator.abort(message: "\(error)")
+            }
+            communicator.finalize()
+            return
+        }
+        #endif
+        try train(communicator: LocalCommunicator(), backend: try device.makeBackend())
+    }
+
+    private func train(communicator: any TrainingCommunicator, backend: any Backend) throws {
+        let isLeader = communicator.rank == 0
         let trainer: Trainer
         let prepared: PreparedData
         let source: DataSource
@@ -90,8 +116,9 @@ struct TrainCommand: ParsableCommand {
             let checkpoint = try Checkpoint(contentsOf: directory + "/last.safetensors")
             source = try DataOptions.source(in: checkpoint.metadata)
             prepared = try DataOptions.prepare(source, using: checkpoint.metadata)
-            trainer = try Trainer(resumingFrom: checkpoint, epochs: epochs, backend: backend)
-            log("resuming after epoch \(checkpoint.progress.epoch), step \(checkpoint.progress.step)")
+            trainer = try Trainer(resumingFrom: checkpoint, epochs: epochs, backend: backend,
+                                  communicator: communicator)
+            if isLeader { log("resuming after epoch \(checkpoint.progress.epoch), step \(checkpoint.progress.step)") }
         } else {
             source = try data.source()
             prepared = try source.prepare()
@@ -99,13 +126,13 @@ struct TrainCommand: ParsableCommand {
             let stepsPerEpoch = (prepared.training.count + batchSize - 1) / batchSize
             trainer = try Trainer(specification: specification,
                                   configuration: try trainingConfiguration(totalSteps: epochs * stepsPerEpoch),
-                                  backend: backend)
+                                  backend: backend, communicator: communicator)
             trainer.metadata = try DataOptions.metadata(source: source, prepared: prepared)
         }
         trainer.errorScale = Double(prepared.standardization?.standardDeviation ?? 1)
         trainer.checkpointDirectory = checkpointDir
-        if let exportData { try Self.export(prepared, to: exportData) }
-        describe(trainer, prepared, backend: backend)
+        if isLeader, let exportData { try Self.export(prepared, to: exportData) }
+        if isLeader { describe(trainer, prepared, backend: backend) }
 
         let reporter = ProgressReporter(json: json, quiet: false)
         trainer.observer = { event in reporter.report(event) }
@@ -118,6 +145,7 @@ struct TrainCommand: ParsableCommand {
             for (name, value) in try trainer.evaluate(test) { final["test_" + name] = value }
         }
         let seconds = trainer.progress.history.reduce(0) { $0 + $1.seconds }
+        guard isLeader else { return }
         if let folder = plots ?? checkpointDir {
             try ReportFile.createDirectory(folder)
             try TrainingPlots.writeCurves(trainer.progress.history, to: folder + "/curves.svg")
