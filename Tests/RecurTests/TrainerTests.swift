@@ -1,5 +1,6 @@
 import Testing
 @testable import Recur
+import COpenCL
 
 #if canImport(Glibc)
 import Glibc
@@ -256,5 +257,46 @@ private struct StoppingExamples: TrainingExamples, @unchecked Sendable {
             batch.input = .ids(ids.map { _ in 99 }, steps: steps, lengths: lengths, padding: padding)
         }
         return batch
+    }
+}
+
+@Suite("Trainer under OpenCL faults", .serialized)
+struct TrainerFaultTests {
+    /// A kernel launch, an allocation and a lost device in the second epoch: `fit` throws the
+    /// decoded OpenCL error, and the checkpoint of epoch 1 stays readable and resumes.
+    @Test(arguments: ["enqueue", "allocation", "lost"])
+    func aFaultStopsTrainingAndKeepsTheLastCheckpoint(fault: String) throws {
+        guard let device = try TestBackends.openCLDevice() else { return }
+        let backend = try OpenCLBackend(device: device)
+        let training = try markerExamples(count: 48, vocabulary: 12, steps: 5, seed: 10)
+        let folder = try TemporaryFolder()
+        let trainer = try Trainer(specification: markerSpecification, configuration: markerConfiguration(epochs: 3),
+                                  backend: backend)
+        trainer.checkpointDirectory = folder.path
+        let injector = backend.faultInjector
+        let armed = StepCounter()
+        trainer.observer = { event in
+            // Arm the fault once epoch 1's checkpoint is on disk, 2 steps into epoch 2.
+            guard case let .step(epoch, batch, _, _, _, _) = event, epoch == 2, batch == 2, armed.value == 0 else { return }
+            armed.increment()
+            switch fault {
+            case "enqueue": injector.fail(.enqueue, onCall: 5, with: CL_OUT_OF_RESOURCES)
+            case "allocation": injector.fail(.allocation, onCall: 3, with: CL_MEM_OBJECT_ALLOCATION_FAILURE)
+            default: injector.loseDevice()
+            }
+        }
+        #expect {
+            try trainer.fit(training: training)
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("CL_OUT_OF_RESOURCES") || text.contains("CL_MEM_OBJECT_ALLOCATION_FAILURE")
+                || text.contains("CL_DEVICE_NOT_AVAILABLE")
+        }
+        injector.reset()
+        let checkpoint = try Checkpoint(contentsOf: folder.path + "/last.safetensors")
+        #expect(checkpoint.progress.epoch == 1 && checkpoint.progress.batchInEpoch == 0)
+        let resumed = try Trainer(resumingFrom: checkpoint, backend: TestBackends.cpu)
+        let history = try resumed.fit(training: training)
+        #expect(history.count == 3 && history.allSatisfy { $0.metrics["loss"]!.isFinite })
     }
 }
