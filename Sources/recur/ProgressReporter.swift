@@ -38,7 +38,8 @@ final class ProgressReporter: @unchecked Sendable {
                 fields += [("learning_rate", .number(record.learningRate)),
                            ("grad_norm_mean", .number(record.meanGradientNorm)),
                            ("grad_norm_max", .number(record.maxGradientNorm)),
-                           ("skipped_steps", .int(record.skippedSteps)), ("seconds", .number(record.seconds))]
+                           ("skipped_steps", .int(record.skippedSteps)), ("live_buffers", .int(record.liveBuffers ?? 0)),
+                           ("live_bytes", .int(record.liveBytes ?? 0)), ("seconds", .number(record.seconds))]
                 print(jsonObject(fields))
             } else {
                 let metrics = record.metrics.keys.sorted().map { "\($0) \(metricText(record.metrics[$0]!))" }

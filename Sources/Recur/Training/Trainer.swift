@@ -35,6 +35,9 @@ public struct EpochRecord: Sendable, Equatable, Codable {
     public var skippedSteps: Int
     /// Wall-clock seconds of the epoch (training and validation).
     public var seconds: Double
+    /// The backend's live buffers and bytes at the end of the epoch (flat over a healthy run).
+    public var liveBuffers: Int?
+    public var liveBytes: Int?
 }
 
 /// Where a run stands, saved in every checkpoint: enough to continue it exactly.
@@ -230,7 +233,8 @@ public final class Trainer {
                 learningRate: Double(learningRate(atStep: max(progress.step - 1, 0))),
                 meanGradientNorm: progress.partialNormSum / steps, maxGradientNorm: progress.partialNormMax,
                 skippedSteps: progress.partialSkipped,
-                seconds: progress.partialSeconds + seconds(since: epochStart, clock))
+                seconds: progress.partialSeconds + seconds(since: epochStart, clock),
+                liveBuffers: backend.memoryStatistics.liveBuffers, liveBytes: backend.memoryStatistics.liveBytes)
             finishEpoch(record, monitor: monitor)
             try saveCheckpoint(best: progress.bestEpoch == record.epoch)
             if isLeader {
