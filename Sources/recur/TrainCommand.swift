@@ -127,7 +127,7 @@ struct TrainCommand: ParsableCommand {
         let share = stepMilliseconds > 0 ? 100 * allreduceMilliseconds / stepMilliseconds : 0
         let fields: [(String, String)] = [
             ("ranks", "\(communicator.worldSize)"), ("steps", "\(run.steps)"),
-            ("samples_per_second", fixed(run.seconds > 0 ? Double(run.steps * run.batchSize) / run.seconds : 0, 2)),
+            ("samples_per_second", fixed(run.seconds > 0 ? Double(run.samples) / run.seconds : 0, 2)),
             ("ms_per_step", fixed(stepMilliseconds, 2)),
             ("allreduce_ms_per_step", fixed(allreduceMilliseconds, 2)),
             ("allreduce_share_percent", fixed(share, 2)),
@@ -139,11 +139,25 @@ struct TrainCommand: ParsableCommand {
     }
     #endif
 
-    /// What one call of `train` did: optimizer steps taken, the wall time of `fit`, the global batch.
+    /// What one call of `train` did: optimizer steps taken, the examples they took (all ranks
+    /// together), the wall time of `fit`.
     struct TrainingRun {
         var steps: Int
+        var samples: Int
         var seconds: Double
-        var batchSize: Int
+
+        /// The examples in optimizer steps `steps` (0-based) of epochs of `count` examples in
+        /// batches of `batchSize`, the last batch partial or dropped as the Trainer does on
+        /// `worldSize` processes.
+        static func samples(inSteps steps: Range<Int>, count: Int, batchSize: Int, worldSize: Int) -> Int {
+            let keepsPartialBatch = worldSize == 1
+            let batchesPerEpoch = keepsPartialBatch ? (count + batchSize - 1) / batchSize : count / batchSize
+            guard batchesPerEpoch > 0 else { return 0 }
+            let lastBatch = keepsPartialBatch ? count - (batchesPerEpoch - 1) * batchSize : batchSize
+            return steps.reduce(0) { total, step in
+                total + (step % batchesPerEpoch == batchesPerEpoch - 1 ? lastBatch : batchSize)
+            }
+        }
     }
 
     @discardableResult
@@ -183,8 +197,10 @@ struct TrainCommand: ParsableCommand {
         let fitTime = (clock.now - fitStart).components
         let run = TrainingRun(
             steps: trainer.progress.step - firstStep,
-            seconds: Double(fitTime.seconds) + Double(fitTime.attoseconds) * 1e-18,
-            batchSize: trainer.configuration.batchSize)
+            samples: TrainingRun.samples(
+                inSteps: firstStep ..< trainer.progress.step, count: prepared.training.count,
+                batchSize: trainer.configuration.batchSize, worldSize: communicator.worldSize),
+            seconds: Double(fitTime.seconds) + Double(fitTime.attoseconds) * 1e-18)
         reporter.finishLine()
 
         var final = trainer.progress.history.last?.metrics ?? [:]
