@@ -35,14 +35,16 @@ run() {
 for recipe in "${recipes[@]}"; do
     case $recipe in
     sms)
-        # Embedding(5000, 32) -> LSTM(32) -> Dense(1, sigmoid), Adam 1e-3, batch 32.
+        # Embedding(5000, 32) -> LSTM(32) -> Dense(1, sigmoid), Adam 1e-3, batch 32; the padding is read
+        # as Keras reads it without mask_zero.
         run sms --task classify --epochs 5 -- \
             --data "$data/sms_spam/SMSSpamCollection" --format tsv --num-words 5000 --max-length 50 \
-            --epochs 5 --validation-split 0.1 --test-split 0.2 ;;
+            --epochs 5 --validation-split 0.1 --test-split 0.2 --no-mask-padding ;;
     polarity)
         run polarity --task classify --epochs 5 -- \
             --data "$data/rt_polarity/rt-polarity.neg" --data "$data/rt_polarity/rt-polarity.pos" --format lines \
-            --classes neg,pos --num-words 10000 --max-length 50 --epochs 5 --validation-split 0.1 --test-split 0.2 ;;
+            --classes neg,pos --num-words 10000 --max-length 50 --epochs 5 --validation-split 0.1 --test-split 0.2 \
+            --no-mask-padding ;;
     shakespeare)
         # Character model: Embedding(67, 32) -> LSTM(256, every step) -> Dense(67), windows of 100.
         run shakespeare --task lm --hidden 256 --batch-size 64 --learning-rate 0.005 --clip-norm 5 --epochs 4 -- \

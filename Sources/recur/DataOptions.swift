@@ -22,6 +22,8 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Fraction of the data held out for testing (imdb: 0 uses its test folder).") var testSplit = 0.0
     @Option(help: "Seed of the split's shuffle.") var splitSeed: UInt64 = 0
     @Flag(help: "Skip and count malformed rows instead of stopping at the first.") var skipMalformed = false
+    @Flag(inversion: .prefixedNo, help: "Recurrent layers skip padding (default), or read it as Keras does without mask_zero.")
+    var maskPadding = true
 
     func validate() throws {
         guard maxLength >= 1, horizon >= 1 else { throw ValidationError("--max-length and --horizon must be at least 1") }
@@ -61,6 +63,7 @@ struct DataOptions: ParsableArguments {
         source.testFraction = testSplit
         source.splitSeed = splitSeed
         source.skipsMalformed = skipMalformed
+        source.masksPadding = maskPadding
         return source
     }
 

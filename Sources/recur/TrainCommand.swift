@@ -294,7 +294,7 @@ struct TrainCommand: ParsableCommand {
             cell: try BenchCommand.parseCell(cell), hiddenSize: hidden, layerCount: layers, bidirectional: bidirectional,
             inputDropout: dropout, recurrentDropout: recurrentDropout, layerDropout: layerDropout,
             outputDropout: outputDropout, outputSize: prepared.outputSize(for: task, horizon: source.horizon),
-            seed: seed, initialization: initializer)
+            seed: seed, initialization: initializer, trainsPaddingEmbedding: !source.masksPadding)
     }
 
     private func trainingConfiguration(totalSteps: Int) throws -> TrainingConfiguration {

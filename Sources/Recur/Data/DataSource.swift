@@ -68,6 +68,9 @@ public struct DataSource: Sendable, Equatable, Codable {
     public var splitSeed: UInt64 = 0
     /// Skip (and count) malformed rows instead of failing on the first.
     public var skipsMalformed = false
+    /// Classification: recurrent layers skip the padding (PyTorch's packed sequences, Keras's
+    /// `mask_zero=True`); false feeds them the padding too (Keras's default Embedding).
+    public var masksPadding = true
 
     public init(format: Format, paths: [String]) {
         self.format = format
@@ -201,7 +204,9 @@ public struct DataSource: Sendable, Equatable, Codable {
                 let last = padding == .pre ? sequenceLength - 1 : 0
                 return t == last ? Vocabulary.outOfVocabularyID : id
             }
-            let lengths = padded.lengths.map { max($0, 1) }
+            // Unmasked, every sequence is T steps long and the recurrent layer reads the padding
+            // too, as a Keras model without `mask_zero` does.
+            let lengths = padded.lengths.map { masksPadding ? max($0, 1) : sequenceLength }
             let sequences = PaddedSequences(ids: ids, lengths: lengths, maxLength: sequenceLength, padding: padding)
             return try LabeledSequences(sequences: sequences, labels: part.labels, classCount: all.classNames.count)
         }

@@ -111,7 +111,12 @@ public struct Checkpoint: Sendable {
     ///   file for anything else: not safetensors, not a Recur checkpoint, metadata that doesn't
     ///   decode or validate, tensors of the wrong type.
     public init(contentsOf path: String) throws {
-        let file = try SafeTensorsFile(contentsOf: path)
+        try self.init(file: try SafeTensorsFile(contentsOf: path))
+    }
+
+    /// Reads a checkpoint from a safetensors file already parsed (`file.source` names it in errors).
+    public init(file: SafeTensorsFile) throws {
+        let path = file.source
         guard file.metadata["recur.format"] == Self.format else {
             throw RecurError.malformed(
                 source: path, detail: "not a Recur checkpoint (recur.format is "

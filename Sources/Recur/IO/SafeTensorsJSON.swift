@@ -6,6 +6,12 @@
 // offsets beyond 2^53 are never rounded through a Double, and reports the byte position of
 // every error.
 
+/// JSON text for writers outside this file (logs, benchmark lines).
+public enum JSONString {
+    /// `text` as a JSON string literal, quotes included (see `SafeTensorsJSON.quoted`).
+    public static func quoted(_ text: String) -> String { SafeTensorsJSON.quoted(text) }
+}
+
 /// A parsed JSON value. Objects keep their keys in source order; duplicates are a parse error.
 enum SafeTensorsJSON {
     case null

@@ -65,6 +65,10 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
     public var outputSize: Int
     /// Seeds every layer's initial parameters (each layer derives its own stream).
     public var seed: UInt64
+    /// Whether the embedding's row 0 (padding) is a trained vector, as in a Keras `Embedding`
+    /// without `mask_zero`, for models that read the padding; false keeps it 0 with no gradient
+    /// (PyTorch's `padding_idx`).
+    public var trainsPaddingEmbedding: Bool
     /// Keras's initialisers (Embedding U(±0.05), Glorot-uniform kernels, orthogonal recurrent
     /// blocks, forget-gate bias 1, Glorot-uniform Dense with zero bias) or PyTorch's.
     public var initialization: ModelInitialization
@@ -73,7 +77,7 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
                 cell: RecurrentCell, hiddenSize: Int, layerCount: Int = 1, bidirectional: Bool = false,
                 inputDropout: Float = 0, recurrentDropout: Float = 0, layerDropout: Float = 0,
                 outputDropout: Float = 0, outputSize: Int, seed: UInt64 = 0,
-                initialization: ModelInitialization = .keras) {
+                initialization: ModelInitialization = .keras, trainsPaddingEmbedding: Bool = false) {
         self.task = task
         self.vocabularySize = vocabularySize
         self.embeddingSize = embeddingSize
@@ -89,6 +93,7 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
         self.outputSize = outputSize
         self.seed = seed
         self.initialization = initialization
+        self.trainsPaddingEmbedding = trainsPaddingEmbedding
     }
 
     /// Whether the model reads ids through an embedding (every task but `forecast`).
@@ -172,7 +177,8 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
         var recurrentInput = inputFeatures ?? 0
         if readsIDs, let vocabularySize, let embeddingSize {
             layers.append(.embedding(try Embedding(
-                vocabularySize: vocabularySize, embeddingSize: embeddingSize, paddingIndex: Vocabulary.paddingID,
+                vocabularySize: vocabularySize, embeddingSize: embeddingSize,
+                paddingIndex: trainsPaddingEmbedding ? nil : Vocabulary.paddingID,
                 initialization: initialization == .keras ? .keras : .pytorch, seed: random.next(), backend: backend)))
             recurrentInput = embeddingSize
         }
