@@ -81,6 +81,9 @@ struct TrainCommand: ParsableCommand {
 
     func validate() throws {
         if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+        #if RECUR_MPI
+        if profile && !distributed { throw ValidationError("--profile needs --distributed") }
+        #endif
         for (name, value) in [("--embedding", embedding), ("--hidden", hidden), ("--layers", layers),
                               ("--epochs", epochs), ("--batch-size", batchSize)] where value < 1 {
             throw ValidationError("\(name) must be at least 1")
