@@ -15,9 +15,9 @@ let clblastLinkerSettings: [LinkerSetting] = staticCLBlast
     : [.linkedLibrary("clblast")]
 
 // MARK: MPI (optional)
-// RecurDistributed (data-parallel training), its C module CMPI, the `recur-distributed` entry
-// point and `recur train --distributed` exist only in a build that can see MPI, so the core library and `recur` still build on
-// machines without it. The rule: RECUR_MPI=1 forces them in, RECUR_MPI=0 leaves them out, and
+// RecurDistributed (`MPICommunicator`), its C module CMPI and `recur train --distributed` exist
+// only in a build that can see MPI, so the core library and `recur` still build on machines
+// without it. The rule: RECUR_MPI=1 forces them in, RECUR_MPI=0 leaves them out, and
 // otherwise they are in when Open MPI's pkg-config file (ompi-c.pc, from Debian's
 // libopenmpi-dev) lies in a pkg-config folder (PKG_CONFIG_PATH, /usr/lib/<triple>/pkgconfig,
 // /usr/lib/pkgconfig, /usr/local/lib/pkgconfig, /opt/homebrew/lib/pkgconfig).
@@ -37,25 +37,15 @@ default: openMPIIsInstalled()
 }
 
 let mpiProducts: [Product] = buildsWithMPI
-    ? [
-        .library(name: "RecurDistributed", targets: ["RecurDistributed"]),
-        .executable(name: "recur-distributed", targets: ["recur-distributed"]),
-    ]
+    ? [.library(name: "RecurDistributed", targets: ["RecurDistributed"])]
     : []
 let mpiTargets: [Target] = buildsWithMPI
     ? [
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
         .target(name: "RecurDistributed", dependencies: ["Recur", "CMPI"]),
-        .executableTarget(
-            name: "recur-distributed",
-            dependencies: [
-                "Recur", "RecurDistributed",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
-        ),
-        // Launches `mpirun` on the built recur-distributed and recur: equivalence with one process, faults.
-        .testTarget(name: "RecurDistributedTests",
-                    dependencies: ["Recur", "RecurDistributed", "recur-distributed", "recur"]),
+        // Launches `mpirun` on the built `recur train --distributed`: equivalence with one process,
+        // resuming on other rank counts, faults, mismatched ranks.
+        .testTarget(name: "RecurDistributedTests", dependencies: ["Recur", "recur"]),
     ]
     : []
 

@@ -84,11 +84,11 @@ public final class MPICommunicator: TrainingCommunicator {
         MPI_Finalize()
     }
 
-    /// Writes `message` to standard error, prefixed with this rank, and ends every rank of the
+    /// Writes `recur: rank R of N failed: <message>` to standard error and ends every rank of the
     /// launch with exit status `code`: the others may be blocked in a collective this rank will
     /// never join, and only `MPI_Abort` releases them.
     public func abort(message: String, code: Int32 = 1) -> Never {
-        writeToStandardError("recur-distributed: rank \(rank) of \(worldSize) failed: \(message)\n")
+        writeToStandardError("recur: rank \(rank) of \(worldSize) failed: \(message)\n")
         MPI_Abort(recur_mpi_comm_world(), code)
         exit(code)  // MPI_Abort does not return; this satisfies the compiler.
     }

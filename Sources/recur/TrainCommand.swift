@@ -73,12 +73,17 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Also write the prepared splits (inputs and targets of every example) to this safetensors file, for training the same data elsewhere.")
     var exportData: String?
     #if RECUR_MPI
-    @Flag(help: "Data-parallel over the ranks of mpirun: --batch-size is the global batch, split evenly over the ranks; rank 0 logs and writes checkpoints; a rank that fails ends every rank.")
+    @Flag(help: "Data-parallel over the ranks of mpirun: --batch-size is the global batch, split evenly over the ranks; rank 0 logs and writes checkpoints; a rank that fails ends every rank. Rank 0 ends with a `communication:` line on stderr (allreduce time per step and its share).")
     var distributed = false
+    @Flag(help: "With --distributed: a barrier before each gradient allreduce, so the `communication:` line tells waiting for slower ranks apart from the transfer (one more collective per step).")
+    var profile = false
     #endif
 
     func validate() throws {
         if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+        #if RECUR_MPI
+        if profile && !distributed { throw ValidationError("--profile needs --distributed") }
+        #endif
         for (name, value) in [("--embedding", embedding), ("--hidden", hidden), ("--layers", layers),
                               ("--epochs", epochs), ("--batch-size", batchSize)] where value < 1 {
             throw ValidationError("\(name) must be at least 1")
@@ -94,9 +99,13 @@ struct TrainCommand: ParsableCommand {
             // Under MPI an error on one rank must end all of them (the others may wait in a
             // collective it will never join): report it naming the rank, then MPI_Abort.
             let communicator = try MPICommunicator()
+            communicator.separatesWaiting = profile
             do {
                 let backend = try device.specification().forLocalRank(communicator.localRank).makeBackend()
-                try train(communicator: communicator, backend: backend)
+                let run = try train(communicator: communicator, backend: backend)
+                if communicator.rank == 0 {
+                    writeToStandardError(Self.communicationLine(communicator, run) + "\n")
+                }
             } catch {
                 communicator.abort(message: "\(error)")
             }
@@ -107,7 +116,55 @@ struct TrainCommand: ParsableCommand {
         try train(communicator: LocalCommunicator(), backend: try device.makeBackend())
     }
 
-    private func train(communicator: any TrainingCommunicator, backend: any Backend) throws {
+    #if RECUR_MPI
+    /// `communication: ranks=N steps=S samples_per_second=... ms_per_step=... allreduce_ms_per_step=...
+    /// allreduce_share_percent=... wait_ms_per_step=... staging_ms_per_step=... gradient_bytes=... buckets=...`:
+    /// this rank's averages over the steps of this run, the step time being the wall time of `fit`
+    /// (validation and checkpoints included) over its steps. Without --profile the allreduce time
+    /// includes waiting for slower ranks and `wait` is 0.
+    private static func communicationLine(_ communicator: MPICommunicator, _ run: TrainingRun) -> String {
+        let statistics = communicator.statistics
+        let steps = max(run.steps, 1)
+        let stepMilliseconds = 1000 * run.seconds / Double(steps)
+        let allreduceMilliseconds = 1000 * statistics.allreduceSeconds / Double(steps)
+        let share = stepMilliseconds > 0 ? 100 * allreduceMilliseconds / stepMilliseconds : 0
+        let fields: [(String, String)] = [
+            ("ranks", "\(communicator.worldSize)"), ("steps", "\(run.steps)"),
+            ("samples_per_second", fixed(run.seconds > 0 ? Double(run.samples) / run.seconds : 0, 2)),
+            ("ms_per_step", fixed(stepMilliseconds, 2)),
+            ("allreduce_ms_per_step", fixed(allreduceMilliseconds, 2)),
+            ("allreduce_share_percent", fixed(share, 2)),
+            ("wait_ms_per_step", fixed(1000 * statistics.waitSeconds / Double(steps), 2)),
+            ("staging_ms_per_step", fixed(1000 * statistics.stagingSeconds / Double(steps), 2)),
+            ("gradient_bytes", "\(statistics.gradientBytes)"), ("buckets", "\(statistics.bucketCount)"),
+        ]
+        return "communication: " + fields.map { "\($0)=\($1)" }.joined(separator: " ")
+    }
+    #endif
+
+    /// What one call of `train` did: optimizer steps taken, the examples they took (all ranks
+    /// together), the wall time of `fit`.
+    struct TrainingRun {
+        var steps: Int
+        var samples: Int
+        var seconds: Double
+
+        /// The examples in optimizer steps `steps` (0-based) of epochs of `count` examples in
+        /// batches of `batchSize`, the last batch partial or dropped as the Trainer does on
+        /// `worldSize` processes.
+        static func samples(inSteps steps: Range<Int>, count: Int, batchSize: Int, worldSize: Int) -> Int {
+            let keepsPartialBatch = worldSize == 1
+            let batchesPerEpoch = keepsPartialBatch ? (count + batchSize - 1) / batchSize : count / batchSize
+            guard batchesPerEpoch > 0 else { return 0 }
+            let lastBatch = keepsPartialBatch ? count - (batchesPerEpoch - 1) * batchSize : batchSize
+            return steps.reduce(0) { total, step in
+                total + (step % batchesPerEpoch == batchesPerEpoch - 1 ? lastBatch : batchSize)
+            }
+        }
+    }
+
+    @discardableResult
+    private func train(communicator: any TrainingCommunicator, backend: any Backend) throws -> TrainingRun {
         let isLeader = communicator.rank == 0
         let trainer: Trainer
         let prepared: PreparedData
@@ -137,7 +194,16 @@ struct TrainCommand: ParsableCommand {
         let reporter = ProgressReporter(json: json, quiet: false)
         trainer.observer = { event in reporter.report(event) }
         trainer.recordsGradientFlow = gradientFlow
+        let clock = ContinuousClock()
+        let (fitStart, firstStep) = (clock.now, trainer.progress.step)
         try trainer.fit(training: prepared.training, validation: prepared.validation)
+        let fitTime = (clock.now - fitStart).components
+        let run = TrainingRun(
+            steps: trainer.progress.step - firstStep,
+            samples: TrainingRun.samples(
+                inSteps: firstStep ..< trainer.progress.step, count: prepared.training.count,
+                batchSize: trainer.configuration.batchSize, worldSize: communicator.worldSize),
+            seconds: Double(fitTime.seconds) + Double(fitTime.attoseconds) * 1e-18)
         reporter.finishLine()
 
         var final = trainer.progress.history.last?.metrics ?? [:]
@@ -145,7 +211,7 @@ struct TrainCommand: ParsableCommand {
             for (name, value) in try trainer.evaluate(test) { final["test_" + name] = value }
         }
         let seconds = trainer.progress.history.reduce(0) { $0 + $1.seconds }
-        guard isLeader else { return }
+        guard isLeader else { return run }
         if let folder = plots ?? checkpointDir {
             try ReportFile.createDirectory(folder)
             try TrainingPlots.writeCurves(trainer.progress.history, to: folder + "/curves.svg")
@@ -160,6 +226,7 @@ struct TrainCommand: ParsableCommand {
             let summary = final.keys.sorted().map { "\($0) \(metricText(final[$0]!))" }.joined(separator: ", ")
             print("final after \(trainer.progress.epoch) epochs (\(fixed(seconds, 1)) s): \(summary)")
         }
+        return run
     }
 
     /// Writes every split as `<split>.inputs` (ids or values, example-major `[N, T]`) and
