@@ -192,6 +192,15 @@ struct TrainerTests {
         try rejects(absurd, "bad.safetensors")
     }
 
+    @Test func dataFingerprintsTellDataSetsApart() throws {
+        let first = try markerExamples(count: 40, vocabulary: 12, steps: 5, seed: 20)
+        let same = try markerExamples(count: 40, vocabulary: 12, steps: 5, seed: 20)
+        let other = try markerExamples(count: 40, vocabulary: 12, steps: 5, seed: 21)
+        #expect(Trainer.fingerprint(first) == Trainer.fingerprint(same))
+        #expect(Trainer.fingerprint(first) != Trainer.fingerprint(other))
+        #expect(Trainer.fingerprint(first).hasPrefix("40 examples"))
+    }
+
     @Test func languageModelWindowsShiftTargetsByOne() throws {
         let ids: [Int32] = Array(2...30)
         let windows = try LanguageModelWindows(ids: ids, length: 5, stride: 3)
