@@ -1,4 +1,5 @@
 // swift-tools-version: 6.1
+import Foundation
 import PackageDescription
 
 // CLBlast links as a shared library by default. RECUR_STATIC_CLBLAST=1 (tools/build-static.sh)
@@ -7,6 +8,23 @@ let staticCLBlast = Context.environment["RECUR_STATIC_CLBLAST"] == "1"
 let clblastLinkerSettings: [LinkerSetting] = staticCLBlast
     ? [.unsafeFlags(["-Xlinker", "-l:libclblast.a"]), .linkedLibrary("stdc++")]
     : [.linkedLibrary("clblast")]
+
+// The CPU backend's step loops are Swift SIMD code. Compiled for the x86-64 baseline (SSE2, no FMA)
+// an eight-lane multiply-add takes four instructions instead of one. RECUR_TARGET_CPU names the
+// processor to compile the library for (an LLVM CPU name: haswell, znver3, x86-64 for the baseline);
+// unset, an x86-64 Linux build host whose /proc/cpuinfo lists avx2 and fma gets haswell
+// (AVX2 + FMA), so a binary meant for older processors must set RECUR_TARGET_CPU=x86-64.
+let targetCPU: String? = Context.environment["RECUR_TARGET_CPU"] ?? {
+    #if arch(x86_64) && os(Linux)
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+    let names = Set(flags.split(separator: " ").map(String.init))
+    return names.contains("avx2") && names.contains("fma") ? "haswell" : nil
+    #else
+    return nil
+    #endif
+}()
+let targetCPUSettings: [SwiftSetting] = targetCPU.map { [.unsafeFlags(["-target-cpu", $0])] } ?? []
 
 let package = Package(
     name: "Recur",
@@ -35,6 +53,7 @@ let package = Package(
         .target(
             name: "Recur",
             dependencies: ["COpenCL", "CBLAS", "CCLBlast", "CFloatControl"],
+            swiftSettings: targetCPUSettings,
             linkerSettings: clblastLinkerSettings,
             plugins: ["EmbedKernels"]
         ),

@@ -18,6 +18,8 @@ extension CPUBackend {
         let size = try checkRecurrentForward(request)
         let scan = try CPURecurrentScan(request.scan, size, backend: self, operation: "recurrentForward")
         let stepProducts = try zeros([size.batch, size.gates])  // [B, G]
+        // W_hhᵀ [H, G] packed once for every step's h̃ · W_hhᵀ.
+        let (recurrentWeights, packed) = try packTransposed(scan.wHH, rows: size.gates, columns: size.hidden)
         let pass = CPURecurrentForward(
             scan: scan,
             workspace: CPURecurrentWorkspace(request.workspace),
@@ -25,9 +27,10 @@ extension CPUBackend {
             outputStride: request.output.leadingDimension,
             h: request.finalHidden.hostFloats,
             c: request.finalCell?.hostFloats,
-            stepProducts: stepProducts.hostFloats)
-        // The pass holds raw pointers: keep the scratch tensor alive until it is done.
-        withExtendedLifetime(stepProducts) { withSubnormalsFlushed { pass.run() } }
+            stepProducts: stepProducts.hostFloats,
+            recurrentWeights: recurrentWeights)
+        // The pass holds raw pointers: keep the scratch tensors alive until it is done.
+        withExtendedLifetime([stepProducts, packed]) { withSubnormalsFlushed { pass.run() } }
     }
 
     public func recurrentBackward(_ request: RecurrentBackward) throws {
@@ -39,6 +42,8 @@ extension CPUBackend {
         let recurrentGateGradients = request.scan.cell == .gru ? try zeros([rows, size.gates]) : gateGradients
         let dhTilde = try zeros([size.batch, size.hidden])  // [B, H]
         let dq = try zeros([size.batch, size.hidden])  // [B, H]
+        // W_hh [G, H] with padded rows for every step's dGh · W_hh.
+        let (recurrentWeights, packed) = try pack(scan.wHH, rows: size.gates, columns: size.hidden)
         let gradients = request.weightGradients
         let pass = CPURecurrentBackward(
             scan: scan,
@@ -56,8 +61,9 @@ extension CPUBackend {
             dWih: gradients.input.hostFloats,
             dWhh: gradients.recurrent.hostFloats,
             dbih: gradients.inputBias.hostFloats,
-            dbhh: gradients.recurrentBias.hostFloats)
-        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq]) {
+            dbhh: gradients.recurrentBias.hostFloats,
+            recurrentWeights: recurrentWeights)
+        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, packed]) {
             withSubnormalsFlushed {
                 pass.run(finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
                          finalCellGradient: request.finalCellGradient?.hostFloats)
@@ -179,6 +185,8 @@ private struct CPURecurrentForward {
     let c: UnsafeMutablePointer<Float>?
     /// W_hh h̃ for the current step: [B, G]
     let stepProducts: UnsafeMutablePointer<Float>
+    /// W_hhᵀ [H, G], packed.
+    let recurrentWeights: CPUPackedOperand
 
     func run() {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
@@ -191,32 +199,43 @@ private struct CPURecurrentForward {
         let first = workspace.recurrentInput + scan.time(ofStep: 0) * b * h
         for k in 0..<(b * h) { first[k] = self.h[k] * scan.mask[k] }
 
+        // Sequences are independent: each part of the batch runs the whole scan on its own rows.
+        forEachBatchPart(scan) { rows in
+            withSubnormalsFlushed { scanRows(rows) }
+        }
+    }
+
+    /// The time loop over batch rows `rows`, which reads and writes only those rows of every buffer.
+    private func scanRows(_ rows: Range<Int>) {
+        let (t, b, h, g) = (scan.steps, scan.batch, scan.hidden, scan.gates)
+        let (first, count) = (rows.lowerBound, rows.count)
+        let products = stepProducts + first * g  // [rows, G]
         for s in 0..<t {
             let time = scan.time(ofStep: s)
             let next = s + 1 < t ? scan.time(ofStep: s + 1) : nil
-            let recurrentInput = workspace.recurrentInput + time * b * h  // [B, H]
+            let recurrentInput = workspace.recurrentInput + (time * b + first) * h  // [rows, H]
             switch scan.cell {
             case .rnnTanh, .rnnRelu, .lstm, .gru:
-                // stepProducts[B, G] = h̃[B, H] · W_hhᵀ
-                sgemm(transposeB: true, m: b, n: g, k: h, recurrentInput, h, scan.wHH, h,
-                      beta: 0, stepProducts, g)
+                // stepProducts[rows, G] = h̃[rows, H] · W_hhᵀ
+                stepProduct(rows: count, n: g, k: h, a: recurrentInput, lda: h, b: recurrentWeights,
+                            c: products, ldc: g, accumulate: false)
             case .gruResetBefore:
-                // r and z blocks only: stepProducts[B, 0 ..< 2H] = h̃ · W_h(r,z)ᵀ
-                sgemm(transposeB: true, m: b, n: 2 * h, k: h, recurrentInput, h, scan.wHH, h,
-                      beta: 0, stepProducts, g)
+                // r and z blocks only: stepProducts[rows, 0 ..< 2H] = h̃ · W_h(r,z)ᵀ
+                stepProduct(rows: count, n: 2 * h, k: h, a: recurrentInput, lda: h, b: recurrentWeights,
+                            c: products, ldc: g, accumulate: false)
             }
             switch scan.cell {
-            case .rnnTanh: simpleStep(time: time, next: next, relu: false)
-            case .rnnRelu: simpleStep(time: time, next: next, relu: true)
-            case .lstm: lstmStep(time: time, next: next)
-            case .gru: gruStep(time: time, next: next)
+            case .rnnTanh: simpleStep(time: time, next: next, relu: false, rows: rows)
+            case .rnnRelu: simpleStep(time: time, next: next, relu: true, rows: rows)
+            case .lstm: lstmStep(time: time, next: next, rows: rows)
+            case .gru: gruStep(time: time, next: next, rows: rows)
             case .gruResetBefore:
-                gruResetGates(time: time)
-                // n block: stepProducts[B, 2H ..< 3H] = (r ⊙ h̃)[B, H] · W_hnᵀ
-                let resetHidden = workspace.candidateRecurrent! + time * b * h
-                sgemm(transposeB: true, m: b, n: h, k: h, resetHidden, h, scan.wHH + 2 * h * h, h,
-                      beta: 0, stepProducts + 2 * h, g)
-                gruResetBeforeCandidate(time: time, next: next)
+                gruResetGates(time: time, rows: rows)
+                // n block: stepProducts[rows, 2H ..< 3H] = (r ⊙ h̃)[rows, H] · W_hnᵀ
+                let resetHidden = workspace.candidateRecurrent! + (time * b + first) * h
+                stepProduct(rows: count, n: h, k: h, a: resetHidden, lda: h, b: recurrentWeights,
+                            columnOffset: 2 * h, c: products + 2 * h, ldc: g, accumulate: false)
+                gruResetBeforeCandidate(time: time, next: next, rows: rows)
             }
         }
     }
@@ -250,9 +269,9 @@ private struct CPURecurrentForward {
     // The step loops below run over a row's H units eight lanes at a time (`CPULanes`).
 
     /// h_t = act(x W_ihᵀ + b_ih + h̃ W_hhᵀ + b_hh); gates holds h_t.
-    private func simpleStep(time: Int, next: Int?, relu: Bool) {
+    private func simpleStep(time: Int, next: Int?, relu: Bool, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let gate = workspace.gates + (time * scan.batch + b) * gates  // [G], G = H
             if valid {
@@ -272,10 +291,10 @@ private struct CPURecurrentForward {
     }
 
     /// i, f, g, o = σ, σ, tanh, σ of (x W_ihᵀ + h̃ W_hhᵀ + b); c_t = clip(f c + i g); h_t = o tanh(c_t).
-    private func lstmStep(time: Int, next: Int?) {
+    private func lstmStep(time: Int, next: Int?, rows: Range<Int>) {
         let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
         let c = self.c!
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let row = time * scan.batch + b
             let gate = workspace.gates + row * gates  // [4H]: i, f, g, o
@@ -309,9 +328,9 @@ private struct CPURecurrentForward {
 
     /// r, z = σ(x W_ihᵀ + h̃ W_hhᵀ + b); hn = h̃ W_hnᵀ + b_hn; n = tanh(x W_inᵀ + b_in + r hn);
     /// h_t = (1 - z) n + z h.
-    private func gruStep(time: Int, next: Int?) {
+    private func gruStep(time: Int, next: Int?, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let row = time * scan.batch + b
             let gate = workspace.gates + row * gates  // [3H]: r, z, n
@@ -343,9 +362,9 @@ private struct CPURecurrentForward {
     }
 
     /// First half of a reset-before GRU step: r, z, and r ⊙ h̃ (the operand of W_hn).
-    private func gruResetGates(time: Int) {
+    private func gruResetGates(time: Int, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let row = time * scan.batch + b
             let gate = workspace.gates + row * gates  // [3H]: r, z, n
             let resetHidden = workspace.candidateRecurrent! + row * hidden  // [H]: r ⊙ h̃
@@ -366,9 +385,9 @@ private struct CPURecurrentForward {
     }
 
     /// Second half: n = tanh(x W_inᵀ + b_in + (r ⊙ h̃) W_hnᵀ + b_hn); h_t = (1 - z) n + z h.
-    private func gruResetBeforeCandidate(time: Int, next: Int?) {
+    private func gruResetBeforeCandidate(time: Int, next: Int?, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let row = time * scan.batch + b
             let gate = workspace.gates + row * gates
@@ -421,6 +440,8 @@ private struct CPURecurrentBackward {
     /// dW_ih: [G, I], dW_hh: [G, H], db_ih, db_hh: [G]; all accumulated.
     let dWih: UnsafeMutablePointer<Float>, dWhh: UnsafeMutablePointer<Float>
     let dbih: UnsafeMutablePointer<Float>, dbhh: UnsafeMutablePointer<Float>
+    /// W_hh [G, H], packed.
+    let recurrentWeights: CPUPackedOperand
 
     func run(finalHiddenGradient: UnsafeMutablePointer<Float>?, finalCellGradient: UnsafeMutablePointer<Float>?) {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
@@ -439,28 +460,9 @@ private struct CPURecurrentBackward {
         }
         dhTilde.update(repeating: 0, count: b * h)
 
-        for s in stride(from: t - 1, through: 0, by: -1) {
-            let time = scan.time(ofStep: s)
-            let previous = s > 0 ? scan.time(ofStep: s - 1) : nil
-            switch scan.cell {
-            case .rnnTanh: simpleStep(time: time, relu: false)
-            case .rnnRelu: simpleStep(time: time, relu: true)
-            case .lstm: lstmStep(time: time, previous: previous)
-            case .gru: gruStep(time: time, previous: previous)
-            case .gruResetBefore:
-                gruResetBeforeCandidate(time: time, previous: previous)
-                // dq[B, H] = dG[B, 2H ..< 3H] · W_hn   (differentiates the n block's W_hn (r ⊙ h̃))
-                sgemm(m: b, n: h, k: h, dG + time * b * g + 2 * h, g, scan.wHH + 2 * h * h, h, beta: 0, dq, h)
-                gruResetGates(time: time)
-            }
-            switch scan.cell {
-            case .rnnTanh, .rnnRelu, .lstm, .gru:
-                // dh̃[B, H] = dGh[B, G] · W_hh   (differentiates h̃ W_hhᵀ)
-                sgemm(m: b, n: h, k: g, dGh + time * b * g, g, scan.wHH, h, beta: 0, dhTilde, h)
-            case .gruResetBefore:
-                // dh̃ (holding dq ⊙ r) += dG[B, 0 ..< 2H] · W_h(r,z)
-                sgemm(m: b, n: h, k: 2 * h, dG + time * b * g, g, scan.wHH, h, beta: 1, dhTilde, h)
-            }
+        // Sequences are independent: each part of the batch runs the whole scan on its own rows.
+        forEachBatchPart(scan) { rows in
+            withSubnormalsFlushed { scanRows(rows) }
         }
         // h̃ of the first step is h0 ⊙ m.
         for k in 0..<(b * h) { dh[k] += dhTilde[k] * scan.mask[k] }
@@ -490,6 +492,43 @@ private struct CPURecurrentBackward {
         sgemm(m: rows, n: i, k: g, dG, g, scan.wIH, i, beta: accumulateInputGradient ? 1 : 0, dx, i)
     }
 
+    /// The time loop over batch rows `rows`, from the last scan step to the first; it reads and
+    /// writes only those rows of every buffer.
+    private func scanRows(_ rows: Range<Int>) {
+        let (t, b, h, g) = (scan.steps, scan.batch, scan.hidden, scan.gates)
+        let (first, count) = (rows.lowerBound, rows.count)
+        let through = dhTilde + first * h  // [rows, H]
+        for s in stride(from: t - 1, through: 0, by: -1) {
+            let time = scan.time(ofStep: s)
+            let previous = s > 0 ? scan.time(ofStep: s - 1) : nil
+            let stepRows = (time * b + first) * g  // row (time, first) of dG and dGh
+            switch scan.cell {
+            case .rnnTanh: simpleStep(time: time, relu: false, rows: rows)
+            case .rnnRelu: simpleStep(time: time, relu: true, rows: rows)
+            case .lstm: lstmStep(time: time, previous: previous, rows: rows)
+            case .gru: gruStep(time: time, previous: previous, rows: rows)
+            case .gruResetBefore:
+                gruResetBeforeCandidate(time: time, previous: previous, rows: rows)
+                // dq[rows, H] = dG[rows, 2H ..< 3H] · W_hn   (differentiates the n block's W_hn (r ⊙ h̃))
+                stepProduct(rows: count, n: h, k: h, a: dG + stepRows + 2 * h, lda: g,
+                            b: CPUPackedOperand(values: recurrentWeights.values + 2 * h * recurrentWeights.leadingDimension,
+                                                leadingDimension: recurrentWeights.leadingDimension),
+                            c: dq + first * h, ldc: h, accumulate: false)
+                gruResetGates(time: time, rows: rows)
+            }
+            switch scan.cell {
+            case .rnnTanh, .rnnRelu, .lstm, .gru:
+                // dh̃[rows, H] = dGh[rows, G] · W_hh   (differentiates h̃ W_hhᵀ)
+                stepProduct(rows: count, n: h, k: g, a: dGh + stepRows, lda: g, b: recurrentWeights,
+                            c: through, ldc: h, accumulate: false)
+            case .gruResetBefore:
+                // dh̃ (holding dq ⊙ r) += dG[rows, 0 ..< 2H] · W_h(r,z)
+                stepProduct(rows: count, n: h, k: 2 * h, a: dG + stepRows, lda: g, b: recurrentWeights,
+                            c: through, ldc: h, accumulate: true)
+            }
+        }
+    }
+
     /// dL/dh_t of sequence b into `total` [H]: the carried part, the part through the next step's
     /// h̃ (times the mask), and the output gradient where the step is valid.
     @inline(__always)
@@ -504,9 +543,9 @@ private struct CPURecurrentBackward {
     }
 
     /// Differentiates h_t = act(a): da = dh ⊙ act'(a), read from h_t (kept in gates).
-    private func simpleStep(time: Int, relu: Bool) {
+    private func simpleStep(time: Int, relu: Bool, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let total = dh + b * hidden
             totalHiddenGradient(row: b, time: time, valid: valid, into: total)
@@ -523,10 +562,10 @@ private struct CPURecurrentBackward {
     /// Differentiates the LSTM step: with dh the total dL/dh_t and tc = tanh(c_t),
     /// do = dh tc; dc_t += dh o (1 - tc²), zeroed where the clip was active;
     /// di = dc_t g, df = dc_t c_{t-1}, dg = dc_t i, dc_{t-1} = dc_t f; then through σ' and tanh'.
-    private func lstmStep(time: Int, previous: Int?) {
+    private func lstmStep(time: Int, previous: Int?, rows: Range<Int>) {
         let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
         let cellStates = workspace.cellStates!
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let total = dh + b * hidden
             totalHiddenGradient(row: b, time: time, valid: valid, into: total)
@@ -560,9 +599,9 @@ private struct CPURecurrentBackward {
 
     /// Differentiates the reset-after GRU step: dn = dh (1 - z), dz = dh (h - n), dh_{t-1} += dh z;
     /// da_n = dn (1 - n²); dr = da_n hn; the recurrent side sees r ⊙ da_n for the n block.
-    private func gruStep(time: Int, previous: Int?) {
+    private func gruStep(time: Int, previous: Int?, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let total = dh + b * hidden
             totalHiddenGradient(row: b, time: time, valid: valid, into: total)
@@ -590,9 +629,9 @@ private struct CPURecurrentBackward {
 
     /// First half of a reset-before GRU backward step (differentiates `gruResetBeforeCandidate`):
     /// da_n and da_z into dG, dh_{t-1} = dh z.
-    private func gruResetBeforeCandidate(time: Int, previous: Int?) {
+    private func gruResetBeforeCandidate(time: Int, previous: Int?, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let total = dh + b * hidden
             totalHiddenGradient(row: b, time: time, valid: valid, into: total)
@@ -612,9 +651,9 @@ private struct CPURecurrentBackward {
 
     /// Second half (differentiates `gruResetGates`): with dq = dL/d(r ⊙ h̃),
     /// da_r = dq h̃ r (1 - r) into dG, and dh̃ starts as dq r (the r and z blocks are added by GEMM).
-    private func gruResetGates(time: Int) {
+    private func gruResetGates(time: Int, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let through = dhTilde + b * hidden
             guard scan.isValid(b, atTime: time) else {
                 through.update(repeating: 0, count: hidden)
@@ -642,39 +681,46 @@ private struct CPURecurrentBackward {
     }
 }
 
-// MARK: Rows of a step
+// MARK: Rows of a step, parts of the batch
 
-/// Gate values of one step (B * G) from which its pointwise pass is split over two threads. Below
-/// it the hand-off costs more than the second core saves: with `recur bench` on two cores the split
-/// won 15-20 % for LSTM and GRU at B = 64, H = 256 (65536 and 49152 values) and lost up to 25 % for
-/// every cell at B = 32, H = 128 (16384 values at most) and for the simple RNN at H = 256.
-private let parallelStepGates = 32768
-
-/// Runs `body(b)` for every batch row of a step's pointwise pass. Each row reads and writes only
-/// its own rows of every buffer, so with enough work in the step the two halves of the batch run
-/// on two threads; the call returns when both are done, before the step's next GEMM.
+/// Runs `body(b)` for every batch row in `rows`: a step's pointwise pass over one part's rows.
 @inline(__always)
-private func forEachRow(_ scan: CPURecurrentScan, _ body: (_ row: Int) -> Void) {
+private func forEachRow(_ rows: Range<Int>, _ body: (_ row: Int) -> Void) {
+    for b in rows { body(b) }
+}
+
+/// Multiply-adds of a scan's recurrent products (B G H per step over T steps) from which its batch
+/// is split over the cores. Each part then runs the whole time loop on its own rows with no
+/// synchronisation per step, so the only cost is starting the threads once per scan (tens of
+/// microseconds); below this the scan takes about as long.
+private let parallelScanMultiplyAdds = 1 << 22
+
+/// Runs `body(rows)` for the parts of the batch, each a run of whole register tiles of rows (the
+/// last part takes the remainder), one part per core when the scan is large enough and the batch
+/// has a tile for each. Every part reads and writes only its own rows of every buffer; the call
+/// returns when all parts are done.
+private func forEachBatchPart(_ scan: CPURecurrentScan, _ body: (_ rows: Range<Int>) -> Void) {
     let batch = scan.batch
-    guard batch > 1, batch * scan.gates >= parallelStepGates else {
-        for b in 0..<batch { body(b) }
+    let tiles = batch / stepProductTileRows
+    let work = scan.steps * batch * scan.gates * scan.hidden
+    let parts = work >= parallelScanMultiplyAdds ? min(CPUBackend.coreCount, tiles) : 1
+    guard parts > 1 else {
+        body(0..<batch)
         return
     }
-    let half = (batch + 1) / 2
+    let bounds = (0...parts).map { part in part == parts ? batch : tiles * part / parts * stepProductTileRows }
     withoutActuallyEscaping(body) { body in
         let rows = DisjointRows(body: body)
-        // The floating-point mode is per thread: the helper flushes subnormals like the caller,
-        // so both halves compute exactly what one thread would.
-        DispatchQueue.concurrentPerform(iterations: 2) { part in
-            withSubnormalsFlushed {
-                for b in (part == 0 ? 0..<half : half..<batch) { rows.body(b) }
-            }
+        // The floating-point mode is per thread: each part flushes subnormals itself (see the
+        // callers), so the parts compute exactly what one thread would.
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            rows.body(bounds[part]..<bounds[part + 1])
         }
     }
 }
 
-/// A step's row body handed to the second thread. The two threads call it on disjoint rows, and
-/// every row writes only its own rows of the step's buffers, so nothing is shared mutably.
+/// A scan body handed to other threads. The threads call it on disjoint rows, and every row
+/// writes only its own rows of the scan's buffers, so nothing is shared mutably.
 private struct DisjointRows: @unchecked Sendable {
-    let body: (_ row: Int) -> Void
+    let body: (_ rows: Range<Int>) -> Void
 }

@@ -18,6 +18,9 @@ public final class CPUBackend: Backend {
     public var memoryStatistics: MemoryStatistics { counter.current }
     public func resetPeakMemory() { counter.resetPeak() }
 
+    /// Processors online: the most parts a recurrent scan splits its batch into.
+    static let coreCount = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+
     /// Sets OpenBLAS's thread count for every later GEMM of this process.
     public static func setBLASThreads(_ count: Int) {
         openblas_set_num_threads(Int32(count))
