@@ -102,6 +102,8 @@ private struct CPURecurrentScan {
     let clip: Float
     /// Sequence b is valid at time steps firstValid[b] ..< endValid[b].
     let firstValid: [Int], endValid: [Int]
+    /// The backend's `scanSplitMinimumWork` and `scanPartLimit`.
+    let splitMinimumWork: Int, partLimit: Int
     /// Owns `biasSum` and the default mask for the lifetime of the scan.
     private let storage: [Tensor]
 
@@ -127,6 +129,7 @@ private struct CPURecurrentScan {
         h0 = scan.initialHidden.hostFloats
         c0 = scan.initialCell?.hostFloats
         clip = scan.cellClip ?? .infinity
+        (splitMinimumWork, partLimit) = (backend.scanSplitMinimumWork, backend.scanPartLimit)
 
         let sum = try backend.zeros([size.gates])
         biasSum = sum.hostFloats
@@ -693,7 +696,7 @@ private func forEachRow(_ rows: Range<Int>, _ body: (_ row: Int) -> Void) {
 /// is split over the cores. Each part then runs the whole time loop on its own rows with no
 /// synchronisation per step, so the only cost is starting the threads once per scan (tens of
 /// microseconds); below this the scan takes about as long.
-private let parallelScanMultiplyAdds = 1 << 22
+let defaultScanSplitMinimumWork = 1 << 22
 
 /// Runs `body(rows)` for the parts of the batch, each a run of whole register tiles of rows (the
 /// last part takes the remainder), one part per core when the scan is large enough and the batch
@@ -703,7 +706,7 @@ private func forEachBatchPart(_ scan: CPURecurrentScan, _ body: (_ rows: Range<I
     let batch = scan.batch
     let tiles = batch / stepProductTileRows
     let work = scan.steps * batch * scan.gates * scan.hidden
-    let parts = work >= parallelScanMultiplyAdds ? min(CPUBackend.coreCount, tiles) : 1
+    let parts = work >= scan.splitMinimumWork ? min(scan.partLimit, tiles) : 1
     guard parts > 1 else {
         body(0..<batch)
         return
