@@ -20,6 +20,8 @@ extension CPUBackend {
         let stepProducts = try zeros([size.batch, size.gates])  // [B, G]
         // W_hhᵀ [H, G] packed once for every step's h̃ · W_hhᵀ.
         let (recurrentWeights, packed) = try packTransposed(scan.wHH, rows: size.gates, columns: size.hidden)
+        // W_ihᵀ [I, G] packed for the input projection of all steps.
+        let (inputWeights, packedInput) = try packTransposed(scan.wIH, rows: size.gates, columns: size.input)
         let pass = CPURecurrentForward(
             scan: scan,
             workspace: CPURecurrentWorkspace(request.workspace),
@@ -28,9 +30,10 @@ extension CPUBackend {
             h: request.finalHidden.hostFloats,
             c: request.finalCell?.hostFloats,
             stepProducts: stepProducts.hostFloats,
-            recurrentWeights: recurrentWeights)
+            recurrentWeights: recurrentWeights,
+            inputWeights: inputWeights)
         // The pass holds raw pointers: keep the scratch tensors alive until it is done.
-        withExtendedLifetime([stepProducts, packed]) { withSubnormalsFlushed { pass.run() } }
+        withExtendedLifetime([stepProducts, packed, packedInput]) { withSubnormalsFlushed { pass.run() } }
     }
 
     public func recurrentBackward(_ request: RecurrentBackward) throws {
@@ -44,6 +47,8 @@ extension CPUBackend {
         let dq = try zeros([size.batch, size.hidden])  // [B, H]
         // W_hh [G, H] with padded rows for every step's dGh · W_hh.
         let (recurrentWeights, packed) = try pack(scan.wHH, rows: size.gates, columns: size.hidden)
+        // W_ih [G, I] with padded rows for dL/dx.
+        let (inputWeights, packedInput) = try pack(scan.wIH, rows: size.gates, columns: size.input)
         let gradients = request.weightGradients
         let pass = CPURecurrentBackward(
             scan: scan,
@@ -62,8 +67,9 @@ extension CPUBackend {
             dWhh: gradients.recurrent.hostFloats,
             dbih: gradients.inputBias.hostFloats,
             dbhh: gradients.recurrentBias.hostFloats,
-            recurrentWeights: recurrentWeights)
-        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, packed]) {
+            recurrentWeights: recurrentWeights,
+            inputWeights: inputWeights)
+        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, packed, packedInput]) {
             withSubnormalsFlushed {
                 pass.run(finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
                          finalCellGradient: request.finalCellGradient?.hostFloats)
@@ -190,12 +196,21 @@ private struct CPURecurrentForward {
     let stepProducts: UnsafeMutablePointer<Float>
     /// W_hhᵀ [H, G], packed.
     let recurrentWeights: CPUPackedOperand
+    /// W_ihᵀ [I, G], packed.
+    let inputWeights: CPUPackedOperand
 
     func run() {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
-        // Input projections of every step at once: gates[T * B, G] = x[T * B, I] · W_ihᵀ.
-        // The step passes add the biases and the recurrent part, then apply the nonlinearities in place.
-        sgemm(transposeB: true, m: t * b, n: g, k: i, scan.x, i, scan.wIH, i, beta: 0, workspace.gates, g)
+        // Input projections of every step at once: gates[T * B, G] = x[T * B, I] · W_ihᵀ, the
+        // T * B rows split across the cores. The step passes add the biases and the recurrent part,
+        // then apply the nonlinearities in place.
+        forEachPart(rows: t * b, work: t * b * g * i, scan) { rows in
+            withSubnormalsFlushed {
+                let first = rows.lowerBound
+                stepProduct(rows: rows.count, n: g, k: i, a: scan.x + first * i, lda: i, b: inputWeights,
+                            c: workspace.gates + first * g, ldc: g, accumulate: false)
+            }
+        }
         if self.h != scan.h0 { self.h.update(from: scan.h0, count: b * h) }
         if let c, let c0 = scan.c0, c != c0 { c.update(from: c0, count: b * h) }
         // h̃ of the first step; each later one is written by the step before it.
@@ -445,6 +460,8 @@ private struct CPURecurrentBackward {
     let dbih: UnsafeMutablePointer<Float>, dbhh: UnsafeMutablePointer<Float>
     /// W_hh [G, H], packed.
     let recurrentWeights: CPUPackedOperand
+    /// W_ih [G, I], packed.
+    let inputWeights: CPUPackedOperand
 
     func run(finalHiddenGradient: UnsafeMutablePointer<Float>?, finalCellGradient: UnsafeMutablePointer<Float>?) {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
@@ -491,8 +508,14 @@ private struct CPURecurrentBackward {
                 dbhh[k] += y[k]
             }
         }
-        // dx[T * B, I] (+)= dG · W_ih
-        sgemm(m: rows, n: i, k: g, dG, g, scan.wIH, i, beta: accumulateInputGradient ? 1 : 0, dx, i)
+        // dx[T * B, I] (+)= dG · W_ih, the T * B rows split across the cores.
+        forEachPart(rows: rows, work: rows * g * i, scan) { part in
+            withSubnormalsFlushed {
+                let first = part.lowerBound
+                stepProduct(rows: part.count, n: i, k: g, a: dG + first * g, lda: g, b: inputWeights,
+                            c: dx + first * i, ldc: i, accumulate: accumulateInputGradient)
+            }
+        }
     }
 
     /// The time loop over batch rows `rows`, from the last scan step to the first; it reads and
@@ -703,15 +726,20 @@ let defaultScanSplitMinimumWork = 1 << 22
 /// has a tile for each. Every part reads and writes only its own rows of every buffer; the call
 /// returns when all parts are done.
 private func forEachBatchPart(_ scan: CPURecurrentScan, _ body: (_ rows: Range<Int>) -> Void) {
-    let batch = scan.batch
-    let tiles = batch / stepProductTileRows
-    let work = scan.steps * batch * scan.gates * scan.hidden
+    forEachPart(rows: scan.batch, work: scan.steps * scan.batch * scan.gates * scan.hidden, scan, body)
+}
+
+/// Runs `body(part)` for parts of 0 ..< rows, as `forEachBatchPart` does for a scan's batch: one
+/// part per core (at most the scan's part limit) when `work` multiply-adds reach the split threshold.
+private func forEachPart(rows count: Int, work: Int, _ scan: CPURecurrentScan,
+                         _ body: (_ rows: Range<Int>) -> Void) {
+    let tiles = count / stepProductTileRows
     let parts = work >= scan.splitMinimumWork ? min(scan.partLimit, tiles) : 1
     guard parts > 1 else {
-        body(0..<batch)
+        body(0..<count)
         return
     }
-    let bounds = (0...parts).map { part in part == parts ? batch : tiles * part / parts * stepProductTileRows }
+    let bounds = (0...parts).map { part in part == parts ? count : tiles * part / parts * stepProductTileRows }
     withoutActuallyEscaping(body) { body in
         let rows = DisjointRows(body: body)
         // The floating-point mode is per thread: each part flushes subnormals itself (see the

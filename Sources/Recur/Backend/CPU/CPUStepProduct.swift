@@ -28,17 +28,36 @@ struct CPUPackedOperand {
     }
 }
 
+/// Floats of A a block of rows may hold (32 KiB, an L1 data cache), so a block's rows stay in
+/// cache while every column strip of B passes over them.
+private let stepProductBlockFloats = 8192
+
 /// C[rows, n] = A[rows, k] · B[k, n] (or += with `accumulate`), all row-major, B packed with
 /// `b.leadingDimension >= columnOffset + roundUp(n, 16)`; `columnOffset` selects B's columns
 /// columnOffset ..< columnOffset + n.
 ///
-/// Loop order: for each 16-column strip of B (k x 16 floats, in L1 for k <= 256), every 4-row
-/// tile of A; each tile keeps its 4 x 16 results in registers over the whole k loop, so C is
-/// written once and B's strip is read from L1 rows / 4 times.
-@inline(__always)
+/// Loop order: blocks of rows whose A fits L1 (a whole step's rows for k <= 256); in a block, for
+/// each 16-column strip of B (k x 16 floats, in L1 for k <= 256), every 4-row tile; each tile keeps
+/// its 4 x 16 results in registers over the whole k loop, so C is written once and B's strip is
+/// read from L1 rows / 4 times.
 func stepProduct(rows: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                  b: CPUPackedOperand, columnOffset: Int = 0,
                  c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+    let block = max(stepProductTileRows, stepProductBlockFloats / max(k, 1) / stepProductTileRows * stepProductTileRows)
+    var first = 0
+    while first < rows {
+        let count = min(block, rows - first)
+        stepProductBlock(rows: count, n: n, k: k, a: a + first * lda, lda: lda, b: b, columnOffset: columnOffset,
+                         c: c + first * ldc, ldc: ldc, accumulate: accumulate)
+        first += count
+    }
+}
+
+/// One block of rows of `stepProduct`.
+@inline(__always)
+private func stepProductBlock(rows: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+                              b: CPUPackedOperand, columnOffset: Int,
+                              c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
     let width = CPULanes.scalarCount
     var column = 0
     while column < n {
