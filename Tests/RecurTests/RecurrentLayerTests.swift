@@ -32,7 +32,7 @@ struct RecurrentLayerTests {
     /// the same in any part). 13 rows in 3 parts: 4, 4 and 5 rows, the last with a one-row tail.
     @Test("a CPU scan split across cores equals the unsplit scan exactly", arguments: RecurrentCell.allCases)
     func splitScanEqualsUnsplit(cell: RecurrentCell) throws {
-        let c = RecurrentCase(cell: cell, steps: 6, batch: 13, inputSize: 5, hiddenSize: 20, layerCount: 2,
+        let c = RecurrentCase(cell: cell, steps: 6, batch: 13, inputSize: 16, hiddenSize: 20, layerCount: 2,
                               bidirectional: true, lengths: [6, 1, 4, 6, 2, 5, 3, 6, 6, 1, 2, 4, 5], padding: .pre,
                               dropout: 0.2, recurrentDropout: 0.3)
         var rng = SeededGenerator(seed: 61)

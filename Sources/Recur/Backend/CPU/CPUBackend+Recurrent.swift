@@ -49,6 +49,7 @@ extension CPUBackend {
         let (recurrentWeights, packed) = try pack(scan.wHH, rows: size.gates, columns: size.hidden)
         // W_ih [G, I] with padded rows for dL/dx.
         let (inputWeights, packedInput) = try pack(scan.wIH, rows: size.gates, columns: size.input)
+        let weightScratch = try zeros([weightGradientScratchFloats(gates: size.gates)])
         let gradients = request.weightGradients
         let pass = CPURecurrentBackward(
             scan: scan,
@@ -68,8 +69,9 @@ extension CPUBackend {
             dbih: gradients.inputBias.hostFloats,
             dbhh: gradients.recurrentBias.hostFloats,
             recurrentWeights: recurrentWeights,
-            inputWeights: inputWeights)
-        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, packed, packedInput]) {
+            inputWeights: inputWeights,
+            weightScratch: weightScratch.hostFloats)
+        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, packed, packedInput, weightScratch]) {
             withSubnormalsFlushed {
                 pass.run(finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
                          finalCellGradient: request.finalCellGradient?.hostFloats)
@@ -462,6 +464,8 @@ private struct CPURecurrentBackward {
     let recurrentWeights: CPUPackedOperand
     /// W_ih [G, I], packed.
     let inputWeights: CPUPackedOperand
+    /// Scratch for the weight-gradient products: `weightGradientScratchFloats(gates: G)` floats.
+    let weightScratch: UnsafeMutablePointer<Float>
 
     func run(finalHiddenGradient: UnsafeMutablePointer<Float>?, finalCellGradient: UnsafeMutablePointer<Float>?) {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
@@ -489,16 +493,16 @@ private struct CPURecurrentBackward {
 
         // Everything that does not depend on the recurrence, over all T * B rows at once.
         // dW_ih[G, I] += dGᵀ · x
-        sgemm(transposeA: true, m: g, n: i, k: rows, dG, g, scan.x, i, beta: 1, dWih, i)
+        accumulateWeightGradient(m: g, n: i, rows: rows, dG, g, scan.x, dWih)
         switch scan.cell {
         case .rnnTanh, .rnnRelu, .lstm, .gru:
             // dW_hh[G, H] += dGhᵀ · h̃
-            sgemm(transposeA: true, m: g, n: h, k: rows, dGh, g, workspace.recurrentInput, h, beta: 1, dWhh, h)
+            accumulateWeightGradient(m: g, n: h, rows: rows, dGh, g, workspace.recurrentInput, dWhh)
         case .gruResetBefore:
             // r, z rows: dW_h(r,z)[2H, H] += dG[:, 0 ..< 2H]ᵀ · h̃; n rows: dW_hn += dG[:, 2H ..< 3H]ᵀ · (r ⊙ h̃)
-            sgemm(transposeA: true, m: 2 * h, n: h, k: rows, dG, g, workspace.recurrentInput, h, beta: 1, dWhh, h)
-            sgemm(transposeA: true, m: h, n: h, k: rows, dG + 2 * h, g, workspace.candidateRecurrent!, h,
-                  beta: 1, dWhh + 2 * h * h, h)
+            accumulateWeightGradient(m: 2 * h, n: h, rows: rows, dG, g, workspace.recurrentInput, dWhh)
+            accumulateWeightGradient(m: h, n: h, rows: rows, dG + 2 * h, g, workspace.candidateRecurrent!,
+                                     dWhh + 2 * h * h)
         }
         // db_ih[G] += Σ_rows dG, db_hh[G] += Σ_rows dGh
         for row in 0..<rows {
@@ -551,6 +555,26 @@ private struct CPURecurrentBackward {
                 // dh̃ (holding dq ⊙ r) += dG[rows, 0 ..< 2H] · W_h(r,z)
                 stepProduct(rows: count, n: h, k: 2 * h, a: dG + stepRows, lda: g, b: recurrentWeights,
                             c: through, ldc: h, accumulate: true)
+            }
+        }
+    }
+
+    /// c[m, n] += a[rows, m]ᵀ · x[rows, n] (a's rows `lda` apart, x's and c's dense): the register-
+    /// tiled product with C's rows split across the cores for narrow x, else BLAS. Timed with
+    /// `recur bench` on two cores: the tiled product won 10-20 % of an LSTM training step at
+    /// H = I = 32 (BLAS packs both operands of every call, and with K = T * B and N = 32 that costs
+    /// as much as the product) and lost 10-15 % at H = I = 128 and 256, where x's rows, a whole
+    /// cache set apart, no longer stay in L1 unpacked.
+    private func accumulateWeightGradient(m: Int, n: Int, rows: Int, _ a: UnsafeMutablePointer<Float>, _ lda: Int,
+                                          _ x: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>) {
+        guard n % stepProductTileColumns == 0, n <= 64 else {
+            sgemm(transposeA: true, m: m, n: n, k: rows, a, lda, x, n, beta: 1, c, n)
+            return
+        }
+        forEachPart(rows: m, work: rows * m * n, scan) { part in
+            withSubnormalsFlushed {
+                weightGradientProduct(part: part, m: m, n: n, rows: rows, a: a, lda: lda, x: x, ldx: n,
+                                      c: c, ldc: n, scratch: weightScratch)
             }
         }
     }

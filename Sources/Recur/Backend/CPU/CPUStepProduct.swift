@@ -159,3 +159,95 @@ extension CPUBackend {
         return (CPUPackedOperand(values: packed, leadingDimension: ld), tensor)
     }
 }
+
+// MARK: Weight gradients
+
+/// Floats of A one block of reduction rows holds, transposed (128 KiB, in L2), while every
+/// column strip of X passes over it.
+let weightGradientBlockFloats = 32768
+
+/// Floats of the scratch `weightGradientProduct` packs A's blocks into, for up to `gates` rows of C.
+func weightGradientScratchFloats(gates: Int) -> Int {
+    weightGradientBlockFloats + 16 * gates
+}
+
+/// C[m, n] += A[rows, m]ᵀ · X[rows, n] for C's rows `part` (of m in all): the weight gradient
+/// dW += dGᵀ · x summed over all T * B rows. `n` must be a multiple of 16 (whole tiles of X's rows
+/// are loaded); callers use BLAS otherwise. `scratch` holds `weightGradientScratchFloats(gates: m)`
+/// floats; each part writes only its own rows of it.
+///
+/// Loop order: blocks of reduction rows; each block's columns of A for this part are first copied
+/// transposed into `scratch` (read in place, consecutive reduction rows of one column of A lie
+/// lda floats apart, 4 KiB at G = 1024, and every row of a tile landed in the same L1 set); then
+/// for each 16-column strip of X, every tile of 4 rows of C sums the block in registers and adds
+/// it to C once.
+func weightGradientProduct(part: Range<Int>, m: Int, n: Int, rows: Int, a: UnsafePointer<Float>, lda: Int,
+                           x: UnsafePointer<Float>, ldx: Int, c: UnsafeMutablePointer<Float>, ldc: Int,
+                           scratch: UnsafeMutablePointer<Float>) {
+    precondition(n % stepProductTileColumns == 0, "weightGradientProduct needs whole 16-column tiles")
+    let width = CPULanes.scalarCount
+    let block = max(16, weightGradientBlockFloats / max(m, 1))  // reduction rows per block
+    var first = 0
+    while first < rows {
+        let count = min(block, rows - first)
+        // scratch[j, r] = A[first + r, j] for this part's rows j of C: [m, block]
+        for r in 0..<count {
+            let source = a + (first + r) * lda
+            for j in part { scratch[j * block + r] = source[j] }
+        }
+        let xBlock = x + first * ldx
+        var column = 0
+        while column < n {
+            var row = part.lowerBound
+            while row < part.upperBound {
+                let tileRows = min(stepProductTileRows, part.upperBound - row)
+                let target = c + row * ldc + column
+                guard tileRows == stepProductTileRows else {
+                    // The last rows of the part, one at a time.
+                    for j in row..<part.upperBound {
+                        var (low, high) = (CPULanes(), CPULanes())
+                        var px = xBlock + column
+                        let pa = scratch + j * block
+                        for r in 0..<count {
+                            let s = CPULanes(repeating: pa[r])
+                            low = low.addingProduct(s, UnsafeRawPointer(px).loadUnaligned(as: CPULanes.self))
+                            high = high.addingProduct(s, UnsafeRawPointer(px + width).loadUnaligned(as: CPULanes.self))
+                            px += ldx
+                        }
+                        storeTileRow(low, high, c + j * ldc + column, stepProductTileColumns, true)
+                    }
+                    break
+                }
+                var (c00, c01, c10, c11) = (CPULanes(), CPULanes(), CPULanes(), CPULanes())
+                var (c20, c21, c30, c31) = (CPULanes(), CPULanes(), CPULanes(), CPULanes())
+                let a0 = scratch + row * block
+                let (a1, a2, a3) = (a0 + block, a0 + 2 * block, a0 + 3 * block)
+                var px = xBlock + column
+                for r in 0..<count {
+                    let x0 = UnsafeRawPointer(px).loadUnaligned(as: CPULanes.self)
+                    let x1 = UnsafeRawPointer(px + width).loadUnaligned(as: CPULanes.self)
+                    var s = CPULanes(repeating: a0[r])
+                    c00 = c00.addingProduct(s, x0)
+                    c01 = c01.addingProduct(s, x1)
+                    s = CPULanes(repeating: a1[r])
+                    c10 = c10.addingProduct(s, x0)
+                    c11 = c11.addingProduct(s, x1)
+                    s = CPULanes(repeating: a2[r])
+                    c20 = c20.addingProduct(s, x0)
+                    c21 = c21.addingProduct(s, x1)
+                    s = CPULanes(repeating: a3[r])
+                    c30 = c30.addingProduct(s, x0)
+                    c31 = c31.addingProduct(s, x1)
+                    px += ldx
+                }
+                storeTileRow(c00, c01, target, stepProductTileColumns, true)
+                storeTileRow(c10, c11, target + ldc, stepProductTileColumns, true)
+                storeTileRow(c20, c21, target + 2 * ldc, stepProductTileColumns, true)
+                storeTileRow(c30, c31, target + 3 * ldc, stepProductTileColumns, true)
+                row += stepProductTileRows
+            }
+            column += stepProductTileColumns
+        }
+        first += count
+    }
+}
