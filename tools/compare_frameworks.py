@@ -168,10 +168,11 @@ def sgemm_gflops(n=2048, repetitions=10):
     return 2 * n ** 3 / (ms * 1e6)
 
 
-def worker(framework, warmup, repetitions):
-    """Times every model in one framework and prints the medians as one JSON object. Each framework
-    runs in a process of its own: PyTorch and TensorFlow each bundle LLVM, and loading both into
-    one process aborts."""
+def worker(framework, model, warmup, repetitions):
+    """Times one model in one framework and prints its median and resident growth as one JSON
+    object. Each runs in a process of its own: PyTorch and TensorFlow each bundle LLVM, and loading
+    both into one process aborts; and a process that has run another model first keeps that model's
+    freed memory for reuse, so its resident growth would understate the next model's."""
     if framework == "torch":
         import torch
         torch.set_num_threads(os.cpu_count())
@@ -181,20 +182,23 @@ def worker(framework, warmup, repetitions):
         import keras
         regression, imdb = keras_regression_step, keras_imdb_step
         version = f"Keras {keras.__version__} on TensorFlow {tf.__version__}"
-    medians, growths = {}, {}
-    for cell in CELLS:
-        for shape in SHAPES:
-            name = row_name(cell, *shape)
-            medians[name], growths[name] = median_ms(regression(cell, *shape), warmup, repetitions)
-    medians[IMDB], growths[IMDB] = median_ms(imdb(), warmup, repetitions)
-    print(json.dumps(dict(version=version, medians=medians, resident_growth_bytes=growths)))
+    step = imdb() if model == IMDB else regression(*MODELS[model])
+    median, growth = median_ms(step, warmup, repetitions)
+    print(json.dumps(dict(version=version, median=median, resident_growth_bytes=growth)))
 
 
 def run_worker(framework, warmup, repetitions):
-    command = [sys.executable, __file__, "--worker", framework, "--warmup", str(warmup),
-               "--repetitions", str(repetitions)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    """Every model of one framework, each in a fresh process, gathered as for one table column."""
+    results = dict(medians={}, resident_growth_bytes={})
+    for model in [*MODELS, IMDB]:
+        command = [sys.executable, __file__, "--worker", framework, "--model", model, "--warmup", str(warmup),
+                   "--repetitions", str(repetitions)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        row = json.loads(output.strip().splitlines()[-1])
+        results["version"] = row["version"]
+        results["medians"][model] = row["median"]
+        results["resident_growth_bytes"][model] = row["resident_growth_bytes"]
+    return results
 
 
 IMDB = "IMDB recipe (recurrent dropout)"
@@ -208,6 +212,9 @@ def row_name(cell, b, t, i, h):
     return f"{cell} B={b} T={t} I={i} H={h}"
 
 
+MODELS = {row_name(cell, *shape): (cell, *shape) for cell in CELLS for shape in SHAPES}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recur", help="path to the recur binary (release build)")
@@ -215,9 +222,10 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--worker", choices=["torch", "keras"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.warmup, args.repetitions)
+        worker(args.worker, args.model, args.warmup, args.repetitions)
         return 0
     if not args.recur:
         parser.error("--recur is required")
