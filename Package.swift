@@ -13,8 +13,9 @@ let clblastLinkerSettings: [LinkerSetting] = staticCLBlast
 // an eight-lane multiply-add takes four instructions instead of one. RECUR_TARGET_CPU names the
 // processor to compile the library for (an LLVM CPU name: haswell, znver3, x86-64 for the baseline);
 // unset, an x86-64 Linux build host whose /proc/cpuinfo lists avx2 and fma gets haswell
-// (AVX2 + FMA), so a binary meant for older processors must set RECUR_TARGET_CPU=x86-64.
-let targetCPU: String? = Context.environment["RECUR_TARGET_CPU"] ?? {
+// (AVX2 + FMA), so a binary meant for older processors must set RECUR_TARGET_CPU=x86-64; an empty
+// RECUR_TARGET_CPU adds no flag at all (SwiftPM refuses unsafe flags in versioned dependencies).
+let targetCPU: String? = Context.environment["RECUR_TARGET_CPU"].map { $0.isEmpty ? nil : $0 } ?? {
     #if arch(x86_64) && os(Linux)
     guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
           let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
