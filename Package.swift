@@ -1,4 +1,5 @@
 // swift-tools-version: 6.1
+import Foundation
 import PackageDescription
 
 #if canImport(FoundationEssentials)
@@ -49,6 +50,30 @@ let mpiTargets: [Target] = buildsWithMPI
     ]
     : []
 
+// MARK: Target processor
+// The CPU backend's step loops are Swift SIMD code. Compiled for the x86-64 baseline (SSE2, no FMA)
+// an eight-lane multiply-add takes four instructions instead of one. RECUR_TARGET_CPU names the
+// processor to compile the library for (an LLVM CPU name: haswell, znver3, x86-64 for the baseline);
+// unset, an x86-64 Linux build host whose /proc/cpuinfo lists avx2 and fma gets haswell
+// (AVX2 + FMA), so a binary meant for older processors must set RECUR_TARGET_CPU=x86-64; an empty
+// RECUR_TARGET_CPU adds no flag at all (SwiftPM refuses unsafe flags in versioned dependencies).
+// A package that depends on Recur checks it out under a `checkouts` folder; there the flag is
+// left out unless RECUR_TARGET_CPU asks for it, because SwiftPM refuses unsafe flags in
+// dependencies.
+let isDependencyCheckout = Context.packageDirectory.contains("/checkouts/")
+let targetCPU: String? = Context.environment["RECUR_TARGET_CPU"].map { $0.isEmpty ? nil : $0 } ?? {
+    guard !isDependencyCheckout else { return nil }
+    #if arch(x86_64) && os(Linux)
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+    let names = Set(flags.split(separator: " ").map(String.init))
+    return names.contains("avx2") && names.contains("fma") ? "haswell" : nil
+    #else
+    return nil
+    #endif
+}()
+let targetCPUSettings: [SwiftSetting] = targetCPU.map { [.unsafeFlags(["-target-cpu", $0])] } ?? []
+
 let package = Package(
     name: "Recur",
     platforms: [.macOS(.v15)],
@@ -76,6 +101,7 @@ let package = Package(
         .target(
             name: "Recur",
             dependencies: ["COpenCL", "CBLAS", "CCLBlast", "CFloatControl"],
+            swiftSettings: targetCPUSettings,
             linkerSettings: clblastLinkerSettings,
             plugins: ["EmbedKernels"]
         ),

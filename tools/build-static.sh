@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 stage=${1:-.gpu}
 
 # RECUR_STATIC_CLBLAST makes Package.swift link libclblast.a (it then needs only libstdc++).
-RECUR_STATIC_CLBLAST=1 swift build -c release --static-swift-stdlib --product recur \
+# RECUR_TARGET_CPU=x86-64 compiles the library for any x86-64 processor (Package.swift otherwise
+# targets AVX2 + FMA when the build host has them), as the other machine's processor is unknown.
+RECUR_TARGET_CPU=${RECUR_TARGET_CPU:-x86-64} RECUR_STATIC_CLBLAST=1 swift build -c release --static-swift-stdlib --product recur \
     --scratch-path .build-static
 
 mkdir -p "$stage/lib"

@@ -125,6 +125,13 @@ struct BenchCommand: ParsableCommand {
             print(padded(m.name, 52) + padded(m.pass, 18) + padded(fixed(m.medianMilliseconds, 3), 11)
                   + padded(fixed(m.minimumMilliseconds, 3), 10) + padded(fixed(m.maximumMilliseconds, 3), 10)
                   + padded(fixed(m.gigaflopsPerSecond, 1), 9) + bytes(m.peakBytes))
+            if let memory = m.memory {
+                print("    peak = weights \(bytes(memory.weights)) + gradients \(bytes(memory.gradients))"
+                      + " + optimizer state \(bytes(memory.optimizerState)) + batch and targets \(bytes(memory.data))"
+                      + " + activations kept for BPTT \(bytes(memory.activations))"
+                      + " + backward workspace \(bytes(memory.workspace))"
+                      + (m.residentGrowthBytes.map { "; process resident memory grew \(bytes($0))" } ?? ""))
+            }
         }
     }
 
@@ -143,8 +150,17 @@ struct BenchCommand: ParsableCommand {
         fields += [
             ("pass", quoted(m.pass)), ("median_ms", "\(m.medianMilliseconds)"), ("min_ms", "\(m.minimumMilliseconds)"),
             ("max_ms", "\(m.maximumMilliseconds)"), ("gflops", "\(m.gigaflopsPerSecond)"),
-            ("peak_bytes", "\(m.peakBytes)"), ("device", quoted(m.device)),
+            ("peak_bytes", "\(m.peakBytes)"),
         ]
+        if let growth = m.residentGrowthBytes { fields.append(("resident_growth_bytes", "\(growth)")) }
+        if let memory = m.memory {
+            fields += [
+                ("weight_bytes", "\(memory.weights)"), ("gradient_bytes", "\(memory.gradients)"),
+                ("optimizer_state_bytes", "\(memory.optimizerState)"), ("data_bytes", "\(memory.data)"),
+                ("activation_bytes", "\(memory.activations)"), ("workspace_bytes", "\(memory.workspace)"),
+            ]
+        }
+        fields.append(("device", quoted(m.device)))
         return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
     }
 

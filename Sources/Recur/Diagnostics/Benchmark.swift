@@ -82,9 +82,45 @@ public struct BenchmarkMeasurement: Sendable {
     public var flops: Double
     /// The most bytes the backend had allocated during the measured runs.
     public var peakBytes: Int
+    /// How far the process's peak resident memory rose over the warm-up and timed runs (VmHWM
+    /// after minus VmRSS before, Linux); nil where it cannot be measured.
+    public var residentGrowthBytes: Int?
+    /// Where a training step's `peakBytes` go; train-step measurements only.
+    public var memory: TrainingStepMemory?
     public var device: String
 
     public var gigaflopsPerSecond: Double { flops / (medianMilliseconds * 1e6) }
+}
+
+/// Where a training step's peak of backend memory goes, in bytes, from the backend's count of live
+/// bytes at points of the step. The parts add up to the peak.
+public struct TrainingStepMemory: Sendable {
+    /// Parameter values.
+    public var weights: Int
+    /// One gradient buffer per parameter, kept between steps.
+    public var gradients: Int
+    /// The optimizer's state, allocated at its first step (Adam: two moments per parameter).
+    public var optimizerState: Int
+    /// The rest of what stays allocated between steps: the batch, targets, the loss buffer.
+    public var data: Int
+    /// What the forward pass keeps for backpropagation through time: per layer and direction the
+    /// gate values [T, B, G], h̃ [T, B, H], the cell or hidden states [T, B, H] the cell needs,
+    /// dropout masks, and the outputs; live bytes after the forward minus before it.
+    public var activations: Int
+    /// The rest of the peak, allocated during the backward pass on top of the activations: gate
+    /// gradients [T, B, G] (twice for the reset-after GRU), dL/dx [T, B, I], the packed recurrent
+    /// weights, and the head's and loss's small buffers.
+    public var workspace: Int
+
+    public var peak: Int { weights + gradients + optimizerState + data + activations + workspace }
+}
+
+/// Live-byte readings a training step takes of its backend during its first run.
+private final class TrainingStepProbe {
+    var runs = 0
+    var startOfFirstStep = 0
+    var afterFirstForward = 0
+    var optimizerState = 0
 }
 
 /// Times recurrent layers and GEMMs on one backend: `warmup` untimed runs (kernel compilation,
@@ -127,7 +163,13 @@ public struct Benchmark {
         case .trainStep:
             let head = try Dense(inputSize: outputWidth, outputSize: 1, seed: 2, backend: backend)
             let targets = try backend.upload((0..<c.batch).map { _ in random.uniform(bound: 1) }, shape: [c.batch, 1])
-            run = try trainingStep(layer: layer, head: head, loss: .meanSquaredError, targets: targets) { _ in input }
+            let probe = TrainingStepProbe()
+            let step = try trainingStep(layer: layer, head: head, loss: .meanSquaredError, targets: targets,
+                                        probe: probe) { _ in input }
+            var measurement = try time(name: c.description, configuration: c, pass: pass.rawValue,
+                                       flops: c.forwardFlops * pass.flopMultiple, step)
+            measurement.memory = breakdown(of: measurement, probe, parameters: layer.parameters + head.parameters)
+            return measurement
         }
         return try time(name: c.description, configuration: c, pass: pass.rawValue,
                         flops: c.forwardFlops * pass.flopMultiple, run)
@@ -148,18 +190,35 @@ public struct Benchmark {
         let targets = try backend.upload((0..<batch).map { _ in Float(random.next(below: 2)) }, shape: [batch, 1])
         let configuration = BenchmarkConfiguration(cell: .lstm, batch: batch, steps: steps, inputSize: width,
                                                    hiddenSize: width, recurrentDropout: 0.2)
+        let probe = TrainingStepProbe()
         let step = try trainingStep(layer: layer, head: head, loss: .sigmoidCrossEntropy, targets: targets,
-                                    embedding: embedding) { embedding in
+                                    embedding: embedding, probe: probe) { embedding in
             try embedding!.forward(ids: ids, shape: [steps, batch])
         }
-        return try time(name: "imdb recipe: " + configuration.description, configuration: configuration,
-                        pass: BenchmarkPass.trainStep.rawValue, flops: configuration.forwardFlops * 3, step)
+        var measurement = try time(name: "imdb recipe: " + configuration.description, configuration: configuration,
+                                   pass: BenchmarkPass.trainStep.rawValue, flops: configuration.forwardFlops * 3, step)
+        measurement.memory = breakdown(
+            of: measurement, probe, parameters: embedding.parameters + layer.parameters + head.parameters)
+        return measurement
+    }
+
+    /// Splits a training step's peak with the readings its first run took.
+    private func breakdown(of measurement: BenchmarkMeasurement, _ probe: TrainingStepProbe,
+                           parameters: [NamedParameter]) -> TrainingStepMemory {
+        let weights = parameters.reduce(0) { $0 + $1.value.count * $1.value.dtype.byteSize }
+        let gradients = parameters.reduce(0) { $0 + $1.gradient.count * $1.gradient.dtype.byteSize }
+        let activations = probe.afterFirstForward - probe.startOfFirstStep
+        let data = probe.startOfFirstStep - weights - gradients
+        let held = weights + gradients + probe.optimizerState + data + activations
+        return TrainingStepMemory(weights: weights, gradients: gradients, optimizerState: probe.optimizerState,
+                                  data: data, activations: activations, workspace: measurement.peakBytes - held)
     }
 
     /// One training step: zero the gradients, forward through (embedding,) the recurrent stack
     /// and the head, the loss, backward in reverse, and an Adam update of every parameter.
     private func trainingStep(layer: RecurrentLayer, head: Dense, loss: Loss, targets: Tensor,
-                              embedding: Embedding? = nil, input: @escaping (Embedding?) throws -> Tensor)
+                              embedding: Embedding? = nil, probe: TrainingStepProbe,
+                              input: @escaping (Embedding?) throws -> Tensor)
         throws -> () throws -> Void
     {
         let optimizer = try Adam(learningRate: 1e-3, backend: backend)
@@ -170,16 +229,24 @@ public struct Benchmark {
         let parameters = named.flatMap { prefix, list in
             list.map { NamedParameter(name: "\(prefix).\($0.name)", value: $0.value, gradient: $0.gradient) }
         }
+        let backend = self.backend
         return {
+            // The first run has no earlier activations alive: read the live bytes at its stages.
+            let first = probe.runs == 0
+            probe.runs += 1
+            if first { probe.startOfFirstStep = backend.memoryStatistics.liveBytes }
             for parameter in parameters { try backend.fill(parameter.gradient, with: 0) }
             let x = try input(embedding)
             let state = try layer.forward(x, training: true).output  // [B, H]
             let prediction = try head.forward(state)  // [B, 1]
+            if first { probe.afterFirstForward = backend.memoryStatistics.liveBytes }
             let outputGradient = try loss.evaluate(output: prediction, targets: targets, loss: losses, at: 0)
             let stateGradient = try head.backward(outputGradient)
             let inputGradient = try layer.backward(outputGradient: stateGradient).input
             try embedding?.backward(inputGradient)
+            let beforeUpdate = backend.memoryStatistics.liveBytes
             try optimizer.step(parameters)
+            if first { probe.optimizerState = backend.memoryStatistics.liveBytes - beforeUpdate }
         }
     }
 
@@ -198,6 +265,8 @@ public struct Benchmark {
     /// Runs `body` warm-up and timed times and summarises the timed runs.
     public func time(name: String, configuration: BenchmarkConfiguration?, pass: String, flops: Double,
                      _ body: () throws -> Void) throws -> BenchmarkMeasurement {
+        let residentPeakReset = ResidentMemory.resetPeak()
+        let residentBefore = ResidentMemory.currentBytes
         for _ in 0..<warmup { try body() }
         try backend.synchronize()
         backend.resetPeakMemory()
@@ -206,11 +275,15 @@ public struct Benchmark {
             samples.append(try milliseconds(body))
         }
         samples.sort()
+        var residentGrowth: Int?
+        if residentPeakReset, let before = residentBefore, let peak = ResidentMemory.peakBytes {
+            residentGrowth = peak - before
+        }
         return BenchmarkMeasurement(
             name: name, configuration: configuration, pass: pass,
             medianMilliseconds: samples[samples.count / 2], minimumMilliseconds: samples.first!,
             maximumMilliseconds: samples.last!, flops: flops, peakBytes: backend.memoryStatistics.peakBytes,
-            device: backend.deviceName)
+            residentGrowthBytes: residentGrowth, device: backend.deviceName)
     }
 
     /// One run of `body`, finished on the device, in milliseconds.

@@ -247,6 +247,9 @@ public final class RecurrentLayer {
         if let lengths { try checkLengths(operation, lengths, steps: steps, batch: batch) }
         if let initialState { try checkState(operation, "initialState", initialState, batch: batch, cellRequired: true) }
 
+        // The previous pass's activations are of no further use: release them before allocating
+        // this pass's, so a training loop holds one set at a time.
+        cache = nil
         let (h, d, l) = (hiddenSize, directionCount, layerCount)
         let stateShape: Shape = [l * d, batch, h]
         let timeMajor = batchFirst ? try swapLeadingAxes(input) : input  // [T, B, I]

@@ -18,6 +18,10 @@ extension CPUBackend {
         let size = try checkRecurrentForward(request)
         let scan = try CPURecurrentScan(request.scan, size, backend: self, operation: "recurrentForward")
         let stepProducts = try zeros([size.batch, size.gates])  // [B, G]
+        // W_hhᵀ [H, G] packed once for every step's h̃ · W_hhᵀ.
+        let (recurrentWeights, packed) = try packTransposed(scan.wHH, rows: size.gates, columns: size.hidden)
+        // W_ihᵀ [I, G] packed for the input projection of all steps.
+        let (inputWeights, packedInput) = try packTransposed(scan.wIH, rows: size.gates, columns: size.input)
         let pass = CPURecurrentForward(
             scan: scan,
             workspace: CPURecurrentWorkspace(request.workspace),
@@ -25,9 +29,11 @@ extension CPUBackend {
             outputStride: request.output.leadingDimension,
             h: request.finalHidden.hostFloats,
             c: request.finalCell?.hostFloats,
-            stepProducts: stepProducts.hostFloats)
-        // The pass holds raw pointers: keep the scratch tensor alive until it is done.
-        withExtendedLifetime(stepProducts) { withSubnormalsFlushed { pass.run() } }
+            stepProducts: stepProducts.hostFloats,
+            recurrentWeights: recurrentWeights,
+            inputWeights: inputWeights)
+        // The pass holds raw pointers: keep the scratch tensors alive until it is done.
+        withExtendedLifetime([stepProducts, packed, packedInput]) { withSubnormalsFlushed { pass.run() } }
     }
 
     public func recurrentBackward(_ request: RecurrentBackward) throws {
@@ -39,6 +45,11 @@ extension CPUBackend {
         let recurrentGateGradients = request.scan.cell == .gru ? try zeros([rows, size.gates]) : gateGradients
         let dhTilde = try zeros([size.batch, size.hidden])  // [B, H]
         let dq = try zeros([size.batch, size.hidden])  // [B, H]
+        // W_hh [G, H] with padded rows for every step's dGh · W_hh.
+        let (recurrentWeights, packed) = try pack(scan.wHH, rows: size.gates, columns: size.hidden)
+        // W_ih [G, I] with padded rows for dL/dx.
+        let (inputWeights, packedInput) = try pack(scan.wIH, rows: size.gates, columns: size.input)
+        let weightScratch = try zeros([weightGradientScratchFloats(gates: size.gates)])
         let gradients = request.weightGradients
         let pass = CPURecurrentBackward(
             scan: scan,
@@ -57,8 +68,11 @@ extension CPUBackend {
             dWhh: gradients.recurrent.hostFloats,
             dbih: gradients.inputBias.hostFloats,
             dbhh: gradients.recurrentBias.hostFloats,
-            hiddenStateGradients: request.hiddenStateGradients?.hostFloats)
-        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq]) {
+            hiddenStateGradients: request.hiddenStateGradients?.hostFloats,
+            recurrentWeights: recurrentWeights,
+            inputWeights: inputWeights,
+            weightScratch: weightScratch.hostFloats)
+        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, packed, packedInput, weightScratch]) {
             withSubnormalsFlushed {
                 pass.run(finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
                          finalCellGradient: request.finalCellGradient?.hostFloats)
@@ -97,6 +111,8 @@ private struct CPURecurrentScan {
     let clip: Float
     /// Sequence b is valid at time steps firstValid[b] ..< endValid[b].
     let firstValid: [Int], endValid: [Int]
+    /// The backend's `scanSplitMinimumWork` and `scanPartLimit`.
+    let splitMinimumWork: Int, partLimit: Int
     /// Owns `biasSum` and the default mask for the lifetime of the scan.
     private let storage: [Tensor]
 
@@ -122,6 +138,7 @@ private struct CPURecurrentScan {
         h0 = scan.initialHidden.hostFloats
         c0 = scan.initialCell?.hostFloats
         clip = scan.cellClip ?? .infinity
+        (splitMinimumWork, partLimit) = (backend.scanSplitMinimumWork, backend.scanPartLimit)
 
         let sum = try backend.zeros([size.gates])
         biasSum = sum.hostFloats
@@ -180,44 +197,66 @@ private struct CPURecurrentForward {
     let c: UnsafeMutablePointer<Float>?
     /// W_hh h̃ for the current step: [B, G]
     let stepProducts: UnsafeMutablePointer<Float>
+    /// W_hhᵀ [H, G], packed.
+    let recurrentWeights: CPUPackedOperand
+    /// W_ihᵀ [I, G], packed.
+    let inputWeights: CPUPackedOperand
 
     func run() {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
-        // Input projections of every step at once: gates[T * B, G] = x[T * B, I] · W_ihᵀ.
-        // The step passes add the biases and the recurrent part, then apply the nonlinearities in place.
-        sgemm(transposeB: true, m: t * b, n: g, k: i, scan.x, i, scan.wIH, i, beta: 0, workspace.gates, g)
+        // Input projections of every step at once: gates[T * B, G] = x[T * B, I] · W_ihᵀ, the
+        // T * B rows split across the cores. The step passes add the biases and the recurrent part,
+        // then apply the nonlinearities in place.
+        forEachPart(rows: t * b, work: t * b * g * i, scan) { rows in
+            withSubnormalsFlushed {
+                let first = rows.lowerBound
+                stepProduct(rows: rows.count, n: g, k: i, a: scan.x + first * i, lda: i, b: inputWeights,
+                            c: workspace.gates + first * g, ldc: g, accumulate: false)
+            }
+        }
         if self.h != scan.h0 { self.h.update(from: scan.h0, count: b * h) }
         if let c, let c0 = scan.c0, c != c0 { c.update(from: c0, count: b * h) }
         // h̃ of the first step; each later one is written by the step before it.
         let first = workspace.recurrentInput + scan.time(ofStep: 0) * b * h
         for k in 0..<(b * h) { first[k] = self.h[k] * scan.mask[k] }
 
+        // Sequences are independent: each part of the batch runs the whole scan on its own rows.
+        forEachBatchPart(scan) { rows in
+            withSubnormalsFlushed { scanRows(rows) }
+        }
+    }
+
+    /// The time loop over batch rows `rows`, which reads and writes only those rows of every buffer.
+    private func scanRows(_ rows: Range<Int>) {
+        let (t, b, h, g) = (scan.steps, scan.batch, scan.hidden, scan.gates)
+        let (first, count) = (rows.lowerBound, rows.count)
+        let products = stepProducts + first * g  // [rows, G]
         for s in 0..<t {
             let time = scan.time(ofStep: s)
             let next = s + 1 < t ? scan.time(ofStep: s + 1) : nil
-            let recurrentInput = workspace.recurrentInput + time * b * h  // [B, H]
+            let recurrentInput = workspace.recurrentInput + (time * b + first) * h  // [rows, H]
             switch scan.cell {
             case .rnnTanh, .rnnRelu, .lstm, .gru:
-                // stepProducts[B, G] = h̃[B, H] · W_hhᵀ
-                sgemm(transposeB: true, m: b, n: g, k: h, recurrentInput, h, scan.wHH, h,
-                      beta: 0, stepProducts, g)
+                // stepProducts[rows, G] = h̃[rows, H] · W_hhᵀ
+                stepProduct(rows: count, n: g, k: h, a: recurrentInput, lda: h, b: recurrentWeights,
+                            c: products, ldc: g, accumulate: false)
             case .gruResetBefore:
-                // r and z blocks only: stepProducts[B, 0 ..< 2H] = h̃ · W_h(r,z)ᵀ
-                sgemm(transposeB: true, m: b, n: 2 * h, k: h, recurrentInput, h, scan.wHH, h,
-                      beta: 0, stepProducts, g)
+                // r and z blocks only: stepProducts[rows, 0 ..< 2H] = h̃ · W_h(r,z)ᵀ
+                stepProduct(rows: count, n: 2 * h, k: h, a: recurrentInput, lda: h, b: recurrentWeights,
+                            c: products, ldc: g, accumulate: false)
             }
             switch scan.cell {
-            case .rnnTanh: simpleStep(time: time, next: next, relu: false)
-            case .rnnRelu: simpleStep(time: time, next: next, relu: true)
-            case .lstm: lstmStep(time: time, next: next)
-            case .gru: gruStep(time: time, next: next)
+            case .rnnTanh: simpleStep(time: time, next: next, relu: false, rows: rows)
+            case .rnnRelu: simpleStep(time: time, next: next, relu: true, rows: rows)
+            case .lstm: lstmStep(time: time, next: next, rows: rows)
+            case .gru: gruStep(time: time, next: next, rows: rows)
             case .gruResetBefore:
-                gruResetGates(time: time)
-                // n block: stepProducts[B, 2H ..< 3H] = (r ⊙ h̃)[B, H] · W_hnᵀ
-                let resetHidden = workspace.candidateRecurrent! + time * b * h
-                sgemm(transposeB: true, m: b, n: h, k: h, resetHidden, h, scan.wHH + 2 * h * h, h,
-                      beta: 0, stepProducts + 2 * h, g)
-                gruResetBeforeCandidate(time: time, next: next)
+                gruResetGates(time: time, rows: rows)
+                // n block: stepProducts[rows, 2H ..< 3H] = (r ⊙ h̃)[rows, H] · W_hnᵀ
+                let resetHidden = workspace.candidateRecurrent! + (time * b + first) * h
+                stepProduct(rows: count, n: h, k: h, a: resetHidden, lda: h, b: recurrentWeights,
+                            columnOffset: 2 * h, c: products + 2 * h, ldc: g, accumulate: false)
+                gruResetBeforeCandidate(time: time, next: next, rows: rows)
             }
         }
     }
@@ -251,9 +290,9 @@ private struct CPURecurrentForward {
     // The step loops below run over a row's H units eight lanes at a time (`CPULanes`).
 
     /// h_t = act(x W_ihᵀ + b_ih + h̃ W_hhᵀ + b_hh); gates holds h_t.
-    private func simpleStep(time: Int, next: Int?, relu: Bool) {
+    private func simpleStep(time: Int, next: Int?, relu: Bool, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let gate = workspace.gates + (time * scan.batch + b) * gates  // [G], G = H
             if valid {
@@ -273,10 +312,10 @@ private struct CPURecurrentForward {
     }
 
     /// i, f, g, o = σ, σ, tanh, σ of (x W_ihᵀ + h̃ W_hhᵀ + b); c_t = clip(f c + i g); h_t = o tanh(c_t).
-    private func lstmStep(time: Int, next: Int?) {
+    private func lstmStep(time: Int, next: Int?, rows: Range<Int>) {
         let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
         let c = self.c!
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let row = time * scan.batch + b
             let gate = workspace.gates + row * gates  // [4H]: i, f, g, o
@@ -310,9 +349,9 @@ private struct CPURecurrentForward {
 
     /// r, z = σ(x W_ihᵀ + h̃ W_hhᵀ + b); hn = h̃ W_hnᵀ + b_hn; n = tanh(x W_inᵀ + b_in + r hn);
     /// h_t = (1 - z) n + z h.
-    private func gruStep(time: Int, next: Int?) {
+    private func gruStep(time: Int, next: Int?, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let row = time * scan.batch + b
             let gate = workspace.gates + row * gates  // [3H]: r, z, n
@@ -344,9 +383,9 @@ private struct CPURecurrentForward {
     }
 
     /// First half of a reset-before GRU step: r, z, and r ⊙ h̃ (the operand of W_hn).
-    private func gruResetGates(time: Int) {
+    private func gruResetGates(time: Int, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let row = time * scan.batch + b
             let gate = workspace.gates + row * gates  // [3H]: r, z, n
             let resetHidden = workspace.candidateRecurrent! + row * hidden  // [H]: r ⊙ h̃
@@ -367,9 +406,9 @@ private struct CPURecurrentForward {
     }
 
     /// Second half: n = tanh(x W_inᵀ + b_in + (r ⊙ h̃) W_hnᵀ + b_hn); h_t = (1 - z) n + z h.
-    private func gruResetBeforeCandidate(time: Int, next: Int?) {
+    private func gruResetBeforeCandidate(time: Int, next: Int?, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let row = time * scan.batch + b
             let gate = workspace.gates + row * gates
@@ -424,6 +463,12 @@ private struct CPURecurrentBackward {
     let dbih: UnsafeMutablePointer<Float>, dbhh: UnsafeMutablePointer<Float>
     /// [T, B, H], optional: receives each step's total dL/dh_t (0 at padded steps).
     let hiddenStateGradients: UnsafeMutablePointer<Float>?
+    /// W_hh [G, H], packed.
+    let recurrentWeights: CPUPackedOperand
+    /// W_ih [G, I], packed.
+    let inputWeights: CPUPackedOperand
+    /// Scratch for the weight-gradient products: `weightGradientScratchFloats(gates: G)` floats.
+    let weightScratch: UnsafeMutablePointer<Float>
 
     func run(finalHiddenGradient: UnsafeMutablePointer<Float>?, finalCellGradient: UnsafeMutablePointer<Float>?) {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
@@ -442,44 +487,25 @@ private struct CPURecurrentBackward {
         }
         dhTilde.update(repeating: 0, count: b * h)
 
-        for s in stride(from: t - 1, through: 0, by: -1) {
-            let time = scan.time(ofStep: s)
-            let previous = s > 0 ? scan.time(ofStep: s - 1) : nil
-            switch scan.cell {
-            case .rnnTanh: simpleStep(time: time, relu: false)
-            case .rnnRelu: simpleStep(time: time, relu: true)
-            case .lstm: lstmStep(time: time, previous: previous)
-            case .gru: gruStep(time: time, previous: previous)
-            case .gruResetBefore:
-                gruResetBeforeCandidate(time: time, previous: previous)
-                // dq[B, H] = dG[B, 2H ..< 3H] · W_hn   (differentiates the n block's W_hn (r ⊙ h̃))
-                sgemm(m: b, n: h, k: h, dG + time * b * g + 2 * h, g, scan.wHH + 2 * h * h, h, beta: 0, dq, h)
-                gruResetGates(time: time)
-            }
-            switch scan.cell {
-            case .rnnTanh, .rnnRelu, .lstm, .gru:
-                // dh̃[B, H] = dGh[B, G] · W_hh   (differentiates h̃ W_hhᵀ)
-                sgemm(m: b, n: h, k: g, dGh + time * b * g, g, scan.wHH, h, beta: 0, dhTilde, h)
-            case .gruResetBefore:
-                // dh̃ (holding dq ⊙ r) += dG[B, 0 ..< 2H] · W_h(r,z)
-                sgemm(m: b, n: h, k: 2 * h, dG + time * b * g, g, scan.wHH, h, beta: 1, dhTilde, h)
-            }
+        // Sequences are independent: each part of the batch runs the whole scan on its own rows.
+        forEachBatchPart(scan) { rows in
+            withSubnormalsFlushed { scanRows(rows) }
         }
         // h̃ of the first step is h0 ⊙ m.
         for k in 0..<(b * h) { dh[k] += dhTilde[k] * scan.mask[k] }
 
         // Everything that does not depend on the recurrence, over all T * B rows at once.
         // dW_ih[G, I] += dGᵀ · x
-        sgemm(transposeA: true, m: g, n: i, k: rows, dG, g, scan.x, i, beta: 1, dWih, i)
+        accumulateWeightGradient(m: g, n: i, rows: rows, dG, g, scan.x, dWih)
         switch scan.cell {
         case .rnnTanh, .rnnRelu, .lstm, .gru:
             // dW_hh[G, H] += dGhᵀ · h̃
-            sgemm(transposeA: true, m: g, n: h, k: rows, dGh, g, workspace.recurrentInput, h, beta: 1, dWhh, h)
+            accumulateWeightGradient(m: g, n: h, rows: rows, dGh, g, workspace.recurrentInput, dWhh)
         case .gruResetBefore:
             // r, z rows: dW_h(r,z)[2H, H] += dG[:, 0 ..< 2H]ᵀ · h̃; n rows: dW_hn += dG[:, 2H ..< 3H]ᵀ · (r ⊙ h̃)
-            sgemm(transposeA: true, m: 2 * h, n: h, k: rows, dG, g, workspace.recurrentInput, h, beta: 1, dWhh, h)
-            sgemm(transposeA: true, m: h, n: h, k: rows, dG + 2 * h, g, workspace.candidateRecurrent!, h,
-                  beta: 1, dWhh + 2 * h * h, h)
+            accumulateWeightGradient(m: 2 * h, n: h, rows: rows, dG, g, workspace.recurrentInput, dWhh)
+            accumulateWeightGradient(m: h, n: h, rows: rows, dG + 2 * h, g, workspace.candidateRecurrent!,
+                                     dWhh + 2 * h * h)
         }
         // db_ih[G] += Σ_rows dG, db_hh[G] += Σ_rows dGh
         for row in 0..<rows {
@@ -489,8 +515,71 @@ private struct CPURecurrentBackward {
                 dbhh[k] += y[k]
             }
         }
-        // dx[T * B, I] (+)= dG · W_ih
-        sgemm(m: rows, n: i, k: g, dG, g, scan.wIH, i, beta: accumulateInputGradient ? 1 : 0, dx, i)
+        // dx[T * B, I] (+)= dG · W_ih, the T * B rows split across the cores.
+        forEachPart(rows: rows, work: rows * g * i, scan) { part in
+            withSubnormalsFlushed {
+                let first = part.lowerBound
+                stepProduct(rows: part.count, n: i, k: g, a: dG + first * g, lda: g, b: inputWeights,
+                            c: dx + first * i, ldc: i, accumulate: accumulateInputGradient)
+            }
+        }
+    }
+
+    /// The time loop over batch rows `rows`, from the last scan step to the first; it reads and
+    /// writes only those rows of every buffer.
+    private func scanRows(_ rows: Range<Int>) {
+        let (t, b, h, g) = (scan.steps, scan.batch, scan.hidden, scan.gates)
+        let (first, count) = (rows.lowerBound, rows.count)
+        let through = dhTilde + first * h  // [rows, H]
+        for s in stride(from: t - 1, through: 0, by: -1) {
+            let time = scan.time(ofStep: s)
+            let previous = s > 0 ? scan.time(ofStep: s - 1) : nil
+            let stepRows = (time * b + first) * g  // row (time, first) of dG and dGh
+            switch scan.cell {
+            case .rnnTanh: simpleStep(time: time, relu: false, rows: rows)
+            case .rnnRelu: simpleStep(time: time, relu: true, rows: rows)
+            case .lstm: lstmStep(time: time, previous: previous, rows: rows)
+            case .gru: gruStep(time: time, previous: previous, rows: rows)
+            case .gruResetBefore:
+                gruResetBeforeCandidate(time: time, previous: previous, rows: rows)
+                // dq[rows, H] = dG[rows, 2H ..< 3H] · W_hn   (differentiates the n block's W_hn (r ⊙ h̃))
+                stepProduct(rows: count, n: h, k: h, a: dG + stepRows + 2 * h, lda: g,
+                            b: CPUPackedOperand(values: recurrentWeights.values + 2 * h * recurrentWeights.leadingDimension,
+                                                leadingDimension: recurrentWeights.leadingDimension),
+                            c: dq + first * h, ldc: h, accumulate: false)
+                gruResetGates(time: time, rows: rows)
+            }
+            switch scan.cell {
+            case .rnnTanh, .rnnRelu, .lstm, .gru:
+                // dh̃[rows, H] = dGh[rows, G] · W_hh   (differentiates h̃ W_hhᵀ)
+                stepProduct(rows: count, n: h, k: g, a: dGh + stepRows, lda: g, b: recurrentWeights,
+                            c: through, ldc: h, accumulate: false)
+            case .gruResetBefore:
+                // dh̃ (holding dq ⊙ r) += dG[rows, 0 ..< 2H] · W_h(r,z)
+                stepProduct(rows: count, n: h, k: 2 * h, a: dG + stepRows, lda: g, b: recurrentWeights,
+                            c: through, ldc: h, accumulate: true)
+            }
+        }
+    }
+
+    /// c[m, n] += a[rows, m]ᵀ · x[rows, n] (a's rows `lda` apart, x's and c's dense): the register-
+    /// tiled product with C's rows split across the cores for narrow x, else BLAS. Timed with
+    /// `recur bench` on two cores: the tiled product won 10-20 % of an LSTM training step at
+    /// H = I = 32 (BLAS packs both operands of every call, and with K = T * B and N = 32 that costs
+    /// as much as the product) and lost 10-15 % at H = I = 128 and 256, where x's rows, a whole
+    /// cache set apart, no longer stay in L1 unpacked.
+    private func accumulateWeightGradient(m: Int, n: Int, rows: Int, _ a: UnsafeMutablePointer<Float>, _ lda: Int,
+                                          _ x: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>) {
+        guard n % stepProductTileColumns == 0, n <= 64 else {
+            sgemm(transposeA: true, m: m, n: n, k: rows, a, lda, x, n, beta: 1, c, n)
+            return
+        }
+        forEachPart(rows: m, work: rows * m * n, scan) { part in
+            withSubnormalsFlushed {
+                weightGradientProduct(part: part, m: m, n: n, rows: rows, a: a, lda: lda, x: x, ldx: n,
+                                      c: c, ldc: n, scratch: weightScratch)
+            }
+        }
     }
 
     /// dL/dh_t of sequence b into `total` [H]: the carried part, the part through the next step's
@@ -516,9 +605,9 @@ private struct CPURecurrentBackward {
     }
 
     /// Differentiates h_t = act(a): da = dh ⊙ act'(a), read from h_t (kept in gates).
-    private func simpleStep(time: Int, relu: Bool) {
+    private func simpleStep(time: Int, relu: Bool, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let total = dh + b * hidden
             totalHiddenGradient(row: b, time: time, valid: valid, into: total)
@@ -535,10 +624,10 @@ private struct CPURecurrentBackward {
     /// Differentiates the LSTM step: with dh the total dL/dh_t and tc = tanh(c_t),
     /// do = dh tc; dc_t += dh o (1 - tc²), zeroed where the clip was active;
     /// di = dc_t g, df = dc_t c_{t-1}, dg = dc_t i, dc_{t-1} = dc_t f; then through σ' and tanh'.
-    private func lstmStep(time: Int, previous: Int?) {
+    private func lstmStep(time: Int, previous: Int?, rows: Range<Int>) {
         let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
         let cellStates = workspace.cellStates!
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let total = dh + b * hidden
             totalHiddenGradient(row: b, time: time, valid: valid, into: total)
@@ -572,9 +661,9 @@ private struct CPURecurrentBackward {
 
     /// Differentiates the reset-after GRU step: dn = dh (1 - z), dz = dh (h - n), dh_{t-1} += dh z;
     /// da_n = dn (1 - n²); dr = da_n hn; the recurrent side sees r ⊙ da_n for the n block.
-    private func gruStep(time: Int, previous: Int?) {
+    private func gruStep(time: Int, previous: Int?, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let total = dh + b * hidden
             totalHiddenGradient(row: b, time: time, valid: valid, into: total)
@@ -602,9 +691,9 @@ private struct CPURecurrentBackward {
 
     /// First half of a reset-before GRU backward step (differentiates `gruResetBeforeCandidate`):
     /// da_n and da_z into dG, dh_{t-1} = dh z.
-    private func gruResetBeforeCandidate(time: Int, previous: Int?) {
+    private func gruResetBeforeCandidate(time: Int, previous: Int?, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let valid = scan.isValid(b, atTime: time)
             let total = dh + b * hidden
             totalHiddenGradient(row: b, time: time, valid: valid, into: total)
@@ -624,9 +713,9 @@ private struct CPURecurrentBackward {
 
     /// Second half (differentiates `gruResetGates`): with dq = dL/d(r ⊙ h̃),
     /// da_r = dq h̃ r (1 - r) into dG, and dh̃ starts as dq r (the r and z blocks are added by GEMM).
-    private func gruResetGates(time: Int) {
+    private func gruResetGates(time: Int, rows: Range<Int>) {
         let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(scan) { b in
+        forEachRow(rows) { b in
             let through = dhTilde + b * hidden
             guard scan.isValid(b, atTime: time) else {
                 through.update(repeating: 0, count: hidden)
@@ -654,39 +743,51 @@ private struct CPURecurrentBackward {
     }
 }
 
-// MARK: Rows of a step
+// MARK: Rows of a step, parts of the batch
 
-/// Gate values of one step (B * G) from which its pointwise pass is split over two threads. Below
-/// it the hand-off costs more than the second core saves: with `recur bench` on two cores the split
-/// won 15-20 % for LSTM and GRU at B = 64, H = 256 (65536 and 49152 values) and lost up to 25 % for
-/// every cell at B = 32, H = 128 (16384 values at most) and for the simple RNN at H = 256.
-private let parallelStepGates = 32768
-
-/// Runs `body(b)` for every batch row of a step's pointwise pass. Each row reads and writes only
-/// its own rows of every buffer, so with enough work in the step the two halves of the batch run
-/// on two threads; the call returns when both are done, before the step's next GEMM.
+/// Runs `body(b)` for every batch row in `rows`: a step's pointwise pass over one part's rows.
 @inline(__always)
-private func forEachRow(_ scan: CPURecurrentScan, _ body: (_ row: Int) -> Void) {
-    let batch = scan.batch
-    guard batch > 1, batch * scan.gates >= parallelStepGates else {
-        for b in 0..<batch { body(b) }
+private func forEachRow(_ rows: Range<Int>, _ body: (_ row: Int) -> Void) {
+    for b in rows { body(b) }
+}
+
+/// Multiply-adds of a scan's recurrent products (B G H per step over T steps) from which its batch
+/// is split over the cores. Each part then runs the whole time loop on its own rows with no
+/// synchronisation per step, so the only cost is starting the threads once per scan (tens of
+/// microseconds); below this the scan takes about as long.
+let defaultScanSplitMinimumWork = 1 << 22
+
+/// Runs `body(rows)` for the parts of the batch, each a run of whole register tiles of rows (the
+/// last part takes the remainder), one part per core when the scan is large enough and the batch
+/// has a tile for each. Every part reads and writes only its own rows of every buffer; the call
+/// returns when all parts are done.
+private func forEachBatchPart(_ scan: CPURecurrentScan, _ body: (_ rows: Range<Int>) -> Void) {
+    forEachPart(rows: scan.batch, work: scan.steps * scan.batch * scan.gates * scan.hidden, scan, body)
+}
+
+/// Runs `body(part)` for parts of 0 ..< rows, as `forEachBatchPart` does for a scan's batch: one
+/// part per core (at most the scan's part limit) when `work` multiply-adds reach the split threshold.
+private func forEachPart(rows count: Int, work: Int, _ scan: CPURecurrentScan,
+                         _ body: (_ rows: Range<Int>) -> Void) {
+    let tiles = count / stepProductTileRows
+    let parts = work >= scan.splitMinimumWork ? min(scan.partLimit, tiles) : 1
+    guard parts > 1 else {
+        body(0..<count)
         return
     }
-    let half = (batch + 1) / 2
+    let bounds = (0...parts).map { part in part == parts ? count : tiles * part / parts * stepProductTileRows }
     withoutActuallyEscaping(body) { body in
         let rows = DisjointRows(body: body)
-        // The floating-point mode is per thread: the helper flushes subnormals like the caller,
-        // so both halves compute exactly what one thread would.
-        DispatchQueue.concurrentPerform(iterations: 2) { part in
-            withSubnormalsFlushed {
-                for b in (part == 0 ? 0..<half : half..<batch) { rows.body(b) }
-            }
+        // The floating-point mode is per thread: each part flushes subnormals itself (see the
+        // callers), so the parts compute exactly what one thread would.
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            rows.body(bounds[part]..<bounds[part + 1])
         }
     }
 }
 
-/// A step's row body handed to the second thread. The two threads call it on disjoint rows, and
-/// every row writes only its own rows of the step's buffers, so nothing is shared mutably.
+/// A scan body handed to other threads. The threads call it on disjoint rows, and every row
+/// writes only its own rows of the scan's buffers, so nothing is shared mutably.
 private struct DisjointRows: @unchecked Sendable {
-    let body: (_ row: Int) -> Void
+    let body: (_ rows: Range<Int>) -> Void
 }

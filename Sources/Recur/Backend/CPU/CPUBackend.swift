@@ -13,10 +13,29 @@ public final class CPUBackend: Backend {
     public let deviceName = "cpu"
     let counter = MemoryCounter()
 
-    public init() {}
+    /// Multiply-adds of a recurrent scan's step products (T B G H) from which the scan splits its
+    /// batch across the cores; see `forEachBatchPart`.
+    let scanSplitMinimumWork: Int
+    /// The most parts a scan splits its batch into: the processors online.
+    let scanPartLimit: Int
+
+    public init() {
+        scanSplitMinimumWork = defaultScanSplitMinimumWork
+        scanPartLimit = Self.coreCount
+    }
+
+    /// A backend that splits every scan with at least `scanSplitMinimumWork` multiply-adds into
+    /// up to `scanPartLimit` parts (tests compare split scans with unsplit ones on any machine).
+    init(scanSplitMinimumWork: Int, scanPartLimit: Int) {
+        self.scanSplitMinimumWork = scanSplitMinimumWork
+        self.scanPartLimit = scanPartLimit
+    }
 
     public var memoryStatistics: MemoryStatistics { counter.current }
     public func resetPeakMemory() { counter.resetPeak() }
+
+    /// Processors online: the most parts a recurrent scan splits its batch into.
+    static let coreCount = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
 
     /// Sets OpenBLAS's thread count for every later GEMM of this process.
     public static func setBLASThreads(_ count: Int) {
