@@ -112,7 +112,7 @@ struct DemoCommand: ParsableCommand {
         let start = clock.now
         let live = isatty(1) != 0
         for index in runs.indices {
-            let prefix = "[\(index + 1)/\(runs.count)] " + padded(runs[index].label, 14)
+            let prefix = "[\(index + 1)/\(runs.count)] " + padded(runs[index].label, 17)
                 + padded("T=\(runs[index].configuration.steps)", 7)
             var recent: [Float] = []
             let result = try AddingProblemExperiment.run(runs[index].configuration, on: backend) { step, loss, _ in
