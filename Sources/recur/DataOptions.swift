@@ -77,10 +77,11 @@ struct DataOptions: ParsableArguments {
 
     // MARK: In checkpoints
 
-    /// What a checkpoint keeps about its data: the source (JSON), and the vocabulary, class
-    /// names, tags and standardisation the model was trained with.
+    /// What a checkpoint keeps about its data: the source (JSON), a digest of the training
+    /// examples, and the vocabulary, class names, tags and standardisation the model was trained
+    /// with.
     static func metadata(source: DataSource, prepared: PreparedData) throws -> [String: String] {
-        var metadata = ["data.source": try source.json()]
+        var metadata = ["data.source": try source.json(), "data.fingerprint": Trainer.fingerprint(prepared.training)]
         if let vocabulary = prepared.vocabulary { metadata["data.vocabulary"] = vocabulary.serialized }
         if let tags = prepared.tagVocabulary { metadata["data.tags"] = tags.serialized }
         if !prepared.classNames.isEmpty, prepared.tagVocabulary == nil {

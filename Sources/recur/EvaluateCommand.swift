@@ -33,6 +33,12 @@ struct EvaluateCommand: ParsableCommand {
         var source = try DataOptions.source(in: saved.metadata)
         if !data.isEmpty { source.paths = data }
         let prepared = try DataOptions.prepare(source, using: saved.metadata)
+        if data.isEmpty, let recorded = saved.metadata["data.fingerprint"],
+           recorded != Trainer.fingerprint(prepared.training) {
+            // The files changed since training: the splits may mix training and test examples.
+            printError("warning: \(source.paths.joined(separator: ", ")) no longer holds the data the model was trained on "
+                       + "(training split \(Trainer.fingerprint(prepared.training)), recorded \(recorded))")
+        }
         let examples: (any TrainingExamples)? = switch split {
         case "training": prepared.training
         case "validation": prepared.validation

@@ -309,7 +309,7 @@ public final class Trainer {
 
     /// A digest of every example's inputs and targets (FNV-1a over their bits, 1,024 examples
     /// at a time), with the count: processes that read different data disagree on it.
-    static func fingerprint(_ data: any TrainingExamples) -> String {
+    public static func fingerprint(_ data: any TrainingExamples) -> String {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
         func mix(_ value: UInt64) {
             hash = (hash ^ value) &* 0x0000_0100_0000_01B3
