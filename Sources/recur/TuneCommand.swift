@@ -20,8 +20,9 @@ struct TuneCommand: ParsableCommand {
 
     @OptionGroup var options: DeviceOptions
 
-    @Option(help: "GEMM sizes n (n x n x n) to time; a candidate's time is the sum over them.")
-    var sizes: [Int] = [256, 512]
+    @Option(name: .customLong("sizes"),
+            help: "GEMM sizes n (n x n x n), comma-separated, to time; a candidate's time is the sum over them.")
+    var sizeList = "256,512"
     @Option(help: "Parameter sets to try at most, besides the defaults.") var maxCandidates = 24
     @Option(help: "Start no new candidate after this many seconds.") var seconds: Double = 30
     @Option(help: "Timed runs per size and candidate; the median counts.") var repetitions = 3
@@ -29,8 +30,15 @@ struct TuneCommand: ParsableCommand {
     @Flag(help: "Search and report, but save nothing.") var dryRun = false
     @Flag(help: "Delete the saved parameters for the device, and search nothing.") var reset = false
 
+    /// `--sizes` as numbers; `nil` when any part is not a positive integer.
+    private var sizes: [Int]? {
+        let parts = sizeList.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingPrefix(" ")) }
+        guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) > 0 }) else { return nil }
+        return parts.map { $0! }
+    }
+
     func validate() throws {
-        if sizes.isEmpty || sizes.contains(where: { $0 < 1 }) { throw ValidationError("--sizes must be positive") }
+        if sizes == nil { throw ValidationError("--sizes must be positive integers separated by commas, e.g. 256,512") }
         if maxCandidates < 0 { throw ValidationError("--max-candidates must be 0 or more") }
         if !(seconds > 0) { throw ValidationError("--seconds must be positive") }
         if repetitions < 1 { throw ValidationError("--repetitions must be positive") }
@@ -52,7 +60,7 @@ struct TuneCommand: ParsableCommand {
         // A backend of its own that leaves saved parameters out, so the baseline is CLBlast's.
         let backend = try OpenCLBackend(device: device, loadingTunedGEMMParameters: false)
         let result = try GEMMTuner.search(on: backend, options: GEMMTuningOptions(
-            sizes: sizes, maxCandidates: maxCandidates, seconds: seconds, repetitions: repetitions, seed: seed))
+            sizes: sizes ?? [], maxCandidates: maxCandidates, seconds: seconds, repetitions: repetitions, seed: seed))
 
         let gflops = { (milliseconds: Double) in fixed(result.flops / (milliseconds * 1e6), 1) }
         let sizeList = result.sizes.map { "\($0)" }.joined(separator: ",")
