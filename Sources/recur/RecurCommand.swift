@@ -17,7 +17,7 @@ struct RecurCommand: ParsableCommand {
             the first OpenCL GPU, else an OpenCL CPU device, else the CPU backend.
             """,
         subcommands: [DemoCommand.self, TrainCommand.self, EvaluateCommand.self, GenerateCommand.self,
-                      BenchCommand.self, VerifyCommand.self, DevicesCommand.self]
+                      BenchCommand.self, TuneCommand.self, VerifyCommand.self, DevicesCommand.self]
     )
 
     static func main() {

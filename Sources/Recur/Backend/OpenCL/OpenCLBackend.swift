@@ -2,6 +2,12 @@ import CCLBlast
 import COpenCL
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A family of kernels: one `Kernels/<name>.cl` file, built as one program with `common.cl`
 /// prepended. Other files add families with `extension KernelFamily { static let ... }`.
 struct KernelFamily: Hashable, Sendable {
@@ -50,10 +56,32 @@ public final class OpenCLBackend: Backend {
     private let sumOfSquaresPartials: Mutex<OpenCLBuffer>  // [maximumPartials]
     private let maximumPartials: Int
 
+    /// GEMM parameters `recur tune` saved for this device and driver that were installed in
+    /// CLBlast when the backend was made (see `GEMMParameterStore`).
+    public let tunedGEMMParameters: [GEMMKernelParameters]
+    /// Why saved GEMM parameters for this device were ignored, if they were.
+    public let tunedGEMMWarnings: [String]
+
     /// Opens a context and a queue on `device`. Compiles nothing yet.
-    public init(device: OpenCLDevice) throws {
+    ///
+    /// With `loadingTunedGEMMParameters` (the default), GEMM parameters saved for this device
+    /// and driver in `GEMMParameterStore.standard` are installed in CLBlast; an unusable file is
+    /// ignored, with the reason in `tunedGEMMWarnings` and on standard error.
+    public init(device: OpenCLDevice, loadingTunedGEMMParameters: Bool = true) throws {
         self.device = device
         context = try OpenCLContext(device: device)
+        let saved = loadingTunedGEMMParameters
+            ? GEMMParameterStore.standard?.applySaved(to: device) : nil
+        tunedGEMMParameters = saved?.installed ?? []
+        tunedGEMMWarnings = saved?.warnings ?? []
+        for warning in tunedGEMMWarnings {
+            var line = Array("warning: \(warning)\n".utf8)
+            #if canImport(Glibc)
+            _ = Glibc.write(2, &line, line.count)
+            #elseif canImport(Darwin)
+            _ = Darwin.write(2, &line, line.count)
+            #endif
+        }
         var groupSize = 1
         while groupSize * 2 <= min(256, device.maxWorkGroupSize) { groupSize *= 2 }
         reduceGroupSize = groupSize
