@@ -9,11 +9,13 @@ cd "$(dirname "$0")/.."
 stage=${1:-.gpu}
 
 # RECUR_STATIC_CLBLAST makes Package.swift link libclblast.a (it then needs only libstdc++).
+# RECUR_MPI=0 leaves MPI out: the GPU machine has none, and its libraries would fill the staging.
 # RECUR_TARGET_CPU=x86-64 compiles the library for any x86-64 processor (Package.swift otherwise
 # targets AVX2 + FMA when the build host has them), as the other machine's processor is unknown.
-RECUR_TARGET_CPU=${RECUR_TARGET_CPU:-x86-64} RECUR_STATIC_CLBLAST=1 swift build -c release --static-swift-stdlib --product recur \
+RECUR_MPI=0 RECUR_TARGET_CPU=${RECUR_TARGET_CPU:-x86-64} RECUR_STATIC_CLBLAST=1 swift build -c release --static-swift-stdlib --product recur \
     --scratch-path .build-static
 
+rm -rf "$stage/lib"  # libraries an earlier build needed must not travel
 mkdir -p "$stage/lib"
 cp .build-static/release/recur "$stage/recur"
 strip "$stage/recur"
