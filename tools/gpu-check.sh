@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU machine is for, in one call: list devices, verify every kernel and every
-# PyTorch fixture on the NVIDIA device, time GEMM and the recurrent suite, and time cuDNN on the
-# same shapes for comparison. Run from the repository root on the GPU machine, after
+# PyTorch fixture on the NVIDIA device, time GEMM and the recurrent suite, time `recur demo` and
+# one real-data training run, and time cuDNN on the same shapes for comparison. Run from the repository root on the GPU machine, after
 # tools/build-static.sh staged .gpu/ here:
 #
 #   bash tools/gpu-check.sh [OUTPUT_DIR]     (default $OUT, else ./gpu-results)
@@ -19,6 +19,14 @@ run verify --device "$device" --fixture Tests/RecurTests/Fixtures/*.safetensors 
 verify_status=$?
 run bench --device "$device" --all --json --repetitions 20 --gemm 1024 --gemm 2048 --gemm 4096 \
     > "$out/bench.jsonl" 2> "$out/bench.err"
+# The demo's 20 training runs on the GPU (its CPU time is in the README), and one real-data
+# training run, timed by the commands themselves.
+( time run demo --device "$device" --output "$out/demo" ) > "$out/demo.txt" 2>&1
+sms=$(ls ../shared/data/sms_spam/SMSSpamCollection shared/data/sms_spam/SMSSpamCollection 2>/dev/null | head -1)
+if [ -n "$sms" ]; then
+    run train --device "$device" --data "$sms" --format tsv --num-words 5000 --max-length 50 --epochs 5 \
+        --test-split 0.2 --no-mask-padding --json > "$out/train-sms.jsonl" 2> "$out/train-sms.err"
+fi
 if [ -f tools/bench_torch_layers.py ]; then
     python3 tools/bench_torch_layers.py --device cuda > "$out/torch-cuda.txt" 2>&1
 fi
@@ -26,4 +34,6 @@ fi
 echo "== devices";  cat "$out/devices.txt"
 echo "== verify (exit $verify_status)"; grep -E "FAIL|passed" "$out/verify.txt" | tail -5
 echo "== bench";    cat "$out/bench.jsonl"
+echo "== demo";     tail -28 "$out/demo.txt"
+[ -f "$out/train-sms.jsonl" ] && { echo "== train"; tail -1 "$out/train-sms.jsonl"; }
 [ -f "$out/torch-cuda.txt" ] && { echo "== cuDNN"; cat "$out/torch-cuda.txt"; }
