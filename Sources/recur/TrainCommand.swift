@@ -58,7 +58,10 @@ struct TrainCommand: ParsableCommand {
     var onNonFinite = "stop"
 
     // MARK: Loop
-    @Option(help: "Epochs.") var epochs = 10
+    @Option(name: .customLong("epochs"), help: "Epochs (default 10; with --resume, the total the run was started with).")
+    var epochsOption: Int?
+    /// Epochs of a new run.
+    private var epochs: Int { epochsOption ?? 10 }
     @Option(help: "Batch size.") var batchSize = 32
     @Option(help: "Seed of the initial weights, shuffles and dropout.") var seed: UInt64 = 0
     @Option(help: "Early stopping: epochs without improvement of the monitored metric.") var patience: Int?
@@ -173,7 +176,7 @@ struct TrainCommand: ParsableCommand {
             let checkpoint = try Checkpoint(contentsOf: directory + "/last.safetensors")
             source = try DataOptions.source(in: checkpoint.metadata)
             prepared = try DataOptions.prepare(source, using: checkpoint.metadata)
-            trainer = try Trainer(resumingFrom: checkpoint, epochs: epochs, backend: backend,
+            trainer = try Trainer(resumingFrom: checkpoint, epochs: epochsOption, backend: backend,
                                   communicator: communicator)
             if isLeader { log("resuming after epoch \(checkpoint.progress.epoch), step \(checkpoint.progress.step)") }
         } else {

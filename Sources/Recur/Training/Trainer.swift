@@ -276,10 +276,10 @@ public final class Trainer {
         try communicator.averageGradients(model.parameters)
         let report = try clipper.clip(model.parameters, step: step)
         let loss = try backend.download(lossSlot)[0]
-        let lossSum = try communicator.sum([loss.isFinite ? 0 : 1])[0]
+        let nonFiniteLosses = try communicator.sum([loss.isFinite ? 0 : 1])[0]  // over every process
 
         var skipped = !report.isFinite
-        if lossSum > 0 {
+        if nonFiniteLosses > 0 {
             switch configuration.nonFinitePolicy {
             case .throwError:
                 throw RecurError.nonFinite(
