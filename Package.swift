@@ -53,10 +53,11 @@ let mpiTargets: [Target] = buildsWithMPI
 // MARK: Target processor
 // The CPU backend's step loops are Swift SIMD code. Compiled for the x86-64 baseline (SSE2, no FMA)
 // an eight-lane multiply-add takes four instructions instead of one. RECUR_TARGET_CPU names the
-// processor to compile the library for (an LLVM CPU name: haswell, znver3, x86-64 for the baseline);
-// unset, an x86-64 Linux build host whose /proc/cpuinfo lists avx2 and fma gets haswell
-// (AVX2 + FMA), so a binary meant for older processors must set RECUR_TARGET_CPU=x86-64; an empty
-// RECUR_TARGET_CPU adds no flag at all (SwiftPM refuses unsafe flags in versioned dependencies).
+// processor to compile the library for (an LLVM CPU name: haswell, skylake-avx512, znver3, x86-64
+// for the baseline); unset, an x86-64 Linux build host whose /proc/cpuinfo lists avx512f gets
+// skylake-avx512 (AVX-512 F/CD/BW/DQ/VL, common to every AVX-512 processor since 2017), one that
+// lists avx2 and fma gets haswell (AVX2 + FMA), so a binary meant for older processors must set
+// RECUR_TARGET_CPU=x86-64; an empty RECUR_TARGET_CPU adds no flag at all.
 // A package that depends on Recur checks it out under a `checkouts` folder; there the flag is
 // left out unless RECUR_TARGET_CPU asks for it, because SwiftPM refuses unsafe flags in
 // dependencies.
@@ -67,12 +68,21 @@ let targetCPU: String? = Context.environment["RECUR_TARGET_CPU"].map { $0.isEmpt
     guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
           let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
     let names = Set(flags.split(separator: " ").map(String.init))
+    if names.contains("avx512f") && names.contains("avx512bw") && names.contains("avx512vl") { return "skylake-avx512" }
     return names.contains("avx2") && names.contains("fma") ? "haswell" : nil
     #else
     return nil
     #endif
 }()
-let targetCPUSettings: [SwiftSetting] = targetCPU.map { [.unsafeFlags(["-target-cpu", $0])] } ?? []
+// On a processor with AVX-512 the step loops work on sixteen lanes (RECUR_AVX512) instead of eight:
+// twice the multiply-adds per instruction, and 32 vector registers for larger register tiles.
+let avx512TargetCPUs: Set<String> = [
+    "skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client", "icelake-server", "tigerlake",
+    "rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids", "znver4", "znver5",
+]
+let targetCPUSettings: [SwiftSetting] = targetCPU.map { cpu in
+    [.unsafeFlags(["-target-cpu", cpu])] + (avx512TargetCPUs.contains(cpu) ? [.define("RECUR_AVX512")] : [])
+} ?? []
 
 let package = Package(
     name: "Recur",

@@ -2,7 +2,8 @@ import Testing
 @testable import Recur
 
 // The CPU scans' register-tiled products against float64 triple loops, on shapes that leave every
-// remainder: rows not a multiple of the 4-row tile, columns not a multiple of the 16-column tile,
+// remainder: rows not a multiple of the 4-row tile, columns not a multiple of the 16- or 32-column
+// tile (two lane vectors: AVX2 or AVX-512),
 // more rows than one cache block, a column offset into the packed operand, accumulation, and
 // weight-gradient parts that split C's rows unevenly. Sums of up to 3000 float32 products of
 // values in [-1, 1] round to ~1e-5 absolute; the tolerance is 1e-4 absolute + 1e-5 relative.
@@ -43,7 +44,7 @@ struct RecurrentStepProductTests {
     }
 
     @Test("C += Aᵀ · X over all rows matches float64, in parts",
-          arguments: [(15, 16, 37), (20, 32, 3000), (3, 64, 5), (130, 48, 300)])
+          arguments: [(15, 16, 37), (20, 3, 3000), (3, 64, 5), (130, 37, 300), (96, 32, 513), (128, 1, 260)])
     func weightGradientMatches(m: Int, n: Int, rows: Int) throws {
         var rng = SeededGenerator(seed: UInt64(m * 1000 + rows))
         let lda = m + 3  // A's rows padded, as dG's blocks sit inside wider rows
@@ -51,18 +52,15 @@ struct RecurrentStepProductTests {
         let x = rng.values(rows * n)  // [rows, n]
         let initial = rng.values(m * n)
         var c = initial
-        var scratch = [Float](repeating: 0, count: weightGradientScratchFloats(gates: m))
-        // Parts of C's rows as the scan splits them: whole 4-row tiles, the last part the rest.
-        let cut = min(m, (m / 3) / 4 * 4)
+        // Parts of C's rows as the scan splits them: whole lane vectors, the last part the rest.
+        let width = CPULanes.scalarCount
+        let cut = min(m, (m / 3) / width * width)
         for part in [0..<cut, cut..<m] where !part.isEmpty {
             a.withUnsafeBufferPointer { a in
                 x.withUnsafeBufferPointer { x in
                     c.withUnsafeMutableBufferPointer { c in
-                        scratch.withUnsafeMutableBufferPointer { scratch in
-                            weightGradientProduct(part: part, m: m, n: n, rows: rows, a: a.baseAddress!, lda: lda,
-                                                  x: x.baseAddress!, ldx: n, c: c.baseAddress!, ldc: n,
-                                                  scratch: scratch.baseAddress!)
-                        }
+                        weightGradientProduct(part: part, m: m, n: n, rows: rows, a: a.baseAddress!, lda: lda,
+                                              x: x.baseAddress!, ldx: n, c: c.baseAddress!, ldc: n)
                     }
                 }
             }

@@ -49,7 +49,6 @@ extension CPUBackend {
         let (recurrentWeights, packed) = try pack(scan.wHH, rows: size.gates, columns: size.hidden)
         // W_ih [G, I] with padded rows for dL/dx.
         let (inputWeights, packedInput) = try pack(scan.wIH, rows: size.gates, columns: size.input)
-        let weightScratch = try zeros([weightGradientScratchFloats(gates: size.gates)])
         let gradients = request.weightGradients
         let pass = CPURecurrentBackward(
             scan: scan,
@@ -70,9 +69,8 @@ extension CPUBackend {
             dbhh: gradients.recurrentBias.hostFloats,
             hiddenStateGradients: request.hiddenStateGradients?.hostFloats,
             recurrentWeights: recurrentWeights,
-            inputWeights: inputWeights,
-            weightScratch: weightScratch.hostFloats)
-        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, packed, packedInput, weightScratch]) {
+            inputWeights: inputWeights)
+        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, packed, packedInput]) {
             withSubnormalsFlushed {
                 pass.run(finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
                          finalCellGradient: request.finalCellGradient?.hostFloats)
@@ -287,7 +285,7 @@ private struct CPURecurrentForward {
         (gate + k).loadLanes(count) + (product + k).loadLanes(count) + (bias + k).loadLanes(count)
     }
 
-    // The step loops below run over a row's H units eight lanes at a time (`CPULanes`).
+    // The step loops below run over a row's H units a lane vector at a time (`CPULanes`).
 
     /// h_t = act(x W_ihᵀ + b_ih + h̃ W_hhᵀ + b_hh); gates holds h_t.
     private func simpleStep(time: Int, next: Int?, relu: Bool, rows: Range<Int>) {
@@ -298,12 +296,14 @@ private struct CPURecurrentForward {
             if valid {
                 let product = stepProducts + b * gates
                 let state = h + b * hidden
-                forEachLaneChunk(hidden) { j, n in
+                @_transparent
+                func chunk(_ j: Int, _ n: Int) {
                     let a = preactivation(gate, product, scan.biasSum, j, n)
                     let y = relu ? a.replacing(with: 0, where: a .< 0) : CPUMath.tanh(a)
                     (gate + j).storeLanes(y, n)
                     (state + j).storeLanes(y, n)
                 }
+                forEachLaneChunk(hidden, chunk)
             } else {
                 gate.update(repeating: 0, count: gates)
             }
@@ -324,7 +324,8 @@ private struct CPURecurrentForward {
                 let product = stepProducts + b * gates
                 let state = h + b * hidden
                 let bias = scan.biasSum
-                forEachLaneChunk(hidden) { j, n in
+                @_transparent
+                func chunk(_ j: Int, _ n: Int) {
                     let i = CPUMath.sigmoid(preactivation(gate, product, bias, j, n))
                     let f = CPUMath.sigmoid(preactivation(gate, product, bias, hidden + j, n))
                     let g = CPUMath.tanh(preactivation(gate, product, bias, 2 * hidden + j, n))
@@ -339,6 +340,7 @@ private struct CPURecurrentForward {
                     (cell + j).storeLanes(cNew, n)
                     (state + j).storeLanes(o * CPUMath.tanh(cNew), n)
                 }
+                forEachLaneChunk(hidden, chunk)
             } else {
                 gate.update(repeating: 0, count: gates)
             }
@@ -360,7 +362,8 @@ private struct CPURecurrentForward {
             if valid {
                 let product = stepProducts + b * gates
                 let bias = scan.biasSum
-                forEachLaneChunk(hidden) { j, n in
+                @_transparent
+                func chunk(_ j: Int, _ n: Int) {
                     let r = CPUMath.sigmoid(preactivation(gate, product, bias, j, n))
                     let z = CPUMath.sigmoid(preactivation(gate, product, bias, hidden + j, n))
                     let hn = (product + 2 * hidden + j).loadLanes(n) + (scan.bHH + 2 * hidden + j).loadLanes(n)
@@ -373,6 +376,7 @@ private struct CPURecurrentForward {
                     (candidate + j).storeLanes(hn, n)
                     (state + j).storeLanes(candidateState + z * (previous - candidateState), n)
                 }
+                forEachLaneChunk(hidden, chunk)
             } else {
                 gate.update(repeating: 0, count: gates)
                 candidate.update(repeating: 0, count: hidden)
@@ -396,12 +400,14 @@ private struct CPURecurrentForward {
             let product = stepProducts + b * gates
             let recurrentInput = workspace.recurrentInput + row * hidden
             let bias = scan.biasSum
-            forEachLaneChunk(hidden) { j, n in
+            @_transparent
+            func chunk(_ j: Int, _ n: Int) {
                 let r = CPUMath.sigmoid(preactivation(gate, product, bias, j, n))
                 (gate + j).storeLanes(r, n)
                 (gate + hidden + j).storeLanes(CPUMath.sigmoid(preactivation(gate, product, bias, hidden + j, n)), n)
                 (resetHidden + j).storeLanes(r * (recurrentInput + j).loadLanes(n), n)
             }
+            forEachLaneChunk(hidden, chunk)
         }
     }
 
@@ -416,13 +422,15 @@ private struct CPURecurrentForward {
             if valid {
                 let product = stepProducts + b * gates
                 let bias = scan.biasSum
-                forEachLaneChunk(hidden) { j, n in
+                @_transparent
+                func chunk(_ j: Int, _ n: Int) {
                     let z = (gate + hidden + j).loadLanes(n)
                     let candidateState = CPUMath.tanh(preactivation(gate, product, bias, 2 * hidden + j, n))
                     let previous = (state + j).loadLanes(n)
                     (gate + 2 * hidden + j).storeLanes(candidateState, n)
                     (state + j).storeLanes(candidateState + z * (previous - candidateState), n)
                 }
+                forEachLaneChunk(hidden, chunk)
             } else {
                 gate.update(repeating: 0, count: gates)
             }
@@ -467,8 +475,6 @@ private struct CPURecurrentBackward {
     let recurrentWeights: CPUPackedOperand
     /// W_ih [G, I], packed.
     let inputWeights: CPUPackedOperand
-    /// Scratch for the weight-gradient products: `weightGradientScratchFloats(gates: G)` floats.
-    let weightScratch: UnsafeMutablePointer<Float>
 
     func run(finalHiddenGradient: UnsafeMutablePointer<Float>?, finalCellGradient: UnsafeMutablePointer<Float>?) {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
@@ -563,21 +569,18 @@ private struct CPURecurrentBackward {
     }
 
     /// c[m, n] += a[rows, m]ᵀ · x[rows, n] (a's rows `lda` apart, x's and c's dense): the register-
-    /// tiled product with C's rows split across the cores for narrow x, else BLAS. Timed with
-    /// `recur bench` on two cores: the tiled product won 10-20 % of an LSTM training step at
-    /// H = I = 32 (BLAS packs both operands of every call, and with K = T * B and N = 32 that costs
-    /// as much as the product) and lost 10-15 % at H = I = 128 and 256, where x's rows, a whole
-    /// cache set apart, no longer stay in L1 unpacked.
+    /// tiled product with C's rows split across the cores in whole lane vectors for narrow x, else
+    /// BLAS. BLAS packs both operands of every call, and with K = T * B and N = 32 that costs as
+    /// much as the product; for wide x its packed kernel wins.
     private func accumulateWeightGradient(m: Int, n: Int, rows: Int, _ a: UnsafeMutablePointer<Float>, _ lda: Int,
                                           _ x: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>) {
-        guard n % stepProductTileColumns == 0, n <= 64 else {
+        guard n <= weightGradientProductMaximumColumns else {
             sgemm(transposeA: true, m: m, n: n, k: rows, a, lda, x, n, beta: 1, c, n)
             return
         }
-        forEachPart(rows: m, work: rows * m * n, scan) { part in
+        forEachPart(rows: m, granularity: CPULanes.scalarCount, work: rows * m * n, scan) { part in
             withSubnormalsFlushed {
-                weightGradientProduct(part: part, m: m, n: n, rows: rows, a: a, lda: lda, x: x, ldx: n,
-                                      c: c, ldc: n, scratch: weightScratch)
+                weightGradientProduct(part: part, m: m, n: n, rows: rows, a: a, lda: lda, x: x, ldx: n, c: c, ldc: n)
             }
         }
     }
@@ -638,7 +641,8 @@ private struct CPURecurrentBackward {
             let cell = cellStates + row * hidden
             let cellBefore = previous.map { cellStates + ($0 * scan.batch + b) * hidden } ?? scan.c0! + b * hidden
             let dcRow = dc! + b * hidden
-            forEachLaneChunk(hidden) { j, n in
+            @_transparent
+            func chunk(_ j: Int, _ n: Int) {
                 let i = (gate + j).loadLanes(n)
                 let f = (gate + hidden + j).loadLanes(n)
                 let g = (gate + 2 * hidden + j).loadLanes(n)
@@ -656,6 +660,7 @@ private struct CPURecurrentBackward {
                 (dcRow + j).storeLanes(dcNow * f, n)
                 (total + j).storeLanes(CPULanes(), n)
             }
+            forEachLaneChunk(hidden, chunk)
         }
     }
 
@@ -767,15 +772,16 @@ private func forEachBatchPart(_ scan: CPURecurrentScan, _ body: (_ rows: Range<I
 
 /// Runs `body(part)` for parts of 0 ..< rows, as `forEachBatchPart` does for a scan's batch: one
 /// part per core (at most the scan's part limit) when `work` multiply-adds reach the split threshold.
-private func forEachPart(rows count: Int, work: Int, _ scan: CPURecurrentScan,
+/// Parts start at multiples of `granularity` (the callers' register tile or lane vector).
+private func forEachPart(rows count: Int, granularity: Int = stepProductTileRows, work: Int, _ scan: CPURecurrentScan,
                          _ body: (_ rows: Range<Int>) -> Void) {
-    let tiles = count / stepProductTileRows
+    let tiles = count / granularity
     let parts = work >= scan.splitMinimumWork ? min(scan.partLimit, tiles) : 1
     guard parts > 1 else {
         body(0..<count)
         return
     }
-    let bounds = (0...parts).map { part in part == parts ? count : tiles * part / parts * stepProductTileRows }
+    let bounds = (0...parts).map { part in part == parts ? count : tiles * part / parts * granularity }
     withoutActuallyEscaping(body) { body in
         let rows = DisjointRows(body: body)
         // The floating-point mode is per thread: each part flushes subnormals itself (see the

@@ -1,20 +1,29 @@
 // Vectorised transcendentals for the CPU step loops. libm's scalar calls cost more than the whole
 // recurrent GEMM of a small step (tanhf, through expm1f, was over half of an LSTM forward at
-// H = 32), and a call in the loop forces every live value to the stack. These work on eight lanes
-// at once with nothing but multiply, add, divide and bit operations, so the compiler keeps the
+// H = 32), and a call in the loop forces every live value to the stack. These work on all lanes
+// (eight, or sixteen with AVX-512) at once with nothing but multiply, add, divide and bit operations, so the compiler keeps the
 // loop in vector registers.
 //
 // They are `@_transparent` rather than `@inline(__always)`: the optimizer stops inlining even
 // always-inline functions into a caller that has grown large, and the LSTM step loops did; the
-// outlined calls then passed every eight-lane value through memory in two halves. Polynomials are
+// outlined calls then passed every lane vector through memory in two halves. Polynomials are
 // evaluated by Horner's rule with fused multiply-adds (`addingProduct`), one rounding per term.
 //
 // Accuracy (tested against float64 on a dense grid): exp within 4e-7 relative on [-87, 88];
 // sigmoid within 5e-7 relative for x >= -87 (absolute 2e-38 below); tanh within 5e-7 relative.
 // NaN stays NaN.
 
-/// Eight float32 lanes: the unit of the vectorised step loops.
+#if RECUR_AVX512
+/// Sixteen float32 lanes, one AVX-512 register: the unit of the vectorised step loops.
+typealias CPULanes = SIMD16<Float>
+/// The lanes' bits, for exponent and sign manipulation.
+typealias CPULaneBits = SIMD16<UInt32>
+#else
+/// Eight float32 lanes, one AVX2 register: the unit of the vectorised step loops.
 typealias CPULanes = SIMD8<Float>
+/// The lanes' bits, for exponent and sign manipulation.
+typealias CPULaneBits = SIMD8<UInt32>
+#endif
 
 extension CPUMath {
     /// e^x. x = n ln 2 + r with n = round(x / ln 2) and |r| <= ln 2 / 2, reduced in two parts
@@ -38,7 +47,7 @@ extension CPUMath {
         p = CPULanes(repeating: 1).addingProduct(p, r)
         // The bits of `shifted` are those of magic + n: shifting left by 23 drops magic's bits and
         // leaves (n + 127) in the exponent field.
-        let exponent = (unsafeBitCast(shifted, to: SIMD8<UInt32>.self) &+ 127) &<< 23
+        let exponent = (unsafeBitCast(shifted, to: CPULaneBits.self) &+ 127) &<< 23
         let result = p * unsafeBitCast(exponent, to: CPULanes.self)
         return result.replacing(with: x, where: x .!= x)
     }
@@ -46,7 +55,7 @@ extension CPUMath {
     /// |x|: the sign bit cleared.
     @_transparent
     static func magnitude(_ x: CPULanes) -> CPULanes {
-        unsafeBitCast(unsafeBitCast(x, to: SIMD8<UInt32>.self) & 0x7FFF_FFFF, to: CPULanes.self)
+        unsafeBitCast(unsafeBitCast(x, to: CPULaneBits.self) & 0x7FFF_FFFF, to: CPULanes.self)
     }
 
     /// σ(x) = 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below, so e^-|x| never overflows.
@@ -77,7 +86,7 @@ extension CPUMath {
 }
 
 extension UnsafeMutablePointer<Float> {
-    /// Up to eight consecutive values from here; lanes past `count` are 0. A step loop's last
+    /// Up to `CPULanes.scalarCount` consecutive values from here; lanes past `count` are 0. A step loop's last
     /// chunk of a row may be short, and goes element by element in a call of its own: inlined,
     /// the element-wise lane inserts led the compiler to split the whole step's vector math into
     /// scalar instructions.
@@ -89,7 +98,7 @@ extension UnsafeMutablePointer<Float> {
         return loadPartialLanes(count)
     }
 
-    /// Stores the first `count` (up to eight) lanes here; a short chunk as in `loadLanes`.
+    /// Stores the first `count` (up to `CPULanes.scalarCount`) lanes here; a short chunk as in `loadLanes`.
     @inline(__always)
     func storeLanes(_ lanes: CPULanes, _ count: Int) {
         if count == CPULanes.scalarCount {
@@ -113,10 +122,13 @@ extension UnsafeMutablePointer<Float> {
 }
 
 /// Runs `body(j, n)` over the chunks of a row of `count` units: every full chunk first, with n the
-/// constant eight, then one short chunk if `count` is not a multiple of eight. Keeping the full
+/// constant lane count, then one short chunk if `count` is not a multiple of it. Keeping the full
 /// chunks in their own loop lets the compiler fold `loadLanes` / `storeLanes` into single vector
-/// moves there; with n unknown it merged the element-by-element tail into the loop body, and parts
-/// of the gate math ran one lane at a time.
+/// moves there, but only if `body` is inlined into that loop: callers pass an `@inline(__always)`
+/// local function, not a closure literal. A large closure literal (the LSTM step's, once the
+/// transcendentals are inlined into it) called from two places stays a function of its own with
+/// n unknown, and the compiler then ran its gate math four lanes at a time (83% of the LSTM
+/// forward step's samples were 128-bit instructions, with AVX2 and with AVX-512 alike).
 @inline(__always)
 func forEachLaneChunk(_ count: Int, _ body: (_ start: Int, _ count: Int) -> Void) {
     let width = CPULanes.scalarCount

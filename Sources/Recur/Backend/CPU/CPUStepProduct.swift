@@ -7,7 +7,7 @@
 //
 // Shape legend: R rows (batch rows of one part), K the reduced size, N output columns.
 
-/// Columns of one register tile: two eight-lane vectors.
+/// Columns of one register tile: two lane vectors (16 columns with AVX2, 32 with AVX-512).
 let stepProductTileColumns = 2 * CPULanes.scalarCount
 
 /// Rows of one register tile. Four rows by two vectors is eight accumulators, which with the two
@@ -33,12 +33,12 @@ struct CPUPackedOperand {
 private let stepProductBlockFloats = 8192
 
 /// C[rows, n] = A[rows, k] · B[k, n] (or += with `accumulate`), all row-major, B packed with
-/// `b.leadingDimension >= columnOffset + roundUp(n, 16)`; `columnOffset` selects B's columns
-/// columnOffset ..< columnOffset + n.
+/// `b.leadingDimension >= columnOffset + roundUp(n, W)`, W = `stepProductTileColumns`;
+/// `columnOffset` selects B's columns columnOffset ..< columnOffset + n.
 ///
 /// Loop order: blocks of rows whose A fits L1 (a whole step's rows for k <= 256); in a block, for
-/// each 16-column strip of B (k x 16 floats, in L1 for k <= 256), every 4-row tile; each tile keeps
-/// its 4 x 16 results in registers over the whole k loop, so C is written once and B's strip is
+/// each W-column strip of B (k x W floats, in L1 for k <= 256), every 4-row tile; each tile keeps
+/// its 4 x W results in registers over the whole k loop, so C is written once and B's strip is
 /// read from L1 rows / 4 times.
 func stepProduct(rows: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                  b: CPUPackedOperand, columnOffset: Int = 0,
@@ -112,7 +112,7 @@ private func stepProductBlock(rows: Int, n: Int, k: Int, a: UnsafePointer<Float>
     }
 }
 
-/// Stores the first `columns` (up to 16) of a tile row at `target`, or adds them to it.
+/// Stores the first `columns` (up to `stepProductTileColumns`) of a tile row at `target`, or adds them to it.
 @inline(__always)
 private func storeTileRow(_ low: CPULanes, _ high: CPULanes, _ target: UnsafeMutablePointer<Float>,
                           _ columns: Int, _ accumulate: Bool) {
@@ -162,92 +162,129 @@ extension CPUBackend {
 
 // MARK: Weight gradients
 
-/// Floats of A one block of reduction rows holds, transposed (128 KiB, in L2), while every
-/// column strip of X passes over it.
-let weightGradientBlockFloats = 32768
+/// Reduction rows of one block of `weightGradientProduct`: a block's strip of A (rows x 2 vectors)
+/// and its rows of X stay in L1 while every column tile of X passes over them.
+let weightGradientBlockRows = 256
 
-/// Floats of the scratch `weightGradientProduct` packs A's blocks into, for up to `gates` rows of C.
-func weightGradientScratchFloats(gates: Int) -> Int {
-    weightGradientBlockFloats + 16 * gates
-}
+/// The widest X `weightGradientProduct` takes; wider ones go to BLAS.
+let weightGradientProductMaximumColumns = 64
 
 /// C[m, n] += A[rows, m]ᵀ · X[rows, n] for C's rows `part` (of m in all): the weight gradient
-/// dW += dGᵀ · x summed over all T * B rows. `n` must be a multiple of 16 (whole tiles of X's rows
-/// are loaded); callers use BLAS otherwise. `scratch` holds `weightGradientScratchFloats(gates: m)`
-/// floats; each part writes only its own rows of it.
+/// dW += dGᵀ · x summed over all T * B rows, for narrow x (n up to a few vector widths).
 ///
-/// Loop order: blocks of reduction rows; each block's columns of A for this part are first copied
-/// transposed into `scratch` (read in place, consecutive reduction rows of one column of A lie
-/// lda floats apart, 4 KiB at G = 1024, and every row of a tile landed in the same L1 set); then
-/// for each 16-column strip of X, every tile of 4 rows of C sums the block in registers and adds
-/// it to C once.
+/// It computes Cᵀ = Xᵀ · A, so nothing is transposed in memory: in each block of reduction rows,
+/// for each strip of A's columns (C's rows; two lane vectors wide) and each group of four of X's
+/// columns, a register tile of 4 x 2 vectors sums X[r, j] · A[r, strip] over the block's rows (two
+/// vector loads of A's row r, four broadcasts of X's, eight multiply-adds), then adds itself to C
+/// transposed, once per block. An earlier version copied each block of A transposed first; at
+/// n = 32 that strided scalar copy cost more than the multiply-adds (41% of an LSTM training step
+/// at H = 32). Columns of the part past its last whole vector go through a scalar loop.
 func weightGradientProduct(part: Range<Int>, m: Int, n: Int, rows: Int, a: UnsafePointer<Float>, lda: Int,
-                           x: UnsafePointer<Float>, ldx: Int, c: UnsafeMutablePointer<Float>, ldc: Int,
-                           scratch: UnsafeMutablePointer<Float>) {
-    precondition(n % stepProductTileColumns == 0, "weightGradientProduct needs whole 16-column tiles")
+                           x: UnsafePointer<Float>, ldx: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
     let width = CPULanes.scalarCount
-    let block = max(16, weightGradientBlockFloats / max(m, 1))  // reduction rows per block
+    let vectorEnd = part.lowerBound + part.count / width * width  // end of the whole vectors
     var first = 0
     while first < rows {
-        let count = min(block, rows - first)
-        // scratch[j, r] = A[first + r, j] for this part's rows j of C: [m, block]
-        for r in 0..<count {
-            let source = a + (first + r) * lda
-            for j in part { scratch[j * block + r] = source[j] }
-        }
+        let count = min(weightGradientBlockRows, rows - first)
+        let aBlock = a + first * lda
         let xBlock = x + first * ldx
-        var column = 0
-        while column < n {
-            var row = part.lowerBound
-            while row < part.upperBound {
-                let tileRows = min(stepProductTileRows, part.upperBound - row)
-                let target = c + row * ldc + column
-                guard tileRows == stepProductTileRows else {
-                    // The last rows of the part, one at a time.
-                    for j in row..<part.upperBound {
-                        var (low, high) = (CPULanes(), CPULanes())
-                        var px = xBlock + column
-                        let pa = scratch + j * block
-                        for r in 0..<count {
-                            let s = CPULanes(repeating: pa[r])
-                            low = low.addingProduct(s, UnsafeRawPointer(px).loadUnaligned(as: CPULanes.self))
-                            high = high.addingProduct(s, UnsafeRawPointer(px + width).loadUnaligned(as: CPULanes.self))
-                            px += ldx
-                        }
-                        storeTileRow(low, high, c + j * ldc + column, stepProductTileColumns, true)
-                    }
-                    break
+        var column = part.lowerBound
+        while column < vectorEnd {
+            let pair = column + 2 * width <= vectorEnd
+            var j = 0
+            while j < n {
+                let group = min(stepProductTileRows, n - j)
+                if pair {
+                    weightGradientTile(vectors: 2, group: group, count: count, a: aBlock + column, lda: lda,
+                                       x: xBlock + j, ldx: ldx, c: c + column * ldc + j, ldc: ldc)
+                } else {
+                    weightGradientTile(vectors: 1, group: group, count: count, a: aBlock + column, lda: lda,
+                                       x: xBlock + j, ldx: ldx, c: c + column * ldc + j, ldc: ldc)
                 }
-                var (c00, c01, c10, c11) = (CPULanes(), CPULanes(), CPULanes(), CPULanes())
-                var (c20, c21, c30, c31) = (CPULanes(), CPULanes(), CPULanes(), CPULanes())
-                let a0 = scratch + row * block
-                let (a1, a2, a3) = (a0 + block, a0 + 2 * block, a0 + 3 * block)
-                var px = xBlock + column
-                for r in 0..<count {
-                    let x0 = UnsafeRawPointer(px).loadUnaligned(as: CPULanes.self)
-                    let x1 = UnsafeRawPointer(px + width).loadUnaligned(as: CPULanes.self)
-                    var s = CPULanes(repeating: a0[r])
-                    c00 = c00.addingProduct(s, x0)
-                    c01 = c01.addingProduct(s, x1)
-                    s = CPULanes(repeating: a1[r])
-                    c10 = c10.addingProduct(s, x0)
-                    c11 = c11.addingProduct(s, x1)
-                    s = CPULanes(repeating: a2[r])
-                    c20 = c20.addingProduct(s, x0)
-                    c21 = c21.addingProduct(s, x1)
-                    s = CPULanes(repeating: a3[r])
-                    c30 = c30.addingProduct(s, x0)
-                    c31 = c31.addingProduct(s, x1)
-                    px += ldx
-                }
-                storeTileRow(c00, c01, target, stepProductTileColumns, true)
-                storeTileRow(c10, c11, target + ldc, stepProductTileColumns, true)
-                storeTileRow(c20, c21, target + 2 * ldc, stepProductTileColumns, true)
-                storeTileRow(c30, c31, target + 3 * ldc, stepProductTileColumns, true)
-                row += stepProductTileRows
+                j += group
             }
-            column += stepProductTileColumns
+            column += pair ? 2 * width : width
+        }
+        // The part's last columns, fewer than a vector: scalar dot products.
+        for g in vectorEnd..<part.upperBound {
+            for j in 0..<n {
+                var sum: Float = 0
+                for r in 0..<count { sum += aBlock[r * lda + g] * xBlock[r * ldx + j] }
+                c[g * ldc + j] += sum
+            }
         }
         first += count
     }
+}
+
+/// One register tile of `weightGradientProduct`: `vectors` (1 or 2) lane vectors of A's columns
+/// times `group` (1 to 4) of X's columns, summed over `count` rows and added to C transposed.
+/// `vectors` and `group` are constants at every call after inlining, so the tile's loops unroll.
+@inline(__always)
+private func weightGradientTile(vectors: Int, group: Int, count: Int, a: UnsafePointer<Float>, lda: Int,
+                                x: UnsafePointer<Float>, ldx: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    let width = CPULanes.scalarCount
+    // sums[j][v]: Σ_r X[r, j] · A[r, v-th vector]
+    var (s00, s01, s10, s11) = (CPULanes(), CPULanes(), CPULanes(), CPULanes())
+    var (s20, s21, s30, s31) = (CPULanes(), CPULanes(), CPULanes(), CPULanes())
+    var pa = a
+    var px = x
+    if vectors == 2 && group == 4 {
+        for _ in 0..<count {
+            let a0 = UnsafeRawPointer(pa).loadUnaligned(as: CPULanes.self)
+            let a1 = UnsafeRawPointer(pa + width).loadUnaligned(as: CPULanes.self)
+            var b = CPULanes(repeating: px[0])
+            s00 = s00.addingProduct(b, a0)
+            s01 = s01.addingProduct(b, a1)
+            b = CPULanes(repeating: px[1])
+            s10 = s10.addingProduct(b, a0)
+            s11 = s11.addingProduct(b, a1)
+            b = CPULanes(repeating: px[2])
+            s20 = s20.addingProduct(b, a0)
+            s21 = s21.addingProduct(b, a1)
+            b = CPULanes(repeating: px[3])
+            s30 = s30.addingProduct(b, a0)
+            s31 = s31.addingProduct(b, a1)
+            pa += lda
+            px += ldx
+        }
+    } else {
+        // Narrower tiles (a part's odd vector, X's last columns): the same sums, fewer of them.
+        for _ in 0..<count {
+            let a0 = UnsafeRawPointer(pa).loadUnaligned(as: CPULanes.self)
+            let a1 = vectors == 2 ? UnsafeRawPointer(pa + width).loadUnaligned(as: CPULanes.self) : CPULanes()
+            var b = CPULanes(repeating: px[0])
+            s00 = s00.addingProduct(b, a0)
+            if vectors == 2 { s01 = s01.addingProduct(b, a1) }
+            if group > 1 {
+                b = CPULanes(repeating: px[1])
+                s10 = s10.addingProduct(b, a0)
+                if vectors == 2 { s11 = s11.addingProduct(b, a1) }
+            }
+            if group > 2 {
+                b = CPULanes(repeating: px[2])
+                s20 = s20.addingProduct(b, a0)
+                if vectors == 2 { s21 = s21.addingProduct(b, a1) }
+            }
+            if group > 3 {
+                b = CPULanes(repeating: px[3])
+                s30 = s30.addingProduct(b, a0)
+                if vectors == 2 { s31 = s31.addingProduct(b, a1) }
+            }
+            pa += lda
+            px += ldx
+        }
+    }
+    // C[column + l, j] += sums[j][l]: a transposed add, once per tile and block.
+    @inline(__always)
+    func addTransposed(_ low: CPULanes, _ high: CPULanes, _ j: Int) {
+        for l in 0..<width {
+            c[l * ldc + j] += low[l]
+            if vectors == 2 { c[(width + l) * ldc + j] += high[l] }
+        }
+    }
+    addTransposed(s00, s01, 0)
+    if group > 1 { addTransposed(s10, s11, 1) }
+    if group > 2 { addTransposed(s20, s21, 2) }
+    if group > 3 { addTransposed(s30, s31, 3) }
 }
