@@ -12,6 +12,8 @@ public final class CPUBackend: Backend {
     public let kind = BackendKind.cpu
     public let deviceName = "cpu"
     let counter = MemoryCounter()
+    /// Released buffers kept for reuse (see `HostBlockCache`).
+    let blockCache = HostBlockCache()
 
     /// Multiply-adds of a recurrent scan's step products (T B G H) from which the scan splits its
     /// batch across the cores; see `forEachBatchPart`.
@@ -46,7 +48,7 @@ public final class CPUBackend: Backend {
 
     public func zeros(_ shape: Shape, dtype: DType) throws -> Tensor {
         let byteCount = try allocationByteCount("zeros", shape, dtype: dtype)
-        let buffer = try HostBuffer(byteCount: byteCount, counter: counter, operation: "zeros")
+        let buffer = try HostBuffer(byteCount: byteCount, counter: counter, cache: blockCache, operation: "zeros")
         return Tensor(shape: shape, dtype: dtype, buffer: buffer, backend: self)
     }
 
