@@ -195,6 +195,23 @@ struct ElementwiseCase: Sendable, CustomStringConvertible {
         }
     }
 
+    /// The CPU backend cuts a large GEMM into one OpenBLAS call per core, along C's rows or its
+    /// columns, whichever is longer: forced to split everything into 3 parts, every transpose,
+    /// both cut directions and parts of unequal size still match float64 on views.
+    @Test func cpuGEMMSplitAcrossCoresMatchesAFloat64Reference() throws {
+        let backend = CPUBackend(scanSplitMinimumWork: 0, scanPartLimit: 3)
+        var random = SeededGenerator(seed: 17)
+        let shapes: [(m: Int, n: Int, k: Int)] = [(83, 21, 19), (21, 83, 19), (50, 49, 3)]
+        for (m, n, k) in shapes {
+            for transposeA in [false, true] {
+                for transposeB in [false, true] {
+                    try checkGEMM(on: backend, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
+                                  random: &random, what: "split gemm m=\(m) n=\(n) k=\(k) tA=\(transposeA) tB=\(transposeB)")
+                }
+            }
+        }
+    }
+
     private func checkGEMM(on backend: any Backend, m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool,
                            random: inout SeededGenerator, what: String) throws {
         let (alpha, beta): (Float, Float) = (0.75, -1.25)

@@ -33,6 +33,33 @@ struct ResourceAccountingTests {
         #expect(statistics.liveBytes == 0, "\(statistics.liveBytes) bytes outlive the model on \(kind)")
     }
 
+    /// The CPU backend keeps released blocks for reuse, but only within the peak of live bytes,
+    /// and a reused block reads as zeros like a fresh one.
+    @Test func cpuBlockCacheStaysWithinThePeakAndHandsOutZeros() throws {
+        let backend = CPUBackend()
+        var random = SeededGenerator(seed: 23)
+        do {
+            let first = try backend.upload(random.floats(1000), shape: [1000])
+            let second = try backend.upload(random.floats(500), shape: [500])
+            _ = (first, second)
+        }
+        // Both were live together: both fit under the peak and are kept.
+        #expect(backend.memoryStatistics.liveBytes == 0)
+        #expect(backend.blockCache.heldBytes == 6000)
+        let reused = try backend.zeros([1000])
+        #expect(backend.blockCache.heldBytes == 2000)
+        #expect(try backend.download(reused).allSatisfy { $0 == 0 }, "a reused block must read as zeros")
+        backend.resetPeakMemory()
+        do {
+            let other = try backend.zeros([700])
+            _ = other
+        }
+        // Released at a peak of 4000 + 2800 live bytes: keeping it would hold 4000 live + 2000 kept
+        // + 2800 bytes, past that peak, so it is freed.
+        #expect(backend.blockCache.heldBytes == 2000)
+        _ = reused
+    }
+
     /// 1,000 steps of Embedding → LSTM → Dense with Adam and clipping: the live buffers and bytes
     /// after each hundredth step equal those after the first few (optimizer state exists by then).
     @Test(arguments: TestBackend.allCases)

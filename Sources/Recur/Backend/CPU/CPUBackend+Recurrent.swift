@@ -1,4 +1,3 @@
-import CBLAS
 import Dispatch
 
 // The reference recurrent ops: one layer, one direction, the whole sequence per call.
@@ -77,16 +76,6 @@ extension CPUBackend {
             }
         }
     }
-}
-
-/// C = alpha op(A) op(B) + beta C on host pointers, row-major; operands already validated.
-@inline(__always)
-private func sgemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int,
-                   _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
-                   beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-    cblas_sgemm(
-        CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-        Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
 /// The read-only side of a validated scan as host pointers, plus each sequence's valid range.
@@ -575,7 +564,8 @@ private struct CPURecurrentBackward {
     private func accumulateWeightGradient(m: Int, n: Int, rows: Int, _ a: UnsafeMutablePointer<Float>, _ lda: Int,
                                           _ x: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>) {
         guard n <= weightGradientProductMaximumColumns else {
-            sgemm(transposeA: true, m: m, n: n, k: rows, a, lda, x, n, beta: 1, c, n)
+            splitSGEMM(transposeA: true, transposeB: false, m: m, n: n, k: rows, alpha: 1, a, lda, x, n, beta: 1, c, n,
+                       minimumWork: scan.splitMinimumWork, partLimit: scan.partLimit)
             return
         }
         forEachPart(rows: m, granularity: CPULanes.scalarCount, work: rows * m * n, scan) { part in

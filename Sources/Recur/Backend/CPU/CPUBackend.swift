@@ -24,6 +24,7 @@ public final class CPUBackend: Backend {
     public init() {
         scanSplitMinimumWork = defaultScanSplitMinimumWork
         scanPartLimit = Self.coreCount
+        Self.useOneBLASThread()
     }
 
     /// A backend that splits every scan with at least `scanSplitMinimumWork` multiply-adds into
@@ -31,6 +32,7 @@ public final class CPUBackend: Backend {
     init(scanSplitMinimumWork: Int, scanPartLimit: Int) {
         self.scanSplitMinimumWork = scanSplitMinimumWork
         self.scanPartLimit = scanPartLimit
+        Self.useOneBLASThread()
     }
 
     public var memoryStatistics: MemoryStatistics { counter.current }
@@ -39,10 +41,16 @@ public final class CPUBackend: Backend {
     /// Processors online: the most parts a recurrent scan splits its batch into.
     static let coreCount = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
 
-    /// Sets OpenBLAS's thread count for every later GEMM of this process.
-    public static func setBLASThreads(_ count: Int) {
-        openblas_set_num_threads(Int32(count))
+    /// Runs OpenBLAS on the calling thread only: the backend splits its GEMMs over the cores
+    /// itself (`splitSGEMM`), on the same threads as the recurrent scans. OpenBLAS's own threads
+    /// keep spinning in sched_yield for a while after each call, and on two cores they took a
+    /// quarter of the time from the scan that followed a weight-gradient GEMM (LSTM, H = 256).
+    /// The setting is OpenBLAS's, for the whole process.
+    static func useOneBLASThread() {
+        _ = oneBLASThread
     }
+
+    private static let oneBLASThread: Void = openblas_set_num_threads(1)
 
     // MARK: Buffers
 
@@ -98,14 +106,11 @@ public final class CPUBackend: Backend {
     public func gemm(m: Int, n: Int, k: Int, alpha: Float, a: MatrixOperand, b: MatrixOperand,
                      beta: Float, c: MatrixOperand) throws {
         try checkGEMM(m: m, n: n, k: k, a: a, b: b, c: c)
-        cblas_sgemm(
-            CblasRowMajor,
-            a.transposed ? CblasTrans : CblasNoTrans,
-            b.transposed ? CblasTrans : CblasNoTrans,
-            Int32(m), Int32(n), Int32(k), alpha,
-            a.tensor.hostFloats + a.offset, Int32(a.leadingDimension),
-            b.tensor.hostFloats + b.offset, Int32(b.leadingDimension),
-            beta, c.tensor.hostFloats + c.offset, Int32(c.leadingDimension))
+        splitSGEMM(transposeA: a.transposed, transposeB: b.transposed, m: m, n: n, k: k, alpha: alpha,
+                   a.tensor.hostFloats + a.offset, a.leadingDimension,
+                   b.tensor.hostFloats + b.offset, b.leadingDimension,
+                   beta: beta, c.tensor.hostFloats + c.offset, c.leadingDimension,
+                   minimumWork: scanSplitMinimumWork, partLimit: scanPartLimit)
     }
 
     // MARK: Elementwise
