@@ -607,10 +607,14 @@ private struct CPURecurrentBackward {
             guard valid else { return }  // h_t = h_{t-1}: the gradient passes unchanged
             let row = time * scan.batch + b
             let (y, da) = (workspace.gates + row * gates, dG + row * gates)
-            for j in 0..<hidden {
-                da[j] = total[j] * (relu ? (y[j] > 0 ? 1 : 0) : 1 - y[j] * y[j])
-                total[j] = 0  // h_{t-1} reaches h_t only through h̃
+            @_transparent
+            func chunk(_ j: Int, _ n: Int) {
+                let value = (y + j).loadLanes(n)
+                let slope = relu ? CPULanes(repeating: 0).replacing(with: 1, where: value .> 0) : 1 - value * value
+                (da + j).storeLanes((total + j).loadLanes(n) * slope, n)
+                (total + j).storeLanes(CPULanes(), n)  // h_{t-1} reaches h_t only through h̃
             }
+            forEachLaneChunk(hidden, chunk)
         }
     }
 
@@ -668,19 +672,24 @@ private struct CPURecurrentBackward {
             let (da, daRecurrent) = (dG + row * gates, dGh + row * gates)
             let candidate = workspace.candidateRecurrent! + row * hidden
             let before = hiddenBefore(row: b, previous: previous)
-            for j in 0..<hidden {
-                let (r, z, n) = (gate[j], gate[hidden + j], gate[2 * hidden + j])
-                let dn = total[j] * (1 - z) * (1 - n * n)
-                let dz = total[j] * (before[j] - n) * z * (1 - z)
-                let dr = dn * candidate[j] * r * (1 - r)
-                da[j] = dr
-                da[hidden + j] = dz
-                da[2 * hidden + j] = dn
-                daRecurrent[j] = dr
-                daRecurrent[hidden + j] = dz
-                daRecurrent[2 * hidden + j] = dn * r
-                total[j] *= z
+            @_transparent
+            func chunk(_ j: Int, _ n: Int) {
+                let r = (gate + j).loadLanes(n)
+                let z = (gate + hidden + j).loadLanes(n)
+                let candidateState = (gate + 2 * hidden + j).loadLanes(n)
+                let dhNow = (total + j).loadLanes(n)
+                let dn = dhNow * (1 - z) * (1 - candidateState * candidateState)
+                let dz = dhNow * ((before + j).loadLanes(n) - candidateState) * z * (1 - z)
+                let dr = dn * (candidate + j).loadLanes(n) * r * (1 - r)
+                (da + j).storeLanes(dr, n)
+                (da + hidden + j).storeLanes(dz, n)
+                (da + 2 * hidden + j).storeLanes(dn, n)
+                (daRecurrent + j).storeLanes(dr, n)
+                (daRecurrent + hidden + j).storeLanes(dz, n)
+                (daRecurrent + 2 * hidden + j).storeLanes(dn * r, n)
+                (total + j).storeLanes(dhNow * z, n)
             }
+            forEachLaneChunk(hidden, chunk)
         }
     }
 
