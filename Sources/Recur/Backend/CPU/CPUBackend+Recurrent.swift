@@ -21,6 +21,10 @@ extension CPUBackend {
         let (recurrentWeights, packed) = try packTransposed(scan.wHH, rows: size.gates, columns: size.hidden)
         // W_ihᵀ [I, G] packed for the input projection of all steps.
         let (inputWeights, packedInput) = try packTransposed(scan.wIH, rows: size.gates, columns: size.input)
+        // The reset-before GRU's W_hnᵀ [H, H] (rows 2H ..< 3H of W_hh), for its second product per step.
+        let (candidateWeights, packedCandidate) = request.scan.cell == .gruResetBefore
+            ? try packTransposed(scan.wHH + 2 * size.hidden * size.hidden, rows: size.hidden, columns: size.hidden)
+            : (recurrentWeights, packed)
         let pass = CPURecurrentForward(
             scan: scan,
             workspace: CPURecurrentWorkspace(request.workspace),
@@ -30,9 +34,10 @@ extension CPUBackend {
             c: request.finalCell?.hostFloats,
             stepProducts: stepProducts.hostFloats,
             recurrentWeights: recurrentWeights,
-            inputWeights: inputWeights)
+            inputWeights: inputWeights,
+            candidateWeights: candidateWeights)
         // The pass holds raw pointers: keep the scratch tensors alive until it is done.
-        withExtendedLifetime([stepProducts, packed, packedInput]) { withSubnormalsFlushed { pass.run() } }
+        withExtendedLifetime([stepProducts, packed, packedInput, packedCandidate]) { withSubnormalsFlushed { pass.run() } }
     }
 
     public func recurrentBackward(_ request: RecurrentBackward) throws {
@@ -188,6 +193,8 @@ private struct CPURecurrentForward {
     let recurrentWeights: CPUPackedOperand
     /// W_ihᵀ [I, G], packed.
     let inputWeights: CPUPackedOperand
+    /// W_hnᵀ [H, H], packed: the reset-before GRU's candidate block (else unused).
+    let candidateWeights: CPUPackedOperand
 
     func run() {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
@@ -241,8 +248,8 @@ private struct CPURecurrentForward {
                 gruResetGates(time: time, rows: rows)
                 // n block: stepProducts[rows, 2H ..< 3H] = (r ⊙ h̃)[rows, H] · W_hnᵀ
                 let resetHidden = workspace.candidateRecurrent! + (time * b + first) * h
-                stepProduct(rows: count, n: h, k: h, a: resetHidden, lda: h, b: recurrentWeights,
-                            columnOffset: 2 * h, c: products + 2 * h, ldc: g, accumulate: false)
+                stepProduct(rows: count, n: h, k: h, a: resetHidden, lda: h, b: candidateWeights,
+                            c: products + 2 * h, ldc: g, accumulate: false)
                 gruResetBeforeCandidate(time: time, next: next, rows: rows)
             }
         }
@@ -539,8 +546,7 @@ private struct CPURecurrentBackward {
                 gruResetBeforeCandidate(time: time, previous: previous, rows: rows)
                 // dq[rows, H] = dG[rows, 2H ..< 3H] · W_hn   (differentiates the n block's W_hn (r ⊙ h̃))
                 stepProduct(rows: count, n: h, k: h, a: dG + stepRows + 2 * h, lda: g,
-                            b: CPUPackedOperand(values: recurrentWeights.values + 2 * h * recurrentWeights.leadingDimension,
-                                                leadingDimension: recurrentWeights.leadingDimension),
+                            b: recurrentWeights.droppingRows(2 * h),
                             c: dq + first * h, ldc: h, accumulate: false)
                 gruResetGates(time: time, rows: rows)
             }
