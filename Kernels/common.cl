@@ -35,10 +35,19 @@ void recur_atomic_add_global(volatile __global float* address, float value) {
 // ---- Recurrent steps (rnn.cl, lstm.cl, gru.cl) ----
 //
 // Shape legend: T time steps, B batch, H hidden units, G = gates * H, K the length of a
-// reduction. A step kernel runs over a [H, B] grid: dimension 0 is the hidden unit j, dimension 1
-// the sequence b, in work-groups of RECUR_TILE_H x RECUR_TILE_B work-items. The grid is rounded up
-// to whole groups; work-items outside [H, B] take part in the tile loads and barriers, then write
-// nothing.
+// reduction. A step kernel runs over a [H, B, D] grid: dimension 0 is the hidden unit j, dimension
+// 1 the sequence b, dimension 2 the direction d (D = 2 or 1), in work-groups of
+// RECUR_TILE_H x RECUR_TILE_B x 1 work-items. The grid is rounded up to whole groups; work-items
+// outside [H, B] take part in the tile loads and barriers, then write nothing.
+//
+// The direction dimension lets one launch run a time step of both directions of a bidirectional
+// layer: the forward scan at time t and the reverse scan at time T-1-t, which do not depend on
+// each other. The scan then costs T launches instead of 2T, and each launch has twice the
+// work-items, which a small batch needs to fill a GPU. Every operand that differs between the
+// directions comes twice, `name0` for d = 0 and `name1` for d = 1, and the kernel works on
+// RECUR_PICK(name); the directions write disjoint buffers (the host checks it), so the two halves
+// of the grid never touch each other's data. A single scan launches the same kernels with D = 1,
+// its operands passed in both slots.
 //
 // The recurrent matmul of a step is fused into its kernel: the group stages a RECUR_TILE_K-wide
 // slice of its RECUR_TILE_B rows of the left operand and of the weight rows of its RECUR_TILE_H
@@ -54,6 +63,10 @@ void recur_atomic_add_global(volatile __global float* address, float value) {
 #ifndef RECUR_TILE_K
 #define RECUR_TILE_K 16  // reduction elements staged in local memory per pass
 #endif
+
+// The value of per-direction operand `name` for this work-item's direction: name0 or name1.
+// Uniform within a group, so it costs no divergence.
+#define RECUR_PICK(name) (get_group_id(2) == 0 ? name##0 : name##1)
 
 #define RECUR_GROUP_SIZE (RECUR_TILE_H * RECUR_TILE_B)
 // Floats of local memory per gate for the weight tile of recur_gate_products; the extra column

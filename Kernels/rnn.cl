@@ -13,10 +13,16 @@
 //   dG             [T, B, H]  backward: dL/d(pre-activation)
 //   hiddenGradients [T, B, H] backward, optional: dL/dh_t, the total gradient reaching each state
 //
-// One work-item per (b, j), in RECUR_TILE_H x RECUR_TILE_B groups (see common.cl). The host
-// launches the kernels of one scan in scan order on an in-order queue; `time` is the step's time
+// One work-item per (b, j, d), for unit j of direction d, in RECUR_TILE_H x RECUR_TILE_B x 1
+// groups (see common.cl). The host launches the kernels of one scan, or of the two scans of a
+// bidirectional layer together, in scan order on an in-order queue; `time` is the step's time
 // index, `nextTime` the time index of the step after it in the scan (forward) or of the step
 // processed before it (backward), -1 where there is none.
+//
+// Every operand but the sizes, the relu flag and the lengths comes once per direction, as name0
+// and name1, and each kernel first picks its direction's (RECUR_PICK, common.cl). The running
+// state h is passed as hState and the running gradient dh as dhState, so that the direction's
+// digit never reads as a time index.
 //
 // A padded step (recur_is_valid false) carries the state through, writes 0 to the output and a
 // zero gate row, and passes the gradient through unchanged.
@@ -28,17 +34,35 @@
 //   recurrentInput[nextTime, b, j] = h_t * m[b, j]
 // hPrevious is h0 at the first step of the scan and h after it (only [b, j] of it is read).
 __kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
-void rnn_fwd_step(const int batch, const int hidden, const int steps, const int time, const int nextTime,
-                  const int relu,
-                  __global const float* recurrentWeights, __global const float* inputBias,
-                  __global const float* recurrentBias,
-                  __global float* gates, __global float* recurrentInput,
-                  __global const float* hPrevious, __global float* h,
-                  __global float* output, const int outputOffset, const int outputStride,
-                  __global const float* mask, const int hasMask,
+void rnn_fwd_step(const int batch, const int hidden, const int steps, const int time0, const int time1,
+                  const int nextTime0, const int nextTime1, const int relu,
+                  __global const float* recurrentWeights0, __global const float* recurrentWeights1,
+                  __global const float* inputBias0, __global const float* inputBias1,
+                  __global const float* recurrentBias0, __global const float* recurrentBias1,
+                  __global float* gates0, __global float* gates1,
+                  __global float* recurrentInput0, __global float* recurrentInput1,
+                  __global const float* hPrevious0, __global const float* hPrevious1,
+                  __global float* hState0, __global float* hState1,
+                  __global float* output0, const int outputOffset0, const int outputStride0,
+                  __global float* output1, const int outputOffset1, const int outputStride1,
+                  __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
                   __global const int* lengths, const int hasLengths, const int prePadding) {
     __local float aTile[RECUR_ROW_TILE];
     __local float wTile[RECUR_GATE_TILE];
+    const int time = RECUR_PICK(time);
+    const int nextTime = RECUR_PICK(nextTime);
+    __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
+    __global const float* inputBias = RECUR_PICK(inputBias);
+    __global const float* recurrentBias = RECUR_PICK(recurrentBias);
+    __global float* gates = RECUR_PICK(gates);
+    __global float* recurrentInput = RECUR_PICK(recurrentInput);
+    __global const float* hPrevious = RECUR_PICK(hPrevious);
+    __global float* h = RECUR_PICK(hState);
+    __global float* output = RECUR_PICK(output);
+    const int outputOffset = RECUR_PICK(outputOffset);
+    const int outputStride = RECUR_PICK(outputStride);
+    __global const float* mask = RECUR_PICK(mask);
+    const int hasMask = RECUR_PICK(hasMask);
     const int j = get_global_id(0);
     const int b = get_global_id(1);
     float product[1] = {0.0f};
@@ -75,17 +99,36 @@ void rnn_fwd_step(const int batch, const int hidden, const int steps, const int 
 // with time = -1 and nextTime = that step: every item is then padded, and dh ends as dL/dh0.
 // Overwrites dG row t and dh.
 __kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
-void rnn_bwd_step(const int batch, const int hidden, const int steps, const int time, const int nextTime,
-                  const int relu,
-                  __global const float* recurrentWeights, __global const float* gates,
-                  __global float* gateGradients, __global float* dh,
-                  __global const float* outputGradient, const int hasOutputGradient,
-                  const int outputGradientOffset, const int outputGradientStride,
-                  __global float* hiddenGradients, const int hasHiddenGradients,
-                  __global const float* mask, const int hasMask,
+void rnn_bwd_step(const int batch, const int hidden, const int steps, const int time0, const int time1,
+                  const int nextTime0, const int nextTime1, const int relu,
+                  __global const float* recurrentWeights0, __global const float* recurrentWeights1,
+                  __global const float* gates0, __global const float* gates1,
+                  __global float* gateGradients0, __global float* gateGradients1,
+                  __global float* dhState0, __global float* dhState1,
+                  __global const float* outputGradient0, const int hasOutputGradient0,
+                  const int outputGradientOffset0, const int outputGradientStride0,
+                  __global const float* outputGradient1, const int hasOutputGradient1,
+                  const int outputGradientOffset1, const int outputGradientStride1,
+                  __global float* hiddenGradients0, const int hasHiddenGradients0,
+                  __global float* hiddenGradients1, const int hasHiddenGradients1,
+                  __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
                   __global const int* lengths, const int hasLengths, const int prePadding) {
     __local float aTile[RECUR_ROW_TILE];
     __local float wTile[RECUR_UNIT_TILE];
+    const int time = RECUR_PICK(time);
+    const int nextTime = RECUR_PICK(nextTime);
+    __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
+    __global const float* gates = RECUR_PICK(gates);
+    __global float* gateGradients = RECUR_PICK(gateGradients);
+    __global float* dh = RECUR_PICK(dhState);
+    __global const float* outputGradient = RECUR_PICK(outputGradient);
+    const int hasOutputGradient = RECUR_PICK(hasOutputGradient);
+    const int outputGradientOffset = RECUR_PICK(outputGradientOffset);
+    const int outputGradientStride = RECUR_PICK(outputGradientStride);
+    __global float* hiddenGradients = RECUR_PICK(hiddenGradients);
+    const int hasHiddenGradients = RECUR_PICK(hasHiddenGradients);
+    __global const float* mask = RECUR_PICK(mask);
+    const int hasMask = RECUR_PICK(hasMask);
     const int j = get_global_id(0);
     const int b = get_global_id(1);
     float through = 0.0f;

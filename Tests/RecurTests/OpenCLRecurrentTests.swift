@@ -4,7 +4,8 @@ import Testing
 // The OpenCL recurrent ops against the CPU reference: every cell, forward and backward, on seeded
 // random inputs at odd sizes (none a multiple of a tile), with and without lengths (pre and post
 // padding), reversed, with a recurrent dropout mask, a cell clip, a strided output view, an
-// accumulated input gradient and the record of every step's dL/dh_t. Every tensor the ops write is
+// accumulated input gradient and the record of every step's dL/dh_t, for one scan and for the
+// bidirectional pair ops (both directions in one launch per step). Every tensor the ops write is
 // compared: output, final state, workspace, and every gradient.
 //
 // Tolerance: norm-wise relative error max |device - cpu| / max |cpu| <= 1e-5 (see `Comparison`).
@@ -19,7 +20,10 @@ struct OpenCLRecurrentTests {
     /// The configurations every cell runs; sizes are odd, T = 1 and B = 1 included, and the
     /// widest crosses the group tiles of the step kernels in both grid dimensions and the staged
     /// reduction depth (B = 9 > 8 rows, H = 33 > 32 units and > 2 x 16).
-    static let configurations: [(String, @Sendable (RecurrentCell) -> RecurrentParityCase)] = [
+    static let configurations = scanConfigurations + bidirectionalConfigurations
+
+    /// One scan.
+    static let scanConfigurations: [(String, @Sendable (RecurrentCell) -> RecurrentParityCase)] = [
         ("plain", { RecurrentParityCase(cell: $0, steps: 7, batch: 3, inputSize: 5, hiddenSize: 9) }),
         ("single step", { RecurrentParityCase(cell: $0, steps: 1, batch: 1, inputSize: 3, hiddenSize: 5) }),
         ("wide, reversed, masked", {
@@ -45,6 +49,35 @@ struct OpenCLRecurrentTests {
         ("post padding, H = 33", {
             RecurrentParityCase(cell: $0, steps: 4, batch: 2, inputSize: 3, hiddenSize: 33, lengths: [1, 4],
                                 padding: .post, recurrentDropout: true)
+        }),
+    ]
+
+    /// The pair ops: the same kinds of request, both directions at once.
+    static let bidirectionalConfigurations: [(String, @Sendable (RecurrentCell) -> RecurrentParityCase)] = [
+        ("bidirectional", {
+            RecurrentParityCase(cell: $0, steps: 7, batch: 3, inputSize: 5, hiddenSize: 9, bidirectional: true)
+        }),
+        ("bidirectional, single step", {
+            RecurrentParityCase(cell: $0, steps: 1, batch: 1, inputSize: 3, hiddenSize: 5, bidirectional: true)
+        }),
+        ("bidirectional, wide, masked, clipped", {
+            RecurrentParityCase(cell: $0, steps: 5, batch: 9, inputSize: 7, hiddenSize: 33, bidirectional: true,
+                                recurrentDropout: true, cellClip: 0.6, recordHiddenStateGradients: true)
+        }),
+        ("bidirectional, post padding, masked, clipped, accumulated, two backward passes", {
+            RecurrentParityCase(cell: $0, steps: 7, batch: 3, inputSize: 5, hiddenSize: 9, lengths: [7, 3, 5],
+                                padding: .post, bidirectional: true, recurrentDropout: true, cellClip: 0.5,
+                                accumulateInputGradient: true, backwardPasses: 2, recordHiddenStateGradients: true)
+        }),
+        ("bidirectional, pre padding, masked, clipped, final-state gradient only", {
+            RecurrentParityCase(cell: $0, steps: 7, batch: 3, inputSize: 5, hiddenSize: 9, lengths: [2, 7, 4],
+                                padding: .pre, bidirectional: true, recurrentDropout: true, cellClip: 0.5,
+                                outputGradient: false, recordHiddenStateGradients: true)
+        }),
+        ("bidirectional, pre padding, output gradient only", {
+            RecurrentParityCase(cell: $0, steps: 6, batch: 4, inputSize: 5, hiddenSize: 9, lengths: [6, 1, 3, 6],
+                                padding: .pre, bidirectional: true, finalStateGradient: false,
+                                recordHiddenStateGradients: true)
         }),
     ]
 
@@ -75,6 +108,24 @@ struct OpenCLRecurrentTests {
             // A tensor of zeros would compare equal however wrong the kernel: the inputs are drawn
             // so that every written tensor has nonzero values.
             #expect(expected.values.contains { $0 != 0 }, "\(argument.parity): \(expected.name) is all zero")
+        }
+    }
+
+    /// The pair kernels run each direction's arithmetic exactly as a single scan does (same
+    /// kernel, same tiles, same GEMMs), so pairing must not change a single bit.
+    @Test("a bidirectional pair equals its two scans run one by one, bit for bit", arguments: RecurrentCell.allCases)
+    func pairEqualsDirectionsOneByOne(_ cell: RecurrentCell) throws {
+        guard let backend = try TestBackends.openCL() else { return }
+        var parity = RecurrentParityCase(
+            cell: cell, steps: 6, batch: 9, inputSize: 5, hiddenSize: 33, lengths: [6, 1, 3, 6, 2, 5, 4, 6, 1],
+            padding: .post, bidirectional: true, recurrentDropout: true, cellClip: 0.5,
+            recordHiddenStateGradients: true)
+        let paired = try parity.run(on: backend, seed: 77)
+        parity.separateDirections = true
+        let separate = try parity.run(on: backend, seed: 77)
+        #expect(paired.map(\.name) == separate.map(\.name))
+        for (actual, expected) in zip(paired, separate) {
+            #expect(actual.values == expected.values, "\(parity): \(actual.name) differs")
         }
     }
 

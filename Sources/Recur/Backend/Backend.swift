@@ -124,6 +124,13 @@ public protocol Backend: AnyObject, Sendable {
     /// Back-propagates through that scan (see `RecurrentBackward`): overwrites the input and
     /// initial-state gradients, accumulates (+=) the weight gradients.
     func recurrentBackward(_ request: RecurrentBackward) throws
+    /// Runs both directions of a bidirectional layer (see `BidirectionalRecurrentForward`): the
+    /// result of `recurrentForward(pair.forward)` then `recurrentForward(pair.reverse)`. The default
+    /// does exactly that; a device backend runs the two scans side by side, one launch per step.
+    func recurrentForward(_ pair: BidirectionalRecurrentForward) throws
+    /// Back-propagates through both directions (see `BidirectionalRecurrentBackward`): the result of
+    /// `recurrentBackward(pair.forward)` then `recurrentBackward(pair.reverse)`.
+    func recurrentBackward(_ pair: BidirectionalRecurrentBackward) throws
 
     // MARK: Losses
     //

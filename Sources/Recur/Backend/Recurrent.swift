@@ -241,6 +241,68 @@ public struct RecurrentBackward: Sendable {
     }
 }
 
+/// Both directions of one bidirectional layer, run as one op (`Backend.recurrentForward(_:)` with
+/// a pair): the same result as `recurrentForward(forward)` followed by `recurrentForward(reverse)`,
+/// but a device may run the two scans side by side, time t of the forward scan together with time
+/// T-1-t of the reverse one, in one launch per step.
+///
+/// The two must form one layer: the same cell, T, B, I and H, `forward.scan.reverse` false and
+/// `reverse.scan.reverse` true, the same lengths tensor (or none) and padding side, and the same
+/// cell clip. No tensor that one direction writes may be one the other reads or writes, except
+/// their output: both may write one tensor through views that do not overlap (the halves of a
+/// `[T, B, 2H]` output, offsets 0 and H with leading dimension 2H). Each request keeps its own
+/// weights, initial state, dropout mask and workspace.
+public struct BidirectionalRecurrentForward: Sendable {
+    /// The scan t = 0 ... T-1.
+    public var forward: RecurrentForward
+    /// The scan t = T-1 ... 0.
+    public var reverse: RecurrentForward
+
+    public init(forward: RecurrentForward, reverse: RecurrentForward) {
+        self.forward = forward
+        self.reverse = reverse
+    }
+}
+
+/// The backward op of a `BidirectionalRecurrentForward`: the same result as
+/// `recurrentBackward(forward)` followed by `recurrentBackward(reverse)`, the two scans run side by
+/// side on a device that can.
+///
+/// The pairing rules are the forward's. The one tensor both directions may write is
+/// `inputGradient`, as a bidirectional layer's directions read the same input: the forward
+/// request's gradient is written first, so the reverse one sets `accumulateInputGradient` to add
+/// to it.
+public struct BidirectionalRecurrentBackward: Sendable {
+    /// The backward of the scan t = 0 ... T-1.
+    public var forward: RecurrentBackward
+    /// The backward of the scan t = T-1 ... 0.
+    public var reverse: RecurrentBackward
+
+    public init(forward: RecurrentBackward, reverse: RecurrentBackward) {
+        self.forward = forward
+        self.reverse = reverse
+    }
+}
+
+extension Backend {
+    /// Runs the two directions one after the other, for backends without a paired scan (the CPU
+    /// backend, whose scans are already as wide as the batch allows). Validates the pair first, so
+    /// every backend refuses the same requests.
+    public func recurrentForward(_ pair: BidirectionalRecurrentForward) throws {
+        _ = try checkBidirectionalRecurrentForward(pair)
+        try recurrentForward(pair.forward)
+        try recurrentForward(pair.reverse)
+    }
+
+    /// Runs the two directions' backward ops one after the other; see `recurrentForward(_:)` of a
+    /// pair.
+    public func recurrentBackward(_ pair: BidirectionalRecurrentBackward) throws {
+        _ = try checkBidirectionalRecurrentBackward(pair)
+        try recurrentBackward(pair.forward)
+        try recurrentBackward(pair.reverse)
+    }
+}
+
 /// The sizes of a validated scan.
 struct RecurrentDimensions {
     /// T, B, I, H.
@@ -299,6 +361,29 @@ extension Backend {
         return size
     }
 
+    /// Validates a bidirectional forward request: each direction as `checkRecurrentForward`, then
+    /// the pairing rules of `BidirectionalRecurrentForward`.
+    func checkBidirectionalRecurrentForward(_ pair: BidirectionalRecurrentForward) throws -> RecurrentDimensions {
+        let operation = "recurrentForward (bidirectional)"
+        let size = try checkRecurrentForward(pair.forward)
+        let reverseSize = try checkRecurrentForward(pair.reverse)
+        try checkRecurrentPair(operation, pair.forward.scan, size, pair.reverse.scan, reverseSize)
+        try checkPairSharesNothingWritten(operation, forward: RecurrentPairOperand.of(pair.forward),
+                                          reverse: RecurrentPairOperand.of(pair.reverse))
+        return size
+    }
+
+    /// Validates a bidirectional backward request; see `checkBidirectionalRecurrentForward`.
+    func checkBidirectionalRecurrentBackward(_ pair: BidirectionalRecurrentBackward) throws -> RecurrentDimensions {
+        let operation = "recurrentBackward (bidirectional)"
+        let size = try checkRecurrentBackward(pair.forward)
+        let reverseSize = try checkRecurrentBackward(pair.reverse)
+        try checkRecurrentPair(operation, pair.forward.scan, size, pair.reverse.scan, reverseSize)
+        try checkPairSharesNothingWritten(operation, forward: RecurrentPairOperand.of(pair.forward),
+                                          reverse: RecurrentPairOperand.of(pair.reverse))
+        return size
+    }
+
     /// Checks the values of a lengths tensor already read to the host: each in 1...T.
     func checkRecurrentLengths(_ operation: String, _ lengths: some Sequence<Int32>, steps: Int) throws {
         for (b, length) in lengths.enumerated() where length < 1 || Int(length) > steps {
@@ -339,6 +424,64 @@ extension Backend {
             }
         }
         return size
+    }
+
+    /// The two scans of a pair form one layer: one forward and one reverse scan of the same cell
+    /// and sizes, with the same lengths, padding and cell clip.
+    private func checkRecurrentPair(_ operation: String, _ forward: RecurrentScan, _ forwardSize: RecurrentDimensions,
+                                    _ reverse: RecurrentScan, _ reverseSize: RecurrentDimensions) throws {
+        func refuse(_ detail: String) -> RecurError {
+            RecurError.invalidArgument(operation: operation, detail: detail)
+        }
+        guard !forward.reverse, reverse.reverse else {
+            throw refuse("needs one forward scan and one reverse scan, got forward.scan.reverse = \(forward.reverse) "
+                + "and reverse.scan.reverse = \(reverse.reverse)")
+        }
+        guard forward.cell == reverse.cell else {
+            throw refuse("the directions run different cells, \(forward.cell) and \(reverse.cell)")
+        }
+        let sizes = { (size: RecurrentDimensions) in [size.steps, size.batch, size.input, size.hidden] }
+        guard sizes(forwardSize) == sizes(reverseSize) else {
+            throw RecurError.shapeMismatch(
+                operation: operation,
+                detail: "the directions' [T, B, I, H] differ: \(sizes(forwardSize)) and \(sizes(reverseSize))")
+        }
+        switch (forward.lengths, reverse.lengths) {
+        case (nil, nil):
+            break
+        case let (forwardLengths?, reverseLengths?) where forwardLengths.buffer === reverseLengths.buffer:
+            guard forward.padding == reverse.padding else {
+                throw refuse("the directions pad differently, \(forward.padding) and \(reverse.padding)")
+            }
+        default:
+            throw refuse("the directions must share one lengths tensor, or both have none")
+        }
+        guard forward.cellClip == reverse.cellClip else {
+            throw refuse("the directions clip differently, \(forward.cellClip.map { "\($0)" } ?? "nil") and "
+                + "\(reverse.cellClip.map { "\($0)" } ?? "nil")")
+        }
+    }
+
+    /// Throws if a tensor one direction writes is one the other touches, so that running the two
+    /// side by side gives what running them one after the other gives. Allowed: one output tensor
+    /// written through views that do not overlap, and one input gradient (written by GEMMs in
+    /// request order).
+    private func checkPairSharesNothingWritten(_ operation: String, forward: [RecurrentPairOperand],
+                                               reverse: [RecurrentPairOperand]) throws {
+        for (writer, writerName, other, otherName) in [(forward, "forward", reverse, "reverse"),
+                                                      (reverse, "reverse", forward, "forward")] {
+            for written in writer where written.writes {
+                for operand in other where operand.tensor.buffer === written.tensor.buffer {
+                    if written.name == "inputGradient" && operand.name == "inputGradient" { continue }
+                    if let a = written.view, let b = operand.view, a.isDisjoint(from: b) { continue }
+                    throw RecurError.invalidArgument(
+                        operation: operation,
+                        detail: "the \(writerName) direction writes \(written.name), which is also the "
+                            + "\(otherName) direction's \(operand.name); the directions must not share a tensor one "
+                            + "of them writes")
+                }
+            }
+        }
     }
 
     private func checkRecurrentWeights(_ operation: String, _ name: String, _ weights: RecurrentWeights,
@@ -405,6 +548,94 @@ extension Backend {
         case (.some, false): throw RecurrentCheck.unexpected(operation, name, cell)
         case (nil, false): break
         }
+    }
+}
+
+/// A tensor one direction of a bidirectional pair touches, for the aliasing check.
+struct RecurrentPairOperand {
+    /// The request's name for it (`finalHidden`, `workspace.gates`, …).
+    var name: String
+    var tensor: Tensor
+    /// Whether the op writes it.
+    var writes: Bool
+    /// For a `[T * B, H]` sequence view: the elements it covers, so two views of one tensor can be
+    /// told apart. nil: the whole tensor.
+    var view: SequenceView?
+
+    /// Rows of `columns` elements, `leadingDimension` apart, from `offset`.
+    struct SequenceView {
+        var offset: Int
+        var leadingDimension: Int
+        var rows: Int
+        var columns: Int
+
+        /// True when no element lies in both: their spans do not meet, or they have the same
+        /// leading dimension and each row's columns of one lie beside the other's.
+        func isDisjoint(from other: SequenceView) -> Bool {
+            let end = offset + (rows - 1) * leadingDimension + columns
+            let otherEnd = other.offset + (other.rows - 1) * other.leadingDimension + other.columns
+            if end <= other.offset || otherEnd <= offset { return true }
+            guard leadingDimension == other.leadingDimension else { return false }
+            let (first, second) = (offset % leadingDimension, other.offset % leadingDimension)
+            guard first + columns <= leadingDimension, second + other.columns <= leadingDimension else { return false }
+            return first + columns <= second || second + other.columns <= first
+        }
+    }
+
+    static func read(_ name: String, _ tensor: Tensor?) -> [RecurrentPairOperand] {
+        tensor.map { [RecurrentPairOperand(name: name, tensor: $0, writes: false)] } ?? []
+    }
+
+    static func written(_ name: String, _ tensor: Tensor?) -> [RecurrentPairOperand] {
+        tensor.map { [RecurrentPairOperand(name: name, tensor: $0, writes: true)] } ?? []
+    }
+
+    static func of(_ scan: RecurrentScan) -> [RecurrentPairOperand] {
+        read("scan.input", scan.input) + of(scan.weights, prefix: "scan.weights", writes: false)
+            + read("scan.initialHidden", scan.initialHidden) + read("scan.initialCell", scan.initialCell)
+            + read("scan.lengths", scan.lengths) + read("scan.recurrentDropoutMask", scan.recurrentDropoutMask)
+    }
+
+    static func of(_ weights: RecurrentWeights, prefix: String, writes: Bool) -> [RecurrentPairOperand] {
+        [("input", weights.input), ("recurrent", weights.recurrent), ("inputBias", weights.inputBias),
+         ("recurrentBias", weights.recurrentBias)].map {
+            RecurrentPairOperand(name: "\(prefix).\($0.0)", tensor: $0.1, writes: writes)
+        }
+    }
+
+    static func of(_ workspace: RecurrentWorkspace, writes: Bool) -> [RecurrentPairOperand] {
+        let tensors: [(String, Tensor?)] = [
+            ("gates", workspace.gates), ("recurrentInput", workspace.recurrentInput),
+            ("cellStates", workspace.cellStates), ("hiddenStates", workspace.hiddenStates),
+            ("candidateRecurrent", workspace.candidateRecurrent),
+        ]
+        return tensors.flatMap { name, tensor in
+            writes ? written("workspace.\(name)", tensor) : read("workspace.\(name)", tensor)
+        }
+    }
+
+    /// Everything a forward request touches (validated, so its sizes are known).
+    static func of(_ request: RecurrentForward) -> [RecurrentPairOperand] {
+        let x = request.scan.input
+        let output = RecurrentPairOperand(
+            name: "output", tensor: request.output.tensor, writes: true,
+            view: SequenceView(offset: request.output.offset, leadingDimension: request.output.leadingDimension,
+                               rows: x.shape[0] * x.shape[1], columns: request.scan.weights.recurrent.shape[1]))
+        return of(request.scan) + [output] + written("finalHidden", request.finalHidden)
+            + written("finalCell", request.finalCell) + of(request.workspace, writes: true)
+    }
+
+    /// Everything a backward request touches.
+    static func of(_ request: RecurrentBackward) -> [RecurrentPairOperand] {
+        of(request.scan) + of(request.workspace, writes: false)
+            + read("outputGradient", request.outputGradient?.tensor)
+            + read("finalHiddenGradient", request.finalHiddenGradient)
+            + read("finalCellGradient", request.finalCellGradient)
+            + written("inputGradient", request.inputGradient)
+            + written("initialHiddenGradient", request.initialHiddenGradient)
+            + written("initialCellGradient", request.initialCellGradient)
+            + of(request.weightGradients, prefix: "weightGradients", writes: true)
+            + written("hiddenStateGradients", request.hiddenStateGradients)
     }
 }
 

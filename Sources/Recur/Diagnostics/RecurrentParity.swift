@@ -14,13 +14,21 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
     /// Valid steps per sequence, B of them; nil: every step is valid.
     var lengths: [Int32]? = nil
     var padding = PaddingSide.post
+    /// Ignored with `bidirectional`.
     var reverse = false
+    /// Runs a forward and a reverse scan as one bidirectional pair (the pair ops): shared input,
+    /// lengths and `[T, B, 2H]` output (offsets 0 and H), one dL/dx that the reverse direction
+    /// adds to, everything else per direction.
+    var bidirectional = false
+    /// With `bidirectional`: run each direction's single-scan op in turn instead of the pair op,
+    /// which must give the same result.
+    var separateDirections = false
     /// A dropout-like mask: each element 0 or 1 / (1 - 0.25).
     var recurrentDropout = false
     /// Used for `lstm` only.
     var cellClip: Float? = nil
-    /// Output into the right half of a `[T, B, 2H]` tensor (offset H, leading dimension 2H), whose
-    /// left half starts random and must stay untouched.
+    /// Without `bidirectional`: output into the right half of a `[T, B, 2H]` tensor (offset H,
+    /// leading dimension 2H), whose left half starts random and must stay untouched.
     var stridedOutput = false
     var accumulateInputGradient = false
     /// Whether the backward pass gets dL/d output; without it only the final state feeds the loss.
@@ -37,10 +45,14 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
     var description: String {
         var parts = ["\(cell) T=\(steps) B=\(batch) I=\(inputSize) H=\(hiddenSize)"]
         if let lengths { parts.append("lengths \(lengths.map(String.init).joined(separator: ",")) \(padding)") }
-        if reverse { parts.append("reverse") }
+        if bidirectional {
+            parts.append(separateDirections ? "bidirectional, directions one by one" : "bidirectional")
+        } else if reverse {
+            parts.append("reverse")
+        }
         if recurrentDropout { parts.append("mask") }
         if cell == .lstm, let cellClip { parts.append("clip \(cellClip)") }
-        if stridedOutput { parts.append("strided") }
+        if stridedOutput && !bidirectional { parts.append("strided") }
         if accumulateInputGradient { parts.append("accumulate dx") }
         if !outputGradient { parts.append("no dy") }
         if !finalStateGradient { parts.append("no dh_n") }
@@ -53,69 +65,98 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
     /// from `seed`, and returns every tensor the ops write (outputs, final state, workspace,
     /// gradients), downloaded, by name. Every written tensor starts with random values, so a
     /// value the op should overwrite (or leave alone) but does not shows up as a difference.
+    /// With `bidirectional`, the ops are the pair ops and the names of one direction's tensors
+    /// start with `forward.` or `reverse.`.
     func run(on backend: any Backend, seed: UInt64) throws -> [(name: String, values: [Float])] {
         var random = SeededRandom(seed: seed)
         func tensor(_ shape: Shape, bound: Double = 1) throws -> Tensor {
             try backend.upload((0..<shape.count).map { _ in random.uniform(bound: bound) }, shape: shape)
         }
         let (t, b, i, h, g) = (steps, batch, inputSize, hiddenSize, gates)
-        let weightBound = 1 / Double(h).squareRoot() + 0.2
-        let weights = RecurrentWeights(
-            input: try tensor([g, i], bound: weightBound), recurrent: try tensor([g, h], bound: weightBound),
-            inputBias: try tensor([g], bound: weightBound), recurrentBias: try tensor([g], bound: weightBound))
-        let mask: Tensor? = recurrentDropout
-            ? try backend.upload((0..<(b * h)).map { _ in random.unit() < 0.25 ? 0 : 1 / 0.75 }, shape: [b, h])
-            : nil
-        let scan = RecurrentScan(
-            cell: cell, input: try tensor([t, b, i]), weights: weights, initialHidden: try tensor([b, h]),
-            initialCell: cell.hasCellState ? try tensor([b, h]) : nil,
-            lengths: try lengths.map { try backend.upload($0, shape: [b]) }, padding: padding, reverse: reverse,
-            recurrentDropoutMask: mask, cellClip: cell.hasCellState ? cellClip : nil)
-
-        let width = stridedOutput ? 2 * h : h
+        // Shared by the directions of a pair: the input, the lengths, the [T, B, 2H] output and its
+        // gradient, and dL/dx, which the reverse direction adds to.
+        let input = try tensor([t, b, i])
+        let lengthTensor = try lengths.map { try backend.upload($0, shape: [b]) }
+        let width = stridedOutput || bidirectional ? 2 * h : h
         let output = try tensor([t, b, width])
-        let view = MatrixOperand(output, offset: stridedOutput ? h : 0, leadingDimension: width)
-        let workspace = RecurrentWorkspace(
-            gates: try tensor([t, b, g]), recurrentInput: try tensor([t, b, h]),
-            cellStates: cell.hasCellState ? try tensor([t, b, h]) : nil,
-            hiddenStates: cell.isGRU ? try tensor([t, b, h]) : nil,
-            candidateRecurrent: cell.isGRU ? try tensor([t, b, h]) : nil)
-        let forward = RecurrentForward(
-            scan: scan, output: view, finalHidden: try tensor([b, h]),
-            finalCell: cell.hasCellState ? try tensor([b, h]) : nil, workspace: workspace)
-        try backend.recurrentForward(forward)
-
         let outputGradient = try tensor([t, b, width])
-        let weightGradients = RecurrentWeights(
-            input: try tensor([g, i]), recurrent: try tensor([g, h]),
-            inputBias: try tensor([g]), recurrentBias: try tensor([g]))
-        let backward = RecurrentBackward(
-            scan: scan, workspace: workspace,
-            outputGradient: self.outputGradient
-                ? MatrixOperand(outputGradient, offset: stridedOutput ? h : 0, leadingDimension: width) : nil,
-            finalHiddenGradient: finalStateGradient ? try tensor([b, h]) : nil,
-            finalCellGradient: finalStateGradient && cell.hasCellState ? try tensor([b, h]) : nil,
-            inputGradient: try tensor([t, b, i]), accumulateInputGradient: accumulateInputGradient,
-            initialHiddenGradient: try tensor([b, h]),
-            initialCellGradient: cell.hasCellState ? try tensor([b, h]) : nil,
-            weightGradients: weightGradients,
-            hiddenStateGradients: recordHiddenStateGradients ? try tensor([t, b, h]) : nil)
-        for _ in 0..<backwardPasses {
-            try backend.recurrentBackward(backward)
+        let inputGradient = try tensor([t, b, i])
+
+        var forwards: [RecurrentForward] = []
+        var backwards: [RecurrentBackward] = []
+        let scanDirections: [Bool] = bidirectional ? [false, true] : [reverse]  // reverse, per direction
+        for direction in scanDirections.indices {
+            let reverseScan = scanDirections[direction]
+            let weightBound = 1 / Double(h).squareRoot() + 0.2
+            let weights = RecurrentWeights(
+                input: try tensor([g, i], bound: weightBound), recurrent: try tensor([g, h], bound: weightBound),
+                inputBias: try tensor([g], bound: weightBound), recurrentBias: try tensor([g], bound: weightBound))
+            let mask: Tensor? = recurrentDropout
+                ? try backend.upload((0..<(b * h)).map { _ in random.unit() < 0.25 ? 0 : 1 / 0.75 }, shape: [b, h])
+                : nil
+            let scan = RecurrentScan(
+                cell: cell, input: input, weights: weights, initialHidden: try tensor([b, h]),
+                initialCell: cell.hasCellState ? try tensor([b, h]) : nil,
+                lengths: lengthTensor, padding: padding, reverse: reverseScan,
+                recurrentDropoutMask: mask, cellClip: cell.hasCellState ? cellClip : nil)
+            let offset = bidirectional ? direction * h : (stridedOutput ? h : 0)
+            let workspace = RecurrentWorkspace(
+                gates: try tensor([t, b, g]), recurrentInput: try tensor([t, b, h]),
+                cellStates: cell.hasCellState ? try tensor([t, b, h]) : nil,
+                hiddenStates: cell.isGRU ? try tensor([t, b, h]) : nil,
+                candidateRecurrent: cell.isGRU ? try tensor([t, b, h]) : nil)
+            forwards.append(RecurrentForward(
+                scan: scan, output: MatrixOperand(output, offset: offset, leadingDimension: width),
+                finalHidden: try tensor([b, h]), finalCell: cell.hasCellState ? try tensor([b, h]) : nil,
+                workspace: workspace))
+            backwards.append(RecurrentBackward(
+                scan: scan, workspace: workspace,
+                outputGradient: self.outputGradient
+                    ? MatrixOperand(outputGradient, offset: offset, leadingDimension: width) : nil,
+                finalHiddenGradient: finalStateGradient ? try tensor([b, h]) : nil,
+                finalCellGradient: finalStateGradient && cell.hasCellState ? try tensor([b, h]) : nil,
+                inputGradient: inputGradient, accumulateInputGradient: accumulateInputGradient || direction > 0,
+                initialHiddenGradient: try tensor([b, h]),
+                initialCellGradient: cell.hasCellState ? try tensor([b, h]) : nil,
+                weightGradients: RecurrentWeights(
+                    input: try tensor([g, i]), recurrent: try tensor([g, h]),
+                    inputBias: try tensor([g]), recurrentBias: try tensor([g])),
+                hiddenStateGradients: recordHiddenStateGradients ? try tensor([t, b, h]) : nil))
         }
 
-        let written: [(String, Tensor?)] = [
-            ("output", output), ("finalHidden", forward.finalHidden), ("finalCell", forward.finalCell),
-            ("workspace.gates", workspace.gates), ("workspace.recurrentInput", workspace.recurrentInput),
-            ("workspace.cellStates", workspace.cellStates), ("workspace.hiddenStates", workspace.hiddenStates),
-            ("workspace.candidateRecurrent", workspace.candidateRecurrent),
-            ("inputGradient", backward.inputGradient), ("initialHiddenGradient", backward.initialHiddenGradient),
-            ("initialCellGradient", backward.initialCellGradient),
-            ("weightGradients.input", weightGradients.input), ("weightGradients.recurrent", weightGradients.recurrent),
-            ("weightGradients.inputBias", weightGradients.inputBias),
-            ("weightGradients.recurrentBias", weightGradients.recurrentBias),
-            ("hiddenStateGradients", backward.hiddenStateGradients),
-        ]
+        if bidirectional && !separateDirections {
+            try backend.recurrentForward(BidirectionalRecurrentForward(forward: forwards[0], reverse: forwards[1]))
+        } else {
+            for forward in forwards { try backend.recurrentForward(forward) }
+        }
+        for _ in 0..<backwardPasses {
+            if bidirectional && !separateDirections {
+                try backend.recurrentBackward(
+                    BidirectionalRecurrentBackward(forward: backwards[0], reverse: backwards[1]))
+            } else {
+                for backward in backwards { try backend.recurrentBackward(backward) }
+            }
+        }
+
+        var written: [(String, Tensor?)] = [("output", output), ("inputGradient", inputGradient)]
+        for (direction, (forward, backward)) in zip(forwards, backwards).enumerated() {
+            let prefix = bidirectional ? (direction == 0 ? "forward." : "reverse.") : ""
+            let workspace = forward.workspace
+            let weightGradients = backward.weightGradients
+            written += [
+                ("finalHidden", forward.finalHidden), ("finalCell", forward.finalCell),
+                ("workspace.gates", workspace.gates), ("workspace.recurrentInput", workspace.recurrentInput),
+                ("workspace.cellStates", workspace.cellStates), ("workspace.hiddenStates", workspace.hiddenStates),
+                ("workspace.candidateRecurrent", workspace.candidateRecurrent),
+                ("initialHiddenGradient", backward.initialHiddenGradient),
+                ("initialCellGradient", backward.initialCellGradient),
+                ("weightGradients.input", weightGradients.input),
+                ("weightGradients.recurrent", weightGradients.recurrent),
+                ("weightGradients.inputBias", weightGradients.inputBias),
+                ("weightGradients.recurrentBias", weightGradients.recurrentBias),
+                ("hiddenStateGradients", backward.hiddenStateGradients),
+            ].map { (prefix + $0.0, $0.1) }
+        }
         return try written.compactMap { name, tensor in
             try tensor.map { (name, try backend.download($0)) }
         }

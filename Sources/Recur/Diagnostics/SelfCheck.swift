@@ -42,8 +42,9 @@ public struct SelfCheck {
     }
 
     /// Every cell's whole-sequence forward and backward op at small odd sizes, with lengths and a
-    /// recurrent dropout mask: one comparison per written tensor (output, final state, workspace,
-    /// every gradient). The reference runs the same request on the CPU.
+    /// recurrent dropout mask, for one scan and for a bidirectional pair (both directions in one
+    /// op): one comparison per written tensor (output, final state, workspace, every gradient).
+    /// The reference runs the same request on the CPU.
     public mutating func recurrentOps() throws -> [Comparison] {
         var results: [Comparison] = []
         for cell in RecurrentCell.allCases {
@@ -53,6 +54,14 @@ public struct SelfCheck {
                 recurrentDropout: true, cellClip: 0.8, stridedOutput: true)
             results += try check.compare(backend, with: reference, seed: random.next(),
                                          tolerance: SelfCheck.roundingTolerance)
+        }
+        for cell in RecurrentCell.allCases {
+            let pair = RecurrentParityCase(
+                cell: cell, steps: 5, batch: 3, inputSize: 4, hiddenSize: 7, lengths: [3, 5, 1],
+                padding: cell == .gru || cell == .rnnTanh ? .post : .pre, bidirectional: true,
+                recurrentDropout: true, cellClip: 0.8, recordHiddenStateGradients: true)
+            results += try pair.compare(backend, with: reference, seed: random.next(),
+                                        tolerance: SelfCheck.roundingTolerance)
         }
         return results
     }

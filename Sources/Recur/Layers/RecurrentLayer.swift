@@ -1,5 +1,6 @@
 // The recurrent stack: layers × directions of whole-sequence scans (`Backend.recurrentForward`
-// and `recurrentBackward`), with dropout on the input, between layers and on the recurrent state.
+// and `recurrentBackward`, both directions of a layer in one call), with dropout on the input,
+// between layers and on the recurrent state.
 // Follows PyTorch's nn.RNN / nn.LSTM / nn.GRU for weights, names and state layout.
 //
 // Shape legend: T time steps, B batch, I input features, H hidden units, L layers, D directions
@@ -55,8 +56,10 @@ public struct RecurrentInputGradient: Sendable {
 /// Keras's dropout options.
 ///
 /// Sequences are time-major `[T, B, I]` unless `batchFirst` (`[B, T, I]`, transposed on entry and
-/// exit at the cost of T * B row copies). Each layer-direction is one backend scan; the directions
-/// of a bidirectional layer write the two halves of one `[T, B, 2H]` output without copies.
+/// exit at the cost of T * B row copies). Each layer is one backend op: one scan, or for a
+/// bidirectional layer both directions' scans together (`BidirectionalRecurrentForward`), which a
+/// device runs side by side; the directions write the two halves of one `[T, B, 2H]` output
+/// without copies.
 ///
 /// Parameters use PyTorch's names and shapes: `weight_ih_l{k}` `[G, I_k]`, `weight_hh_l{k}`
 /// `[G, H]`, `bias_ih_l{k}`, `bias_hh_l{k}` `[G]`, with suffix `_reverse` for the reverse
@@ -276,7 +279,7 @@ public final class RecurrentLayer {
         var layerOutput = layerInput
         for k in 0..<l {
             layerOutput = try backend.zeros([steps, batch, d * h])  // [T, B, D * H]
-            var (layerScans, layerWorkspaces) = ([RecurrentScan](), [RecurrentWorkspace]())
+            var requests: [RecurrentForward] = []  // one per direction
             for direction in 0..<d {
                 let index = k * d + direction
                 let mask = training && recurrentDropout > 0  // [B, H]
@@ -293,22 +296,29 @@ public final class RecurrentLayer {
                     recurrentDropoutMask: mask, cellClip: cellClip)
                 let workspace = try RecurrentWorkspace(
                     cell: cell, steps: steps, batchSize: batch, hiddenSize: h, backend: backend)
-                let hN = try backend.zeros([batch, h])  // [B, H]
-                let cN = cell.hasCellState ? try backend.zeros([batch, h]) : nil  // [B, H]
-                try backend.recurrentForward(RecurrentForward(
+                requests.append(RecurrentForward(
                     scan: scan, output: MatrixOperand(layerOutput, offset: direction * h, leadingDimension: d * h),
-                    finalHidden: hN, finalCell: cN, workspace: workspace))
-                try backend.copy(hN, sourceOffset: 0, into: finalHidden, destinationOffset: index * batch * h,
-                                 count: batch * h)
-                if let cN, let finalCell {
+                    finalHidden: try backend.zeros([batch, h]),  // h_n [B, H]
+                    finalCell: cell.hasCellState ? try backend.zeros([batch, h]) : nil,  // c_n [B, H]
+                    workspace: workspace))
+            }
+            // Both directions in one op, so a device can run them side by side.
+            if d == 2 {
+                try backend.recurrentForward(BidirectionalRecurrentForward(forward: requests[0], reverse: requests[1]))
+            } else {
+                try backend.recurrentForward(requests[0])
+            }
+            for (direction, request) in requests.enumerated() {
+                let index = k * d + direction
+                try backend.copy(request.finalHidden, sourceOffset: 0, into: finalHidden,
+                                 destinationOffset: index * batch * h, count: batch * h)
+                if let cN = request.finalCell, let finalCell {
                     try backend.copy(cN, sourceOffset: 0, into: finalCell, destinationOffset: index * batch * h,
                                      count: batch * h)
                 }
-                layerScans.append(scan)
-                layerWorkspaces.append(workspace)
             }
-            scans.append(layerScans)
-            workspaces.append(layerWorkspaces)
+            scans.append(requests.map(\.scan))
+            workspaces.append(requests.map(\.workspace))
             if k + 1 < l {
                 if training, dropout > 0 {
                     let count = steps * batch * d * h
@@ -393,6 +403,7 @@ public final class RecurrentLayer {
         for k in stride(from: l - 1, through: 0, by: -1) {
             let scans = cache.scans[k]
             let layerInputGradient = try backend.zeros(scans[0].input.shape)  // [T, B, I_k]
+            var requests: [RecurrentBackward] = []  // one per direction
             for direction in 0..<d {
                 let index = k * d + direction
                 var hiddenGradient = try finalStateGradient.map {  // dh_n [B, H]
@@ -408,20 +419,29 @@ public final class RecurrentLayer {
                 let cellGradient = try finalStateGradient?.cell.map {  // dc_n [B, H]
                     try stateSlice($0, index: index, batch: batch)
                 }
-                let dh0 = try backend.zeros([batch, h])  // [B, H]
-                let dc0 = cell.hasCellState ? try backend.zeros([batch, h]) : nil  // [B, H]
-                try backend.recurrentBackward(RecurrentBackward(
+                requests.append(RecurrentBackward(
                     scan: scans[direction], workspace: cache.workspaces[k][direction],
                     outputGradient: layerOutputGradient.map {
                         MatrixOperand($0, offset: direction * h, leadingDimension: d * h)
                     },
                     finalHiddenGradient: hiddenGradient, finalCellGradient: cellGradient,
+                    // The directions read the same input: the reverse one adds its dL/dx.
                     inputGradient: layerInputGradient, accumulateInputGradient: direction > 0,
-                    initialHiddenGradient: dh0, initialCellGradient: dc0,
+                    initialHiddenGradient: try backend.zeros([batch, h]),  // dh0 [B, H]
+                    initialCellGradient: cell.hasCellState ? try backend.zeros([batch, h]) : nil,  // dc0 [B, H]
                     weightGradients: gradients[k][direction], hiddenStateGradients: recorded?[k][direction]))
-                try backend.copy(dh0, sourceOffset: 0, into: initialHiddenGradient,
+            }
+            if d == 2 {
+                try backend.recurrentBackward(
+                    BidirectionalRecurrentBackward(forward: requests[0], reverse: requests[1]))
+            } else {
+                try backend.recurrentBackward(requests[0])
+            }
+            for (direction, request) in requests.enumerated() {
+                let index = k * d + direction
+                try backend.copy(request.initialHiddenGradient, sourceOffset: 0, into: initialHiddenGradient,
                                  destinationOffset: index * batch * h, count: batch * h)
-                if let dc0, let initialCellGradient {
+                if let dc0 = request.initialCellGradient, let initialCellGradient {
                     try backend.copy(dc0, sourceOffset: 0, into: initialCellGradient,
                                      destinationOffset: index * batch * h, count: batch * h)
                 }

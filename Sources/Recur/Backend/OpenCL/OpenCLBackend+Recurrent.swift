@@ -1,18 +1,26 @@
-// The whole-sequence recurrent ops on OpenCL: one layer, one direction, every time step per call.
+// The whole-sequence recurrent ops on OpenCL: one layer, one direction or both directions of a
+// bidirectional layer, every time step per call.
 //
-// Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H.
+// Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H,
+// D directions run together (1, or 2 for a bidirectional pair).
 // Sequences are time-major, so row (t, b) of a `[T, B, F]` buffer is row t * B + b of `[T * B, F]`.
 //
-// Forward: one CLBlast GEMM projects the inputs of all steps into the workspace's gate buffer,
-// then one fused kernel per step (`<cell>_fwd_step`, Kernels/rnn.cl, lstm.cl, gru.cl) does that
-// step's recurrent matmul, the gate nonlinearities, the cell update, padding and the recurrent
-// dropout mask, and writes the output view, the workspace and the running state. Backward: one
-// fused kernel per step in reverse scan order turns dL/dh_t into the step's gate gradients, taking
-// the gradient through W_hh from the step processed before it; after the loop, GEMMs over all
-// T * B rows give the weight and bias gradients and dL/dx. The reset-before GRU needs two kernels
-// per step in each direction (see gru.cl). Nothing is read back to the host and nothing is
+// Forward: one CLBlast GEMM per direction projects the inputs of all steps into the workspace's
+// gate buffer, then one fused kernel per step (`<cell>_fwd_step`, Kernels/rnn.cl, lstm.cl, gru.cl)
+// does that step's recurrent matmul, the gate nonlinearities, the cell update, padding and the
+// recurrent dropout mask, and writes the output view, the workspace and the running state.
+// Backward: one fused kernel per step in reverse scan order turns dL/dh_t into the step's gate
+// gradients, taking the gradient through W_hh from the step processed before it; after the loop,
+// GEMMs over all T * B rows give the weight and bias gradients and dL/dx. The reset-before GRU
+// needs two kernels per step (see gru.cl). Nothing is read back to the host and nothing is
 // allocated inside the time loops; the queue is in order, so each step sees the previous one's
 // writes.
+//
+// A bidirectional pair runs both scans side by side: each step launch covers a [H, B, 2] grid,
+// time t of the forward scan in direction 0 and time T-1-t of the reverse scan in direction 1
+// (the two never depend on each other), so the pair costs T step launches, not 2T, each with
+// twice the work-items. The GEMMs stay one per direction, enqueued back to back. A single scan
+// launches the same kernels over [H, B, 1] with its operands in both direction slots.
 
 extension KernelFamily {
     static let rnn = KernelFamily(name: "rnn")
@@ -59,196 +67,236 @@ struct RecurrentTiling: Equatable, Sendable {
 
 extension OpenCLBackend {
     public func recurrentForward(_ request: RecurrentForward) throws {
-        let operation = "recurrentForward"
         let size = try checkRecurrentForward(request)
-        let scan = try OpenCLRecurrentScan(request.scan, size, backend: self, operation: operation)
-        let workspace = request.workspace
-        try checkRecurrentIndexable(operation, [
-            request.output.tensor, request.finalHidden, workspace.gates, workspace.recurrentInput,
-        ] + [request.finalCell, workspace.cellStates, workspace.hiddenStates, workspace.candidateRecurrent]
-            .compactMap { $0 } + scan.tensors)
-        let (steps, batch, inputs, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
-        let x = request.scan.input
-        let weights = request.scan.weights
+        try forwardScans([request], size, operation: "recurrentForward")
+    }
 
-        // Input projections of every step at once: gates[T * B, G] = x[T * B, I] · W_ihᵀ. The step
-        // kernels add the biases and the recurrent part, then apply the nonlinearities in place.
-        try gemm(m: steps * batch, n: gates, k: inputs, alpha: 1,
-                 a: MatrixOperand(x, leadingDimension: inputs),
-                 b: MatrixOperand(weights.input, leadingDimension: inputs, transposed: true),
-                 beta: 0, c: MatrixOperand(workspace.gates, leadingDimension: gates))
-        // h̃ of the first step, h0 ⊙ m; each step kernel writes the next one's.
-        let firstRow = scan.time(ofStep: 0) * batch * hidden
-        var firstOperand = request.scan.initialHidden
-        if let mask = request.scan.recurrentDropoutMask {
-            firstOperand = try zeros([batch, hidden])  // [B, H]
-            try multiply(request.scan.initialHidden, mask, into: firstOperand)
+    /// Both directions in one launch per step (see the top of this file).
+    public func recurrentForward(_ pair: BidirectionalRecurrentForward) throws {
+        let size = try checkBidirectionalRecurrentForward(pair)
+        try forwardScans([pair.forward, pair.reverse], size, operation: "recurrentForward (bidirectional)")
+    }
+
+    public func recurrentBackward(_ request: RecurrentBackward) throws {
+        let size = try checkRecurrentBackward(request)
+        try backwardScans([request], size, operation: "recurrentBackward")
+    }
+
+    /// Both directions in one launch per step (see the top of this file).
+    public func recurrentBackward(_ pair: BidirectionalRecurrentBackward) throws {
+        let size = try checkBidirectionalRecurrentBackward(pair)
+        try backwardScans([pair.forward, pair.reverse], size, operation: "recurrentBackward (bidirectional)")
+    }
+
+    /// The forward of one validated scan, or of a validated bidirectional pair side by side
+    /// (`requests` then holds the forward and the reverse scan, which share cell, sizes, lengths
+    /// and clip).
+    private func forwardScans(_ requests: [RecurrentForward], _ size: RecurrentDimensions,
+                              operation: String) throws {
+        let scans = try requests.map { try OpenCLRecurrentScan($0.scan, size, backend: self, operation: operation) }
+        for (request, scan) in zip(requests, scans) {
+            let workspace = request.workspace
+            try checkRecurrentIndexable(operation, [
+                request.output.tensor, request.finalHidden, workspace.gates, workspace.recurrentInput,
+            ] + [request.finalCell, workspace.cellStates, workspace.hiddenStates, workspace.candidateRecurrent]
+                .compactMap { $0 } + scan.tensors)
         }
-        try copy(firstOperand, sourceOffset: 0, into: workspace.recurrentInput, destinationOffset: firstRow,
-                 count: batch * hidden)
+        let (steps, batch, inputs, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
 
-        let program = try program(scan.family)
-        let output = request.output
-        let outputArguments: [KernelArgument] = [
-            .tensor(output.tensor), .int(output.offset), .int(output.leadingDimension),
-        ]
+        for (request, scan) in zip(requests, scans) {
+            let workspace = request.workspace
+            // Input projections of every step at once: gates[T * B, G] = x[T * B, I] · W_ihᵀ. The step
+            // kernels add the biases and the recurrent part, then apply the nonlinearities in place.
+            try gemm(m: steps * batch, n: gates, k: inputs, alpha: 1,
+                     a: MatrixOperand(request.scan.input, leadingDimension: inputs),
+                     b: MatrixOperand(request.scan.weights.input, leadingDimension: inputs, transposed: true),
+                     beta: 0, c: MatrixOperand(workspace.gates, leadingDimension: gates))
+            // h̃ of the first step, h0 ⊙ m; each step kernel writes the next one's.
+            let firstRow = scan.time(ofStep: 0) * batch * hidden
+            var firstOperand = request.scan.initialHidden
+            if let mask = request.scan.recurrentDropoutMask {
+                firstOperand = try zeros([batch, hidden])  // [B, H]
+                try multiply(request.scan.initialHidden, mask, into: firstOperand)
+            }
+            try copy(firstOperand, sourceOffset: 0, into: workspace.recurrentInput, destinationOffset: firstRow,
+                     count: batch * hidden)
+        }
+
+        let launches = OpenCLRecurrentSteps(size, directions: requests.count, device: device)
+        let program = try program(scans[0].family)
+        let cell = scans[0].cell
+        let weights = requests.map(\.scan.weights)
+        let workspaces = requests.map(\.workspace)
+        // Arguments every step of every forward kernel passes alike.
+        let weightArguments = launches.each { .tensor(weights[$0].recurrent) }
+            + launches.each { .tensor(weights[$0].inputBias) } + launches.each { .tensor(weights[$0].recurrentBias) }
+        let gateArguments = launches.each { .tensor(workspaces[$0].gates) }  // and the h̃ buffer
+            + launches.each { .tensor(workspaces[$0].recurrentInput) }
+        let tail = launches.eachGroup { d in
+            [.tensor(requests[d].output.tensor), .int(requests[d].output.offset),
+             .int(requests[d].output.leadingDimension)]
+        } + launches.eachGroup { scans[$0].maskArguments } + scans[0].lengthArguments
+        // The running state lives in h_n / c_n (each work-item reads and writes only its own element
+        // of it).
+        let hState = launches.each { .tensor(requests[$0].finalHidden) }
         for s in 0..<steps {
-            let time = scan.time(ofStep: s)
-            let next = s + 1 < steps ? scan.time(ofStep: s + 1) : -1
-            // The state before the step: h0 / c0 first, then the running state in h_n / c_n (each
-            // work-item reads and writes only its own element of it).
-            let hPrevious = s == 0 ? request.scan.initialHidden : request.finalHidden
-            let head: [KernelArgument] = [.int(batch), .int(hidden), .int(steps), .int(time)]
-            let tail = outputArguments + scan.maskArguments + scan.lengthArguments
-            switch scan.cell {
+            let head: [KernelArgument] = [.int(batch), .int(hidden), .int(steps)]
+                + launches.each { .int(scans[$0].time(ofStep: s)) }
+            let next = launches.each { .int(scans[$0].time(ofStep: s + 1)) }
+            // The state before the step: h0 / c0 first, then the running state.
+            let hPrevious = launches.each {
+                .tensor(s == 0 ? requests[$0].scan.initialHidden : requests[$0].finalHidden)
+            }
+            switch cell {
             case .rnnTanh, .rnnRelu:
-                try scan.launch(program, "rnn_fwd_step", head + [
-                    .int(next), .int(scan.cell == .rnnRelu ? 1 : 0),
-                    .tensor(weights.recurrent), .tensor(weights.inputBias), .tensor(weights.recurrentBias),
-                    .tensor(workspace.gates), .tensor(workspace.recurrentInput),
-                    .tensor(hPrevious), .tensor(request.finalHidden),
-                ] + tail)
+                try launches.launch(program, "rnn_fwd_step", head + next + [.int(cell == .rnnRelu ? 1 : 0)]
+                    + weightArguments + gateArguments + hPrevious + hState + tail)
             case .lstm:
-                let cPrevious = s == 0 ? request.scan.initialCell! : request.finalCell!
-                try scan.launch(program, "lstm_fwd_step", head + [
-                    .int(next), .float(scan.cellClip),
-                    .tensor(weights.recurrent), .tensor(weights.inputBias), .tensor(weights.recurrentBias),
-                    .tensor(workspace.gates), .tensor(workspace.recurrentInput), .tensor(workspace.cellStates!),
-                    .tensor(hPrevious), .tensor(cPrevious), .tensor(request.finalHidden), .tensor(request.finalCell!),
-                ] + tail)
+                let cPrevious = launches.each {
+                    .tensor(s == 0 ? requests[$0].scan.initialCell! : requests[$0].finalCell!)
+                }
+                let cState = launches.each { .tensor(requests[$0].finalCell!) }
+                try launches.launch(program, "lstm_fwd_step", head + next + [.float(scans[0].cellClip)]
+                    + weightArguments + gateArguments + launches.each { .tensor(workspaces[$0].cellStates!) }
+                    + hPrevious + cPrevious + hState + cState + tail)
             case .gru:
-                try scan.launch(program, "gru_fwd_step", head + [
-                    .int(next),
-                    .tensor(weights.recurrent), .tensor(weights.inputBias), .tensor(weights.recurrentBias),
-                    .tensor(workspace.gates), .tensor(workspace.recurrentInput), .tensor(workspace.hiddenStates!),
-                    .tensor(workspace.candidateRecurrent!),
-                    .tensor(hPrevious), .tensor(request.finalHidden),
-                ] + tail)
+                try launches.launch(program, "gru_fwd_step", head + next + weightArguments + gateArguments
+                    + launches.each { .tensor(workspaces[$0].hiddenStates!) }
+                    + launches.each { .tensor(workspaces[$0].candidateRecurrent!) }
+                    + hPrevious + hState + tail)
             case .gruResetBefore:
-                try scan.launch(program, "gru_reset_before_fwd_gates", head + [
-                    .tensor(weights.recurrent), .tensor(weights.inputBias), .tensor(weights.recurrentBias),
-                    .tensor(workspace.gates), .tensor(workspace.recurrentInput),
-                    .tensor(workspace.candidateRecurrent!),
-                ] + scan.lengthArguments)
-                try scan.launch(program, "gru_reset_before_fwd_step", head + [
-                    .int(next),
-                    .tensor(weights.recurrent), .tensor(weights.inputBias), .tensor(weights.recurrentBias),
-                    .tensor(workspace.gates), .tensor(workspace.recurrentInput), .tensor(workspace.hiddenStates!),
-                    .tensor(workspace.candidateRecurrent!),
-                    .tensor(hPrevious), .tensor(request.finalHidden),
-                ] + tail)
+                let candidates = launches.each { .tensor(workspaces[$0].candidateRecurrent!) }
+                try launches.launch(program, "gru_reset_before_fwd_gates", head + weightArguments + gateArguments
+                    + candidates + scans[0].lengthArguments)
+                try launches.launch(program, "gru_reset_before_fwd_step", head + next + weightArguments
+                    + gateArguments + launches.each { .tensor(workspaces[$0].hiddenStates!) } + candidates
+                    + hPrevious + hState + tail)
             }
         }
     }
 
-    public func recurrentBackward(_ request: RecurrentBackward) throws {
-        let operation = "recurrentBackward"
-        let size = try checkRecurrentBackward(request)
-        let scan = try OpenCLRecurrentScan(request.scan, size, backend: self, operation: operation)
-        let workspace = request.workspace
-        let gradients = request.weightGradients
-        try checkRecurrentIndexable(operation, [
-            workspace.gates, workspace.recurrentInput, request.inputGradient, request.initialHiddenGradient,
-            gradients.input, gradients.recurrent, gradients.inputBias, gradients.recurrentBias,
-        ] + [request.outputGradient?.tensor, request.finalHiddenGradient, request.finalCellGradient,
-             request.initialCellGradient, workspace.cellStates, workspace.hiddenStates, workspace.candidateRecurrent,
-            request.hiddenStateGradients]
-            .compactMap { $0 } + scan.tensors)
-        let (steps, batch, inputs, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
+    /// The backward of one validated scan, or of a validated bidirectional pair side by side; see
+    /// `forwardScans`.
+    private func backwardScans(_ requests: [RecurrentBackward], _ size: RecurrentDimensions,
+                               operation: String) throws {
+        let scans = try requests.map { try OpenCLRecurrentScan($0.scan, size, backend: self, operation: operation) }
+        for (request, scan) in zip(requests, scans) {
+            let workspace = request.workspace
+            let gradients = request.weightGradients
+            try checkRecurrentIndexable(operation, [
+                workspace.gates, workspace.recurrentInput, request.inputGradient, request.initialHiddenGradient,
+                gradients.input, gradients.recurrent, gradients.inputBias, gradients.recurrentBias,
+            ] + [request.outputGradient?.tensor, request.finalHiddenGradient, request.finalCellGradient,
+                 request.initialCellGradient, workspace.cellStates, workspace.hiddenStates,
+                 workspace.candidateRecurrent, request.hiddenStateGradients]
+                .compactMap { $0 } + scan.tensors)
+        }
+        let (steps, batch, hidden) = (size.steps, size.batch, size.hidden)
         let rows = steps * batch
-        let x = request.scan.input
-        let weights = request.scan.weights
+        let cell = scans[0].cell
 
-        // Scratch for the whole call, allocated before the loop.
-        let gateGradients = try zeros([rows, gates])  // [T * B, G]: dG, as seen by W_ih, b_ih and x
-        // [T * B, G]: dGh, as seen by W_hh, b_hh and h̃; only the reset-after GRU's differs (its n
-        // block is scaled by r).
-        let recurrentGateGradients = scan.cell == .gru ? try zeros([rows, gates]) : gateGradients
-        // [B, H]: the reset-before GRU's dq ⊙ r, the part of dh̃ through W_hn (r ⊙ h̃).
-        let dhTildeReset = scan.cell == .gruResetBefore ? try zeros([batch, hidden]) : nil
+        // Scratch for the whole call, one set per direction, allocated before the loop.
+        let scratch = try requests.map { _ in
+            try OpenCLRecurrentGradientScratch(cell: cell, size: size, backend: self)
+        }
         let ones = try zeros([rows])  // [T * B]: sums rows by GEMM
         try fill(ones, with: 1)
 
-        // The running dL/dh (and dL/dc) live in the dh0 (and dc0) outputs; they start as dL/dh_n.
-        let dh = request.initialHiddenGradient
-        if let given = request.finalHiddenGradient {
-            try copy(given, sourceOffset: 0, into: dh, destinationOffset: 0, count: batch * hidden)
-        } else {
-            try fill(dh, with: 0)
-        }
-        if let dc = request.initialCellGradient {
-            if let given = request.finalCellGradient {
-                try copy(given, sourceOffset: 0, into: dc, destinationOffset: 0, count: batch * hidden)
+        for request in requests {
+            // The running dL/dh (and dL/dc) live in the dh0 (and dc0) outputs; they start as dL/dh_n.
+            let dh = request.initialHiddenGradient
+            if let given = request.finalHiddenGradient {
+                try copy(given, sourceOffset: 0, into: dh, destinationOffset: 0, count: batch * hidden)
             } else {
-                try fill(dc, with: 0)
+                try fill(dh, with: 0)
             }
-        }
-
-        let program = try program(scan.family)
-        let upstreamArguments: [KernelArgument]
-        if let view = request.outputGradient {
-            upstreamArguments = [.tensor(view.tensor), .int(1), .int(view.offset), .int(view.leadingDimension)]
-        } else {
-            upstreamArguments = [.tensor(scan.placeholder), .int(0), .int(0), .int(0)]
-        }
-        // The optional record of every step's dL/dh_t, [T, B, H].
-        let recordArguments: [KernelArgument] = request.hiddenStateGradients.map { [.tensor($0), .int(1)] }
-            ?? [.tensor(scan.placeholder), .int(0)]
-        let tail = upstreamArguments + recordArguments + scan.maskArguments + scan.lengthArguments
-        // Scan steps T-1 ... 0, then one more launch with time -1 that only takes the gradient of
-        // the first step through W_hh into dL/dh0 (every work-item sees a padded step).
-        for s in stride(from: steps - 1, through: -1, by: -1) {
-            let time = s >= 0 ? scan.time(ofStep: s) : -1
-            let next = s + 1 < steps ? scan.time(ofStep: s + 1) : -1
-            let previous = s > 0 ? scan.time(ofStep: s - 1) : -1
-            let head: [KernelArgument] = [.int(batch), .int(hidden), .int(steps), .int(time)]
-            switch scan.cell {
-            case .rnnTanh, .rnnRelu:
-                try scan.launch(program, "rnn_bwd_step", head + [
-                    .int(next), .int(scan.cell == .rnnRelu ? 1 : 0),
-                    .tensor(weights.recurrent), .tensor(workspace.gates),
-                    .tensor(gateGradients), .tensor(dh),
-                ] + tail)
-            case .lstm:
-                try scan.launch(program, "lstm_bwd_step", head + [
-                    .int(next), .int(previous), .float(scan.cellClip),
-                    .tensor(weights.recurrent), .tensor(workspace.gates),
-                    .tensor(workspace.cellStates!), .tensor(request.scan.initialCell!),
-                    .tensor(gateGradients), .tensor(dh), .tensor(request.initialCellGradient!),
-                ] + tail)
-            case .gru:
-                try scan.launch(program, "gru_bwd_step", head + [
-                    .int(next), .int(previous),
-                    .tensor(weights.recurrent), .tensor(workspace.gates),
-                    .tensor(workspace.hiddenStates!), .tensor(workspace.candidateRecurrent!),
-                    .tensor(request.scan.initialHidden),
-                    .tensor(gateGradients), .tensor(recurrentGateGradients), .tensor(dh),
-                ] + tail)
-            case .gruResetBefore:
-                try scan.launch(program, "gru_reset_before_bwd_step", head + [
-                    .int(next), .int(previous),
-                    .tensor(weights.recurrent), .tensor(workspace.gates),
-                    .tensor(workspace.hiddenStates!), .tensor(request.scan.initialHidden),
-                    .tensor(gateGradients), .tensor(dhTildeReset!), .tensor(dh),
-                ] + tail)
-                if s >= 0 {
-                    try scan.launch(program, "gru_reset_before_bwd_gates", head + [
-                        .tensor(weights.recurrent), .tensor(workspace.gates), .tensor(workspace.recurrentInput),
-                        .tensor(gateGradients), .tensor(dhTildeReset!),
-                    ] + scan.lengthArguments)
+            if let dc = request.initialCellGradient {
+                if let given = request.finalCellGradient {
+                    try copy(given, sourceOffset: 0, into: dc, destinationOffset: 0, count: batch * hidden)
+                } else {
+                    try fill(dc, with: 0)
                 }
             }
         }
 
-        // Everything that does not depend on the recurrence, over all T * B rows at once; padded
-        // rows of dG are 0 and add nothing.
+        let launches = OpenCLRecurrentSteps(size, directions: requests.count, device: device)
+        let program = try program(scans[0].family)
+        let workspaces = requests.map(\.workspace)
+        let recurrentWeights = launches.each { .tensor(requests[$0].scan.weights.recurrent) }
+        let gateValues = launches.each { .tensor(workspaces[$0].gates) }
+        let gateGradients = launches.each { .tensor(scratch[$0].gateGradients) }
+        let dh = launches.each { .tensor(requests[$0].initialHiddenGradient) }
+        let tail = launches.eachGroup { d in
+            // dL/d output, or a flag that there is none.
+            if let view = requests[d].outputGradient {
+                return [.tensor(view.tensor), .int(1), .int(view.offset), .int(view.leadingDimension)]
+            }
+            return [.tensor(scans[d].placeholder), .int(0), .int(0), .int(0)]
+        } + launches.eachGroup { d in
+            // The optional record of every step's dL/dh_t, [T, B, H].
+            requests[d].hiddenStateGradients.map { [.tensor($0), .int(1)] } ?? [.tensor(scans[d].placeholder), .int(0)]
+        } + launches.eachGroup { scans[$0].maskArguments } + scans[0].lengthArguments
+        // Scan steps T-1 ... 0, then one more launch with time -1 that only takes the gradient of
+        // the first step through W_hh into dL/dh0 (every work-item sees a padded step).
+        for s in stride(from: steps - 1, through: -1, by: -1) {
+            let head: [KernelArgument] = [.int(batch), .int(hidden), .int(steps)]
+                + launches.each { .int(scans[$0].time(ofStep: s)) }
+            let next = launches.each { .int(scans[$0].time(ofStep: s + 1)) }
+            let previous = launches.each { .int(scans[$0].time(ofStep: s - 1)) }
+            switch cell {
+            case .rnnTanh, .rnnRelu:
+                try launches.launch(program, "rnn_bwd_step", head + next + [.int(cell == .rnnRelu ? 1 : 0)]
+                    + recurrentWeights + gateValues + gateGradients + dh + tail)
+            case .lstm:
+                try launches.launch(program, "lstm_bwd_step", head + next + previous + [.float(scans[0].cellClip)]
+                    + recurrentWeights + gateValues + launches.each { .tensor(workspaces[$0].cellStates!) }
+                    + launches.each { .tensor(requests[$0].scan.initialCell!) } + gateGradients + dh
+                    + launches.each { .tensor(requests[$0].initialCellGradient!) } + tail)
+            case .gru:
+                try launches.launch(program, "gru_bwd_step", head + next + previous + recurrentWeights + gateValues
+                    + launches.each { .tensor(workspaces[$0].hiddenStates!) }
+                    + launches.each { .tensor(workspaces[$0].candidateRecurrent!) }
+                    + launches.each { .tensor(requests[$0].scan.initialHidden) } + gateGradients
+                    + launches.each { .tensor(scratch[$0].recurrentGateGradients) } + dh + tail)
+            case .gruResetBefore:
+                let dhTildeReset = launches.each { .tensor(scratch[$0].dhTildeReset!) }
+                try launches.launch(program, "gru_reset_before_bwd_step", head + next + previous + recurrentWeights
+                    + gateValues + launches.each { .tensor(workspaces[$0].hiddenStates!) }
+                    + launches.each { .tensor(requests[$0].scan.initialHidden) } + gateGradients + dhTildeReset
+                    + dh + tail)
+                if s >= 0 {
+                    try launches.launch(program, "gru_reset_before_bwd_gates", head + recurrentWeights + gateValues
+                        + launches.each { .tensor(workspaces[$0].recurrentInput) } + gateGradients + dhTildeReset
+                        + scans[0].lengthArguments)
+                }
+            }
+        }
+
+        // Everything that does not depend on the recurrence, over all T * B rows at once, one
+        // direction after the other (a shared dL/dx is overwritten or added to in request order);
+        // padded rows of dG are 0 and add nothing.
+        for (request, directionScratch) in zip(requests, scratch) {
+            try weightAndInputGradients(request, directionScratch, ones: ones, size: size)
+        }
+    }
+
+    /// The GEMMs after a backward scan: weight, bias and input gradients from dG and dGh.
+    private func weightAndInputGradients(_ request: RecurrentBackward, _ scratch: OpenCLRecurrentGradientScratch,
+                                         ones: Tensor, size: RecurrentDimensions) throws {
+        let (steps, batch, inputs, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
+        let rows = steps * batch
+        let x = request.scan.input
+        let gradients = request.weightGradients
+        let workspace = request.workspace
+        let gateGradients = scratch.gateGradients
+        let recurrentGateGradients = scratch.recurrentGateGradients
         let dG = MatrixOperand(gateGradients, leadingDimension: gates)
         // dW_ih[G, I] += dGᵀ · x
         try gemm(m: gates, n: inputs, k: rows, alpha: 1,
                  a: MatrixOperand(gateGradients, leadingDimension: gates, transposed: true),
                  b: MatrixOperand(x, leadingDimension: inputs),
                  beta: 1, c: MatrixOperand(gradients.input, leadingDimension: inputs))
-        switch scan.cell {
+        switch request.scan.cell {
         case .rnnTanh, .rnnRelu, .lstm, .gru:
             // dW_hh[G, H] += dGhᵀ · h̃
             try gemm(m: gates, n: hidden, k: rows, alpha: 1,
@@ -277,7 +325,7 @@ extension OpenCLBackend {
                  beta: 1, c: MatrixOperand(gradients.recurrentBias, leadingDimension: gates))
         // dx[T * B, I] (+)= dG · W_ih
         try gemm(m: rows, n: inputs, k: gates, alpha: 1, a: dG,
-                 b: MatrixOperand(weights.input, leadingDimension: inputs),
+                 b: MatrixOperand(request.scan.weights.input, leadingDimension: inputs),
                  beta: request.accumulateInputGradient ? 1 : 0,
                  c: MatrixOperand(request.inputGradient, leadingDimension: inputs))
     }
@@ -291,16 +339,65 @@ extension OpenCLBackend {
     }
 }
 
-/// What every step kernel of one validated scan shares: the program family, the launch geometry,
-/// and the arguments of the optional operands.
+/// The scratch of one direction's backward scan.
+private struct OpenCLRecurrentGradientScratch {
+    /// [T * B, G]: dG, as seen by W_ih, b_ih and x.
+    let gateGradients: Tensor
+    /// [T * B, G]: dGh, as seen by W_hh, b_hh and h̃; only the reset-after GRU's differs from dG
+    /// (its n block is scaled by r), the other cells share dG's tensor.
+    let recurrentGateGradients: Tensor
+    /// [B, H]: the reset-before GRU's dq ⊙ r, the part of dh̃ through W_hn (r ⊙ h̃).
+    let dhTildeReset: Tensor?
+
+    init(cell: RecurrentCell, size: RecurrentDimensions, backend: OpenCLBackend) throws {
+        let rows = size.steps * size.batch
+        gateGradients = try backend.zeros([rows, size.gates])
+        recurrentGateGradients = cell == .gru ? try backend.zeros([rows, size.gates]) : gateGradients
+        dhTildeReset = cell == .gruResetBefore ? try backend.zeros([size.batch, size.hidden]) : nil
+    }
+}
+
+/// The launch geometry of a step loop over D = 1 or 2 directions, and how per-direction arguments
+/// are passed: the kernels take each as a pair name0, name1 (see Kernels/common.cl).
+private struct OpenCLRecurrentSteps {
+    /// D.
+    let directions: Int
+    /// `[H, B, D]`, rounded up to whole `RecurrentTiling` groups by the launch.
+    let globalSize: [Int]
+    let localSize: [Int]
+
+    init(_ size: RecurrentDimensions, directions: Int, device: OpenCLDevice) {
+        precondition((1...2).contains(directions), "a step loop runs one or two directions")
+        self.directions = directions
+        let tiling = RecurrentTiling(device: device)
+        globalSize = [size.hidden, size.batch, directions]
+        localSize = [tiling.units, tiling.rows, 1]
+    }
+
+    /// The arguments name0, name1 of one per-direction operand: `argument(d)` for direction 0 and
+    /// 1, or the single direction's twice (the kernels read only slot 0 of a grid with D = 1).
+    func each(_ argument: (Int) -> KernelArgument) -> [KernelArgument] {
+        [argument(0), argument(directions - 1)]
+    }
+
+    /// `each` for an operand passed as several arguments (a buffer with its flags or offsets).
+    func eachGroup(_ arguments: (Int) -> [KernelArgument]) -> [KernelArgument] {
+        arguments(0) + arguments(directions - 1)
+    }
+
+    /// Enqueues one step kernel over the `[H, B, D]` grid.
+    func launch(_ program: OpenCLProgram, _ kernel: String, _ arguments: [KernelArgument]) throws {
+        try program.launch(kernel, globalSize: globalSize, localSize: localSize, arguments: arguments)
+    }
+}
+
+/// What every step kernel of one validated scan (one direction) shares: the program family, the
+/// order of its steps, and the arguments of the optional operands.
 private struct OpenCLRecurrentScan {
     let cell: RecurrentCell
     let family: KernelFamily
     let steps: Int
     let reverse: Bool
-    /// `[H, B]` rounded up to whole `RecurrentTiling` groups by the launch.
-    let globalSize: [Int]
-    let localSize: [Int]
     /// lengths, hasLengths, prePadding.
     let lengthArguments: [KernelArgument]
     /// mask, hasMask.
@@ -321,9 +418,6 @@ private struct OpenCLRecurrentScan {
         }
         steps = size.steps
         reverse = scan.reverse
-        let tiling = RecurrentTiling(device: backend.device)
-        globalSize = [size.hidden, size.batch]
-        localSize = [tiling.units, tiling.rows]
         placeholder = scan.initialHidden
         if let lengths = scan.lengths {
             try Self.checkLengths(lengths, steps: size.steps, backend: backend, operation: operation)
@@ -341,12 +435,11 @@ private struct OpenCLRecurrentScan {
             + [scan.initialCell, scan.lengths, scan.recurrentDropoutMask].compactMap { $0 }
     }
 
-    /// The time index of scan step s.
-    func time(ofStep s: Int) -> Int { reverse ? steps - 1 - s : s }
-
-    /// Enqueues one step kernel over the `[H, B]` grid.
-    func launch(_ program: OpenCLProgram, _ kernel: String, _ arguments: [KernelArgument]) throws {
-        try program.launch(kernel, globalSize: globalSize, localSize: localSize, arguments: arguments)
+    /// The time index of scan step s, or -1 for a step outside the scan (before its first step or
+    /// after its last), the kernels' mark for "none".
+    func time(ofStep s: Int) -> Int {
+        guard s >= 0, s < steps else { return -1 }
+        return reverse ? steps - 1 - s : s
     }
 
     /// Lengths uploaded from the host carry their value range: out-of-range values throw like on the
