@@ -27,13 +27,12 @@ if [ -n "$sms" ]; then
     run train --device "$device" --data "$sms" --format tsv --num-words 5000 --max-length 50 --epochs 5 \
         --test-split 0.2 --no-mask-padding --json > "$out/train-sms.jsonl" 2> "$out/train-sms.err"
 fi
-if [ -f tools/bench_torch_layers.py ]; then
-    python3 tools/bench_torch_layers.py --device cuda > "$out/torch-cuda.txt" 2>&1
-fi
+python3 tools/bench_torch_layers.py --device cuda --json > "$out/torch-cuda.jsonl" 2> "$out/torch-cuda.err"
+python3 tools/gpu_table.py "$out/bench.jsonl" "$out/torch-cuda.jsonl" > "$out/table.txt" 2>&1
 
 echo "== devices";  cat "$out/devices.txt"
 echo "== verify (exit $verify_status)"; grep -E "FAIL|passed" "$out/verify.txt" | tail -5
 echo "== bench";    cat "$out/bench.jsonl"
 echo "== demo";     tail -28 "$out/demo.txt"
 [ -f "$out/train-sms.jsonl" ] && { echo "== train"; tail -1 "$out/train-sms.jsonl"; }
-[ -f "$out/torch-cuda.txt" ] && { echo "== cuDNN"; cat "$out/torch-cuda.txt"; }
+echo "== Recur (NVIDIA OpenCL) beside PyTorch (cuDNN)"; cat "$out/table.txt"; tail -3 "$out/torch-cuda.err"

@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Joins `recur bench --json` (one device) with `tools/bench_torch_layers.py --json` (the same
+shapes through PyTorch, e.g. cuDNN) into one side-by-side table: for every suite row and the
+forward and forward+backward passes, Recur's median, PyTorch's, and Recur / PyTorch (below 1 means
+Recur is faster). GEMM rows of the bench are listed after it.
+
+usage: python3 tools/gpu_table.py BENCH.jsonl TORCH.jsonl
+"""
+import json
+import sys
+
+
+def read_lines(path):
+    rows = []
+    with open(path) as lines:
+        for line in lines:
+            line = line.strip()
+            if line.startswith("{"):
+                rows.append(json.loads(line))
+    return rows
+
+
+def main():
+    bench, torch_rows = read_lines(sys.argv[1]), read_lines(sys.argv[2])
+    peers = {(r["cell"], r["B"], r["T"], r["I"], r["H"]): r for r in torch_rows}
+    passes = {"forward": "forward_ms", "forward+backward": "forward_backward_ms"}
+    print(f"{'row':<36}{'pass':<18}{'Recur ms':>10}{'PyTorch ms':>12}{'ratio':>8}")
+    for row in bench:
+        if row.get("pass") not in passes or row.get("layers", 1) != 1 or row.get("bidirectional"):
+            continue
+        key = (row["cell"], row["B"], row["T"], row["I"], row["H"])
+        peer = peers.get(key)
+        name = f"{row['cell']} B={row['B']} T={row['T']} I={row['I']} H={row['H']}"
+        theirs = peer[passes[row["pass"]]] if peer else None
+        ratio = f"{row['median_ms'] / theirs:8.2f}" if theirs else f"{'-':>8}"
+        theirs_text = f"{theirs:12.3f}" if theirs else f"{'-':>12}"
+        print(f"{name:<36}{row['pass']:<18}{row['median_ms']:10.3f}{theirs_text}{ratio}")
+    for row in bench:
+        if row.get("pass") == "gemm":
+            print(f"{row['name']:<36}{'gemm':<18}{row['median_ms']:10.3f}{'':>12}{'':>8}  {row['gflops']:.0f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
