@@ -68,6 +68,25 @@ void recur_atomic_add_global(volatile __global float* address, float value) {
 // Uniform within a group, so it costs no divergence.
 #define RECUR_PICK(name) (get_group_id(2) == 0 ? name##0 : name##1)
 
+// The per-direction operands every step kernel of a family picks the same way, as locals.
+// The recurrent dropout mask m [B, H] (hasMask 0: no mask).
+#define RECUR_PICK_DROPOUT_MASK                                     \
+    __global const float* mask = RECUR_PICK(mask);                  \
+    const int hasMask = RECUR_PICK(hasMask)
+// A forward kernel's output view: row (t, b) at output + outputOffset + (t B + b) outputStride.
+#define RECUR_PICK_OUTPUT_VIEW                                      \
+    __global float* output = RECUR_PICK(output);                    \
+    const int outputOffset = RECUR_PICK(outputOffset);              \
+    const int outputStride = RECUR_PICK(outputStride)
+// A backward kernel's dL/d output view and its optional record of each step's dL/dh_t.
+#define RECUR_PICK_UPSTREAM_GRADIENTS                               \
+    __global const float* outputGradient = RECUR_PICK(outputGradient);      \
+    const int hasOutputGradient = RECUR_PICK(hasOutputGradient);            \
+    const int outputGradientOffset = RECUR_PICK(outputGradientOffset);      \
+    const int outputGradientStride = RECUR_PICK(outputGradientStride);      \
+    __global float* hiddenGradients = RECUR_PICK(hiddenGradients);          \
+    const int hasHiddenGradients = RECUR_PICK(hasHiddenGradients)
+
 #define RECUR_GROUP_SIZE (RECUR_TILE_H * RECUR_TILE_B)
 // Floats of local memory per gate for the weight tile of recur_gate_products; the extra column
 // keeps the work-items of one row of the group on different local memory banks.
