@@ -87,6 +87,75 @@ void recur_atomic_add_global(volatile __global float* address, float value) {
     __global float* hiddenGradients = RECUR_PICK(hiddenGradients);          \
     const int hasHiddenGradients = RECUR_PICK(hasHiddenGradients)
 
+// ---- Scans: one launch per step, or every step in one persistent launch ----
+//
+// The step kernels of rnn.cl, lstm.cl and gru.cl (reset after) run scan steps firstStep,
+// firstStep + 1, ... (forward) or firstStep, firstStep - 1, ... (backward), stepCount of them, and
+// work out each step's time index from the scan step s and the direction's `reverse` flag. The host
+// either launches them once per step (stepCount = 1: the in-order queue orders the steps), or, on a
+// device where every work-group of the grid is resident at once, launches them once for the whole
+// scan (Diamos et al., "Persistent RNNs", 2016): the groups then wait for each other at a grid-wide
+// barrier between steps, and a step costs a barrier (about a microsecond on a GPU) instead of a
+// kernel launch (several). A group keeps its units and rows for the whole scan, so each work-item
+// still reads and writes only its own element of the running state.
+//
+// The barrier needs every group of the grid running at the same time. Nothing in OpenCL 1.2
+// promises that, so the host uses it only after a probe on the device (recur_grid_probe in
+// persistent.cl) and with a grid of at most one group per compute unit, and the wait is bounded:
+// a group that spins spinLimit times without seeing the others sets the abort flag, every group
+// then leaves the kernel, and the host runs the scan again one launch per step. PoCL runs the
+// groups of a launch on a fixed set of threads and would deadlock on a grid larger than that.
+
+// The time index of scan step s of a scan over `steps` steps, or -1 outside the scan.
+int recur_scan_time(const int s, const int steps, const int reverse) {
+    if (s < 0 || s >= steps) return -1;
+    return reverse ? steps - 1 - s : s;
+}
+
+// gridSync[0]: groups arrived at the current barrier; gridSync[1]: barriers completed (the
+// generation); gridSync[2]: the abort flag. The host zeroes all three before a persistent launch.
+//
+// Returns true once every group of the grid has arrived, with every group's global memory writes
+// made before the barrier visible to all; false if the wait timed out here or in another group (the
+// caller then returns from the kernel). Every work-item of every group must call it. The last
+// group to arrive resets the count and then advances the generation, which releases the others;
+// a waiting group compares the generation with the one it read before arriving, so it cannot miss
+// a release.
+bool recur_grid_barrier(volatile __global int* gridSync, const int spinLimit, __local int* verdict) {
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
+    if (get_local_id(0) == 0 && get_local_id(1) == 0 && get_local_id(2) == 0) {
+        const int groups = (int)(get_num_groups(0) * get_num_groups(1) * get_num_groups(2));
+        int passed = atomic_add(&gridSync[2], 0) == 0;
+        if (passed) {
+            const int generation = atomic_add(&gridSync[1], 0);
+            mem_fence(CLK_GLOBAL_MEM_FENCE);
+            if (atomic_inc(&gridSync[0]) == groups - 1) {
+                atomic_xchg(&gridSync[0], 0);
+                mem_fence(CLK_GLOBAL_MEM_FENCE);
+                atomic_inc(&gridSync[1]);
+            } else {
+                int spins = 0;
+                while (atomic_add(&gridSync[1], 0) == generation) {
+                    if (atomic_add(&gridSync[2], 0) != 0) {
+                        passed = 0;
+                        break;
+                    }
+                    if (++spins >= spinLimit) {
+                        atomic_xchg(&gridSync[2], 1);
+                        passed = 0;
+                        break;
+                    }
+                }
+            }
+            mem_fence(CLK_GLOBAL_MEM_FENCE);
+        }
+        *verdict = passed;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
+    return *verdict != 0;
+}
+
 #define RECUR_GROUP_SIZE (RECUR_TILE_H * RECUR_TILE_B)
 // Floats of local memory per gate for the weight tile of recur_gate_products; the extra column
 // keeps the work-items of one row of the group on different local memory banks.

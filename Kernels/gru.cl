@@ -48,8 +48,8 @@
 //   output[t, b, j] = h_t; recurrentInput[nextTime, b, j] = h_t * m[b, j]
 // hPrevious is h0 at the first step of the scan and h after it (only [b, j] of it is read).
 __kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
-void gru_fwd_step(const int batch, const int hidden, const int steps, const int time0, const int time1,
-                  const int nextTime0, const int nextTime1,
+void gru_fwd_step(const int batch, const int hidden, const int steps, const int reverse0, const int reverse1,
+                  const int firstStep, const int stepCount,
                   __global const float* recurrentWeights0, __global const float* recurrentWeights1,
                   __global const float* inputBias0, __global const float* inputBias1,
                   __global const float* recurrentBias0, __global const float* recurrentBias1,
@@ -57,16 +57,17 @@ void gru_fwd_step(const int batch, const int hidden, const int steps, const int 
                   __global float* recurrentInput0, __global float* recurrentInput1,
                   __global float* hiddenStates0, __global float* hiddenStates1,
                   __global float* candidateRecurrent0, __global float* candidateRecurrent1,
-                  __global const float* hPrevious0, __global const float* hPrevious1,
+                  __global const float* hInitial0, __global const float* hInitial1,
                   __global float* hState0, __global float* hState1,
                   __global float* output0, const int outputOffset0, const int outputStride0,
                   __global float* output1, const int outputOffset1, const int outputStride1,
                   __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
-                  __global const int* lengths, const int hasLengths, const int prePadding) {
+                  __global const int* lengths, const int hasLengths, const int prePadding,
+                  volatile __global int* gridSync, const int spinLimit) {
     __local float aTile[RECUR_ROW_TILE];
     __local float wTile[3 * RECUR_GATE_TILE];
-    const int time = RECUR_PICK(time);
-    const int nextTime = RECUR_PICK(nextTime);
+    __local int gridVerdict;
+    const int reverse = RECUR_PICK(reverse);
     __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
     __global const float* inputBias = RECUR_PICK(inputBias);
     __global const float* recurrentBias = RECUR_PICK(recurrentBias);
@@ -74,44 +75,51 @@ void gru_fwd_step(const int batch, const int hidden, const int steps, const int 
     __global float* recurrentInput = RECUR_PICK(recurrentInput);
     __global float* hiddenStates = RECUR_PICK(hiddenStates);
     __global float* candidateRecurrent = RECUR_PICK(candidateRecurrent);
-    __global const float* hPrevious = RECUR_PICK(hPrevious);
+    __global const float* hInitial = RECUR_PICK(hInitial);
     __global float* h = RECUR_PICK(hState);
     RECUR_PICK_OUTPUT_VIEW;
     RECUR_PICK_DROPOUT_MASK;
     const int j = get_global_id(0);
     const int b = get_global_id(1);
-    float products[3] = {0.0f, 0.0f, 0.0f};
-    recur_gate_products(recurrentInput + time * batch * hidden, hidden, recurrentWeights, 3, hidden, hidden,
-                        batch, aTile, wTile, products);
-    if (j >= hidden || b >= batch) return;
-
-    const int unit = b * hidden + j;
-    const int row = time * batch + b;
-    __global float* gate = gates + row * 3 * hidden + j;
-    const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
-    float state = hPrevious[unit];
-    if (valid) {
-        const float r = recur_sigmoid(gate[0] + inputBias[j] + recurrentBias[j] + products[0]);
-        const float z = recur_sigmoid(gate[hidden] + inputBias[hidden + j] + recurrentBias[hidden + j]
-                                      + products[1]);
-        const float hn = products[2] + recurrentBias[2 * hidden + j];
-        const float n = tanh(gate[2 * hidden] + inputBias[2 * hidden + j] + r * hn);
-        state = n + z * (state - n);
-        gate[0] = r;
-        gate[hidden] = z;
-        gate[2 * hidden] = n;
-        candidateRecurrent[row * hidden + j] = hn;
-    } else {
-        gate[0] = 0.0f;
-        gate[hidden] = 0.0f;
-        gate[2 * hidden] = 0.0f;
-        candidateRecurrent[row * hidden + j] = 0.0f;
-    }
-    hiddenStates[row * hidden + j] = state;
-    h[unit] = state;
-    output[outputOffset + row * outputStride + j] = valid ? state : 0.0f;
-    if (nextTime >= 0) {
-        recurrentInput[nextTime * batch * hidden + unit] = hasMask ? state * mask[unit] : state;
+    for (int k = 0; k < stepCount; ++k) {
+        const int s = firstStep + k;
+        const int time = recur_scan_time(s, steps, reverse);
+        const int nextTime = recur_scan_time(s + 1, steps, reverse);
+        __global const float* hPrevious = s == 0 ? hInitial : h;
+        float products[3] = {0.0f, 0.0f, 0.0f};
+        recur_gate_products(recurrentInput + time * batch * hidden, hidden, recurrentWeights, 3, hidden, hidden,
+                            batch, aTile, wTile, products);
+        if (j < hidden && b < batch) {
+            const int unit = b * hidden + j;
+            const int row = time * batch + b;
+            __global float* gate = gates + row * 3 * hidden + j;
+            const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
+            float state = hPrevious[unit];
+            if (valid) {
+                const float r = recur_sigmoid(gate[0] + inputBias[j] + recurrentBias[j] + products[0]);
+                const float z = recur_sigmoid(gate[hidden] + inputBias[hidden + j] + recurrentBias[hidden + j]
+                                              + products[1]);
+                const float hn = products[2] + recurrentBias[2 * hidden + j];
+                const float n = tanh(gate[2 * hidden] + inputBias[2 * hidden + j] + r * hn);
+                state = n + z * (state - n);
+                gate[0] = r;
+                gate[hidden] = z;
+                gate[2 * hidden] = n;
+                candidateRecurrent[row * hidden + j] = hn;
+            } else {
+                gate[0] = 0.0f;
+                gate[hidden] = 0.0f;
+                gate[2 * hidden] = 0.0f;
+                candidateRecurrent[row * hidden + j] = 0.0f;
+            }
+            hiddenStates[row * hidden + j] = state;
+            h[unit] = state;
+            output[outputOffset + row * outputStride + j] = valid ? state : 0.0f;
+            if (nextTime >= 0) {
+                recurrentInput[nextTime * batch * hidden + unit] = hasMask ? state * mask[unit] : state;
+            }
+        }
+        if (k + 1 < stepCount && !recur_grid_barrier(gridSync, spinLimit, &gridVerdict)) return;
     }
 }
 
@@ -130,8 +138,8 @@ void gru_fwd_step(const int batch, const int hidden, const int steps, const int 
 // with time = -1 and nextTime = that step: every item is then padded, and dh ends as dL/dh0.
 // Overwrites dG and dGh row t and dh.
 __kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
-void gru_bwd_step(const int batch, const int hidden, const int steps, const int time0, const int time1,
-                  const int nextTime0, const int nextTime1, const int previousTime0, const int previousTime1,
+void gru_bwd_step(const int batch, const int hidden, const int steps, const int reverse0, const int reverse1,
+                  const int firstStep, const int stepCount,
                   __global const float* recurrentWeights0, __global const float* recurrentWeights1,
                   __global const float* gates0, __global const float* gates1,
                   __global const float* hiddenStates0, __global const float* hiddenStates1,
@@ -147,12 +155,12 @@ void gru_bwd_step(const int batch, const int hidden, const int steps, const int 
                   __global float* hiddenGradients0, const int hasHiddenGradients0,
                   __global float* hiddenGradients1, const int hasHiddenGradients1,
                   __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
-                  __global const int* lengths, const int hasLengths, const int prePadding) {
+                  __global const int* lengths, const int hasLengths, const int prePadding,
+                  volatile __global int* gridSync, const int spinLimit) {
     __local float aTile[RECUR_ROW_TILE];
     __local float wTile[RECUR_UNIT_TILE];
-    const int time = RECUR_PICK(time);
-    const int nextTime = RECUR_PICK(nextTime);
-    const int previousTime = RECUR_PICK(previousTime);
+    __local int gridVerdict;
+    const int reverse = RECUR_PICK(reverse);
     __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
     __global const float* gates = RECUR_PICK(gates);
     __global const float* hiddenStates = RECUR_PICK(hiddenStates);
@@ -166,51 +174,59 @@ void gru_bwd_step(const int batch, const int hidden, const int steps, const int 
     const int j = get_global_id(0);
     const int b = get_global_id(1);
     const int g3 = 3 * hidden;
-    float through = 0.0f;
-    if (nextTime >= 0) {
-        through = recur_unit_product(recurrentGateGradients + nextTime * batch * g3, g3, recurrentWeights, hidden,
-                                     g3, batch, aTile, wTile);
-    }
-    if (j >= hidden || b >= batch) return;
-
-    const int unit = b * hidden + j;
-    const int row = time * batch + b;
-    const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
-    float total = dh[unit] + (hasMask ? through * mask[unit] : through);
-    if (valid && hasOutputGradient) {
-        total += outputGradient[outputGradientOffset + row * outputGradientStride + j];
-    }
-    if (hasHiddenGradients && time >= 0) hiddenGradients[row * hidden + j] = valid ? total : 0.0f;
-    if (valid) {
-        __global const float* gate = gates + row * g3 + j;
-        const float r = gate[0];
-        const float z = gate[hidden];
-        const float n = gate[2 * hidden];
-        const float before = previousTime >= 0 ? hiddenStates[(previousTime * batch + b) * hidden + j] : h0[unit];
-        const float dn = total * (1.0f - z) * (1.0f - n * n);
-        const float dz = total * (before - n) * z * (1.0f - z);
-        const float dr = dn * candidateRecurrent[row * hidden + j] * r * (1.0f - r);
-        __global float* da = gateGradients + row * g3 + j;
-        __global float* daRecurrent = recurrentGateGradients + row * g3 + j;
-        da[0] = dr;
-        da[hidden] = dz;
-        da[2 * hidden] = dn;
-        daRecurrent[0] = dr;
-        daRecurrent[hidden] = dz;
-        daRecurrent[2 * hidden] = dn * r;
-        dh[unit] = total * z;
-    } else {
-        if (time >= 0) {
-            __global float* da = gateGradients + row * g3 + j;
-            __global float* daRecurrent = recurrentGateGradients + row * g3 + j;
-            da[0] = 0.0f;
-            da[hidden] = 0.0f;
-            da[2 * hidden] = 0.0f;
-            daRecurrent[0] = 0.0f;
-            daRecurrent[hidden] = 0.0f;
-            daRecurrent[2 * hidden] = 0.0f;
+    for (int k = 0; k < stepCount; ++k) {
+        const int s = firstStep - k;
+        const int time = recur_scan_time(s, steps, reverse);
+        const int nextTime = recur_scan_time(s + 1, steps, reverse);
+        const int previousTime = recur_scan_time(s - 1, steps, reverse);
+        float through = 0.0f;
+        if (nextTime >= 0) {
+            through = recur_unit_product(recurrentGateGradients + nextTime * batch * g3, g3, recurrentWeights, hidden,
+                                         g3, batch, aTile, wTile);
         }
-        dh[unit] = total;
+        if (j < hidden && b < batch) {
+            const int unit = b * hidden + j;
+            const int row = time * batch + b;
+            const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
+            float total = dh[unit] + (hasMask ? through * mask[unit] : through);
+            if (valid && hasOutputGradient) {
+                total += outputGradient[outputGradientOffset + row * outputGradientStride + j];
+            }
+            if (hasHiddenGradients && time >= 0) hiddenGradients[row * hidden + j] = valid ? total : 0.0f;
+            if (valid) {
+                __global const float* gate = gates + row * g3 + j;
+                const float r = gate[0];
+                const float z = gate[hidden];
+                const float n = gate[2 * hidden];
+                const float before = previousTime >= 0 ? hiddenStates[(previousTime * batch + b) * hidden + j]
+                                                       : h0[unit];
+                const float dn = total * (1.0f - z) * (1.0f - n * n);
+                const float dz = total * (before - n) * z * (1.0f - z);
+                const float dr = dn * candidateRecurrent[row * hidden + j] * r * (1.0f - r);
+                __global float* da = gateGradients + row * g3 + j;
+                __global float* daRecurrent = recurrentGateGradients + row * g3 + j;
+                da[0] = dr;
+                da[hidden] = dz;
+                da[2 * hidden] = dn;
+                daRecurrent[0] = dr;
+                daRecurrent[hidden] = dz;
+                daRecurrent[2 * hidden] = dn * r;
+                dh[unit] = total * z;
+            } else {
+                if (time >= 0) {
+                    __global float* da = gateGradients + row * g3 + j;
+                    __global float* daRecurrent = recurrentGateGradients + row * g3 + j;
+                    da[0] = 0.0f;
+                    da[hidden] = 0.0f;
+                    da[2 * hidden] = 0.0f;
+                    daRecurrent[0] = 0.0f;
+                    daRecurrent[hidden] = 0.0f;
+                    daRecurrent[2 * hidden] = 0.0f;
+                }
+                dh[unit] = total;
+            }
+        }
+        if (k + 1 < stepCount && !recur_grid_barrier(gridSync, spinLimit, &gridVerdict)) return;
     }
 }
 

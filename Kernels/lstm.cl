@@ -40,77 +40,86 @@
 // hPrevious / cPrevious are h0 / c0 at the first step of the scan and h / c after it (only
 // [b, j] of them is read). cellClip is +infinity for no clip.
 __kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
-void lstm_fwd_step(const int batch, const int hidden, const int steps, const int time0, const int time1,
-                   const int nextTime0, const int nextTime1, const float cellClip,
+void lstm_fwd_step(const int batch, const int hidden, const int steps, const int reverse0, const int reverse1,
+                   const int firstStep, const int stepCount, const float cellClip,
                    __global const float* recurrentWeights0, __global const float* recurrentWeights1,
                    __global const float* inputBias0, __global const float* inputBias1,
                    __global const float* recurrentBias0, __global const float* recurrentBias1,
                    __global float* gates0, __global float* gates1,
                    __global float* recurrentInput0, __global float* recurrentInput1,
                    __global float* cellStates0, __global float* cellStates1,
-                   __global const float* hPrevious0, __global const float* hPrevious1,
-                   __global const float* cPrevious0, __global const float* cPrevious1,
+                   __global const float* hInitial0, __global const float* hInitial1,
+                   __global const float* cInitial0, __global const float* cInitial1,
                    __global float* hState0, __global float* hState1, __global float* cState0, __global float* cState1,
                    __global float* output0, const int outputOffset0, const int outputStride0,
                    __global float* output1, const int outputOffset1, const int outputStride1,
                    __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
-                   __global const int* lengths, const int hasLengths, const int prePadding) {
+                   __global const int* lengths, const int hasLengths, const int prePadding,
+                   volatile __global int* gridSync, const int spinLimit) {
     __local float aTile[RECUR_ROW_TILE];
     __local float wTile[4 * RECUR_GATE_TILE];
-    const int time = RECUR_PICK(time);
-    const int nextTime = RECUR_PICK(nextTime);
+    __local int gridVerdict;
+    const int reverse = RECUR_PICK(reverse);
     __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
     __global const float* inputBias = RECUR_PICK(inputBias);
     __global const float* recurrentBias = RECUR_PICK(recurrentBias);
     __global float* gates = RECUR_PICK(gates);
     __global float* recurrentInput = RECUR_PICK(recurrentInput);
     __global float* cellStates = RECUR_PICK(cellStates);
-    __global const float* hPrevious = RECUR_PICK(hPrevious);
-    __global const float* cPrevious = RECUR_PICK(cPrevious);
+    __global const float* hInitial = RECUR_PICK(hInitial);
+    __global const float* cInitial = RECUR_PICK(cInitial);
     __global float* h = RECUR_PICK(hState);
     __global float* c = RECUR_PICK(cState);
     RECUR_PICK_OUTPUT_VIEW;
     RECUR_PICK_DROPOUT_MASK;
     const int j = get_global_id(0);
     const int b = get_global_id(1);
-    float products[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    recur_gate_products(recurrentInput + time * batch * hidden, hidden, recurrentWeights, 4, hidden, hidden,
-                        batch, aTile, wTile, products);
-    if (j >= hidden || b >= batch) return;
-
-    const int unit = b * hidden + j;
-    const int row = time * batch + b;
-    __global float* gate = gates + row * 4 * hidden + j;
-    const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
-    float state = hPrevious[unit];
-    float cell = cPrevious[unit];
-    if (valid) {
-        const float i = recur_sigmoid(gate[0] + inputBias[j] + recurrentBias[j] + products[0]);
-        const float f = recur_sigmoid(gate[hidden] + inputBias[hidden + j] + recurrentBias[hidden + j]
-                                      + products[1]);
-        const float g = tanh(gate[2 * hidden] + inputBias[2 * hidden + j] + recurrentBias[2 * hidden + j]
-                             + products[2]);
-        const float o = recur_sigmoid(gate[3 * hidden] + inputBias[3 * hidden + j] + recurrentBias[3 * hidden + j]
-                                      + products[3]);
-        const float unclipped = f * cell + i * g;
-        cell = unclipped > cellClip ? cellClip : (unclipped < -cellClip ? -cellClip : unclipped);
-        state = o * tanh(cell);
-        gate[0] = i;
-        gate[hidden] = f;
-        gate[2 * hidden] = g;
-        gate[3 * hidden] = o;
-    } else {
-        gate[0] = 0.0f;
-        gate[hidden] = 0.0f;
-        gate[2 * hidden] = 0.0f;
-        gate[3 * hidden] = 0.0f;
-    }
-    cellStates[row * hidden + j] = cell;
-    c[unit] = cell;
-    h[unit] = state;
-    output[outputOffset + row * outputStride + j] = valid ? state : 0.0f;
-    if (nextTime >= 0) {
-        recurrentInput[nextTime * batch * hidden + unit] = hasMask ? state * mask[unit] : state;
+    for (int k = 0; k < stepCount; ++k) {
+        const int s = firstStep + k;
+        const int time = recur_scan_time(s, steps, reverse);
+        const int nextTime = recur_scan_time(s + 1, steps, reverse);
+        __global const float* hPrevious = s == 0 ? hInitial : h;
+        __global const float* cPrevious = s == 0 ? cInitial : c;
+        float products[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        recur_gate_products(recurrentInput + time * batch * hidden, hidden, recurrentWeights, 4, hidden, hidden,
+                            batch, aTile, wTile, products);
+        if (j < hidden && b < batch) {
+            const int unit = b * hidden + j;
+            const int row = time * batch + b;
+            __global float* gate = gates + row * 4 * hidden + j;
+            const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
+            float state = hPrevious[unit];
+            float cell = cPrevious[unit];
+            if (valid) {
+                const float i = recur_sigmoid(gate[0] + inputBias[j] + recurrentBias[j] + products[0]);
+                const float f = recur_sigmoid(gate[hidden] + inputBias[hidden + j] + recurrentBias[hidden + j]
+                                              + products[1]);
+                const float g = tanh(gate[2 * hidden] + inputBias[2 * hidden + j] + recurrentBias[2 * hidden + j]
+                                     + products[2]);
+                const float o = recur_sigmoid(gate[3 * hidden] + inputBias[3 * hidden + j]
+                                              + recurrentBias[3 * hidden + j] + products[3]);
+                const float unclipped = f * cell + i * g;
+                cell = unclipped > cellClip ? cellClip : (unclipped < -cellClip ? -cellClip : unclipped);
+                state = o * tanh(cell);
+                gate[0] = i;
+                gate[hidden] = f;
+                gate[2 * hidden] = g;
+                gate[3 * hidden] = o;
+            } else {
+                gate[0] = 0.0f;
+                gate[hidden] = 0.0f;
+                gate[2 * hidden] = 0.0f;
+                gate[3 * hidden] = 0.0f;
+            }
+            cellStates[row * hidden + j] = cell;
+            c[unit] = cell;
+            h[unit] = state;
+            output[outputOffset + row * outputStride + j] = valid ? state : 0.0f;
+            if (nextTime >= 0) {
+                recurrentInput[nextTime * batch * hidden + unit] = hasMask ? state * mask[unit] : state;
+            }
+        }
+        if (k + 1 < stepCount && !recur_grid_barrier(gridSync, spinLimit, &gridVerdict)) return;
     }
 }
 
@@ -129,8 +138,8 @@ void lstm_fwd_step(const int batch, const int hidden, const int steps, const int
 // kernel once more with time = -1 and nextTime = that step: every item is then padded, and dh, dc
 // end as dL/dh0, dL/dc0. Overwrites dG row t, dh and dc.
 __kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
-void lstm_bwd_step(const int batch, const int hidden, const int steps, const int time0, const int time1,
-                   const int nextTime0, const int nextTime1, const int previousTime0, const int previousTime1,
+void lstm_bwd_step(const int batch, const int hidden, const int steps, const int reverse0, const int reverse1,
+                   const int firstStep, const int stepCount,
                    const float cellClip,
                    __global const float* recurrentWeights0, __global const float* recurrentWeights1,
                    __global const float* gates0, __global const float* gates1,
@@ -146,12 +155,12 @@ void lstm_bwd_step(const int batch, const int hidden, const int steps, const int
                    __global float* hiddenGradients0, const int hasHiddenGradients0,
                    __global float* hiddenGradients1, const int hasHiddenGradients1,
                    __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
-                   __global const int* lengths, const int hasLengths, const int prePadding) {
+                   __global const int* lengths, const int hasLengths, const int prePadding,
+                   volatile __global int* gridSync, const int spinLimit) {
     __local float aTile[RECUR_ROW_TILE];
     __local float wTile[RECUR_UNIT_TILE];
-    const int time = RECUR_PICK(time);
-    const int nextTime = RECUR_PICK(nextTime);
-    const int previousTime = RECUR_PICK(previousTime);
+    __local int gridVerdict;
+    const int reverse = RECUR_PICK(reverse);
     __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
     __global const float* gates = RECUR_PICK(gates);
     __global const float* cellStates = RECUR_PICK(cellStates);
@@ -164,47 +173,54 @@ void lstm_bwd_step(const int batch, const int hidden, const int steps, const int
     const int j = get_global_id(0);
     const int b = get_global_id(1);
     const int g4 = 4 * hidden;
-    float through = 0.0f;
-    if (nextTime >= 0) {
-        through = recur_unit_product(gateGradients + nextTime * batch * g4, g4, recurrentWeights, hidden, g4,
-                                     batch, aTile, wTile);
-    }
-    if (j >= hidden || b >= batch) return;
-
-    const int unit = b * hidden + j;
-    const int row = time * batch + b;
-    const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
-    float total = dh[unit] + (hasMask ? through * mask[unit] : through);
-    if (valid && hasOutputGradient) {
-        total += outputGradient[outputGradientOffset + row * outputGradientStride + j];
-    }
-    if (hasHiddenGradients && time >= 0) hiddenGradients[row * hidden + j] = valid ? total : 0.0f;
-    if (valid) {
-        __global const float* gate = gates + row * g4 + j;
-        const float i = gate[0];
-        const float f = gate[hidden];
-        const float g = gate[2 * hidden];
-        const float o = gate[3 * hidden];
-        const float before = previousTime >= 0 ? cellStates[(previousTime * batch + b) * hidden + j] : c0[unit];
-        const float tc = tanh(cellStates[row * hidden + j]);
-        // The clip's gradient: 1 strictly inside (-cellClip, cellClip), else 0.
-        const bool inside = fabs(f * before + i * g) < cellClip;
-        const float dcNow = inside ? dc[unit] + total * o * (1.0f - tc * tc) : 0.0f;
-        __global float* da = gateGradients + row * g4 + j;
-        da[0] = dcNow * g * i * (1.0f - i);
-        da[hidden] = dcNow * before * f * (1.0f - f);
-        da[2 * hidden] = dcNow * i * (1.0f - g * g);
-        da[3 * hidden] = total * tc * o * (1.0f - o);
-        dc[unit] = dcNow * f;
-        dh[unit] = 0.0f;
-    } else {
-        if (time >= 0) {
-            __global float* da = gateGradients + row * g4 + j;
-            da[0] = 0.0f;
-            da[hidden] = 0.0f;
-            da[2 * hidden] = 0.0f;
-            da[3 * hidden] = 0.0f;
+    for (int k = 0; k < stepCount; ++k) {
+        const int s = firstStep - k;
+        const int time = recur_scan_time(s, steps, reverse);
+        const int nextTime = recur_scan_time(s + 1, steps, reverse);
+        const int previousTime = recur_scan_time(s - 1, steps, reverse);
+        float through = 0.0f;
+        if (nextTime >= 0) {
+            through = recur_unit_product(gateGradients + nextTime * batch * g4, g4, recurrentWeights, hidden, g4,
+                                         batch, aTile, wTile);
         }
-        dh[unit] = total;
+        if (j < hidden && b < batch) {
+            const int unit = b * hidden + j;
+            const int row = time * batch + b;
+            const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
+            float total = dh[unit] + (hasMask ? through * mask[unit] : through);
+            if (valid && hasOutputGradient) {
+                total += outputGradient[outputGradientOffset + row * outputGradientStride + j];
+            }
+            if (hasHiddenGradients && time >= 0) hiddenGradients[row * hidden + j] = valid ? total : 0.0f;
+            if (valid) {
+                __global const float* gate = gates + row * g4 + j;
+                const float i = gate[0];
+                const float f = gate[hidden];
+                const float g = gate[2 * hidden];
+                const float o = gate[3 * hidden];
+                const float before = previousTime >= 0 ? cellStates[(previousTime * batch + b) * hidden + j] : c0[unit];
+                const float tc = tanh(cellStates[row * hidden + j]);
+                // The clip's gradient: 1 strictly inside (-cellClip, cellClip), else 0.
+                const bool inside = fabs(f * before + i * g) < cellClip;
+                const float dcNow = inside ? dc[unit] + total * o * (1.0f - tc * tc) : 0.0f;
+                __global float* da = gateGradients + row * g4 + j;
+                da[0] = dcNow * g * i * (1.0f - i);
+                da[hidden] = dcNow * before * f * (1.0f - f);
+                da[2 * hidden] = dcNow * i * (1.0f - g * g);
+                da[3 * hidden] = total * tc * o * (1.0f - o);
+                dc[unit] = dcNow * f;
+                dh[unit] = 0.0f;
+            } else {
+                if (time >= 0) {
+                    __global float* da = gateGradients + row * g4 + j;
+                    da[0] = 0.0f;
+                    da[hidden] = 0.0f;
+                    da[2 * hidden] = 0.0f;
+                    da[3 * hidden] = 0.0f;
+                }
+                dh[unit] = total;
+            }
+        }
+        if (k + 1 < stepCount && !recur_grid_barrier(gridSync, spinLimit, &gridVerdict)) return;
     }
 }

@@ -34,54 +34,62 @@
 //   recurrentInput[nextTime, b, j] = h_t * m[b, j]
 // hPrevious is h0 at the first step of the scan and h after it (only [b, j] of it is read).
 __kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
-void rnn_fwd_step(const int batch, const int hidden, const int steps, const int time0, const int time1,
-                  const int nextTime0, const int nextTime1, const int relu,
+void rnn_fwd_step(const int batch, const int hidden, const int steps, const int reverse0, const int reverse1,
+                  const int firstStep, const int stepCount, const int relu,
                   __global const float* recurrentWeights0, __global const float* recurrentWeights1,
                   __global const float* inputBias0, __global const float* inputBias1,
                   __global const float* recurrentBias0, __global const float* recurrentBias1,
                   __global float* gates0, __global float* gates1,
                   __global float* recurrentInput0, __global float* recurrentInput1,
-                  __global const float* hPrevious0, __global const float* hPrevious1,
+                  __global const float* hInitial0, __global const float* hInitial1,
                   __global float* hState0, __global float* hState1,
                   __global float* output0, const int outputOffset0, const int outputStride0,
                   __global float* output1, const int outputOffset1, const int outputStride1,
                   __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
-                  __global const int* lengths, const int hasLengths, const int prePadding) {
+                  __global const int* lengths, const int hasLengths, const int prePadding,
+                  volatile __global int* gridSync, const int spinLimit) {
     __local float aTile[RECUR_ROW_TILE];
     __local float wTile[RECUR_GATE_TILE];
-    const int time = RECUR_PICK(time);
-    const int nextTime = RECUR_PICK(nextTime);
+    __local int gridVerdict;
+    const int reverse = RECUR_PICK(reverse);
     __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
     __global const float* inputBias = RECUR_PICK(inputBias);
     __global const float* recurrentBias = RECUR_PICK(recurrentBias);
     __global float* gates = RECUR_PICK(gates);
     __global float* recurrentInput = RECUR_PICK(recurrentInput);
-    __global const float* hPrevious = RECUR_PICK(hPrevious);
+    __global const float* hInitial = RECUR_PICK(hInitial);
     __global float* h = RECUR_PICK(hState);
     RECUR_PICK_OUTPUT_VIEW;
     RECUR_PICK_DROPOUT_MASK;
     const int j = get_global_id(0);
     const int b = get_global_id(1);
-    float product[1] = {0.0f};
-    recur_gate_products(recurrentInput + time * batch * hidden, hidden, recurrentWeights, 1, hidden, hidden,
-                        batch, aTile, wTile, product);
-    if (j >= hidden || b >= batch) return;
-
-    const int unit = b * hidden + j;
-    const int row = time * batch + b;
-    const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
-    float state = hPrevious[unit];
-    if (valid) {
-        const float a = gates[row * hidden + j] + inputBias[j] + recurrentBias[j] + product[0];
-        state = relu ? (a < 0.0f ? 0.0f : a) : tanh(a);
-        gates[row * hidden + j] = state;
-    } else {
-        gates[row * hidden + j] = 0.0f;
-    }
-    h[unit] = state;
-    output[outputOffset + row * outputStride + j] = valid ? state : 0.0f;
-    if (nextTime >= 0) {
-        recurrentInput[nextTime * batch * hidden + unit] = hasMask ? state * mask[unit] : state;
+    for (int k = 0; k < stepCount; ++k) {
+        const int s = firstStep + k;
+        const int time = recur_scan_time(s, steps, reverse);
+        const int nextTime = recur_scan_time(s + 1, steps, reverse);
+        __global const float* hPrevious = s == 0 ? hInitial : h;
+        float product[1] = {0.0f};
+        recur_gate_products(recurrentInput + time * batch * hidden, hidden, recurrentWeights, 1, hidden, hidden,
+                            batch, aTile, wTile, product);
+        if (j < hidden && b < batch) {
+            const int unit = b * hidden + j;
+            const int row = time * batch + b;
+            const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
+            float state = hPrevious[unit];
+            if (valid) {
+                const float a = gates[row * hidden + j] + inputBias[j] + recurrentBias[j] + product[0];
+                state = relu ? (a < 0.0f ? 0.0f : a) : tanh(a);
+                gates[row * hidden + j] = state;
+            } else {
+                gates[row * hidden + j] = 0.0f;
+            }
+            h[unit] = state;
+            output[outputOffset + row * outputStride + j] = valid ? state : 0.0f;
+            if (nextTime >= 0) {
+                recurrentInput[nextTime * batch * hidden + unit] = hasMask ? state * mask[unit] : state;
+            }
+        }
+        if (k + 1 < stepCount && !recur_grid_barrier(gridSync, spinLimit, &gridVerdict)) return;
     }
 }
 
@@ -96,8 +104,8 @@ void rnn_fwd_step(const int batch, const int hidden, const int steps, const int 
 // with time = -1 and nextTime = that step: every item is then padded, and dh ends as dL/dh0.
 // Overwrites dG row t and dh.
 __kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
-void rnn_bwd_step(const int batch, const int hidden, const int steps, const int time0, const int time1,
-                  const int nextTime0, const int nextTime1, const int relu,
+void rnn_bwd_step(const int batch, const int hidden, const int steps, const int reverse0, const int reverse1,
+                  const int firstStep, const int stepCount, const int relu,
                   __global const float* recurrentWeights0, __global const float* recurrentWeights1,
                   __global const float* gates0, __global const float* gates1,
                   __global float* gateGradients0, __global float* gateGradients1,
@@ -109,11 +117,12 @@ void rnn_bwd_step(const int batch, const int hidden, const int steps, const int 
                   __global float* hiddenGradients0, const int hasHiddenGradients0,
                   __global float* hiddenGradients1, const int hasHiddenGradients1,
                   __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
-                  __global const int* lengths, const int hasLengths, const int prePadding) {
+                  __global const int* lengths, const int hasLengths, const int prePadding,
+                  volatile __global int* gridSync, const int spinLimit) {
     __local float aTile[RECUR_ROW_TILE];
     __local float wTile[RECUR_UNIT_TILE];
-    const int time = RECUR_PICK(time);
-    const int nextTime = RECUR_PICK(nextTime);
+    __local int gridVerdict;
+    const int reverse = RECUR_PICK(reverse);
     __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
     __global const float* gates = RECUR_PICK(gates);
     __global float* gateGradients = RECUR_PICK(gateGradients);
@@ -122,28 +131,34 @@ void rnn_bwd_step(const int batch, const int hidden, const int steps, const int 
     RECUR_PICK_DROPOUT_MASK;
     const int j = get_global_id(0);
     const int b = get_global_id(1);
-    float through = 0.0f;
-    if (nextTime >= 0) {
-        through = recur_unit_product(gateGradients + nextTime * batch * hidden, hidden, recurrentWeights,
-                                     hidden, hidden, batch, aTile, wTile);
-    }
-    if (j >= hidden || b >= batch) return;
-
-    const int unit = b * hidden + j;
-    const int row = time * batch + b;
-    const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
-    float total = dh[unit] + (hasMask ? through * mask[unit] : through);
-    if (valid && hasOutputGradient) {
-        total += outputGradient[outputGradientOffset + row * outputGradientStride + j];
-    }
-    if (hasHiddenGradients && time >= 0) hiddenGradients[row * hidden + j] = valid ? total : 0.0f;
-    if (valid) {
-        const float y = gates[row * hidden + j];
-        const float derivative = relu ? (y > 0.0f ? 1.0f : 0.0f) : 1.0f - y * y;
-        gateGradients[row * hidden + j] = total * derivative;
-        dh[unit] = 0.0f;
-    } else {
-        if (time >= 0) gateGradients[row * hidden + j] = 0.0f;
-        dh[unit] = total;
+    for (int k = 0; k < stepCount; ++k) {
+        const int s = firstStep - k;
+        const int time = recur_scan_time(s, steps, reverse);
+        const int nextTime = recur_scan_time(s + 1, steps, reverse);
+        float through = 0.0f;
+        if (nextTime >= 0) {
+            through = recur_unit_product(gateGradients + nextTime * batch * hidden, hidden, recurrentWeights,
+                                         hidden, hidden, batch, aTile, wTile);
+        }
+        if (j < hidden && b < batch) {
+            const int unit = b * hidden + j;
+            const int row = time * batch + b;
+            const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
+            float total = dh[unit] + (hasMask ? through * mask[unit] : through);
+            if (valid && hasOutputGradient) {
+                total += outputGradient[outputGradientOffset + row * outputGradientStride + j];
+            }
+            if (hasHiddenGradients && time >= 0) hiddenGradients[row * hidden + j] = valid ? total : 0.0f;
+            if (valid) {
+                const float y = gates[row * hidden + j];
+                const float derivative = relu ? (y > 0.0f ? 1.0f : 0.0f) : 1.0f - y * y;
+                gateGradients[row * hidden + j] = total * derivative;
+                dh[unit] = 0.0f;
+            } else {
+                if (time >= 0) gateGradients[row * hidden + j] = 0.0f;
+                dh[unit] = total;
+            }
+        }
+        if (k + 1 < stepCount && !recur_grid_barrier(gridSync, spinLimit, &gridVerdict)) return;
     }
 }

@@ -101,8 +101,23 @@ extension OpenCLBackend {
             ] + [request.finalCell, workspace.cellStates, workspace.hiddenStates, workspace.candidateRecurrent]
                 .compactMap { $0 } + scan.tensors)
         }
-        let (steps, batch, inputs, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
+        let launches = OpenCLRecurrentSteps(size, directions: requests.count, device: device)
+        if try runsPersistentScan(cell: scans[0].cell, steps: size.steps, groups: launches.groupCount,
+                                  localSize: launches.localSize) {
+            try prepareForwardScans(requests, scans, size)
+            if try forwardSteps(requests, scans, size, launches, persistent: true) { return }
+            // A barrier timed out: every step again, one launch each, from the input projection on
+            // (the aborted launch overwrote part of the gate buffer).
+        }
+        try prepareForwardScans(requests, scans, size)
+        try forwardSteps(requests, scans, size, launches, persistent: false)
+    }
 
+    /// What a forward scan needs before its first step: the input projections of every step and
+    /// the first step's h̃.
+    private func prepareForwardScans(_ requests: [RecurrentForward], _ scans: [OpenCLRecurrentScan],
+                                     _ size: RecurrentDimensions) throws {
+        let (steps, batch, inputs, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
         for (request, scan) in zip(requests, scans) {
             let workspace = request.workspace
             // Input projections of every step at once: gates[T * B, G] = x[T * B, I] · W_ihᵀ. The step
@@ -121,8 +136,16 @@ extension OpenCLBackend {
             try copy(firstOperand, sourceOffset: 0, into: workspace.recurrentInput, destinationOffset: firstRow,
                      count: batch * hidden)
         }
+    }
 
-        let launches = OpenCLRecurrentSteps(size, directions: requests.count, device: device)
+    /// Enqueues the step kernels of a prepared forward scan: all steps in one launch when
+    /// `persistent`, else one launch per step. Returns false when a persistent launch timed out
+    /// (its results are then incomplete).
+    @discardableResult
+    private func forwardSteps(_ requests: [RecurrentForward], _ scans: [OpenCLRecurrentScan],
+                              _ size: RecurrentDimensions, _ launches: OpenCLRecurrentSteps,
+                              persistent: Bool) throws -> Bool {
+        let (steps, batch, hidden) = (size.steps, size.batch, size.hidden)
         let program = try program(scans[0].family)
         let cell = scans[0].cell
         let weights = requests.map(\.scan.weights)
@@ -137,34 +160,34 @@ extension OpenCLBackend {
              .int(requests[d].output.leadingDimension)]
         } + launches.eachGroup { scans[$0].maskArguments } + scans[0].lengthArguments
         // The running state lives in h_n / c_n (each work-item reads and writes only its own element
-        // of it).
+        // of it); the kernels read h0 / c0 at the scan's first step.
+        let hInitial = launches.each { .tensor(requests[$0].scan.initialHidden) }
         let hState = launches.each { .tensor(requests[$0].finalHidden) }
-        for s in 0..<steps {
-            let head: [KernelArgument] = [.int(batch), .int(hidden), .int(steps)]
-                + launches.each { .int(scans[$0].time(ofStep: s)) }
-            let next = launches.each { .int(scans[$0].time(ofStep: s + 1)) }
-            // The state before the step: h0 / c0 first, then the running state.
-            let hPrevious = launches.each {
-                .tensor(s == 0 ? requests[$0].scan.initialHidden : requests[$0].finalHidden)
-            }
+        switch cell {
+        case .rnnTanh, .rnnRelu, .lstm, .gru:
+            let arguments: [KernelArgument]
             switch cell {
-            case .rnnTanh, .rnnRelu:
-                try launches.launch(program, "rnn_fwd_step", head + next + [.int(cell == .rnnRelu ? 1 : 0)]
-                    + weightArguments + gateArguments + hPrevious + hState + tail)
             case .lstm:
-                let cPrevious = launches.each {
-                    .tensor(s == 0 ? requests[$0].scan.initialCell! : requests[$0].finalCell!)
-                }
-                let cState = launches.each { .tensor(requests[$0].finalCell!) }
-                try launches.launch(program, "lstm_fwd_step", head + next + [.float(scans[0].cellClip)]
-                    + weightArguments + gateArguments + launches.each { .tensor(workspaces[$0].cellStates!) }
-                    + hPrevious + cPrevious + hState + cState + tail)
+                arguments = [.float(scans[0].cellClip)] + weightArguments + gateArguments
+                    + launches.each { .tensor(workspaces[$0].cellStates!) } + hInitial
+                    + launches.each { .tensor(requests[$0].scan.initialCell!) } + hState
+                    + launches.each { .tensor(requests[$0].finalCell!) } + tail
             case .gru:
-                try launches.launch(program, "gru_fwd_step", head + next + weightArguments + gateArguments
-                    + launches.each { .tensor(workspaces[$0].hiddenStates!) }
-                    + launches.each { .tensor(workspaces[$0].candidateRecurrent!) }
-                    + hPrevious + hState + tail)
-            case .gruResetBefore:
+                arguments = weightArguments + gateArguments + launches.each { .tensor(workspaces[$0].hiddenStates!) }
+                    + launches.each { .tensor(workspaces[$0].candidateRecurrent!) } + hInitial + hState + tail
+            default:
+                arguments = [.int(cell == .rnnRelu ? 1 : 0)] + weightArguments + gateArguments + hInitial + hState
+                    + tail
+            }
+            return try launches.scan(self, program, "\(scans[0].family.name)_fwd_step", size: size, scans: scans,
+                                     firstStep: 0, stepCount: steps, arguments: arguments, persistent: persistent)
+        case .gruResetBefore:
+            for s in 0..<steps {
+                let head: [KernelArgument] = [.int(batch), .int(hidden), .int(steps)]
+                    + launches.each { .int(scans[$0].time(ofStep: s)) }
+                let next = launches.each { .int(scans[$0].time(ofStep: s + 1)) }
+                // The state before the step: h0 first, then the running state.
+                let hPrevious = s == 0 ? hInitial : hState
                 let candidates = launches.each { .tensor(workspaces[$0].candidateRecurrent!) }
                 try launches.launch(program, "gru_reset_before_fwd_gates", head + weightArguments + gateArguments
                     + candidates + scans[0].lengthArguments)
@@ -172,6 +195,7 @@ extension OpenCLBackend {
                     + gateArguments + launches.each { .tensor(workspaces[$0].hiddenStates!) } + candidates
                     + hPrevious + hState + tail)
             }
+            return true
         }
     }
 
@@ -191,7 +215,7 @@ extension OpenCLBackend {
                  workspace.candidateRecurrent, request.hiddenStateGradients]
                 .compactMap { $0 } + scan.tensors)
         }
-        let (steps, batch, hidden) = (size.steps, size.batch, size.hidden)
+        let (steps, batch) = (size.steps, size.batch)
         let rows = steps * batch
         let cell = scans[0].cell
 
@@ -202,6 +226,33 @@ extension OpenCLBackend {
         let ones = try zeros([rows])  // [T * B]: sums rows by GEMM
         try fill(ones, with: 1)
 
+        let launches = OpenCLRecurrentSteps(size, directions: requests.count, device: device)
+        let persistent = try runsPersistentScan(cell: cell, steps: steps, groups: launches.groupCount,
+                                                localSize: launches.localSize)
+        // After a persistent launch that timed out, every step again, one launch each, from the
+        // initial gradients on.
+        if try !persistent || !backwardSteps(requests, scans, scratch, size, launches, persistent: true) {
+            try backwardSteps(requests, scans, scratch, size, launches, persistent: false)
+        }
+
+        // Everything that does not depend on the recurrence, over all T * B rows at once, one
+        // direction after the other (a shared dL/dx is overwritten or added to in request order);
+        // padded rows of dG are 0 and add nothing.
+        for (request, directionScratch) in zip(requests, scratch) {
+            try weightAndInputGradients(request, directionScratch, ones: ones, size: size)
+        }
+    }
+
+    /// Sets the running gradients of validated backward scans to dL/dh_n (and dL/dc_n), then
+    /// enqueues their step kernels in reverse scan order: all steps in one launch when `persistent`,
+    /// else one launch per step. Returns false when a persistent launch timed out (its results are
+    /// then incomplete).
+    @discardableResult
+    private func backwardSteps(_ requests: [RecurrentBackward], _ scans: [OpenCLRecurrentScan],
+                               _ scratch: [OpenCLRecurrentGradientScratch], _ size: RecurrentDimensions,
+                               _ launches: OpenCLRecurrentSteps, persistent: Bool) throws -> Bool {
+        let (steps, batch, hidden) = (size.steps, size.batch, size.hidden)
+        let cell = scans[0].cell
         for request in requests {
             // The running dL/dh (and dL/dc) live in the dh0 (and dc0) outputs; they start as dL/dh_n.
             let dh = request.initialHiddenGradient
@@ -219,7 +270,6 @@ extension OpenCLBackend {
             }
         }
 
-        let launches = OpenCLRecurrentSteps(size, directions: requests.count, device: device)
         let program = try program(scans[0].family)
         let workspaces = requests.map(\.workspace)
         let recurrentWeights = launches.each { .tensor(requests[$0].scan.weights.recurrent) }
@@ -236,29 +286,34 @@ extension OpenCLBackend {
             // The optional record of every step's dL/dh_t, [T, B, H].
             requests[d].hiddenStateGradients.map { [.tensor($0), .int(1)] } ?? [.tensor(scans[d].placeholder), .int(0)]
         } + launches.eachGroup { scans[$0].maskArguments } + scans[0].lengthArguments
-        // Scan steps T-1 ... 0, then one more launch with time -1 that only takes the gradient of
-        // the first step through W_hh into dL/dh0 (every work-item sees a padded step).
-        for s in stride(from: steps - 1, through: -1, by: -1) {
-            let head: [KernelArgument] = [.int(batch), .int(hidden), .int(steps)]
-                + launches.each { .int(scans[$0].time(ofStep: s)) }
-            let next = launches.each { .int(scans[$0].time(ofStep: s + 1)) }
-            let previous = launches.each { .int(scans[$0].time(ofStep: s - 1)) }
+        // Scan steps T-1 ... 0, then one more step with time -1 that only takes the gradient of the
+        // first step through W_hh into dL/dh0 (every work-item sees a padded step).
+        switch cell {
+        case .rnnTanh, .rnnRelu, .lstm, .gru:
+            let arguments: [KernelArgument]
             switch cell {
-            case .rnnTanh, .rnnRelu:
-                try launches.launch(program, "rnn_bwd_step", head + next + [.int(cell == .rnnRelu ? 1 : 0)]
-                    + recurrentWeights + gateValues + gateGradients + dh + tail)
             case .lstm:
-                try launches.launch(program, "lstm_bwd_step", head + next + previous + [.float(scans[0].cellClip)]
-                    + recurrentWeights + gateValues + launches.each { .tensor(workspaces[$0].cellStates!) }
+                arguments = [.float(scans[0].cellClip)] + recurrentWeights + gateValues
+                    + launches.each { .tensor(workspaces[$0].cellStates!) }
                     + launches.each { .tensor(requests[$0].scan.initialCell!) } + gateGradients + dh
-                    + launches.each { .tensor(requests[$0].initialCellGradient!) } + tail)
+                    + launches.each { .tensor(requests[$0].initialCellGradient!) } + tail
             case .gru:
-                try launches.launch(program, "gru_bwd_step", head + next + previous + recurrentWeights + gateValues
-                    + launches.each { .tensor(workspaces[$0].hiddenStates!) }
+                arguments = recurrentWeights + gateValues + launches.each { .tensor(workspaces[$0].hiddenStates!) }
                     + launches.each { .tensor(workspaces[$0].candidateRecurrent!) }
                     + launches.each { .tensor(requests[$0].scan.initialHidden) } + gateGradients
-                    + launches.each { .tensor(scratch[$0].recurrentGateGradients) } + dh + tail)
-            case .gruResetBefore:
+                    + launches.each { .tensor(scratch[$0].recurrentGateGradients) } + dh + tail
+            default:
+                arguments = [.int(cell == .rnnRelu ? 1 : 0)] + recurrentWeights + gateValues + gateGradients + dh + tail
+            }
+            return try launches.scan(self, program, "\(scans[0].family.name)_bwd_step", size: size, scans: scans,
+                                     firstStep: steps - 1, stepCount: steps + 1, arguments: arguments,
+                                     persistent: persistent)
+        case .gruResetBefore:
+            for s in stride(from: steps - 1, through: -1, by: -1) {
+                let head: [KernelArgument] = [.int(batch), .int(hidden), .int(steps)]
+                    + launches.each { .int(scans[$0].time(ofStep: s)) }
+                let next = launches.each { .int(scans[$0].time(ofStep: s + 1)) }
+                let previous = launches.each { .int(scans[$0].time(ofStep: s - 1)) }
                 let dhTildeReset = launches.each { .tensor(scratch[$0].dhTildeReset!) }
                 try launches.launch(program, "gru_reset_before_bwd_step", head + next + previous + recurrentWeights
                     + gateValues + launches.each { .tensor(workspaces[$0].hiddenStates!) }
@@ -270,13 +325,7 @@ extension OpenCLBackend {
                         + scans[0].lengthArguments)
                 }
             }
-        }
-
-        // Everything that does not depend on the recurrence, over all T * B rows at once, one
-        // direction after the other (a shared dL/dx is overwritten or added to in request order);
-        // padded rows of dG are 0 and add nothing.
-        for (request, directionScratch) in zip(requests, scratch) {
-            try weightAndInputGradients(request, directionScratch, ones: ones, size: size)
+            return true
         }
     }
 
@@ -385,9 +434,41 @@ private struct OpenCLRecurrentSteps {
         arguments(0) + arguments(directions - 1)
     }
 
+    /// Work-groups in the grid.
+    var groupCount: Int {
+        zip(globalSize, localSize).reduce(1) { count, sizes in count * ((sizes.0 + sizes.1 - 1) / sizes.1) }
+    }
+
     /// Enqueues one step kernel over the `[H, B, D]` grid.
     func launch(_ program: OpenCLProgram, _ kernel: String, _ arguments: [KernelArgument]) throws {
         try program.launch(kernel, globalSize: globalSize, localSize: localSize, arguments: arguments)
+    }
+
+    /// Runs `stepCount` scan steps of `kernel` (one of the step kernels that take a first step and
+    /// a step count, see "Scans" in Kernels/common.cl) from `firstStep`: in one launch when
+    /// `persistent`, else one launch per step. `arguments` are the kernel's after the step range
+    /// and before the barrier state. Returns false when the persistent launch timed out.
+    func scan(_ backend: OpenCLBackend, _ program: OpenCLProgram, _ kernel: String, size: RecurrentDimensions,
+              scans: [OpenCLRecurrentScan], firstStep: Int, stepCount: Int, arguments: [KernelArgument],
+              persistent: Bool) throws -> Bool {
+        let head: [KernelArgument] = [.int(size.batch), .int(size.hidden), .int(size.steps)]
+            + each { .int(scans[$0].reverse ? 1 : 0) }
+        let backward = kernel.hasSuffix("_bwd_step")
+        if persistent {
+            let timedOut = try backend.withGridSync { sync in
+                try launch(program, kernel, head + [.int(firstStep), .int(stepCount)] + arguments
+                    + [.memory(sync.buffer.memory), .int(GridSyncBuffer.spinLimit)])
+            }
+            backend.recordPersistentScan(timedOut: timedOut)
+            return !timedOut
+        }
+        // One step per launch never reaches the barrier, so its state buffer is never touched.
+        let sync = backend.gridSync.withLock { $0.buffer.memory }
+        for k in 0..<stepCount {
+            let s = backward ? firstStep - k : firstStep + k
+            try launch(program, kernel, head + [.int(s), .int(1)] + arguments + [.memory(sync), .int(0)])
+        }
+        return true
     }
 }
 

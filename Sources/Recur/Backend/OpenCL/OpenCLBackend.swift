@@ -55,6 +55,10 @@ public final class OpenCLBackend: Backend {
     /// `memoryStatistics`; the lock keeps both stages of one call adjacent on the queue.
     private let sumOfSquaresPartials: Mutex<OpenCLBuffer>  // [maximumPartials]
     private let maximumPartials: Int
+    /// The persistent scans' policy, probe verdicts and counters (OpenCLBackend+PersistentScans).
+    let persistentScans = Mutex(PersistentScanState())
+    /// The grid-barrier state of persistent launches; the lock runs them one at a time.
+    let gridSync: Mutex<GridSyncBuffer>
 
     /// GEMM parameters `recur tune` saved for this device and driver that were installed in
     /// CLBlast when the backend was made (see `GEMMParameterStore`).
@@ -92,6 +96,7 @@ public final class OpenCLBackend: Backend {
         sumOfSquaresPartials = Mutex(try OpenCLBuffer(
             context: context, byteCount: maximumPartials * MemoryLayout<Float>.size,
             counter: MemoryCounter(), operation: "OpenCLBackend.init"))
+        gridSync = Mutex(try GridSyncBuffer(context: context))
     }
 
     private static let sharedBackends = Mutex<[OpenCLDevice: OpenCLBackend]>([:])
@@ -384,6 +389,26 @@ public final class OpenCLBackend: Backend {
             }
         }
         try checkAllocation(status, "clEnqueueWriteBuffer", operation: "upload", bytes: byteCount)
+    }
+
+    /// Copies `values` into an internal int buffer, waiting until the copy is done.
+    func writeInt32(_ values: [Int32], into buffer: OpenCLBuffer) throws {
+        try write(values, into: buffer)
+    }
+
+    /// Reads the first `count` ints of an internal buffer, after every op enqueued before has
+    /// finished.
+    func readInt32(_ buffer: OpenCLBuffer, count: Int) throws -> [Int32] {
+        var status: cl_int = CL_SUCCESS
+        let values = [Int32](unsafeUninitializedCapacity: count) { elements, initialized in
+            status = context.hooked(.transfer) {
+                clEnqueueReadBuffer(context.queue, buffer.memory, cl_bool(CL_TRUE), 0, count * MemoryLayout<Int32>.size,
+                                    elements.baseAddress, 0, nil, nil)
+            }
+            initialized = status == CL_SUCCESS ? count : 0
+        }
+        try check(status, "clEnqueueReadBuffer", "reading \(count) ints of backend scratch")
+        return values
     }
 
     /// Reads the whole tensor back, after every op enqueued before has finished.

@@ -1,0 +1,158 @@
+import Testing
+@testable import Recur
+
+// Persistent scans on OpenCL: every time step of a scan in one launch, with a grid-wide barrier
+// between steps (see OpenCLBackend+PersistentScans.swift and "Scans" in Kernels/common.cl).
+//
+// PoCL cannot be trusted with a grid barrier over more groups than it has threads, so the
+// automatic policy never uses one there; these tests force it:
+// - on grids of one work-group, whose barrier never waits, the persistent launch runs the whole
+//   scan, and its results equal the one-launch-per-step path bit for bit (same kernel, same
+//   arithmetic) for every cell, padding, direction, dropout mask and clip;
+// - on a grid far larger than PoCL's threads, the barrier times out, the launch is abandoned, and
+//   the scan runs again one launch per step, with the same results, without hanging;
+// - the probe refuses that grid and passes a one-group grid;
+// - `.automatic` never runs a persistent scan or a probe on PoCL or on any CPU device.
+// The one-launch-per-step path is itself compared with the CPU backend in OpenCLRecurrentTests.
+
+@Suite("Persistent scans")
+struct PersistentScanTests {
+    /// Cells with a persistent kernel (the reset-before GRU needs two kernels per step).
+    static let cells = RecurrentCell.allCases.filter { $0 != .gruResetBefore }
+
+    /// Grids of one work-group: H <= 32 units, B <= 8 rows, one direction.
+    static let oneGroupCases: [(String, @Sendable (RecurrentCell) -> RecurrentParityCase)] = [
+        ("plain", { RecurrentParityCase(cell: $0, steps: 7, batch: 3, inputSize: 5, hiddenSize: 9) }),
+        ("post padding, reversed, masked, clipped, strided, accumulated, two backward passes", {
+            RecurrentParityCase(cell: $0, steps: 7, batch: 3, inputSize: 5, hiddenSize: 9, lengths: [7, 3, 5],
+                                padding: .post, reverse: true, recurrentDropout: true, cellClip: 0.5,
+                                stridedOutput: true, accumulateInputGradient: true, backwardPasses: 2,
+                                recordHiddenStateGradients: true)
+        }),
+        ("pre padding, masked, clipped, final-state gradient only, H = 32, B = 8", {
+            RecurrentParityCase(cell: $0, steps: 6, batch: 8, inputSize: 4, hiddenSize: 32,
+                                lengths: [2, 6, 4, 1, 6, 5, 3, 6], padding: .pre, recurrentDropout: true,
+                                cellClip: 0.5, outputGradient: false, recordHiddenStateGradients: true)
+        }),
+    ]
+
+    struct Argument: Sendable, CustomTestStringConvertible {
+        var name: String
+        var parity: RecurrentParityCase
+        var testDescription: String { "\(parity.cell) \(name)" }
+    }
+
+    static let oneGroupArguments: [Argument] = cells.flatMap { cell in
+        oneGroupCases.map { Argument(name: $0.0, parity: $0.1(cell)) }
+    }
+
+    /// A backend of the test's own, so that policy changes and counters touch no other test.
+    static func backend() throws -> OpenCLBackend? {
+        guard let device = try TestBackends.openCLDevice() else { return nil }
+        return try OpenCLBackend(device: device)
+    }
+
+    /// Runs `parity` one launch per step, then with persistent scans forced, on `backend`, expects
+    /// every written tensor to be the same bit for bit and nonzero, and returns the statistics of
+    /// the forced run.
+    static func compareForcedWithStepwise(_ parity: RecurrentParityCase, seed: UInt64,
+                                          on backend: OpenCLBackend) throws -> PersistentScanStatistics {
+        backend.persistentScanPolicy = .disabled
+        let stepwise = try parity.run(on: backend, seed: seed)
+        #expect(backend.persistentScanStatistics == PersistentScanStatistics())
+        backend.persistentScanPolicy = .forced
+        let persistent = try parity.run(on: backend, seed: seed)
+        #expect(persistent.map(\.name) == stepwise.map(\.name))
+        for (actual, expected) in zip(persistent, stepwise) {
+            #expect(actual.values == expected.values, "\(parity): \(actual.name) differs")
+            #expect(expected.values.contains { $0 != 0 }, "\(parity): \(expected.name) is all zero")
+        }
+        return backend.persistentScanStatistics
+    }
+
+    /// The scans a parity case runs: one forward and `backwardPasses` backward, each of which is
+    /// one scan or one bidirectional pair.
+    static func scanCount(_ parity: RecurrentParityCase) -> Int { 1 + parity.backwardPasses }
+
+    @Test("a one-group persistent scan equals the one-launch-per-step scan, bit for bit", arguments: oneGroupArguments)
+    func oneGroupMatchesSteps(_ argument: Argument) throws {
+        guard let backend = try Self.backend() else { return }
+        let statistics = try Self.compareForcedWithStepwise(argument.parity, seed: 31, on: backend)
+        #expect(statistics.persistentScans == Self.scanCount(argument.parity))
+        #expect(statistics.timedOut == 0)
+    }
+
+    @Test("a persistent scan is one step-kernel launch, not one per step", arguments: cells)
+    func oneLaunch(_ cell: RecurrentCell) throws {
+        guard let backend = try Self.backend() else { return }
+        let parity = RecurrentParityCase(cell: cell, steps: 9, batch: 2, inputSize: 3, hiddenSize: 5)
+        func enqueues(_ policy: PersistentScanPolicy) throws -> Int {
+            backend.persistentScanPolicy = policy
+            _ = try parity.run(on: backend, seed: 5)  // compiles the programs
+            backend.faultInjector.countCalls()
+            _ = try parity.run(on: backend, seed: 5)
+            let count = backend.faultInjector.calls(at: .enqueue)
+            backend.faultInjector.reset()
+            return count
+        }
+        let stepwise = try enqueues(.disabled)
+        let persistent = try enqueues(.forced)
+        // Forward: T launches become 1; backward: T + 1 (the extra step into dL/dh0) become 1.
+        #expect(stepwise - persistent == (9 - 1) + (9 + 1 - 1))
+        #expect(backend.persistentScanStatistics.timedOut == 0)
+    }
+
+    /// 9 x 3 tiles of 32 x 8, two directions: 54 groups, far more than PoCL's threads, so the
+    /// first barrier cannot complete.
+    @Test("a persistent scan whose barrier times out runs again step by step, with the same results",
+          arguments: cells)
+    func timeoutFallsBack(_ cell: RecurrentCell) throws {
+        guard let backend = try Self.backend() else { return }
+        let parity = RecurrentParityCase(cell: cell, steps: 3, batch: 17, inputSize: 3, hiddenSize: 257,
+                                         lengths: [Int32](repeating: 3, count: 16) + [2], padding: .post,
+                                         bidirectional: true, recurrentDropout: true, cellClip: 0.5,
+                                         recordHiddenStateGradients: true)
+        let statistics = try Self.compareForcedWithStepwise(parity, seed: 9, on: backend)
+        #expect(statistics.timedOut + statistics.persistentScans == Self.scanCount(parity))
+        if backend.device.computeUnits * 8 < 54 {
+            #expect(statistics.timedOut == Self.scanCount(parity))
+        }
+    }
+
+    /// Two groups (H = 33 is two tiles of 32 units): PoCL may run both at once, and the barrier then
+    /// really waits for the other group; or it runs them one after the other, and the wait times out.
+    /// Either way the results must equal the step-by-step scan's.
+    @Test("a two-group persistent scan completes or falls back, with the same results", arguments: cells)
+    func twoGroups(_ cell: RecurrentCell) throws {
+        guard let backend = try Self.backend() else { return }
+        let parity = RecurrentParityCase(cell: cell, steps: 8, batch: 3, inputSize: 4, hiddenSize: 33,
+                                         lengths: [8, 5, 2], padding: .pre, recurrentDropout: true,
+                                         cellClip: 0.5, recordHiddenStateGradients: true)
+        let statistics = try Self.compareForcedWithStepwise(parity, seed: 13, on: backend)
+        #expect(statistics.timedOut + statistics.persistentScans == Self.scanCount(parity))
+    }
+
+    @Test("the probe passes a one-group grid and refuses, without hanging, a grid PoCL cannot run at once")
+    func probe() throws {
+        guard let backend = try Self.backend() else { return }
+        let localSize = [32, 8, 1]
+        #expect(try backend.probeGridBarrier(groups: 1, localSize: localSize))
+        if backend.device.computeUnits * 8 < 64 {
+            #expect(try !backend.probeGridBarrier(groups: 64, localSize: localSize))
+        }
+        // The barrier state is reset before each launch: a refused probe does not spoil the next.
+        #expect(try backend.probeGridBarrier(groups: 1, localSize: localSize))
+    }
+
+    @Test("the automatic policy never runs a persistent scan or a probe on a CPU device or PoCL", arguments: cells)
+    func automaticStaysOffOnCPU(_ cell: RecurrentCell) throws {
+        guard let backend = try Self.backend() else { return }
+        #expect(backend.persistentScanPolicy == .automatic)
+        let onCPU = backend.device.type != .gpu || backend.isPoCL
+        let parity = RecurrentParityCase(cell: cell, steps: 4, batch: 2, inputSize: 3, hiddenSize: 5)
+        _ = try parity.run(on: backend, seed: 3)
+        if onCPU {
+            #expect(backend.persistentScanStatistics == PersistentScanStatistics())
+        }
+    }
+}
