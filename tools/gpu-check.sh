@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU machine is for, in one call: list devices, verify every kernel and every
-# PyTorch fixture on the NVIDIA device, time GEMM and the recurrent suite, time `recur demo` and
+# PyTorch fixture on the NVIDIA device (persistent scans and one launch per step), time GEMM and
+# the recurrent suite (with and without persistent scans), time `recur demo` and
 # one real-data training run, and time cuDNN on the same shapes for comparison. Run from the repository root on the GPU machine, after
 # tools/build-static.sh staged .gpu/ here:
 #
@@ -19,6 +20,9 @@ run verify --device "$device" --fixture Tests/RecurTests/Fixtures/*.safetensors 
 verify_status=$?
 run bench --device "$device" --all --json --repetitions 20 --gemm 1024 --gemm 2048 --gemm 4096 \
     > "$out/bench.jsonl" 2> "$out/bench.err"
+# The same layer rows with one launch per time step, for the persistent scans' gain row by row.
+run bench --device "$device" --all --json --repetitions 20 --gemm 0 --pass forward --pass forward+backward \
+    --persistent-scans off > "$out/bench-stepwise.jsonl" 2> "$out/bench-stepwise.err"
 # The demo's 20 training runs on the GPU (its CPU time is in the README), and one real-data
 # training run, timed by the commands themselves.
 ( time run demo --device "$device" --output "$out/demo" ) > "$out/demo.txt" 2>&1
@@ -28,10 +32,11 @@ if [ -n "$sms" ]; then
         --test-split 0.2 --no-mask-padding --json > "$out/train-sms.jsonl" 2> "$out/train-sms.err"
 fi
 python3 tools/bench_torch_layers.py --device cuda --json > "$out/torch-cuda.jsonl" 2> "$out/torch-cuda.err"
-python3 tools/gpu_table.py "$out/bench.jsonl" "$out/torch-cuda.jsonl" > "$out/table.txt" 2>&1
+python3 tools/gpu_table.py "$out/bench.jsonl" "$out/torch-cuda.jsonl" "$out/bench-stepwise.jsonl" \
+    > "$out/table.txt" 2>&1
 
 echo "== devices";  cat "$out/devices.txt"
-echo "== verify (exit $verify_status)"; grep -E "FAIL|passed" "$out/verify.txt" | tail -5
+echo "== verify (exit $verify_status)"; grep -E "FAIL|passed|persistent scans" "$out/verify.txt" | tail -8
 echo "== bench";    cat "$out/bench.jsonl"
 echo "== demo";     tail -28 "$out/demo.txt"
 [ -f "$out/train-sms.jsonl" ] && { echo "== train"; tail -1 "$out/train-sms.jsonl"; }

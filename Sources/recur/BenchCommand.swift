@@ -81,9 +81,15 @@ struct BenchCommand: ParsableCommand {
             emit(try benchmark.measureIMDBRecipe())
             return
         }
+        let openCL = backend as? OpenCLBackend
         for configuration in try configurations(cells, backend: backend) {
             for pass in passes {
-                emit(try benchmark.measure(configuration, pass: pass))
+                let before = openCL?.persistentScanStatistics
+                var measurement = try benchmark.measure(configuration, pass: pass)
+                if let before, let after = openCL?.persistentScanStatistics {
+                    measurement.persistentScans = after.persistentScans - before.persistentScans
+                }
+                emit(measurement)
             }
         }
         for n in gemm where n > 0 {
@@ -124,7 +130,8 @@ struct BenchCommand: ParsableCommand {
         } else {
             print(padded(m.name, 52) + padded(m.pass, 18) + padded(fixed(m.medianMilliseconds, 3), 11)
                   + padded(fixed(m.minimumMilliseconds, 3), 10) + padded(fixed(m.maximumMilliseconds, 3), 10)
-                  + padded(fixed(m.gigaflopsPerSecond, 1), 9) + bytes(m.peakBytes))
+                  + padded(fixed(m.gigaflopsPerSecond, 1), 9) + bytes(m.peakBytes)
+                  + (m.persistentScans ?? 0 > 0 ? "  (persistent scans)" : ""))
             if let memory = m.memory {
                 print("    peak = weights \(bytes(memory.weights)) + gradients \(bytes(memory.gradients))"
                       + " + optimizer state \(bytes(memory.optimizerState)) + batch and targets \(bytes(memory.data))"
@@ -153,6 +160,7 @@ struct BenchCommand: ParsableCommand {
             ("peak_bytes", "\(m.peakBytes)"),
         ]
         if let growth = m.residentGrowthBytes { fields.append(("resident_growth_bytes", "\(growth)")) }
+        if let scans = m.persistentScans { fields.append(("persistent_scans", "\(scans)")) }
         if let memory = m.memory {
             fields += [
                 ("weight_bytes", "\(memory.weights)"), ("gradient_bytes", "\(memory.gradients)"),

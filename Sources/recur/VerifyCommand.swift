@@ -42,6 +42,23 @@ struct VerifyCommand: ParsableCommand {
         var results = try check.baseOps()
         results += try check.recurrentOps()
         report(results)
+        if let openCL = backend as? OpenCLBackend {
+            // Where the scans above ran as persistent launches, the one-launch-per-step path is
+            // checked too (the same kernels with one step per launch).
+            let statistics = openCL.persistentScanStatistics
+            if statistics.persistentScans > 0 {
+                let policy = openCL.persistentScanPolicy
+                openCL.persistentScanPolicy = .disabled
+                defer { openCL.persistentScanPolicy = policy }
+                print("\nrecurrent ops again, one launch per time step")
+                let stepwise = try check.recurrentOps()
+                report(stepwise)
+                results += stepwise
+            }
+            print("persistent scans (\(openCL.persistentScanPolicy.rawValue)): \(statistics.persistentScans) ran in one "
+                  + "launch, \(statistics.timedOut) timed out; co-residency probes: \(statistics.probesPassed) of "
+                  + "\(statistics.probes) passed")
+        }
         for path in fixtures {
             print("\nfixture \(path)")
             let comparisons = try FixtureCheck.run(path: path, backend: backend, tolerance: fixtureTolerance)

@@ -88,6 +88,9 @@ public struct BenchmarkMeasurement: Sendable {
     /// Where a training step's `peakBytes` go; train-step measurements only.
     public var memory: TrainingStepMemory?
     public var device: String
+    /// OpenCL: recurrent scans that ran as one persistent launch during the warm-up and timed runs
+    /// (0: every step was its own launch); nil where not recorded.
+    public var persistentScans: Int? = nil
 
     public var gigaflopsPerSecond: Double { flops / (medianMilliseconds * 1e6) }
 }
