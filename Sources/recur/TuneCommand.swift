@@ -1,32 +1,43 @@
 import ArgumentParser
 import Recur
 
-/// `recur tune`: searches CLBlast's XgemmDirect parameters for an OpenCL device and saves the
+/// `recur tune`: searches CLBlast's GEMM kernel parameters for an OpenCL device and saves the
 /// fastest per device and driver, for every later backend on that device to install.
+///
+/// CLBlast runs an n x n x n GEMM with XgemmDirect below `XGEMM_MIN_INDIRECT_SIZE` and with
+/// Xgemm (its indirect path) from there on. The command installs that threshold
+/// (`--indirect-threshold`), so the `--sizes` alone say which kernels are searched: each over
+/// the sizes it runs, reported and saved on its own.
 struct TuneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tune",
         abstract: "Search GEMM kernel parameters for an OpenCL device and save them per device and driver.",
         discussion: """
-            Tries up to --max-candidates valid XgemmDirect parameter sets (CLBlast's single-kernel \
-            GEMM, used below its indirect-GEMM size threshold: 704 for devices without a database \
-            entry), each checked against CLBlast's default result and timed at the --sizes with \
-            profiling events. The fastest, if it beats the defaults, is saved as JSON in the \
+            CLBlast runs an n x n x n GEMM with XgemmDirect, a single kernel, when n is below its \
+            indirect threshold XGEMM_MIN_INDIRECT_SIZE, and otherwise with Xgemm after copy and pad \
+            kernels. The threshold is installed from --indirect-threshold (704, CLBlast's value for \
+            devices without a database entry), so the --sizes choose the kernels: XgemmDirect is \
+            searched over the sizes below it, Xgemm over the others. For each kernel, up to \
+            --max-candidates valid parameter sets (for Xgemm, CLBlast's known-good sets first) \
+            are checked against the result with the parameters in force and timed with profiling \
+            events. Each kernel's fastest, if it beats the defaults, is saved as JSON in the \
             program binary cache folder ($RECUR_CACHE_DIR, else $XDG_CACHE_HOME/recur/kernels, \
-            else ~/.cache/recur/kernels) and installed whenever an OpenCL backend opens that \
-            device with that driver. --reset deletes it.
+            else ~/.cache/recur/kernels) together with the threshold, and installed whenever an \
+            OpenCL backend opens that device with that driver. --reset deletes them.
             """
     )
 
     @OptionGroup var options: DeviceOptions
 
     @Option(name: .customLong("sizes"),
-            help: "GEMM sizes n (n x n x n), comma-separated, to time; a candidate's time is the sum over them.")
+            help: "GEMM sizes n (n x n x n), comma-separated, to time; a kernel's time is the sum over the sizes it runs.")
     var sizeList = "256,512"
-    @Option(help: "Parameter sets to try at most, besides the defaults.") var maxCandidates = 24
-    @Option(help: "Start no new candidate after this many seconds.") var seconds: Double = 30
+    @Option(help: "Parameter sets to try at most per kernel, besides the defaults.") var maxCandidates = 24
+    @Option(help: "Per kernel, start no new candidate after this many seconds.") var seconds: Double = 30
     @Option(help: "Timed runs per size and candidate; the median counts.") var repetitions = 3
     @Option(help: "Seed for the inputs and the order candidates are drawn in.") var seed: UInt64 = 1
+    @Option(help: "CLBlast's XGEMM_MIN_INDIRECT_SIZE: sizes below it tune XgemmDirect, the others Xgemm.")
+    var indirectThreshold = GEMMRoutineThreshold.clblastDefault
     @Flag(help: "Search and report, but save nothing.") var dryRun = false
     @Flag(help: "Delete the saved parameters for the device, and search nothing.") var reset = false
 
@@ -42,6 +53,7 @@ struct TuneCommand: ParsableCommand {
         if maxCandidates < 0 { throw ValidationError("--max-candidates must be 0 or more") }
         if !(seconds > 0) { throw ValidationError("--seconds must be positive") }
         if repetitions < 1 { throw ValidationError("--repetitions must be positive") }
+        if indirectThreshold < 1 { throw ValidationError("--indirect-threshold must be positive") }
     }
 
     func run() throws {
@@ -49,30 +61,49 @@ struct TuneCommand: ParsableCommand {
         guard let store = GEMMParameterStore.standard else {
             throw RecurError.io(path: "~/.cache/recur", detail: "no cache folder: set RECUR_CACHE_DIR, XDG_CACHE_HOME or HOME")
         }
-        let kernel = XgemmDirectSearchSpace.kernel
         if reset {
-            let path = store.path(device: device, kernel: kernel)
-            let removed = try store.remove(device: device, kernel: kernel)
-            print(removed ? "deleted \(path)" : "no saved \(kernel) parameters for \(device.name) (\(path))")
+            for kernel in GEMMParameterStore.kernels {
+                let path = store.path(device: device, kernel: kernel)
+                let removed = try store.remove(device: device, kernel: kernel)
+                print(removed ? "deleted \(path)" : "no saved \(kernel) parameters for \(device.name) (\(path))")
+            }
             return
         }
 
         // A backend of its own that leaves saved parameters out, so the baseline is CLBlast's.
         let backend = try OpenCLBackend(device: device, loadingTunedGEMMParameters: false)
-        let result = try GEMMTuner.search(on: backend, options: GEMMTuningOptions(
-            sizes: sizes ?? [], maxCandidates: maxCandidates, seconds: seconds, repetitions: repetitions, seed: seed))
+        let results = try GEMMTuner.search(on: backend, options: GEMMTuningOptions(
+            sizes: sizes ?? [], maxCandidates: maxCandidates, seconds: seconds, repetitions: repetitions, seed: seed,
+            indirectThreshold: indirectThreshold))
 
+        print("device      \(device.name) (\(device.vendor), driver \(device.driverVersion))")
+        print("threshold   \(GEMMRoutineThreshold.parameterName)=\(indirectThreshold): smaller n run "
+            + "\(XgemmDirectSearchSpace.kernel), the others \(XgemmSearchSpace.kernel)")
+        var saved = false
+        for result in results {
+            print("")
+            saved = try report(result, store: store, device: device) || saved
+        }
+        if saved {
+            let threshold = GEMMRoutineThreshold.parameters(indirectThreshold)
+            print("")
+            print("saved       \(threshold) to \(try store.save(threshold, device: device)), for the sizes to run the kernels tuned for them")
+        }
+    }
+
+    /// Prints one kernel's search and saves its best when it beats the defaults (and this is
+    /// no dry run); returns whether it saved.
+    private func report(_ result: GEMMTuningResult, store: GEMMParameterStore, device: OpenCLDevice) throws -> Bool {
         let gflops = { (milliseconds: Double) in fixed(result.flops / (milliseconds * 1e6), 1) }
         let sizeList = result.sizes.map { "\($0)" }.joined(separator: ",")
-        print("device      \(device.name) (\(device.vendor), driver \(device.driverVersion))")
-        print("kernel      \(kernel), single precision, n = \(sizeList) (time summed over sizes)")
+        print("kernel      \(result.kernel), single precision, n = \(sizeList) (time summed over sizes)")
         print("candidates  \(result.tried) tried, \(result.failures.count) failed")
         print("default     \(fixed(result.defaultMilliseconds, 3)) ms  \(gflops(result.defaultMilliseconds)) GFLOP/s")
         guard let best = result.best, let bestMilliseconds = result.bestMilliseconds else {
             let why = result.tried == 0 ? "no candidate tried" : "none of the candidates ran correctly"
             print("best        \(why); nothing saved")
             printFailures(result)
-            return
+            return false
         }
         print("best        \(fixed(bestMilliseconds, 3)) ms  \(gflops(bestMilliseconds)) GFLOP/s  "
             + "speed-up \(fixed(result.defaultMilliseconds / bestMilliseconds, 2))x")
@@ -84,7 +115,9 @@ struct TuneCommand: ParsableCommand {
             print("saved       nothing (the defaults were fastest)")
         } else {
             print("saved       \(try store.save(best, device: device, result: result))")
+            return true
         }
+        return false
     }
 
     /// The first few failures, so that a search where everything failed says why.

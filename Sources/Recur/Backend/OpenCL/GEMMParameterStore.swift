@@ -11,7 +11,9 @@ import Darwin
 #endif
 
 /// Tuned GEMM kernel parameters on disk, one small JSON file per device, driver, kernel and
-/// precision, in the folder of the program binary cache (`ProgramBinaryCache.standard`).
+/// precision, in the folder of the program binary cache (`ProgramBinaryCache.standard`). The
+/// kernels are XgemmDirect, Xgemm and CLBlast's `GemmRoutine` threshold between them (see
+/// `kernels`).
 ///
 /// A file names its device, vendor, driver version, kernel and precision; `load` returns its
 /// parameters only when all of them match the device asked for and the values satisfy the
@@ -84,7 +86,7 @@ public struct GEMMParameterStore: Sendable {
             return ignored("it is for \(field) '\(found)', not '\(wanted)'")
         }
         let parameters = GEMMKernelParameters(kernel: kernel, values: file.parameters)
-        guard kernel == XgemmDirectSearchSpace.kernel, XgemmDirectSearchSpace(device: device).isValid(parameters) else {
+        guard parameters.isValid(on: device) else {
             return ignored("\(parameters) are not valid \(kernel) parameters for \(device.name)")
         }
         return (parameters, nil)
@@ -101,14 +103,20 @@ public struct GEMMParameterStore: Sendable {
         return true
     }
 
+    /// What a backend loads, in install order: the threshold between the two GEMM kernels, then
+    /// each kernel's parameters. Files from before Xgemm was tuned hold only XgemmDirect's and
+    /// still load: a kernel without a file keeps CLBlast's values.
+    public static let kernels = [GEMMRoutineThreshold.kernel, XgemmDirectSearchSpace.kernel, XgemmSearchSpace.kernel]
+
     /// Loads and installs every saved kernel's parameters for `device`. Returns what was
     /// installed and the warnings for files that were ignored or refused by CLBlast.
     func applySaved(to device: OpenCLDevice) -> (installed: [GEMMKernelParameters], warnings: [String]) {
         var installed: [GEMMKernelParameters] = []
         var warnings: [String] = []
-        let (parameters, warning) = load(device: device, kernel: XgemmDirectSearchSpace.kernel)
-        if let warning { warnings.append(warning) }
-        if let parameters {
+        for kernel in Self.kernels {
+            let (parameters, warning) = load(device: device, kernel: kernel)
+            if let warning { warnings.append(warning) }
+            guard let parameters else { continue }
             do {
                 try parameters.install(on: device)
                 installed.append(parameters)
