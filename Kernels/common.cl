@@ -257,4 +257,200 @@ float recur_unit_product(__global const float* a, const int lda, __global const 
     return total;
 }
 
+// ---- Resident weights (persistent scans with a small batch) ----
+//
+// With B <= 8 the tiled step kernels above leave most of a GPU idle: a group streams its weight
+// tile through local memory RECUR_TILE_K columns at a time, one barrier-separated pass after
+// another, for only B rows of work. The program built with RECUR_RESIDENT (sizes below as build
+// options, chosen by the host for one H and B) runs the same step kernels with another split, after
+// Diamos et al.: each group owns RECUR_RES_UNITS hidden units, and each of its RECUR_RES_GROUP
+// work-items keeps a fixed slice of the recurrent weights those units need in registers for the
+// whole persistent scan, so a step reads no weights at all. A step then stages the B rows of its
+// left operand, has every work-item dot its slice with every row, sums the slices in local memory,
+// and leaves the cell math to U x B work-items, one per (unit, sequence).
+//
+//   forward, a W^T for rows g H + j of W [G, H]:  work-item (r, sl), r = g U + u < G U rows,
+//     sl < S = GROUP / (G U) slices, holds W[g H + j0 + u, sl + S i] for i < L = ceil(H / S)
+//   backward, a W for columns j of W [K, H]:      work-item (u, sl), sl < S = GROUP / U slices,
+//     holds W[sl + S i, j0 + u] for i < L = ceil(K / S)
+// Consecutive work-items take consecutive slices, so they read consecutive k of the operand.
+// Weights outside the matrix are held as 0. The sizes are compile-time constants so that the
+// slice is a register array; the host keeps L within a register budget, and the kernels work
+// (slower) one launch per step too.
+
+#ifdef RECUR_RESIDENT
+#define RECUR_RES_FWD_ROWS (RECUR_RES_GATES * RECUR_RES_UNITS)
+#define RECUR_RES_FWD_SLICES (RECUR_RES_GROUP / RECUR_RES_FWD_ROWS)
+#define RECUR_RES_FWD_LENGTH ((RECUR_RES_HIDDEN + RECUR_RES_FWD_SLICES - 1) / RECUR_RES_FWD_SLICES)
+// H rounded up to whole slices: the row stride of the staged operand, whose padding holds 0.
+#define RECUR_RES_PADDED_HIDDEN (RECUR_RES_FWD_SLICES * RECUR_RES_FWD_LENGTH)
+#define RECUR_RES_BWD_SLICES (RECUR_RES_GROUP / RECUR_RES_UNITS)
+#define RECUR_RES_BWD_LENGTH \
+    ((RECUR_RES_GATES * RECUR_RES_HIDDEN + RECUR_RES_BWD_SLICES - 1) / RECUR_RES_BWD_SLICES)
+
+// This work-item's (unit j, sequence b) of the cell math, or j = H (none) beyond the first U B.
+void recur_resident_unit(int* j, int* b) {
+    const int t = get_local_id(0);
+    const int u = t / RECUR_RES_BATCH;
+    *j = u < RECUR_RES_UNITS ? get_group_id(0) * RECUR_RES_UNITS + u : RECUR_RES_HIDDEN;
+    *b = t - u * RECUR_RES_BATCH;
+}
+
+// Loads the forward slice: resident[i] = W[g H + j0 + u, sl + S i] (see above), W [gates H, H].
+void recur_resident_load_rows(__global const float* w, float* resident) {
+    const int t = get_local_id(0);
+    const int r = t / RECUR_RES_FWD_SLICES;
+    const int sl = t - r * RECUR_RES_FWD_SLICES;
+    const int g = r / RECUR_RES_UNITS;
+    const int unit = get_group_id(0) * RECUR_RES_UNITS + (r - g * RECUR_RES_UNITS);
+    const bool row = r < RECUR_RES_FWD_ROWS && unit < RECUR_RES_HIDDEN;
+    #pragma unroll
+    for (int i = 0; i < RECUR_RES_FWD_LENGTH; ++i) {
+        const int k = sl + RECUR_RES_FWD_SLICES * i;
+        resident[i] = row && k < RECUR_RES_HIDDEN ? w[(g * RECUR_RES_HIDDEN + unit) * RECUR_RES_HIDDEN + k] : 0.0f;
+    }
+}
+
+// products[g] = sum over k < H of a[b, k] * W[g H + j, k] for this work-item's (j, b) from
+// recur_resident_unit (a: B rows of H, contiguous). Every work-item of the group must call it.
+// operand holds B x RECUR_RES_PADDED_HIDDEN floats, partial RECUR_RES_FWD_ROWS x B x S.
+void recur_resident_gate_products(__global const float* a, const float* resident, __local float* operand,
+                                  __local float* partial, float* products) {
+    const int t = get_local_id(0);
+    for (int e = t; e < RECUR_RES_BATCH * RECUR_RES_PADDED_HIDDEN; e += RECUR_RES_GROUP) {
+        const int b = e / RECUR_RES_PADDED_HIDDEN;
+        const int k = e - b * RECUR_RES_PADDED_HIDDEN;
+        operand[e] = k < RECUR_RES_HIDDEN ? a[b * RECUR_RES_HIDDEN + k] : 0.0f;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const int r = t / RECUR_RES_FWD_SLICES;
+    const int sl = t - r * RECUR_RES_FWD_SLICES;
+    if (r < RECUR_RES_FWD_ROWS) {
+        float sums[RECUR_RES_BATCH];
+        #pragma unroll
+        for (int b = 0; b < RECUR_RES_BATCH; ++b) sums[b] = 0.0f;
+        #pragma unroll
+        for (int i = 0; i < RECUR_RES_FWD_LENGTH; ++i) {
+            const float w = resident[i];
+            #pragma unroll
+            for (int b = 0; b < RECUR_RES_BATCH; ++b) {
+                sums[b] += w * operand[b * RECUR_RES_PADDED_HIDDEN + sl + RECUR_RES_FWD_SLICES * i];
+            }
+        }
+        #pragma unroll
+        for (int b = 0; b < RECUR_RES_BATCH; ++b) {
+            partial[(r * RECUR_RES_BATCH + b) * RECUR_RES_FWD_SLICES + sl] = sums[b];
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const int u = t / RECUR_RES_BATCH;
+    if (u < RECUR_RES_UNITS) {
+        const int b = t - u * RECUR_RES_BATCH;
+        for (int g = 0; g < RECUR_RES_GATES; ++g) {
+            float sum = 0.0f;
+            for (int q = 0; q < RECUR_RES_FWD_SLICES; ++q) {
+                sum += partial[((g * RECUR_RES_UNITS + u) * RECUR_RES_BATCH + b) * RECUR_RES_FWD_SLICES + q];
+            }
+            products[g] = sum;
+        }
+    }
+}
+
+// Loads the backward slice: resident[i] = W[sl + S i, j0 + u] (see above), W [gates H, H].
+void recur_resident_load_columns(__global const float* w, float* resident) {
+    const int t = get_local_id(0);
+    const int u = t / RECUR_RES_BWD_SLICES;
+    const int sl = t - u * RECUR_RES_BWD_SLICES;
+    const int unit = get_group_id(0) * RECUR_RES_UNITS + u;
+    const bool column = u < RECUR_RES_UNITS && unit < RECUR_RES_HIDDEN;
+    #pragma unroll
+    for (int i = 0; i < RECUR_RES_BWD_LENGTH; ++i) {
+        const int k = sl + RECUR_RES_BWD_SLICES * i;
+        resident[i] = column && k < RECUR_RES_GATES * RECUR_RES_HIDDEN ? w[k * RECUR_RES_HIDDEN + unit] : 0.0f;
+    }
+}
+
+// Returns sum over k < gates H of a[b, k] * W[k, j] for this work-item's (j, b) from
+// recur_resident_unit (a: B rows of gates H, contiguous), read straight from global memory: the
+// rows are too long to stage, and consecutive work-items read consecutive k. Every work-item of
+// the group must call it; partial holds U x B x S floats.
+float recur_resident_unit_product(__global const float* a, const float* resident, __local float* partial) {
+    const int t = get_local_id(0);
+    const int u = t / RECUR_RES_BWD_SLICES;
+    const int sl = t - u * RECUR_RES_BWD_SLICES;
+    const int width = RECUR_RES_GATES * RECUR_RES_HIDDEN;
+    if (u < RECUR_RES_UNITS) {
+        float sums[RECUR_RES_BATCH];
+        #pragma unroll
+        for (int b = 0; b < RECUR_RES_BATCH; ++b) sums[b] = 0.0f;
+        #pragma unroll
+        for (int i = 0; i < RECUR_RES_BWD_LENGTH; ++i) {
+            const int k = sl + RECUR_RES_BWD_SLICES * i;
+            if (k < width) {
+                const float w = resident[i];
+                #pragma unroll
+                for (int b = 0; b < RECUR_RES_BATCH; ++b) sums[b] += w * a[b * width + k];
+            }
+        }
+        #pragma unroll
+        for (int b = 0; b < RECUR_RES_BATCH; ++b) {
+            partial[(u * RECUR_RES_BATCH + b) * RECUR_RES_BWD_SLICES + sl] = sums[b];
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float total = 0.0f;
+    const int v = t / RECUR_RES_BATCH;
+    if (v < RECUR_RES_UNITS) {
+        const int b = t - v * RECUR_RES_BATCH;
+        for (int q = 0; q < RECUR_RES_BWD_SLICES; ++q) {
+            total += partial[(v * RECUR_RES_BATCH + b) * RECUR_RES_BWD_SLICES + q];
+        }
+    }
+    return total;
+}
+#endif
+
+// ---- What the step kernels of rnn.cl, lstm.cl and gru.cl (reset after) write in place of a
+// split: the same kernel source serves the tiled and the resident programs. ----
+#ifdef RECUR_RESIDENT
+#define RECUR_STEP_GROUP_SIZE reqd_work_group_size(RECUR_RES_GROUP, 1, 1)
+// The local memory of a forward or a backward step kernel.
+#define RECUR_FWD_LOCALS(gates)                                                          \
+    __local float operand[RECUR_RES_BATCH * RECUR_RES_PADDED_HIDDEN];                   \
+    __local float partial[RECUR_RES_FWD_ROWS * RECUR_RES_BATCH * RECUR_RES_FWD_SLICES]
+#define RECUR_BWD_LOCALS __local float partial[RECUR_RES_UNITS * RECUR_RES_BATCH * RECUR_RES_BWD_SLICES]
+// This work-item's unit j and sequence b.
+#define RECUR_STEP_UNIT(j, b)                                                            \
+    int j, b;                                                                            \
+    recur_resident_unit(&j, &b)
+// Loads the weights a scan keeps, once per launch.
+#define RECUR_FWD_WEIGHTS(w, gates)                                                      \
+    float resident[RECUR_RES_FWD_LENGTH];                                                \
+    recur_resident_load_rows(w, resident)
+#define RECUR_BWD_WEIGHTS(w)                                                             \
+    float resident[RECUR_RES_BWD_LENGTH];                                                \
+    recur_resident_load_columns(w, resident)
+// products[g] += a W^T for the gates' rows of this unit; a: B rows of H.
+#define RECUR_FWD_PRODUCTS(a, w, gates, products) \
+    recur_resident_gate_products(a, resident, operand, partial, products)
+// a W for this unit's column; a: B rows of gates H (`width`).
+#define RECUR_BWD_PRODUCT(a, width, w) recur_resident_unit_product(a, resident, partial)
+#else
+#define RECUR_STEP_GROUP_SIZE reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)
+#define RECUR_FWD_LOCALS(gates)                                                          \
+    __local float aTile[RECUR_ROW_TILE];                                                 \
+    __local float wTile[(gates) * RECUR_GATE_TILE]
+#define RECUR_BWD_LOCALS                                                                 \
+    __local float aTile[RECUR_ROW_TILE];                                                 \
+    __local float wTile[RECUR_UNIT_TILE]
+#define RECUR_STEP_UNIT(j, b)                                                            \
+    const int j = get_global_id(0);                                                      \
+    const int b = get_global_id(1)
+#define RECUR_FWD_WEIGHTS(w, gates)
+#define RECUR_BWD_WEIGHTS(w)
+#define RECUR_FWD_PRODUCTS(a, w, gates, products) \
+    recur_gate_products(a, hidden, w, gates, hidden, hidden, batch, aTile, wTile, products)
+#define RECUR_BWD_PRODUCT(a, width, w) recur_unit_product(a, width, w, hidden, width, batch, aTile, wTile)
+#endif
+
 #endif

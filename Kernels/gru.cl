@@ -47,7 +47,7 @@
 //   gates[t, b, :] = r, z, n; candidateRecurrent[t, b, j] = hn; hiddenStates[t, b, j] = h[b, j] = h_t
 //   output[t, b, j] = h_t; recurrentInput[nextTime, b, j] = h_t * m[b, j]
 // hPrevious is h0 at the first step of the scan and h after it (only [b, j] of it is read).
-__kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
+__kernel __attribute__((RECUR_STEP_GROUP_SIZE))
 void gru_fwd_step(const int batch, const int hidden, const int steps, const int reverse0, const int reverse1,
                   const int firstStep, const int stepCount,
                   __global const float* recurrentWeights0, __global const float* recurrentWeights1,
@@ -64,8 +64,7 @@ void gru_fwd_step(const int batch, const int hidden, const int steps, const int 
                   __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
                   __global const int* lengths, const int hasLengths, const int prePadding,
                   volatile __global int* gridSync, const int spinLimit) {
-    __local float aTile[RECUR_ROW_TILE];
-    __local float wTile[3 * RECUR_GATE_TILE];
+    RECUR_FWD_LOCALS(3);
     __local int gridVerdict;
     const int reverse = RECUR_PICK(reverse);
     __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
@@ -79,16 +78,15 @@ void gru_fwd_step(const int batch, const int hidden, const int steps, const int 
     __global float* h = RECUR_PICK(hState);
     RECUR_PICK_OUTPUT_VIEW;
     RECUR_PICK_DROPOUT_MASK;
-    const int j = get_global_id(0);
-    const int b = get_global_id(1);
+    RECUR_STEP_UNIT(j, b);
+    RECUR_FWD_WEIGHTS(recurrentWeights, 3);
     for (int k = 0; k < stepCount; ++k) {
         const int s = firstStep + k;
         const int time = recur_scan_time(s, steps, reverse);
         const int nextTime = recur_scan_time(s + 1, steps, reverse);
         __global const float* hPrevious = s == 0 ? hInitial : h;
         float products[3] = {0.0f, 0.0f, 0.0f};
-        recur_gate_products(recurrentInput + time * batch * hidden, hidden, recurrentWeights, 3, hidden, hidden,
-                            batch, aTile, wTile, products);
+        RECUR_FWD_PRODUCTS(recurrentInput + time * batch * hidden, recurrentWeights, 3, products);
         if (j < hidden && b < batch) {
             const int unit = b * hidden + j;
             const int row = time * batch + b;
@@ -137,7 +135,7 @@ void gru_fwd_step(const int batch, const int hidden, const int steps, const int 
 // dh starts as dL/dh_n. After the first step of the scan the host launches this kernel once more
 // with time = -1 and nextTime = that step: every item is then padded, and dh ends as dL/dh0.
 // Overwrites dG and dGh row t and dh.
-__kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
+__kernel __attribute__((RECUR_STEP_GROUP_SIZE))
 void gru_bwd_step(const int batch, const int hidden, const int steps, const int reverse0, const int reverse1,
                   const int firstStep, const int stepCount,
                   __global const float* recurrentWeights0, __global const float* recurrentWeights1,
@@ -157,8 +155,7 @@ void gru_bwd_step(const int batch, const int hidden, const int steps, const int 
                   __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
                   __global const int* lengths, const int hasLengths, const int prePadding,
                   volatile __global int* gridSync, const int spinLimit) {
-    __local float aTile[RECUR_ROW_TILE];
-    __local float wTile[RECUR_UNIT_TILE];
+    RECUR_BWD_LOCALS;
     __local int gridVerdict;
     const int reverse = RECUR_PICK(reverse);
     __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
@@ -171,8 +168,8 @@ void gru_bwd_step(const int batch, const int hidden, const int steps, const int 
     __global float* dh = RECUR_PICK(dhState);
     RECUR_PICK_UPSTREAM_GRADIENTS;
     RECUR_PICK_DROPOUT_MASK;
-    const int j = get_global_id(0);
-    const int b = get_global_id(1);
+    RECUR_STEP_UNIT(j, b);
+    RECUR_BWD_WEIGHTS(recurrentWeights);
     const int g3 = 3 * hidden;
     for (int k = 0; k < stepCount; ++k) {
         const int s = firstStep - k;
@@ -181,8 +178,7 @@ void gru_bwd_step(const int batch, const int hidden, const int steps, const int 
         const int previousTime = recur_scan_time(s - 1, steps, reverse);
         float through = 0.0f;
         if (nextTime >= 0) {
-            through = recur_unit_product(recurrentGateGradients + nextTime * batch * g3, g3, recurrentWeights, hidden,
-                                         g3, batch, aTile, wTile);
+            through = RECUR_BWD_PRODUCT(recurrentGateGradients + nextTime * batch * g3, g3, recurrentWeights);
         }
         if (j < hidden && b < batch) {
             const int unit = b * hidden + j;

@@ -39,7 +39,7 @@
 //   output[t, b, j] = h[b, j] = h_t; recurrentInput[nextTime, b, j] = h_t * m[b, j]
 // hPrevious / cPrevious are h0 / c0 at the first step of the scan and h / c after it (only
 // [b, j] of them is read). cellClip is +infinity for no clip.
-__kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
+__kernel __attribute__((RECUR_STEP_GROUP_SIZE))
 void lstm_fwd_step(const int batch, const int hidden, const int steps, const int reverse0, const int reverse1,
                    const int firstStep, const int stepCount, const float cellClip,
                    __global const float* recurrentWeights0, __global const float* recurrentWeights1,
@@ -56,8 +56,7 @@ void lstm_fwd_step(const int batch, const int hidden, const int steps, const int
                    __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
                    __global const int* lengths, const int hasLengths, const int prePadding,
                    volatile __global int* gridSync, const int spinLimit) {
-    __local float aTile[RECUR_ROW_TILE];
-    __local float wTile[4 * RECUR_GATE_TILE];
+    RECUR_FWD_LOCALS(4);
     __local int gridVerdict;
     const int reverse = RECUR_PICK(reverse);
     __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
@@ -72,8 +71,8 @@ void lstm_fwd_step(const int batch, const int hidden, const int steps, const int
     __global float* c = RECUR_PICK(cState);
     RECUR_PICK_OUTPUT_VIEW;
     RECUR_PICK_DROPOUT_MASK;
-    const int j = get_global_id(0);
-    const int b = get_global_id(1);
+    RECUR_STEP_UNIT(j, b);
+    RECUR_FWD_WEIGHTS(recurrentWeights, 4);
     for (int k = 0; k < stepCount; ++k) {
         const int s = firstStep + k;
         const int time = recur_scan_time(s, steps, reverse);
@@ -81,8 +80,7 @@ void lstm_fwd_step(const int batch, const int hidden, const int steps, const int
         __global const float* hPrevious = s == 0 ? hInitial : h;
         __global const float* cPrevious = s == 0 ? cInitial : c;
         float products[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        recur_gate_products(recurrentInput + time * batch * hidden, hidden, recurrentWeights, 4, hidden, hidden,
-                            batch, aTile, wTile, products);
+        RECUR_FWD_PRODUCTS(recurrentInput + time * batch * hidden, recurrentWeights, 4, products);
         if (j < hidden && b < batch) {
             const int unit = b * hidden + j;
             const int row = time * batch + b;
@@ -137,7 +135,7 @@ void lstm_fwd_step(const int batch, const int hidden, const int steps, const int
 // dh, dc start as dL/dh_n, dL/dc_n. After the first step of the scan the host launches this
 // kernel once more with time = -1 and nextTime = that step: every item is then padded, and dh, dc
 // end as dL/dh0, dL/dc0. Overwrites dG row t, dh and dc.
-__kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
+__kernel __attribute__((RECUR_STEP_GROUP_SIZE))
 void lstm_bwd_step(const int batch, const int hidden, const int steps, const int reverse0, const int reverse1,
                    const int firstStep, const int stepCount,
                    const float cellClip,
@@ -157,8 +155,7 @@ void lstm_bwd_step(const int batch, const int hidden, const int steps, const int
                    __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
                    __global const int* lengths, const int hasLengths, const int prePadding,
                    volatile __global int* gridSync, const int spinLimit) {
-    __local float aTile[RECUR_ROW_TILE];
-    __local float wTile[RECUR_UNIT_TILE];
+    RECUR_BWD_LOCALS;
     __local int gridVerdict;
     const int reverse = RECUR_PICK(reverse);
     __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
@@ -170,8 +167,8 @@ void lstm_bwd_step(const int batch, const int hidden, const int steps, const int
     __global float* dc = RECUR_PICK(dcState);
     RECUR_PICK_UPSTREAM_GRADIENTS;
     RECUR_PICK_DROPOUT_MASK;
-    const int j = get_global_id(0);
-    const int b = get_global_id(1);
+    RECUR_STEP_UNIT(j, b);
+    RECUR_BWD_WEIGHTS(recurrentWeights);
     const int g4 = 4 * hidden;
     for (int k = 0; k < stepCount; ++k) {
         const int s = firstStep - k;
@@ -180,8 +177,7 @@ void lstm_bwd_step(const int batch, const int hidden, const int steps, const int
         const int previousTime = recur_scan_time(s - 1, steps, reverse);
         float through = 0.0f;
         if (nextTime >= 0) {
-            through = recur_unit_product(gateGradients + nextTime * batch * g4, g4, recurrentWeights, hidden, g4,
-                                         batch, aTile, wTile);
+            through = RECUR_BWD_PRODUCT(gateGradients + nextTime * batch * g4, g4, recurrentWeights);
         }
         if (j < hidden && b < batch) {
             const int unit = b * hidden + j;

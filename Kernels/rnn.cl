@@ -33,7 +33,7 @@
 //   gates[t, b, j] = output[t, b, j] = h[b, j] = h_t
 //   recurrentInput[nextTime, b, j] = h_t * m[b, j]
 // hPrevious is h0 at the first step of the scan and h after it (only [b, j] of it is read).
-__kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
+__kernel __attribute__((RECUR_STEP_GROUP_SIZE))
 void rnn_fwd_step(const int batch, const int hidden, const int steps, const int reverse0, const int reverse1,
                   const int firstStep, const int stepCount, const int relu,
                   __global const float* recurrentWeights0, __global const float* recurrentWeights1,
@@ -48,8 +48,7 @@ void rnn_fwd_step(const int batch, const int hidden, const int steps, const int 
                   __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
                   __global const int* lengths, const int hasLengths, const int prePadding,
                   volatile __global int* gridSync, const int spinLimit) {
-    __local float aTile[RECUR_ROW_TILE];
-    __local float wTile[RECUR_GATE_TILE];
+    RECUR_FWD_LOCALS(1);
     __local int gridVerdict;
     const int reverse = RECUR_PICK(reverse);
     __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
@@ -61,16 +60,15 @@ void rnn_fwd_step(const int batch, const int hidden, const int steps, const int 
     __global float* h = RECUR_PICK(hState);
     RECUR_PICK_OUTPUT_VIEW;
     RECUR_PICK_DROPOUT_MASK;
-    const int j = get_global_id(0);
-    const int b = get_global_id(1);
+    RECUR_STEP_UNIT(j, b);
+    RECUR_FWD_WEIGHTS(recurrentWeights, 1);
     for (int k = 0; k < stepCount; ++k) {
         const int s = firstStep + k;
         const int time = recur_scan_time(s, steps, reverse);
         const int nextTime = recur_scan_time(s + 1, steps, reverse);
         __global const float* hPrevious = s == 0 ? hInitial : h;
         float product[1] = {0.0f};
-        recur_gate_products(recurrentInput + time * batch * hidden, hidden, recurrentWeights, 1, hidden, hidden,
-                            batch, aTile, wTile, product);
+        RECUR_FWD_PRODUCTS(recurrentInput + time * batch * hidden, recurrentWeights, 1, product);
         if (j < hidden && b < batch) {
             const int unit = b * hidden + j;
             const int row = time * batch + b;
@@ -103,7 +101,7 @@ void rnn_fwd_step(const int batch, const int hidden, const int steps, const int 
 // dh starts as dL/dh_n. After the first step of the scan the host launches this kernel once more
 // with time = -1 and nextTime = that step: every item is then padded, and dh ends as dL/dh0.
 // Overwrites dG row t and dh.
-__kernel __attribute__((reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)))
+__kernel __attribute__((RECUR_STEP_GROUP_SIZE))
 void rnn_bwd_step(const int batch, const int hidden, const int steps, const int reverse0, const int reverse1,
                   const int firstStep, const int stepCount, const int relu,
                   __global const float* recurrentWeights0, __global const float* recurrentWeights1,
@@ -119,8 +117,7 @@ void rnn_bwd_step(const int batch, const int hidden, const int steps, const int 
                   __global const float* mask0, const int hasMask0, __global const float* mask1, const int hasMask1,
                   __global const int* lengths, const int hasLengths, const int prePadding,
                   volatile __global int* gridSync, const int spinLimit) {
-    __local float aTile[RECUR_ROW_TILE];
-    __local float wTile[RECUR_UNIT_TILE];
+    RECUR_BWD_LOCALS;
     __local int gridVerdict;
     const int reverse = RECUR_PICK(reverse);
     __global const float* recurrentWeights = RECUR_PICK(recurrentWeights);
@@ -129,16 +126,15 @@ void rnn_bwd_step(const int batch, const int hidden, const int steps, const int 
     __global float* dh = RECUR_PICK(dhState);
     RECUR_PICK_UPSTREAM_GRADIENTS;
     RECUR_PICK_DROPOUT_MASK;
-    const int j = get_global_id(0);
-    const int b = get_global_id(1);
+    RECUR_STEP_UNIT(j, b);
+    RECUR_BWD_WEIGHTS(recurrentWeights);
     for (int k = 0; k < stepCount; ++k) {
         const int s = firstStep - k;
         const int time = recur_scan_time(s, steps, reverse);
         const int nextTime = recur_scan_time(s + 1, steps, reverse);
         float through = 0.0f;
         if (nextTime >= 0) {
-            through = recur_unit_product(gateGradients + nextTime * batch * hidden, hidden, recurrentWeights,
-                                         hidden, hidden, batch, aTile, wTile);
+            through = RECUR_BWD_PRODUCT(gateGradients + nextTime * batch * hidden, hidden, recurrentWeights);
         }
         if (j < hidden && b < batch) {
             const int unit = b * hidden + j;

@@ -8,7 +8,11 @@ import Testing
 // automatic policy never uses one there; these tests force it:
 // - on grids of one work-group, whose barrier never waits, the persistent launch runs the whole
 //   scan, and its results equal the one-launch-per-step path bit for bit (same kernel, same
-//   arithmetic) for every cell, padding, direction, dropout mask and clip;
+//   arithmetic) for every cell, padding, direction, dropout mask and clip; so do two-group grids
+//   where PoCL runs both groups at once (else the wait times out and the scan runs again);
+// - the resident-weights split (B <= 8) matches the CPU backend one launch per step on grids of
+//   many groups, and its persistent launch equals its one-launch-per-step run bit for bit;
+// - the resident split's sizes on an H100-like device, and where it does not fit;
 // - on a grid far larger than PoCL's threads, the barrier times out, the launch is abandoned, and
 //   the scan runs again one launch per step, with the same results, without hanging;
 // - the probe refuses that grid and passes a one-group grid;
@@ -55,12 +59,17 @@ struct PersistentScanTests {
     /// Runs `parity` one launch per step, then with persistent scans forced, on `backend`, expects
     /// every written tensor to be the same bit for bit and nonzero, and returns the statistics of
     /// the forced run.
-    static func compareForcedWithStepwise(_ parity: RecurrentParityCase, seed: UInt64,
-                                          on backend: OpenCLBackend) throws -> PersistentScanStatistics {
+    static func compareForcedWithStepwise(_ parity: RecurrentParityCase, seed: UInt64, on backend: OpenCLBackend,
+                                          residentWeights: ResidentWeightsUse = .never) throws
+        -> PersistentScanStatistics
+    {
+        // .always runs the resident split one launch per step where persistent scans are off.
+        backend.residentWeights = residentWeights == .never ? .never : .always
         backend.persistentScanPolicy = .disabled
         let stepwise = try parity.run(on: backend, seed: seed)
         #expect(backend.persistentScanStatistics == PersistentScanStatistics())
         backend.persistentScanPolicy = .forced
+        backend.residentWeights = residentWeights
         let persistent = try parity.run(on: backend, seed: seed)
         #expect(persistent.map(\.name) == stepwise.map(\.name))
         for (actual, expected) in zip(persistent, stepwise) {
@@ -79,7 +88,76 @@ struct PersistentScanTests {
         guard let backend = try Self.backend() else { return }
         let statistics = try Self.compareForcedWithStepwise(argument.parity, seed: 31, on: backend)
         #expect(statistics.persistentScans == Self.scanCount(argument.parity))
+        #expect(statistics.residentScans == 0)
         #expect(statistics.timedOut == 0)
+    }
+
+    /// One and two groups on PoCL's two compute units (H = 9 and 33 in one or two directions).
+    static let residentArguments: [Argument] = cells.flatMap { cell in
+        oneGroupCases.map { Argument(name: $0.0, parity: $0.1(cell)) } + [
+            Argument(name: "bidirectional, masked, clipped", parity: RecurrentParityCase(
+                cell: cell, steps: 6, batch: 5, inputSize: 4, hiddenSize: 9, lengths: [6, 2, 5, 1, 4],
+                padding: .post, bidirectional: true, recurrentDropout: true, cellClip: 0.5,
+                recordHiddenStateGradients: true)),
+            Argument(name: "H = 33, B = 1", parity: RecurrentParityCase(
+                cell: cell, steps: 5, batch: 1, inputSize: 6, hiddenSize: 33, reverse: true)),
+        ]
+    }
+
+    @Test("a resident-weights persistent scan equals its one-launch-per-step run, bit for bit",
+          arguments: residentArguments)
+    func residentMatchesSteps(_ argument: Argument) throws {
+        guard let backend = try Self.backend() else { return }
+        let statistics = try Self.compareForcedWithStepwise(argument.parity, seed: 47, on: backend,
+                                                            residentWeights: .withPersistentScans)
+        #expect(statistics.timedOut + statistics.persistentScans == Self.scanCount(argument.parity))
+        #expect(statistics.residentScans == statistics.persistentScans)
+    }
+
+    /// Every OpenCL parity configuration with B <= 8, one launch per step with the resident split:
+    /// many groups (PoCL's small compute-unit count makes each group own many units), odd sizes,
+    /// lengths, reversal, masks, clip, pairs.
+    static let residentParityCases = OpenCLRecurrentTests.cases.filter {
+        $0.parity.batch <= ResidentScanLayout.maximumBatch && $0.parity.cell != .gruResetBefore
+    }
+
+    @Test("the resident-weights split matches the CPU backend", arguments: residentParityCases)
+    func residentMatchesCPU(_ argument: OpenCLRecurrentTests.ParityArgument) throws {
+        guard let backend = try Self.backend() else { return }
+        backend.persistentScanPolicy = .disabled
+        backend.residentWeights = .always
+        let comparisons = try argument.parity.compare(backend, with: TestBackends.cpu, seed: argument.seed,
+                                                      tolerance: OpenCLRecurrentTests.tolerance)
+        #expect(!comparisons.isEmpty)
+        for comparison in comparisons {
+            #expect(comparison.passed, "\(argument.parity): \(comparison)")
+        }
+    }
+
+    @Test("the resident split's sizes: registers, local memory and one group per compute unit")
+    func residentLayout() throws {
+        // An H100 as NVIDIA's OpenCL reports it: 132 compute units, groups of up to 1024, 48 KiB.
+        func layout(gates: Int, hidden: Int, batch: Int, directions: Int = 1) -> ResidentScanLayout? {
+            ResidentScanLayout(gates: gates, hidden: hidden, batch: batch, directions: directions,
+                               computeUnits: 132, maxWorkGroupSize: 1024, localMemoryBytes: 48 * 1024)
+        }
+        let lstm = try #require(layout(gates: 4, hidden: 1024, batch: 8))
+        #expect(lstm.units == 8 && lstm.groupSize == 256 && lstm.groupsPerDirection == 128)
+        #expect(lstm.forwardSlices == 8 && lstm.forwardLength == 128)
+        #expect(lstm.backwardSlices == 32 && lstm.backwardLength == 128)
+        #expect(lstm.localBytes == (8 * 1024 + 32 * 8 * 8) * 4 + 4)
+        let gru = try #require(layout(gates: 3, hidden: 1024, batch: 4))
+        #expect(gru.forwardSlices == 10 && gru.forwardLength == 103 && gru.backwardLength == 96)
+        let small = try #require(layout(gates: 4, hidden: 32, batch: 4))
+        #expect(small.units == 1 && small.groupsPerDirection == 32 && small.forwardLength == 1)
+        // Both directions of H = 1024 need 16 units per group: 256 weights per work-item.
+        #expect(layout(gates: 4, hidden: 1024, batch: 4, directions: 2) == nil)
+        #expect(layout(gates: 1, hidden: 1024, batch: 4, directions: 2) != nil)
+        #expect(layout(gates: 4, hidden: 256, batch: 9) == nil)
+        #expect(layout(gates: 4, hidden: 2048, batch: 1) == nil)
+        // A 32 KiB device cannot stage eight rows of 1024.
+        #expect(ResidentScanLayout(gates: 4, hidden: 1024, batch: 8, directions: 1, computeUnits: 132,
+                                   maxWorkGroupSize: 1024, localMemoryBytes: 32 * 1024) == nil)
     }
 
     @Test("a persistent scan is one step-kernel launch, not one per step", arguments: cells)

@@ -24,6 +24,10 @@ import Synchronization
 // wrong guess costs time, never a hang or a wrong result. The host reads the abort flag back once
 // per scan, after its last step (not inside a step).
 //
+// With B <= 8, a persistent scan keeps the recurrent weights in registers for all its steps where
+// they fit (`ResidentScanLayout`; "Resident weights" in Kernels/common.cl): the same step kernels,
+// built once more for that H and B with another split of the work.
+//
 // The reset-before GRU needs two kernels per step (see gru.cl) and always runs one launch per step.
 
 /// When the OpenCL backend may run a recurrent scan as one persistent kernel launch.
@@ -44,6 +48,8 @@ public struct PersistentScanStatistics: Sendable, Equatable {
     public var persistentScans = 0
     /// Persistent launches whose barrier timed out; each was run again one launch per step.
     public var timedOut = 0
+    /// Of `persistentScans`, those that kept the recurrent weights in registers.
+    public var residentScans = 0
     /// Co-residency probes run, and how many of them passed.
     public var probes = 0
     public var probesPassed = 0
@@ -57,6 +63,92 @@ struct PersistentScanState {
     var probed: [Int: Bool] = [:]
     /// Set when a persistent scan timed out: `.automatic` then stays with one launch per step.
     var timedOut = false
+    /// When the step kernels keep their weights in registers (a test hook; see `ResidentWeightsUse`).
+    var residentWeights = ResidentWeightsUse.withPersistentScans
+}
+
+/// When the step kernels run with resident weights (the split of `ResidentScanLayout`).
+enum ResidentWeightsUse: Sendable {
+    /// Never: the tiled split.
+    case never
+    /// In persistent scans where the layout fits (the default).
+    case withPersistentScans
+    /// Wherever the layout fits, one launch per step too (tests: the split on grids that cannot
+    /// run persistent).
+    case always
+}
+
+/// The resident-weights split of a step grid (see "Resident weights" in Kernels/common.cl): each
+/// work-group owns `units` hidden units of one direction and keeps the slices of W_hh they need in
+/// its work-items' registers. Exists only where the batch, the registers and local memory allow.
+struct ResidentScanLayout: Equatable {
+    /// B: the batch, at most `maximumBatch`.
+    let batch: Int
+    /// H.
+    let hidden: Int
+    /// Gates of the cell: W_hh is `[gates H, H]`.
+    let gates: Int
+    /// Work-items per group.
+    let groupSize: Int
+    /// Hidden units per group.
+    let units: Int
+
+    /// The batch rows a work-item keeps accumulators for.
+    static let maximumBatch = 8
+    /// Weights one work-item holds: 128 floats, half of the 255 registers a GPU thread can have.
+    static let maximumLength = 128
+
+    /// The split for a scan over `directions` directions of `hidden` units and `batch` sequences
+    /// with `gates` gates: the fewest units per group that keep the grid within one group per
+    /// compute unit, or nil where no split fits.
+    init?(gates: Int, hidden: Int, batch: Int, directions: Int, device: OpenCLDevice) {
+        self.init(gates: gates, hidden: hidden, batch: batch, directions: directions,
+                  computeUnits: device.computeUnits, maxWorkGroupSize: device.maxWorkGroupSize,
+                  localMemoryBytes: device.localMemoryBytes)
+    }
+
+    init?(gates: Int, hidden: Int, batch: Int, directions: Int, computeUnits: Int, maxWorkGroupSize: Int,
+          localMemoryBytes: Int) {
+        guard (1...Self.maximumBatch).contains(batch), hidden > 0, gates > 0 else { return nil }
+        var groupSize = 1
+        while groupSize * 2 <= min(256, maxWorkGroupSize) { groupSize *= 2 }
+        var units = 1
+        while directions * ((hidden + units - 1) / units) > max(computeUnits, 1), units < hidden {
+            units *= 2
+        }
+        self.batch = batch
+        self.hidden = hidden
+        self.gates = gates
+        self.groupSize = groupSize
+        self.units = units
+        guard gates * units <= groupSize, units * batch <= groupSize,
+              forwardLength <= Self.maximumLength, backwardLength <= Self.maximumLength,
+              localBytes <= localMemoryBytes
+        else { return nil }
+    }
+
+    /// Work-items sharing one weight row in the forward product, and the row's part each holds.
+    var forwardSlices: Int { groupSize / (gates * units) }
+    var forwardLength: Int { (hidden + forwardSlices - 1) / forwardSlices }
+    /// Work-items sharing one weight column in the backward product, and the column's part each holds.
+    var backwardSlices: Int { groupSize / units }
+    var backwardLength: Int { (gates * hidden + backwardSlices - 1) / backwardSlices }
+    /// Groups per direction.
+    var groupsPerDirection: Int { (hidden + units - 1) / units }
+
+    /// Local memory of the larger kernel: the forward's staged operand (rows padded to whole
+    /// slices) and partial sums, or the backward's partial sums; and the barrier's verdict.
+    var localBytes: Int {
+        let forward = batch * forwardSlices * forwardLength + gates * units * batch * forwardSlices
+        let backward = units * batch * backwardSlices
+        return max(forward, backward) * MemoryLayout<Float>.size + MemoryLayout<Int32>.size
+    }
+
+    /// The build options of this split's program variant.
+    var buildOptions: String {
+        "-DRECUR_RESIDENT=1 -DRECUR_RES_GROUP=\(groupSize) -DRECUR_RES_UNITS=\(units) -DRECUR_RES_BATCH=\(batch) "
+            + "-DRECUR_RES_HIDDEN=\(hidden) -DRECUR_RES_GATES=\(gates)"
+    }
 }
 
 /// The grid-barrier state a persistent launch uses: `[arrivals, generation, abort, unused]` ints.
@@ -146,15 +238,22 @@ extension OpenCLBackend {
     }
 
     /// Records the outcome of one persistent scan.
-    func recordPersistentScan(timedOut: Bool) {
+    func recordPersistentScan(timedOut: Bool, resident: Bool) {
         persistentScans.withLock { state in
             if timedOut {
                 state.statistics.timedOut += 1
                 state.timedOut = true
             } else {
                 state.statistics.persistentScans += 1
+                if resident { state.statistics.residentScans += 1 }
             }
         }
+    }
+
+    /// When the step kernels keep their weights in registers; a test hook.
+    var residentWeights: ResidentWeightsUse {
+        get { persistentScans.withLock { $0.residentWeights } }
+        set { persistentScans.withLock { $0.residentWeights = newValue } }
     }
 }
 

@@ -101,16 +101,13 @@ extension OpenCLBackend {
             ] + [request.finalCell, workspace.cellStates, workspace.hiddenStates, workspace.candidateRecurrent]
                 .compactMap { $0 } + scan.tensors)
         }
-        let launches = OpenCLRecurrentSteps(size, directions: requests.count, device: device)
-        if try runsPersistentScan(cell: scans[0].cell, steps: size.steps, groups: launches.groupCount,
-                                  localSize: launches.localSize) {
+        // The first plan that completes: persistent (resident or tiled) where allowed, and after a
+        // persistent launch that timed out, every step again from the input projection on, one
+        // launch each (the aborted launch overwrote part of the gate buffer).
+        for launches in try stepPlans(cell: scans[0].cell, size, directions: requests.count) {
             try prepareForwardScans(requests, scans, size)
-            if try forwardSteps(requests, scans, size, launches, persistent: true) { return }
-            // A barrier timed out: every step again, one launch each, from the input projection on
-            // (the aborted launch overwrote part of the gate buffer).
+            if try forwardSteps(requests, scans, size, launches) { return }
         }
-        try prepareForwardScans(requests, scans, size)
-        try forwardSteps(requests, scans, size, launches, persistent: false)
     }
 
     /// What a forward scan needs before its first step: the input projections of every step and
@@ -138,15 +135,12 @@ extension OpenCLBackend {
         }
     }
 
-    /// Enqueues the step kernels of a prepared forward scan: all steps in one launch when
-    /// `persistent`, else one launch per step. Returns false when a persistent launch timed out
-    /// (its results are then incomplete).
-    @discardableResult
+    /// Enqueues the step kernels of a prepared forward scan as `launches` plans them. Returns
+    /// false when a persistent launch timed out (its results are then incomplete).
     private func forwardSteps(_ requests: [RecurrentForward], _ scans: [OpenCLRecurrentScan],
-                              _ size: RecurrentDimensions, _ launches: OpenCLRecurrentSteps,
-                              persistent: Bool) throws -> Bool {
+                              _ size: RecurrentDimensions, _ launches: OpenCLRecurrentSteps) throws -> Bool {
         let (steps, batch, hidden) = (size.steps, size.batch, size.hidden)
-        let program = try program(scans[0].family)
+        let program = try program(scans[0].family, options: launches.programOptions)
         let cell = scans[0].cell
         let weights = requests.map(\.scan.weights)
         let workspaces = requests.map(\.workspace)
@@ -180,7 +174,7 @@ extension OpenCLBackend {
                     + tail
             }
             return try launches.scan(self, program, "\(scans[0].family.name)_fwd_step", size: size, scans: scans,
-                                     firstStep: 0, stepCount: steps, arguments: arguments, persistent: persistent)
+                                     firstStep: 0, stepCount: steps, arguments: arguments)
         case .gruResetBefore:
             for s in 0..<steps {
                 let head: [KernelArgument] = [.int(batch), .int(hidden), .int(steps)]
@@ -226,13 +220,10 @@ extension OpenCLBackend {
         let ones = try zeros([rows])  // [T * B]: sums rows by GEMM
         try fill(ones, with: 1)
 
-        let launches = OpenCLRecurrentSteps(size, directions: requests.count, device: device)
-        let persistent = try runsPersistentScan(cell: cell, steps: steps, groups: launches.groupCount,
-                                                localSize: launches.localSize)
-        // After a persistent launch that timed out, every step again, one launch each, from the
-        // initial gradients on.
-        if try !persistent || !backwardSteps(requests, scans, scratch, size, launches, persistent: true) {
-            try backwardSteps(requests, scans, scratch, size, launches, persistent: false)
+        // The first plan that completes; after a persistent launch that timed out, every step
+        // again from the initial gradients on, one launch each.
+        for launches in try stepPlans(cell: cell, size, directions: requests.count) {
+            if try backwardSteps(requests, scans, scratch, size, launches) { break }
         }
 
         // Everything that does not depend on the recurrence, over all T * B rows at once, one
@@ -244,13 +235,11 @@ extension OpenCLBackend {
     }
 
     /// Sets the running gradients of validated backward scans to dL/dh_n (and dL/dc_n), then
-    /// enqueues their step kernels in reverse scan order: all steps in one launch when `persistent`,
-    /// else one launch per step. Returns false when a persistent launch timed out (its results are
-    /// then incomplete).
-    @discardableResult
+    /// enqueues their step kernels in reverse scan order as `launches` plans them. Returns false
+    /// when a persistent launch timed out (its results are then incomplete).
     private func backwardSteps(_ requests: [RecurrentBackward], _ scans: [OpenCLRecurrentScan],
                                _ scratch: [OpenCLRecurrentGradientScratch], _ size: RecurrentDimensions,
-                               _ launches: OpenCLRecurrentSteps, persistent: Bool) throws -> Bool {
+                               _ launches: OpenCLRecurrentSteps) throws -> Bool {
         let (steps, batch, hidden) = (size.steps, size.batch, size.hidden)
         let cell = scans[0].cell
         for request in requests {
@@ -270,7 +259,7 @@ extension OpenCLBackend {
             }
         }
 
-        let program = try program(scans[0].family)
+        let program = try program(scans[0].family, options: launches.programOptions)
         let workspaces = requests.map(\.workspace)
         let recurrentWeights = launches.each { .tensor(requests[$0].scan.weights.recurrent) }
         let gateValues = launches.each { .tensor(workspaces[$0].gates) }
@@ -306,8 +295,7 @@ extension OpenCLBackend {
                 arguments = [.int(cell == .rnnRelu ? 1 : 0)] + recurrentWeights + gateValues + gateGradients + dh + tail
             }
             return try launches.scan(self, program, "\(scans[0].family.name)_bwd_step", size: size, scans: scans,
-                                     firstStep: steps - 1, stepCount: steps + 1, arguments: arguments,
-                                     persistent: persistent)
+                                     firstStep: steps - 1, stepCount: steps + 1, arguments: arguments)
         case .gruResetBefore:
             for s in stride(from: steps - 1, through: -1, by: -1) {
                 let head: [KernelArgument] = [.int(batch), .int(hidden), .int(steps)]
@@ -327,6 +315,33 @@ extension OpenCLBackend {
             }
             return true
         }
+    }
+
+    /// How the steps of a scan of `cell` over `directions` directions may launch, in order of
+    /// preference; the last plan is always one launch per step with the tiled split, which never
+    /// fails for lack of co-residency. Before it, where allowed (see OpenCLBackend+PersistentScans):
+    /// a persistent launch with resident weights, else a tiled persistent launch.
+    private func stepPlans(cell: RecurrentCell, _ size: RecurrentDimensions, directions: Int) throws
+        -> [OpenCLRecurrentSteps]
+    {
+        let tiled = OpenCLRecurrentSteps(size, directions: directions, device: device)
+        guard cell != .gruResetBefore else { return [tiled] }
+        let use = residentWeights
+        if use != .never, let layout = ResidentScanLayout(gates: cell.gateCount, hidden: size.hidden,
+                                                           batch: size.batch, directions: directions,
+                                                           device: device) {
+            let resident = OpenCLRecurrentSteps(resident: layout, directions: directions)
+            if try runsPersistentScan(cell: cell, steps: size.steps, groups: resident.groupCount,
+                                      localSize: resident.localSize) {
+                return [resident.persistent(), tiled]
+            }
+            if use == .always { return [resident] }
+        }
+        if try runsPersistentScan(cell: cell, steps: size.steps, groups: tiled.groupCount,
+                                  localSize: tiled.localSize) {
+            return [tiled.persistent(), tiled]
+        }
+        return [tiled]
     }
 
     /// The GEMMs after a backward scan: weight, bias and input gradients from dG and dGh.
@@ -415,12 +430,39 @@ private struct OpenCLRecurrentSteps {
     let globalSize: [Int]
     let localSize: [Int]
 
+    /// Options of the program variant the kernels come from ("" for the tiled split).
+    let programOptions: String
+    /// Whether the kernels keep their weights in registers (`ResidentScanLayout`).
+    let resident: Bool
+    /// Whether a scan is one launch (see OpenCLBackend+PersistentScans) instead of one per step.
+    private(set) var isPersistent = false
+
+    /// The tiled split: one work-item per (unit, sequence, direction).
     init(_ size: RecurrentDimensions, directions: Int, device: OpenCLDevice) {
         precondition((1...2).contains(directions), "a step loop runs one or two directions")
         self.directions = directions
         let tiling = RecurrentTiling(device: device)
         globalSize = [size.hidden, size.batch, directions]
         localSize = [tiling.units, tiling.rows, 1]
+        programOptions = ""
+        resident = false
+    }
+
+    /// The resident-weights split: `layout.groupsPerDirection` groups per direction.
+    init(resident layout: ResidentScanLayout, directions: Int) {
+        precondition((1...2).contains(directions), "a step loop runs one or two directions")
+        self.directions = directions
+        globalSize = [layout.groupsPerDirection * layout.groupSize, 1, directions]
+        localSize = [layout.groupSize, 1, 1]
+        programOptions = layout.buildOptions
+        resident = true
+    }
+
+    /// The same split, all steps of a scan in one launch.
+    func persistent() -> OpenCLRecurrentSteps {
+        var plan = self
+        plan.isPersistent = true
+        return plan
     }
 
     /// The arguments name0, name1 of one per-direction operand: `argument(d)` for direction 0 and
@@ -446,20 +488,21 @@ private struct OpenCLRecurrentSteps {
 
     /// Runs `stepCount` scan steps of `kernel` (one of the step kernels that take a first step and
     /// a step count, see "Scans" in Kernels/common.cl) from `firstStep`: in one launch when
-    /// `persistent`, else one launch per step. `arguments` are the kernel's after the step range
+    /// `isPersistent`, else one launch per step. `arguments` are the kernel's after the step range
     /// and before the barrier state. Returns false when the persistent launch timed out.
     func scan(_ backend: OpenCLBackend, _ program: OpenCLProgram, _ kernel: String, size: RecurrentDimensions,
-              scans: [OpenCLRecurrentScan], firstStep: Int, stepCount: Int, arguments: [KernelArgument],
-              persistent: Bool) throws -> Bool {
+              scans: [OpenCLRecurrentScan], firstStep: Int, stepCount: Int, arguments: [KernelArgument]) throws
+        -> Bool
+    {
         let head: [KernelArgument] = [.int(size.batch), .int(size.hidden), .int(size.steps)]
             + each { .int(scans[$0].reverse ? 1 : 0) }
         let backward = kernel.hasSuffix("_bwd_step")
-        if persistent {
+        if isPersistent {
             let timedOut = try backend.withGridSync { sync in
                 try launch(program, kernel, head + [.int(firstStep), .int(stepCount)] + arguments
                     + [.memory(sync.buffer.memory), .int(GridSyncBuffer.spinLimit)])
             }
-            backend.recordPersistentScan(timedOut: timedOut)
+            backend.recordPersistentScan(timedOut: timedOut, resident: resident)
             return !timedOut
         }
         // One step per launch never reaches the barrier, so its state buffer is never touched.

@@ -44,7 +44,13 @@ public final class OpenCLBackend: Backend {
     let context: OpenCLContext
     let counter = MemoryCounter()
     private let binaryCache = ProgramBinaryCache.standard
-    private let programs = Mutex<[KernelFamily: OpenCLProgram]>([:])
+    /// Built programs by family and the options they add to `buildOptions`.
+    private let programs = Mutex<[ProgramKey: OpenCLProgram]>([:])
+
+    private struct ProgramKey: Hashable {
+        let family: KernelFamily
+        let options: String
+    }
     /// Options every family is built with: the OpenCL C version all devices accept, and the
     /// tunables chosen for this device.
     let buildOptions: String
@@ -128,18 +134,21 @@ public final class OpenCLBackend: Backend {
 
     // MARK: Programs
 
-    /// The built program of `family`, compiled on first request.
-    func program(_ family: KernelFamily) throws -> OpenCLProgram {
-        try programs.withLock { programs in
-            if let program = programs[family] { return program }
+    /// The built program of `family`, compiled on first request; `options` (e.g. `-DNAME=value`)
+    /// are added to `buildOptions` and make a variant of its own.
+    func program(_ family: KernelFamily, options: String = "") throws -> OpenCLProgram {
+        let key = ProgramKey(family: family, options: options)
+        return try programs.withLock { programs in
+            if let program = programs[key] { return program }
             guard let common = EmbeddedKernels.sources["common"], let body = EmbeddedKernels.sources[family.name] else {
                 throw RecurError.invalidArgument(
                     operation: "program", detail: "no kernel file Kernels/\(family.name).cl in this build")
             }
             // #line keeps compiler messages pointing at the right file and line.
             let source = "#line 1 \"common.cl\"\n\(common)\n#line 1 \"\(family.name).cl\"\n\(body)\n"
-            let program = try buildProgram(source: source, name: family.name, options: buildOptions)
-            programs[family] = program
+            let program = try buildProgram(source: source, name: family.name,
+                                           options: options.isEmpty ? buildOptions : "\(buildOptions) \(options)")
+            programs[key] = program
             return program
         }
     }
