@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything the GPU machine is for, in one call: list devices, verify every kernel and every
 # PyTorch fixture on the NVIDIA device (persistent scans and one launch per step), time GEMM and
-# the recurrent suite (with and without persistent scans), time `recur demo` and
-# one real-data training run, and time cuDNN on the same shapes for comparison. Run from the repository root on the GPU machine, after
+# the recurrent suite (with and without persistent scans), search GEMM parameters and time GEMM
+# again, time `recur demo` (RECUR_GPU_DEMO=1) and one real-data training run, and time cuDNN on
+# the same shapes for comparison. Run from the repository root on the GPU machine, after
 # tools/build-static.sh staged .gpu/ here:
 #
 #   bash tools/gpu-check.sh [OUTPUT_DIR]     (default $OUT, else ./gpu-results)
@@ -23,9 +24,17 @@ run bench --device "$device" --all --json --repetitions 20 --gemm 1024 --gemm 20
 # The same layer rows with one launch per time step, for the persistent scans' gain row by row.
 run bench --device "$device" --all --json --repetitions 20 --gemm 0 --pass forward --pass forward+backward \
     --persistent-scans off > "$out/bench-stepwise.jsonl" 2> "$out/bench-stepwise.err"
-# The demo's 20 training runs on the GPU (its CPU time is in the README), and one real-data
-# training run, timed by the commands themselves.
-( time run demo --device "$device" --output "$out/demo" ) > "$out/demo.txt" 2>&1
+# CLBlast's GEMM parameters searched for this GPU (its database predates some), then the GEMM
+# sweep again with them.
+run tune --device "$device" --sizes 256,512,1024,2048,4096 --max-candidates 24 --seconds 60 \
+    > "$out/tune.txt" 2>&1
+run bench --device "$device" --json --repetitions 20 --gemm-only --gemm 1024 --gemm 2048 --gemm 4096 \
+    > "$out/bench-tuned.jsonl" 2> "$out/bench-tuned.err"
+# The demo's 20 training runs on the GPU (100 s; its CPU time is in the README), only when asked
+# (RECUR_GPU_DEMO=1), and one real-data training run, timed by the commands themselves.
+if [ "${RECUR_GPU_DEMO:-0}" = 1 ]; then
+    ( time run demo --device "$device" --output "$out/demo" ) > "$out/demo.txt" 2>&1
+fi
 sms=$(ls ../shared/data/sms_spam/SMSSpamCollection shared/data/sms_spam/SMSSpamCollection 2>/dev/null | head -1)
 if [ -n "$sms" ]; then
     run train --device "$device" --data "$sms" --format tsv --num-words 5000 --max-length 50 --epochs 5 \
@@ -38,6 +47,8 @@ python3 tools/gpu_table.py "$out/bench.jsonl" "$out/torch-cuda.jsonl" "$out/benc
 echo "== devices";  cat "$out/devices.txt"
 echo "== verify (exit $verify_status)"; grep -E "FAIL|passed|persistent scans" "$out/verify.txt" | tail -8
 echo "== bench";    cat "$out/bench.jsonl"
-echo "== demo";     tail -28 "$out/demo.txt"
+echo "== tune";     tail -12 "$out/tune.txt"
+echo "== GEMM after tuning"; grep '"gemm"' "$out/bench-tuned.jsonl"
+[ -f "$out/demo.txt" ] && { echo "== demo"; tail -28 "$out/demo.txt"; }
 [ -f "$out/train-sms.jsonl" ] && { echo "== train"; tail -1 "$out/train-sms.jsonl"; }
 echo "== Recur (NVIDIA OpenCL) beside PyTorch (cuDNN)"; cat "$out/table.txt"; tail -3 "$out/torch-cuda.err"

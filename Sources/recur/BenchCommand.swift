@@ -40,6 +40,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Timed runs; the median is reported.") var repetitions = 10
     @Option(help: "GEMM sizes n (n x n x n) to sweep; 0 for none.") var gemm: [Int] = [256, 512, 1024]
     @Flag(help: "One JSON object per measurement instead of a table.") var json = false
+    @Flag(help: "Only the GEMM sweep, no recurrent layers.") var gemmOnly = false
 
     func validate() throws {
         let sizes = [batch, steps, input, hidden]
@@ -82,7 +83,7 @@ struct BenchCommand: ParsableCommand {
             return
         }
         let openCL = backend as? OpenCLBackend
-        for configuration in try configurations(cells, backend: backend) {
+        for configuration in try gemmOnly ? [] : configurations(cells, backend: backend) {
             for pass in passes {
                 let before = openCL?.persistentScanStatistics
                 var measurement = try benchmark.measure(configuration, pass: pass)
