@@ -64,6 +64,10 @@ public protocol Backend: AnyObject, Sendable {
 
     /// A new tensor with every element zero.
     func zeros(_ shape: Shape, dtype: DType) throws -> Tensor
+    /// A new tensor whose elements are unspecified: for outputs and scratch that an op overwrites
+    /// completely before anything reads them, where zeroing would be wasted work. A backend may
+    /// return zeros (the default does).
+    func uninitialized(_ shape: Shape, dtype: DType) throws -> Tensor
     func upload(_ values: [Float], shape: Shape) throws -> Tensor
     func upload(_ values: [Int32], shape: Shape) throws -> Tensor
     func download(_ tensor: Tensor) throws -> [Float]
@@ -182,6 +186,11 @@ public protocol Backend: AnyObject, Sendable {
 extension Backend {
     /// A new float32 tensor of zeros.
     public func zeros(_ shape: Shape) throws -> Tensor { try zeros(shape, dtype: .float32) }
+
+    public func uninitialized(_ shape: Shape, dtype: DType) throws -> Tensor { try zeros(shape, dtype: dtype) }
+
+    /// A new float32 tensor whose elements are unspecified (see `uninitialized(_:dtype:)`).
+    public func uninitialized(_ shape: Shape) throws -> Tensor { try uninitialized(shape, dtype: .float32) }
 
     /// C = alpha * op(A) * op(B) + beta * C for whole rank-2 tensors.
     public func matmul(_ a: Tensor, transposeA: Bool = false, _ b: Tensor, transposeB: Bool = false,

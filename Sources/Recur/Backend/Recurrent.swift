@@ -151,14 +151,15 @@ public struct RecurrentWorkspace: Sendable {
     }
 
     /// Allocates the buffers `cell` needs for a `[T, B, *]` scan with H hidden units on `backend`.
+    /// Their contents are unspecified until a forward op fills them: it writes every element.
     public init(cell: RecurrentCell, steps: Int, batchSize: Int, hiddenSize: Int, backend: any Backend) throws {
         let (t, b, h) = (steps, batchSize, hiddenSize)
         self.init(
-            gates: try backend.zeros([t, b, cell.gateCount * h]),
-            recurrentInput: try backend.zeros([t, b, h]),
-            cellStates: cell.hasCellState ? try backend.zeros([t, b, h]) : nil,
-            hiddenStates: cell.isGRU ? try backend.zeros([t, b, h]) : nil,
-            candidateRecurrent: cell.isGRU ? try backend.zeros([t, b, h]) : nil)
+            gates: try backend.uninitialized([t, b, cell.gateCount * h]),
+            recurrentInput: try backend.uninitialized([t, b, h]),
+            cellStates: cell.hasCellState ? try backend.uninitialized([t, b, h]) : nil,
+            hiddenStates: cell.isGRU ? try backend.uninitialized([t, b, h]) : nil,
+            candidateRecurrent: cell.isGRU ? try backend.uninitialized([t, b, h]) : nil)
     }
 }
 

@@ -278,7 +278,8 @@ public final class RecurrentLayer {
         var workspaces: [[RecurrentWorkspace]] = []
         var layerOutput = layerInput
         for k in 0..<l {
-            layerOutput = try backend.zeros([steps, batch, d * h])  // [T, B, D * H]
+            // Every element is written by the scans (padded steps with zeros).
+            layerOutput = try backend.uninitialized([steps, batch, d * h])  // [T, B, D * H]
             var requests: [RecurrentForward] = []  // one per direction
             for direction in 0..<d {
                 let index = k * d + direction
@@ -402,7 +403,8 @@ public final class RecurrentLayer {
 
         for k in stride(from: l - 1, through: 0, by: -1) {
             let scans = cache.scans[k]
-            let layerInputGradient = try backend.zeros(scans[0].input.shape)  // [T, B, I_k]
+            // Overwritten by the first direction's backward op, added to by the second.
+            let layerInputGradient = try backend.uninitialized(scans[0].input.shape)  // [T, B, I_k]
             var requests: [RecurrentBackward] = []  // one per direction
             for direction in 0..<d {
                 let index = k * d + direction

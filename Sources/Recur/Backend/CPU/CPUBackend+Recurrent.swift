@@ -44,9 +44,11 @@ extension CPUBackend {
         let size = try checkRecurrentBackward(request)
         let scan = try CPURecurrentScan(request.scan, size, backend: self, operation: "recurrentBackward")
         let rows = size.steps * size.batch
-        let gateGradients = try zeros([rows, size.gates])  // [T * B, G]
+        // Every row is written by its step, a padded one with zeros, before the GEMMs read it.
+        let gateGradients = try uninitialized([rows, size.gates], dtype: .float32)  // [T * B, G]
         // Only the reset-after GRU differs on the recurrent side (its n block is scaled by r).
-        let recurrentGateGradients = request.scan.cell == .gru ? try zeros([rows, size.gates]) : gateGradients
+        let recurrentGateGradients = request.scan.cell == .gru
+            ? try uninitialized([rows, size.gates], dtype: .float32) : gateGradients
         let dhTilde = try zeros([size.batch, size.hidden])  // [B, H]
         let dq = try zeros([size.batch, size.hidden])  // [B, H]
         // W_hh [G, H] with padded rows for every step's dGh · W_hh.
@@ -589,6 +591,13 @@ private struct CPURecurrentBackward {
         let hidden = scan.hidden
         let (carried, through, mask) = (dh + b * hidden, dhTilde + b * hidden, scan.mask + b * hidden)
         for j in 0..<hidden { total[j] = carried[j] + through[j] * mask[j] }
+        if !valid {
+            // A padded step's gate gradients are 0 (dG and dGh start uninitialized, and the GEMMs
+            // after the scan read every row).
+            let row = time * scan.batch + b
+            (dG + row * scan.gates).update(repeating: 0, count: scan.gates)
+            if dGh != dG { (dGh + row * scan.gates).update(repeating: 0, count: scan.gates) }
+        }
         if valid, let outputGradient {
             let upstream = outputGradient + (time * scan.batch + b) * outputGradientStride
             for j in 0..<hidden { total[j] += upstream[j] }

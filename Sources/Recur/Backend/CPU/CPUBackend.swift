@@ -21,9 +21,22 @@ public final class CPUBackend: Backend {
     /// The most parts a scan splits its batch into: the processors online.
     let scanPartLimit: Int
 
+    /// Test hook: `uninitialized` fills its tensors with NaN, so that a value an op reads before
+    /// writing it poisons the result.
+    let poisonsUninitialized: Bool
+
     public init() {
         scanSplitMinimumWork = defaultScanSplitMinimumWork
         scanPartLimit = Self.coreCount
+        poisonsUninitialized = false
+        Self.useOneBLASThread()
+    }
+
+    /// A backend whose `uninitialized` tensors hold NaN (a test hook).
+    init(poisoningUninitialized: Bool) {
+        scanSplitMinimumWork = defaultScanSplitMinimumWork
+        scanPartLimit = Self.coreCount
+        poisonsUninitialized = poisoningUninitialized
         Self.useOneBLASThread()
     }
 
@@ -32,6 +45,7 @@ public final class CPUBackend: Backend {
     init(scanSplitMinimumWork: Int, scanPartLimit: Int) {
         self.scanSplitMinimumWork = scanSplitMinimumWork
         self.scanPartLimit = scanPartLimit
+        poisonsUninitialized = false
         Self.useOneBLASThread()
     }
 
@@ -59,6 +73,19 @@ public final class CPUBackend: Backend {
         let buffer = try HostBuffer(byteCount: byteCount, counter: counter, cache: blockCache, operation: "zeros")
         return Tensor(shape: shape, dtype: dtype, buffer: buffer, backend: self)
     }
+
+    /// Skips the zeroing: a reused block keeps what it held, a new one is untouched (its pages are
+    /// then first written by the op that fills it, not by a memset before it).
+    public func uninitialized(_ shape: Shape, dtype: DType) throws -> Tensor {
+        let byteCount = try allocationByteCount("uninitialized", shape, dtype: dtype)
+        let buffer = try HostBuffer(byteCount: byteCount, counter: counter, cache: blockCache, zeroed: false,
+                                    operation: "uninitialized")
+        if poisonsUninitialized {
+            buffer.pointer.initializeMemory(as: Float.self, repeating: .nan, count: byteCount / MemoryLayout<Float>.size)
+        }
+        return Tensor(shape: shape, dtype: dtype, buffer: buffer, backend: self)
+    }
+
 
     public func upload(_ values: [Float], shape: Shape) throws -> Tensor {
         try checkUploadCount("upload", values.count, shape)

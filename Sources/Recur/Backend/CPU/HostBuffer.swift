@@ -6,17 +6,20 @@ import Darwin
 
 import Synchronization
 
-/// Host memory for the CPU backend: 64-byte aligned (a cache line, and AVX-512 width), zeroed.
+/// Host memory for the CPU backend: 64-byte aligned (a cache line, and AVX-512 width), zeroed
+/// unless asked not to be.
 final class HostBuffer: DeviceBuffer, @unchecked Sendable {
     let pointer: UnsafeMutableRawPointer
     let byteCount: Int
     private let counter: MemoryCounter
     private let cache: HostBlockCache
 
-    /// A new zeroed buffer of `byteCount` bytes: a block from `cache` if it holds one of that size.
+    /// A new buffer of `byteCount` bytes, zeroed unless `zeroed` is false: a block from `cache` if
+    /// it holds one of that size.
     /// - Throws: `RecurError.outOfMemory` when the system refuses the allocation; Swift's own
     ///   allocator would trap instead.
-    init(byteCount: Int, counter: MemoryCounter, cache: HostBlockCache, operation: String) throws {
+    init(byteCount: Int, counter: MemoryCounter, cache: HostBlockCache, zeroed: Bool = true,
+         operation: String) throws {
         if let block = cache.take(byteCount: byteCount) {
             pointer = block
         } else {
@@ -30,7 +33,7 @@ final class HostBuffer: DeviceBuffer, @unchecked Sendable {
         self.byteCount = byteCount
         self.counter = counter
         self.cache = cache
-        pointer.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+        if zeroed { pointer.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount) }
         counter.allocated(bytes: byteCount)
     }
 
