@@ -43,26 +43,8 @@ struct BidirectionalRecurrentTests {
     func layerMatchesCPU(_ argument: LayerArgument) throws {
         guard let openCL = try TestBackends.openCL() else { return }
         let c = argument.layer
-        var random = SeededGenerator(seed: 91)
-        let x = random.values(c.inputShape.count)
-        let h0 = random.values(c.stateShape.count)
-        let c0 = c.cell.hasCellState ? random.values(c.stateShape.count) : nil
-        let dy = random.values(c.outputShape.count)
-        let dhN = random.values(c.stateShape.count)
-        let dcN = c.cell.hasCellState ? random.values(c.stateShape.count) : nil
-        func run(on backend: any Backend) throws -> (run: RecurrentRun, flow: [GradientFlow]) {
-            let layer = try c.makeLayer(on: backend, seed: 5)
-            var parameterRandom = SeededGenerator(seed: 92)
-            try recurrentRandomizeParameters(layer, scale: 0.5, rng: &parameterRandom)
-            layer.recordsGradientFlow = true
-            let run = try recurrentRun(
-                layer, input: x, inputShape: c.inputShape, lengths: c.lengths, padding: c.padding,
-                initialHidden: h0, initialCell: c0, stateShape: c.stateShape, training: true, dropoutSeed: 93,
-                outputGradient: dy, finalHiddenGradient: dhN, finalCellGradient: dcN)
-            return (run, layer.gradientFlow)
-        }
-        let device = try run(on: openCL)
-        let reference = try run(on: TestBackends.cpu)
+        let device = try c.trainingRun(on: openCL, seed: 91)
+        let reference = try c.trainingRun(on: TestBackends.cpu, seed: 91)
 
         var compared: [(name: String, actual: [Float], expected: [Float])] = [
             ("output", device.run.output, reference.run.output),

@@ -119,3 +119,27 @@ func recurrentRun(_ layer: RecurrentLayer, input: [Float], inputShape: Shape, le
     }
     return run
 }
+
+extension RecurrentCase {
+    /// A full training pass of this case's layer on `backend`: seeded random input, initial state,
+    /// parameters (scale 0.5) and upstream gradients (output and final state), dropout seeded, the
+    /// gradient flow recorded. The same `seed` gives the same values on every backend.
+    func trainingRun(on backend: any Backend, seed: UInt64) throws -> (run: RecurrentRun, flow: [GradientFlow]) {
+        var random = SeededGenerator(seed: seed)
+        let x = random.values(inputShape.count)
+        let h0 = random.values(stateShape.count)
+        let c0 = cell.hasCellState ? random.values(stateShape.count) : nil
+        let dy = random.values(outputShape.count)
+        let dhN = random.values(stateShape.count)
+        let dcN = cell.hasCellState ? random.values(stateShape.count) : nil
+        let layer = try makeLayer(on: backend, seed: seed &+ 1)
+        var parameterRandom = SeededGenerator(seed: seed &+ 2)
+        try recurrentRandomizeParameters(layer, scale: 0.5, rng: &parameterRandom)
+        layer.recordsGradientFlow = true
+        let run = try recurrentRun(
+            layer, input: x, inputShape: inputShape, lengths: lengths, padding: padding,
+            initialHidden: h0, initialCell: c0, stateShape: stateShape, training: true, dropoutSeed: seed &+ 3,
+            outputGradient: dy, finalHiddenGradient: dhN, finalCellGradient: dcN)
+        return (run, layer.gradientFlow)
+    }
+}

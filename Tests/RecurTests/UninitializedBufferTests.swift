@@ -31,26 +31,8 @@ struct UninitializedBufferTests {
           arguments: layerCases)
     func layerIgnoresStaleContents(_ argument: LayerArgument) throws {
         let c = argument.layer
-        var random = SeededGenerator(seed: 17)
-        let x = random.values(c.inputShape.count)
-        let h0 = random.values(c.stateShape.count)
-        let c0 = c.cell.hasCellState ? random.values(c.stateShape.count) : nil
-        let dy = random.values(c.outputShape.count)
-        let dhN = random.values(c.stateShape.count)
-        let dcN = c.cell.hasCellState ? random.values(c.stateShape.count) : nil
-        func run(on backend: CPUBackend) throws -> (run: RecurrentRun, flow: [GradientFlow]) {
-            let layer = try c.makeLayer(on: backend, seed: 3)
-            var parameterRandom = SeededGenerator(seed: 4)
-            try recurrentRandomizeParameters(layer, scale: 0.5, rng: &parameterRandom)
-            layer.recordsGradientFlow = true
-            let run = try recurrentRun(
-                layer, input: x, inputShape: c.inputShape, lengths: c.lengths, padding: c.padding,
-                initialHidden: h0, initialCell: c0, stateShape: c.stateShape, training: true, dropoutSeed: 5,
-                outputGradient: dy, finalHiddenGradient: dhN, finalCellGradient: dcN)
-            return (run, layer.gradientFlow)
-        }
-        let clean = try run(on: CPUBackend())
-        let poisoned = try run(on: CPUBackend(poisoningUninitialized: true))
+        let clean = try c.trainingRun(on: CPUBackend(), seed: 17)
+        let poisoned = try c.trainingRun(on: CPUBackend(poisoningUninitialized: true), seed: 17)
         #expect(poisoned.run.output == clean.run.output)
         #expect(poisoned.run.finalHidden == clean.run.finalHidden)
         #expect(poisoned.run.finalCell == clean.run.finalCell)
