@@ -122,10 +122,12 @@ int recur_scan_time(const int s, const int steps, const int reverse) {
 // a waiting group compares the generation with the one it read before arriving, so it cannot miss
 // a release.
 bool recur_grid_barrier(volatile __global int* gridSync, const int spinLimit, __local int* verdict) {
+    const int groups = (int)(get_num_groups(0) * get_num_groups(1) * get_num_groups(2));
     mem_fence(CLK_GLOBAL_MEM_FENCE);
     barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
+    // A grid of one group: the work-group barrier above already orders its global memory.
+    if (groups == 1) return true;
     if (get_local_id(0) == 0 && get_local_id(1) == 0 && get_local_id(2) == 0) {
-        const int groups = (int)(get_num_groups(0) * get_num_groups(1) * get_num_groups(2));
         int passed = atomic_add(&gridSync[2], 0) == 0;
         if (passed) {
             const int generation = atomic_add(&gridSync[1], 0);
