@@ -800,7 +800,7 @@ private func forEachPart(rows count: Int, granularity: Int = stepProductTileRows
         let rows = DisjointRows(body: body)
         // The floating-point mode is per thread: each part flushes subnormals itself (see the
         // callers), so the parts compute exactly what one thread would.
-        DispatchQueue.concurrentPerform(iterations: parts) { part in
+        CPUWorkerPool.shared.run(parts: parts) { part in
             rows.body(bounds[part]..<bounds[part + 1])
         }
     }

@@ -1,5 +1,4 @@
 import CBLAS
-import Dispatch
 
 /// C = alpha op(A) op(B) + beta C on row-major host pointers (operands already validated), through
 /// OpenBLAS running on the calling thread (see `CPUBackend.useOneBLASThread`), split over up to
@@ -20,7 +19,7 @@ func splitSGEMM(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alph
     let total = alongRows ? m : n
     let bounds = (0...parts).map { part in part == parts ? total : blocks * part / parts * granularity }
     let operands = GEMMOperands(a: a, b: b, c: c)
-    DispatchQueue.concurrentPerform(iterations: parts) { part in
+    CPUWorkerPool.shared.run(parts: parts) { part in
         let (first, count) = (bounds[part], bounds[part + 1] - bounds[part])
         if alongRows {
             // Rows first ..< first + count of op(A) and of C.
