@@ -56,7 +56,8 @@ struct VerifyCommand: ParsableCommand {
                 results += stepwise
             }
             print("persistent scans (\(openCL.persistentScanPolicy.rawValue)): \(statistics.persistentScans) ran in one "
-                  + "launch (\(statistics.residentScans) with resident weights), \(statistics.timedOut) timed out; co-residency probes: \(statistics.probesPassed) of "
+                  + "launch (\(statistics.residentScans) with resident weights), \(statistics.timedOut) timed out, "
+                  + "\(statistics.refused) refused by the device; co-residency probes: \(statistics.probesPassed) of "
                   + "\(statistics.probes) passed")
         }
         for path in fixtures {

@@ -1,3 +1,4 @@
+import COpenCL
 import Testing
 @testable import Recur
 
@@ -211,6 +212,28 @@ struct PersistentScanTests {
                                          cellClip: 0.5, recordHiddenStateGradients: true)
         let statistics = try Self.compareForcedWithStepwise(parity, seed: 13, on: backend)
         #expect(statistics.timedOut + statistics.persistentScans == Self.scanCount(parity))
+    }
+
+    /// The resident program variant fails to build once (as a device short of registers might
+    /// refuse it): the forward scan runs one launch per step instead, and every result still matches
+    /// the CPU backend.
+    @Test("a persistent launch the device refuses runs again one launch per step", arguments: cells)
+    func refusedLaunchFallsBack(_ cell: RecurrentCell) throws {
+        guard let backend = try Self.backend() else { return }
+        let parity = RecurrentParityCase(cell: cell, steps: 5, batch: 3, inputSize: 4, hiddenSize: 6,
+                                         lengths: [5, 2, 4], padding: .post, recurrentDropout: true, cellClip: 0.5)
+        backend.persistentScanPolicy = .disabled
+        _ = try parity.run(on: backend, seed: 21)  // builds every program but the resident variant
+        backend.persistentScanPolicy = .forced
+        backend.faultInjector.fail(.programBuild, onCall: 1, with: CL_BUILD_PROGRAM_FAILURE)
+        let comparisons = try parity.compare(backend, with: TestBackends.cpu, seed: 21,
+                                             tolerance: OpenCLRecurrentTests.tolerance)
+        backend.faultInjector.reset()
+        #expect(!comparisons.isEmpty)
+        for comparison in comparisons {
+            #expect(comparison.passed, "\(parity): \(comparison)")
+        }
+        #expect(backend.persistentScanStatistics.refused == 1)
     }
 
     @Test("the probe passes a one-group grid and refuses, without hanging, a grid PoCL cannot run at once")

@@ -22,7 +22,9 @@ import Synchronization
 // Even then every wait is bounded: a group that spins too long sets an abort flag, every group
 // leaves the kernel, and the host runs the scan again from its start one launch per step, so a
 // wrong guess costs time, never a hang or a wrong result. The host reads the abort flag back once
-// per scan, after its last step (not inside a step).
+// per scan, after its last step (not inside a step). A persistent launch the device refuses (its
+// program variant does not build, or it asks for more registers than the device has) runs the
+// same way one launch per step, and `.automatic` stops trying on that backend.
 //
 // With B <= 8, a persistent scan keeps the recurrent weights in registers for all its steps where
 // they fit (`ResidentScanLayout`; "Resident weights" in Kernels/common.cl): the same step kernels,
@@ -48,6 +50,9 @@ public struct PersistentScanStatistics: Sendable, Equatable {
     public var persistentScans = 0
     /// Persistent launches whose barrier timed out; each was run again one launch per step.
     public var timedOut = 0
+    /// Persistent launches the device refused (a program variant that does not build, a launch
+    /// over its resources); each was run again one launch per step.
+    public var refused = 0
     /// Of `persistentScans`, those that kept the recurrent weights in registers.
     public var residentScans = 0
     /// Co-residency probes run, and how many of them passed.
@@ -61,7 +66,8 @@ struct PersistentScanState {
     var statistics = PersistentScanStatistics()
     /// Probe verdicts by grid size in work-groups.
     var probed: [Int: Bool] = [:]
-    /// Set when a persistent scan timed out: `.automatic` then stays with one launch per step.
+    /// Set when a persistent scan timed out or was refused: `.automatic` then stays with one
+    /// launch per step.
     var timedOut = false
     /// When the step kernels keep their weights in registers (a test hook; see `ResidentWeightsUse`).
     var residentWeights = ResidentWeightsUse.withPersistentScans
@@ -234,6 +240,14 @@ extension OpenCLBackend {
             try launch(sync)
             let state = try readInt32(sync.buffer, count: 4)
             return state[2] != 0
+        }
+    }
+
+    /// Records a persistent scan the device refused with `error`.
+    func recordRefusedPersistentScan(_ error: OpenCLError) {
+        persistentScans.withLock { state in
+            state.statistics.refused += 1
+            state.timedOut = true
         }
     }
 

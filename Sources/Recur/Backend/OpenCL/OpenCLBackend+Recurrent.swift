@@ -106,7 +106,7 @@ extension OpenCLBackend {
         // launch each (the aborted launch overwrote part of the gate buffer).
         for launches in try stepPlans(cell: scans[0].cell, size, directions: requests.count) {
             try prepareForwardScans(requests, scans, size)
-            if try forwardSteps(requests, scans, size, launches) { return }
+            if try completes(launches, { try forwardSteps(requests, scans, size, launches) }) { return }
         }
     }
 
@@ -223,7 +223,7 @@ extension OpenCLBackend {
         // The first plan that completes; after a persistent launch that timed out, every step
         // again from the initial gradients on, one launch each.
         for launches in try stepPlans(cell: cell, size, directions: requests.count) {
-            if try backwardSteps(requests, scans, scratch, size, launches) { break }
+            if try completes(launches, { try backwardSteps(requests, scans, scratch, size, launches) }) { break }
         }
 
         // Everything that does not depend on the recurrence, over all T * B rows at once, one
@@ -314,6 +314,19 @@ extension OpenCLBackend {
                 }
             }
             return true
+        }
+    }
+
+    /// Runs `steps`, which enqueues a scan's steps as `launches` plans them, and returns whether the
+    /// scan completed. An OpenCL error from a persistent plan (a variant that does not build, a
+    /// launch over the device's resources) counts as not completed, so the next plan runs; other
+    /// errors, and any from a lost device, are thrown.
+    private func completes(_ launches: OpenCLRecurrentSteps, _ steps: () throws -> Bool) throws -> Bool {
+        do {
+            return try steps()
+        } catch let error as OpenCLError where launches.isPersistent && !isDeviceLost {
+            recordRefusedPersistentScan(error)
+            return false
         }
     }
 
