@@ -203,7 +203,13 @@ extension OpenCLBackend {
         case .automatic:
             guard device.type == .gpu, !isPoCL, !timedOut, groups <= device.computeUnits else { return false }
             if let verdict { return verdict }
-            let passed = try probeGridBarrier(groups: groups, localSize: localSize)
+            // A probe the device refuses is a probe that failed; a lost device is an error.
+            let passed: Bool
+            do {
+                passed = try probeGridBarrier(groups: groups, localSize: localSize)
+            } catch is OpenCLError where !isDeviceLost {
+                passed = false
+            }
             persistentScans.withLock { state in
                 state.probed[groups] = passed
                 state.statistics.probes += 1

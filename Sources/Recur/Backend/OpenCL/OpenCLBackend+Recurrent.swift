@@ -331,9 +331,10 @@ extension OpenCLBackend {
     }
 
     /// How the steps of a scan of `cell` over `directions` directions may launch, in order of
-    /// preference; the last plan is always one launch per step with the tiled split, which never
-    /// fails for lack of co-residency. Before it, where allowed (see OpenCLBackend+PersistentScans):
-    /// a persistent launch with resident weights, else a tiled persistent launch.
+    /// preference; the last plan is one launch per step, which never fails for lack of
+    /// co-residency: the tiled split (the resident one under the `.always` test hook). Before it,
+    /// where allowed (see OpenCLBackend+PersistentScans): a persistent launch with resident
+    /// weights, else a tiled persistent launch.
     private func stepPlans(cell: RecurrentCell, _ size: RecurrentDimensions, directions: Int) throws
         -> [OpenCLRecurrentSteps]
     {
