@@ -74,6 +74,11 @@ struct OpenCLRecurrentTests {
                                 padding: .pre, bidirectional: true, recurrentDropout: true, cellClip: 0.5,
                                 outputGradient: false, recordHiddenStateGradients: true)
         }),
+        ("bidirectional, shared allocations (batched GEMMs), post padding, masked, clipped, two backward passes", {
+            RecurrentParityCase(cell: $0, steps: 6, batch: 5, inputSize: 7, hiddenSize: 11, lengths: [6, 3, 1, 5, 2],
+                                padding: .post, bidirectional: true, sharedAllocations: true, recurrentDropout: true,
+                                cellClip: 0.5, backwardPasses: 2, recordHiddenStateGradients: true)
+        }),
         ("bidirectional, pre padding, output gradient only", {
             RecurrentParityCase(cell: $0, steps: 6, batch: 4, inputSize: 5, hiddenSize: 9, lengths: [6, 1, 3, 6],
                                 padding: .pre, bidirectional: true, finalStateGradient: false,

@@ -68,6 +68,10 @@ public protocol Backend: AnyObject, Sendable {
     /// completely before anything reads them, where zeroing would be wasted work. A backend may
     /// return zeros (the default does).
     func uninitialized(_ shape: Shape, dtype: DType) throws -> Tensor
+    /// New float32 tensors, one per shape, that the backend may place in one allocation (the
+    /// OpenCL backend does, so that one batched GEMM can address all of them); zeroed, or else
+    /// unspecified like `uninitialized`. They behave exactly like tensors from separate calls.
+    func tensorsInOneAllocation(_ shapes: [Shape], zeroed: Bool) throws -> [Tensor]
     func upload(_ values: [Float], shape: Shape) throws -> Tensor
     func upload(_ values: [Int32], shape: Shape) throws -> Tensor
     func download(_ tensor: Tensor) throws -> [Float]
@@ -188,6 +192,10 @@ extension Backend {
     public func zeros(_ shape: Shape) throws -> Tensor { try zeros(shape, dtype: .float32) }
 
     public func uninitialized(_ shape: Shape, dtype: DType) throws -> Tensor { try zeros(shape, dtype: dtype) }
+
+    public func tensorsInOneAllocation(_ shapes: [Shape], zeroed: Bool) throws -> [Tensor] {
+        try shapes.map { zeroed ? try zeros($0) : try uninitialized($0) }
+    }
 
     /// A new float32 tensor whose elements are unspecified (see `uninitialized(_:dtype:)`).
     public func uninitialized(_ shape: Shape) throws -> Tensor { try uninitialized(shape, dtype: .float32) }

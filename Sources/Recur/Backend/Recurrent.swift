@@ -161,6 +161,25 @@ public struct RecurrentWorkspace: Sendable {
             hiddenStates: cell.isGRU ? try backend.uninitialized([t, b, h]) : nil,
             candidateRecurrent: cell.isGRU ? try backend.uninitialized([t, b, h]) : nil)
     }
+
+    /// The workspaces of a bidirectional pair, whose gate and h̃ buffers (the operands of the
+    /// input projections and weight gradients) each share one allocation, so that a device can
+    /// batch the two directions' GEMMs (see `Backend.tensorsInOneAllocation`). Their contents are
+    /// unspecified until a forward op fills them.
+    public static func pair(cell: RecurrentCell, steps: Int, batchSize: Int, hiddenSize: Int,
+                            backend: any Backend) throws -> [RecurrentWorkspace] {
+        let (t, b, h) = (steps, batchSize, hiddenSize)
+        let gates = try backend.tensorsInOneAllocation([[t, b, cell.gateCount * h], [t, b, cell.gateCount * h]],
+                                                       zeroed: false)
+        let recurrentInput = try backend.tensorsInOneAllocation([[t, b, h], [t, b, h]], zeroed: false)
+        return try (0..<2).map { d in
+            RecurrentWorkspace(
+                gates: gates[d], recurrentInput: recurrentInput[d],
+                cellStates: cell.hasCellState ? try backend.uninitialized([t, b, h]) : nil,
+                hiddenStates: cell.isGRU ? try backend.uninitialized([t, b, h]) : nil,
+                candidateRecurrent: cell.isGRU ? try backend.uninitialized([t, b, h]) : nil)
+        }
+    }
 }
 
 /// Forward request: run `scan`, write every step's h_t into `output` and the final state.

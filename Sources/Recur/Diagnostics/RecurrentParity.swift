@@ -23,6 +23,10 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
     /// With `bidirectional`: run each direction's single-scan op in turn instead of the pair op,
     /// which must give the same result.
     var separateDirections = false
+    /// With `bidirectional`: put each pair of per-direction weights, weight gradients, gate and h̃
+    /// buffers in one allocation (`Backend.tensorsInOneAllocation`), as a bidirectional layer
+    /// does, so that a device can batch the directions' GEMMs. The values are the same.
+    var sharedAllocations = false
     /// A dropout-like mask: each element 0 or 1 / (1 - 0.25).
     var recurrentDropout = false
     /// Used for `lstm` only.
@@ -47,6 +51,7 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
         if let lengths { parts.append("lengths \(lengths.map(String.init).joined(separator: ",")) \(padding)") }
         if bidirectional {
             parts.append(separateDirections ? "bidirectional, directions one by one" : "bidirectional")
+            if sharedAllocations { parts.append("shared allocations") }
         } else if reverse {
             parts.append("reverse")
         }
@@ -85,12 +90,31 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
         var forwards: [RecurrentForward] = []
         var backwards: [RecurrentBackward] = []
         let scanDirections: [Bool] = bidirectional ? [false, true] : [reverse]  // reverse, per direction
+        // With `sharedAllocations`, direction 0 allocates each pair and fills its first tensor;
+        // direction 1 fills the second, drawing its values at the same point as without.
+        var secondOfPair: [String: Tensor] = [:]
+        func perDirection(_ key: String, _ direction: Int, _ shape: Shape, bound: Double = 1) throws -> Tensor {
+            guard bidirectional && sharedAllocations else { return try tensor(shape, bound: bound) }
+            let values = try tensor(shape, bound: bound)
+            let target: Tensor
+            if direction == 0 {
+                let pair = try backend.tensorsInOneAllocation([shape, shape], zeroed: true)
+                secondOfPair[key] = pair[1]
+                target = pair[0]
+            } else {
+                target = secondOfPair[key]!
+            }
+            try backend.copy(values, sourceOffset: 0, into: target, destinationOffset: 0, count: shape.count)
+            return target
+        }
         for direction in scanDirections.indices {
             let reverseScan = scanDirections[direction]
             let weightBound = 1 / Double(h).squareRoot() + 0.2
             let weights = RecurrentWeights(
-                input: try tensor([g, i], bound: weightBound), recurrent: try tensor([g, h], bound: weightBound),
-                inputBias: try tensor([g], bound: weightBound), recurrentBias: try tensor([g], bound: weightBound))
+                input: try perDirection("W_ih", direction, [g, i], bound: weightBound),
+                recurrent: try perDirection("W_hh", direction, [g, h], bound: weightBound),
+                inputBias: try perDirection("b_ih", direction, [g], bound: weightBound),
+                recurrentBias: try perDirection("b_hh", direction, [g], bound: weightBound))
             let mask: Tensor? = recurrentDropout
                 ? try backend.upload((0..<(b * h)).map { _ in random.unit() < 0.25 ? 0 : 1 / 0.75 }, shape: [b, h])
                 : nil
@@ -101,7 +125,8 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
                 recurrentDropoutMask: mask, cellClip: cell.hasCellState ? cellClip : nil)
             let offset = bidirectional ? direction * h : (stridedOutput ? h : 0)
             let workspace = RecurrentWorkspace(
-                gates: try tensor([t, b, g]), recurrentInput: try tensor([t, b, h]),
+                gates: try perDirection("gates", direction, [t, b, g]),
+                recurrentInput: try perDirection("recurrentInput", direction, [t, b, h]),
                 cellStates: cell.hasCellState ? try tensor([t, b, h]) : nil,
                 hiddenStates: cell.isGRU ? try tensor([t, b, h]) : nil,
                 candidateRecurrent: cell.isGRU ? try tensor([t, b, h]) : nil)
@@ -119,8 +144,10 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
                 initialHiddenGradient: try tensor([b, h]),
                 initialCellGradient: cell.hasCellState ? try tensor([b, h]) : nil,
                 weightGradients: RecurrentWeights(
-                    input: try tensor([g, i]), recurrent: try tensor([g, h]),
-                    inputBias: try tensor([g]), recurrentBias: try tensor([g])),
+                    input: try perDirection("dW_ih", direction, [g, i]),
+                    recurrent: try perDirection("dW_hh", direction, [g, h]),
+                    inputBias: try perDirection("db_ih", direction, [g]),
+                    recurrentBias: try perDirection("db_hh", direction, [g])),
                 hiddenStateGradients: recordHiddenStateGradients ? try tensor([t, b, h]) : nil))
         }
 

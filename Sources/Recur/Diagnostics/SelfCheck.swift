@@ -43,7 +43,9 @@ public struct SelfCheck {
 
     /// Every cell's whole-sequence forward and backward op at small odd sizes, with lengths and a
     /// recurrent dropout mask, for one scan and for a bidirectional pair (both directions in one
-    /// op): one comparison per written tensor (output, final state, workspace, every gradient).
+    /// op, their buffers in shared allocations as a layer keeps them, so that a device batches
+    /// their GEMMs): one comparison per written tensor (output, final state, workspace, every
+    /// gradient).
     /// The reference runs the same request on the CPU.
     public mutating func recurrentOps() throws -> [Comparison] {
         var results: [Comparison] = []
@@ -59,7 +61,7 @@ public struct SelfCheck {
             let pair = RecurrentParityCase(
                 cell: cell, steps: 5, batch: 3, inputSize: 4, hiddenSize: 7, lengths: [3, 5, 1],
                 padding: cell == .gru || cell == .rnnTanh ? .post : .pre, bidirectional: true,
-                recurrentDropout: true, cellClip: 0.8, recordHiddenStateGradients: true)
+                sharedAllocations: true, recurrentDropout: true, cellClip: 0.8, recordHiddenStateGradients: true)
             results += try pair.compare(backend, with: reference, seed: random.next(),
                                         tolerance: SelfCheck.roundingTolerance)
         }

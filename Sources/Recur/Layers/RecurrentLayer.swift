@@ -155,25 +155,41 @@ public final class RecurrentLayer {
 
         var random = SeededRandom(seed: seed)
         let (g, h) = (cell.gateCount * hiddenSize, hiddenSize)
-        for k in 0..<layerCount {
-            let layerInput = k == 0 ? inputSize : directionCount * hiddenSize
-            var (layerWeights, layerGradients, layerNames) = ([RecurrentWeights](), [RecurrentWeights](), [String]())
-            for d in 0..<directionCount {
-                let values = RecurrentInitializer.weights(
-                    initialization, cell: cell, inputSize: layerInput, hiddenSize: h, using: &random)
-                layerWeights.append(RecurrentWeights(
-                    input: try backend.upload(values.input, shape: [g, layerInput]),
-                    recurrent: try backend.upload(values.recurrent, shape: [g, h]),
-                    inputBias: try backend.upload(values.inputBias, shape: [g]),
-                    recurrentBias: try backend.upload(values.recurrentBias, shape: [g])))
-                layerGradients.append(RecurrentWeights(
-                    input: try backend.zeros([g, layerInput]), recurrent: try backend.zeros([g, h]),
-                    inputBias: try backend.zeros([g]), recurrentBias: try backend.zeros([g])))
-                layerNames.append("_l\(k)" + (d == 1 ? "_reverse" : ""))
+        let directions = directionCount
+        // One tensor per direction; a pair in one allocation, so that a device can batch the two
+        // directions' GEMMs (see `Backend.tensorsInOneAllocation`).
+        func perDirection(_ shape: Shape, _ values: [[Float]]? = nil) throws -> [Tensor] {
+            guard directions == 2 else {
+                return [try values.map { try backend.upload($0[0], shape: shape) } ?? backend.zeros(shape)]
             }
-            weights.append(layerWeights)
-            gradients.append(layerGradients)
-            names.append(layerNames)
+            let tensors = try backend.tensorsInOneAllocation([shape, shape], zeroed: true)
+            for (tensor, direction) in zip(tensors, values ?? []) {
+                try backend.copy(try backend.upload(direction, shape: shape), sourceOffset: 0, into: tensor,
+                                 destinationOffset: 0, count: shape.count)
+            }
+            return tensors
+        }
+        for k in 0..<layerCount {
+            let layerInput = k == 0 ? inputSize : directions * hiddenSize
+            let values = (0..<directions).map { _ in
+                RecurrentInitializer.weights(initialization, cell: cell, inputSize: layerInput, hiddenSize: h,
+                                             using: &random)
+            }
+            let input = try perDirection([g, layerInput], values.map(\.input))
+            let recurrent = try perDirection([g, h], values.map(\.recurrent))
+            let inputBias = try perDirection([g], values.map(\.inputBias))
+            let recurrentBias = try perDirection([g], values.map(\.recurrentBias))
+            let (inputGradient, recurrentGradient) = (try perDirection([g, layerInput]), try perDirection([g, h]))
+            let (inputBiasGradient, recurrentBiasGradient) = (try perDirection([g]), try perDirection([g]))
+            weights.append((0..<directions).map { d in
+                RecurrentWeights(input: input[d], recurrent: recurrent[d], inputBias: inputBias[d],
+                                 recurrentBias: recurrentBias[d])
+            })
+            gradients.append((0..<directions).map { d in
+                RecurrentWeights(input: inputGradient[d], recurrent: recurrentGradient[d],
+                                 inputBias: inputBiasGradient[d], recurrentBias: recurrentBiasGradient[d])
+            })
+            names.append((0..<directions).map { d in "_l\(k)" + (d == 1 ? "_reverse" : "") })
         }
     }
 
@@ -281,6 +297,9 @@ public final class RecurrentLayer {
             // Every element is written by the scans (padded steps with zeros).
             layerOutput = try backend.uninitialized([steps, batch, d * h])  // [T, B, D * H]
             var requests: [RecurrentForward] = []  // one per direction
+            let pairWorkspaces = d == 2
+                ? try RecurrentWorkspace.pair(cell: cell, steps: steps, batchSize: batch, hiddenSize: h, backend: backend)
+                : nil
             for direction in 0..<d {
                 let index = k * d + direction
                 let mask = training && recurrentDropout > 0  // [B, H]
@@ -295,7 +314,7 @@ public final class RecurrentLayer {
                     initialCell: cell.hasCellState ? try stateSlice(initialState?.cell, index: index, batch: batch) : nil,
                     lengths: lengthTensor, padding: padding, reverse: direction == 1,
                     recurrentDropoutMask: mask, cellClip: cellClip)
-                let workspace = try RecurrentWorkspace(
+                let workspace = try pairWorkspaces?[direction] ?? RecurrentWorkspace(
                     cell: cell, steps: steps, batchSize: batch, hiddenSize: h, backend: backend)
                 requests.append(RecurrentForward(
                     scan: scan, output: MatrixOperand(layerOutput, offset: direction * h, leadingDimension: d * h),

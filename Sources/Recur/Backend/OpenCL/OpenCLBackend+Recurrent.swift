@@ -19,8 +19,10 @@
 // A bidirectional pair runs both scans side by side: each step launch covers a [H, B, 2] grid,
 // time t of the forward scan in direction 0 and time T-1-t of the reverse scan in direction 1
 // (the two never depend on each other), so the pair costs T step launches, not 2T, each with
-// twice the work-items. The GEMMs stay one per direction, enqueued back to back. A single scan
-// launches the same kernels over [H, B, 1] with its operands in both direction slots.
+// twice the work-items. The GEMMs of the two directions are one batched GEMM each where their
+// buffers lie in shared allocations (a bidirectional layer allocates them so; see `gemmBatched`),
+// else one per direction, back to back. A single scan launches the same kernels over [H, B, 1]
+// with its operands in both direction slots.
 
 extension KernelFamily {
     static let rnn = KernelFamily(name: "rnn")
@@ -115,14 +117,16 @@ extension OpenCLBackend {
     private func prepareForwardScans(_ requests: [RecurrentForward], _ scans: [OpenCLRecurrentScan],
                                      _ size: RecurrentDimensions) throws {
         let (steps, batch, inputs, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
+        // Input projections of every step at once, for every direction in one batched GEMM where
+        // the directions' buffers allow: gates[T * B, G] = x[T * B, I] · W_ihᵀ. The step kernels add
+        // the biases and the recurrent part, then apply the nonlinearities in place.
+        try gemmBatched(m: steps * batch, n: gates, k: inputs, alpha: 1, requests.map { request in
+            (MatrixOperand(request.scan.input, leadingDimension: inputs),
+             MatrixOperand(request.scan.weights.input, leadingDimension: inputs, transposed: true),
+             MatrixOperand(request.workspace.gates, leadingDimension: gates))
+        }, beta: 0)
         for (request, scan) in zip(requests, scans) {
             let workspace = request.workspace
-            // Input projections of every step at once: gates[T * B, G] = x[T * B, I] · W_ihᵀ. The step
-            // kernels add the biases and the recurrent part, then apply the nonlinearities in place.
-            try gemm(m: steps * batch, n: gates, k: inputs, alpha: 1,
-                     a: MatrixOperand(request.scan.input, leadingDimension: inputs),
-                     b: MatrixOperand(request.scan.weights.input, leadingDimension: inputs, transposed: true),
-                     beta: 0, c: MatrixOperand(workspace.gates, leadingDimension: gates))
             // h̃ of the first step, h0 ⊙ m; each step kernel writes the next one's.
             let firstRow = scan.time(ofStep: 0) * batch * hidden
             var firstOperand = request.scan.initialHidden
@@ -214,9 +218,8 @@ extension OpenCLBackend {
         let cell = scans[0].cell
 
         // Scratch for the whole call, one set per direction, allocated before the loop.
-        let scratch = try requests.map { _ in
-            try OpenCLRecurrentGradientScratch(cell: cell, size: size, backend: self)
-        }
+        let scratch = try OpenCLRecurrentGradientScratch.make(directions: requests.count, cell: cell, size: size,
+                                                              backend: self)
         let ones = try zeros([rows])  // [T * B]: sums rows by GEMM
         try fill(ones, with: 1)
 
@@ -226,12 +229,9 @@ extension OpenCLBackend {
             if try completes(launches, { try backwardSteps(requests, scans, scratch, size, launches) }) { break }
         }
 
-        // Everything that does not depend on the recurrence, over all T * B rows at once, one
-        // direction after the other (a shared dL/dx is overwritten or added to in request order);
-        // padded rows of dG are 0 and add nothing.
-        for (request, directionScratch) in zip(requests, scratch) {
-            try weightAndInputGradients(request, directionScratch, ones: ones, size: size)
-        }
+        // Everything that does not depend on the recurrence, over all T * B rows at once; padded
+        // rows of dG are 0 and add nothing.
+        try weightAndInputGradients(requests, scratch, ones: ones, size: size)
     }
 
     /// Sets the running gradients of validated backward scans to dL/dh_n (and dL/dc_n), then
@@ -358,54 +358,63 @@ extension OpenCLBackend {
         return [tiled]
     }
 
-    /// The GEMMs after a backward scan: weight, bias and input gradients from dG and dGh.
-    private func weightAndInputGradients(_ request: RecurrentBackward, _ scratch: OpenCLRecurrentGradientScratch,
+    /// The GEMMs after a backward scan, or a pair's: weight, bias and input gradients from dG and
+    /// dGh. The weight and bias gradients of a pair are batched GEMMs where the directions' buffers
+    /// allow (see `gemmBatched`); dL/dx, which the directions share, is overwritten or added to in
+    /// request order.
+    private func weightAndInputGradients(_ requests: [RecurrentBackward], _ scratch: [OpenCLRecurrentGradientScratch],
                                          ones: Tensor, size: RecurrentDimensions) throws {
         let (steps, batch, inputs, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
         let rows = steps * batch
-        let x = request.scan.input
-        let gradients = request.weightGradients
-        let workspace = request.workspace
-        let gateGradients = scratch.gateGradients
-        let recurrentGateGradients = scratch.recurrentGateGradients
-        let dG = MatrixOperand(gateGradients, leadingDimension: gates)
+        let directions = Array(zip(requests, scratch))
         // dW_ih[G, I] += dGᵀ · x
-        try gemm(m: gates, n: inputs, k: rows, alpha: 1,
-                 a: MatrixOperand(gateGradients, leadingDimension: gates, transposed: true),
-                 b: MatrixOperand(x, leadingDimension: inputs),
-                 beta: 1, c: MatrixOperand(gradients.input, leadingDimension: inputs))
-        switch request.scan.cell {
+        try gemmBatched(m: gates, n: inputs, k: rows, alpha: 1, directions.map { request, scratch in
+            (MatrixOperand(scratch.gateGradients, leadingDimension: gates, transposed: true),
+             MatrixOperand(request.scan.input, leadingDimension: inputs),
+             MatrixOperand(request.weightGradients.input, leadingDimension: inputs))
+        }, beta: 1)
+        switch requests[0].scan.cell {
         case .rnnTanh, .rnnRelu, .lstm, .gru:
             // dW_hh[G, H] += dGhᵀ · h̃
-            try gemm(m: gates, n: hidden, k: rows, alpha: 1,
-                     a: MatrixOperand(recurrentGateGradients, leadingDimension: gates, transposed: true),
-                     b: MatrixOperand(workspace.recurrentInput, leadingDimension: hidden),
-                     beta: 1, c: MatrixOperand(gradients.recurrent, leadingDimension: hidden))
+            try gemmBatched(m: gates, n: hidden, k: rows, alpha: 1, directions.map { request, scratch in
+                (MatrixOperand(scratch.recurrentGateGradients, leadingDimension: gates, transposed: true),
+                 MatrixOperand(request.workspace.recurrentInput, leadingDimension: hidden),
+                 MatrixOperand(request.weightGradients.recurrent, leadingDimension: hidden))
+            }, beta: 1)
         case .gruResetBefore:
-            // r, z rows: dW_h(r,z)[2H, H] += dG[:, 0 ..< 2H]ᵀ · h̃
-            try gemm(m: 2 * hidden, n: hidden, k: rows, alpha: 1,
-                     a: MatrixOperand(gateGradients, leadingDimension: gates, transposed: true),
-                     b: MatrixOperand(workspace.recurrentInput, leadingDimension: hidden),
-                     beta: 1, c: MatrixOperand(gradients.recurrent, leadingDimension: hidden))
-            // n rows: dW_hn[H, H] += dG[:, 2H ..< 3H]ᵀ · (r ⊙ h̃)
-            try gemm(m: hidden, n: hidden, k: rows, alpha: 1,
-                     a: MatrixOperand(gateGradients, offset: 2 * hidden, leadingDimension: gates, transposed: true),
-                     b: MatrixOperand(workspace.candidateRecurrent!, leadingDimension: hidden),
-                     beta: 1, c: MatrixOperand(gradients.recurrent, offset: 2 * hidden * hidden,
-                                               leadingDimension: hidden))
+            for (request, scratch) in directions {
+                let (gradients, workspace) = (request.weightGradients, request.workspace)
+                // r, z rows: dW_h(r,z)[2H, H] += dG[:, 0 ..< 2H]ᵀ · h̃
+                try gemm(m: 2 * hidden, n: hidden, k: rows, alpha: 1,
+                         a: MatrixOperand(scratch.gateGradients, leadingDimension: gates, transposed: true),
+                         b: MatrixOperand(workspace.recurrentInput, leadingDimension: hidden),
+                         beta: 1, c: MatrixOperand(gradients.recurrent, leadingDimension: hidden))
+                // n rows: dW_hn[H, H] += dG[:, 2H ..< 3H]ᵀ · (r ⊙ h̃)
+                try gemm(m: hidden, n: hidden, k: rows, alpha: 1,
+                         a: MatrixOperand(scratch.gateGradients, offset: 2 * hidden, leadingDimension: gates,
+                                          transposed: true),
+                         b: MatrixOperand(workspace.candidateRecurrent!, leadingDimension: hidden),
+                         beta: 1, c: MatrixOperand(gradients.recurrent, offset: 2 * hidden * hidden,
+                                                   leadingDimension: hidden))
+            }
         }
         // db_ih[1, G] += 1[1, T * B] · dG, db_hh[1, G] += 1 · dGh
         let onesRow = MatrixOperand(ones, leadingDimension: rows)
-        try gemm(m: 1, n: gates, k: rows, alpha: 1, a: onesRow, b: dG,
-                 beta: 1, c: MatrixOperand(gradients.inputBias, leadingDimension: gates))
-        try gemm(m: 1, n: gates, k: rows, alpha: 1, a: onesRow,
-                 b: MatrixOperand(recurrentGateGradients, leadingDimension: gates),
-                 beta: 1, c: MatrixOperand(gradients.recurrentBias, leadingDimension: gates))
+        try gemmBatched(m: 1, n: gates, k: rows, alpha: 1, directions.map { request, scratch in
+            (onesRow, MatrixOperand(scratch.gateGradients, leadingDimension: gates),
+             MatrixOperand(request.weightGradients.inputBias, leadingDimension: gates))
+        }, beta: 1)
+        try gemmBatched(m: 1, n: gates, k: rows, alpha: 1, directions.map { request, scratch in
+            (onesRow, MatrixOperand(scratch.recurrentGateGradients, leadingDimension: gates),
+             MatrixOperand(request.weightGradients.recurrentBias, leadingDimension: gates))
+        }, beta: 1)
         // dx[T * B, I] (+)= dG · W_ih
-        try gemm(m: rows, n: inputs, k: gates, alpha: 1, a: dG,
-                 b: MatrixOperand(request.scan.weights.input, leadingDimension: inputs),
-                 beta: request.accumulateInputGradient ? 1 : 0,
-                 c: MatrixOperand(request.inputGradient, leadingDimension: inputs))
+        for (request, scratch) in directions {
+            try gemm(m: rows, n: inputs, k: gates, alpha: 1, a: MatrixOperand(scratch.gateGradients, leadingDimension: gates),
+                     b: MatrixOperand(request.scan.weights.input, leadingDimension: inputs),
+                     beta: request.accumulateInputGradient ? 1 : 0,
+                     c: MatrixOperand(request.inputGradient, leadingDimension: inputs))
+        }
     }
 
     /// The step kernels index with 32-bit ints: throws for tensors with more elements than that reaches.
@@ -427,11 +436,22 @@ private struct OpenCLRecurrentGradientScratch {
     /// [B, H]: the reset-before GRU's dq ⊙ r, the part of dh̃ through W_hn (r ⊙ h̃).
     let dhTildeReset: Tensor?
 
-    init(cell: RecurrentCell, size: RecurrentDimensions, backend: OpenCLBackend) throws {
-        let rows = size.steps * size.batch
-        gateGradients = try backend.zeros([rows, size.gates])
-        recurrentGateGradients = cell == .gru ? try backend.zeros([rows, size.gates]) : gateGradients
-        dhTildeReset = cell == .gruResetBefore ? try backend.zeros([size.batch, size.hidden]) : nil
+    /// One set per direction; the directions' dG (and dGh) share one allocation, so that a pair's
+    /// weight gradients can be batched GEMMs.
+    static func make(directions: Int, cell: RecurrentCell, size: RecurrentDimensions, backend: OpenCLBackend) throws
+        -> [OpenCLRecurrentGradientScratch]
+    {
+        let shape: Shape = [size.steps * size.batch, size.gates]
+        let perDirection = { () throws -> [Tensor] in
+            directions == 1 ? [try backend.zeros(shape)] : try backend.tensorsInOneAllocation([shape, shape], zeroed: true)
+        }
+        let gateGradients = try perDirection()
+        let recurrentGateGradients = cell == .gru ? try perDirection() : gateGradients
+        return try (0..<directions).map { d in
+            OpenCLRecurrentGradientScratch(
+                gateGradients: gateGradients[d], recurrentGateGradients: recurrentGateGradients[d],
+                dhTildeReset: cell == .gruResetBefore ? try backend.zeros([size.batch, size.hidden]) : nil)
+        }
     }
 }
 

@@ -178,6 +178,29 @@ public final class OpenCLBackend: Backend {
         return Tensor(shape: shape, dtype: dtype, buffer: buffer, backend: self)
     }
 
+    /// One zeroed buffer (zeroed either way: a fill is cheap here), cut into regions
+    /// (`clCreateSubBuffer`) that start at the device's base address alignment; each tensor keeps
+    /// the buffer alive. `gemmBatched` finds the shared buffer through the regions.
+    public func tensorsInOneAllocation(_ shapes: [Shape], zeroed: Bool) throws -> [Tensor] {
+        let operation = "tensorsInOneAllocation"
+        let alignment = device.baseAddressAlignment
+        var origins: [Int] = []
+        var end = 0
+        for shape in shapes {
+            let byteCount = try allocationByteCount(operation, shape, dtype: .float32)
+            let origin = (end + alignment - 1) / alignment * alignment
+            origins.append(origin)
+            end = origin + byteCount
+        }
+        let whole = try zeros([end / MemoryLayout<Float>.size], dtype: .float32)
+        let parent = whole.openCLBuffer
+        return try zip(shapes, origins).map { shape, origin in
+            let region = try OpenCLBuffer(region: parent, origin: origin, byteCount: shape.count * MemoryLayout<Float>.size,
+                                          context: context, operation: operation)
+            return Tensor(shape: shape, dtype: .float32, buffer: region, backend: self)
+        }
+    }
+
     public func upload(_ values: [Float], shape: Shape) throws -> Tensor {
         try checkUploadCount("upload", values.count, shape)
         let buffer = try makeBuffer(shape, dtype: .float32, operation: "upload")
@@ -263,6 +286,56 @@ public final class OpenCLBackend: Backend {
             beta, c.tensor.deviceMemory, c.offset, c.leadingDimension,
             &queue, nil)
         try check(status, "CLBlastSgemm", "computing a \(m)x\(k) by \(k)x\(n) GEMM")
+    }
+
+    /// C_i = alpha op(A_i) op(B_i) + beta C_i for each i, the same sizes, transposes and leading
+    /// dimensions for all: one `CLBlastSgemmBatched` where every A_i lies in one buffer (the same
+    /// tensor, or regions of one `tensorsInOneAllocation`), every B_i in one and every C_i in one;
+    /// else one GEMM after the other. No C_i may overlap another.
+    func gemmBatched(m: Int, n: Int, k: Int, alpha: Float, _ operands: [(a: MatrixOperand, b: MatrixOperand, c: MatrixOperand)],
+                     beta: Float) throws {
+        guard let first = operands.first else { return }
+        for operand in operands {
+            try checkGEMM(m: m, n: n, k: k, a: operand.a, b: operand.b, c: operand.c)
+        }
+        let sameLayout = operands.allSatisfy {
+            $0.a.transposed == first.a.transposed && $0.b.transposed == first.b.transposed
+                && $0.a.leadingDimension == first.a.leadingDimension && $0.b.leadingDimension == first.b.leadingDimension
+                && $0.c.leadingDimension == first.c.leadingDimension
+        }
+        let a = operands.map { Self.root(of: $0.a) }
+        let b = operands.map { Self.root(of: $0.b) }
+        let c = operands.map { Self.root(of: $0.c) }
+        let shared = [a, b, c].allSatisfy { list in list.allSatisfy { $0.memory == list[0].memory } }
+        guard operands.count > 1, sameLayout, shared else {
+            for operand in operands {
+                try gemm(m: m, n: n, k: k, alpha: alpha, a: operand.a, b: operand.b, beta: beta, c: operand.c)
+            }
+            return
+        }
+        var queue: cl_command_queue? = context.queue
+        if let code = context.faults.failure(at: .enqueue) {
+            throw OpenCLError(function: "CLBlastSgemmBatched", code: context.observed(code),
+                              context: "computing \(operands.count) batched \(m)x\(k) by \(k)x\(n) GEMMs")
+        }
+        let alphas = [Float](repeating: alpha, count: operands.count)
+        let betas = [Float](repeating: beta, count: operands.count)
+        let status = CLBlastSgemmBatched(
+            CLBlastLayoutRowMajor,
+            first.a.transposed ? CLBlastTransposeYes : CLBlastTransposeNo,
+            first.b.transposed ? CLBlastTransposeYes : CLBlastTransposeNo,
+            m, n, k, alphas,
+            a[0].memory, a.map(\.offset), first.a.leadingDimension,
+            b[0].memory, b.map(\.offset), first.b.leadingDimension,
+            betas, c[0].memory, c.map(\.offset), first.c.leadingDimension,
+            operands.count, &queue, nil)
+        try check(status, "CLBlastSgemmBatched", "computing \(operands.count) batched \(m)x\(k) by \(k)x\(n) GEMMs")
+    }
+
+    /// The buffer that owns `operand`'s memory and the operand's element offset within it.
+    private static func root(of operand: MatrixOperand) -> (memory: cl_mem, offset: Int) {
+        let root = operand.tensor.openCLBuffer.root
+        return (root.memory, root.origin / MemoryLayout<Float>.size + operand.offset)
     }
 
     // MARK: Elementwise

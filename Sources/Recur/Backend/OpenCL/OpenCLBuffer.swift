@@ -13,6 +13,12 @@ final class OpenCLBuffer: DeviceBuffer, @unchecked Sendable {
     /// `nil` when unknown. No device op writes int32 data, so it cannot go stale.
     let int32Range: ClosedRange<Int32>?
     private let counter: MemoryCounter
+    /// For a region of another buffer (`init(region:...)`): that buffer, kept alive by this one,
+    /// and where the region starts in it, in bytes.
+    let parent: OpenCLBuffer?
+    let origin: Int
+    /// Bytes this buffer reports to its counter: its size, or 0 for a region (the parent has them).
+    private let countedBytes: Int
 
     /// A new uninitialised buffer of `byteCount` bytes. Allocation failures become
     /// `RecurError.outOfMemory`.
@@ -42,13 +48,45 @@ final class OpenCLBuffer: DeviceBuffer, @unchecked Sendable {
         self.byteCount = byteCount
         self.counter = counter
         self.int32Range = int32Range
+        parent = nil
+        origin = 0
+        countedBytes = byteCount
         counter.allocated(bytes: byteCount)
+    }
+
+    /// `byteCount` bytes of `parent` from `origin` as a buffer of their own (`clCreateSubBuffer`).
+    /// `origin` must be a multiple of the device's `baseAddressAlignment`.
+    init(region parent: OpenCLBuffer, origin: Int, byteCount: Int, context: OpenCLContext, operation: String) throws {
+        precondition(parent.parent == nil && origin >= 0 && origin + byteCount <= parent.byteCount,
+                     "a region lies inside a buffer that is not itself a region")
+        var region = cl_buffer_region(origin: origin, size: max(byteCount, 4))
+        var status: cl_int = CL_SUCCESS
+        let memory = withUnsafeMutablePointer(to: &region) { region in
+            clCreateSubBuffer(parent.memory, cl_mem_flags(CL_MEM_READ_WRITE),
+                              cl_buffer_create_type(CL_BUFFER_CREATE_TYPE_REGION), region, &status)
+        }
+        guard let memory, status == CL_SUCCESS else {
+            throw OpenCLError(function: "clCreateSubBuffer", code: context.observed(status),
+                              context: "\(operation): \(byteCount) bytes at \(origin) of a \(parent.byteCount)-byte buffer")
+        }
+        self.memory = memory
+        self.byteCount = byteCount
+        self.parent = parent
+        self.origin = origin
+        counter = parent.counter
+        int32Range = nil
+        countedBytes = 0
+        counter.allocated(bytes: 0)
     }
 
     deinit {
         clReleaseMemObject(memory)
-        counter.released(bytes: byteCount)
+        counter.released(bytes: countedBytes)
     }
+
+    /// The buffer that owns this one's memory (itself, or the parent of a region), and where this
+    /// one starts in it, in bytes.
+    var root: (memory: cl_mem, origin: Int) { (parent?.memory ?? memory, origin) }
 }
 
 extension Tensor {

@@ -164,6 +164,8 @@ public struct OpenCLDevice: Hashable, @unchecked Sendable, CustomStringConvertib
     public let maxWorkGroupSize: Int
     /// The largest single buffer the device allows, in bytes.
     public let maxAllocationBytes: Int
+    /// `CL_DEVICE_MEM_BASE_ADDR_ALIGN` in bytes: where a sub-buffer may start within its parent.
+    public let baseAddressAlignment: Int
     public let extensions: [String]
 
     /// The platform's name, e.g. `"NVIDIA CUDA"` or `"Portable Computing Language"`.
@@ -192,6 +194,8 @@ public struct OpenCLDevice: Hashable, @unchecked Sendable, CustomStringConvertib
         localMemoryBytes = Int(try Self.scalar(id, CL_DEVICE_LOCAL_MEM_SIZE, "CL_DEVICE_LOCAL_MEM_SIZE", as: cl_ulong.self))
         maxWorkGroupSize = try Self.scalar(id, CL_DEVICE_MAX_WORK_GROUP_SIZE, "CL_DEVICE_MAX_WORK_GROUP_SIZE", as: Int.self)
         maxAllocationBytes = Int(try Self.scalar(id, CL_DEVICE_MAX_MEM_ALLOC_SIZE, "CL_DEVICE_MAX_MEM_ALLOC_SIZE", as: cl_ulong.self))
+        let alignmentBits = try Self.scalar(id, CL_DEVICE_MEM_BASE_ADDR_ALIGN, "CL_DEVICE_MEM_BASE_ADDR_ALIGN", as: cl_uint.self)
+        baseAddressAlignment = max(4, Int(alignmentBits) / 8)
         extensions = try Self.string(id, CL_DEVICE_EXTENSIONS, "CL_DEVICE_EXTENSIONS")
             .split(separator: " ").map(String.init)
     }
