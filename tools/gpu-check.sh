@@ -12,35 +12,38 @@
 set -uo pipefail
 out=${1:-${OUT:-gpu-results}}
 mkdir -p "$out"
-run() { .gpu/gpu-run.sh .gpu/recur "$@"; }
+# Every recur command gets a time limit (seconds, first argument), so that one that stalls cannot
+# take the rest of the call with it; what it wrote so far stays in OUTPUT_DIR.
+run() { local limit=$1; shift; timeout "$limit" .gpu/gpu-run.sh .gpu/recur "$@"; }
 device=${RECUR_GPU_DEVICE:-opencl:nvidia}
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/nvidia-smi.csv" 2>&1
-run devices --device "$device" > "$out/devices.txt" 2>&1
-run verify --device "$device" --fixture Tests/RecurTests/Fixtures/*.safetensors > "$out/verify.txt" 2>&1
+run 60 devices --device "$device" > "$out/devices.txt" 2>&1
+# cuDNN first: the reference numbers exist even if a later command stalls.
+timeout 150 python3 tools/bench_torch_layers.py --device cuda --json > "$out/torch-cuda.jsonl" 2> "$out/torch-cuda.err"
+run 150 verify --device "$device" --fixture Tests/RecurTests/Fixtures/*.safetensors > "$out/verify.txt" 2>&1
 verify_status=$?
-run bench --device "$device" --all --json --repetitions 20 --gemm 1024 --gemm 2048 --gemm 4096 \
+run 180 bench --device "$device" --all --json --repetitions 20 --gemm 1024 --gemm 2048 --gemm 4096 \
     > "$out/bench.jsonl" 2> "$out/bench.err"
 # The same layer rows with one launch per time step, for the persistent scans' gain row by row.
-run bench --device "$device" --all --json --repetitions 20 --gemm 0 --pass forward --pass forward+backward \
+run 150 bench --device "$device" --all --json --repetitions 20 --gemm 0 --pass forward --pass forward+backward \
     --persistent-scans off > "$out/bench-stepwise.jsonl" 2> "$out/bench-stepwise.err"
 # CLBlast's GEMM parameters searched for this GPU (its database predates some), then the GEMM
 # sweep again with them.
-run tune --device "$device" --sizes 256,512,1024,2048,4096 --max-candidates 24 --seconds 60 \
+run 180 tune --device "$device" --sizes 256,512,1024,2048,4096 --max-candidates 24 --seconds 60 \
     > "$out/tune.txt" 2>&1
-run bench --device "$device" --json --repetitions 20 --gemm-only --gemm 1024 --gemm 2048 --gemm 4096 \
+run 60 bench --device "$device" --json --repetitions 20 --gemm-only --gemm 1024 --gemm 2048 --gemm 4096 \
     > "$out/bench-tuned.jsonl" 2> "$out/bench-tuned.err"
 # The demo's 20 training runs on the GPU (100 s; its CPU time is in the README), only when asked
 # (RECUR_GPU_DEMO=1), and one real-data training run, timed by the commands themselves.
 if [ "${RECUR_GPU_DEMO:-0}" = 1 ]; then
-    ( time run demo --device "$device" --output "$out/demo" ) > "$out/demo.txt" 2>&1
+    ( time run 200 demo --device "$device" --output "$out/demo" ) > "$out/demo.txt" 2>&1
 fi
 sms=$(ls ../shared/data/sms_spam/SMSSpamCollection shared/data/sms_spam/SMSSpamCollection 2>/dev/null | head -1)
 if [ -n "$sms" ]; then
-    run train --device "$device" --data "$sms" --format tsv --num-words 5000 --max-length 50 --epochs 5 \
+    run 120 train --device "$device" --data "$sms" --format tsv --num-words 5000 --max-length 50 --epochs 5 \
         --test-split 0.2 --no-mask-padding --json > "$out/train-sms.jsonl" 2> "$out/train-sms.err"
 fi
-python3 tools/bench_torch_layers.py --device cuda --json > "$out/torch-cuda.jsonl" 2> "$out/torch-cuda.err"
 python3 tools/gpu_table.py "$out/bench.jsonl" "$out/torch-cuda.jsonl" "$out/bench-stepwise.jsonl" \
     > "$out/table.txt" 2>&1
 
