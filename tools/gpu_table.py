@@ -14,12 +14,21 @@ import sys
 
 
 def read_lines(path):
+    """The JSON objects of a file, one per line. A line cut short (a command stopped by its time
+    limit mid-write) is skipped with a note on standard error; a missing file reads as empty."""
     rows = []
-    with open(path) as lines:
-        for line in lines:
-            line = line.strip()
-            if line.startswith("{"):
-                rows.append(json.loads(line))
+    try:
+        with open(path) as lines:
+            for number, line in enumerate(lines, 1):
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    print(f"{path}:{number}: skipped, not a whole JSON object ({error})", file=sys.stderr)
+    except FileNotFoundError:
+        print(f"{path}: missing", file=sys.stderr)
     return rows
 
 
