@@ -24,12 +24,15 @@
 //   dhTildeReset       [B, H]     reset before: dq * r, the part of dh~ through r * h~
 //
 // One work-item per (b, j, d), owning unit j of every gate of direction d, in
-// RECUR_TILE_H x RECUR_TILE_B x 1 groups (see common.cl). The host launches the kernels of one
-// scan, or of the two scans of a bidirectional layer together, in scan order on an in-order
-// queue; `time` is the step's time index, `nextTime` the time index of the step after it in the
-// scan (forward) or of the step processed before it (backward), `previousTime` that of the step
-// before it in the scan; -1 where there is none. The reset-before GRU's two kernels of a step
-// each run both directions, so the scan pair costs 2T launches instead of 4T.
+// RECUR_TILE_H x RECUR_TILE_B x 1 groups, or (reset after) in the resident split's groups (see
+// common.cl). The reset-after kernels run stepCount scan steps from firstStep (one per launch on
+// an in-order queue, or all of a scan in one persistent launch: "Scans" in common.cl); for scan
+// step s, `time` is its time index (from the direction's `reverse` flag). The reset-before kernels
+// run one step per launch and take `time` from the host. Either way `nextTime` is the time index
+// of the step after it in the scan (forward) or of the step processed before it (backward),
+// `previousTime` that of the step before it in the scan; -1 where there is none. One launch covers
+// one scan, or the two scans of a bidirectional layer together; the reset-before GRU's two kernels
+// of a step each run both directions, so the scan pair costs 2T launches instead of 4T.
 //
 // Every operand but the sizes and the lengths comes once per direction, as name0 and name1, and
 // each kernel first picks its direction's (RECUR_PICK, common.cl). The running state h is passed

@@ -16,11 +16,13 @@
 //   hiddenGradients [T, B, H] backward, optional: dL/dh_t, the total gradient reaching each state
 //
 // One work-item per (b, j, d), owning unit j of all four gates of direction d, in
-// RECUR_TILE_H x RECUR_TILE_B x 1 groups (see common.cl). The host launches the kernels of one
-// scan, or of the two scans of a bidirectional layer together, in scan order on an in-order
-// queue; `time` is the step's time index, `nextTime` the time index of the step after it in the
-// scan (forward) or of the step processed before it (backward), `previousTime` that of the step
-// before it in the scan; -1 where there is none.
+// RECUR_TILE_H x RECUR_TILE_B x 1 groups, or in the resident split's groups (see common.cl). A
+// kernel runs stepCount scan steps from firstStep (one per launch on an in-order queue, or all of
+// a scan in one persistent launch: "Scans" in common.cl) of one scan, or of the two scans of a
+// bidirectional layer together. For scan step s, `time` is its time index (from the direction's
+// `reverse` flag), `nextTime` the time index of scan step s + 1, the step after it (forward) or
+// the step processed before it (backward), `previousTime` that of scan step s - 1; -1 where there
+// is none. h0 and c0 (hInitial, cInitial) are read at scan step 0.
 //
 // Every operand but the sizes, cellClip and the lengths comes once per direction, as name0 and
 // name1, and each kernel first picks its direction's (RECUR_PICK, common.cl). The running state
