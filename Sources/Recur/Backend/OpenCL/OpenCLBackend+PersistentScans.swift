@@ -30,7 +30,8 @@ import Synchronization
 // they fit (`ResidentScanLayout`; "Resident weights" in Kernels/common.cl): the same step kernels,
 // built once more for that H and B with another split of the work.
 //
-// The reset-before GRU needs two kernels per step (see gru.cl) and always runs one launch per step.
+// The reset-before GRU's step is two phases (see gru.cl): two launches per step, or one persistent
+// launch with a grid barrier between the phases too; it has no resident split.
 
 /// When the OpenCL backend may run a recurrent scan as one persistent kernel launch.
 public enum PersistentScanPolicy: String, Sendable, CaseIterable {
@@ -195,7 +196,7 @@ extension OpenCLBackend {
     /// `localSize` runs as one persistent launch here (see the top of this file). Probes the device
     /// the first time a grid of that many groups is asked about.
     func runsPersistentScan(cell: RecurrentCell, steps: Int, groups: Int, localSize: [Int]) throws -> Bool {
-        guard cell != .gruResetBefore, steps > 1 else { return false }
+        guard steps > 1 else { return false }
         let (policy, verdict, timedOut) = persistentScans.withLock { ($0.policy, $0.probed[groups], $0.timedOut) }
         switch policy {
         case .disabled: return false

@@ -143,7 +143,7 @@ extension OpenCLBackend {
     /// false when a persistent launch timed out (its results are then incomplete).
     private func forwardSteps(_ requests: [RecurrentForward], _ scans: [OpenCLRecurrentScan],
                               _ size: RecurrentDimensions, _ launches: OpenCLRecurrentSteps) throws -> Bool {
-        let (steps, batch, hidden) = (size.steps, size.batch, size.hidden)
+        let steps = size.steps
         let program = try program(scans[0].family, options: launches.programOptions)
         let cell = scans[0].cell
         let weights = requests.map(\.scan.weights)
@@ -161,40 +161,22 @@ extension OpenCLBackend {
         // of it); the kernels read h0 / c0 at the scan's first step.
         let hInitial = launches.each { .tensor(requests[$0].scan.initialHidden) }
         let hState = launches.each { .tensor(requests[$0].finalHidden) }
+        let arguments: [KernelArgument]
         switch cell {
-        case .rnnTanh, .rnnRelu, .lstm, .gru:
-            let arguments: [KernelArgument]
-            switch cell {
-            case .lstm:
-                arguments = [.float(scans[0].cellClip)] + weightArguments + gateArguments
-                    + launches.each { .tensor(workspaces[$0].cellStates!) } + hInitial
-                    + launches.each { .tensor(requests[$0].scan.initialCell!) } + hState
-                    + launches.each { .tensor(requests[$0].finalCell!) } + tail
-            case .gru:
-                arguments = weightArguments + gateArguments + launches.each { .tensor(workspaces[$0].hiddenStates!) }
-                    + launches.each { .tensor(workspaces[$0].candidateRecurrent!) } + hInitial + hState + tail
-            default:
-                arguments = [.int(cell == .rnnRelu ? 1 : 0)] + weightArguments + gateArguments + hInitial + hState
-                    + tail
-            }
-            return try launches.scan(self, program, "\(scans[0].family.name)_fwd_step", size: size, scans: scans,
-                                     firstStep: 0, stepCount: steps, arguments: arguments)
-        case .gruResetBefore:
-            for s in 0..<steps {
-                let head: [KernelArgument] = [.int(batch), .int(hidden), .int(steps)]
-                    + launches.each { .int(scans[$0].time(ofStep: s)) }
-                let next = launches.each { .int(scans[$0].time(ofStep: s + 1)) }
-                // The state before the step: h0 first, then the running state.
-                let hPrevious = s == 0 ? hInitial : hState
-                let candidates = launches.each { .tensor(workspaces[$0].candidateRecurrent!) }
-                try launches.launch(program, "gru_reset_before_fwd_gates", head + weightArguments + gateArguments
-                    + candidates + scans[0].lengthArguments)
-                try launches.launch(program, "gru_reset_before_fwd_step", head + next + weightArguments
-                    + gateArguments + launches.each { .tensor(workspaces[$0].hiddenStates!) } + candidates
-                    + hPrevious + hState + tail)
-            }
-            return true
+        case .lstm:
+            arguments = [.float(scans[0].cellClip)] + weightArguments + gateArguments
+                + launches.each { .tensor(workspaces[$0].cellStates!) } + hInitial
+                + launches.each { .tensor(requests[$0].scan.initialCell!) } + hState
+                + launches.each { .tensor(requests[$0].finalCell!) } + tail
+        case .gru, .gruResetBefore:
+            arguments = weightArguments + gateArguments + launches.each { .tensor(workspaces[$0].hiddenStates!) }
+                + launches.each { .tensor(workspaces[$0].candidateRecurrent!) } + hInitial + hState + tail
+        case .rnnTanh, .rnnRelu:
+            arguments = [.int(cell == .rnnRelu ? 1 : 0)] + weightArguments + gateArguments + hInitial + hState + tail
         }
+        let kernel = cell == .gruResetBefore ? "gru_reset_before_fwd_step" : "\(scans[0].family.name)_fwd_step"
+        return try launches.scan(self, program, kernel, size: size, scans: scans, firstStep: 0, stepCount: steps,
+                                 phased: cell == .gruResetBefore, arguments: arguments)
     }
 
     /// The backward of one validated scan, or of a validated bidirectional pair side by side; see
@@ -277,44 +259,29 @@ extension OpenCLBackend {
         } + launches.eachGroup { scans[$0].maskArguments } + scans[0].lengthArguments
         // Scan steps T-1 ... 0, then one more step with time -1 that only takes the gradient of the
         // first step through W_hh into dL/dh0 (every work-item sees a padded step).
+        let arguments: [KernelArgument]
         switch cell {
-        case .rnnTanh, .rnnRelu, .lstm, .gru:
-            let arguments: [KernelArgument]
-            switch cell {
-            case .lstm:
-                arguments = [.float(scans[0].cellClip)] + recurrentWeights + gateValues
-                    + launches.each { .tensor(workspaces[$0].cellStates!) }
-                    + launches.each { .tensor(requests[$0].scan.initialCell!) } + gateGradients + dh
-                    + launches.each { .tensor(requests[$0].initialCellGradient!) } + tail
-            case .gru:
-                arguments = recurrentWeights + gateValues + launches.each { .tensor(workspaces[$0].hiddenStates!) }
-                    + launches.each { .tensor(workspaces[$0].candidateRecurrent!) }
-                    + launches.each { .tensor(requests[$0].scan.initialHidden) } + gateGradients
-                    + launches.each { .tensor(scratch[$0].recurrentGateGradients) } + dh + tail
-            default:
-                arguments = [.int(cell == .rnnRelu ? 1 : 0)] + recurrentWeights + gateValues + gateGradients + dh + tail
-            }
-            return try launches.scan(self, program, "\(scans[0].family.name)_bwd_step", size: size, scans: scans,
-                                     firstStep: steps - 1, stepCount: steps + 1, arguments: arguments)
+        case .lstm:
+            arguments = [.float(scans[0].cellClip)] + recurrentWeights + gateValues
+                + launches.each { .tensor(workspaces[$0].cellStates!) }
+                + launches.each { .tensor(requests[$0].scan.initialCell!) } + gateGradients + dh
+                + launches.each { .tensor(requests[$0].initialCellGradient!) } + tail
+        case .gru:
+            arguments = recurrentWeights + gateValues + launches.each { .tensor(workspaces[$0].hiddenStates!) }
+                + launches.each { .tensor(workspaces[$0].candidateRecurrent!) }
+                + launches.each { .tensor(requests[$0].scan.initialHidden) } + gateGradients
+                + launches.each { .tensor(scratch[$0].recurrentGateGradients) } + dh + tail
         case .gruResetBefore:
-            for s in stride(from: steps - 1, through: -1, by: -1) {
-                let head: [KernelArgument] = [.int(batch), .int(hidden), .int(steps)]
-                    + launches.each { .int(scans[$0].time(ofStep: s)) }
-                let next = launches.each { .int(scans[$0].time(ofStep: s + 1)) }
-                let previous = launches.each { .int(scans[$0].time(ofStep: s - 1)) }
-                let dhTildeReset = launches.each { .tensor(scratch[$0].dhTildeReset!) }
-                try launches.launch(program, "gru_reset_before_bwd_step", head + next + previous + recurrentWeights
-                    + gateValues + launches.each { .tensor(workspaces[$0].hiddenStates!) }
-                    + launches.each { .tensor(requests[$0].scan.initialHidden) } + gateGradients + dhTildeReset
-                    + dh + tail)
-                if s >= 0 {
-                    try launches.launch(program, "gru_reset_before_bwd_gates", head + recurrentWeights + gateValues
-                        + launches.each { .tensor(workspaces[$0].recurrentInput) } + gateGradients + dhTildeReset
-                        + scans[0].lengthArguments)
-                }
-            }
-            return true
+            arguments = recurrentWeights + gateValues + launches.each { .tensor(workspaces[$0].recurrentInput) }
+                + launches.each { .tensor(workspaces[$0].hiddenStates!) }
+                + launches.each { .tensor(requests[$0].scan.initialHidden) } + gateGradients
+                + launches.each { .tensor(scratch[$0].dhTildeReset!) } + dh + tail
+        case .rnnTanh, .rnnRelu:
+            arguments = [.int(cell == .rnnRelu ? 1 : 0)] + recurrentWeights + gateValues + gateGradients + dh + tail
         }
+        let kernel = cell == .gruResetBefore ? "gru_reset_before_bwd_step" : "\(scans[0].family.name)_bwd_step"
+        return try launches.scan(self, program, kernel, size: size, scans: scans, firstStep: steps - 1,
+                                 stepCount: steps + 1, phased: cell == .gruResetBefore, arguments: arguments)
     }
 
     /// Runs `steps`, which enqueues a scan's steps as `launches` plans them, and returns whether the
@@ -339,9 +306,9 @@ extension OpenCLBackend {
         -> [OpenCLRecurrentSteps]
     {
         let tiled = OpenCLRecurrentSteps(size, directions: directions, device: device)
-        guard cell != .gruResetBefore else { return [tiled] }
         let use = residentWeights
-        if use != .never, let layout = ResidentScanLayout(gates: cell.gateCount, hidden: size.hidden,
+        // The reset-before GRU's two-phase kernels have no resident split.
+        if use != .never, cell != .gruResetBefore, let layout = ResidentScanLayout(gates: cell.gateCount, hidden: size.hidden,
                                                            batch: size.batch, directions: directions,
                                                            device: device) {
             let resident = OpenCLRecurrentSteps(resident: layout, directions: directions)
@@ -524,17 +491,20 @@ private struct OpenCLRecurrentSteps {
     /// a step count, see "Scans" in Kernels/common.cl) from `firstStep`: in one launch when
     /// `isPersistent`, else one launch per step. `arguments` are the kernel's after the step range
     /// and before the barrier state. Returns false when the persistent launch timed out.
+    /// A `phased` kernel (the reset-before GRU's) takes a `phases` argument after the step count:
+    /// per step, one launch of phase 1 and one of phase 2 (none at the backward's step -1, which
+    /// has no phase 2), or both phases in the persistent launch.
     func scan(_ backend: OpenCLBackend, _ program: OpenCLProgram, _ kernel: String, size: RecurrentDimensions,
-              scans: [OpenCLRecurrentScan], firstStep: Int, stepCount: Int, arguments: [KernelArgument]) throws
-        -> Bool
+              scans: [OpenCLRecurrentScan], firstStep: Int, stepCount: Int, phased: Bool = false,
+              arguments: [KernelArgument]) throws -> Bool
     {
         let head: [KernelArgument] = [.int(size.batch), .int(size.hidden), .int(size.steps)]
             + each { .int(scans[$0].reverse ? 1 : 0) }
         let backward = kernel.hasSuffix("_bwd_step")
         if isPersistent {
             let timedOut = try backend.withGridSync { sync in
-                try launch(program, kernel, head + [.int(firstStep), .int(stepCount)] + arguments
-                    + [.memory(sync.buffer.memory), .int(GridSyncBuffer.spinLimit)])
+                try launch(program, kernel, head + [.int(firstStep), .int(stepCount)] + (phased ? [.int(3)] : [])
+                    + arguments + [.memory(sync.buffer.memory), .int(GridSyncBuffer.spinLimit)])
             }
             backend.recordPersistentScan(timedOut: timedOut, resident: resident)
             return !timedOut
@@ -543,7 +513,10 @@ private struct OpenCLRecurrentSteps {
         let sync = backend.gridSync.withLock { $0.buffer.memory }
         for k in 0..<stepCount {
             let s = backward ? firstStep - k : firstStep + k
-            try launch(program, kernel, head + [.int(s), .int(1)] + arguments + [.memory(sync), .int(0)])
+            let phases = !phased ? [[]] : backward && s < 0 ? [[KernelArgument.int(1)]] : [[.int(1)], [.int(2)]]
+            for phase in phases {
+                try launch(program, kernel, head + [.int(s), .int(1)] + phase + arguments + [.memory(sync), .int(0)])
+            }
         }
         return true
     }
