@@ -67,9 +67,9 @@ struct PersistentScanState {
     var statistics = PersistentScanStatistics()
     /// Probe verdicts by grid size in work-groups.
     var probed: [Int: Bool] = [:]
-    /// Set when a persistent scan timed out or was refused: `.automatic` then stays with one
+    /// Whether a persistent scan timed out or was refused here: `.automatic` then stays with one
     /// launch per step.
-    var timedOut = false
+    var hasFailed: Bool { statistics.timedOut + statistics.refused > 0 }
     /// When the step kernels keep their weights in registers (a test hook; see `ResidentWeightsUse`).
     var residentWeights = ResidentWeightsUse.withPersistentScans
 }
@@ -197,12 +197,12 @@ extension OpenCLBackend {
     /// the first time a grid of that many groups is asked about.
     func runsPersistentScan(cell: RecurrentCell, steps: Int, groups: Int, localSize: [Int]) throws -> Bool {
         guard steps > 1 else { return false }
-        let (policy, verdict, timedOut) = persistentScans.withLock { ($0.policy, $0.probed[groups], $0.timedOut) }
+        let (policy, verdict, failed) = persistentScans.withLock { ($0.policy, $0.probed[groups], $0.hasFailed) }
         switch policy {
         case .disabled: return false
         case .forced: return true
         case .automatic:
-            guard device.type == .gpu, !isPoCL, !timedOut, groups <= device.computeUnits else { return false }
+            guard device.type == .gpu, !isPoCL, !failed, groups <= device.computeUnits else { return false }
             if let verdict { return verdict }
             // A probe the device refuses is a probe that failed; a lost device is an error.
             let passed: Bool
@@ -250,11 +250,10 @@ extension OpenCLBackend {
         }
     }
 
-    /// Records a persistent scan the device refused with `error`.
-    func recordRefusedPersistentScan(_ error: OpenCLError) {
+    /// Records a persistent scan the device refused.
+    func recordRefusedPersistentScan() {
         persistentScans.withLock { state in
             state.statistics.refused += 1
-            state.timedOut = true
         }
     }
 
@@ -263,7 +262,6 @@ extension OpenCLBackend {
         persistentScans.withLock { state in
             if timedOut {
                 state.statistics.timedOut += 1
-                state.timedOut = true
             } else {
                 state.statistics.persistentScans += 1
                 if resident { state.statistics.residentScans += 1 }

@@ -291,8 +291,8 @@ extension OpenCLBackend {
     private func completes(_ launches: OpenCLRecurrentSteps, _ steps: () throws -> Bool) throws -> Bool {
         do {
             return try steps()
-        } catch let error as OpenCLError where launches.isPersistent && !isDeviceLost {
-            recordRefusedPersistentScan(error)
+        } catch is OpenCLError where launches.isPersistent && !isDeviceLost {
+            recordRefusedPersistentScan()
             return false
         }
     }
