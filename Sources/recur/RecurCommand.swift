@@ -22,6 +22,10 @@ struct RecurCommand: ParsableCommand {
 
     static func main() {
         selectBLASKernels()
+        // A first run on a device waits seconds to minutes for the kernel compiler: say why.
+        KernelCompilationNotice.setHandler { device in
+            printError("compiling kernels for \(device.name) (cached for next time)")
+        }
         main(nil)
     }
 

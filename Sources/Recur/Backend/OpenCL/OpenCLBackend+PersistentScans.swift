@@ -187,10 +187,7 @@ extension OpenCLBackend {
     }
 
     /// Whether PoCL provides this device: its groups are threads of a fixed pool.
-    var isPoCL: Bool {
-        device.platformName.lowercased().contains("portable computing language")
-            || device.platform.vendor.lowercased().contains("pocl")
-    }
+    var isPoCL: Bool { device.isPoCL }
 
     /// Whether a scan of `cell` over `steps` steps whose step grid has `groups` work-groups of
     /// `localSize` runs as one persistent launch here (see the top of this file). Probes the device

@@ -43,7 +43,7 @@ public final class OpenCLBackend: Backend {
 
     let context: OpenCLContext
     let counter = MemoryCounter()
-    private let binaryCache = ProgramBinaryCache.standard
+    private let binaryCache: ProgramBinaryCache?
     /// Built programs by family and the options they add to `buildOptions`.
     private let programs = Mutex<[ProgramKey: OpenCLProgram]>([:])
 
@@ -80,6 +80,10 @@ public final class OpenCLBackend: Backend {
     public init(device: OpenCLDevice, loadingTunedGEMMParameters: Bool = true) throws {
         self.device = device
         context = try OpenCLContext(device: device)
+        binaryCache = ProgramBinaryCache.standard.map { standard in
+            // PoCL caches compiled kernels by itself (POCL_CACHE_DIR, else ~/.cache/pocl).
+            ProgramBinaryCache(directory: standard.directory, keepsBinaries: !device.isPoCL)
+        }
         let saved = loadingTunedGEMMParameters
             ? GEMMParameterStore.standard?.applySaved(to: device) : nil
         tunedGEMMParameters = saved?.installed ?? []
@@ -276,15 +280,17 @@ public final class OpenCLBackend: Backend {
             throw OpenCLError(function: "CLBlastSgemm", code: context.observed(code),
                               context: "computing a \(m)x\(k) by \(k)x\(n) GEMM")
         }
-        let status = CLBlastSgemm(
-            CLBlastLayoutRowMajor,
-            a.transposed ? CLBlastTransposeYes : CLBlastTransposeNo,
-            b.transposed ? CLBlastTransposeYes : CLBlastTransposeNo,
-            m, n, k, alpha,
-            a.tensor.deviceMemory, a.offset, a.leadingDimension,
-            b.tensor.deviceMemory, b.offset, b.leadingDimension,
-            beta, c.tensor.deviceMemory, c.offset, c.leadingDimension,
-            &queue, nil)
+        let status = context.launchingKernels {
+            CLBlastSgemm(
+                CLBlastLayoutRowMajor,
+                a.transposed ? CLBlastTransposeYes : CLBlastTransposeNo,
+                b.transposed ? CLBlastTransposeYes : CLBlastTransposeNo,
+                m, n, k, alpha,
+                a.tensor.deviceMemory, a.offset, a.leadingDimension,
+                b.tensor.deviceMemory, b.offset, b.leadingDimension,
+                beta, c.tensor.deviceMemory, c.offset, c.leadingDimension,
+                &queue, nil)
+        }
         try check(status, "CLBlastSgemm", "computing a \(m)x\(k) by \(k)x\(n) GEMM")
     }
 
@@ -320,15 +326,17 @@ public final class OpenCLBackend: Backend {
         }
         let alphas = [Float](repeating: alpha, count: operands.count)
         let betas = [Float](repeating: beta, count: operands.count)
-        let status = CLBlastSgemmBatched(
-            CLBlastLayoutRowMajor,
-            first.a.transposed ? CLBlastTransposeYes : CLBlastTransposeNo,
-            first.b.transposed ? CLBlastTransposeYes : CLBlastTransposeNo,
-            m, n, k, alphas,
-            a[0].memory, a.map(\.offset), first.a.leadingDimension,
-            b[0].memory, b.map(\.offset), first.b.leadingDimension,
-            betas, c[0].memory, c.map(\.offset), first.c.leadingDimension,
-            operands.count, &queue, nil)
+        let status = context.launchingKernels {
+            CLBlastSgemmBatched(
+                CLBlastLayoutRowMajor,
+                first.a.transposed ? CLBlastTransposeYes : CLBlastTransposeNo,
+                first.b.transposed ? CLBlastTransposeYes : CLBlastTransposeNo,
+                m, n, k, alphas,
+                a[0].memory, a.map(\.offset), first.a.leadingDimension,
+                b[0].memory, b.map(\.offset), first.b.leadingDimension,
+                betas, c[0].memory, c.map(\.offset), first.c.leadingDimension,
+                operands.count, &queue, nil)
+        }
         try check(status, "CLBlastSgemmBatched", "computing \(operands.count) batched \(m)x\(k) by \(k)x\(n) GEMMs")
     }
 

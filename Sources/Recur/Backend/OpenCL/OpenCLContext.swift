@@ -39,6 +39,36 @@ final class OpenCLContext: @unchecked Sendable {
         clReleaseContext(context)
     }
 
+    // MARK: Kernel launches on PoCL
+
+    /// Runs `enqueue`, which enqueues kernels (one of Recur's, or a CLBlast routine's), and on
+    /// PoCL waits for them before returning, holding a process-wide lock throughout, so that no
+    /// two kernel commands of the process are ever pending at once there.
+    ///
+    /// Why: PoCL 3.1's CPU drivers keep the loaded kernel binaries in a process-wide list whose
+    /// entries are found by kernel, work-group size *and* largest grid width when a command is
+    /// enqueued and run, but by kernel and work-group size alone when a command finishes
+    /// (`pocl_release_dlhandle_cache`). Enqueue a kernel on a wider grid than it ever ran on
+    /// while a narrower launch of it is pending, on this queue or another context's, and the new
+    /// entry goes to the front of the list; the narrower command's completion then takes the new
+    /// entry's reference, and the wider one's completion aborts the process with
+    /// `Assertion 'found->ref_count > 0' failed`. With one kernel command pending at a time, each
+    /// completion finds the entry its command used. PoCL runs one command at a time anyway (each
+    /// over all cores), so this costs little more than the host work the wait no longer overlaps.
+    func launchingKernels<Result>(_ enqueue: () -> Result) -> Result {
+        guard serializesKernels else { return enqueue() }
+        return Self.pocLKernelCommands.withLock { _ in
+            let result = enqueue()
+            // A failure to finish also fails the next call on this queue, which reports it.
+            _ = clFinish(queue)
+            return result
+        }
+    }
+
+    /// Whether kernel launches go one at a time through `launchingKernels` (PoCL).
+    private var serializesKernels: Bool { device.isPoCL }
+    private static let pocLKernelCommands = Mutex<Void>(())
+
     /// Waits until everything enqueued so far has finished.
     func finish() throws {
         try check(hooked(.transfer) { clFinish(queue) }, "clFinish", "waiting for \(device.name)")

@@ -171,6 +171,12 @@ public struct OpenCLDevice: Hashable, @unchecked Sendable, CustomStringConvertib
     /// The platform's name, e.g. `"NVIDIA CUDA"` or `"Portable Computing Language"`.
     public var platformName: String { platform.name }
 
+    /// Whether PoCL (Portable Computing Language, OpenCL on the CPU) provides this device.
+    public var isPoCL: Bool {
+        platform.name.lowercased().contains("portable computing language")
+            || platform.vendor.lowercased().contains("pocl")
+    }
+
     /// Every device of every platform: platforms in the loader's order, then each platform's
     /// devices in the driver's order. Empty when no OpenCL driver is installed. Read once per
     /// process, so indices do not change while it runs.

@@ -63,7 +63,10 @@ final class OpenCLProgram: @unchecked Sendable {
             let local = localSize ?? Self.defaultLocalSize(dimensions: globalSize.count, limit: cached.maxWorkGroupSize)
             let global = zip(globalSize, local).map { size, group in (size + group - 1) / group * group }
             let status = context.hooked(.enqueue) {
-                clEnqueueNDRangeKernel(context.queue, cached.kernel, cl_uint(global.count), nil, global, local, 0, nil, nil)
+                context.launchingKernels {
+                    clEnqueueNDRangeKernel(context.queue, cached.kernel, cl_uint(global.count), nil, global, local,
+                                           0, nil, nil)
+                }
             }
             try check(status, "clEnqueueNDRangeKernel",
                       "launching \(kernelName) over \(globalSize) in groups of \(local)")
@@ -154,13 +157,19 @@ extension OpenCLContext {
                               buildLog: "(no compiler output: the failure was injected by OpenCLFaultInjector)")
         }
         let key = ProgramBinaryCache.key(device: device, options: options, source: source)
-        if let cache, let binary = cache.load(name: name, key: key),
+        let entry = cache?.load(name: name, key: key)
+        if let binary = entry, binary != ProgramBinaryCache.compiledMarker,
            let program = try? programFromBinary(binary, options: options) {
             return OpenCLProgram(name: name, program: program, context: self)
         }
+        if entry == nil { KernelCompilationNotice.willCompile(for: device) }
         let program = try programFromSource(source, name: name, options: options)
-        if let cache, let binary = binary(of: program) {
-            cache.store(binary, name: name, key: key)
+        if let cache, entry == nil {
+            if !cache.keepsBinaries {
+                cache.store(ProgramBinaryCache.compiledMarker, name: name, key: key)
+            } else if let binary = binary(of: program) {
+                cache.store(binary, name: name, key: key)
+            }
         }
         return OpenCLProgram(name: name, program: program, context: self)
     }
@@ -237,5 +246,28 @@ extension OpenCLContext {
             }
         }
         return status == CL_SUCCESS ? binary : nil
+    }
+}
+
+// MARK: First compilation
+
+/// Tells a program (the CLI) when kernels are about to be compiled for a device because no cache
+/// holds them, once per device and process, so that a first run's wait of seconds to minutes
+/// comes with a word instead of silence.
+public enum KernelCompilationNotice {
+    public typealias Handler = @Sendable (OpenCLDevice) -> Void
+    private static let state = Mutex<(handler: Handler?, notified: Set<OpenCLDevice>)>((nil, []))
+
+    /// Installs `handler` (nil removes it); it runs on the thread that compiles.
+    public static func setHandler(_ handler: Handler?) {
+        state.withLock { $0.handler = handler }
+    }
+
+    static func willCompile(for device: OpenCLDevice) {
+        let handler: Handler? = state.withLock { state in
+            guard let handler = state.handler, state.notified.insert(device).inserted else { return nil }
+            return handler
+        }
+        handler?(device)
     }
 }

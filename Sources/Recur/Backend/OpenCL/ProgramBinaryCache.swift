@@ -21,6 +21,20 @@ import Darwin
 struct ProgramBinaryCache: Sendable {
     /// The folder holding the cache files.
     let directory: String
+    /// Whether entries hold the device binary. A driver that keeps its own cache of compiled
+    /// kernels (PoCL) gets a small marker instead: asking PoCL for a program's binary makes it
+    /// compile every kernel of the program once more, for any work-group size, on top of the
+    /// sizes actually launched, which doubled the kernel compilation of a first run for nothing
+    /// its own cache does not already give.
+    var keepsBinaries = true
+
+    /// The payload of an entry that records a build without its binary (`keepsBinaries` off).
+    static let compiledMarker = Array("recur: compiled, binary kept by the driver".utf8)
+
+    init(directory: String, keepsBinaries: Bool = true) {
+        self.directory = directory
+        self.keepsBinaries = keepsBinaries
+    }
 
     /// `$RECUR_CACHE_DIR`, else `$XDG_CACHE_HOME/recur/kernels`, else `~/.cache/recur/kernels`;
     /// `nil` when none of those can be found.
