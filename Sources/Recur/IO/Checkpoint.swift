@@ -37,8 +37,41 @@ enum RecurJSON {
                                          what: String) throws -> Value {
         do {
             return try decoder().decode(type, from: Data(text.utf8))
+        } catch let error as DecodingError {
+            throw RecurError.malformed(source: source, detail: "\(what): \(describe(error))")
         } catch {
             throw RecurError.malformed(source: source, detail: "\(what) is not valid: \(error)")
+        }
+    }
+
+    /// A decoding error as one line naming the field: "field 'epoch': expected an integer, …".
+    static func describe(_ error: DecodingError) -> String {
+        func field(_ path: [any CodingKey]) -> String {
+            let names = path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+            return names.isEmpty ? "the top level" : "field '\(names.joined(separator: "."))'"
+        }
+        func kind(_ type: Any.Type) -> String {
+            switch type {
+            case is Int.Type, is Int32.Type, is Int64.Type, is UInt64.Type, is UInt32.Type: "an integer"
+            case is Double.Type, is Float.Type: "a number"
+            case is String.Type: "a string"
+            case is Bool.Type: "true or false"
+            default: "\(type)"
+            }
+        }
+        switch error {
+        case let .typeMismatch(type, context):
+            return "\(field(context.codingPath)): expected \(kind(type))"
+        case let .valueNotFound(type, context):
+            return "\(field(context.codingPath)): expected \(kind(type)), found null"
+        case let .keyNotFound(key, context):
+            return "\(field(context.codingPath + [key])) is missing"
+        case let .dataCorrupted(context):
+            // Foundation reports a number that does not fit its field (1.5 or 1e30 for an
+            // integer) here, with the number in the description.
+            return "\(field(context.codingPath)): \(context.debugDescription)"
+        @unknown default:
+            return "\(error)"
         }
     }
 }
@@ -138,6 +171,7 @@ public struct Checkpoint: Sendable {
         }
         progress = try RecurJSON.decode(
             TrainingProgress.self, from: try entry("recur.progress"), source: path, what: "recur.progress")
+        try progress.validate(epochs: configuration.epochs, source: path + ": recur.progress")
         metadata = file.metadata.filter { !$0.key.hasPrefix("recur.") }
         parameters = [:]
         optimizerFloats = [:]

@@ -87,6 +87,22 @@ public struct MetricSums: Sendable, Equatable, Codable {
             (array[0], array[1], array[2], array[3], array[4], array[5])
     }
 
+    /// The names `values(for:)` gives for `task`, in a fixed order.
+    public static func names(for task: ModelTask) -> [String] {
+        switch task {
+        case .classify, .tag: ["loss", "accuracy"]
+        case .lm: ["loss", "accuracy", "perplexity"]
+        case .forecast: ["loss", "mae"]
+        }
+    }
+
+    /// Whether a larger value of `metric` (with or without the `val_` prefix) is better:
+    /// accuracy is, the loss, perplexity and errors are not.
+    public static func higherIsBetter(_ metric: String) -> Bool {
+        let name = metric.hasPrefix("val_") ? String(metric.dropFirst(4)) : metric
+        return name == "accuracy"
+    }
+
     /// The metrics of `task` by name: `loss` always; `accuracy` for classify, tag and lm;
     /// `perplexity` (e^loss, per token) for lm; `mae` for forecast (times `scale`, which turns a
     /// standardised series' error back into its own units).

@@ -65,6 +65,36 @@ public struct TrainingProgress: Sendable, Equatable, Codable {
     public var normHistory: [Float] = []
 
     public init() {}
+
+    /// Checks that this progress can belong to a run of `epochs` epochs: completed epochs within
+    /// 0 ... epochs, one history record per completed epoch, numbered 1, 2, … with steps that
+    /// never decrease, and a best epoch among them. A checkpoint edited by hand (or damaged)
+    /// fails here instead of resuming a run that never existed.
+    /// - Throws: `RecurError.malformed` with `source` and what does not fit.
+    public func validate(epochs: Int, source: String = "recur.progress") throws {
+        func fail(_ detail: String) -> RecurError {
+            RecurError.malformed(source: source, detail: detail)
+        }
+        guard (0...epochs).contains(epoch) else {
+            throw fail("records \(epoch) completed epochs of a run of \(epochs)")
+        }
+        guard history.count == epoch else {
+            throw fail("records \(epoch) completed epochs but \(history.count) epoch records")
+        }
+        guard step >= 0, batchInEpoch >= 0, epochsWithoutImprovement >= 0, partialSkipped >= 0 else {
+            throw fail("has a negative count (step \(step), batch \(batchInEpoch))")
+        }
+        var previousStep = 0
+        for (index, record) in history.enumerated() {
+            guard record.epoch == index + 1, record.step >= previousStep, record.step <= step else {
+                throw fail("epoch record \(index + 1) says epoch \(record.epoch) at step \(record.step) of \(step)")
+            }
+            previousStep = record.step
+        }
+        if let bestEpoch, !(1...max(epoch, 1)).contains(bestEpoch) || epoch == 0 {
+            throw fail("names epoch \(bestEpoch) as the best of \(epoch)")
+        }
+    }
 }
 
 /// What a `Trainer` reports while it runs.
@@ -130,6 +160,7 @@ public final class Trainer {
     public init(specification: ModelSpecification, configuration: TrainingConfiguration, backend: any Backend,
                 communicator: any TrainingCommunicator = LocalCommunicator()) throws {
         try configuration.validate()
+        try Self.checkMonitor(configuration.monitor, task: specification.task)
         self.specification = specification
         self.configuration = configuration
         self.model = try specification.makeModel(backend: backend)
@@ -150,6 +181,12 @@ public final class Trainer {
         var configuration = checkpoint.configuration
         if let epochs { configuration.epochs = epochs }
         try configuration.validate()
+        if checkpoint.progress.epoch > configuration.epochs {
+            throw RecurError.invalidArgument(
+                operation: "Trainer", detail: "the checkpoint has already completed \(checkpoint.progress.epoch) "
+                    + "epochs; a total of \(configuration.epochs) cannot continue it")
+        }
+        try Self.checkMonitor(configuration.monitor, task: checkpoint.specification.task)
         self.specification = checkpoint.specification
         self.configuration = configuration
         self.model = try checkpoint.specification.makeModel(backend: backend)
@@ -163,6 +200,19 @@ public final class Trainer {
         self.metadata = checkpoint.metadata
         self.lossSlot = try backend.zeros([1])
         try synchronizeStart()
+    }
+
+    /// Throws unless `monitor` is a metric `task` reports, on the training data or (`val_`) on
+    /// the validation data: a misspelt name would otherwise never improve, so no best
+    /// checkpoint would be written and early stopping would never fire.
+    static func checkMonitor(_ monitor: String, task: ModelTask) throws {
+        let names = MetricSums.names(for: task)
+        let name = monitor.hasPrefix("val_") ? String(monitor.dropFirst(4)) : monitor
+        guard names.contains(name) else {
+            throw RecurError.invalidArgument(
+                operation: "Trainer", detail: "cannot monitor '\(monitor)': a \(task) model reports "
+                    + (names + names.map { "val_" + $0 }).joined(separator: ", "))
+        }
     }
 
     private func synchronizeStart() throws {
@@ -349,7 +399,10 @@ public final class Trainer {
         progress.partialSums = MetricSums()
         (progress.partialNormSum, progress.partialNormMax, progress.partialSkipped, progress.partialSeconds) = (0, 0, 0, 0)
         guard let value = record.metrics[monitor], value.isFinite else { return }
-        if progress.best.map({ value < $0 }) ?? true {
+        let improves = MetricSums.higherIsBetter(monitor)
+            ? progress.best.map { value > $0 } ?? true
+            : progress.best.map { value < $0 } ?? true
+        if improves {
             progress.best = value
             progress.bestEpoch = record.epoch
             progress.epochsWithoutImprovement = 0

@@ -52,8 +52,9 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
     public var shuffles: Bool
     /// Stop when the monitored metric has not improved for this many epochs; nil never stops.
     public var earlyStoppingPatience: Int?
-    /// The metric early stopping and the best checkpoint watch (lower is better):
-    /// `val_loss` by default, `loss` when there is no validation data.
+    /// The metric early stopping and the best checkpoint watch: `val_loss` by default, `loss`
+    /// when there is no validation data; lower is better except for accuracy
+    /// (`MetricSums.higherIsBetter`).
     public var monitor: String
     /// Also write the last checkpoint every this many steps (not only at the end of each epoch).
     public var checkpointEverySteps: Int?
@@ -75,11 +76,19 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
         self.checkpointEverySteps = checkpointEverySteps
     }
 
+    /// The most epochs a run may plan: far more than any run needs, and small enough that step
+    /// counts (epochs × batches per epoch) stay far from overflow.
+    public static let maximumEpochs = 1_000_000
+
     /// Checks the counts, naming the first bad field.
     public func validate() throws {
         let operation = "TrainingConfiguration"
         for (name, value) in [("epochs", epochs), ("batchSize", batchSize)] where value < 1 {
             throw RecurError.invalidArgument(operation: operation, detail: "\(name) must be at least 1, got \(value)")
+        }
+        guard epochs <= Self.maximumEpochs else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "epochs must be at most \(Self.maximumEpochs), got \(epochs)")
         }
         if let patience = earlyStoppingPatience, patience < 1 {
             throw RecurError.invalidArgument(operation: operation, detail: "patience must be at least 1, got \(patience)")
