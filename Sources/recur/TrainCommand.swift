@@ -65,7 +65,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Batch size.") var batchSize = 32
     @Option(help: "Seed of the initial weights, shuffles and dropout.") var seed: UInt64 = 0
     @Option(help: "Early stopping: epochs without improvement of the monitored metric.") var patience: Int?
-    @Option(help: "Metric that early stopping and best.safetensors watch (lower is better).") var monitor = "val_loss"
+    @Option(help: "Metric that early stopping and best.safetensors watch: loss, accuracy, perplexity (lm), mae (forecast), each also with val_; accuracy is better higher, the others lower.")
+    var monitor = "val_loss"
     @Option(help: "Folder for checkpoints, log.jsonl and curves.svg.") var checkpointDir: String?
     @Option(help: "Also write last.safetensors every N steps.") var checkpointEvery: Int?
     @Flag(help: "Continue from <checkpoint-dir>/last.safetensors.") var resume = false
@@ -90,6 +91,9 @@ struct TrainCommand: ParsableCommand {
         for (name, value) in [("--embedding", embedding), ("--hidden", hidden), ("--layers", layers),
                               ("--epochs", epochs), ("--batch-size", batchSize)] where value < 1 {
             throw ValidationError("\(name) must be at least 1")
+        }
+        if epochs > TrainingConfiguration.maximumEpochs {
+            throw ValidationError("--epochs must be at most \(TrainingConfiguration.maximumEpochs)")
         }
         let clips = [clipNorm != nil, clipParameterNorm != nil, clipValue != nil, autoclip != nil].filter { $0 }
         if clips.count > 1 { throw ValidationError("choose one of --clip-norm, --clip-parameter-norm, --clip-value, --autoclip") }
@@ -172,10 +176,29 @@ struct TrainCommand: ParsableCommand {
         let trainer: Trainer
         let prepared: PreparedData
         let source: DataSource
+        if isLeader { try prepareOutputFolders() }
         if resume, let directory = checkpointDir {
+            let conflicting = Self.optionsResumeCannotChange(in: Array(CommandLine.arguments.dropFirst()))
+            guard conflicting.isEmpty else {
+                throw ValidationError(
+                    "--resume continues the run recorded in \(directory)/last.safetensors with its own data, model, "
+                        + "optimizer and loop settings; \(conflicting.joined(separator: ", ")) cannot change them "
+                        + "(leave them out, or start a new run in another --checkpoint-dir)")
+            }
             let checkpoint = try Checkpoint(contentsOf: directory + "/last.safetensors")
             source = try DataOptions.source(in: checkpoint.metadata)
             prepared = try DataOptions.prepare(source, using: checkpoint.metadata)
+            if let recorded = checkpoint.metadata["data.fingerprint"] {
+                let current = Trainer.fingerprint(prepared.training)
+                guard current == recorded else {
+                    // Appended, reordered or replaced data would silently continue on other
+                    // examples, and the resumed run would no longer equal an uninterrupted one.
+                    throw ValidationError(
+                        "\(source.paths.joined(separator: ", ")) no longer holds the data this run was trained on "
+                            + "(training split now \(current), recorded \(recorded)); restore the data, "
+                            + "or start a new run in another --checkpoint-dir")
+                }
+            }
             trainer = try Trainer(resumingFrom: checkpoint, epochs: epochsOption, backend: backend,
                                   communicator: communicator)
             if isLeader { log("resuming after epoch \(checkpoint.progress.epoch), step \(checkpoint.progress.step)") }
@@ -230,6 +253,44 @@ struct TrainCommand: ParsableCommand {
             print("final after \(trainer.progress.epoch) epochs (\(fixed(seconds, 1)) s): \(summary)")
         }
         return run
+    }
+
+    /// The options `train --resume` accepts besides the ones that say where the run is: the
+    /// total epochs (to train longer), the device, and how progress and plots are reported.
+    /// Every other option describes the data, the model, the optimizer or the loop, which the
+    /// checkpoint records; a new option is refused with --resume until it is added here.
+    static let optionsResumeMayGive: Set<String> = [
+        "--resume", "--checkpoint-dir", "--epochs", "--device", "--persistent-scans", "--json",
+        "--plots", "--gradient-flow", "--export-data", "--distributed", "--profile", "--help", "-h",
+    ]
+
+    /// The options among `arguments` (the command line after the program name) that a resumed
+    /// run cannot honour, in the order given, each once.
+    static func optionsResumeCannotChange(in arguments: [String]) -> [String] {
+        var names: [String] = []
+        for argument in arguments {
+            if argument == "--" { break }
+            guard argument.hasPrefix("-"), argument.count > 1, Double(argument) == nil else { continue }
+            let name = String(argument.split(separator: "=", maxSplits: 1)[0])
+            if name != "train" && !optionsResumeMayGive.contains(name) && !names.contains(name) { names.append(name) }
+        }
+        return names
+    }
+
+    /// Creates the checkpoint and plot folders and checks that they can be written now, before
+    /// the data is read and an epoch is trained, not at the first save; removes temporary files
+    /// that a killed run left in the checkpoint folder.
+    private func prepareOutputFolders() throws {
+        if let checkpointDir {
+            let removed = try ReportFile.prepareWritableDirectory(checkpointDir)
+            if !removed.isEmpty {
+                printError("removed \(removed.count) temporary file\(removed.count == 1 ? "" : "s") that an interrupted "
+                           + "run left in \(checkpointDir)")
+            }
+        }
+        if let plots, plots != checkpointDir {
+            try ReportFile.prepareWritableDirectory(plots)
+        }
     }
 
     /// Writes every split as `<split>.inputs` (ids or values, example-major `[N, T]`) and

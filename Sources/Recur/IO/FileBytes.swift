@@ -74,6 +74,38 @@ enum FileBytes {
         }
     }
 
+    /// Creates the folder at `path` if needed and proves that files can be written in it, by
+    /// writing and removing a small probe file the way `writeAtomically` writes; then removes the
+    /// temporary files that writers killed mid-write left there (`removeStaleTemporaries`).
+    /// - Returns: the names of the stale temporary files removed.
+    /// - Throws: `RecurError.io` naming the folder and the system's reason.
+    @discardableResult
+    static func prepareWritableDirectory(_ path: String) throws -> [String] {
+        try createDirectory(path)
+        try writeAtomically(Array("probe\n".utf8), to: path + "/.recur-write-probe-" + String(getpid()))
+        unlink(path + "/.recur-write-probe-" + String(getpid()))
+        return removeStaleTemporaries(in: path)
+    }
+
+    /// Removes `.<name>.tmp-<pid>-<hex>` files in `directory` whose writing process no longer
+    /// runs: what `writeAtomically` leaves behind when its process is killed between creating the
+    /// temporary file and renaming it. A live writer's file (another run using the folder) stays.
+    static func removeStaleTemporaries(in directory: String) -> [String] {
+        guard let names = try? DirectoryListing.names(in: directory) else { return [] }
+        var removed: [String] = []
+        for name in names.sorted() where name.hasPrefix(".") {
+            guard let marker = name.ranges(of: ".tmp-").last else { continue }
+            let fields = name[marker.upperBound...].split(separator: "-")
+            guard fields.count == 2, let pid = Int32(fields[0]), pid > 0,
+                  fields[1].allSatisfy(\.isHexDigit) else { continue }
+            // kill(pid, 0) fails with ESRCH only when no such process exists.
+            if kill(pid, 0) != 0 && errno == ESRCH && unlink(directory + "/" + name) == 0 {
+                removed.append(name)
+            }
+        }
+        return removed
+    }
+
     /// The directory part of `path` (`"."` for a bare file name, `"/"` for a file in the root).
     /// Creates the folder at `path` and any missing parents (as `mkdir -p`); an existing folder
     /// is fine.

@@ -14,4 +14,15 @@ public enum ReportFile {
         guard !path.isEmpty else { throw RecurError.io(path: path, detail: "empty directory path") }
         try FileBytes.createDirectory(path)
     }
+
+    /// Creates the directory at `path` if needed and checks that files can be written in it, so
+    /// that a run can refuse a folder it could not save into before it starts, not after its
+    /// first epoch. Also removes the temporary files of writes that were killed midway.
+    /// - Returns: the names of the leftover temporary files removed.
+    /// - Throws: `RecurError.io` naming the folder and the reason.
+    @discardableResult
+    public static func prepareWritableDirectory(_ path: String) throws -> [String] {
+        guard !path.isEmpty else { throw RecurError.io(path: path, detail: "empty directory path") }
+        return try FileBytes.prepareWritableDirectory(path)
+    }
 }
