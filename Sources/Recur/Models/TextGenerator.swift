@@ -66,6 +66,9 @@ public struct TextGenerator {
         }
     }
 
+    /// The most tokens one call generates: a bound on the time a mistyped length can take.
+    public static let maximumLength = 1_000_000
+
     /// Continues `prime` with `length` sampled tokens.
     /// - Parameters:
     ///   - temperature: divides the logits before the softmax: below 1 sharpens the distribution,
@@ -75,6 +78,18 @@ public struct TextGenerator {
     /// - Returns: the generated tokens only (not the prime), joined.
     public func generate(prime: String, length: Int, temperature: Float = 1, topK: Int? = nil,
                          seed: UInt64 = 0) throws -> String {
+        var text = ""
+        try generate(prime: prime, length: length, temperature: temperature, topK: topK, seed: seed) { piece in
+            text += piece
+        }
+        return text
+    }
+
+    /// Continues `prime` with `length` sampled tokens, handing each to `emit` as soon as it is
+    /// sampled (a character, or a word with the space before it after the first), so a long
+    /// generation streams instead of building up in memory.
+    public func generate(prime: String, length: Int, temperature: Float = 1, topK: Int? = nil,
+                         seed: UInt64 = 0, emit: (String) throws -> Void) throws {
         let operation = "TextGenerator.generate"
         guard temperature > 0, temperature.isFinite else {
             throw RecurError.invalidArgument(operation: operation, detail: "temperature must be positive, got \(temperature)")
@@ -82,8 +97,9 @@ public struct TextGenerator {
         if let topK, topK < 1 {
             throw RecurError.invalidArgument(operation: operation, detail: "topK must be at least 1, got \(topK)")
         }
-        guard length >= 0 else {
-            throw RecurError.invalidArgument(operation: operation, detail: "length must be >= 0, got \(length)")
+        guard (0...Self.maximumLength).contains(length) else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "length must be 0 ... \(Self.maximumLength), got \(length)")
         }
         let primeIDs = encode(prime)
         guard !primeIDs.isEmpty else {
@@ -91,14 +107,13 @@ public struct TextGenerator {
         }
         var random = SeededRandom(seed: seed)
         var (logits, state) = try run(primeIDs, state: nil)
-        var generated: [Int32] = []
-        for _ in 0..<length {
+        let separator = tokenizer == .character ? "" : " "
+        for index in 0..<length {
             let id = sample(logits, temperature: temperature, topK: topK, random: &random)
-            generated.append(id)
-            (logits, state) = try run([id], state: state)
+            let token = try vocabulary.decode([id])[0]
+            try emit(index == 0 ? token : separator + token)
+            if index + 1 < length { (logits, state) = try run([id], state: state) }
         }
-        let tokens = try vocabulary.decode(generated)
-        return tokens.joined(separator: tokenizer == .character ? "" : " ")
     }
 
     /// Feeds `ids` (one sequence) from `state`; returns the last step's logits `[V]` and the
