@@ -127,10 +127,12 @@ let package = Package(
         ),
 
         // MARK: Tests
+        // Fixtures: PyTorch parity files. Datasets: small excerpts of real data sets (each with its
+        // source and licence), so that the data tests need nothing beside the checkout.
         .testTarget(
             name: "RecurTests",
             dependencies: ["Recur", "recur"],
-            resources: [.copy("Fixtures")]
+            resources: [.copy("Fixtures"), .copy("Datasets")]
         ),
     ] + mpiTargets
 )

@@ -3,13 +3,21 @@ import Recur
 
 /// Where the data of `recur train` comes from and how it is cut into examples.
 struct DataOptions: ParsableArguments {
-    @Option(help: "Data file or folder (repeat for --format lines: one file per class).") var data: [String] = []
-    @Option(help: "tsv, csv, lines, imdb, text, series, tagged (default: from the file name).") var format: String?
+    @Option(help: "Data file or folder; only --format lines takes several (repeat it: one file per class).")
+    var data: [String] = []
+    @Option(help: "tsv, csv, lines, imdb, text, series, tagged (default: from the name: imdb for aclImdb or a trailing /, csv for .csv, text for .txt, else tsv).")
+    var format: String?
     @Option(help: "Class names of --format lines files, comma-separated, in --data order.") var classes: String?
-    @Option(help: "Label column of a table (0-based).") var labelColumn = 0
-    @Option(help: "Text (or tokens) column of a table (0-based).") var textColumn = 1
-    @Option(help: "Value column of a series (0-based).") var valueColumn = 1
-    @Flag(inversion: .prefixedNo, help: "The first row is a header (default: yes for series, no for tables).")
+    // Unconditional parsing reads `-1` as the value, so that validate() can say what is wrong
+    // with it instead of ArgumentParser reporting a missing value.
+    @Option(parsing: .unconditional, help: "Label column of a table (0-based).") var labelColumn = 0
+    @Option(parsing: .unconditional, help: "Text (or tokens) column of a table (0-based).") var textColumn = 1
+    @Option(parsing: .unconditional, help: "Value column of a series (0-based).") var valueColumn = 1
+    @Flag(inversion: .prefixedNo, help: """
+        The first row is a header (--header) or data (--no-header). Unsaid: a series' first row is a header unless \
+        its value is a number; a table is read without one, and refused if its first row looks like a header (its \
+        label on no other row while other labels repeat).
+        """)
     var header: Bool?
     @Option(help: "word or character tokens.") var tokenizer: String?
     @Option(help: "Keep the most frequent ids below this (Keras's num_words).") var numWords: Int?
@@ -27,6 +35,15 @@ struct DataOptions: ParsableArguments {
 
     func validate() throws {
         guard maxLength >= 1, horizon >= 1 else { throw ValidationError("--max-length and --horizon must be at least 1") }
+        for (name, column) in [("--label-column", labelColumn), ("--text-column", textColumn), ("--value-column", valueColumn)]
+        where column < 0 {
+            throw ValidationError("\(name) must be 0 or more, got \(column)")
+        }
+        let formatName = format ?? data.first.map(Self.guessFormat)
+        if ["tsv", "csv", "tagged"].contains(formatName), labelColumn == textColumn {
+            throw ValidationError(
+                "--label-column and --text-column are both \(labelColumn): the label would be fed to the model as its input")
+        }
         guard ["pre", "post"].contains(padding), ["pre", "post"].contains(truncating) else {
             throw ValidationError("--padding and --truncating are pre or post")
         }
@@ -40,6 +57,7 @@ struct DataOptions: ParsableArguments {
             throw ValidationError("unknown format '\(formatName)': \(DataSource.Format.allCases.map(\.rawValue))")
         }
         var source = DataSource(format: chosen, paths: data)
+        source.formatIsGuessed = format == nil
         if chosen == .lines {
             source.classNames = classes?.split(separator: ",").map(String.init)
                 ?? data.map { path in String(path.split(separator: "/").last ?? Substring(path)) }
@@ -47,7 +65,7 @@ struct DataOptions: ParsableArguments {
         source.labelColumn = labelColumn
         source.textColumn = textColumn
         source.valueColumn = valueColumn
-        source.hasHeader = header ?? (chosen == .series)
+        source.hasHeader = header
         let tokenizerName = tokenizer ?? (chosen == .text ? "character" : "word")
         guard let kind = DataSource.TokenizerKind(rawValue: tokenizerName) else {
             throw ValidationError("--tokenizer is word or character")

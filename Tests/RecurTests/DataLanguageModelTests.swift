@@ -2,17 +2,18 @@ import Testing
 @testable import Recur
 
 @Suite struct DataLanguageModelTests {
+    /// The first 300 lines of Tiny Shakespeare (`Datasets/tinyshakespeare`).
     @Test func tinyShakespeareAsCharacters() throws {
-        let stream = try TokenStream.characters(contentsOf: SharedData.path("tinyshakespeare/input.txt"))
-        #expect(stream.count == 1_115_394)
-        // 65 distinct characters plus padding and <OOV>.
-        #expect(stream.vocabulary.count == 67)
-        // The space is the most frequent character (169,892 times), then e, t, o, a.
-        #expect(Array(stream.vocabulary.words.prefix(5)) == [" ", "e", "t", "o", "a"])
+        let stream = try TokenStream.characters(contentsOf: TestDatasets.path("tinyshakespeare/input.txt"))
+        #expect(stream.count == 8948)
+        // 56 distinct characters plus padding and <OOV>.
+        #expect(stream.vocabulary.count == 58)
+        // The space is the most frequent character (1,342 times), then e, t, o, i.
+        #expect(Array(stream.vocabulary.words.prefix(5)) == [" ", "e", "t", "o", "i"])
         #expect(try stream.vocabulary.decode(stream.ids.prefix(14)).joined() == "First Citizen:")
-        // The file ends "Whiles thou art waking." (the data README quotes it as "While").
-        #expect(try stream.vocabulary.decode(stream.ids.suffix(24)).joined() == "Whiles thou art waking.\n")
-        #expect(stream.ids.filter { $0 == 2 }.count == 169_892)
+        // Line 300, where the excerpt ends.
+        #expect(try stream.vocabulary.decode(stream.ids.suffix(41)).joined() == "Would the nobility lay aside their ruth,\n")
+        #expect(stream.ids.filter { $0 == 2 }.count == 1342)
         #expect(!stream.ids.contains(Vocabulary.outOfVocabularyID))
         #expect(try Vocabulary(serialized: stream.vocabulary.serialized) == stream.vocabulary)
     }
@@ -60,17 +61,18 @@ import Testing
     }
 
     @Test func tinyShakespeareBatchesAndValidationTail() throws {
-        let stream = try TokenStream.characters(contentsOf: SharedData.path("tinyshakespeare/input.txt"))
+        let stream = try TokenStream.characters(contentsOf: TestDatasets.path("tinyshakespeare/input.txt"))
         let split = try ValidationSplit(count: stream.count, validationFraction: 0.1)
         let training = stream.slice(split.training)
-        #expect(training.count == 1_003_854)
-        let batches = try training.batches(sequenceLength: 100, batchSize: 64)
-        #expect(batches.streamLength == 15_685)
-        #expect(batches.count == 156)
+        // ⌊8948 × 0.9⌋ = 8053 training ids; 8 streams of ⌊8052 / 8⌋ = 1006; ⌊1006 / 20⌋ = 50 batches.
+        #expect(training.count == 8053)
+        let batches = try training.batches(sequenceLength: 20, batchSize: 8)
+        #expect(batches.streamLength == 1006)
+        #expect(batches.count == 50)
         let first = batches[0]
-        #expect(try stream.vocabulary.decode((0..<14).map { first.inputs[$0 * 64] }).joined() == "First Citizen:")
-        for t in 0..<99 {
-            #expect(first.targets[t * 64 + 5] == first.inputs[(t + 1) * 64 + 5])
+        #expect(try stream.vocabulary.decode((0..<14).map { first.inputs[$0 * 8] }).joined() == "First Citizen:")
+        for t in 0..<19 {
+            #expect(first.targets[t * 8 + 5] == first.inputs[(t + 1) * 8 + 5])
         }
     }
 }

@@ -1,29 +1,72 @@
 import Testing
 @testable import Recur
 
+/// A monthly series in the layout of `airline-passengers.csv` from the Time Series Data Library:
+/// a quoted header, quoted months, CRLF line ends and no final newline. Generated (a seeded
+/// trend with a yearly cycle, whole numbers), because the copy the layout comes from states no
+/// licence.
+struct MonthlySeriesFile {
+    let values: [Float]
+    let months: [String]
+    let text: String
+
+    init(seed: UInt64, years: Int = 12) {
+        var random = SeededGenerator(seed: seed)
+        var values: [Float] = []
+        var months: [String] = []
+        for month in 0..<(years * 12) {
+            let seasonal = [0, -6, 8, 3, -2, 14, 26, 26, 10, -8, -22, -6][month % 12]
+            values.append(Float(110 + month * 2 + seasonal + Int.random(in: -5...5, using: &random)))
+            let (year, inYear) = (1949 + month / 12, month % 12 + 1)
+            months.append("\(year)-\(inYear < 10 ? "0" : "")\(inYear)")
+        }
+        self.values = values
+        self.months = months
+        text = "\"Month\",\"Passengers\"\r\n"
+            + zip(months, values).map { "\"\($0)\",\(Int($1))" }.joined(separator: "\r\n")
+    }
+}
+
 @Suite struct DataSeriesTests {
-    @Test func airlinePassengersLoad() throws {
-        let series = try NumericSeries.readCSV(contentsOf: SharedData.path("timeseries/airline-passengers.csv"))
+    @Test func monthlySeriesLayoutLoads() throws {
+        let folder = try TemporaryFolder()
+        let file = MonthlySeriesFile(seed: 5)
+        let path = try folder.write("airline-passengers.csv", file.text)
+        let series = try NumericSeries.readCSV(contentsOf: path)
         #expect(series.count == 144)
-        #expect(series.values.first == 112 && series.values.last == 432)
-        #expect(series.values.min() == 104 && series.values.max() == 622)
-        #expect(series.values.reduce(0, +) == 40363)
+        #expect(series.values == file.values)
+        #expect(series.timestamps == file.months)
         #expect(series.timestamps.first == "1949-01" && series.timestamps.last == "1960-12")
         // By header name, without timestamps.
-        let named = try NumericSeries.readCSV(
-            contentsOf: SharedData.path("timeseries/airline-passengers.csv"), timestampColumn: nil,
-            valueColumn: .name("Passengers"))
+        let named = try NumericSeries.readCSV(contentsOf: path, timestampColumn: nil, valueColumn: .name("Passengers"))
         #expect(named.values == series.values && named.timestamps.isEmpty)
     }
 
-    @Test func monthlySunspotsLoad() throws {
-        let series = try NumericSeries.readCSV(contentsOf: SharedData.path("timeseries/monthly-sunspots.csv"))
-        #expect(series.count == 2820)
-        #expect(series.values.first == 58.0)
-        #expect(series.values.min() == 0 && series.values.max() == 253.8)
-        let sum = series.values.reduce(0.0) { $0 + Double($1) }
-        #expect(abs(sum - 144_570.0) < 0.01)
-        #expect(series.timestamps.first == "1749-01" && series.timestamps.last == "1983-12")
+    /// US macroeconomic data (`Datasets/macrodata`, the whole public-domain file from statsmodels):
+    /// a real series with a header of quoted names, LF line ends and 14 columns.
+    @Test func macrodataLoads() throws {
+        let path = try TestDatasets.path("macrodata/macrodata.csv")
+        let gdp = try NumericSeries.readCSV(contentsOf: path, valueColumn: .name("realgdp"))
+        #expect(gdp.count == 203)
+        #expect(gdp.values.first == 2710.349 && gdp.values.last == 12990.341)
+        #expect(gdp.values.min() == 2710.349 && gdp.values.max() == 13415.266)
+        #expect(abs(gdp.values.reduce(0.0) { $0 + Double($1) } - 1_465_897.896) < 0.1)
+        #expect(gdp.timestamps.first == "1959" && gdp.timestamps.last == "2009")
+        let unemployment = try NumericSeries.readCSV(contentsOf: path, timestampColumn: nil, valueColumn: .index(10))
+        #expect(unemployment.values.first == 5.8 && unemployment.values.last == 9.6)
+        #expect(unemployment.values.min() == 3.4 && unemployment.values.max() == 10.7)
+        #expect(abs(unemployment.values.reduce(0.0) { $0 + Double($1) } - 1194.6) < 1e-3)
+
+        // As `recur train --format series --value-column 10` reads it, told nothing about a
+        // header: the first row's "unemp" is no number, so it is the header.
+        var source = DataSource(format: .series, paths: [path])
+        source.valueColumn = 10
+        source.sequenceLength = 8
+        source.validationFraction = 0
+        let prepared = try source.prepare()
+        // 203 values give 203 − 8 − 1 + 1 = 195 windows.
+        #expect(prepared.training.count == 195)
+        #expect(abs((prepared.standardization?.mean ?? 0) - 1194.6 / 203) < 1e-4)
     }
 
     @Test func badNumbersNameFileAndLine() throws {
@@ -84,8 +127,10 @@ import Testing
         #expect(recurError { _ = try series.forecastingSplit(windowLength: 6, validationFraction: 0.25) } != nil)
     }
 
-    @Test func airlineForecastingSplit() throws {
-        let series = try NumericSeries.readCSV(contentsOf: SharedData.path("timeseries/airline-passengers.csv"))
+    @Test func monthlySeriesForecastingSplit() throws {
+        let folder = try TemporaryFolder()
+        let series = try NumericSeries.readCSV(
+            contentsOf: try folder.write("airline-passengers.csv", MonthlySeriesFile(seed: 6).text))
         let split = try series.forecastingSplit(windowLength: 12, horizon: 1, validationFraction: 0.25)
         // 108 training values give 108 − 13 + 1 = 96 windows; the 36 validation targets one each.
         #expect(split.training.count == 96)

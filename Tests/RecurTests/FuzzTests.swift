@@ -97,9 +97,9 @@ private func hex(_ bytes: [UInt8]) -> String {
     return "[\(bytes.count) bytes] " + shown.joined() + (bytes.count > 512 ? "…" : "")
 }
 
-/// The first `count` bytes of a shared dataset file, as a realistic seed.
-private func sharedSeed(_ relative: String, prefix count: Int) throws -> [UInt8] {
-    Array(try Data(contentsOf: URL(fileURLWithPath: try SharedData.path(relative))).prefix(count))
+/// The first `count` bytes of a committed dataset excerpt (`Datasets/`), as a realistic seed.
+private func datasetSeed(_ relative: String, prefix count: Int) throws -> [UInt8] {
+    Array(try TestDatasets.bytes(relative).prefix(count))
 }
 
 @Suite("Parser fuzzing", .timeLimit(.minutes(2)))
@@ -205,7 +205,7 @@ struct FuzzTests {
     }
 
     @Test func delimitedTextClassification() throws {
-        let seeds = Self.delimitedSeeds() + [try sharedSeed("sms_spam/SMSSpamCollection", prefix: 600)]
+        let seeds = Self.delimitedSeeds() + [try datasetSeed("sms_spam/SMSSpamCollection", prefix: 600)]
         let formats = [
             DelimitedTextFormat.csv, .tsv, DelimitedTextFormat(delimiter: "\t", hasHeader: false, quoting: .none),
             DelimitedTextFormat(delimiter: ",", hasHeader: false),
@@ -228,7 +228,10 @@ struct FuzzTests {
     }
 
     @Test func numericSeriesCSV() throws {
-        let seeds = Self.delimitedSeeds() + [try sharedSeed("timeseries/airline-passengers.csv", prefix: 400)]
+        let seeds = Self.delimitedSeeds() + [
+            try datasetSeed("macrodata/macrodata.csv", prefix: 400),
+            Array(MonthlySeriesFile(seed: 3, years: 2).text.utf8),
+        ]
         var choice = SeededGenerator(seed: FuzzBudget.seed &+ 3)
         let tally = fuzz("numeric series", seeds: seeds, iterations: FuzzBudget.iterations(10_000), seedOffset: 3) { bytes in
             let policy: MalformedRowPolicy = Bool.random(using: &choice) ? .fail : .skip
@@ -249,7 +252,7 @@ struct FuzzTests {
         let seeds = [
             Array("the rock is destined to be the 21st century's new \" conan \"\nit's a lovely film\r\n".utf8),
             Array("simplistic , silly and tedious . \nboring\n".utf8),
-            try sharedSeed("rt_polarity/rt-polarity.neg", prefix: 500),  // Windows-1252
+            Windows1252Lines(seed: 4, count: 8).bytes,
         ]
         var choice = SeededGenerator(seed: FuzzBudget.seed &+ 4)
         let tally = fuzz("per-class lines", seeds: seeds, iterations: FuzzBudget.iterations(10_000), seedOffset: 4) { bytes in
@@ -269,8 +272,8 @@ struct FuzzTests {
         let seeds = [
             Array("First Citizen:\nBefore we proceed any further, hear me speak.\n".utf8),
             Array("Caf\u{E9} na\u{EF}ve <br /><BR>r\u{E9}sum\u{E9} \u{1F600}\r\n\t".utf8),
-            try sharedSeed("tinyshakespeare/input.txt", prefix: 300),
-            try sharedSeed("rt_polarity/rt-polarity.pos", prefix: 300),
+            try datasetSeed("tinyshakespeare/input.txt", prefix: 300),
+            Windows1252Lines(seed: 5, count: 5).bytes,
         ]
         let given = try Vocabulary(words: ["e", "t", " ", "\n", "the", "br"])
         var choice = SeededGenerator(seed: FuzzBudget.seed &+ 5)

@@ -45,11 +45,16 @@ public struct DataSource: Sendable, Equatable, Codable {
     public var paths: [String]
     /// Class names of `lines` files, in `paths` order.
     public var classNames: [String]?
-    /// Table columns (0-based) and whether the first row is a header.
+    /// Table columns (0-based).
     public var labelColumn = 0
     public var textColumn = 1
     public var valueColumn = 1
-    public var hasHeader = false
+    /// Whether the first row of a table or series is a header; nil when the caller was not told.
+    /// Unsaid, a series' first row is a header unless its value is a number; a labelled table
+    /// has no header, and one whose first row looks like a header (its label on no other row,
+    /// while other labels repeat) is refused rather than read as an example of a class of its
+    /// own; a tagged file has no header.
+    public var hasHeader: Bool?
     public var tokenizer: TokenizerKind = .word
     /// Keep only the ids below this (padding and OOV included), as Keras's `num_words`.
     public var numWords: Int?
@@ -71,6 +76,17 @@ public struct DataSource: Sendable, Equatable, Codable {
     /// Classification: recurrent layers skip the padding (PyTorch's packed sequences, Keras's
     /// `mask_zero=True`); false feeds them the padding too (Keras's default Embedding).
     public var masksPadding = true
+    /// Whether the caller guessed `format` from the file name rather than being told it. Errors
+    /// in reading the files then say so, since a reader of the wrong format fails in terms of
+    /// that format ("expected 2 fields"). Not part of the JSON: it describes how this run chose
+    /// the format, not the data.
+    public var formatIsGuessed = false
+
+    private enum CodingKeys: String, CodingKey {
+        case format, paths, classNames, labelColumn, textColumn, valueColumn, hasHeader, tokenizer, numWords
+        case sequenceLength, padding, truncating, stride, horizon, validationFraction, testFraction, splitSeed
+        case skipsMalformed, masksPadding
+    }
 
     public init(format: Format, paths: [String]) {
         self.format = format
@@ -105,16 +121,36 @@ public struct DataSource: Sendable, Equatable, Codable {
                         tagVocabulary: Vocabulary? = nil,
                         standardization: Standardization? = nil) throws -> PreparedData {
         try validate()
-        switch format {
-        case .tsv, .csv, .lines, .imdb:
-            return try prepareClassification(vocabulary: vocabulary, classNames: classNames)
-        case .text:
-            return try prepareLanguageModel(vocabulary: vocabulary)
-        case .series:
-            return try prepareSeries(standardization: standardization)
-        case .tagged:
-            return try prepareTagging(vocabulary: vocabulary, tagVocabulary: tagVocabulary)
+        do {
+            switch format {
+            case .tsv, .csv, .lines, .imdb:
+                return try prepareClassification(vocabulary: vocabulary, classNames: classNames)
+            case .text:
+                return try prepareLanguageModel(vocabulary: vocabulary)
+            case .series:
+                return try prepareSeries(standardization: standardization)
+            case .tagged:
+                return try prepareTagging(vocabulary: vocabulary, tagVocabulary: tagVocabulary)
+            }
+        } catch let error as RecurError where formatIsGuessed {
+            throw error.noting(guessedFormatNote())
         }
+    }
+
+    /// Says that the format was guessed, and which to pass when the first line gives it away: a
+    /// tab-separated file named `.csv` is the usual case.
+    private func guessedFormatNote() -> String {
+        var note = "format \(format.rawValue) guessed from the file name"
+        let firstLine = (try? FileBytes.read(contentsOf: paths[0]))?.prefix { $0 != UInt8(ascii: "\n") } ?? []
+        let tabs = firstLine.contains(UInt8(ascii: "\t")), commas = firstLine.contains(UInt8(ascii: ","))
+        if format == .csv && tabs {
+            note += "; its first line holds tabs: pass --format tsv"
+        } else if format != .csv && commas && !tabs {
+            note += "; its first line holds commas and no tab: pass --format csv"
+        } else {
+            note += "; pass --format to read it as another (\(Format.allCases.map(\.rawValue).joined(separator: ", ")))"
+        }
+        return note
     }
 
     private func validate() throws {
@@ -134,6 +170,27 @@ public struct DataSource: Sendable, Equatable, Codable {
         if format == .lines, classNames?.count != paths.count {
             throw RecurError.invalidArgument(
                 operation: operation, detail: "per-class files need one class name per file")
+        }
+        // Every other format reads paths[0]: a second file would be left out without a word.
+        if format != .lines, paths.count > 1 {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "format \(format.rawValue) reads one file or folder, but \(paths.count) were given "
+                    + "(\(paths.joined(separator: ", "))); only format lines takes several, one per class")
+        }
+        let columns: [(String, Int)] = switch format {
+        case .tsv, .csv, .tagged: [("label", labelColumn), ("text", textColumn)]
+        case .series: [("value", valueColumn)]
+        case .lines, .imdb, .text: []
+        }
+        for (name, column) in columns where column < 0 {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "\(name) column \(column) of \(paths[0]): columns are 0 or more")
+        }
+        if columns.count == 2, labelColumn == textColumn {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "label and text column of \(paths[0]) are both \(labelColumn): the label would be the input")
         }
     }
 
@@ -159,13 +216,13 @@ public struct DataSource: Sendable, Equatable, Codable {
     private func readTexts() throws -> (TextClassificationDataset, TextClassificationDataset?) {
         switch format {
         case .tsv, .csv:
-            var table: DelimitedTextFormat = format == .tsv
-                ? DelimitedTextFormat(delimiter: "\t", hasHeader: hasHeader, quoting: .none)
-                : DelimitedTextFormat(delimiter: ",", hasHeader: hasHeader)
-            table.hasHeader = hasHeader
+            let table: DelimitedTextFormat = format == .tsv
+                ? DelimitedTextFormat(delimiter: "\t", hasHeader: hasHeader ?? false, quoting: .none)
+                : DelimitedTextFormat(delimiter: ",", hasHeader: hasHeader ?? false)
             return (try TextClassificationDataset.readDelimited(
-                contentsOf: paths[0], format: table, labelColumn: .index(labelColumn), textColumn: .index(textColumn),
-                onMalformed: policy), nil)
+                bytes: try FileBytes.read(contentsOf: paths[0]), source: paths[0], format: table,
+                labelColumn: .index(labelColumn), textColumn: .index(textColumn), onMalformed: policy,
+                refusesHeaderLikeFirstRow: hasHeader == nil), nil)
         case .lines:
             let classFiles = zip(classNames ?? [], paths).map { (name: $0, path: $1) }
             return (try TextClassificationDataset.readLines(classFiles: classFiles, onMalformed: policy), nil)
@@ -181,6 +238,15 @@ public struct DataSource: Sendable, Equatable, Codable {
 
     private func prepareClassification(vocabulary: Vocabulary?, classNames: [String]?) throws -> PreparedData {
         var (all, separateTest) = try readTexts()
+        // Training on a single class: the model learns a constant and its accuracy says 100%.
+        // (Evaluation passes the model's classes, and its data may hold one class only.)
+        if classNames == nil, all.count > 0, all.classNames.count < 2 {
+            let skipped = all.skippedCount > 0 ? " (and \(all.skippedCount) malformed rows, skipped)" : ""
+            throw RecurError.invalidArgument(
+                operation: "DataSource",
+                detail: "\(paths.joined(separator: ", ")) holds one class only, \(all.classNames)\(skipped): "
+                    + "a classifier needs two or more")
+        }
         all = all.shuffled(seed: splitSeed)
         if let classNames {
             all = try all.relabeled(as: classNames)
@@ -245,11 +311,23 @@ public struct DataSource: Sendable, Equatable, Codable {
     // MARK: Forecasting
 
     private func prepareSeries(standardization given: Standardization?) throws -> PreparedData {
-        let table = DelimitedTextFormat(delimiter: ",", hasHeader: hasHeader)
+        let bytes = try FileBytes.read(contentsOf: paths[0])
+        let header = hasHeader ?? NumericSeries.firstRecordIsHeader(bytes: bytes, valueColumn: valueColumn)
         let series = try NumericSeries.readCSV(
-            contentsOf: paths[0], format: table, timestampColumn: nil, valueColumn: .index(valueColumn),
-            onMalformed: policy)
+            bytes: bytes, source: paths[0], format: DelimitedTextFormat(delimiter: ",", hasHeader: header),
+            timestampColumn: nil, valueColumn: .index(valueColumn), onMalformed: policy)
+        guard series.count > 0 else {
+            throw RecurError.malformed(
+                source: paths[0],
+                detail: header ? "no values after the header row" : "no values: the file holds no rows")
+        }
         let (trainRange, validationRange, testRange) = splitRanges(series.count)
+        guard !trainRange.isEmpty else {
+            throw RecurError.invalidArgument(
+                operation: "DataSource",
+                detail: "the \(series.count) values of \(paths[0]) leave none for training after the validation "
+                    + "and test parts")
+        }
         let standardization = try given ?? Standardization(fitting: series.values[trainRange])
         let scaled = standardization.apply(series.values)
         // Windows whose targets lie in a part; their inputs may reach back into the part before.
@@ -273,8 +351,11 @@ public struct DataSource: Sendable, Equatable, Codable {
     // MARK: Tagging
 
     private func prepareTagging(vocabulary: Vocabulary?, tagVocabulary: Vocabulary?) throws -> PreparedData {
-        let table = DelimitedTextFormat(delimiter: "\t", hasHeader: hasHeader, quoting: .none)
-        var rows = try DelimitedTable(contentsOf: paths[0], format: table, onMalformed: policy)
+        let table = DelimitedTextFormat(delimiter: "\t", hasHeader: hasHeader ?? false, quoting: .none)
+        var rows = try DelimitedTable(
+            contentsOf: paths[0], format: table,
+            requiredFieldCount: DelimitedTable.requiredFieldCount(.index(textColumn), .index(labelColumn)),
+            onMalformed: policy)
         let tokenColumn = try rows.position(of: .index(textColumn))
         let tagColumn = try rows.position(of: .index(labelColumn))
         var tokens: [[String]] = []
@@ -289,6 +370,7 @@ public struct DataSource: Sendable, Equatable, Codable {
             tokens.append(words)
             tags.append(labels)
         }
+        if let error = rows.everyRowSkipped(accepted: tokens.count) { throw error }
         let order = seededPermutation(count: tokens.count, seed: splitSeed)
         let (trainRange, validationRange, testRange) = splitRanges(tokens.count)
         let trainingOrder = order[trainRange]
@@ -310,6 +392,17 @@ public struct DataSource: Sendable, Equatable, Codable {
             training: training, validation: try examples(validationRange), test: try examples(testRange),
             vocabulary: vocabulary, classNames: Array(tagVocabulary.tokens), skippedCount: rows.skippedCount,
             tagVocabulary: tagVocabulary)
+    }
+}
+
+extension RecurError {
+    /// The error with `note` added to its detail, for context its raiser did not have.
+    func noting(_ note: String) -> RecurError {
+        switch self {
+        case let .malformed(source, detail): .malformed(source: source, detail: "\(detail) (\(note))")
+        case let .invalidArgument(operation, detail): .invalidArgument(operation: operation, detail: "\(detail) (\(note))")
+        default: self
+        }
     }
 }
 

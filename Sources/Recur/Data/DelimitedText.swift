@@ -77,19 +77,27 @@ struct DelimitedTable {
     private(set) var records: [Record] = []
     /// Rows left out under `MalformedRowPolicy.skip`.
     private(set) var skippedCount = 0
+    /// The first row left out and why, for the message when every row was.
+    private(set) var firstSkipped: (line: Int, detail: String)?
     let policy: MalformedRowPolicy
 
     /// Reads and splits the file at `path`. Every record must have as many fields as the header
-    /// (or, without a header, as the first record). Empty lines are not records and are passed
-    /// over. An unterminated quoted field is an error in either policy: it swallows the rest of
-    /// the file, so no later row could be trusted.
-    init(contentsOf path: String, format: DelimitedTextFormat, onMalformed policy: MalformedRowPolicy) throws {
-        try self.init(bytes: try FileBytes.read(contentsOf: path), source: path, format: format, onMalformed: policy)
+    /// (or, without a header, as the first record that holds `requiredFieldCount` fields). Empty
+    /// lines are not records and are passed over. An unterminated quoted field is an error in
+    /// either policy: it swallows the rest of the file, so no later row could be trusted.
+    init(contentsOf path: String, format: DelimitedTextFormat, requiredFieldCount: Int = 0,
+         onMalformed policy: MalformedRowPolicy) throws {
+        try self.init(bytes: try FileBytes.read(contentsOf: path), source: path, format: format,
+                      requiredFieldCount: requiredFieldCount, onMalformed: policy)
     }
 
     /// Splits `bytes` as the contents of a file; `source` names it in errors as a path would.
-    init(bytes: [UInt8], source path: String, format: DelimitedTextFormat, onMalformed policy: MalformedRowPolicy)
-        throws
+    ///
+    /// Without a header, a record with fewer than `requiredFieldCount` fields (the columns the
+    /// reader asks for by index) is malformed and does not fix the field count: otherwise a
+    /// first line of garbage would make every good row after it the malformed one.
+    init(bytes: [UInt8], source path: String, format: DelimitedTextFormat, requiredFieldCount: Int = 0,
+         onMalformed policy: MalformedRowPolicy) throws
     {
         self.path = path
         self.policy = policy
@@ -105,6 +113,11 @@ struct DelimitedTable {
                     header = record.fields
                     headerLine = record.line
                     fieldCount = record.fields.count
+                    continue
+                }
+                if fieldCount == nil && record.fields.count < requiredFieldCount {
+                    try reject(line: record.line, "found \(record.fields.count) field\(record.fields.count == 1 ? "" : "s"), "
+                               + "but column \(requiredFieldCount - 1) needs at least \(requiredFieldCount)")
                     continue
                 }
                 let expected = fieldCount ?? record.fields.count
@@ -149,7 +162,28 @@ struct DelimitedTable {
     mutating func reject(line: Int, _ detail: String) throws {
         switch policy {
         case .fail: throw RecurError.malformed(source: "\(path):\(line)", detail: detail)
-        case .skip: skippedCount += 1
+        case .skip:
+            skippedCount += 1
+            if firstSkipped == nil { firstSkipped = (line, detail) }
+        }
+    }
+
+    /// The error for a file whose rows were all skipped as malformed (`accepted` rows were
+    /// kept), or nil when some row was kept or none was skipped. An empty result would otherwise
+    /// surface later as a confusing "no examples", or not at all.
+    func everyRowSkipped(accepted: Int) -> RecurError? {
+        guard accepted == 0, skippedCount > 0, let firstSkipped else { return nil }
+        let rows = skippedCount == 1 ? "the only row was" : "all \(skippedCount) rows were"
+        return .malformed(
+            source: path,
+            detail: "\(rows) malformed and skipped; the first, line \(firstSkipped.line): \(firstSkipped.detail)")
+    }
+
+    /// The fields a record needs to hold every column asked for by index (0 when all are names).
+    static func requiredFieldCount(_ columns: ColumnSelector...) -> Int {
+        columns.reduce(0) { count, column in
+            if case let .index(index) = column { return max(count, index + 1) }
+            return count
         }
     }
 }

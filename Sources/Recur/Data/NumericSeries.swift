@@ -36,7 +36,8 @@ public struct NumericSeries: Sendable, Equatable {
     ///   - valueColumn: the numeric column.
     ///   - onMalformed: fail (default) or skip rows with a bad value or wrong field count.
     /// - Throws: `RecurError.io` when the file can't be read; `RecurError.malformed` with source
-    ///   `path:line` for a malformed row (unless skipped).
+    ///   `path:line` for a malformed row (unless skipped), and with source `path` when every row
+    ///   was malformed and skipped.
     public static func readCSV(
         contentsOf path: String, format: DelimitedTextFormat = .csv, timestampColumn: ColumnSelector? = .index(0),
         valueColumn: ColumnSelector = .index(1), onMalformed policy: MalformedRowPolicy = .fail
@@ -51,7 +52,10 @@ public struct NumericSeries: Sendable, Equatable {
         timestampColumn: ColumnSelector? = .index(0), valueColumn: ColumnSelector = .index(1),
         onMalformed policy: MalformedRowPolicy = .fail
     ) throws -> NumericSeries {
-        var table = try DelimitedTable(bytes: bytes, source: path, format: format, onMalformed: policy)
+        var table = try DelimitedTable(
+            bytes: bytes, source: path, format: format,
+            requiredFieldCount: DelimitedTable.requiredFieldCount(valueColumn, timestampColumn ?? .index(0)),
+            onMalformed: policy)
         let valuePosition = try table.position(of: valueColumn)
         let timestampPosition = try timestampColumn.map { try table.position(of: $0) }
         var values: [Float] = []
@@ -65,7 +69,21 @@ public struct NumericSeries: Sendable, Equatable {
             values.append(value)
             if let timestampPosition { timestamps.append(record.fields[timestampPosition]) }
         }
+        if let error = table.everyRowSkipped(accepted: values.count) { throw error }
         return NumericSeries(values: values, timestamps: timestamps, skippedCount: table.skippedCount)
+    }
+
+    /// Whether the first record of a file, read without a header, is a header: its field in
+    /// `valueColumn` (by index) is not a number. A headerless series then keeps its first value,
+    /// and a header is not read as a malformed value. A first record that cannot be split or has
+    /// no such column, or an empty file, counts as data, so that the reader reports it.
+    static func firstRecordIsHeader(bytes: [UInt8], delimiter: Unicode.Scalar = ",", valueColumn: Int) -> Bool {
+        let format = DelimitedTextFormat(delimiter: delimiter, hasHeader: false)
+        var parser = DelimitedParser(bytes: droppingByteOrderMark(bytes), format: format, path: "")
+        guard case let .record(record)? = try? parser.next(), record.fields.indices.contains(valueColumn) else {
+            return false
+        }
+        return decimalValue(record.fields[valueColumn]) == nil
     }
 
     /// `field` as a finite number, or nil. Only decimal notation passes: `Double(_:)` alone would

@@ -79,7 +79,8 @@ extension TextClassificationDataset {
     ///   - onMalformed: fail (default) or skip rows with the wrong field count or, with
     ///     `.explicit` labels, an unknown label.
     /// - Throws: `RecurError.io` when the file can't be read; `RecurError.malformed` with source
-    ///   `path:line` for a malformed row (unless skipped) and for an unterminated quote (always);
+    ///   `path:line` for a malformed row (unless skipped) and for an unterminated quote (always),
+    ///   and with source `path` when every row was malformed and skipped;
     ///   `RecurError.invalidArgument` for a column the file doesn't have or repeated explicit names.
     public static func readDelimited(
         contentsOf path: String, format: DelimitedTextFormat, labelColumn: ColumnSelector,
@@ -92,34 +93,63 @@ extension TextClassificationDataset {
     }
 
     /// `readDelimited(contentsOf:...)` on the bytes of a file; `source` names it in errors.
+    ///
+    /// With `refusesHeaderLikeFirstRow` (for callers that were not told whether the file has a
+    /// header), a file without a header whose first row looks like one is refused rather than
+    /// read with a class made of the header's label: see `checkFirstRowIsNotAHeader`.
     static func readDelimited(
         bytes: [UInt8], source path: String, format: DelimitedTextFormat, labelColumn: ColumnSelector,
         textColumn: ColumnSelector, labels mapping: LabelMapping = .sorted,
-        onMalformed policy: MalformedRowPolicy = .fail
+        onMalformed policy: MalformedRowPolicy = .fail, refusesHeaderLikeFirstRow: Bool = false
     ) throws -> TextClassificationDataset {
         if case let .explicit(names) = mapping, names.isEmpty || Set(names).count != names.count {
             throw RecurError.invalidArgument(
                 operation: "TextClassificationDataset.readDelimited",
                 detail: "explicit class names must be distinct and at least one: \(names)")
         }
-        var table = try DelimitedTable(bytes: bytes, source: path, format: format, onMalformed: policy)
+        var table = try DelimitedTable(
+            bytes: bytes, source: path, format: format,
+            requiredFieldCount: DelimitedTable.requiredFieldCount(labelColumn, textColumn), onMalformed: policy)
         let labelPosition = try table.position(of: labelColumn)
         let textPosition = try table.position(of: textColumn)
 
         let classifier = LabelClassifier(mapping: mapping)
         var texts: [String] = []
         var labelNames: [String] = []
+        var firstAcceptedLine: Int?
         for record in table.records {
             let label = record.fields[labelPosition]
             guard classifier.accepts(label) else {
                 try table.reject(line: record.line, "label '\(label)' is not one of \(classifier.names)")
                 continue
             }
+            if firstAcceptedLine == nil { firstAcceptedLine = record.line }
             labelNames.append(label)
             texts.append(record.fields[textPosition])
         }
+        if let error = table.everyRowSkipped(accepted: labelNames.count) { throw error }
+        if refusesHeaderLikeFirstRow, !format.hasHeader, let line = firstAcceptedLine, line == table.records.first?.line {
+            try checkFirstRowIsNotAHeader(labelNames, line: line, path: path)
+        }
         let (names, ids) = classifier.assign(labelNames)
         return TextClassificationDataset(texts: texts, labels: ids, classNames: names, skippedCount: table.skippedCount)
+    }
+}
+
+extension TextClassificationDataset {
+    /// Refuses labels whose first one looks like a header's column name: it is on no other row,
+    /// while the rows after it repeat their labels, as the classes of a labelled file do. Read as
+    /// data, such a row becomes an example of a class of its own ("label"), and a two-class
+    /// problem silently trains as three. A file with a real one-example class first is the rare
+    /// case, and saying that there is no header reads it.
+    static func checkFirstRowIsNotAHeader(_ labels: [String], line: Int, path: String) throws {
+        guard labels.count >= 3, let first = labels.first else { return }
+        let rest = labels.dropFirst()
+        guard !rest.contains(first), Set(rest).count < rest.count else { return }
+        throw RecurError.malformed(
+            source: "\(path):\(line)",
+            detail: "the first row looks like a header: its label '\(first)' is on no other row; say whether the file "
+                + "has a header (recur train: --header skips the row, --no-header reads it as an example)")
     }
 }
 
@@ -177,8 +207,9 @@ extension TextClassificationDataset {
     ///   - onMalformed: fail (default) or skip empty and whitespace-only lines, which hold no
     ///     example.
     /// - Throws: `RecurError.io` when a file can't be read; `RecurError.malformed` with source
-    ///   `path:line` for an empty line (unless skipped); `RecurError.invalidArgument` for no
-    ///   classes or a class named twice.
+    ///   `path:line` for an empty line (unless skipped), and with source `path` for a file with no
+    ///   example (empty, or only empty lines), whatever the policy; `RecurError.invalidArgument`
+    ///   for no classes or a class named twice.
     public static func readLines(
         classFiles: KeyValuePairs<String, String>, onMalformed policy: MalformedRowPolicy = .fail
     ) throws -> TextClassificationDataset {
@@ -210,6 +241,8 @@ extension TextClassificationDataset {
             let path = file.source
             let bytes = droppingByteOrderMark(file.bytes)
             let encoding = TextEncoding.detect(bytes)
+            var examples = 0
+            var emptyLines = 0
             for line in splitLines(bytes) {
                 let text = encoding.decode(line.bytes)
                 guard !text.unicodeScalars.allSatisfy(\.properties.isWhitespace) else {
@@ -217,10 +250,18 @@ extension TextClassificationDataset {
                         throw RecurError.malformed(source: "\(path):\(line.number)", detail: "empty line: no example")
                     }
                     skipped += 1
+                    emptyLines += 1
                     continue
                 }
                 texts.append(text)
                 labels.append(Int32(id))
+                examples += 1
+            }
+            // A class without examples would still get an id and an output, and the model would
+            // train on the other classes alone without a word of warning.
+            guard examples > 0 else {
+                let content = emptyLines == 0 ? "the file is empty" : "its \(emptyLines) lines are all empty"
+                throw RecurError.malformed(source: path, detail: "no examples for class '\(file.name)': \(content)")
             }
         }
         return TextClassificationDataset(texts: texts, labels: labels, classNames: names, skippedCount: skipped)
