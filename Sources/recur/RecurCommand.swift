@@ -26,7 +26,16 @@ struct RecurCommand: ParsableCommand {
         KernelCompilationNotice.setHandler { device in
             printError("compiling kernels for \(device.name) (cached for next time)")
         }
-        main(nil)
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            // ArgumentParser exits 64 (EX_USAGE) for a usage error; recur exits 2 for one, as most
+            // command-line tools do, so every refused input ends with 1 (a failure) or 2 (usage).
+            guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
+            printError(fullMessage(for: error))
+            Glibc.exit(2)
+        }
     }
 
     /// Restarts the process once with `OPENBLAS_CORETYPE` set when OpenBLAS did not recognise

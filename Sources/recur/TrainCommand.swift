@@ -178,16 +178,20 @@ struct TrainCommand: ParsableCommand {
         let source: DataSource
         if isLeader { try prepareOutputFolders() }
         if resume, let directory = checkpointDir {
-            let conflicting = Self.optionsResumeCannotChange(in: Array(CommandLine.arguments.dropFirst()))
-            guard conflicting.isEmpty else {
-                throw ValidationError(
-                    "--resume continues the run recorded in \(directory)/last.safetensors with its own data, model, "
-                        + "optimizer and loop settings; \(conflicting.joined(separator: ", ")) cannot change them "
-                        + "(leave them out, or start a new run in another --checkpoint-dir)")
-            }
             let checkpoint = try Checkpoint(contentsOf: directory + "/last.safetensors")
             source = try DataOptions.source(in: checkpoint.metadata)
             prepared = try DataOptions.prepare(source, using: checkpoint.metadata)
+            if !Self.optionsResumeCannotChange(in: Array(CommandLine.arguments.dropFirst())).isEmpty {
+                // Options besides where the run is and how it reports: they must describe the
+                // recorded run (the original command line again), never silently another one.
+                let differences = try differencesFromRecordedRun(checkpoint, recordedSource: source, prepared: prepared)
+                guard differences.isEmpty else {
+                    throw ValidationError(
+                        "--resume continues the run recorded in \(directory)/last.safetensors, but the options given "
+                            + "describe another run: \(differences.joined(separator: ", ")); give the original "
+                            + "options or none of them, or start a new run in another --checkpoint-dir")
+                }
+            }
             if let recorded = checkpoint.metadata["data.fingerprint"] {
                 let current = Trainer.fingerprint(prepared.training)
                 guard current == recorded else {
@@ -255,17 +259,57 @@ struct TrainCommand: ParsableCommand {
         return run
     }
 
+    /// The fields in which the run this command line describes differs from the one `checkpoint`
+    /// records, as "name given (recorded value)": data source, model and training configuration,
+    /// all but the total epochs. Data options left out read as the recorded data's paths.
+    private func differencesFromRecordedRun(_ checkpoint: Checkpoint, recordedSource: DataSource,
+                                            prepared: PreparedData) throws -> [String] {
+        var options = data
+        if options.data.isEmpty { options.data = recordedSource.paths }
+        // Through JSON and back, as the checkpoint holds them, so that only recorded fields count.
+        let givenSource = try DataSource(json: try options.source().json())
+        let givenSpecification = try ModelSpecification(
+            json: try modelSpecification(source: givenSource, prepared: prepared).json(), source: "the command line")
+        let recordedEpochs = checkpoint.configuration.epochs
+        let stepsPerEpoch = (prepared.training.count + batchSize - 1) / batchSize
+        var givenConfiguration = try trainingConfiguration(totalSteps: recordedEpochs * stepsPerEpoch)
+        givenConfiguration.epochs = recordedEpochs
+        return Self.fieldDifferences(givenSource, recordedSource)
+            + Self.fieldDifferences(givenSpecification, checkpoint.specification)
+            + Self.fieldDifferences(givenConfiguration, checkpoint.configuration)
+    }
+
+    /// "field given (recorded value)" for each stored property whose values read differently.
+    static func fieldDifferences<Value>(_ given: Value, _ recorded: Value) -> [String] {
+        let recordedFields = Dictionary(
+            Mirror(reflecting: recorded).children.compactMap { child in child.label.map { ($0, child.value) } },
+            uniquingKeysWith: { first, _ in first })
+        return Mirror(reflecting: given).children.compactMap { child in
+            guard let label = child.label, let other = recordedFields[label] else { return nil }
+            let (mine, theirs) = (describe(child.value), describe(other))
+            return mine == theirs ? nil : "\(label) \(mine) (recorded \(theirs))"
+        }
+    }
+
+    private static func describe(_ value: Any) -> String {
+        let text = String(describing: value)
+        // Optionals read as their value, or as "none".
+        if text == "nil" { return "none" }
+        if text.hasPrefix("Optional("), text.hasSuffix(")") { return String(text.dropFirst(9).dropLast()) }
+        return text
+    }
+
     /// The options `train --resume` accepts besides the ones that say where the run is: the
     /// total epochs (to train longer), the device, and how progress and plots are reported.
     /// Every other option describes the data, the model, the optimizer or the loop, which the
-    /// checkpoint records; a new option is refused with --resume until it is added here.
+    /// checkpoint records: given with --resume, together they must describe the recorded run.
     static let optionsResumeMayGive: Set<String> = [
         "--resume", "--checkpoint-dir", "--epochs", "--device", "--persistent-scans", "--json",
         "--plots", "--gradient-flow", "--export-data", "--distributed", "--profile", "--help", "-h",
     ]
 
-    /// The options among `arguments` (the command line after the program name) that a resumed
-    /// run cannot honour, in the order given, each once.
+    /// The options among `arguments` (the command line after the program name) that describe the
+    /// run itself (data, model, optimizer, loop), in the order given, each once.
     static func optionsResumeCannotChange(in arguments: [String]) -> [String] {
         var names: [String] = []
         for argument in arguments {

@@ -276,21 +276,3 @@ struct DataInputCheckTests {
         #expect(trained.stdout.contains("20 training") || trained.stderr.contains("20 training"), "\(trained.stdout)")
     }
 }
-
-/// Runs the `recur` executable built beside the test bundle and returns its exit status and output.
-private func runRecur(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-    let executable = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("recur")
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    // The outputs are a few lines, far below a pipe's buffer, so reading one pipe after the
-    // other cannot stall the child.
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
-}

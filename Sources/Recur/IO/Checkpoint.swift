@@ -38,9 +38,44 @@ enum RecurJSON {
         do {
             return try decoder().decode(type, from: Data(text.utf8))
         } catch let error as DecodingError {
-            throw RecurError.malformed(source: source, detail: "\(what): \(describe(error))")
+            var detail = describe(error)
+            if case .dataCorrupted(let context) = error, context.codingPath.isEmpty,
+               let parsed = try? SafeTensorsJSON.parse(Array(text.utf8)[...]) {
+                // The text is JSON, so the decoder refused a number that does not fit its field
+                // (1.5 or 1e30 where an integer belongs) without saying which: name the
+                // candidates, numbers that are no integer held under names of integer fields.
+                let misfits = integerMisfits(in: parsed, integerFields: integerFieldNames(of: Value.self))
+                detail = "a number does not fit its field" + (misfits.isEmpty ? "" : ": " + misfits.joined(separator: ", "))
+            }
+            throw RecurError.malformed(source: source, detail: "\(what): \(detail)")
         } catch {
             throw RecurError.malformed(source: source, detail: "\(what) is not valid: \(error)")
+        }
+    }
+
+    /// Names of the integer properties of `type`, read from a default value where it has one.
+    private static func integerFieldNames<Value>(of type: Value.Type) -> Set<String> {
+        guard let template = (type as? any DefaultConstructible.Type)?.init() else { return [] }
+        return Set(Mirror(reflecting: template).children.compactMap { child in
+            child.value is Int || child.value is Int? ? child.label : nil
+        })
+    }
+
+    /// "field 'name' is 1.5 (an integer belongs there)" for every number under one of
+    /// `integerFields` that is not an integer Swift's Int can hold, at any depth.
+    private static func integerMisfits(in value: SafeTensorsJSON, integerFields: Set<String>) -> [String] {
+        switch value {
+        case .array(let items):
+            return items.flatMap { integerMisfits(in: $0, integerFields: integerFields) }
+        case .object(let members):
+            return members.flatMap { member -> [String] in
+                if case .number(let text) = member.value, integerFields.contains(member.key), Int(text) == nil {
+                    return ["field '\(member.key)' is \(text) where an integer belongs"]
+                }
+                return integerMisfits(in: member.value, integerFields: integerFields)
+            }
+        default:
+            return []
         }
     }
 
@@ -75,6 +110,13 @@ enum RecurJSON {
         }
     }
 }
+
+/// A type with a default value, whose properties `RecurJSON` can list to explain a decoding error.
+protocol DefaultConstructible {
+    init()
+}
+
+extension TrainingProgress: DefaultConstructible {}
 
 /// A checkpoint in memory: what `Trainer` saves and resumes from.
 public struct Checkpoint: Sendable {
