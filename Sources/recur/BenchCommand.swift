@@ -72,6 +72,8 @@ struct BenchCommand: ParsableCommand {
             return parsed
         }
         let benchmark = Benchmark(backend: backend, warmup: warmup, repetitions: repetitions)
+        let configurations = try gemmOnly || model != nil ? [] : configurations(cells, backend: backend)
+        try checkMemory(configurations, passes: passes, backend: backend)
         if !json {
             print("device: \(backend.kind.rawValue) '\(backend.deviceName)', median of \(repetitions) after \(warmup) warm-up runs"
                   + (backend.kind == .cpu ? ", OpenBLAS kernels \(BLASCoreType.current)" : ""))
@@ -83,7 +85,7 @@ struct BenchCommand: ParsableCommand {
             return
         }
         let openCL = backend as? OpenCLBackend
-        for configuration in try gemmOnly ? [] : configurations(cells, backend: backend) {
+        for configuration in configurations {
             for pass in passes {
                 let before = openCL?.persistentScanStatistics
                 var measurement = try benchmark.measure(configuration, pass: pass)
@@ -95,6 +97,24 @@ struct BenchCommand: ParsableCommand {
         }
         for n in gemm where n > 0 {
             emit(try benchmark.measureGEMM(size: n))
+        }
+    }
+
+    /// Refuses, before anything runs, every measurement the device or the host has too little
+    /// memory for (each runs alone: what one allocates is released before the next).
+    private func checkMemory(_ configurations: [BenchmarkConfiguration], passes: [BenchmarkPass],
+                             backend: any Backend) throws {
+        let availability = MemoryAvailability(backend)
+        for configuration in configurations {
+            for pass in passes {
+                try configuration.memoryEstimate(pass).check(
+                    against: availability, operation: "recur bench: \(configuration) \(pass.rawValue)",
+                    advice: "lower --batch, --steps, --input, --hidden or --layers")
+            }
+        }
+        for n in gemm where n > 0 {
+            try MemoryEstimate.gemm(size: n).check(against: availability, operation: "recur bench: gemm \(n)",
+                                                   advice: "lower --gemm")
         }
     }
 

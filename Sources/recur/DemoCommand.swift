@@ -76,7 +76,6 @@ struct DemoCommand: ParsableCommand {
         let backend = try demoBackend()
         let lengths = try parsedLengths()
         let trainingSteps = steps ?? (quick ? 150 : 1000)
-        try ReportFile.createDirectory(output)
 
         var runs: [Run] = []
         for length in lengths {
@@ -99,6 +98,16 @@ struct DemoCommand: ParsableCommand {
             runs.append(Run(label: "RNN ρ=\(fixed(Double(explodeRadius), 1))" + (clip == nil ? "" : " clip"),
                             configuration: configuration))
         }
+
+        // Every run is refused before the first starts when one needs more memory than there is
+        // (each releases its buffers before the next).
+        let availability = MemoryAvailability(backend)
+        for run in runs {
+            try run.configuration.memoryEstimate.check(
+                against: availability, operation: "recur demo: \(run.label) T=\(run.configuration.steps)",
+                advice: "lower --lengths, --hidden or --batch")
+        }
+        try ReportFile.createDirectory(output)
 
         print("recur demo: the adding problem (Hochreiter & Schmidhuber 1997) on \(backend.kind.rawValue) "
               + "'\(backend.deviceName)'")

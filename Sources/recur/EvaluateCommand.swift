@@ -32,6 +32,7 @@ struct EvaluateCommand: ParsableCommand {
         let saved = try Checkpoint(contentsOf: checkpoint)
         var source = try DataOptions.source(in: saved.metadata)
         if !data.isEmpty { source.paths = data }
+        try checkMemory(saved, source: source, examples: nil, backend: backend)
         let prepared = try DataOptions.prepare(source, using: saved.metadata)
         if data.isEmpty, let recorded = saved.metadata["data.fingerprint"],
            recorded != Trainer.fingerprint(prepared.training) {
@@ -49,6 +50,7 @@ struct EvaluateCommand: ParsableCommand {
         }
         var configuration = saved.configuration
         configuration.batchSize = batchSize
+        try checkMemory(saved, source: source, examples: examples.count, backend: backend)
         let trainer = try Trainer(resumingFrom: saved, backend: backend)
         trainer.errorScale = Double(prepared.standardization?.standardDeviation ?? 1)
         let metrics = try trainer.evaluate(examples, batchSize: batchSize)

@@ -1,11 +1,15 @@
 // Number formatting for terminal output, without Foundation (the CLI binary stays small).
 
-/// `value` with exactly `digits` decimals (half away from zero).
+/// `value` with exactly `digits` decimals (half away from zero); in scientific notation from
+/// 1e15 on (a loss can reach 1e27 and more), where a Double has no decimals left to show and
+/// the digits would no longer fit the integers this is computed with.
 func fixed(_ value: Double, _ digits: Int) -> String {
     guard value.isFinite else { return "\(value)" }
+    let digits = min(max(digits, 0), 15)
     var scale = 1.0
     for _ in 0..<digits { scale *= 10 }
     let scaled = (abs(value) * scale).rounded()
+    guard scaled < 1e15 else { return scientific(value) }
     let whole = Int(scaled / scale)
     var text = (value < 0 && scaled != 0 ? "-" : "") + String(whole)
     if digits > 0 {

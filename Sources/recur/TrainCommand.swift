@@ -161,7 +161,7 @@ struct TrainCommand: ParsableCommand {
         /// `worldSize` processes.
         static func samples(inSteps steps: Range<Int>, count: Int, batchSize: Int, worldSize: Int) -> Int {
             let keepsPartialBatch = worldSize == 1
-            let batchesPerEpoch = keepsPartialBatch ? (count + batchSize - 1) / batchSize : count / batchSize
+            let batchesPerEpoch = keepsPartialBatch ? TrainCommand.ceilingDivision(count, batchSize) : count / batchSize
             guard batchesPerEpoch > 0 else { return 0 }
             let lastBatch = keepsPartialBatch ? count - (batchesPerEpoch - 1) * batchSize : batchSize
             return steps.reduce(0) { total, step in
@@ -180,6 +180,7 @@ struct TrainCommand: ParsableCommand {
         if resume, let directory = checkpointDir {
             let checkpoint = try Checkpoint(contentsOf: directory + "/last.safetensors")
             source = try DataOptions.source(in: checkpoint.metadata)
+            try checkMemory(resuming: checkpoint, source: source, prepared: nil, backend: backend)
             prepared = try DataOptions.prepare(source, using: checkpoint.metadata)
             if !Self.optionsResumeCannotChange(in: Array(CommandLine.arguments.dropFirst())).isEmpty {
                 // Options besides where the run is and how it reports: they must describe the
@@ -203,16 +204,22 @@ struct TrainCommand: ParsableCommand {
                             + "or start a new run in another --checkpoint-dir")
                 }
             }
+            try checkMemory(resuming: checkpoint, source: source, prepared: prepared, backend: backend)
             trainer = try Trainer(resumingFrom: checkpoint, epochs: epochsOption, backend: backend,
                                   communicator: communicator)
             if isLeader { log("resuming after epoch \(checkpoint.progress.epoch), step \(checkpoint.progress.step)") }
         } else {
             source = try data.source()
+            try checkMemoryBeforeReading(source, backend: backend)
             prepared = try source.prepare()
             let specification = try modelSpecification(source: source, prepared: prepared)
-            let stepsPerEpoch = (prepared.training.count + batchSize - 1) / batchSize
+            try checkMemory(specification, prepared: prepared, steps: source.sequenceLength, backend: backend)
+            // Without overflow for any --batch-size and --epochs: a product beyond Int is a
+            // schedule that never ends, as Int.max steps are.
+            let stepsPerEpoch = Self.ceilingDivision(prepared.training.count, batchSize)
+            let (totalSteps, overflow) = epochs.multipliedReportingOverflow(by: stepsPerEpoch)
             trainer = try Trainer(specification: specification,
-                                  configuration: try trainingConfiguration(totalSteps: epochs * stepsPerEpoch),
+                                  configuration: try trainingConfiguration(totalSteps: overflow ? Int.max : totalSteps),
                                   backend: backend, communicator: communicator)
             trainer.metadata = try DataOptions.metadata(source: source, prepared: prepared)
         }
@@ -271,8 +278,9 @@ struct TrainCommand: ParsableCommand {
         let givenSpecification = try ModelSpecification(
             json: try modelSpecification(source: givenSource, prepared: prepared).json(), source: "the command line")
         let recordedEpochs = checkpoint.configuration.epochs
-        let stepsPerEpoch = (prepared.training.count + batchSize - 1) / batchSize
-        var givenConfiguration = try trainingConfiguration(totalSteps: recordedEpochs * stepsPerEpoch)
+        let stepsPerEpoch = Self.ceilingDivision(prepared.training.count, batchSize)
+        let (totalSteps, overflow) = recordedEpochs.multipliedReportingOverflow(by: stepsPerEpoch)
+        var givenConfiguration = try trainingConfiguration(totalSteps: overflow ? Int.max : totalSteps)
         givenConfiguration.epochs = recordedEpochs
         return Self.fieldDifferences(givenSource, recordedSource)
             + Self.fieldDifferences(givenSpecification, checkpoint.specification)

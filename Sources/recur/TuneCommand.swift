@@ -70,6 +70,16 @@ struct TuneCommand: ParsableCommand {
             return
         }
 
+        // Every size's A, B and C stay on the device for the whole search; the host draws A and B
+        // and downloads a result and its reference at a time.
+        var estimate = MemoryEstimate()
+        for n in sizes ?? [] {
+            var matrices = MemoryEstimate.gemm(size: n)
+            matrices.host = MemoryEstimate.product(2, matrices.host)
+            estimate = estimate.adding(matrices)
+        }
+        try estimate.check(against: MemoryAvailability(device: device), operation: "recur tune",
+                           advice: "lower --sizes")
         // A backend of its own that leaves saved parameters out, so the baseline is CLBlast's.
         let backend = try OpenCLBackend(device: device, loadingTunedGEMMParameters: false)
         let results = try GEMMTuner.search(on: backend, options: GEMMTuningOptions(

@@ -7,7 +7,9 @@ struct VerifyCommand: ParsableCommand {
         commandName: "verify",
         abstract: "Check every op of the selected device against the CPU backend, and PyTorch fixtures.",
         discussion: """
-            Errors are norm-wise relative: max |device - reference| / max |reference|. Each \
+            Errors are norm-wise relative: max |device - reference| / max |reference| (for \
+            fixtures over max(max |reference|, 0.1), so an all-zero reference compares \
+            absolutely). Each \
             --fixture file (safetensors, the format of tools/make_fixtures.py) is run through a \
             recurrent stack on the device and every output and gradient is compared with \
             PyTorch's float64 values. Exits with status 1 when any check exceeds its tolerance.
@@ -80,7 +82,7 @@ struct VerifyCommand: ParsableCommand {
         for result in results where !quiet || !result.passed {
             let verdict = result.passed ? "ok  " : "FAIL"
             print("\(verdict) \(padded(result.name, width)) \(scientific(result.relativeError))"
-                  + "  (tolerance \(scientific(result.tolerance)))")
+                  + "  (tolerance \(scientific(result.tolerance)))" + (result.note.map { ": " + $0 } ?? ""))
         }
         let failed = results.filter { !$0.passed }.count
         print("\(results.count - failed) passed, \(failed) failed")

@@ -73,6 +73,21 @@ public struct AddingProblemExperiment {
             return steps
         }
 
+        /// What the run allocates at its peak: training batches of B (backward with the gradient
+        /// flow recorded, Adam's moments), or the forward pass over the held-out batch, whichever
+        /// is larger.
+        public var memoryEstimate: MemoryEstimate {
+            let inputs = AddingProblem.featureCount
+            var training = MemoryEstimate.recurrentStack(
+                cell: cell, inputSize: inputs, hiddenSize: hiddenSize, batchSize: batchSize, steps: steps,
+                pass: .training, recordsGradientFlow: true)
+            training.optimizerState = MemoryEstimate.product(2, training.parameters)
+            let evaluation = MemoryEstimate.recurrentStack(
+                cell: cell, inputSize: inputs, hiddenSize: hiddenSize, batchSize: evaluationSize, steps: steps,
+                pass: .inference)
+            return training.total >= evaluation.total ? training : evaluation
+        }
+
         public var description: String {
             var text = "\(cell) T=\(steps) H=\(hiddenSize) B=\(batchSize) \(trainingSteps) steps, Adam \(learningRate)"
             text += clipNorm.map { ", clip \($0)" } ?? ", no clipping"
@@ -131,6 +146,7 @@ public struct AddingProblemExperiment {
                 operation: operation,
                 detail: "trainingSteps, batchSize and evaluationSize must be at least 1 (\(c))")
         }
+        try c.memoryEstimate.check(on: backend, operation: "\(operation) (\(c))")
         let clock = ContinuousClock()
         let start = clock.now
         var task = try AddingProblem(steps: c.steps, seed: c.seed)

@@ -39,6 +39,16 @@ public struct BenchmarkConfiguration: Sendable, Hashable, CustomStringConvertibl
         return total
     }
 
+    /// What timing `pass` of this configuration allocates (a train-step adds a Dense(1) head and
+    /// Adam's moments, small beside the stack's).
+    public func memoryEstimate(_ pass: BenchmarkPass) -> MemoryEstimate {
+        var estimate = MemoryEstimate.recurrentStack(
+            cell: cell, inputSize: inputSize, hiddenSize: hiddenSize, layerCount: layers, bidirectional: bidirectional,
+            batchSize: batch, steps: steps, pass: pass == .forward ? .inference : .training)
+        if pass == .trainStep { estimate.optimizerState = MemoryEstimate.product(2, estimate.parameters) }
+        return estimate
+    }
+
     public var description: String {
         "\(cell) B=\(batch) T=\(steps) I=\(inputSize) H=\(hiddenSize)"
             + (layers > 1 ? " L=\(layers)" : "") + (bidirectional ? " bi" : "")
@@ -141,8 +151,11 @@ public struct Benchmark {
     }
 
     /// Times `pass` of a recurrent stack with `configuration` on seeded random data.
+    /// - Throws: `InsufficientMemoryError` before anything is allocated when the configuration
+    ///   needs more memory than the backend or the host has.
     public func measure(_ configuration: BenchmarkConfiguration, pass: BenchmarkPass) throws -> BenchmarkMeasurement {
         let c = configuration
+        try c.memoryEstimate(pass).check(on: backend, operation: "Benchmark.measure \(c) \(pass.rawValue)")
         let layer = try RecurrentLayer(
             cell: c.cell, inputSize: c.inputSize, hiddenSize: c.hiddenSize, layerCount: c.layers,
             bidirectional: c.bidirectional, recurrentDropout: c.recurrentDropout,
@@ -254,7 +267,10 @@ public struct Benchmark {
     }
 
     /// Times C[n, n] = A[n, n] B[n, n].
+    /// - Throws: `InsufficientMemoryError` before anything is allocated when the three matrices
+    ///   need more memory than the backend or the host has.
     public func measureGEMM(size n: Int) throws -> BenchmarkMeasurement {
+        try MemoryEstimate.gemm(size: n).check(on: backend, operation: "Benchmark.measureGEMM \(n)")
         var random = SeededRandom(seed: 11)
         let a = try backend.upload((0..<(n * n)).map { _ in random.uniform(bound: 1) }, shape: [n, n])
         let b = try backend.upload((0..<(n * n)).map { _ in random.uniform(bound: 1) }, shape: [n, n])

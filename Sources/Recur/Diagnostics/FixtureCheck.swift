@@ -22,13 +22,23 @@ public enum FixtureCheck {
     /// gives errors above 1e-2.
     public static let tolerance = 1e-5
 
+    /// Below this magnitude a reference is compared absolutely: errors are taken relative to
+    /// max(max |reference|, 0.1). Float32 results of the fixtures' unit-scale data carry absolute
+    /// rounding errors near 1e-7 whatever the reference, so a smaller reference (an all-zero one
+    /// above all, which would divide by nothing) measures its own cancellation, not the result's
+    /// accuracy.
+    public static let scaleFloor = 0.1
+
     /// Compares every tensor the fixture at `path` holds an expected value for.
-    /// - Throws: `RecurError.malformed` when the file is not a valid fixture.
+    /// - Throws: `RecurError.malformed` when the file is not a valid fixture (naming the file and
+    ///   the tensor), `InsufficientMemoryError` when its sizes need more memory than `backend`
+    ///   or the host has. Both are checked before anything is allocated.
     public static func run(path: String, backend: any Backend, tolerance: Double = FixtureCheck.tolerance)
         throws -> [Comparison]
     {
         let file = try SafeTensorsFile(contentsOf: path)
         let configuration = try Configuration(file)
+        try configuration.memoryEstimate.check(on: backend, operation: "fixture \(path)")
         let layer = try RecurrentLayer(
             cell: configuration.cell, inputSize: configuration.inputSize, hiddenSize: configuration.hiddenSize,
             layerCount: configuration.layerCount, bidirectional: configuration.bidirectional,
@@ -58,7 +68,7 @@ public enum FixtureCheck {
         func compare(_ name: String, _ actual: Tensor?) throws {
             guard file.contains(name), let actual else { return }
             results.append(Comparison(name, actual: try backend.download(actual), expected: try file.doubles(name),
-                                      tolerance: tolerance))
+                                      tolerance: tolerance, scaleFloor: scaleFloor))
         }
 
         let forward = try layer.forward(input, initialState: initialState, training: false)
@@ -81,7 +91,8 @@ public enum FixtureCheck {
         return results
     }
 
-    /// The fixture's entry `name` uploaded as float32, or nil when absent.
+    /// The fixture's entry `name` uploaded as float32, or nil when absent. Its shape was checked
+    /// against the metadata by `Configuration`.
     private static func tensor(_ file: SafeTensorsFile, _ name: String, backend: any Backend) throws -> Tensor? {
         guard file.contains(name) else { return nil }
         return try backend.upload(try file.floats(name), shape: try file.shape(of: name))
@@ -95,6 +106,9 @@ public enum FixtureCheck {
         var layerCount: Int
         var bidirectional: Bool
         var batchFirst: Bool
+        /// T and B of the input.
+        var steps = 0
+        var batchSize = 0
 
         init(_ file: SafeTensorsFile) throws {
             func entry(_ key: String) throws -> String {
@@ -133,6 +147,79 @@ public enum FixtureCheck {
             guard file.contains("input") else {
                 throw RecurError.malformed(source: file.source, detail: "no 'input' tensor")
             }
+            (steps, batchSize) = try checkShapes(file)
+        }
+
+        /// Checks every tensor the check reads against the metadata, before anything is made
+        /// from the sizes (the metadata alone could ask for any amount of memory): no dimension
+        /// is 0, the input has `input_size` features, the layers' weights are there for
+        /// `num_layers` and `hidden_size`, and every state, gradient and expected value has the
+        /// shape the stack gives it. Returns T and B from the input.
+        private func checkShapes(_ file: SafeTensorsFile) throws -> (steps: Int, batch: Int) {
+            func malformed(_ detail: String) -> RecurError { .malformed(source: file.source, detail: detail) }
+            for name in file.names {
+                let shape = try file.shape(of: name)
+                guard shape.isValid else {
+                    throw malformed("tensor '\(name)' has shape \(shape): every dimension must be at least 1")
+                }
+            }
+            let input = try file.shape(of: "input")
+            guard input.rank == 3 else {
+                throw malformed(
+                    "'input' is \(input): a sequence is [T, B, I]" + (batchFirst ? " ([B, T, I] batch-first)" : ""))
+            }
+            let (steps, batch) = batchFirst ? (input[1], input[0]) : (input[0], input[1])
+            guard input[2] == inputSize else {
+                throw malformed("'input' has \(input[2]) features per step but the metadata says input_size \(inputSize)")
+            }
+            // The layers the file holds weights for: weight_ih_l0 ... weight_ih_l{L-1}. Counted
+            // from the names, so a num_layers of 1e8 costs nothing to refuse.
+            let layersInFile = file.names.filter { $0.hasPrefix("weight_ih_l") && !$0.hasSuffix("_reverse") }.count
+            guard layersInFile == layerCount else {
+                throw malformed(
+                    "the metadata says num_layers \(layerCount) but the file holds weight_ih for \(layersInFile) layers")
+            }
+            let (d, h) = (bidirectional ? 2 : 1, hiddenSize)
+            let g = MemoryEstimate.product(cell.gateCount, h)
+            let state: Shape = [MemoryEstimate.product(layerCount, d), batch, h]
+            let sequence: Shape = batchFirst ? [batch, steps, MemoryEstimate.product(d, h)]
+                : [steps, batch, MemoryEstimate.product(d, h)]
+            var expected: [String: Shape] = [
+                "input": input, "grad.input": input, "output": sequence, "grad_output": sequence,
+            ]
+            for name in ["h0", "c0", "h_n", "c_n", "grad_h_n", "grad_c_n", "grad.h0", "grad.c0"] {
+                expected[name] = state
+            }
+            for k in 0..<layerCount {
+                let layerInput = k == 0 ? inputSize : MemoryEstimate.product(d, h)
+                for suffix in bidirectional ? ["", "_reverse"] : [""] {
+                    for (name, shape) in [("weight_ih", [g, layerInput]), ("weight_hh", [g, h]), ("bias_ih", [g]),
+                                          ("bias_hh", [g])] as [(String, Shape)] {
+                        expected["\(name)_l\(k)\(suffix)"] = shape
+                        expected["grad.\(name)_l\(k)\(suffix)"] = shape
+                    }
+                }
+            }
+            for name in file.names {
+                guard let shape = expected[name] else { continue }
+                let actual = try file.shape(of: name)
+                guard actual == shape else {
+                    throw malformed("tensor '\(name)' is \(actual) but the \(self) over 'input' \(input) gives \(shape)")
+                }
+            }
+            for k in 0..<layerCount {
+                for name in ["weight_ih_l\(k)", "weight_hh_l\(k)"] where !file.contains(name) {
+                    throw malformed("no tensor '\(name)' for num_layers \(layerCount)")
+                }
+            }
+            return (steps, batch)
+        }
+
+        /// What running the stack forward and backward over the fixture's input allocates.
+        var memoryEstimate: MemoryEstimate {
+            MemoryEstimate.recurrentStack(
+                cell: cell, inputSize: inputSize, hiddenSize: hiddenSize, layerCount: layerCount,
+                bidirectional: bidirectional, batchSize: batchSize, steps: steps, pass: .training)
         }
 
         var description: String {

@@ -139,6 +139,11 @@ public final class RecurrentLayer {
                     operation: operation, detail: "cellClip must be positive and finite, got \(cellClip)")
             }
         }
+        // Parameters whose values the host could not even build are refused before the first.
+        try MemoryEstimate.recurrentStack(
+            cell: cell, inputSize: inputSize, hiddenSize: hiddenSize, layerCount: layerCount,
+            bidirectional: bidirectional, batchSize: 0, steps: 0, pass: .inference
+        ).check(on: backend, operation: operation)
         self.cell = cell
         self.inputSize = inputSize
         self.hiddenSize = hiddenSize

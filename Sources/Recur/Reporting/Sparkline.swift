@@ -36,8 +36,10 @@ public enum Sparkline {
         return String(buckets.map { bucket -> Character in
             guard let bucket else { return "·" }
             guard high > low else { return levels[top / 2] }
-            let level = Int(((bucket - low) / (high - low) * Double(top)).rounded())
-            return levels[min(max(level, 0), top)]
+            // Halves: the difference of two finite values can overflow to infinity (±1e308).
+            let fraction = (bucket / 2 - low / 2) / (high / 2 - low / 2)
+            guard fraction.isFinite else { return levels[top / 2] }
+            return levels[Int((min(max(fraction, 0), 1) * Double(top)).rounded())]
         })
     }
 

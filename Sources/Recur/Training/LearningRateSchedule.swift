@@ -94,7 +94,8 @@ public struct LearningRateSchedule: Sendable, Equatable, Codable {
             return Float(low + (high - low) * (1 + cos(Double.pi * progress)) / 2)
         case let .warmup(steps, then):
             guard step < steps else { return rate(then, at: step - steps) }
-            return Float(Double(rate(then, at: 0)) * Double(step + 1) / Double(steps + 1))
+            // steps + 1 in Double: W may be Int.max.
+            return Float(Double(rate(then, at: 0)) * Double(step + 1) / (Double(steps) + 1))
         }
     }
 }
