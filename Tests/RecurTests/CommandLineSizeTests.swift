@@ -86,6 +86,18 @@ struct CommandLineSizeTests {
         #expect(!FileManager.default.fileExists(atPath: folder.path + "/run/last.safetensors"))
     }
 
+    /// A batch larger than the data is one batch of all of it, even at Int.max (the batch count
+    /// trapped on overflow).
+    @Test func theLargestBatchSizeTrainsOneBatchPerEpoch() throws {
+        let folder = try TemporaryFolder()
+        let table = try writeTable(folder.path)
+        let (status, error, output) = try run(
+            ["train", "--device", "cpu", "--data", table, "--epochs", "1", "--hidden", "4", "--embedding", "4",
+             "--batch-size", "\(Int.max)"], in: folder.path)
+        #expect(status == 0, "\(error)")
+        #expect(output.contains("final after 1 epochs"), "\(output)")
+    }
+
     /// A checkpoint that records a sequence length of 1e12: `evaluate` and `train --resume`
     /// refuse it before reading the data, and the checkpoint stays as it was.
     @Test func aCheckpointsSequenceLengthIsChecked() throws {

@@ -71,7 +71,8 @@ public struct MiniBatchPlan: Sendable, Equatable {
 
     /// The number of batches in each epoch.
     public var batchesPerEpoch: Int {
-        keepsPartialBatch ? (count + batchSize - 1) / batchSize : count / batchSize
+        // count / b rounded up, written so that no batch size, however large, overflows.
+        keepsPartialBatch ? count / batchSize + (count % batchSize > 0 ? 1 : 0) : count / batchSize
     }
 
     /// The order the examples are visited in during `epoch` (0-based).

@@ -114,7 +114,17 @@ public func padSequences(
     guard width >= 0 else {
         throw RecurError.invalidArgument(operation: "padSequences", detail: "maxLength \(width) is negative")
     }
-    var ids = [Int32](repeating: value, count: sequences.count * width)  // [N, T]
+    // N × T ids at four bytes each must exist in host memory: refuse, with the size, a length
+    // that would overflow or not fit rather than trap in the allocation.
+    let count = MemoryEstimate.product(sequences.count, width)
+    let bytes = MemoryEstimate.product(count, MemoryLayout<Int32>.size)
+    if count == Int.max || MemoryAvailability.availableHostBytes().map({ bytes > $0 }) == true {
+        throw RecurError.outOfMemory(
+            operation: "padSequences", bytes: bytes,
+            detail: "\(sequences.count) sequences padded to \(width) ids need \(MemoryEstimate.text(bytes: bytes)), "
+                + "more than the host has available; lower the sequence length")
+    }
+    var ids = [Int32](repeating: value, count: count)  // [N, T]
     var lengths: [Int] = []
     lengths.reserveCapacity(sequences.count)
     for (n, sequence) in sequences.enumerated() {
