@@ -12,7 +12,7 @@ import Glibc
 
 /// Sequences labelled by whether they hold the marker id 2 (else the marker 3), among filler
 /// ids 4 ..< vocabulary, padded in front: a task an LSTM learns in a few epochs.
-private func markerExamples(count: Int, vocabulary: Int, steps: Int, seed: UInt64) throws -> LabeledSequences {
+func markerExamples(count: Int, vocabulary: Int, steps: Int, seed: UInt64) throws -> LabeledSequences {
     var random = SeededGenerator(seed: seed)
     var sequences: [[Int32]] = []
     var labels: [Int32] = []
@@ -28,11 +28,11 @@ private func markerExamples(count: Int, vocabulary: Int, steps: Int, seed: UInt6
         sequences: try padSequences(sequences, maxLength: steps, padding: .pre), labels: labels, classCount: 2)
 }
 
-private let markerSpecification = ModelSpecification(
+let markerSpecification = ModelSpecification(
     task: .classify, vocabularySize: 12, embeddingSize: 6, cell: .lstm, hiddenSize: 8, inputDropout: 0.1,
     recurrentDropout: 0.1, outputSize: 1, seed: 5)
 
-private func markerConfiguration(epochs: Int) -> TrainingConfiguration {
+func markerConfiguration(epochs: Int) -> TrainingConfiguration {
     TrainingConfiguration(epochs: epochs, batchSize: 16, optimizer: .adam(learningRate: 0.02),
                           clipping: .globalNorm(maxNorm: 1), seed: 9)
 }
@@ -246,14 +246,14 @@ struct TrainerTests {
 }
 
 /// Counts events from the trainer's observer.
-private final class StepCounter: @unchecked Sendable {
+final class StepCounter: @unchecked Sendable {
     private(set) var value = 0
     func increment() { value += 1 }
 }
 
 /// Examples whose batches turn bad once `stopAfterSteps` steps have run: the next forward pass
 /// throws (an id outside the vocabulary), as a run stopped mid-epoch by bad data.
-private struct StoppingExamples: TrainingExamples, @unchecked Sendable {
+struct StoppingExamples: TrainingExamples, @unchecked Sendable {
     let inner: LabeledSequences
     let stopAfterSteps: Int
     let counter: StepCounter

@@ -121,7 +121,8 @@ public protocol Backend: AnyObject, Sendable {
     /// out[n, :] = table[ids[n], :] for table `[V, D]`, int32 ids of any shape with N elements,
     /// out with N * D elements.
     func gather(rowsOf table: Tensor, ids: Tensor, into out: Tensor) throws
-    /// tableGradient[ids[n], :] += gradient[n, :] (accumulates; repeated ids add up).
+    /// tableGradient[ids[n], :] += gradient[n, :] (accumulates; repeated ids add up, in increasing n
+    /// onto the value already there on every backend, so the result is the same every run).
     func scatterAdd(_ gradient: Tensor, ids: Tensor, into tableGradient: Tensor) throws
 
     // MARK: Recurrent

@@ -215,7 +215,7 @@ public final class OpenCLBackend: Backend {
     public func upload(_ values: [Int32], shape: Shape) throws -> Tensor {
         try checkUploadCount("upload", values.count, shape)
         let range = values.min().flatMap { low in values.max().map { low...$0 } }
-        let buffer = try makeBuffer(shape, dtype: .int32, operation: "upload", int32Range: range)
+        let buffer = try makeBuffer(shape, dtype: .int32, operation: "upload", int32Range: range, int32Values: values)
         try write(values, into: buffer)
         return Tensor(shape: shape, dtype: .int32, buffer: buffer, backend: self)
     }
@@ -449,24 +449,40 @@ public final class OpenCLBackend: Backend {
         ])
     }
 
+    /// Deterministic: each (table row, column) is summed by one work-item, over the positions of
+    /// its id in increasing order, so the result is the same every run and equals the CPU
+    /// backend's to the bit (it adds in the same order). The positions are grouped by id on the
+    /// host (`EmbeddingPositions`), from the ids the backend kept when they were uploaded (read
+    /// back only for ids a device op made), and sent in one buffer; a device sort would take many
+    /// launches for the same list. That buffer is scratch, not counted in `memoryStatistics`.
     public func scatterAdd(_ gradient: Tensor, ids: Tensor, into tableGradient: Tensor) throws {
+        let operation = "scatterAdd"
         let (vocabulary, width, count) = try checkEmbedding(
-            "scatterAdd", table: tableGradient, ids: ids, rows: gradient)
-        try checkIndexable("scatterAdd", [tableGradient, ids, gradient])
-        try checkIDs("scatterAdd", ids, vocabulary: vocabulary)
-        try launch(.embedding, "embedding_scatter_add", count: count * width, arguments: [
-            .tensor(gradient), .tensor(ids), .tensor(tableGradient), .int(count), .int(width), .int(vocabulary),
-        ])
+            operation, table: tableGradient, ids: ids, rows: gradient)
+        try checkIndexable(operation, [tableGradient, ids, gradient])
+        let values = try ids.openCLBuffer.int32Values ?? read(ids, as: Int32.self)
+        let positions = try EmbeddingPositions(ids: values, vocabulary: vocabulary, operation: operation)
+        guard count > 0 else { return }
+        let packed = try positions.packed.withUnsafeBytes { bytes in
+            try OpenCLBuffer(context: context, byteCount: bytes.count, counter: MemoryCounter(), contents: bytes,
+                             operation: operation)
+        }
+        // The packed buffer is released when this returns; OpenCL keeps it until the kernel is done.
+        try withExtendedLifetime(packed) {
+            try launch(.embedding, "embedding_scatter_add", count: positions.rowCount * width, arguments: [
+                .tensor(gradient), .memory(packed.memory), .tensor(tableGradient),
+                .int(positions.rowCount), .int(width), .int(vocabulary),
+            ])
+        }
     }
 
     // MARK: Host transfers
 
-    private func makeBuffer(_ shape: Shape, dtype: DType, operation: String, int32Range: ClosedRange<Int32>? = nil)
-        throws -> OpenCLBuffer
-    {
+    private func makeBuffer(_ shape: Shape, dtype: DType, operation: String, int32Range: ClosedRange<Int32>? = nil,
+                            int32Values: [Int32]? = nil) throws -> OpenCLBuffer {
         let byteCount = try allocationByteCount(operation, shape, dtype: dtype)
         return try OpenCLBuffer(context: context, byteCount: byteCount, counter: counter,
-                                int32Range: int32Range, operation: operation)
+                                int32Range: int32Range, int32Values: int32Values, operation: operation)
     }
 
     /// Copies `values` into `buffer`, waiting until the copy is done (the array may go away).

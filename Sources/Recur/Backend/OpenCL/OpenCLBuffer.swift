@@ -12,6 +12,10 @@ final class OpenCLBuffer: DeviceBuffer, @unchecked Sendable {
     /// that embedding ops can check ids against the vocabulary without reading the device.
     /// `nil` when unknown. No device op writes int32 data, so it cannot go stale.
     let int32Range: ClosedRange<Int32>?
+    /// For int32 data uploaded from the host: the values themselves (the caller's array, shared,
+    /// not copied), so that the embedding gradient can group positions by id on the host without
+    /// reading the device. `nil` when unknown; it cannot go stale for the same reason.
+    let int32Values: [Int32]?
     private let counter: MemoryCounter
     /// For a region of another buffer (`init(region:...)`): that buffer, kept alive by this one,
     /// and where the region starts in it, in bytes.
@@ -20,10 +24,13 @@ final class OpenCLBuffer: DeviceBuffer, @unchecked Sendable {
     /// Bytes this buffer reports to its counter: its size, or 0 for a region (the parent has them).
     private let countedBytes: Int
 
-    /// A new uninitialised buffer of `byteCount` bytes. Allocation failures become
-    /// `RecurError.outOfMemory`.
+    /// A new uninitialised buffer of `byteCount` bytes, or with `contents` (`byteCount` bytes) a
+    /// read-only one holding a copy of them, made with `CL_MEM_COPY_HOST_PTR`: the copy happens
+    /// when the buffer is created, so unlike a blocking write it does not wait for the commands
+    /// already on the queue. Allocation failures become `RecurError.outOfMemory`.
     init(context: OpenCLContext, byteCount: Int, counter: MemoryCounter, int32Range: ClosedRange<Int32>? = nil,
-         operation: String) throws {
+         int32Values: [Int32]? = nil, contents: UnsafeRawBufferPointer? = nil, operation: String) throws {
+        precondition(contents.map { $0.count == byteCount } ?? true, "contents fill the buffer")
         let device = context.device
         guard byteCount <= device.maxAllocationBytes else {
             throw RecurError.outOfMemory(
@@ -34,7 +41,12 @@ final class OpenCLBuffer: DeviceBuffer, @unchecked Sendable {
         var memory: cl_mem?
         status = context.hooked(.allocation) {
             var created: cl_int = CL_SUCCESS
-            memory = clCreateBuffer(context.context, cl_mem_flags(CL_MEM_READ_WRITE), max(byteCount, 4), nil, &created)
+            if let contents, let base = contents.baseAddress, byteCount > 0 {
+                memory = clCreateBuffer(context.context, cl_mem_flags(CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR), byteCount,
+                                        UnsafeMutableRawPointer(mutating: base), &created)
+            } else {
+                memory = clCreateBuffer(context.context, cl_mem_flags(CL_MEM_READ_WRITE), max(byteCount, 4), nil, &created)
+            }
             return created
         }
         guard let memory, status == CL_SUCCESS else {
@@ -48,6 +60,7 @@ final class OpenCLBuffer: DeviceBuffer, @unchecked Sendable {
         self.byteCount = byteCount
         self.counter = counter
         self.int32Range = int32Range
+        self.int32Values = int32Values
         parent = nil
         origin = 0
         countedBytes = byteCount
@@ -75,6 +88,7 @@ final class OpenCLBuffer: DeviceBuffer, @unchecked Sendable {
         self.origin = origin
         counter = parent.counter
         int32Range = nil
+        int32Values = nil
         countedBytes = 0
         counter.allocated(bytes: 0)
     }
