@@ -236,15 +236,15 @@ struct CommandEndToEndTests {
         }
     }
 
-    /// Mistakes on the command line: usage errors exit with 64 (EX_USAGE, ArgumentParser's code)
+    /// Mistakes on the command line: usage errors exit with 2 (as most command-line tools do)
     /// after one line that says what is wrong and the usage; errors found while running exit with
     /// 1 after one line. Nothing goes to standard output.
     @Test(arguments: [
-        (["frobnicate"], 64, "Unexpected argument 'frobnicate'"),
-        (["bench", "--device", "cpu", "--cell", "lstn"], 64, "unknown cell 'lstn'"),
-        (["bench", "--device", "cpu", "--batch", "2"], 64, "give all of --batch, --steps, --input and --hidden"),
-        (["generate", "--device", "cpu", "--checkpoint", "x", "--temperature", "0"], 64, "--temperature must be positive"),
-        (["demo", "--device", "cpu", "--lengths", "1"], 64, "--lengths must be comma-separated integers"),
+        (["frobnicate"], 2, "Unexpected argument 'frobnicate'"),
+        (["bench", "--device", "cpu", "--cell", "lstn"], 2, "unknown cell 'lstn'"),
+        (["bench", "--device", "cpu", "--batch", "2"], 2, "give all of --batch, --steps, --input and --hidden"),
+        (["generate", "--device", "cpu", "--checkpoint", "x", "--temperature", "0"], 2, "--temperature must be positive"),
+        (["demo", "--device", "cpu", "--lengths", "1"], 2, "--lengths must be comma-separated integers"),
         (["train", "--device", "cpu", "--data", "missing.txt", "--format", "text"], 1, "missing.txt"),
         (["evaluate", "--device", "cpu", "--checkpoint", "missing.safetensors"], 1, "missing.safetensors"),
         (["tune", "--device", "cpu"], 1, "nothing to tune"),
