@@ -4,10 +4,16 @@
 # Installs Keras in a virtual environment (.venv-bench, or $VENV) on first use.
 #
 # usage: tools/real_data.sh [recipe ...]   recipes: sms polarity shakespeare sunspots (default: all)
+# The data sets are read from $DATA (default ../shared/data), laid out as
+#   sms_spam/SMSSpamCollection           UCI Machine Learning Repository, SMS Spam Collection (id 228)
+#   rt_polarity/rt-polarity.{pos,neg}    Pang & Lee, sentence polarity data v1.0 (Cornell)
+#   tinyshakespeare/input.txt            github.com/karpathy/char-rnn, data/tinyshakespeare
+#   timeseries/monthly-sunspots.csv      Time Series Data Library (Hyndman), monthly sunspot numbers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${VENV:-.venv-bench}
 data=${DATA:-../shared/data}
+[ -d "$data" ] || { echo "real_data.sh: no data folder at $data: set DATA to the folder described above" >&2; exit 1; }
 out=${OUT:-.build/real-data}
 mkdir -p "$out"
 if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi

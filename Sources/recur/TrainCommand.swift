@@ -205,8 +205,8 @@ struct TrainCommand: ParsableCommand {
                 }
             }
             try checkMemory(resuming: checkpoint, source: source, prepared: prepared, backend: backend)
-            trainer = try Trainer(resumingFrom: checkpoint, epochs: epochsOption, backend: backend,
-                                  communicator: communicator)
+            trainer = try Trainer(resumingFrom: checkpoint, epochs: epochsOption, checkpointEverySteps: checkpointEvery,
+                                  backend: backend, communicator: communicator)
             if isLeader { log("resuming after epoch \(checkpoint.progress.epoch), step \(checkpoint.progress.step)") }
         } else {
             source = try data.source()
@@ -282,6 +282,9 @@ struct TrainCommand: ParsableCommand {
         let (totalSteps, overflow) = recordedEpochs.multipliedReportingOverflow(by: stepsPerEpoch)
         var givenConfiguration = try trainingConfiguration(totalSteps: overflow ? Int.max : totalSteps)
         givenConfiguration.epochs = recordedEpochs
+        // How often mid-epoch checkpoints are written does not change the run; --checkpoint-every
+        // replaces the recorded interval, and leaving it out keeps it.
+        givenConfiguration.checkpointEverySteps = checkpoint.configuration.checkpointEverySteps
         return Self.fieldDifferences(givenSource, recordedSource)
             + Self.fieldDifferences(givenSpecification, checkpoint.specification)
             + Self.fieldDifferences(givenConfiguration, checkpoint.configuration)
@@ -308,11 +311,12 @@ struct TrainCommand: ParsableCommand {
     }
 
     /// The options `train --resume` accepts besides the ones that say where the run is: the
-    /// total epochs (to train longer), the device, and how progress and plots are reported.
+    /// total epochs (to train longer), the device, how often mid-epoch checkpoints are written,
+    /// and how progress and plots are reported.
     /// Every other option describes the data, the model, the optimizer or the loop, which the
     /// checkpoint records: given with --resume, together they must describe the recorded run.
     static let optionsResumeMayGive: Set<String> = [
-        "--resume", "--checkpoint-dir", "--epochs", "--device", "--persistent-scans", "--json",
+        "--resume", "--checkpoint-dir", "--epochs", "--checkpoint-every", "--device", "--persistent-scans", "--json",
         "--plots", "--gradient-flow", "--export-data", "--distributed", "--profile", "--help", "-h",
     ]
 

@@ -208,11 +208,7 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
     /// Reads a specification `json()` wrote, and validates it.
     /// - Throws: `RecurError.malformed` (naming `source`) for JSON that is not a specification.
     public init(json: String, source: String) throws {
-        do {
-            self = try JSONDecoder().decode(ModelSpecification.self, from: Data(json.utf8))
-        } catch {
-            throw RecurError.malformed(source: source, detail: "not a model specification: \(error)")
-        }
+        self = try RecurJSON.decode(ModelSpecification.self, from: json, source: source, what: "recur.model")
         do {
             try validate()
         } catch {

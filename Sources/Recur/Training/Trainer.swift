@@ -176,10 +176,12 @@ public final class Trainer {
     /// progress as they were when it was written.
     /// - Parameters:
     ///   - epochs: a new total number of epochs (to train longer than first planned); nil keeps it.
-    public init(resumingFrom checkpoint: Checkpoint, epochs: Int? = nil, backend: any Backend,
-                communicator: any TrainingCommunicator = LocalCommunicator()) throws {
+    ///   - checkpointEverySteps: a new interval of mid-epoch checkpoints; nil keeps the recorded one.
+    public init(resumingFrom checkpoint: Checkpoint, epochs: Int? = nil, checkpointEverySteps: Int? = nil,
+                backend: any Backend, communicator: any TrainingCommunicator = LocalCommunicator()) throws {
         var configuration = checkpoint.configuration
         if let epochs { configuration.epochs = epochs }
+        if let checkpointEverySteps { configuration.checkpointEverySteps = checkpointEverySteps }
         try configuration.validate()
         if checkpoint.progress.epoch > configuration.epochs {
             throw RecurError.invalidArgument(
