@@ -7,11 +7,6 @@ import Testing
 // the command, not the device, is the point; `devices` and `tune` use OpenCL because that is what
 // they are about, `tune` with one candidate so that it compiles two GEMM kernels in all.
 
-/// The `recur` executable built beside the test bundle (the test target depends on it).
-private let recurExecutable: String = {
-    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("recur").path
-}()
-
 /// What a finished `recur` process left.
 private struct Run: CustomStringConvertible {
     let status: Int32
@@ -24,37 +19,11 @@ private struct Run: CustomStringConvertible {
 }
 
 /// Runs `recur arguments` in `folder` and waits for it; a run that takes longer than `limit`
-/// seconds is terminated, so a hang fails the test instead of stalling the suite.
+/// seconds is ended, so a hang fails the test instead of stalling the suite.
 private func recur(_ arguments: [String], in folder: TemporaryFolder, environment: [String: String] = [:],
                    limit: TimeInterval = 240) throws -> Run {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: recurExecutable)
-    process.arguments = arguments
-    process.currentDirectoryURL = URL(fileURLWithPath: folder.path)
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    // Files, not pipes: a chatty command cannot block on a full pipe while the test waits.
-    let name = UUID().uuidString
-    let (outputPath, errorPath) = (folder.path + "/\(name).out", folder.path + "/\(name).err")
-    guard FileManager.default.createFile(atPath: outputPath, contents: nil),
-          FileManager.default.createFile(atPath: errorPath, contents: nil),
-          let output = FileHandle(forWritingAtPath: outputPath), let error = FileHandle(forWritingAtPath: errorPath)
-    else {
-        throw RecurError.io(path: folder.path, detail: "cannot create the files for the output of recur")
-    }
-    defer {
-        try? output.close()
-        try? error.close()
-    }
-    process.standardOutput = output
-    process.standardError = error
-    try process.run()
-    DispatchQueue.global().asyncAfter(deadline: .now() + limit) { [process] in
-        if process.isRunning { process.terminate() }
-    }
-    process.waitUntilExit()
-    return Run(status: process.terminationStatus,
-               output: String(decoding: try FileBytes.read(contentsOf: outputPath), as: UTF8.self),
-               error: String(decoding: try FileBytes.read(contentsOf: errorPath), as: UTF8.self))
+    let run = try runRecur(arguments, in: folder.path, timeLimit: limit, environment: environment)
+    return Run(status: run.status, output: run.stdout, error: run.stderr)
 }
 
 /// Each line of `text` as a JSON object; records an issue for a line that is not one.

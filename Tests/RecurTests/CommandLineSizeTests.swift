@@ -9,29 +9,14 @@ import Testing
 // beyond any machine's memory, so each refusal comes before anything is allocated and the test
 // is instant.
 
-/// The `recur` executable built beside the test bundle (the test target depends on it).
-private let recurPath: String = {
-    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("recur").path
-}()
 
 @Suite("Command-line sizes", .serialized)
 struct CommandLineSizeTests {
     /// Runs `recur` with `arguments` in `folder`; returns the exit status and standard error.
     private func run(_ arguments: [String], in folder: String) throws -> (status: Int32, error: String, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: recurPath)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: folder)
-        let (output, error) = (Pipe(), Pipe())
-        process.standardOutput = output
-        process.standardError = error
-        try process.run()
-        let outputData = output.fileHandleForReading.readDataToEndOfFile()
-        let errorData = error.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        #expect(process.terminationReason == .exit, "\(arguments): ended by signal \(process.terminationStatus)")
-        return (process.terminationStatus, String(decoding: errorData, as: UTF8.self),
-                String(decoding: outputData, as: UTF8.self))
+        let run = try runRecur(arguments, in: folder)
+        #expect(!run.signalled && !run.timedOut, "\(arguments): ended by a signal or its time limit: \(run.stderr)")
+        return (run.status, run.stderr, run.stdout)
     }
 
     /// `arguments` must exit with status 1 and one line on stderr that contains every one of `words`.

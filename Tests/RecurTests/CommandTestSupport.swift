@@ -17,13 +17,15 @@ let recurExecutablePath: String = {
     URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("recur").path
 }()
 
-/// Runs `recur` with `arguments` and returns its exit status and output; kills it after
-/// `timeLimit` seconds, so that a command that hangs fails its test instead of stalling the run.
-func runRecur(_ arguments: [String], timeLimit: Double = 120, environment: [String: String] = [:],
-              input: String? = nil) throws -> CommandRun {
+/// Runs `recur` with `arguments` (in `directory`, else the test's own) and returns its exit status
+/// and output; kills it after `timeLimit` seconds, so that a command that hangs fails its test
+/// instead of stalling the run.
+func runRecur(_ arguments: [String], in directory: String? = nil, timeLimit: Double = 240,
+              environment: [String: String] = [:], input: String? = nil) throws -> CommandRun {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: recurExecutablePath)
     process.arguments = arguments
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
     if !environment.isEmpty {
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     }

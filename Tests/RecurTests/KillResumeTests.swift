@@ -6,10 +6,6 @@ import Testing
 // last checkpoint each time: the checkpoint always reads back whole, and the finished run's
 // per-epoch metrics equal, digit for digit, those of a run that was never killed (CPU backend).
 
-/// The `recur` executable built beside the test bundle (the test target depends on it).
-private let recurExecutable: String = {
-    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("recur").path
-}()
 
 @Suite("Kill and resume", .serialized)
 struct KillResumeTests {
@@ -37,7 +33,7 @@ struct KillResumeTests {
     /// Starts `recur` and returns the process (output discarded).
     private func start(_ arguments: [String]) throws -> Process {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: recurExecutable)
+        process.executableURL = URL(fileURLWithPath: recurExecutablePath)
         process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice

@@ -29,6 +29,13 @@ private func configuration(epochs: Int, monitor: String = "val_loss") -> Trainin
     TrainingConfiguration(epochs: epochs, batchSize: 8, optimizer: .adam(learningRate: 0.03), seed: 4, monitor: monitor)
 }
 
+/// Two epochs of the classifier on 16 sequences, checkpoints in `folder`.
+private func trainTwoEpochs(checkpointingIn folder: TemporaryFolder) throws {
+    let trainer = try Trainer(specification: classifier, configuration: configuration(epochs: 2), backend: TestBackends.cpu)
+    trainer.checkpointDirectory = folder.path
+    try trainer.fit(training: try markedSequences(count: 16, seed: 5))
+}
+
 @Suite("Training hardening")
 struct TrainingHardeningTests {
     @Test func anUnknownMonitoredMetricIsRefusedBeforeTraining() throws {
@@ -80,10 +87,7 @@ struct TrainingHardeningTests {
     /// A checkpoint edited to claim epochs it cannot have is refused when read, naming the file.
     @Test func aCheckpointsProgressMustFitItsRun() throws {
         let folder = try TemporaryFolder()
-        let trainer = try Trainer(specification: classifier, configuration: configuration(epochs: 2),
-                                  backend: TestBackends.cpu)
-        trainer.checkpointDirectory = folder.path
-        try trainer.fit(training: try markedSequences(count: 16, seed: 5))
+        try trainTwoEpochs(checkpointingIn: folder)
         let path = folder.path + "/last.safetensors"
         let good = try Checkpoint(contentsOf: path)
         #expect(good.progress.epoch == 2)
@@ -110,10 +114,7 @@ struct TrainingHardeningTests {
     /// A resumed run whose total epochs are fewer than those already done is refused.
     @Test func resumingWithFewerEpochsThanDoneIsRefused() throws {
         let folder = try TemporaryFolder()
-        let trainer = try Trainer(specification: classifier, configuration: configuration(epochs: 2),
-                                  backend: TestBackends.cpu)
-        trainer.checkpointDirectory = folder.path
-        try trainer.fit(training: try markedSequences(count: 16, seed: 5))
+        try trainTwoEpochs(checkpointingIn: folder)
         let checkpoint = try Checkpoint(contentsOf: folder.path + "/last.safetensors")
         let error = recurError { _ = try Trainer(resumingFrom: checkpoint, epochs: 1, backend: TestBackends.cpu) }
         #expect(error?.description.contains("already completed 2 epochs") == true, "\(String(describing: error))")
@@ -122,14 +123,11 @@ struct TrainingHardeningTests {
     /// A float where the progress holds an integer is reported as that field, not as invalid JSON.
     @Test func aWronglyTypedFieldIsNamed() throws {
         let folder = try TemporaryFolder()
-        let trainer = try Trainer(specification: classifier, configuration: configuration(epochs: 1),
-                                  backend: TestBackends.cpu)
-        trainer.checkpointDirectory = folder.path
-        try trainer.fit(training: try markedSequences(count: 16, seed: 6))
+        try trainTwoEpochs(checkpointingIn: folder)
         let file = try SafeTensorsFile(contentsOf: folder.path + "/last.safetensors")
         var metadata = file.metadata
         let progress = try #require(metadata["recur.progress"])
-        metadata["recur.progress"] = progress.replacingOccurrences(of: "\"epoch\":1,", with: "\"epoch\":1.5,")
+        metadata["recur.progress"] = progress.replacingOccurrences(of: "\"epoch\":2,", with: "\"epoch\":1.5,")
         #expect(metadata["recur.progress"] != progress)
         var writer = SafeTensorsWriter(metadata: metadata)
         for name in file.names {
