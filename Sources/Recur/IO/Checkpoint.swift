@@ -57,7 +57,9 @@ enum RecurJSON {
     private static func integerFieldNames<Value>(of type: Value.Type) -> Set<String> {
         guard let template = (type as? any DefaultConstructible.Type)?.init() else { return [] }
         return Set(Mirror(reflecting: template).children.compactMap { child in
-            child.value is Int || child.value is Int? ? child.label : nil
+            // By the static type: a nil of any optional type would pass `is Int?`.
+            let fieldType = Swift.type(of: child.value)
+            return fieldType == Int.self || fieldType == Int?.self ? child.label : nil
         })
     }
 
