@@ -71,6 +71,32 @@ struct CommandLineSizeTests {
         #expect(!FileManager.default.fileExists(atPath: folder.path + "/run/last.safetensors"))
     }
 
+    /// A series in large units (values near 1e27): training and evaluating print its error in
+    /// scientific notation (the conversion to Int trapped).
+    @Test func aSeriesInLargeUnitsTrainsAndEvaluates() throws {
+        let folder = try TemporaryFolder()
+        let values = (0..<80).map { "\($0),\(Double(1 + $0 % 7) * 1e27)" }
+        try (["t,v"] + values).joined(separator: "\n").write(toFile: folder.path + "/big.csv", atomically: true,
+                                                             encoding: .utf8)
+        let (status, error, output) = try run(
+            ["train", "--device", "cpu", "--data", "big.csv", "--format", "series", "--max-length", "8", "--hidden", "4",
+             "--epochs", "1", "--checkpoint-dir", "run"], in: folder.path)
+        #expect(status == 0, "\(error)")
+        #expect(output.contains("mae") && output.contains("e+2"), "\(output)")
+        let evaluated = try run(["evaluate", "--device", "cpu", "--checkpoint", "run/last.safetensors", "--split",
+                                 "validation"], in: folder.path)
+        #expect(evaluated.status == 0, "\(evaluated.error)")
+        #expect(evaluated.output.contains("mae") && evaluated.output.contains("e+2"), "\(evaluated.output)")
+    }
+
+    /// `tune` sizes no device holds are refused before a buffer is made.
+    @Test func tuneSizesBeyondTheDeviceAreRefused() throws {
+        guard let device = try TestBackends.openCLDevice() else { return }
+        let folder = try TemporaryFolder()
+        try expectRefused(["tune", "--device", "opencl:\(device.index)", "--sizes", "1000000"], in: folder.path,
+                          saying: ["recur tune: needs about", "lower --sizes"])
+    }
+
     /// A batch larger than the data is one batch of all of it, even at Int.max (the batch count
     /// trapped on overflow).
     @Test func theLargestBatchSizeTrainsOneBatchPerEpoch() throws {
