@@ -26,15 +26,25 @@ struct RecurCommand: ParsableCommand {
         KernelCompilationNotice.setHandler { device in
             printError("compiling kernels for \(device.name) (cached for next time)")
         }
+        var command: any ParsableCommand
         do {
-            var command = try parseAsRoot()
-            try command.run()
+            command = try parseAsRoot()
         } catch {
             // ArgumentParser exits 64 (EX_USAGE) for a usage error; recur exits 2 for one, as most
             // command-line tools do, so every refused input ends with 1 (a failure) or 2 (usage).
             guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
             printError(fullMessage(for: error))
             Glibc.exit(2)
+        }
+        do {
+            try command.run()
+        } catch let error as ValidationError {
+            // Found while running (data, a checkpoint, a resumed run): one line and status 1,
+            // without the usage text that a mistyped option gets.
+            printError("Error: \(error.message)")
+            Glibc.exit(1)
+        } catch {
+            exit(withError: error)
         }
     }
 
