@@ -95,24 +95,13 @@ struct DataOptions: ParsableArguments {
 
     // MARK: In checkpoints
 
-    /// What a checkpoint keeps about its data: the source (JSON), a digest of the training
-    /// examples, and the vocabulary, class names, tags and standardisation the model was trained
-    /// with.
+    /// What a checkpoint keeps about its data (see `RecordedData`).
     static func metadata(source: DataSource, prepared: PreparedData) throws -> [String: String] {
-        var metadata = ["data.source": try source.json(), "data.fingerprint": Trainer.fingerprint(prepared.training)]
-        if let vocabulary = prepared.vocabulary { metadata["data.vocabulary"] = vocabulary.serialized }
-        if let tags = prepared.tagVocabulary { metadata["data.tags"] = tags.serialized }
-        if !prepared.classNames.isEmpty, prepared.tagVocabulary == nil {
-            metadata["data.classes"] = prepared.classNames.joined(separator: "\n")
-        }
-        if let standardization = prepared.standardization {
-            metadata["data.standardization"] = "\(standardization.mean) \(standardization.standardDeviation)"
-        }
-        return metadata
+        try RecordedData.metadata(source: source, prepared: prepared)
     }
 
     static func source(in metadata: [String: String]) throws -> DataSource {
-        guard let json = metadata["data.source"] else {
+        guard let json = metadata[RecordedData.sourceKey] else {
             throw ValidationError("the checkpoint records no data source (data.source); give --data")
         }
         return try DataSource(json: json)
@@ -120,16 +109,6 @@ struct DataOptions: ParsableArguments {
 
     /// Reads `source` with the vocabulary, classes and standardisation a checkpoint recorded.
     static func prepare(_ source: DataSource, using metadata: [String: String]) throws -> PreparedData {
-        let vocabulary = try metadata["data.vocabulary"].map { try Vocabulary(serialized: $0) }
-        let tags = try metadata["data.tags"].map { try Vocabulary(serialized: $0) }
-        let classes = metadata["data.classes"].map { $0.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
-        var standardization: Standardization?
-        if let text = metadata["data.standardization"] {
-            let parts = text.split(separator: " ").compactMap { Float($0) }
-            guard parts.count == 2 else { throw ValidationError("data.standardization is not 'mean deviation': \(text)") }
-            standardization = Standardization(mean: parts[0], standardDeviation: parts[1])
-        }
-        return try source.prepare(vocabulary: vocabulary, classNames: classes, tagVocabulary: tags,
-                                  standardization: standardization)
+        try RecordedData(metadata: metadata).prepare(source)
     }
 }

@@ -196,7 +196,8 @@ public struct DataSource: Sendable, Equatable, Codable {
 
     private var policy: MalformedRowPolicy { skipsMalformed ? .skip : .fail }
 
-    private var textTokenizer: any Tokenizer {
+    /// The tokenizer of classification texts.
+    var textTokenizer: any Tokenizer {
         switch tokenizer {
         case .word: WordTokenizer()
         case .character: CharacterTokenizer()
@@ -254,27 +255,13 @@ public struct DataSource: Sendable, Equatable, Codable {
         }
         let (trainRange, validationRange, testRange) = splitRanges(all.count)
         let training = all.subset(trainRange)
-        let tokenizer = textTokenizer
-        let vocabulary = try vocabulary ?? Vocabulary(fittingTexts: training.texts, tokenizer: tokenizer, numWords: numWords)
+        let vocabulary = try vocabulary
+            ?? Vocabulary(fittingTexts: training.texts, tokenizer: textTokenizer, numWords: numWords)
 
         func examples(_ part: TextClassificationDataset) throws -> LabeledSequences? {
             guard part.count > 0 else { return nil }
-            let padded = try padSequences(
-                vocabulary.encode(texts: part.texts, tokenizer: tokenizer), maxLength: sequenceLength,
-                padding: padding, truncating: truncating)
-            // A text with no known token would be an empty sequence: it keeps one OOV id, as a
-            // text of unknown words is still an example to classify.
-            let ids = padded.ids.enumerated().map { offset, id -> Int32 in
-                let row = offset / sequenceLength, t = offset % sequenceLength
-                guard padded.lengths[row] == 0 else { return id }
-                let last = padding == .pre ? sequenceLength - 1 : 0
-                return t == last ? Vocabulary.outOfVocabularyID : id
-            }
-            // Unmasked, every sequence is T steps long and the recurrent layer reads the padding
-            // too, as a Keras model without `mask_zero` does.
-            let lengths = padded.lengths.map { masksPadding ? max($0, 1) : sequenceLength }
-            let sequences = PaddedSequences(ids: ids, lengths: lengths, maxLength: sequenceLength, padding: padding)
-            return try LabeledSequences(sequences: sequences, labels: part.labels, classCount: all.classNames.count)
+            return try LabeledSequences(sequences: classificationSequences(part.texts, vocabulary: vocabulary),
+                                        labels: part.labels, classCount: all.classNames.count)
         }
         guard let trainingExamples = try examples(training) else {
             throw RecurError.invalidArgument(operation: "DataSource", detail: "no training examples in \(paths[0])")
@@ -283,6 +270,27 @@ public struct DataSource: Sendable, Equatable, Codable {
             training: trainingExamples, validation: try examples(all.subset(validationRange)),
             test: try examples(separateTest ?? all.subset(testRange)), vocabulary: vocabulary,
             classNames: all.classNames, skippedCount: all.skippedCount + (separateTest?.skippedCount ?? 0))
+    }
+
+    /// Texts as a classifier reads them: tokenized, encoded with `vocabulary`, padded and
+    /// truncated to `sequenceLength`, with the lengths the recurrent layers run for. Training
+    /// and prediction both go through here, so a model sees new texts as it saw its own.
+    func classificationSequences(_ texts: [String], vocabulary: Vocabulary) throws -> PaddedSequences {
+        let padded = try padSequences(
+            vocabulary.encode(texts: texts, tokenizer: textTokenizer), maxLength: sequenceLength,
+            padding: padding, truncating: truncating)
+        // A text with no known token would be an empty sequence: it keeps one OOV id, as a
+        // text of unknown words is still an example to classify.
+        let ids = padded.ids.enumerated().map { offset, id -> Int32 in
+            let row = offset / sequenceLength, t = offset % sequenceLength
+            guard padded.lengths[row] == 0 else { return id }
+            let last = padding == .pre ? sequenceLength - 1 : 0
+            return t == last ? Vocabulary.outOfVocabularyID : id
+        }
+        // Unmasked, every sequence is T steps long and the recurrent layer reads the padding
+        // too, as a Keras model without `mask_zero` does.
+        let lengths = padded.lengths.map { masksPadding ? max($0, 1) : sequenceLength }
+        return PaddedSequences(ids: ids, lengths: lengths, maxLength: sequenceLength, padding: padding)
     }
 
     // MARK: Language models

@@ -88,7 +88,7 @@ public struct NumericSeries: Sendable, Equatable {
 
     /// `field` as a finite number, or nil. Only decimal notation passes: `Double(_:)` alone would
     /// also take `nan`, `inf` and hexadecimal, which in a data file are errors.
-    private static func decimalValue(_ field: String) -> Float? {
+    static func decimalValue(_ field: String) -> Float? {
         let trimmed = field.utf8.drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
             .reversed().drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }.reversed()
         let allowed = Set("0123456789.eE+-".utf8)

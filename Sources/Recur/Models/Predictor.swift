@@ -1,0 +1,326 @@
+// Running a trained model on new, unlabelled input: texts for classifiers, token lines for
+// taggers, the recent values of a series for forecasters. The input is encoded as the model's
+// training data was, from what the checkpoint recorded (`RecordedData`): the same tokenizer,
+// vocabulary, sequence length, padding and truncating sides and masking, the same class and tag
+// order, the same standardisation.
+//
+// Shape legend: B sequences in a batch, T = the recorded sequence length, K outputs, H horizon.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Predictions of a trained classifier, tagger or forecaster.
+///
+/// Language models are not predicted here: what they do with new text is continue it, one
+/// sampled token at a time, which `TextGenerator` (`recur generate`) does.
+public struct Predictor {
+    /// One text's class: the most probable and every class's probability.
+    public struct Classification: Sendable, Equatable {
+        public var label: String
+        /// Class name to probability: the sigmoid of the one logit of a two-class model (the
+        /// second class's; the first has 1 − p), else the softmax of the logits.
+        public var probabilities: [String: Double]
+    }
+
+    /// The sequences (classifier and tagger) or windows (forecaster) run through the model at
+    /// once when the caller gives no batch size: memory stays bounded by it, not by the input.
+    public static let defaultBatchSize = 64
+
+    public let specification: ModelSpecification
+    public let model: Sequential
+    /// How the training data was read: tokenizer, sequence length, padding, horizon, columns.
+    public let source: DataSource
+    public let vocabulary: Vocabulary?
+    /// Class names in label order (classifier).
+    public let classNames: [String]
+    /// The tag ids (tagger).
+    public let tags: Vocabulary?
+    /// The forecaster's standardisation; identity when none was recorded.
+    public let standardization: Standardization
+    /// Sequences per forward pass.
+    public var batchSize: Int
+
+    public var task: ModelTask { specification.task }
+    /// T: the longest text a classifier reads (longer ones are truncated as in training), the
+    /// tokens a tagger reads at once, the values a forecaster reads.
+    public var sequenceLength: Int { source.sequenceLength }
+    /// H: the values a forecast predicts.
+    public var horizon: Int { specification.outputSize }
+
+    /// A predictor for the model in `checkpoint`, on `backend`.
+    /// - Throws: `RecurError.invalidArgument` for a language model, or when the recorded data
+    ///   does not fit the model (no vocabulary, classes or tags, or as many as the model has no
+    ///   outputs for); `RecurError.malformed` for unreadable metadata.
+    public init(checkpoint: Checkpoint, backend: any Backend, batchSize: Int = Predictor.defaultBatchSize) throws {
+        let operation = "Predictor"
+        let specification = checkpoint.specification
+        guard batchSize >= 1 else {
+            throw RecurError.invalidArgument(operation: operation, detail: "batch size must be at least 1, got \(batchSize)")
+        }
+        guard specification.task != .lm else {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "the checkpoint holds a language model, which continues text rather than labelling it: "
+                    + "sample from it with recur generate (TextGenerator)")
+        }
+        let recorded = try RecordedData(metadata: checkpoint.metadata)
+        guard let source = recorded.source else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "the checkpoint records no data source (data.source), so how its "
+                    + "inputs were read is unknown")
+        }
+        guard source.task == specification.task else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "the checkpoint holds a \(specification.task) model but records "
+                    + "\(source.format.rawValue) data, which is for \(source.task)")
+        }
+        func missing(_ what: String, _ key: String) -> RecurError {
+            .invalidArgument(operation: operation, detail: "the \(specification.task) checkpoint records no \(what) (\(key))")
+        }
+        var classNames: [String] = []
+        switch specification.task {
+        case .classify:
+            guard recorded.vocabulary != nil else { throw missing("vocabulary", RecordedData.vocabularyKey) }
+            guard let names = recorded.classNames else { throw missing("class names", RecordedData.classesKey) }
+            let outputs = names.count == 2 ? 1 : names.count
+            guard names.count >= 2, outputs == specification.outputSize else {
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "the checkpoint records \(names.count) classes \(names) but its "
+                        + "model has \(specification.outputSize) outputs")
+            }
+            classNames = names
+        case .tag:
+            guard recorded.vocabulary != nil else { throw missing("vocabulary", RecordedData.vocabularyKey) }
+            guard let tags = recorded.tags else { throw missing("tags", RecordedData.tagsKey) }
+            guard tags.count == specification.outputSize else {
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "the checkpoint records \(tags.count) tag ids but its model has "
+                        + "\(specification.outputSize) outputs")
+            }
+        case .forecast, .lm:
+            break
+        }
+        self.specification = specification
+        self.model = try checkpoint.makeModel(backend: backend)
+        self.source = source
+        self.vocabulary = recorded.vocabulary
+        self.classNames = classNames
+        self.tags = recorded.tags
+        self.standardization = recorded.standardization ?? Standardization(mean: 0, standardDeviation: 1)
+        self.batchSize = batchSize
+    }
+
+    private func require(_ task: ModelTask, _ operation: String) throws {
+        guard self.task == task else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "the model is a \(self.task) model, not a \(task) model")
+        }
+    }
+
+    // MARK: Classify
+
+    /// The class of each text, in order. Texts are read as in training: one longer than the
+    /// sequence length loses tokens on the recorded truncating side, and one with no known token
+    /// (an empty text among them) is read as a single out-of-vocabulary token.
+    public func predict(texts: [String]) throws -> [Classification] {
+        let operation = "Predictor.predict(texts:)"
+        try require(.classify, operation)
+        var result: [Classification] = []
+        result.reserveCapacity(texts.count)
+        for start in stride(from: 0, to: texts.count, by: batchSize) {
+            let part = Array(texts[start ..< min(start + batchSize, texts.count)])
+            let sequences = try source.classificationSequences(part, vocabulary: vocabulary!)
+            let logits = try run(sequences)  // [B, K]
+            let k = specification.outputSize
+            for row in 0..<part.count {
+                result.append(classification(Array(logits[row * k ..< (row + 1) * k])))
+            }
+        }
+        return result
+    }
+
+    /// The probabilities of `logits` (one text's, `[K]`), as the training loss reads them.
+    func classification(_ logits: [Float]) -> Classification {
+        if logits.count == 1 {
+            let logit = Double(logits[0])
+            let p = 1 / (1 + exp(-logit))
+            // The accuracy metric's rule: the second class where the logit is positive.
+            return Classification(label: classNames[logit > 0 ? 1 : 0],
+                                  probabilities: [classNames[0]: 1 - p, classNames[1]: p])
+        }
+        let values = logits.map(Double.init)
+        let largest = values.max() ?? 0
+        // exp(x − max): the largest term is 1, so nothing overflows.
+        let weights = values.map { exp($0 - largest) }
+        let total = weights.reduce(0, +)
+        var probabilities: [String: Double] = [:]
+        for (name, weight) in zip(classNames, weights) { probabilities[name] = weight / total }
+        let best = values.indices.max { values[$0] < values[$1] || (values[$0] == values[$1] && $0 > $1) } ?? 0
+        return Classification(label: classNames[best], probabilities: probabilities)
+    }
+
+    // MARK: Tag
+
+    /// One tag per token of each line of space-separated tokens (the token column of the tagged
+    /// format), in order; an empty line has no tokens and gets no tags.
+    public func predict(tokenLines lines: [String]) throws -> [[String]] {
+        try predict(tokens: lines.map { $0.split(separator: " ").map(String.init) })
+    }
+
+    /// One tag per token of each sequence, in order. Tokens are looked up as in training (as
+    /// written, unknown ones as out-of-vocabulary). A sequence longer than the sequence length is
+    /// tagged in consecutive pieces of that length, each read from a fresh state as every
+    /// training example was, so that every token gets a tag rather than only the first or last
+    /// T. The tag is the most probable of the real tags (never the padding or out-of-vocabulary
+    /// tag, which no training token had).
+    public func predict(tokens sequences: [[String]]) throws -> [[String]] {
+        let operation = "Predictor.predict(tokens:)"
+        try require(.tag, operation)
+        guard let vocabulary, let tags else { return [] }
+        let length = sequenceLength
+        // Every piece of every sequence: (sequence, ids).
+        var pieces: [(sequence: Int, ids: [Int32])] = []
+        for (index, tokens) in sequences.enumerated() {
+            let ids = vocabulary.encode(tokens)
+            for start in stride(from: 0, to: ids.count, by: length) {
+                pieces.append((index, Array(ids[start ..< min(start + length, ids.count)])))
+            }
+        }
+        var result = [[String]](repeating: [], count: sequences.count)
+        let k = specification.outputSize
+        let firstTag = Int(Vocabulary.firstWordID)
+        for start in stride(from: 0, to: pieces.count, by: batchSize) {
+            let part = pieces[start ..< min(start + batchSize, pieces.count)]
+            let padded = try padSequences(part.map(\.ids), maxLength: length, padding: source.padding,
+                                          truncating: source.truncating)
+            let output = try run(padded)  // [T, B, K]
+            let b = part.count
+            for (column, piece) in part.enumerated() {
+                let offset = source.padding == .pre ? length - piece.ids.count : 0
+                for t in offset ..< offset + piece.ids.count {
+                    let logits = output[(t * b + column) * k ..< (t * b + column + 1) * k]
+                    var best = firstTag
+                    for id in firstTag ..< k where logits[logits.startIndex + id] > logits[logits.startIndex + best] {
+                        best = id
+                    }
+                    result[piece.sequence].append(tags.tokens[best])
+                }
+            }
+        }
+        return result
+    }
+
+    // MARK: Forecast
+
+    /// The next `horizon` values of a series, in its own units, from its last `sequenceLength`
+    /// values (earlier ones are not read: the model was trained on windows of that length).
+    /// - Throws: `RecurError.invalidArgument` for fewer values than the sequence length or a
+    ///   value that is not finite.
+    public func predict(series values: [Float]) throws -> [Float] {
+        try predict(windows: [values]).first ?? []
+    }
+
+    /// The forecast of each series, in order (see `predict(series:)`).
+    public func predict(windows series: [[Float]]) throws -> [[Float]] {
+        let operation = "Predictor.predict(series:)"
+        try require(.forecast, operation)
+        let length = sequenceLength
+        for (index, values) in series.enumerated() {
+            guard values.count >= length else {
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "the model reads the last \(length) values of a series, "
+                        + "but series \(index) has \(values.count)")
+            }
+            if let bad = values.suffix(length).firstIndex(where: { !$0.isFinite }) {
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "value \(bad) of series \(index) is \(values[bad])")
+            }
+        }
+        var result: [[Float]] = []
+        for start in stride(from: 0, to: series.count, by: batchSize) {
+            let part = series[start ..< min(start + batchSize, series.count)]
+            let b = part.count
+            var input = [Float](repeating: 0, count: length * b)  // [T, B, 1]
+            for (column, values) in part.enumerated() {
+                for (t, value) in standardization.apply(Array(values.suffix(length))).enumerated() {
+                    input[t * b + column] = value
+                }
+            }
+            let tensor = try model.backend.upload(input, shape: [length, b, 1])
+            let output = try model.backend.download(try model.forward(tensor, training: false))  // [B, H]
+            for column in 0..<b {
+                result.append(standardization.invert(Array(output[column * horizon ..< (column + 1) * horizon])))
+            }
+        }
+        return result
+    }
+
+    /// The model's output for padded id sequences: `[B, K]` for a classifier, `[T, B, K]` for a
+    /// tagger.
+    private func run(_ sequences: PaddedSequences) throws -> [Float] {
+        let batch = sequences.batch(0..<sequences.count)  // [T, B]
+        let output = try model.forward(ids: batch.ids, shape: [batch.steps, batch.batchSize], lengths: batch.lengths,
+                                       padding: sequences.padding, training: false)
+        return try model.backend.download(output)
+    }
+}
+
+// MARK: Series input
+
+extension Predictor {
+    /// Reads a forecaster's series one line at a time, as its training file was read: the value
+    /// in the recorded value column of a comma-separated row (RFC 4180 quotes), or the only field
+    /// of a row that has one (a series of one value per line). The first row is a header when
+    /// training's was said to be one, or, unsaid, when its value is not a number. Blank lines are
+    /// skipped.
+    public struct SeriesLineReader {
+        public let valueColumn: Int
+        public let hasHeader: Bool?
+        private var line = 0
+        private var sawFirstRow = false
+        private let source: String
+
+        /// - Parameter source: names the input in errors (a path, or "stdin").
+        public init(for predictor: Predictor, source: String) {
+            valueColumn = predictor.source.valueColumn
+            hasHeader = predictor.source.hasHeader
+            self.source = source
+        }
+
+        /// The value of the next line, or nil for a header or blank line.
+        /// - Throws: `RecurError.malformed` with `source:line` for a row without a number where
+        ///   the value should be.
+        public mutating func value(of text: String) throws -> Float? {
+            line += 1
+            var bytes = Array(text.utf8)
+            if line == 1 { bytes = Array(droppingByteOrderMark(bytes)) }
+            let format = DelimitedTextFormat(delimiter: ",", hasHeader: false)
+            var parser = DelimitedParser(bytes: bytes[...], format: format, path: source)
+            let fields: [String]
+            switch try parser.next() {
+            case nil: return nil
+            case .malformed(let detail, _)?: throw RecurError.malformed(source: "\(source):\(line)", detail: detail)
+            case .record(let record)?: fields = record.fields
+            }
+            let first = !sawFirstRow
+            sawFirstRow = true
+            let field = fields.count == 1 ? fields[0] : fields.indices.contains(valueColumn) ? fields[valueColumn] : nil
+            if first, hasHeader == true { return nil }
+            guard let field else {
+                throw RecurError.malformed(
+                    source: "\(source):\(line)",
+                    detail: "\(fields.count) fields, no value column \(valueColumn) (the column the model was trained on)")
+            }
+            guard let value = NumericSeries.decimalValue(field) else {
+                if first, hasHeader == nil { return nil }
+                let place = fields.count == 1 ? "" : " in column \(valueColumn)"
+                throw RecurError.malformed(
+                    source: "\(source):\(line)", detail: "'\(field)'\(place) is not a finite decimal number")
+            }
+            return value
+        }
+    }
+}

@@ -1,0 +1,145 @@
+import ArgumentParser
+import Recur
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `recur predict`: a checkpoint's predictions on new, unlabelled input, streamed.
+struct PredictCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "predict",
+        abstract: "Predict with a classifier, tagger or forecaster on new input.",
+        discussion: """
+            Reads standard input, or --input, and encodes it as the training data was (tokenizer, \
+            vocabulary, sequence length, padding, classes, standardisation: all recorded in the \
+            checkpoint). Classifier: one text per line in, one JSON object per line out, \
+            {"label":...,"probabilities":{...}}; a blank line gives {"error":"empty line"}. Tagger: \
+            space-separated tokens per line in, {"tags":[...]} out with one tag per token; lines \
+            longer than the training length are tagged in pieces of that length. Lines are read, \
+            predicted and written a batch at a time. Forecaster: the series in (the value column \
+            and header of the training file, or one value per line), the next horizon values after \
+            its last value out as CSV rows step,value; only the last --max-length values are read \
+            and kept. Language models: use recur generate.
+            """
+    )
+
+    @OptionGroup var device: DeviceOptions
+    @Option(help: "A checkpoint written by recur train (best.safetensors or last.safetensors).") var checkpoint: String
+    @Option(help: "Read this file instead of standard input.") var input: String?
+    @Option(help: "Lines (or pieces of a long tagged line) run through the model at once.") var batchSize = 64
+
+    func validate() throws {
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+    }
+
+    func run() throws {
+        let backend = try device.makeBackend()
+        let saved = try Checkpoint(contentsOf: checkpoint)
+        let predictor = try Predictor(checkpoint: saved, backend: backend, batchSize: batchSize)
+        var lines = try LineReader(path: input)
+        defer { lines.close() }
+        switch predictor.task {
+        case .classify, .tag:
+            while true {
+                var batch: [String] = []
+                while batch.count < batchSize, let line = try lines.next() { batch.append(line) }
+                guard !batch.isEmpty else { break }
+                for line in try Self.predictions(of: batch, predictor) { print(line) }
+                // Each batch is out before the next is read: a pipeline sees results as they come.
+                fflush(nil)
+            }
+        case .forecast:
+            try forecast(predictor, lines: &lines)
+        case .lm:
+            break  // Predictor refuses language models.
+        }
+    }
+
+    /// One JSON line per line of `batch`.
+    static func predictions(of batch: [String], _ predictor: Predictor) throws -> [String] {
+        if predictor.task == .tag {
+            return try predictor.predict(tokenLines: batch).map { tags in
+                "{\"tags\":[" + tags.map(quotedJSON).joined(separator: ",") + "]}"
+            }
+        }
+        // A blank line is no text to classify: it is answered as one, keeping the output in step
+        // with the input, rather than classified as a text of unknown words.
+        let isBlank = batch.map { $0.allSatisfy { $0 == " " || $0 == "\t" } }
+        let texts = zip(batch, isBlank).filter { !$0.1 }.map(\.0)
+        var classified = try predictor.predict(texts: texts).makeIterator()
+        return isBlank.map { blank in
+            guard !blank, let result = classified.next() else { return #"{"error":"empty line"}"# }
+            let probabilities = predictor.classNames.map { ($0, JSONScalar.number(result.probabilities[$0] ?? .nan)) }
+            return "{\"label\":" + quotedJSON(result.label) + ",\"probabilities\":" + jsonObject(probabilities) + "}"
+        }
+    }
+
+    /// Reads the series, keeping only the values the model reads, and prints the forecast.
+    private func forecast(_ predictor: Predictor, lines: inout LineReader) throws {
+        let length = predictor.sequenceLength
+        var reader = Predictor.SeriesLineReader(for: predictor, source: input ?? "stdin")
+        var recent: [Float] = []
+        var count = 0
+        while let line = try lines.next() {
+            guard let value = try reader.value(of: line) else { continue }
+            recent.append(value)
+            count += 1
+            // Trimmed in halves, so that keeping the last T values costs O(1) per value.
+            if recent.count >= 2 * length { recent.removeFirst(recent.count - length) }
+        }
+        guard count >= length else {
+            throw RecurError.invalidArgument(
+                operation: "recur predict", detail: "\(input ?? "stdin") holds \(count) values, but the model reads "
+                    + "the last \(length) (the --max-length it was trained with)")
+        }
+        let values = try predictor.predict(series: Array(recent.suffix(length)))
+        print("step,value")
+        for (step, value) in values.enumerated() { print("\(step + 1),\(value)") }
+    }
+}
+
+/// Lines of a file or of standard input, one at a time, without their line break (LF or CRLF).
+private struct LineReader {
+    private let file: UnsafeMutablePointer<FILE>
+    private let path: String
+    private let ownsFile: Bool
+    private var buffer: UnsafeMutablePointer<CChar>?
+    private var capacity = 0
+
+    init(path: String?) throws {
+        guard let path else {
+            guard let input = fdopen(0, "r") else {
+                throw RecurError.io(path: "stdin", detail: "cannot read: \(String(cString: strerror(errno)))")
+            }
+            (file, self.path, ownsFile) = (input, "stdin", false)
+            return
+        }
+        guard let opened = fopen(path, "r") else {
+            throw RecurError.io(path: path, detail: "cannot open: \(String(cString: strerror(errno)))")
+        }
+        (file, self.path, ownsFile) = (opened, path, true)
+    }
+
+    /// The next line, or nil at the end.
+    /// - Throws: `RecurError.io` when reading fails (a folder given as the file, a device error).
+    mutating func next() throws -> String? {
+        let count = getline(&buffer, &capacity, file)
+        guard count >= 0, let buffer else {
+            if ferror(file) != 0 {
+                throw RecurError.io(path: path, detail: "cannot read: \(String(cString: strerror(errno)))")
+            }
+            return nil
+        }
+        var bytes = UnsafeBufferPointer(start: UnsafeRawPointer(buffer).assumingMemoryBound(to: UInt8.self),
+                                        count: count)[...]
+        if bytes.last == UInt8(ascii: "\n") { bytes = bytes.dropLast() }
+        if bytes.last == UInt8(ascii: "\r") { bytes = bytes.dropLast() }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    func close() {
+        free(buffer)
+        if ownsFile { fclose(file) }
+    }
+}
