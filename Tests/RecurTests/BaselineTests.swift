@@ -75,4 +75,58 @@ struct BaselineTests {
         #expect(baselines[1].isBeaten(by: ["mae": 3.4]) && !baselines[1].isBeaten(by: ["mae": 3.5]))
         #expect(!baselines[1].isBeaten(by: ["mae": .nan]) && !baselines[1].isBeaten(by: [:]))
     }
+
+    // MARK: Commands
+
+    @Test func trainAndEvaluateReportBaselinesAndWarnWhenTheModelLoses() throws {
+        let folder = try TemporaryFolder()
+        // 30 "pos" and 10 "neg" rows of the same text: no model can tell them apart, and one that
+        // never learns predicts one class for all.
+        let rows = (0..<40).map { index in (index % 4 == 3 ? "neg" : "pos") + "\tthe same words" }
+        try folder.write("skewed.tsv", rows.joined(separator: "\n") + "\n")
+        let train = try runRecur(
+            ["train", "--device", "cpu", "--data", "skewed.tsv", "--embedding", "4", "--hidden", "4", "--epochs", "1",
+             "--learning-rate", "0", "--batch-size", "8", "--test-split", "0.25", "--validation-split", "0.25",
+             "--checkpoint-dir", "run", "--json"], in: folder.path)
+        #expect(train.status == 0, "\(train.stderr)")
+        let line = try #require(train.stdout.split(separator: "\n").last)
+        let final = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(final["final"] as? Bool == true)
+        for field in ["baseline_accuracy", "baseline_loss", "test_f1", "test_precision", "test_recall", "test_auc",
+                      "test_precision_pos", "test_recall_neg", "test_f1_pos", "val_f1", "val_auc", "f1"] {
+            #expect(final[field] is Double, "\(field) missing: \(line)")
+        }
+        // Every score ties: the AUC is one half.
+        #expect(final["test_auc"] as? Double == 0.5, "\(line)")
+        #expect(train.stderr.contains("warning: the model does not beat the majority class baseline on test (accuracy model "),
+                "\(train.stderr)")
+
+        let evaluate = try runRecur(
+            ["evaluate", "--device", "cpu", "--checkpoint", folder.path + "/run/last.safetensors", "--split", "validation"],
+            in: folder.path)
+        #expect(evaluate.status == 0, "\(evaluate.stderr)")
+        #expect(evaluate.stdout.contains("baselines on validation: majority class accuracy "), "\(evaluate.stdout)")
+        #expect(evaluate.stdout.contains("f1_neg "), "\(evaluate.stdout)")
+        #expect(evaluate.stderr.contains("warning: the model does not beat the majority class baseline on validation"),
+                "\(evaluate.stderr)")
+    }
+
+    @Test func aForecastReportsLastValueAndDriftBaselines() throws {
+        let folder = try TemporaryFolder()
+        // A rising line in large units: the drift forecast is exact, so the model cannot beat it.
+        let rows = (0..<60).map { "\($0),\(1000 + 50 * $0)" }
+        try folder.write("line.csv", "t,value\n" + rows.joined(separator: "\n") + "\n")
+        let train = try runRecur(
+            ["train", "--device", "cpu", "--data", "line.csv", "--format", "series", "--max-length", "4",
+             "--horizon", "2", "--embedding", "4", "--hidden", "4", "--epochs", "1", "--batch-size", "8",
+             "--validation-split", "0.2"], in: folder.path)
+        #expect(train.status == 0, "\(train.stderr)")
+        let baselineLine = try #require(train.stdout.split(separator: "\n").last { $0.hasPrefix("baselines on validation:") },
+                                        "\(train.stdout)")
+        // Last value is off by 50 and 100 (mean 75) at every window; drift by nothing (but rounding).
+        #expect(baselineLine.contains("last value mae 75.00") && baselineLine.contains("drift mae 0.00"),
+                "\(baselineLine)")
+        #expect(train.stderr.contains("warning: the model does not beat the drift baseline on validation (mae model "),
+                "\(train.stderr)")
+    }
 }
