@@ -9,7 +9,9 @@ struct EvaluateCommand: ParsableCommand {
         abstract: "Evaluate a checkpoint on the test, validation or training split of its data.",
         discussion: """
             Reads the data source, vocabulary and classes recorded in the checkpoint, so the \
-            splits are those of training. --data replaces the path (same format and options).
+            splits are those of training. --data replaces the path (same format and options). \
+            Reports the task's trivial baselines on the split (baseline_* fields; statistics from \
+            the training split) and warns on stderr when the model does not beat one.
             """
     )
 
@@ -53,14 +55,22 @@ struct EvaluateCommand: ParsableCommand {
         try checkMemory(saved, source: source, examples: examples.count, backend: backend)
         let trainer = try Trainer(resumingFrom: saved, backend: backend)
         trainer.errorScale = Double(prepared.standardization?.standardDeviation ?? 1)
-        let metrics = try trainer.evaluate(examples, batchSize: batchSize)
+        let evaluation = try trainer.evaluation(examples, batchSize: batchSize)
+        var metrics = evaluation.metrics
+        if saved.specification.task == .classify {
+            metrics.merge(evaluation.sums.perClassValues(names: prepared.classNames)) { first, _ in first }
+        }
+        let baselines = BaselineReport(trainer: trainer, prepared: prepared, split: split, examples: examples)
         if json {
             var fields: [(String, JSONScalar)] = [("split", .string(split)), ("examples", .int(examples.count))]
             for name in metrics.keys.sorted() { fields.append((name, .number(metrics[name]!))) }
+            fields += baselines.fields
             print(jsonObject(fields))
         } else {
             let text = metrics.keys.sorted().map { "\($0) \(metricText(metrics[$0]!))" }.joined(separator: ", ")
             print("\(split) (\(examples.count) examples): \(text)")
+            print(baselines.line)
         }
+        for warning in baselines.warnings(modelMetrics: evaluation.metrics) { printError(warning) }
     }
 }

@@ -19,7 +19,10 @@ struct TrainCommand: ParsableCommand {
             -> Dense (classify and forecast read the last state; tag and lm every step). With \
             --checkpoint-dir, writes last.safetensors every epoch, best.safetensors when the \
             monitored metric improves, log.jsonl and curves.svg; --resume continues from \
-            last.safetensors there with the data, model and optimizer it recorded.
+            last.safetensors there with the data, model and optimizer it recorded. The final \
+            report carries the task's trivial baselines on the test split (else validation): \
+            majority class, unigram, last value and drift (baseline_* fields), and warns on stderr \
+            when the model does not beat one.
             """
     )
 
@@ -65,7 +68,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Batch size.") var batchSize = 32
     @Option(help: "Seed of the initial weights, shuffles and dropout.") var seed: UInt64 = 0
     @Option(help: "Early stopping: epochs without improvement of the monitored metric.") var patience: Int?
-    @Option(help: "Metric that early stopping and best.safetensors watch: loss, accuracy, perplexity (lm), mae (forecast), each also with val_; accuracy is better higher, the others lower.")
+    @Option(help: "Metric that early stopping and best.safetensors watch: loss, accuracy, perplexity (lm), mae (forecast), precision, recall, f1 (classify; macro averages), each also with val_, and val_auc (two classes); accuracy, precision, recall, f1 and auc are better higher, the others lower.")
     var monitor = "val_loss"
     @Option(help: "Folder for checkpoints, log.jsonl and curves.svg.") var checkpointDir: String?
     @Option(help: "Also write last.safetensors every N steps.") var checkpointEvery: Int?
@@ -244,11 +247,28 @@ struct TrainCommand: ParsableCommand {
         reporter.finishLine()
 
         var final = trainer.progress.history.last?.metrics ?? [:]
+        // The split the baselines are scored on: test if there is one, else validation (the
+        // last epoch's `val_` metrics, evaluated once more for the confusion matrix).
+        var scored: (split: String, prefix: String, examples: any TrainingExamples, evaluation: Trainer.Evaluation)?
         if let test = prepared.test {
-            for (name, value) in try trainer.evaluate(test) { final["test_" + name] = value }
+            let evaluation = try trainer.evaluation(test)
+            for (name, value) in evaluation.metrics { final["test_" + name] = value }
+            scored = ("test", "test_", test, evaluation)
+        } else if let validation = prepared.validation {
+            scored = ("validation", "val_", validation, try trainer.evaluation(validation))
         }
         let seconds = trainer.progress.history.reduce(0) { $0 + $1.seconds }
         guard isLeader else { return run }
+        var baselines: BaselineReport?
+        if let scored {
+            if trainer.specification.task == .classify {
+                for (name, value) in scored.evaluation.sums.perClassValues(names: prepared.classNames) {
+                    final[scored.prefix + name] = value
+                }
+            }
+            baselines = BaselineReport(trainer: trainer, prepared: prepared, split: scored.split,
+                                       examples: scored.examples)
+        }
         if let folder = plots ?? checkpointDir {
             try ReportFile.createDirectory(folder)
             try TrainingPlots.writeCurves(trainer.progress.history, to: folder + "/curves.svg")
@@ -257,11 +277,16 @@ struct TrainCommand: ParsableCommand {
         if json {
             var fields: [(String, JSONScalar)] = [("final", .bool(true)), ("epochs", .int(trainer.progress.epoch))]
             for name in final.keys.sorted() { fields.append((name, .number(final[name]!))) }
+            fields += baselines?.fields ?? []
             fields.append(("seconds", .number(seconds)))
             print(jsonObject(fields))
         } else {
             let summary = final.keys.sorted().map { "\($0) \(metricText(final[$0]!))" }.joined(separator: ", ")
             print("final after \(trainer.progress.epoch) epochs (\(fixed(seconds, 1)) s): \(summary)")
+            if let baselines { print(baselines.line) }
+        }
+        if let baselines, let scored {
+            for warning in baselines.warnings(modelMetrics: scored.evaluation.metrics) { printError(warning) }
         }
         return run
     }

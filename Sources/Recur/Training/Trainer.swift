@@ -23,8 +23,9 @@ public struct EpochRecord: Sendable, Equatable, Codable {
     public var epoch: Int
     /// Optimizer steps taken by the end of the epoch (skipped ones included).
     public var step: Int
-    /// `loss`, `accuracy`, `perplexity`, `mae` on the training batches (running, with dropout, as
-    /// Keras reports them), and the same with `val_` on the validation data.
+    /// `loss`, `accuracy`, `precision`, `recall`, `f1`, `perplexity`, `mae` on the training
+    /// batches (running, with dropout, as Keras reports them), and the same with `val_` on the
+    /// validation data, where a classifier of two classes also has `val_auc`.
     public var metrics: [String: Double]
     /// The learning rate of the epoch's last step.
     public var learningRate: Double
@@ -160,7 +161,7 @@ public final class Trainer {
     public init(specification: ModelSpecification, configuration: TrainingConfiguration, backend: any Backend,
                 communicator: any TrainingCommunicator = LocalCommunicator()) throws {
         try configuration.validate()
-        try Self.checkMonitor(configuration.monitor, task: specification.task)
+        try Self.checkMonitor(configuration.monitor, specification: specification)
         self.specification = specification
         self.configuration = configuration
         self.model = try specification.makeModel(backend: backend)
@@ -188,7 +189,7 @@ public final class Trainer {
                 operation: "Trainer", detail: "the checkpoint has already completed \(checkpoint.progress.epoch) "
                     + "epochs; a total of \(configuration.epochs) cannot continue it")
         }
-        try Self.checkMonitor(configuration.monitor, task: checkpoint.specification.task)
+        try Self.checkMonitor(configuration.monitor, specification: checkpoint.specification)
         self.specification = checkpoint.specification
         self.configuration = configuration
         self.model = try checkpoint.specification.makeModel(backend: backend)
@@ -204,16 +205,20 @@ public final class Trainer {
         try synchronizeStart()
     }
 
-    /// Throws unless `monitor` is a metric `task` reports, on the training data or (`val_`) on
-    /// the validation data: a misspelt name would otherwise never improve, so no best
-    /// checkpoint would be written and early stopping would never fire.
-    static func checkMonitor(_ monitor: String, task: ModelTask) throws {
+    /// Throws unless `monitor` is a metric the model's task reports, on the training data or
+    /// (`val_`) on the validation data: a misspelt name would otherwise never improve, so no best
+    /// checkpoint would be written and early stopping would never fire. `auc` exists on the
+    /// validation data only (`MetricSums.evaluationOnlyNames`).
+    static func checkMonitor(_ monitor: String, specification: ModelSpecification) throws {
+        let task = specification.task
         let names = MetricSums.names(for: task)
-        let name = monitor.hasPrefix("val_") ? String(monitor.dropFirst(4)) : monitor
-        guard names.contains(name) else {
+        let validationNames = names + MetricSums.evaluationOnlyNames(for: task, outputSize: specification.outputSize)
+        let known = monitor.hasPrefix("val_") ? validationNames.contains(String(monitor.dropFirst(4)))
+            : names.contains(monitor)
+        guard known else {
             throw RecurError.invalidArgument(
                 operation: "Trainer", detail: "cannot monitor '\(monitor)': a \(task) model reports "
-                    + (names + names.map { "val_" + $0 }).joined(separator: ", "))
+                    + (names + validationNames.map { "val_" + $0 }).joined(separator: ", "))
         }
     }
 
@@ -418,20 +423,54 @@ public final class Trainer {
 
     // MARK: Evaluate and predict
 
-    /// The metrics of the model on `data` (no dropout), by name: `loss` and the task's others.
+    /// The metrics of the model on `data` (no dropout), by name: `loss` and the task's others,
+    /// and `auc` for a classifier of two classes.
     /// With several processes each evaluates every N-th example and the sums are added.
     public func evaluate(_ data: any TrainingExamples, batchSize: Int? = nil) throws -> [String: Double] {
+        try evaluation(data, batchSize: batchSize).metrics
+    }
+
+    /// What `evaluate` computes, with the sums behind it (the confusion matrix, for per-class
+    /// scores).
+    public struct Evaluation: Sendable {
+        public var metrics: [String: Double]
+        public var sums: MetricSums
+    }
+
+    /// `evaluate`'s metrics and the summed `MetricSums`.
+    public func evaluation(_ data: any TrainingExamples, batchSize: Int? = nil) throws -> Evaluation {
         let size = batchSize ?? configuration.batchSize
         let mine = Array(stride(from: communicator.rank, to: data.count, by: communicator.worldSize))
+        let scoresAUC = MetricSums.evaluationOnlyNames(for: specification.task, outputSize: specification.outputSize)
+            .contains("auc")
+        // AUC ranks every example's logit: (logit, label) at each example's index, zero where
+        // another process holds it, so that summing over processes gathers them all.
+        var scored = scoresAUC ? [Double](repeating: 0, count: 2 * data.count) : []
         var sums = MetricSums()
         for start in stride(from: 0, to: mine.count, by: size) {
-            let batch = data.batch(mine[start ..< min(start + size, mine.count)])
+            let indices = mine[start ..< min(start + size, mine.count)]
+            let batch = data.batch(indices)
             let output = try forward(batch, training: false)
             _ = try specification.loss.evaluate(output: output, targets: try targetTensor(batch), loss: lossSlot, at: 0)
-            sums.add(loss: try backend.download(lossSlot)[0], outputs: try backend.download(output),
+            let outputs = try backend.download(output)
+            sums.add(loss: try backend.download(lossSlot)[0], outputs: outputs,
                      targets: batch.targets, task: specification.task)
+            if scoresAUC, case .values(let labels, _) = batch.targets {
+                for (offset, index) in indices.enumerated() {
+                    scored[2 * index] = Double(outputs[offset])
+                    scored[2 * index + 1] = Double(labels[offset])
+                }
+            }
         }
-        return try reduced(sums).values(for: specification.task, scale: errorScale)
+        let total = try reduced(sums)
+        var metrics = total.values(for: specification.task, scale: errorScale)
+        if scoresAUC {
+            if communicator.worldSize > 1 { scored = try communicator.sum(scored) }
+            metrics["auc"] = MetricSums.rocAUC(
+                scores: stride(from: 0, to: scored.count, by: 2).map { Float(scored[$0]) },
+                positives: stride(from: 1, to: scored.count, by: 2).map { scored[$0] >= 0.5 })
+        }
+        return Evaluation(metrics: metrics, sums: total)
     }
 
     /// The model's outputs for every example of `data`, in order: logits `[N, K]` for
@@ -461,7 +500,12 @@ public final class Trainer {
     }
 
     private func reduced(_ sums: MetricSums) throws -> MetricSums {
-        communicator.worldSize == 1 ? sums : MetricSums(array: try communicator.sum(sums.array))
+        guard communicator.worldSize > 1 else { return sums }
+        var sized = sums
+        // A process that saw no batch has no confusion matrix yet; every process must send one
+        // of K × K counts.
+        if specification.task == .classify { sized.reserveClasses(max(specification.outputSize, 2)) }
+        return MetricSums(array: try communicator.sum(sized.array))
     }
 
     private func forward(_ batch: TrainingBatch, training: Bool) throws -> Tensor {

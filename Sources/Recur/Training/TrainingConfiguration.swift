@@ -53,8 +53,8 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
     /// Stop when the monitored metric has not improved for this many epochs; nil never stops.
     public var earlyStoppingPatience: Int?
     /// The metric early stopping and the best checkpoint watch: `val_loss` by default, `loss`
-    /// when there is no validation data; lower is better except for accuracy
-    /// (`MetricSums.higherIsBetter`).
+    /// when there is no validation data; lower is better except for accuracy, precision, recall,
+    /// F1 and AUC (`MetricSums.higherIsBetter`).
     public var monitor: String
     /// Also write the last checkpoint every this many steps (not only at the end of each epoch).
     public var checkpointEverySteps: Int?
