@@ -182,7 +182,11 @@ struct TrainCommand: ParsableCommand {
         if isLeader { try prepareOutputFolders() }
         if resume, let directory = checkpointDir {
             let checkpoint = try Checkpoint(contentsOf: directory + "/last.safetensors")
-            source = try DataOptions.source(in: checkpoint.metadata)
+            var recordedSource = try DataOptions.source(in: checkpoint.metadata)
+            // --data may say where the recorded data lives now (moved, another machine); the
+            // fingerprint below makes sure it is the same data.
+            if !data.data.isEmpty { recordedSource.paths = data.data }
+            source = recordedSource
             try checkMemory(resuming: checkpoint, source: source, prepared: nil, backend: backend)
             prepared = try DataOptions.prepare(source, using: checkpoint.metadata)
             if !Self.optionsResumeCannotChange(in: Array(CommandLine.arguments.dropFirst())).isEmpty {
@@ -210,6 +214,8 @@ struct TrainCommand: ParsableCommand {
             try checkMemory(resuming: checkpoint, source: source, prepared: prepared, backend: backend)
             trainer = try Trainer(resumingFrom: checkpoint, epochs: epochsOption, checkpointEverySteps: checkpointEvery,
                                   backend: backend, communicator: communicator)
+            // Later checkpoints record where the data is now.
+            if !data.data.isEmpty { trainer.metadata["data.source"] = try source.json() }
             if isLeader { log("resuming after epoch \(checkpoint.progress.epoch), step \(checkpoint.progress.step)") }
         } else {
             source = try data.source()
@@ -297,7 +303,8 @@ struct TrainCommand: ParsableCommand {
     private func differencesFromRecordedRun(_ checkpoint: Checkpoint, recordedSource: DataSource,
                                             prepared: PreparedData) throws -> [String] {
         var options = data
-        if options.data.isEmpty { options.data = recordedSource.paths }
+        // The paths are where the data is now (see `train`), not part of the comparison.
+        options.data = recordedSource.paths
         // Through JSON and back, as the checkpoint holds them, so that only recorded fields count.
         let givenSource = try DataSource(json: try options.source().json())
         let givenSpecification = try ModelSpecification(

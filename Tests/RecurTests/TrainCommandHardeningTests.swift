@@ -59,6 +59,14 @@ struct TrainCommandHardeningTests {
         #expect(continued.status == 0, "\(continued.stderr)")
         #expect(try Checkpoint(contentsOf: runs + "-copy/last.safetensors").progress.epoch == 2)
 
+        // The same data moved elsewhere: --data says where, and the run continues.
+        let moved = try folder.write("moved/data.tsv", bytes: Array(try Data(contentsOf: URL(fileURLWithPath: data))))
+        let relocated = try runRecur(trainArguments(data: moved, folder: runs + "-copy", epochs: 3) + ["--resume"])
+        #expect(relocated.status == 0, "\(relocated.stderr)")
+        let relocatedCheckpoint = try Checkpoint(contentsOf: runs + "-copy/last.safetensors")
+        #expect(relocatedCheckpoint.progress.epoch == 3)
+        #expect(try DataSource(json: relocatedCheckpoint.metadata["data.source"] ?? "").paths == [moved])
+
         // The same data with one more row: the training split is no longer the recorded one.
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: data))
         handle.seekToEndOfFile()
