@@ -64,6 +64,35 @@ void sigmoid_cross_entropy_partial(__global const float* x, __global const float
     }
 }
 
+// Sigmoid binary cross-entropy weighted per element, w[i] >= 0, over W = totals[0] = sum_i w[i]
+// (written by loss_sum_final before this kernel runs):
+//   term[i]     = w[i] (max(x, 0) - x y + log(1 + e^-|x|))
+//   gradient[i] = w[i] (sigma(x) - y) / W
+// and partials[g] = (sum of the group's terms) / W; W = 0 gives zeros.
+__kernel __attribute__((reqd_work_group_size(REDUCE_GROUP_SIZE, 1, 1)))
+void weighted_sigmoid_cross_entropy_partial(__global const float* x, __global const float* y,
+                                            __global const float* w, __global float* gradient, const int n,
+                                            __global const float* totals, __global float* partials) {
+    __local float partial[REDUCE_GROUP_SIZE];
+    const int lid = get_local_id(0);
+    const size_t stride = (size_t)get_num_groups(0) * REDUCE_GROUP_SIZE;
+    const float weightTotal = totals[0];
+    const float inverseTotal = weightTotal > 0.0f ? 1.0f / weightTotal : 0.0f;
+    float total = 0.0f;
+    for (size_t i = (size_t)get_group_id(0) * REDUCE_GROUP_SIZE + lid; i < (size_t)n; i += stride) {
+        const float logit = x[i];
+        const float target = y[i];
+        const float weight = w[i];
+        total += weight * (fmax(logit, 0.0f) - logit * target + log1p(exp(-fabs(logit))));
+        gradient[i] = (recur_sigmoid(logit) - target) * (weight * inverseTotal);
+    }
+    partial[lid] = total;
+    loss_sum_group(partial);
+    if (lid == 0) {
+        partials[get_group_id(0)] = partial[0] * inverseTotal;
+    }
+}
+
 // Mean squared error over N = 1 / inverseCount elements, d = p - y:
 //   term[i]     = d^2
 //   gradient[i] = 2 d / N
@@ -89,17 +118,20 @@ void mean_squared_error_partial(__global const float* p, __global const float* y
 
 // ---- Softmax cross-entropy: count the kept rows, then one pass over the rows, then the final
 // sum. scratch [1 + N]: scratch[0] = M, the number of targets that are not ignored (exact in
-// float32: the host allows at most 2^24 rows), scratch[1 + n] = row n's share of the loss. ----
+// float32: the host allows at most 2^24 rows) or, with weights, their total weight;
+// scratch[1 + n] = row n's share of the loss. w_n = weights[n] when hasWeights, else 1. ----
 
-// One group: scratch[0] = M = number of n with targets[n] != ignoreIndex (every n without one).
+// One group: scratch[0] = M = sum of w_n over the n with targets[n] != ignoreIndex (every n
+// without one).
 __kernel __attribute__((reqd_work_group_size(REDUCE_GROUP_SIZE, 1, 1)))
 void softmax_cross_entropy_count(__global const int* targets, const int rows, const int ignoreIndex,
-                                 const int hasIgnoreIndex, __global float* scratch) {
+                                 const int hasIgnoreIndex, __global const float* weights, const int hasWeights,
+                                 __global float* scratch) {
     __local float partial[REDUCE_GROUP_SIZE];
     const int lid = get_local_id(0);
     float kept = 0.0f;
     for (int n = lid; n < rows; n += REDUCE_GROUP_SIZE) {
-        kept += (hasIgnoreIndex && targets[n] == ignoreIndex) ? 0.0f : 1.0f;
+        kept += (hasIgnoreIndex && targets[n] == ignoreIndex) ? 0.0f : (hasWeights ? weights[n] : 1.0f);
     }
     partial[lid] = kept;
     loss_sum_group(partial);
@@ -109,14 +141,15 @@ void softmax_cross_entropy_count(__global const int* targets, const int rows, co
 }
 
 // One row n, y = targets[n], m = max_c x[n, c], S = sum_c e^(x[n, c] - m) (every exponent <= 0):
-//   scratch[1 + n]  = (log S + m - x[n, y]) / M
-//   gradient[n, c]  = (e^(x[n, c] - m) / S - [c == y]) / M
+//   scratch[1 + n]  = w_n (log S + m - x[n, y]) / M
+//   gradient[n, c]  = w_n (e^(x[n, c] - m) / S - [c == y]) / M
 // and 0 for both when y is ignored (or M = 0, which only happens when every row is ignored).
 //
 // Variant for few classes: one work-item per row, the row's classes in order.
 __kernel void softmax_cross_entropy_rows_per_item(__global const float* logits, __global const int* targets,
                                                   __global float* gradient, const int rows, const int classes,
                                                   const int ignoreIndex, const int hasIgnoreIndex,
+                                                  __global const float* weights, const int hasWeights,
                                                   __global float* scratch) {
     const int n = get_global_id(0);
     if (n >= rows) return;
@@ -129,12 +162,12 @@ __kernel void softmax_cross_entropy_rows_per_item(__global const float* logits, 
         scratch[1 + n] = 0.0f;
         return;
     }
-    const float inverseKept = 1.0f / kept;
+    const float inverseKept = (hasWeights ? weights[n] : 1.0f) * (1.0f / kept);
     float largest = x[0];
     for (int c = 1; c < classes; ++c) largest = fmax(largest, x[c]);
     float sum = 0.0f;
     for (int c = 0; c < classes; ++c) sum += exp(x[c] - largest);
-    scratch[1 + n] = (log(sum) + largest - x[target]) * inverseKept;
+    scratch[1 + n] = (hasWeights ? weights[n] : 1.0f) * (log(sum) + largest - x[target]) * (1.0f / kept);
     const float inverseSum = 1.0f / sum;
     for (int c = 0; c < classes; ++c) {
         const float probability = exp(x[c] - largest) * inverseSum;
@@ -151,6 +184,7 @@ __kernel __attribute__((reqd_work_group_size(REDUCE_GROUP_SIZE, 1, 1)))
 void softmax_cross_entropy_rows_per_group(__global const float* logits, __global const int* targets,
                                           __global float* gradient, const int rows, const int classes,
                                           const int ignoreIndex, const int hasIgnoreIndex,
+                                          __global const float* weights, const int hasWeights,
                                           __global float* scratch) {
     __local float partial[REDUCE_GROUP_SIZE];
     const int n = get_group_id(0);
@@ -160,7 +194,8 @@ void softmax_cross_entropy_rows_per_group(__global const float* logits, __global
     const int target = targets[n];
     const float kept = scratch[0];
     const bool counted = !(hasIgnoreIndex && target == ignoreIndex) && kept > 0.0f;
-    const float inverseKept = counted ? 1.0f / kept : 0.0f;
+    const float weight = hasWeights ? weights[n] : 1.0f;
+    const float inverseKept = counted ? weight * (1.0f / kept) : 0.0f;
 
     float largest = -INFINITY;
     for (int c = lid; c < classes; c += REDUCE_GROUP_SIZE) largest = fmax(largest, x[c]);
@@ -176,7 +211,7 @@ void softmax_cross_entropy_rows_per_group(__global const float* logits, __global
     sum = partial[0];
 
     if (lid == 0) {
-        scratch[1 + n] = counted ? (log(sum) + largest - x[target]) * inverseKept : 0.0f;
+        scratch[1 + n] = counted ? weight * (log(sum) + largest - x[target]) * (1.0f / kept) : 0.0f;
     }
     const float inverseSum = 1.0f / sum;
     for (int c = lid; c < classes; c += REDUCE_GROUP_SIZE) {

@@ -47,10 +47,15 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Momentum (sgd, rmsprop).") var momentum: Float = 0
     @Flag(help: "Nesterov momentum (sgd).") var nesterov = false
     @Option(help: "Weight decay (AdamW default 0.01).") var weightDecay: Float?
-    @Option(help: "Learning-rate schedule: constant, cosine, step.") var schedule = "constant"
+    @Option(help: "Learning-rate schedule: constant, cosine, step, plateau (reduce when --monitor stops improving).") var schedule = "constant"
     @Option(help: "Linear warm-up steps before the schedule.") var warmup = 0
     @Option(help: "Steps between decays (step schedule).") var stepSize = 1000
     @Option(help: "Decay factor (step schedule).") var decayFactor: Float = 0.1
+    @Option(help: "Plateau schedule: multiply the rate by this (default 0.1).") var plateauFactor: Float?
+    @Option(help: "Plateau schedule: epochs without improvement before a reduction (default 2).") var plateauPatience: Int?
+    @Option(help: "Plateau schedule: the lowest rate (default 0).") var plateauMinLr: Float?
+    @Option(help: "Classify: none, or balanced (class k weighs N / (K n_k) in the loss, from the training split's counts).")
+    var classWeight = "none"
 
     // MARK: Clipping
     @Option(help: "Clip the global gradient norm to this (as torch.nn.utils.clip_grad_norm_).") var clipNorm: Float?
@@ -101,6 +106,13 @@ struct TrainCommand: ParsableCommand {
         let clips = [clipNorm != nil, clipParameterNorm != nil, clipValue != nil, autoclip != nil].filter { $0 }
         if clips.count > 1 { throw ValidationError("choose one of --clip-norm, --clip-parameter-norm, --clip-value, --autoclip") }
         guard ["stop", "skip"].contains(onNonFinite) else { throw ValidationError("--on-non-finite is stop or skip") }
+        guard ["none", "balanced"].contains(classWeight) else { throw ValidationError("--class-weight is none or balanced") }
+        let plateauOptions = [plateauFactor != nil, plateauPatience != nil, plateauMinLr != nil].contains(true)
+        if schedule.lowercased() == "plateau" {
+            if warmup > 0 { throw ValidationError("--warmup does not combine with --schedule plateau") }
+        } else if plateauOptions {
+            throw ValidationError("--plateau-factor, --plateau-patience and --plateau-min-lr need --schedule plateau")
+        }
     }
 
     func run() throws {
@@ -227,8 +239,9 @@ struct TrainCommand: ParsableCommand {
             // schedule that never ends, as Int.max steps are.
             let stepsPerEpoch = Self.ceilingDivision(prepared.training.count, batchSize)
             let (totalSteps, overflow) = epochs.multipliedReportingOverflow(by: stepsPerEpoch)
-            trainer = try Trainer(specification: specification,
-                                  configuration: try trainingConfiguration(totalSteps: overflow ? Int.max : totalSteps),
+            let configuration = try trainingConfiguration(
+                totalSteps: overflow ? Int.max : totalSteps, specification: specification, prepared: prepared)
+            trainer = try Trainer(specification: specification, configuration: configuration,
                                   backend: backend, communicator: communicator)
             trainer.metadata = try DataOptions.metadata(source: source, prepared: prepared)
         }
@@ -312,7 +325,8 @@ struct TrainCommand: ParsableCommand {
         let recordedEpochs = checkpoint.configuration.epochs
         let stepsPerEpoch = Self.ceilingDivision(prepared.training.count, batchSize)
         let (totalSteps, overflow) = recordedEpochs.multipliedReportingOverflow(by: stepsPerEpoch)
-        var givenConfiguration = try trainingConfiguration(totalSteps: overflow ? Int.max : totalSteps)
+        var givenConfiguration = try trainingConfiguration(
+            totalSteps: overflow ? Int.max : totalSteps, specification: givenSpecification, prepared: prepared)
         givenConfiguration.epochs = recordedEpochs
         // How often mid-epoch checkpoints are written does not change the run; --checkpoint-every
         // replaces the recorded interval, and leaving it out keeps it.
@@ -452,7 +466,9 @@ struct TrainCommand: ParsableCommand {
             seed: seed, initialization: initializer, trainsPaddingEmbedding: !source.masksPadding)
     }
 
-    private func trainingConfiguration(totalSteps: Int) throws -> TrainingConfiguration {
+    private func trainingConfiguration(totalSteps: Int, specification: ModelSpecification, prepared: PreparedData)
+        throws -> TrainingConfiguration
+    {
         let optimizerSpecification: OptimizerSpecification = switch optimizer.lowercased() {
         case "sgd": .sgd(learningRate: learningRate, momentum: momentum, nesterov: nesterov, weightDecay: weightDecay ?? 0)
         case "adam": .adam(learningRate: learningRate, weightDecay: weightDecay ?? 0)
@@ -464,7 +480,19 @@ struct TrainCommand: ParsableCommand {
         case "constant": warmup > 0 ? .constant(learningRate) : nil
         case "cosine": try .cosine(learningRate: learningRate, totalSteps: max(totalSteps - warmup, 1))
         case "step": try .stepDecay(learningRate: learningRate, stepSize: stepSize, factor: decayFactor)
-        default: throw ValidationError("unknown schedule '\(schedule)': constant, cosine, step")
+        case "plateau": nil
+        default: throw ValidationError("unknown schedule '\(schedule)': constant, cosine, step, plateau")
+        }
+        let plateau = schedule.lowercased() == "plateau"
+            ? ReduceOnPlateau(factor: plateauFactor ?? 0.1, patience: plateauPatience ?? 2, minimum: plateauMinLr ?? 0)
+            : nil
+        var classWeights: [Float]?
+        if classWeight == "balanced" {
+            guard specification.task == .classify else {
+                throw ValidationError("--class-weight balanced applies to classify data only, not to \(specification.task)")
+            }
+            let classes = max(specification.outputSize, 2)
+            classWeights = try ClassWeights.balanced(counts: ClassWeights.counts(in: prepared.training, classes: classes))
         }
         if warmup > 0 { learningRateSchedule = try learningRateSchedule?.withWarmup(steps: warmup) }
         let clipping: GradientClipping =
@@ -476,7 +504,8 @@ struct TrainCommand: ParsableCommand {
         return TrainingConfiguration(
             epochs: epochs, batchSize: batchSize, optimizer: optimizerSpecification, schedule: learningRateSchedule,
             clipping: clipping, nonFinitePolicy: onNonFinite == "skip" ? .skipStep : .throwError, seed: seed,
-            earlyStoppingPatience: patience, monitor: monitor, checkpointEverySteps: checkpointEvery)
+            earlyStoppingPatience: patience, monitor: monitor, checkpointEverySteps: checkpointEvery,
+            classWeights: classWeights, plateau: plateau)
     }
 }
 

@@ -150,14 +150,24 @@ public protocol Backend: AnyObject, Sendable {
     /// Sigmoid binary cross-entropy on logits, mean over all N elements (PyTorch's
     /// `BCEWithLogitsLoss`): L = (1/N) Σ max(x, 0) − x y + log(1 + e^−|x|),
     /// dL/dx = (σ(x) − y) / N. `targets` are floats in [0, 1], shaped like `logits`.
-    func sigmoidCrossEntropy(logits: Tensor, targets: Tensor, gradient: Tensor, loss: Tensor, at index: Int) throws
+    ///
+    /// With `weights` (floats shaped like `logits`, w ≥ 0) the mean is weighted:
+    /// L = Σ w_i ℓ_i / Σ w_i, dL/dx_i = w_i (σ(x_i) − y_i) / Σ w_i; Σ w = 0 gives L = 0 and a zero
+    /// gradient. All weights 1 is the unweighted mean.
+    func sigmoidCrossEntropy(logits: Tensor, targets: Tensor, weights: Tensor?, gradient: Tensor, loss: Tensor,
+                             at index: Int) throws
     /// Softmax cross-entropy over the last axis of `logits` `[N, C]` (any leading shape) with
     /// int32 class `targets` `[N]`, mean over the M rows whose target is not `ignoreIndex`
     /// (PyTorch's `CrossEntropyLoss(ignore_index:)`): L = (1/M) Σ log Σ_c e^x_nc − x_n,y_n,
     /// dL/dx_nc = (softmax(x_n)_c − [c = y_n]) / M, and 0 for ignored rows. M = 0 gives L = 0 and a
     /// zero gradient.
-    func softmaxCrossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32?, gradient: Tensor, loss: Tensor,
-                             at index: Int) throws
+    ///
+    /// With `weights` (floats `[N]`, one per row, w ≥ 0) the mean is weighted as PyTorch's
+    /// `CrossEntropyLoss(weight:)` weights it by class: L = Σ w_n ℓ_n / Σ w_n over the kept rows,
+    /// dL/dx_nc = w_n (softmax(x_n)_c − [c = y_n]) / Σ w_n; a zero total gives L = 0 and a zero
+    /// gradient.
+    func softmaxCrossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32?, weights: Tensor?,
+                             gradient: Tensor, loss: Tensor, at index: Int) throws
     /// Mean squared error over all N elements (PyTorch's `MSELoss`): L = (1/N) Σ (p − y)²,
     /// dL/dp = 2 (p − y) / N.
     func meanSquaredError(predictions: Tensor, targets: Tensor, gradient: Tensor, loss: Tensor, at index: Int) throws
@@ -189,6 +199,20 @@ public protocol Backend: AnyObject, Sendable {
 }
 
 extension Backend {
+    /// The unweighted mean sigmoid cross-entropy (no `weights`).
+    public func sigmoidCrossEntropy(logits: Tensor, targets: Tensor, gradient: Tensor, loss: Tensor,
+                                    at index: Int) throws {
+        try sigmoidCrossEntropy(logits: logits, targets: targets, weights: nil, gradient: gradient, loss: loss,
+                                at: index)
+    }
+
+    /// The unweighted mean softmax cross-entropy (no `weights`).
+    public func softmaxCrossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32?, gradient: Tensor,
+                                    loss: Tensor, at index: Int) throws {
+        try softmaxCrossEntropy(logits: logits, targets: targets, ignoreIndex: ignoreIndex, weights: nil,
+                                gradient: gradient, loss: loss, at: index)
+    }
+
     /// A new float32 tensor of zeros.
     public func zeros(_ shape: Shape) throws -> Tensor { try zeros(shape, dtype: .float32) }
 

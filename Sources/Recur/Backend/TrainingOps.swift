@@ -147,6 +147,16 @@ extension Backend {
         return input.count
     }
 
+    /// Validates a loss's per-example `weights`: floats owned here, `count` of them.
+    func checkLossWeights(_ operation: String, _ weights: Tensor?, count: Int) throws {
+        guard let weights else { return }
+        try checkOperands(operation, [weights])
+        guard weights.count == count else {
+            throw RecurError.shapeMismatch(
+                operation: operation, detail: "weights \(weights.shape) hold \(weights.count) values for \(count) examples")
+        }
+    }
+
     /// Validates a softmax cross-entropy and returns (N rows, C classes).
     func checkSoftmaxCrossEntropy(logits: Tensor, targets: Tensor, gradient: Tensor, loss: Tensor, at index: Int)
         throws -> (rows: Int, classes: Int)

@@ -17,16 +17,25 @@ public enum Loss: Sendable, Equatable, Codable {
     ///   - loss: receives the mean loss at `index` (a running tensor of per-step losses, read back
     ///     when the caller chooses).
     /// - Returns: dL/d output, a new tensor shaped like `output`.
-    public func evaluate(output: Tensor, targets: Tensor, loss: Tensor, at index: Int) throws -> Tensor {
+    ///   - weights: per-example weights for the cross-entropies (one per element of a sigmoid
+    ///     output, one per row of a softmax output): the loss becomes Σ w_i ℓ_i / Σ w_i. Mean
+    ///     squared error takes none.
+    public func evaluate(output: Tensor, targets: Tensor, weights: Tensor? = nil, loss: Tensor, at index: Int) throws
+        -> Tensor
+    {
         let backend = output.backend
         let gradient = try backend.zeros(output.shape)
         switch self {
         case .sigmoidCrossEntropy:
-            try backend.sigmoidCrossEntropy(logits: output, targets: targets, gradient: gradient, loss: loss, at: index)
+            try backend.sigmoidCrossEntropy(logits: output, targets: targets, weights: weights, gradient: gradient,
+                                            loss: loss, at: index)
         case .softmaxCrossEntropy(let ignoreIndex):
-            try backend.softmaxCrossEntropy(logits: output, targets: targets, ignoreIndex: ignoreIndex,
+            try backend.softmaxCrossEntropy(logits: output, targets: targets, ignoreIndex: ignoreIndex, weights: weights,
                                             gradient: gradient, loss: loss, at: index)
         case .meanSquaredError:
+            if weights != nil {
+                throw RecurError.invalidArgument(operation: "Loss.evaluate", detail: "mean squared error takes no weights")
+            }
             try backend.meanSquaredError(predictions: output, targets: targets, gradient: gradient, loss: loss,
                                          at: index)
         }

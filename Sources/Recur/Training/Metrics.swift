@@ -73,12 +73,16 @@ public struct MetricSums: Sendable, Equatable, Codable {
     /// - Parameters:
     ///   - outputs: the model's outputs: logits `[B, 1]` or `[B, K]`, `[T, B, K]` for tagging and
     ///     language models, forecasts `[B, K]`.
-    public mutating func add(loss: Float, outputs: [Float], targets: TrainingBatch.Targets, task: ModelTask) {
+    ///   - lossWeight: the batch's total class weight Σ w_{y_i} when the loss is weighted by
+    ///     class: the batch's loss then counts with it instead of its example count, so that the
+    ///     pass's loss is Σ_b W_b L_b / Σ_b W_b = Σ w_{y_i} ℓ_i / Σ w_{y_i} over all its examples.
+    public mutating func add(loss: Float, outputs: [Float], targets: TrainingBatch.Targets, task: ModelTask,
+                             lossWeight: Double? = nil) {
+        let lossCount = lossWeight ?? Self.lossCount(targets, task: task)
+        weightedLoss += Double(loss) * lossCount
+        weight += lossCount
         switch targets {
         case .values(let values, let outputCount):
-            let batchSize = values.count / max(outputCount, 1)
-            weightedLoss += Double(loss) * Double(batchSize)
-            weight += Double(batchSize)
             if task == .classify {
                 // One logit: the positive class when it is above 0 (probability above 1/2).
                 reserveClasses(2)
@@ -108,8 +112,16 @@ public struct MetricSums: Sendable, Equatable, Codable {
                 if task == .classify { confusion[Int(target) * classCount + best - logits.startIndex] += 1 }
             }
             predicted += Double(counted)
-            weightedLoss += Double(loss) * Double(counted)
-            weight += Double(counted)
+        }
+    }
+
+    /// The count `add` weighs a batch's loss with: its rows, or its targets that are not padding.
+    private static func lossCount(_ targets: TrainingBatch.Targets, task: ModelTask) -> Double {
+        switch targets {
+        case .values(let values, let outputCount): return Double(values.count / max(outputCount, 1))
+        case .classes(let classes):
+            let ignoresPadding = task == .tag || task == .lm
+            return Double(classes.count { !(ignoresPadding && $0 == Vocabulary.paddingID) })
         }
     }
 

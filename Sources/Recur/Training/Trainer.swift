@@ -4,10 +4,12 @@
 //
 // One optimizer step, on every process:
 //   shard = this process's part of the global batch        (rank r of N takes b = batchSize / N)
-//   y = model(x);  L = loss(y, targets);  ∇ = backward     (dropout masks seeded by step)
+//   y = model(x);  L = loss(y, targets);  ∇ = backward     (dropout masks seeded by step;
+//                                                          L weighted by class if configured)
 //   ∇ = mean over processes of ∇                           (communicator.averageGradients)
 //   report = clip(∇)                                       (global norm logged every step)
 //   if L and ∇ are finite: θ = optimizer(θ, ∇, lr(step))   else: stop or skip, by policy
+// and after each epoch a plateau schedule may lower lr for the next (ReduceOnPlateau).
 //
 // Shape legend: T time steps, B batch, K outputs.
 
@@ -64,6 +66,10 @@ public struct TrainingProgress: Sendable, Equatable, Codable {
     public var stoppedEarly = false
     /// AutoClip's record of global norms (`GradientClipper.normHistory`).
     public var normHistory: [Float] = []
+    /// The plateau schedule's current rate (nil before its first reduction: the optimizer's rate)
+    /// and its epochs without improvement since the last improvement or reduction.
+    public var plateauLearningRate: Float?
+    public var plateauEpochsWithoutImprovement: Int?
 
     public init() {}
 
@@ -82,8 +88,12 @@ public struct TrainingProgress: Sendable, Equatable, Codable {
         guard history.count == epoch else {
             throw fail("records \(epoch) completed epochs but \(history.count) epoch records")
         }
-        guard step >= 0, batchInEpoch >= 0, epochsWithoutImprovement >= 0, partialSkipped >= 0 else {
+        guard step >= 0, batchInEpoch >= 0, epochsWithoutImprovement >= 0, partialSkipped >= 0,
+              (plateauEpochsWithoutImprovement ?? 0) >= 0 else {
             throw fail("has a negative count (step \(step), batch \(batchInEpoch))")
+        }
+        if let rate = plateauLearningRate, !(rate >= 0 && rate.isFinite) {
+            throw fail("records a plateau learning rate of \(rate)")
         }
         var previousStep = 0
         for (index, record) in history.enumerated() {
@@ -162,6 +172,7 @@ public final class Trainer {
                 communicator: any TrainingCommunicator = LocalCommunicator()) throws {
         try configuration.validate()
         try Self.checkMonitor(configuration.monitor, specification: specification)
+        try Self.checkClassWeights(configuration.classWeights, specification: specification)
         self.specification = specification
         self.configuration = configuration
         self.model = try specification.makeModel(backend: backend)
@@ -190,6 +201,7 @@ public final class Trainer {
                     + "epochs; a total of \(configuration.epochs) cannot continue it")
         }
         try Self.checkMonitor(configuration.monitor, specification: checkpoint.specification)
+        try Self.checkClassWeights(configuration.classWeights, specification: checkpoint.specification)
         self.specification = checkpoint.specification
         self.configuration = configuration
         self.model = try checkpoint.specification.makeModel(backend: backend)
@@ -220,6 +232,29 @@ public final class Trainer {
                 operation: "Trainer", detail: "cannot monitor '\(monitor)': a \(task) model reports "
                     + (names + validationNames.map { "val_" + $0 }).joined(separator: ", "))
         }
+    }
+
+    /// Throws unless `weights` is nil or holds one weight per class of a classifier (two for a
+    /// single sigmoid output).
+    static func checkClassWeights(_ weights: [Float]?, specification: ModelSpecification) throws {
+        guard let weights else { return }
+        guard specification.task == .classify else {
+            throw RecurError.invalidArgument(
+                operation: "Trainer", detail: "class weights apply to classify models only, not to \(specification.task)")
+        }
+        let classes = max(specification.outputSize, 2)
+        guard weights.count == classes else {
+            throw RecurError.invalidArgument(
+                operation: "Trainer", detail: "\(weights.count) class weights for a model of \(classes) classes")
+        }
+    }
+
+    /// Each example's class weight, on the backend, and their sum W_b, which the batch's loss
+    /// counts with in `MetricSums` (nil for both without class weights).
+    private func exampleWeights(_ batch: TrainingBatch) throws -> (tensor: Tensor, total: Double)? {
+        guard let classWeights = configuration.classWeights else { return nil }
+        let weights = ClassWeights.classes(of: batch.targets).map { classWeights[$0] }
+        return (try backend.upload(weights, shape: [weights.count]), weights.reduce(0) { $0 + Double($1) })
     }
 
     private func synchronizeStart() throws {
@@ -313,7 +348,10 @@ public final class Trainer {
     }
 
     private func learningRate(atStep step: Int) -> Float {
-        configuration.schedule?.learningRate(atStep: step) ?? configuration.optimizer.learningRate
+        if configuration.plateau != nil {
+            return progress.plateauLearningRate ?? configuration.optimizer.learningRate
+        }
+        return configuration.schedule?.learningRate(atStep: step) ?? configuration.optimizer.learningRate
     }
 
     /// One optimizer step on this process's shard of a global batch.
@@ -323,7 +361,9 @@ public final class Trainer {
         try model.zeroGradients()
         let output = try forward(batch, training: true)
         let targets = try targetTensor(batch)
-        let gradient = try specification.loss.evaluate(output: output, targets: targets, loss: lossSlot, at: 0)
+        let weights = try exampleWeights(batch)
+        let gradient = try specification.loss.evaluate(output: output, targets: targets,
+                                                       weights: weights?.tensor, loss: lossSlot, at: 0)
         model.recordsGradientFlow = recordsFlow
         try model.backward(gradient)
         if recordsFlow {
@@ -352,7 +392,8 @@ public final class Trainer {
         } else {
             try optimizer.step(model.parameters, learningRate: learningRate(atStep: progress.step))
             progress.partialSums.add(
-                loss: loss, outputs: try backend.download(output), targets: batch.targets, task: specification.task)
+                loss: loss, outputs: try backend.download(output), targets: batch.targets, task: specification.task,
+                lossWeight: weights?.total)
             progress.partialNormSum += Double(report.globalNorm)
             progress.partialNormMax = max(progress.partialNormMax, Double(report.globalNorm))
         }
@@ -409,6 +450,13 @@ public final class Trainer {
         let improves = MetricSums.higherIsBetter(monitor)
             ? progress.best.map { value > $0 } ?? true
             : progress.best.map { value < $0 } ?? true
+        if let plateau = configuration.plateau {
+            // The rate of the next epoch: the same improvement test as the best checkpoint's.
+            let (rate, epochs) = plateau.next(
+                rate: progress.plateauLearningRate ?? configuration.optimizer.learningRate,
+                epochsWithoutImprovement: progress.plateauEpochsWithoutImprovement ?? 0, improved: improves)
+            (progress.plateauLearningRate, progress.plateauEpochsWithoutImprovement) = (rate, epochs)
+        }
         if improves {
             progress.best = value
             progress.bestEpoch = record.epoch
@@ -451,10 +499,12 @@ public final class Trainer {
             let indices = mine[start ..< min(start + size, mine.count)]
             let batch = data.batch(indices)
             let output = try forward(batch, training: false)
-            _ = try specification.loss.evaluate(output: output, targets: try targetTensor(batch), loss: lossSlot, at: 0)
+            let weights = try exampleWeights(batch)
+            _ = try specification.loss.evaluate(output: output, targets: try targetTensor(batch),
+                                                weights: weights?.tensor, loss: lossSlot, at: 0)
             let outputs = try backend.download(output)
             sums.add(loss: try backend.download(lossSlot)[0], outputs: outputs,
-                     targets: batch.targets, task: specification.task)
+                     targets: batch.targets, task: specification.task, lossWeight: weights?.total)
             if scoresAUC, case .values(let labels, _) = batch.targets {
                 for (offset, index) in indices.enumerated() {
                     scored[2 * index] = Double(outputs[offset])

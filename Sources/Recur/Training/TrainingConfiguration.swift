@@ -58,11 +58,19 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
     public var monitor: String
     /// Also write the last checkpoint every this many steps (not only at the end of each epoch).
     public var checkpointEverySteps: Int?
+    /// Loss weight of each class of a classifier (index = class id; a single sigmoid output has
+    /// two, for labels 0 and 1): the loss is Σ w_{y_i} ℓ_i / Σ w_{y_i} in training and in
+    /// evaluation, while accuracy and the other metrics count every example once. nil weighs all
+    /// alike.
+    public var classWeights: [Float]?
+    /// Reduce the learning rate when the monitored metric stops improving; excludes `schedule`.
+    public var plateau: ReduceOnPlateau?
 
     public init(epochs: Int, batchSize: Int, optimizer: OptimizerSpecification, schedule: LearningRateSchedule? = nil,
                 clipping: GradientClipping = .none, nonFinitePolicy: NonFiniteGradientPolicy = .throwError,
                 seed: UInt64 = 0, shuffles: Bool = true, earlyStoppingPatience: Int? = nil,
-                monitor: String = "val_loss", checkpointEverySteps: Int? = nil) {
+                monitor: String = "val_loss", checkpointEverySteps: Int? = nil, classWeights: [Float]? = nil,
+                plateau: ReduceOnPlateau? = nil) {
         self.epochs = epochs
         self.batchSize = batchSize
         self.optimizer = optimizer
@@ -74,6 +82,8 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
         self.earlyStoppingPatience = earlyStoppingPatience
         self.monitor = monitor
         self.checkpointEverySteps = checkpointEverySteps
+        self.classWeights = classWeights
+        self.plateau = plateau
     }
 
     /// The most epochs a run may plan: far more than any run needs, and small enough that step
@@ -96,6 +106,17 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
         if let every = checkpointEverySteps, every < 1 {
             throw RecurError.invalidArgument(
                 operation: operation, detail: "checkpointEverySteps must be at least 1, got \(every)")
+        }
+        if let plateau {
+            try plateau.validate()
+            if schedule != nil {
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "a plateau schedule cannot be combined with another schedule")
+            }
+        }
+        if let weights = classWeights, let bad = weights.firstIndex(where: { !($0 > 0 && $0.isFinite) }) {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "class weight \(bad) must be positive and finite, got \(weights[bad])")
         }
     }
 }

@@ -13,31 +13,45 @@ import Darwin
 extension CPUBackend {
     // MARK: Losses
 
-    public func sigmoidCrossEntropy(logits: Tensor, targets: Tensor, gradient: Tensor, loss: Tensor,
-                                    at index: Int) throws {
+    public func sigmoidCrossEntropy(logits: Tensor, targets: Tensor, weights: Tensor?, gradient: Tensor,
+                                    loss: Tensor, at index: Int) throws {
         let count = try checkElementwiseLoss(
             "sigmoidCrossEntropy", input: logits, targets: targets, gradient: gradient, loss: loss, at: index)
+        try checkLossWeights("sigmoidCrossEntropy", weights, count: count)
         let (x, y, dx) = (logits.hostFloats, targets.hostFloats, gradient.hostFloats)  // [N] each
-        let inverseCount = 1 / Float(count)
+        let w = weights?.hostFloats  // [N]
+        // The divisor W = Σ w_i (N without weights), summed in float32 as the kernel sums it.
+        var weightTotal = Float(count)
+        if let w {
+            weightTotal = 0
+            for i in 0..<count { weightTotal += w[i] }
+        }
+        let inverseTotal = weightTotal > 0 ? 1 / weightTotal : 0
         var total = 0.0
         for i in 0..<count {
+            let weight = w?[i] ?? 1
             // log(1 + e^x) − x y written so that no exponential overflows: for x ≥ 0 it is
             // x + log(1 + e^−x) − x y, for x < 0 it is log(1 + e^x) − x y.
             let element = max(x[i], 0) - x[i] * y[i] + log1pf(expf(-abs(x[i])))
-            total += Double(element)
-            dx[i] = (CPUMath.sigmoid(x[i]) - y[i]) * inverseCount
+            total += Double(weight * element)
+            dx[i] = (CPUMath.sigmoid(x[i]) - y[i]) * (weight * inverseTotal)
         }
-        loss.hostFloats[index] = Float(total / Double(count))
+        loss.hostFloats[index] = weightTotal > 0 ? Float(total / Double(weightTotal)) : 0
     }
 
-    public func softmaxCrossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32?, gradient: Tensor,
-                                    loss: Tensor, at index: Int) throws {
+    public func softmaxCrossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32?, weights: Tensor?,
+                                    gradient: Tensor, loss: Tensor, at index: Int) throws {
         let (rows, classes) = try checkSoftmaxCrossEntropy(
             logits: logits, targets: targets, gradient: gradient, loss: loss, at: index)
+        try checkLossWeights("softmaxCrossEntropy", weights, count: rows)
         let labels = UnsafeBufferPointer(start: targets.hostInt32s, count: rows)  // [N]
         try checkClassTargets(Array(labels), classes: classes, ignoreIndex: ignoreIndex)
-        let kept = labels.count(where: { $0 != ignoreIndex })  // M
-        let inverseKept = kept > 0 ? 1 / Float(kept) : 0
+        let w = weights?.hostFloats  // [N]
+        // The divisor M = Σ w_n over the kept rows (their count without weights), as the kernel
+        // sums it: in float32.
+        var kept: Float = 0
+        for n in 0..<rows where labels[n] != ignoreIndex { kept += w?[n] ?? 1 }
+        let inverseKept = kept > 0 ? 1 / kept : 0
         var total = 0.0
         for n in 0..<rows {
             let x = logits.hostFloats + n * classes  // [C]
@@ -47,16 +61,18 @@ extension CPUBackend {
                 dx.update(repeating: 0, count: classes)
                 continue
             }
+            let weight = w?[n] ?? 1
+            let scale = weight * inverseKept
             // log Σ e^x_c = max + log Σ e^(x_c − max): every exponent is ≤ 0.
             var largest = x[0]
             for c in 1..<classes { largest = max(largest, x[c]) }
             var sum = 0.0
             for c in 0..<classes { sum += Double(expf(x[c] - largest)) }
-            total += log(sum) + Double(largest) - Double(x[Int(target)])
+            total += Double(weight) * (log(sum) + Double(largest) - Double(x[Int(target)]))
             let inverseSum = Float(1 / sum)
             for c in 0..<classes {
                 let probability = expf(x[c] - largest) * inverseSum
-                dx[c] = (probability - (c == Int(target) ? 1 : 0)) * inverseKept
+                dx[c] = (probability - (c == Int(target) ? 1 : 0)) * scale
             }
         }
         loss.hostFloats[index] = kept > 0 ? Float(total / Double(kept)) : 0

@@ -11,12 +11,33 @@ extension KernelFamily {
 extension OpenCLBackend {
     // MARK: Losses
 
-    public func sigmoidCrossEntropy(logits: Tensor, targets: Tensor, gradient: Tensor, loss: Tensor,
-                                    at index: Int) throws {
+    public func sigmoidCrossEntropy(logits: Tensor, targets: Tensor, weights: Tensor?, gradient: Tensor,
+                                    loss: Tensor, at index: Int) throws {
         let count = try checkElementwiseLoss(
             "sigmoidCrossEntropy", input: logits, targets: targets, gradient: gradient, loss: loss, at: index)
-        try elementwiseLoss("sigmoid_cross_entropy_partial", logits, targets, gradient, count: count, loss: loss,
-                            at: index)
+        try checkLossWeights("sigmoidCrossEntropy", weights, count: count)
+        guard let weights else {
+            try elementwiseLoss("sigmoid_cross_entropy_partial", logits, targets, gradient, count: count, loss: loss,
+                                at: index)
+            return
+        }
+        let kernel = "weighted_sigmoid_cross_entropy_partial"
+        try checkKernelIndexable(kernel, [logits, targets, weights, gradient, loss])
+        let losses = try program(.loss)
+        let groupSize = reduceGroupSize
+        let groups = min(max(1, device.computeUnits) * 8, (count + groupSize - 1) / groupSize, 1024)
+        let partials = try zeros([groups])  // [groups]
+        let totals = try zeros([1])  // [0]: W = Σ w_i, read by every group
+        try losses.launch(
+            "loss_sum_final", globalSize: [groupSize], localSize: [groupSize],
+            arguments: [.tensor(weights), .int(0), .int(count), .tensor(totals), .int(0)])
+        try losses.launch(
+            kernel, globalSize: [groups * groupSize], localSize: [groupSize],
+            arguments: [.tensor(logits), .tensor(targets), .tensor(weights), .tensor(gradient), .int(count),
+                        .tensor(totals), .tensor(partials)])
+        try losses.launch(
+            "loss_sum_final", globalSize: [groupSize], localSize: [groupSize],
+            arguments: [.tensor(partials), .int(0), .int(groups), .tensor(loss), .int(index)])
     }
 
     public func meanSquaredError(predictions: Tensor, targets: Tensor, gradient: Tensor, loss: Tensor,
@@ -47,12 +68,13 @@ extension OpenCLBackend {
             arguments: [.tensor(partials), .int(0), .int(groups), .tensor(loss), .int(index)])
     }
 
-    public func softmaxCrossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32?, gradient: Tensor,
-                                    loss: Tensor, at index: Int) throws {
+    public func softmaxCrossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: Int32?, weights: Tensor?,
+                                    gradient: Tensor, loss: Tensor, at index: Int) throws {
         let operation = "softmaxCrossEntropy"
         let (rows, classes) = try checkSoftmaxCrossEntropy(
             logits: logits, targets: targets, gradient: gradient, loss: loss, at: index)
-        try checkKernelIndexable(operation, [logits, targets, gradient, loss])
+        try checkLossWeights(operation, weights, count: rows)
+        try checkKernelIndexable(operation, [logits, targets, gradient, loss] + (weights.map { [$0] } ?? []))
         guard rows <= 1 << 24 else {
             throw RecurError.invalidArgument(
                 operation: operation, detail: "\(rows) rows: the kernels count kept rows exactly up to 2^24")
@@ -69,12 +91,15 @@ extension OpenCLBackend {
         let groupSize = reduceGroupSize
         let scratch = try zeros([1 + rows])  // [0]: M; [1 + n]: row n's share of the loss
         let (ignored, hasIgnoreIndex) = (Int(ignoreIndex ?? 0), ignoreIndex == nil ? 0 : 1)
+        // Without weights the kernels never read the weights argument; the logits stand in.
+        let (weightArgument, hasWeights) = (weights ?? logits, weights == nil ? 0 : 1)
         try losses.launch(
             "softmax_cross_entropy_count", globalSize: [groupSize], localSize: [groupSize],
-            arguments: [.tensor(targets), .int(rows), .int(ignored), .int(hasIgnoreIndex), .tensor(scratch)])
+            arguments: [.tensor(targets), .int(rows), .int(ignored), .int(hasIgnoreIndex), .tensor(weightArgument),
+                        .int(hasWeights), .tensor(scratch)])
         let rowArguments: [KernelArgument] = [
             .tensor(logits), .tensor(targets), .tensor(gradient), .int(rows), .int(classes), .int(ignored),
-            .int(hasIgnoreIndex), .tensor(scratch),
+            .int(hasIgnoreIndex), .tensor(weightArgument), .int(hasWeights), .tensor(scratch),
         ]
         // A row of a few classes leaves most of a work-group idle: one work-item per row then.
         let fewClasses = classes < 64
