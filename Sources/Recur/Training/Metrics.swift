@@ -82,7 +82,7 @@ public struct MetricSums: Sendable, Equatable, Codable {
         weightedLoss += Double(loss) * lossCount
         weight += lossCount
         switch targets {
-        case .values(let values, let outputCount):
+        case .values(let values, _):
             if task == .classify {
                 // One logit: the positive class when it is above 0 (probability above 1/2).
                 reserveClasses(2)
