@@ -111,6 +111,22 @@ struct TrainingHardeningTests {
         }
     }
 
+    /// A run killed after writing its last checkpoint but before its log leaves the log an epoch
+    /// short; resuming rewrites it from the checkpoint, even with no epoch left to train.
+    @Test func resumingRepairsALogOneEpochShort() throws {
+        let folder = try TemporaryFolder()
+        try trainTwoEpochs(checkpointingIn: folder)
+        let log = folder.path + "/log.jsonl"
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 2)
+        try folder.write("log.jsonl", lines[0] + "\n")
+        let trainer = try Trainer(resumingFrom: try Checkpoint(contentsOf: folder.path + "/last.safetensors"),
+                                  backend: TestBackends.cpu)
+        trainer.checkpointDirectory = folder.path
+        try trainer.fit(training: try markedSequences(count: 16, seed: 5))
+        #expect(try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n") == lines)
+    }
+
     /// A resumed run whose total epochs are fewer than those already done is refused.
     @Test func resumingWithFewerEpochsThanDoneIsRefused() throws {
         let folder = try TemporaryFolder()

@@ -298,6 +298,13 @@ public final class Trainer {
         }
         let monitor = validation == nil && configuration.monitor.hasPrefix("val_")
             ? String(configuration.monitor.dropFirst(4)) : configuration.monitor
+        if isLeader, let directory = checkpointDirectory, !progress.history.isEmpty {
+            // A run killed between writing last.safetensors and log.jsonl left a log one epoch
+            // short; the log is rewritten from the progress being resumed, so that it always
+            // matches it, even when no epoch is left to train.
+            try ReportFile.createDirectory(directory)
+            try writeLog(to: directory + "/log.jsonl")
+        }
         let clock = ContinuousClock()
 
         while progress.epoch < configuration.epochs && !progress.stoppedEarly {
