@@ -73,7 +73,10 @@ public struct MetricSums: Sendable, Equatable, Codable {
     /// - Parameters:
     ///   - outputs: the model's outputs: logits `[B, 1]` or `[B, K]`, `[T, B, K]` for tagging and
     ///     language models, forecasts `[B, K]`.
-    public mutating func add(loss: Float, outputs: [Float], targets: TrainingBatch.Targets, task: ModelTask) {
+    ///   - errorScales: forecasts: each example's error scale `[B]` (`TrainingBatch.errorScales`);
+    ///     `absoluteError` then sums s_b · |prediction − target|, already in the series' units.
+    public mutating func add(loss: Float, outputs: [Float], targets: TrainingBatch.Targets, task: ModelTask,
+                             errorScales: [Float]? = nil) {
         switch targets {
         case .values(let values, let outputCount):
             let batchSize = values.count / max(outputCount, 1)
@@ -88,8 +91,9 @@ public struct MetricSums: Sendable, Equatable, Codable {
                 }
                 predicted += Double(values.count)
             } else {
-                for (prediction, target) in zip(outputs, values) {
-                    absoluteError += Double(abs(prediction - target))
+                for (index, (prediction, target)) in zip(outputs, values).enumerated() {
+                    let scale = errorScales.map { Double($0[index / max(outputCount, 1)]) } ?? 1
+                    absoluteError += Double(abs(prediction - target)) * scale
                 }
                 self.values += Double(values.count)
             }
