@@ -4,7 +4,8 @@ import Testing
 
 // Series transforms (level, difference, revin): windows scaled and read back, errors counted in
 // the series' units whatever the transform, checkpoints without a transform read as level, and
-// the default transform forecasting a trending series better than the naive forecasts.
+// the default transform forecasting a trending series better than the naive forecasts; recur
+// train's --transform checked and kept on --resume.
 
 /// A seeded trending series: 10 + 0.5 t + 5 sin(2πt / 12) + N(0, 1) noise (Box–Muller).
 private func trendingSeries(count: Int, seed: UInt64) -> [Float] {
@@ -171,5 +172,34 @@ struct SeriesTransformTests {
         #expect(throws: RecurError.self) {
             try DataSource(json: String(decoding: try JSONSerialization.data(withJSONObject: bad), as: UTF8.self))
         }
+    }
+
+    /// --resume with the original options but no --transform continues with the recorded
+    /// transform (as an old checkpoint's command line means level); another one is refused.
+    @Test func resumeKeepsTheRecordedTransform() throws {
+        let folder = try TemporaryFolder()
+        let path = try seriesFile(trendingSeries(count: 60, seed: 2), in: folder)
+        let options = ["train", "--device", "cpu", "--data", path, "--format", "series", "--max-length", "6",
+                       "--hidden", "4", "--seed", "1", "--checkpoint-dir", "run"]
+        let first = try runRecur(options + ["--transform", "revin", "--epochs", "1"], in: folder.path)
+        #expect(first.status == 0, "\(first.stderr)")
+        let resumed = try runRecur(options + ["--resume", "--epochs", "2"], in: folder.path)
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let checkpoint = try Checkpoint(contentsOf: folder.path + "/run/last.safetensors")
+        #expect(try RecordedData(metadata: checkpoint.metadata).source?.transform == .revin)
+        let other = try runRecur(options + ["--resume", "--epochs", "3", "--transform", "level"], in: folder.path)
+        expectCleanFailure(other, "transform level (recorded revin)")
+    }
+
+    @Test func trainRefusesAnUnknownTransformOrOneForDataThatIsNoSeries() throws {
+        let folder = try TemporaryFolder()
+        let path = try seriesFile(trendingSeries(count: 40, seed: 1), in: folder)
+        let unknown = try runRecur(["train", "--device", "cpu", "--data", path, "--format", "series",
+                                    "--transform", "log"], in: folder.path)
+        expectCleanFailure(unknown, "--transform", "level, difference, revin", "'log'")
+        try folder.write("texts.tsv", "a\tgood\nb\tbad\n")
+        let text = try runRecur(["train", "--device", "cpu", "--data", "texts.tsv", "--transform", "revin"],
+                                in: folder.path)
+        expectCleanFailure(text, "--transform", "format tsv")
     }
 }
