@@ -26,6 +26,13 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Truncating side: pre (Keras's default) or post.") var truncating = "pre"
     @Option(help: "Steps between windows of text or series (default: T for text, 1 for series).") var stride: Int?
     @Option(help: "Values a forecast predicts.") var horizon = 1
+    @Option(help: """
+        How a series is scaled for the model: difference (default: predict the change from the window's last value, \
+        in units of the training part's deviation), revin (each window less its own mean, over its own deviation), \
+        level (every value standardised by the training part's mean and deviation; cannot forecast beyond the \
+        training range).
+        """)
+    var transform: String?
     @Option(help: "Fraction of the data for validation.") var validationSplit = 0.1
     @Option(help: "Fraction of the data held out for testing (imdb: 0 uses its test folder).") var testSplit = 0.0
     @Option(help: "Seed of the split's shuffle.") var splitSeed: UInt64 = 0
@@ -46,6 +53,15 @@ struct DataOptions: ParsableArguments {
         }
         guard ["pre", "post"].contains(padding), ["pre", "post"].contains(truncating) else {
             throw ValidationError("--padding and --truncating are pre or post")
+        }
+        if let transform {
+            let names = SeriesTransform.allCases.map(\.rawValue)
+            guard SeriesTransform(rawValue: transform) != nil else {
+                throw ValidationError("--transform is \(names.joined(separator: ", ")), got '\(transform)'")
+            }
+            if let formatName, formatName != "series" {
+                throw ValidationError("--transform scales a series; format \(formatName) has none")
+            }
         }
     }
 
@@ -77,6 +93,7 @@ struct DataOptions: ParsableArguments {
         source.truncating = truncating == "pre" ? .pre : .post
         source.stride = stride
         source.horizon = horizon
+        if let transform { source.transform = SeriesTransform(rawValue: transform) ?? .default }
         source.validationFraction = validationSplit
         source.testFraction = testSplit
         source.splitSeed = splitSeed

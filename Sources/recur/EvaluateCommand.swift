@@ -54,7 +54,7 @@ struct EvaluateCommand: ParsableCommand {
         configuration.batchSize = batchSize
         try checkMemory(saved, source: source, examples: examples.count, backend: backend)
         let trainer = try Trainer(resumingFrom: saved, backend: backend)
-        trainer.errorScale = Double(prepared.standardization?.standardDeviation ?? 1)
+        trainer.errorScale = prepared.errorScale
         let evaluation = try trainer.evaluation(examples, batchSize: batchSize)
         var metrics = evaluation.metrics
         if saved.specification.task == .classify {

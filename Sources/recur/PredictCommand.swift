@@ -12,14 +12,15 @@ struct PredictCommand: ParsableCommand {
         abstract: "Predict with a classifier, tagger or forecaster on new input.",
         discussion: """
             Reads standard input, or --input, and encodes it as the training data was (tokenizer, \
-            vocabulary, sequence length, padding, classes, standardisation: all recorded in the \
-            checkpoint). Classifier: one text per line in, one JSON object per line out, \
+            vocabulary, sequence length, padding, classes, standardisation, series transform: all \
+            recorded in the checkpoint). Classifier: one text per line in, one JSON object per line out, \
             {"label":...,"probabilities":{...}}; a blank line gives {"error":"empty line"}. Tagger: \
             space-separated tokens per line in, {"tags":[...]} out with one tag per token; lines \
             longer than the training length are tagged in pieces of that length. Lines are read, \
             predicted and written a batch at a time. Forecaster: the series in (the value column \
             and header of the training file, or one value per line), the next horizon values after \
-            its last value out as CSV rows step,value; only the last --max-length values are read \
+            its last value out as CSV rows step,value, in the series' units whatever the transform \
+            (--transform of recur train); only the last --max-length values are read \
             and kept. Language models: use recur generate.
             """
     )

@@ -15,14 +15,15 @@ struct TrainCommand: ParsableCommand {
         abstract: "Train a recurrent model on a data set and save checkpoints.",
         discussion: """
             The task follows the data format: tsv, csv, lines, imdb -> classify; text -> lm; \
-            series -> forecast; tagged -> tag. Models are Embedding -> recurrent stack -> [Dropout] \
-            -> Dense (classify and forecast read the last state; tag and lm every step). With \
-            --checkpoint-dir, writes last.safetensors every epoch, best.safetensors when the \
-            monitored metric improves, log.jsonl and curves.svg; --resume continues from \
-            last.safetensors there with the data, model and optimizer it recorded. The final \
-            report carries the task's trivial baselines on the test split (else validation): \
-            majority class, unigram, last value and drift (baseline_* fields), and warns on stderr \
-            when the model does not beat one.
+            series -> forecast; tagged -> tag. A series' windows are scaled by --transform \
+            (default difference); mae is in the series' own units whatever the transform. Models \
+            are Embedding -> recurrent stack -> [Dropout] -> Dense (classify and forecast read the \
+            last state; tag and lm every step). With --checkpoint-dir, writes last.safetensors \
+            every epoch, best.safetensors when the monitored metric improves, log.jsonl and \
+            curves.svg; --resume continues from last.safetensors there with the data, model and \
+            optimizer it recorded. The final report carries the task's trivial baselines on the \
+            test split (else validation): majority class, unigram, last value and drift \
+            (baseline_* fields), and warns on stderr when the model does not beat one.
             """
     )
 
@@ -245,7 +246,7 @@ struct TrainCommand: ParsableCommand {
                                   backend: backend, communicator: communicator)
             trainer.metadata = try DataOptions.metadata(source: source, prepared: prepared)
         }
-        trainer.errorScale = Double(prepared.standardization?.standardDeviation ?? 1)
+        trainer.errorScale = prepared.errorScale
         trainer.checkpointDirectory = checkpointDir
         if isLeader, let exportData { try Self.export(prepared, to: exportData) }
         if isLeader { describe(trainer, prepared, backend: backend) }
@@ -319,7 +320,10 @@ struct TrainCommand: ParsableCommand {
         // The paths are where the data is now (see `train`), not part of the comparison.
         options.data = recordedSource.paths
         // Through JSON and back, as the checkpoint holds them, so that only recorded fields count.
-        let givenSource = try DataSource(json: try options.source().json())
+        var givenSource = try DataSource(json: try options.source().json())
+        // Unsaid, the transform is the recorded one: a checkpoint written before --transform
+        // existed records level, which its command line (without the option) meant.
+        if options.transform == nil { givenSource.transform = recordedSource.transform }
         let givenSpecification = try ModelSpecification(
             json: try modelSpecification(source: givenSource, prepared: prepared).json(), source: "the command line")
         let recordedEpochs = checkpoint.configuration.epochs
@@ -401,7 +405,9 @@ struct TrainCommand: ParsableCommand {
         var metadata = ["classes": prepared.classNames.joined(separator: "\n")]
         if let vocabulary = prepared.vocabulary { metadata["vocabulary_size"] = "\(vocabulary.count)" }
         if let standardization = prepared.standardization {
-            metadata["scale"] = "\(standardization.standardDeviation)"
+            metadata["transform"] = prepared.transform.rawValue
+            // revin windows have a scale each, not one.
+            if prepared.transform != .revin { metadata["scale"] = "\(standardization.standardDeviation)" }
         }
         var writer = SafeTensorsWriter(metadata: metadata)
         let splits: [(String, (any TrainingExamples)?)] =
@@ -448,6 +454,7 @@ struct TrainCommand: ParsableCommand {
         line += "\(prepared.training.count) training, \(prepared.validation?.count ?? 0) validation, "
         line += "\(prepared.test?.count ?? 0) test examples"
         if let vocabulary = prepared.vocabulary { line += ", vocabulary \(vocabulary.count)" }
+        if spec.task == .forecast { line += ", transform \(prepared.transform.rawValue)" }
         if prepared.skippedCount > 0 { line += ", \(prepared.skippedCount) malformed rows skipped" }
         log(line)
     }

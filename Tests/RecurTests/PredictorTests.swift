@@ -112,7 +112,9 @@ struct PredictorTests {
         #expect(tags[2] == Array(pieces.joined()), "\(tags[2]) vs \(pieces)")
     }
 
-    @Test func forecastIsTheModelsOutputInTheSeriesUnits() throws {
+    /// The forecast is the model's output for the window scaled as in training, read back with
+    /// that window's c and s (ŷ = c + s · z'), for every transform.
+    @Test(arguments: SeriesTransform.allCases) func forecastIsTheModelsOutputInTheSeriesUnits(transform: SeriesTransform) throws {
         let folder = try TemporaryFolder()
         let values: [Float] = (0..<120).map { step in
             let t = Double(step)
@@ -122,15 +124,18 @@ struct PredictorTests {
         var source = DataSource(format: .series, paths: [path])
         source.sequenceLength = 8
         source.horizon = 3
+        source.transform = transform
         let (checkpoint, trainer, prepared) = try trained(source) { _ in
             ModelSpecification(task: .forecast, inputFeatures: 1, cell: .gru, hiddenSize: 6, outputSize: 3, seed: 3)
         }
         let predictor = try Predictor(checkpoint: checkpoint, backend: TestBackends.cpu)
         let standardization = try #require(prepared.standardization)
         #expect(predictor.standardization == standardization)
+        #expect(predictor.transform == transform)
         // The last window of the file: its 8 inputs and 3 targets, as training scales them.
-        let window = try ForecastWindows(values: standardization.apply(Array(values.suffix(11))), length: 8, horizon: 3)
-        let expected = standardization.invert(try trainer.predict(SeriesWindows(window)))
+        let raw = try ForecastWindows(values: values.suffix(11), length: 8, horizon: 3)
+        let (window, scalings) = raw.transformed(transform, fitted: standardization)
+        let expected = scalings[0].invert(try trainer.predict(SeriesWindows(window)))
         // Only the last 8 values are read: a longer history forecasts the same.
         for history in [Array(values.dropLast(3).suffix(8)), Array(values.dropLast(3))] {
             let forecast = try predictor.predict(series: history)

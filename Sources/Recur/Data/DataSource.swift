@@ -68,6 +68,9 @@ public struct DataSource: Sendable, Equatable, Codable {
     public var stride: Int?
     /// Values a forecast predicts.
     public var horizon = 1
+    /// How a series' windows are scaled for the model and its forecasts read back. A checkpoint
+    /// written before transforms existed records none, and reads as `level`, which it used.
+    public var transform = SeriesTransform.default
     public var validationFraction = 0.1
     public var testFraction = 0.0
     public var splitSeed: UInt64 = 0
@@ -84,8 +87,33 @@ public struct DataSource: Sendable, Equatable, Codable {
 
     private enum CodingKeys: String, CodingKey {
         case format, paths, classNames, labelColumn, textColumn, valueColumn, hasHeader, tokenizer, numWords
-        case sequenceLength, padding, truncating, stride, horizon, validationFraction, testFraction, splitSeed
-        case skipsMalformed, masksPadding
+        case sequenceLength, padding, truncating, stride, horizon, transform, validationFraction, testFraction
+        case splitSeed, skipsMalformed, masksPadding
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        format = try container.decode(Format.self, forKey: .format)
+        paths = try container.decode([String].self, forKey: .paths)
+        classNames = try container.decodeIfPresent([String].self, forKey: .classNames)
+        labelColumn = try container.decode(Int.self, forKey: .labelColumn)
+        textColumn = try container.decode(Int.self, forKey: .textColumn)
+        valueColumn = try container.decode(Int.self, forKey: .valueColumn)
+        hasHeader = try container.decodeIfPresent(Bool.self, forKey: .hasHeader)
+        tokenizer = try container.decode(TokenizerKind.self, forKey: .tokenizer)
+        numWords = try container.decodeIfPresent(Int.self, forKey: .numWords)
+        sequenceLength = try container.decode(Int.self, forKey: .sequenceLength)
+        padding = try container.decode(PaddingSide.self, forKey: .padding)
+        truncating = try container.decode(TruncationSide.self, forKey: .truncating)
+        stride = try container.decodeIfPresent(Int.self, forKey: .stride)
+        horizon = try container.decode(Int.self, forKey: .horizon)
+        // Absent in checkpoints written before transforms: those standardised every value.
+        transform = try container.decodeIfPresent(SeriesTransform.self, forKey: .transform) ?? .level
+        validationFraction = try container.decode(Double.self, forKey: .validationFraction)
+        testFraction = try container.decode(Double.self, forKey: .testFraction)
+        splitSeed = try container.decode(UInt64.self, forKey: .splitSeed)
+        skipsMalformed = try container.decode(Bool.self, forKey: .skipsMalformed)
+        masksPadding = try container.decode(Bool.self, forKey: .masksPadding)
     }
 
     public init(format: Format, paths: [String]) {
@@ -337,14 +365,18 @@ public struct DataSource: Sendable, Equatable, Codable {
                     + "and test parts")
         }
         let standardization = try given ?? Standardization(fitting: series.values[trainRange])
-        let scaled = standardization.apply(series.values)
         // Windows whose targets lie in a part; their inputs may reach back into the part before.
+        // Each is scaled by `transform`; where the scale differs between windows (revin), each
+        // window's scale s goes with it, so that errors are counted in the series' units.
         func windows(_ range: Range<Int>) throws -> SeriesWindows? {
             let start = max(range.lowerBound - sequenceLength, 0)
             guard range.upperBound - start >= sequenceLength + horizon, !range.isEmpty else { return nil }
-            let windows = try ForecastWindows(
-                values: scaled[start..<range.upperBound], length: sequenceLength, horizon: horizon, stride: stride ?? 1)
-            return windows.count > 0 ? SeriesWindows(windows) : nil
+            let raw = try ForecastWindows(
+                values: series.values[start..<range.upperBound], length: sequenceLength, horizon: horizon,
+                stride: stride ?? 1)
+            guard raw.count > 0 else { return nil }
+            let (windows, scalings) = raw.transformed(transform, fitted: standardization)
+            return SeriesWindows(windows, errorScales: transform == .revin ? scalings.map(\.standardDeviation) : nil)
         }
         guard let training = try windows(trainRange) else {
             throw RecurError.invalidArgument(
@@ -353,7 +385,8 @@ public struct DataSource: Sendable, Equatable, Codable {
         }
         return PreparedData(
             training: training, validation: try windows(validationRange), test: try windows(testRange),
-            vocabulary: nil, classNames: [], skippedCount: series.skippedCount, standardization: standardization)
+            vocabulary: nil, classNames: [], skippedCount: series.skippedCount, standardization: standardization,
+            transform: transform)
     }
 
     // MARK: Tagging
@@ -448,10 +481,13 @@ public struct PreparedData: Sendable {
     public var standardization: Standardization?
     /// The tags' ids (tagging).
     public var tagVocabulary: Vocabulary?
+    /// How a series' windows were scaled (`level` for data that is no series).
+    public var transform: SeriesTransform
 
     public init(training: any TrainingExamples, validation: (any TrainingExamples)?, test: (any TrainingExamples)?,
                 vocabulary: Vocabulary?, classNames: [String], skippedCount: Int,
-                standardization: Standardization? = nil, tagVocabulary: Vocabulary? = nil) {
+                standardization: Standardization? = nil, tagVocabulary: Vocabulary? = nil,
+                transform: SeriesTransform = .level) {
         self.training = training
         self.validation = validation
         self.test = test
@@ -460,6 +496,14 @@ public struct PreparedData: Sendable {
         self.skippedCount = skippedCount
         self.standardization = standardization
         self.tagVocabulary = tagVocabulary
+        self.transform = transform
+    }
+
+    /// `Trainer.errorScale` for this data: σ of the training part for `level` and `difference`,
+    /// whose windows all share it (|ŷ − y| = σ · |ŷ_z − y_z|); 1 for `revin`, whose windows carry
+    /// their own s in `TrainingBatch.errorScales`; 1 for data that is no series.
+    public var errorScale: Double {
+        transform == .revin ? 1 : Double(standardization?.standardDeviation ?? 1)
     }
 
     /// What a model for this data outputs: one logit for two classes, else one per class, tag or

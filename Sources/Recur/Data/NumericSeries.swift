@@ -261,3 +261,76 @@ extension NumericSeries {
         return ForecastingSplit(training: training, validation: validation, standardization: standardization)
     }
 }
+
+// MARK: Transforms
+
+/// How a forecaster's windows are scaled before the model reads them, and how its outputs become
+/// values in the series' units again. Every transform is a shift and a scale of one window,
+/// z = (x − c) / s, applied to the window's inputs x_0 … x_{T−1} and to its targets y_1 … y_H
+/// with the same c and s; the forecast of an output z is ŷ = c + s · z. They differ in c and s:
+///
+///   level:      c = m, s = σ               (m, σ: mean and standard deviation of the training part)
+///   difference: c = x_{T−1}, s = σ        (the model predicts the change from the last value)
+///   revin:      c = μ_w, s = σ_w + ε       (μ_w, σ_w: the window's own mean and population
+///                                          deviation; ε = 10⁻⁵ · σ, so a flat window divides by
+///                                          a small number in the series' units, not by zero)
+///
+/// `level` cannot forecast beyond the values it was trained on: a trending series leaves the
+/// training range, and its standardised values with it. `difference` and `revin` give the model
+/// every window around its own level, so a trend looks the same at any height. `revin` is the
+/// reversible instance normalisation of Kim et al. (2022), without its learnt affine parameters.
+public enum SeriesTransform: String, Sendable, Equatable, Codable, CaseIterable {
+    case level
+    case difference
+    case revin
+
+    /// What `recur train` uses unless told otherwise: on trending series (a synthetic trend with
+    /// seasonality, the realgdp column of macrodata) it beat the last value and drift forecasts,
+    /// which `level` did not.
+    public static let `default` = SeriesTransform.difference
+
+    /// ε of `revin` as a fraction of the training part's standard deviation.
+    public static let revinEpsilon: Float = 1e-5
+
+    /// c and s of one input window, as a `Standardization` (mean c, deviation s).
+    /// - Parameters:
+    ///   - window: x_0 … x_{T−1}, in the series' units; not empty.
+    ///   - fitted: m and σ of the training part.
+    public func scaling(of window: some BidirectionalCollection<Float>, fitted: Standardization) -> Standardization {
+        switch self {
+        case .level:
+            return fitted
+        case .difference:
+            return Standardization(mean: window.last ?? 0, standardDeviation: fitted.standardDeviation)
+        case .revin:
+            // In Double, as `Standardization(fitting:)`, so a window of large values keeps its
+            // small variations.
+            let n = Double(window.count)
+            let mean = window.reduce(0.0) { $0 + Double($1) } / n
+            let variance = window.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / n
+            return Standardization(
+                mean: Float(mean),
+                standardDeviation: Float(variance.squareRoot()) + Self.revinEpsilon * fitted.standardDeviation)
+        }
+    }
+}
+
+extension ForecastWindows {
+    /// The windows scaled by `transform` (inputs and targets of window n with window n's c and
+    /// s), and each window's s, which turns an error in the model's units back into the series'.
+    public func transformed(_ transform: SeriesTransform, fitted: Standardization)
+        -> (windows: ForecastWindows, scalings: [Standardization]) {
+        var result = self
+        var scalings: [Standardization] = []
+        scalings.reserveCapacity(count)
+        for n in 0..<count {
+            let inputRange = n * length ..< (n + 1) * length
+            let targetRange = n * horizon ..< (n + 1) * horizon
+            let scaling = transform.scaling(of: inputs[inputRange], fitted: fitted)
+            result.inputs.replaceSubrange(inputRange, with: scaling.apply(Array(inputs[inputRange])))
+            result.targets.replaceSubrange(targetRange, with: scaling.apply(Array(targets[targetRange])))
+            scalings.append(scaling)
+        }
+        return (result, scalings)
+    }
+}

@@ -2,7 +2,7 @@
 // taggers, the recent values of a series for forecasters. The input is encoded as the model's
 // training data was, from what the checkpoint recorded (`RecordedData`): the same tokenizer,
 // vocabulary, sequence length, padding and truncating sides and masking, the same class and tag
-// order, the same standardisation.
+// order, the same standardisation and series transform.
 //
 // Shape legend: B sequences in a batch, T = the recorded sequence length, K outputs, H horizon.
 
@@ -40,6 +40,8 @@ public struct Predictor {
     public let tags: Vocabulary?
     /// The forecaster's standardisation; identity when none was recorded.
     public let standardization: Standardization
+    /// How the forecaster's windows are scaled (`source.transform`).
+    public var transform: SeriesTransform { source.transform }
     /// Sequences per forward pass.
     public var batchSize: Int
 
@@ -217,6 +219,8 @@ public struct Predictor {
 
     /// The next `horizon` values of a series, in its own units, from its last `sequenceLength`
     /// values (earlier ones are not read: the model was trained on windows of that length).
+    /// The window x is scaled as in training, z = (x − c) / s with the recorded transform's c and
+    /// s of this window, and the model's output z' read back as ŷ = c + s · z'.
     /// - Throws: `RecurError.invalidArgument` for fewer values than the sequence length or a
     ///   value that is not finite.
     public func predict(series values: [Float]) throws -> [Float] {
@@ -244,15 +248,19 @@ public struct Predictor {
             let part = series[start ..< min(start + batchSize, series.count)]
             let b = part.count
             var input = [Float](repeating: 0, count: length * b)  // [T, B, 1]
+            var scalings: [Standardization] = []
             for (column, values) in part.enumerated() {
-                for (t, value) in standardization.apply(Array(values.suffix(length))).enumerated() {
+                let window = Array(values.suffix(length))
+                let scaling = transform.scaling(of: window, fitted: standardization)
+                scalings.append(scaling)
+                for (t, value) in scaling.apply(window).enumerated() {
                     input[t * b + column] = value
                 }
             }
             let tensor = try model.backend.upload(input, shape: [length, b, 1])
             let output = try model.backend.download(try model.forward(tensor, training: false))  // [B, H]
-            for column in 0..<b {
-                result.append(standardization.invert(Array(output[column * horizon ..< (column + 1) * horizon])))
+            for (column, scaling) in scalings.enumerated() {
+                result.append(scaling.invert(Array(output[column * horizon ..< (column + 1) * horizon])))
             }
         }
         return result

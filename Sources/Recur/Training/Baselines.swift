@@ -113,7 +113,11 @@ public struct Baseline: Sendable, Equatable {
     ///   drift:      ŷ_h = x_{T−1} + h · (x_{T−1} − x_0) / (T − 1)   (the mean step of the window;
     ///               the last value when T = 1)
     /// scored on the window's targets y_h:  MAE = mean |ŷ − y| · scale,
-    /// RMSE = √(mean (ŷ − y)²) · scale, over every window and horizon step.
+    /// RMSE = √(mean (ŷ − y)²) · scale, over every window and horizon step. Windows that carry
+    /// their own scale s_n (`TrainingBatch.errorScales`) have each error multiplied by it first.
+    /// Inputs and targets are read as the model reads them: as a window scaled by z = (x − c)/s
+    /// (`SeriesTransform`) keeps its last value and mean step in proportion, both forecasts are
+    /// the series' own ones, and s · |ŷ_z − y_z| = |ŷ − y| in the series' units.
     private static func forecasts(_ data: any TrainingExamples, scale: Double) -> [Baseline] {
         var absolute = [0.0, 0.0]  // last value, drift
         var squared = [0.0, 0.0]
@@ -124,13 +128,14 @@ public struct Baseline: Sendable, Equatable {
                   case let .values(targets, horizon) = batch.targets, steps >= 1 else { continue }
             let b = batch.batchSize
             for column in 0..<b {
+                let windowScale = batch.errorScales.map { Double($0[column]) } ?? 1
                 // Feature 0 of step t of this window: inputs are [T, B, F].
                 let first = Double(inputs[column * features])
                 let last = Double(inputs[((steps - 1) * b + column) * features])
                 let meanStep = steps > 1 ? (last - first) / Double(steps - 1) : 0
                 for h in 1...horizon {
                     let target = Double(targets[column * horizon + h - 1])
-                    let errors = [last - target, last + Double(h) * meanStep - target]
+                    let errors = [last - target, last + Double(h) * meanStep - target].map { $0 * windowScale }
                     for (index, error) in errors.enumerated() {
                         absolute[index] += abs(error)
                         squared[index] += error * error

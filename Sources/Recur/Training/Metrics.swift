@@ -76,13 +76,15 @@ public struct MetricSums: Sendable, Equatable, Codable {
     ///   - lossWeight: the batch's total class weight Σ w_{y_i} when the loss is weighted by
     ///     class: the batch's loss then counts with it instead of its example count, so that the
     ///     pass's loss is Σ_b W_b L_b / Σ_b W_b = Σ w_{y_i} ℓ_i / Σ w_{y_i} over all its examples.
+    ///   - errorScales: forecasts: each example's error scale `[B]` (`TrainingBatch.errorScales`);
+    ///     `absoluteError` then sums s_b · |prediction − target|, already in the series' units.
     public mutating func add(loss: Float, outputs: [Float], targets: TrainingBatch.Targets, task: ModelTask,
-                             lossWeight: Double? = nil) {
+                             lossWeight: Double? = nil, errorScales: [Float]? = nil) {
         let lossCount = lossWeight ?? Self.lossCount(targets, task: task)
         weightedLoss += Double(loss) * lossCount
         weight += lossCount
         switch targets {
-        case .values(let values, _):
+        case .values(let values, let outputCount):
             if task == .classify {
                 // One logit: the positive class when it is above 0 (probability above 1/2).
                 reserveClasses(2)
@@ -92,8 +94,9 @@ public struct MetricSums: Sendable, Equatable, Codable {
                 }
                 predicted += Double(values.count)
             } else {
-                for (prediction, target) in zip(outputs, values) {
-                    absoluteError += Double(abs(prediction - target))
+                for (index, (prediction, target)) in zip(outputs, values).enumerated() {
+                    let scale = errorScales.map { Double($0[index / max(outputCount, 1)]) } ?? 1
+                    absoluteError += Double(abs(prediction - target)) * scale
                 }
                 self.values += Double(values.count)
             }

@@ -153,7 +153,9 @@ public final class Trainer {
     /// Extra entries for every checkpoint's metadata (a vocabulary, where the data came from).
     /// Keys must not start with `recur.`.
     public var metadata: [String: String] = [:]
-    /// Multiplies `mae` (a standardised series' error back into its own units).
+    /// Multiplies `mae` (a standardised series' error back into its own units). Windows scaled
+    /// each by their own deviation carry their scales in `TrainingBatch.errorScales` instead, and
+    /// this stays 1 (`PreparedData.errorScale`).
     public var errorScale: Double = 1
     /// Receives progress as the run goes (rank 0 only, where a communicator has several).
     public var observer: (@Sendable (TrainingEvent) -> Void)?
@@ -400,7 +402,7 @@ public final class Trainer {
             try optimizer.step(model.parameters, learningRate: learningRate(atStep: progress.step))
             progress.partialSums.add(
                 loss: loss, outputs: try backend.download(output), targets: batch.targets, task: specification.task,
-                lossWeight: weights?.total)
+                lossWeight: weights?.total, errorScales: batch.errorScales)
             progress.partialNormSum += Double(report.globalNorm)
             progress.partialNormMax = max(progress.partialNormMax, Double(report.globalNorm))
         }
@@ -511,7 +513,8 @@ public final class Trainer {
                                                 weights: weights?.tensor, loss: lossSlot, at: 0)
             let outputs = try backend.download(output)
             sums.add(loss: try backend.download(lossSlot)[0], outputs: outputs,
-                     targets: batch.targets, task: specification.task, lossWeight: weights?.total)
+                     targets: batch.targets, task: specification.task, lossWeight: weights?.total,
+                     errorScales: batch.errorScales)
             if scoresAUC, case .values(let labels, _) = batch.targets {
                 for (offset, index) in indices.enumerated() {
                     scored[2 * index] = Double(outputs[offset])

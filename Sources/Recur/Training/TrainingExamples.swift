@@ -25,11 +25,16 @@ public struct TrainingBatch: Sendable {
     public var targets: Targets
     /// B: the sequences in the batch.
     public var batchSize: Int
+    /// Forecasts: what each example's errors are multiplied by to be in the series' units, `[B]`,
+    /// where that differs between examples (windows scaled by their own deviation); nil when one
+    /// scale holds for all (`Trainer.errorScale`).
+    public var errorScales: [Float]?
 
-    public init(input: Input, targets: Targets, batchSize: Int) {
+    public init(input: Input, targets: Targets, batchSize: Int, errorScales: [Float]? = nil) {
         self.input = input
         self.targets = targets
         self.batchSize = batchSize
+        self.errorScales = errorScales
     }
 }
 
@@ -168,9 +173,13 @@ public struct LanguageModelWindows: TrainingExamples {
 /// Forecasting windows (`ForecastWindows`): T past values of a series predict the next K.
 public struct SeriesWindows: TrainingExamples {
     public let windows: ForecastWindows
+    /// Each window's error scale (`TrainingBatch.errorScales`), `[N]`; nil for one scale for all.
+    public let errorScales: [Float]?
 
-    public init(_ windows: ForecastWindows) {
+    public init(_ windows: ForecastWindows, errorScales: [Float]? = nil) {
+        precondition(errorScales == nil || errorScales?.count == windows.count, "one error scale per window")
         self.windows = windows
+        self.errorScales = errorScales
     }
 
     public var count: Int { windows.count }
@@ -179,6 +188,7 @@ public struct SeriesWindows: TrainingExamples {
         let batch = windows.batch(indices)  // inputs [T, B, 1], targets [B, K]
         return TrainingBatch(
             input: .values(batch.inputs, steps: batch.steps, features: 1),
-            targets: .values(batch.targets, outputs: batch.horizon), batchSize: indices.count)
+            targets: .values(batch.targets, outputs: batch.horizon), batchSize: indices.count,
+            errorScales: errorScales.map { scales in indices.map { scales[$0] } })
     }
 }
