@@ -60,9 +60,11 @@ for recipe in "${recipes[@]}"; do
             --length 400 --temperature 0.7 --seed 1 > "$out/shakespeare.sample.txt" ;;
     sunspots)
         # Windows of 24 months -> the next month; LSTM(32) -> Dense(1), MSE; MAE in sunspots.
+        # --transform level: globally standardised values, as the README's row was measured
+        # (TRANSFORM=difference for the current default).
         run sunspots --task forecast --epochs 30 -- \
             --data "$data/timeseries/monthly-sunspots.csv" --format series --max-length 24 \
-            --epochs 30 --validation-split 0.1 --test-split 0.2 ;;
+            --transform "${TRANSFORM:-level}" --epochs 30 --validation-split 0.1 --test-split 0.2 ;;
     *) echo "unknown recipe $recipe" >&2; exit 2 ;;
     esac
 done
