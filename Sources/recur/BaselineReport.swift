@@ -8,11 +8,12 @@ struct BaselineReport {
     var split: String
     var baselines: [Baseline]
 
-    init(trainer: Trainer, prepared: PreparedData, split: String, examples: any TrainingExamples) {
+    init(trainer: Trainer, prepared: PreparedData, split: String, examples: any TrainingExamples,
+         season: Int? = nil) {
         self.split = split
         baselines = Baseline.evaluate(
             task: trainer.specification.task, classCount: trainer.specification.outputSize,
-            training: prepared.training, on: examples, scale: trainer.errorScale)
+            training: prepared.training, on: examples, scale: trainer.errorScale, season: season)
     }
 
     /// `baseline_<metric>[_<which>]` of every baseline.

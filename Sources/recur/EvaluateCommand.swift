@@ -21,6 +21,7 @@ struct EvaluateCommand: ParsableCommand {
     @Option(help: "Other data of the same format instead of the recorded path (repeatable for lines).") var data: [String] = []
     @Option(help: "Batch size.") var batchSize = 64
     @Flag(help: "One JSON object with the metrics.") var json = false
+    @Option(help: "Forecasts: also score the seasonal naive forecast with this season length in steps.") var season: Int?
 
     func validate() throws {
         guard ["test", "validation", "training"].contains(split) else {
@@ -60,7 +61,11 @@ struct EvaluateCommand: ParsableCommand {
         if saved.specification.task == .classify {
             metrics.merge(evaluation.sums.perClassValues(names: prepared.classNames)) { first, _ in first }
         }
-        let baselines = BaselineReport(trainer: trainer, prepared: prepared, split: split, examples: examples)
+        if let season, !(1...source.sequenceLength).contains(season) || saved.specification.task != .forecast {
+            throw ValidationError("--season needs a forecast checkpoint and 1 ... \(source.sequenceLength) (its window length)")
+        }
+        let baselines = BaselineReport(trainer: trainer, prepared: prepared, split: split, examples: examples,
+                                       season: season)
         if json {
             var fields: [(String, JSONScalar)] = [("split", .string(split)), ("examples", .int(examples.count))]
             for name in metrics.keys.sorted() { fields.append((name, .number(metrics[name]!))) }

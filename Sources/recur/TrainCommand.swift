@@ -76,6 +76,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Early stopping: epochs without improvement of the monitored metric.") var patience: Int?
     @Option(help: "Metric that early stopping and best.safetensors watch: loss, accuracy, perplexity (lm), mae (forecast), precision, recall, f1 (classify; macro averages), each also with val_, and val_auc (two classes); accuracy, precision, recall, f1 and auc are better higher, the others lower.")
     var monitor = "val_loss"
+    @Option(help: "Forecasts: also score the seasonal naive forecast with this season length in steps (at most --max-length).")
+    var season: Int?
     @Option(help: "Folder for checkpoints, log.jsonl and curves.svg.") var checkpointDir: String?
     @Option(help: "Also write last.safetensors every N steps.") var checkpointEvery: Int?
     @Flag(help: "Continue from <checkpoint-dir>/last.safetensors.") var resume = false
@@ -100,6 +102,9 @@ struct TrainCommand: ParsableCommand {
         for (name, value) in [("--embedding", embedding), ("--hidden", hidden), ("--layers", layers),
                               ("--epochs", epochs), ("--batch-size", batchSize)] where value < 1 {
             throw ValidationError("\(name) must be at least 1")
+        }
+        if let season, !(1...data.maxLength).contains(season) {
+            throw ValidationError("--season must be 1 ... --max-length (\(data.maxLength)): the windows must hold a season")
         }
         if epochs > TrainingConfiguration.maximumEpochs {
             throw ValidationError("--epochs must be at most \(TrainingConfiguration.maximumEpochs)")
@@ -247,6 +252,9 @@ struct TrainCommand: ParsableCommand {
             trainer.metadata = try DataOptions.metadata(source: source, prepared: prepared)
         }
         trainer.errorScale = prepared.errorScale
+        if season != nil && source.task != .forecast {
+            throw ValidationError("--season applies to forecasts (--format series), not to \(source.task) data")
+        }
         trainer.checkpointDirectory = checkpointDir
         if isLeader, let exportData { try Self.export(prepared, to: exportData) }
         if isLeader { describe(trainer, prepared, backend: backend) }
@@ -287,7 +295,7 @@ struct TrainCommand: ParsableCommand {
                 }
             }
             baselines = BaselineReport(trainer: trainer, prepared: prepared, split: scored.split,
-                                       examples: scored.examples)
+                                       examples: scored.examples, season: season)
         }
         if let folder = plots ?? checkpointDir {
             try ReportFile.createDirectory(folder)
@@ -367,7 +375,7 @@ struct TrainCommand: ParsableCommand {
     /// checkpoint records: given with --resume, together they must describe the recorded run.
     static let optionsResumeMayGive: Set<String> = [
         "--resume", "--checkpoint-dir", "--epochs", "--checkpoint-every", "--device", "--persistent-scans", "--json",
-        "--plots", "--gradient-flow", "--export-data", "--distributed", "--profile", "--help", "-h",
+        "--plots", "--gradient-flow", "--export-data", "--season", "--distributed", "--profile", "--help", "-h",
     ]
 
     /// The options among `arguments` (the command line after the program name) that describe the

@@ -76,6 +76,22 @@ struct BaselineTests {
         #expect(!baselines[1].isBeaten(by: ["mae": .nan]) && !baselines[1].isBeaten(by: [:]))
     }
 
+    @Test func seasonalNaiveForecasts() throws {
+        // Season 2: ŷ_1 = x_{T−2}, ŷ_2 = x_{T−1}, ŷ_3 = x_{T−2}. Windows of T = 3, horizon 3:
+        // (0 1 3 → 4 8 9): forecasts 1 3 1, errors −3 −5 −8; (1 3 4 → 8 9 7): forecasts 3 4 3,
+        // errors −5 −5 −4.
+        let windows = SeriesWindows(try ForecastWindows(values: [0, 1, 3, 4, 8, 9, 7], length: 3, horizon: 3))
+        let baselines = Baseline.evaluate(task: .forecast, classCount: 0, training: windows, on: windows, scale: 1,
+                                          season: 2)
+        #expect(baselines.map(\.name) == ["last value", "drift", "seasonal naive"])
+        #expect(baselines[2].metrics["mae"] == 30.0 / 6)
+        #expect(close(baselines[2].metrics["rmse"], (164.0 / 6).squareRoot()))
+        #expect(baselines[2].fields.keys.sorted() == ["baseline_mae_seasonal_naive", "baseline_rmse_seasonal_naive"])
+        // A season longer than the windows has nothing to repeat: no seasonal baseline.
+        let longer = Baseline.evaluate(task: .forecast, classCount: 0, training: windows, on: windows, season: 4)
+        #expect(longer.map(\.name) == ["last value", "drift"])
+    }
+
     // MARK: Commands
 
     @Test func trainAndEvaluateReportBaselinesAndWarnWhenTheModelLoses() throws {
@@ -128,5 +144,16 @@ struct BaselineTests {
                 "\(baselineLine)")
         #expect(train.stderr.contains("warning: the model does not beat the drift baseline on validation (mae model "),
                 "\(train.stderr)")
+
+        // --season adds the seasonal naive forecast; one longer than the window is refused.
+        let seasonal = try runRecur(
+            ["train", "--device", "cpu", "--data", "line.csv", "--format", "series", "--max-length", "4",
+             "--horizon", "2", "--hidden", "4", "--epochs", "1", "--validation-split", "0.2", "--season", "2", "--json"],
+            in: folder.path)
+        #expect(seasonal.status == 0, "\(seasonal.stderr)")
+        #expect(seasonal.stdout.contains("\"baseline_mae_seasonal_naive\""), "\(seasonal.stdout)")
+        expectCleanFailure(try runRecur(["train", "--device", "cpu", "--data", "line.csv", "--format", "series",
+                                         "--max-length", "4", "--season", "5"], in: folder.path),
+                           "--season must be 1 ... --max-length (4)")
     }
 }

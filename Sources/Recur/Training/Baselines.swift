@@ -45,8 +45,11 @@ public struct Baseline: Sendable, Equatable {
     ///     the number of classes for classify (2 for one logit); unused for forecast.
     ///   - training: where class and token frequencies come from.
     ///   - scale: multiplies forecast errors, as `Trainer.errorScale` multiplies `mae`.
+    ///   - season: forecast: the season length m in steps; adds the seasonal naive forecast
+    ///     where the windows hold at least one season (T ≥ m).
     public static func evaluate(task: ModelTask, classCount: Int, training: any TrainingExamples,
-                                on evaluated: any TrainingExamples, scale: Double = 1) -> [Baseline] {
+                                on evaluated: any TrainingExamples, scale: Double = 1,
+                                season: Int? = nil) -> [Baseline] {
         switch task {
         case .classify:
             return [classPrior(training: training, evaluated: evaluated, classCount: max(classCount, 2),
@@ -58,7 +61,7 @@ public struct Baseline: Sendable, Equatable {
             return [classPrior(training: training, evaluated: evaluated, classCount: classCount,
                                ignoresPadding: true, name: "unigram", comparedMetric: "loss")]
         case .forecast:
-            return forecasts(evaluated, scale: scale)
+            return forecasts(evaluated, scale: scale, season: season)
         }
     }
 
@@ -112,21 +115,26 @@ public struct Baseline: Sendable, Equatable {
     ///   last value: ŷ_h = x_{T−1}
     ///   drift:      ŷ_h = x_{T−1} + h · (x_{T−1} − x_0) / (T − 1)   (the mean step of the window;
     ///               the last value when T = 1)
+    ///   seasonal naive (with a season of m ≤ T steps): ŷ_h = x_{T−1+h−m·(⌊(h−1)/m⌋+1)}, the value
+    ///               one whole number of seasons before the target (Hyndman & Athanasopoulos,
+    ///               Forecasting: Principles and Practice, §5.2)
     /// scored on the window's targets y_h:  MAE = mean |ŷ − y| · scale,
     /// RMSE = √(mean (ŷ − y)²) · scale, over every window and horizon step. Windows that carry
     /// their own scale s_n (`TrainingBatch.errorScales`) have each error multiplied by it first.
     /// Inputs and targets are read as the model reads them: as a window scaled by z = (x − c)/s
     /// (`SeriesTransform`) keeps its last value and mean step in proportion, both forecasts are
     /// the series' own ones, and s · |ŷ_z − y_z| = |ŷ − y| in the series' units.
-    private static func forecasts(_ data: any TrainingExamples, scale: Double) -> [Baseline] {
-        var absolute = [0.0, 0.0]  // last value, drift
-        var squared = [0.0, 0.0]
+    private static func forecasts(_ data: any TrainingExamples, scale: Double, season: Int?) -> [Baseline] {
+        var absolute = [0.0, 0.0, 0.0]  // last value, drift, seasonal naive
+        var squared = [0.0, 0.0, 0.0]
         var count = 0.0
+        var seasonFits = season != nil
         for start in stride(from: 0, to: data.count, by: 1024) {
             let batch = data.batch(Array(start ..< min(start + 1024, data.count))[...])
             guard case let .values(inputs, steps, features) = batch.input,
                   case let .values(targets, horizon) = batch.targets, steps >= 1 else { continue }
             let b = batch.batchSize
+            if let season, season < 1 || season > steps { seasonFits = false }
             for column in 0..<b {
                 let windowScale = batch.errorScales.map { Double($0[column]) } ?? 1
                 // Feature 0 of step t of this window: inputs are [T, B, F].
@@ -135,7 +143,12 @@ public struct Baseline: Sendable, Equatable {
                 let meanStep = steps > 1 ? (last - first) / Double(steps - 1) : 0
                 for h in 1...horizon {
                     let target = Double(targets[column * horizon + h - 1])
-                    let errors = [last - target, last + Double(h) * meanStep - target].map { $0 * windowScale }
+                    var forecasts = [last, last + Double(h) * meanStep]
+                    if let season, seasonFits {
+                        let t = steps - 1 + h - season * ((h - 1) / season + 1)
+                        forecasts.append(Double(inputs[(t * b + column) * features]))
+                    }
+                    let errors = forecasts.map { ($0 - target) * windowScale }
                     for (index, error) in errors.enumerated() {
                         absolute[index] += abs(error)
                         squared[index] += error * error
@@ -144,7 +157,9 @@ public struct Baseline: Sendable, Equatable {
                 }
             }
         }
-        return zip(["last value", "drift"], ["last_value", "drift"]).enumerated().map { index, names in
+        var names = [("last value", "last_value"), ("drift", "drift")]
+        if seasonFits { names.append(("seasonal naive", "seasonal_naive")) }
+        return names.enumerated().map { index, names in
             Baseline(name: names.0,
                      metrics: ["mae": count > 0 ? absolute[index] / count * scale : .nan,
                                "rmse": count > 0 ? (squared[index] / count).squareRoot() * scale : .nan],
