@@ -139,7 +139,7 @@ struct DemoCommand: ParsableCommand {
             fflush(nil)  // one line per run also when the output is a pipe or a file
         }
         let elapsed = clock.now - start
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        let seconds = elapsed.inSeconds
 
         print("\n" + Self.summaryTable(runs))
         let files = try writePlots(runs, lengths: lengths, explodingLength: explodingLength)

@@ -265,13 +265,13 @@ struct TrainCommand: ParsableCommand {
         let clock = ContinuousClock()
         let (fitStart, firstStep) = (clock.now, trainer.progress.step)
         try trainer.fit(training: prepared.training, validation: prepared.validation)
-        let fitTime = (clock.now - fitStart).components
+        let fitSeconds = (clock.now - fitStart).inSeconds
         let run = TrainingRun(
             steps: trainer.progress.step - firstStep,
             samples: TrainingRun.samples(
                 inSteps: firstStep ..< trainer.progress.step, count: prepared.training.count,
                 batchSize: trainer.configuration.batchSize, worldSize: communicator.worldSize),
-            seconds: Double(fitTime.seconds) + Double(fitTime.attoseconds) * 1e-18)
+            seconds: fitSeconds)
         reporter.finishLine()
 
         var final = trainer.progress.history.last?.metrics ?? [:]

@@ -223,7 +223,7 @@ public struct AddingProblemExperiment {
             }
         }
         let elapsed = clock.now - start
-        result.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        result.seconds = elapsed.inSeconds
         return result
     }
 }

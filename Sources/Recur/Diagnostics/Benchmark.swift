@@ -315,6 +315,6 @@ public struct Benchmark {
         try body()
         try backend.synchronize()
         let elapsed = clock.now - start
-        return Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
+        return elapsed.inSeconds * 1e3
     }
 }

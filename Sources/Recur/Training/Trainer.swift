@@ -352,8 +352,7 @@ public final class Trainer {
     }
 
     private func seconds(since start: ContinuousClock.Instant, _ clock: ContinuousClock) -> Double {
-        let elapsed = clock.now - start
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        (clock.now - start).inSeconds
     }
 
     private func learningRate(atStep step: Int) -> Float {

@@ -468,7 +468,7 @@ public enum GEMMTuner {
         var tried = 0
         for candidate in space.candidates(count: options.maxCandidates, seed: options.seed) {
             let elapsed = clock.now - start
-            if Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18 >= options.seconds {
+            if elapsed.inSeconds >= options.seconds {
                 break
             }
             tried += 1

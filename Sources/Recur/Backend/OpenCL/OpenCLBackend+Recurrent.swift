@@ -98,7 +98,7 @@ extension OpenCLBackend {
         let scans = try requests.map { try OpenCLRecurrentScan($0.scan, size, backend: self, operation: operation) }
         for (request, scan) in zip(requests, scans) {
             let workspace = request.workspace
-            try checkRecurrentIndexable(operation, [
+            try checkIndexable(operation, [
                 request.output.tensor, request.finalHidden, workspace.gates, workspace.recurrentInput,
             ] + [request.finalCell, workspace.cellStates, workspace.hiddenStates, workspace.candidateRecurrent]
                 .compactMap { $0 } + scan.tensors)
@@ -187,7 +187,7 @@ extension OpenCLBackend {
         for (request, scan) in zip(requests, scans) {
             let workspace = request.workspace
             let gradients = request.weightGradients
-            try checkRecurrentIndexable(operation, [
+            try checkIndexable(operation, [
                 workspace.gates, workspace.recurrentInput, request.inputGradient, request.initialHiddenGradient,
                 gradients.input, gradients.recurrent, gradients.inputBias, gradients.recurrentBias,
             ] + [request.outputGradient?.tensor, request.finalHiddenGradient, request.finalCellGradient,
@@ -381,14 +381,6 @@ extension OpenCLBackend {
                      b: MatrixOperand(request.scan.weights.input, leadingDimension: inputs),
                      beta: request.accumulateInputGradient ? 1 : 0,
                      c: MatrixOperand(request.inputGradient, leadingDimension: inputs))
-        }
-    }
-
-    /// The step kernels index with 32-bit ints: throws for tensors with more elements than that reaches.
-    private func checkRecurrentIndexable(_ operation: String, _ tensors: [Tensor]) throws {
-        for tensor in tensors where tensor.count > Int(Int32.max) {
-            throw RecurError.invalidArgument(
-                operation: operation, detail: "\(tensor) has more than \(Int32.max) elements, the kernels' index limit")
         }
     }
 }

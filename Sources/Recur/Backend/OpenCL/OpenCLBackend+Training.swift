@@ -22,7 +22,7 @@ extension OpenCLBackend {
             return
         }
         let kernel = "weighted_sigmoid_cross_entropy_partial"
-        try checkKernelIndexable(kernel, [logits, targets, weights, gradient, loss])
+        try checkIndexable(kernel, [logits, targets, weights, gradient, loss])
         let losses = try program(.loss)
         let groupSize = reduceGroupSize
         let groups = min(max(1, device.computeUnits) * 8, (count + groupSize - 1) / groupSize, 1024)
@@ -52,7 +52,7 @@ extension OpenCLBackend {
     /// (their sum into the loss slot).
     private func elementwiseLoss(_ kernel: String, _ input: Tensor, _ targets: Tensor, _ gradient: Tensor,
                                  count: Int, loss: Tensor, at index: Int) throws {
-        try checkKernelIndexable(kernel, [input, targets, gradient, loss])
+        try checkIndexable(kernel, [input, targets, gradient, loss])
         let losses = try program(.loss)
         let groupSize = reduceGroupSize
         // A fixed number of groups per device and size keeps the summation order, and so the
@@ -74,7 +74,7 @@ extension OpenCLBackend {
         let (rows, classes) = try checkSoftmaxCrossEntropy(
             logits: logits, targets: targets, gradient: gradient, loss: loss, at: index)
         try checkLossWeights(operation, weights, count: rows)
-        try checkKernelIndexable(operation, [logits, targets, gradient, loss] + (weights.map { [$0] } ?? []))
+        try checkIndexable(operation, [logits, targets, gradient, loss] + (weights.map { [$0] } ?? []))
         guard rows <= 1 << 24 else {
             throw RecurError.invalidArgument(
                 operation: operation, detail: "\(rows) rows: the kernels count kept rows exactly up to 2^24")
@@ -120,7 +120,7 @@ extension OpenCLBackend {
     public func sgdStep(parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor?,
                         hyperparameters h: SGDUpdate) throws {
         try checkSGD(parameter: parameter, gradient: gradient, momentumBuffer: momentumBuffer, hyperparameters: h)
-        try checkKernelIndexable("sgdStep", [parameter])
+        try checkIndexable("sgdStep", [parameter])
         let count = parameter.count
         if let momentumBuffer {
             try launch(.optimizer, "sgd_momentum_step", count: count, arguments: [
@@ -139,7 +139,7 @@ extension OpenCLBackend {
                          hyperparameters h: AdamUpdate) throws {
         try checkAdam(parameter: parameter, gradient: gradient, firstMoment: firstMoment, secondMoment: secondMoment,
                       hyperparameters: h)
-        try checkKernelIndexable("adamStep", [parameter])
+        try checkIndexable("adamStep", [parameter])
         let count = parameter.count
         try launch(.optimizer, "adam_step", count: count, arguments: [
             .tensor(parameter), .tensor(gradient), .tensor(firstMoment), .tensor(secondMoment), .int(count),
@@ -152,7 +152,7 @@ extension OpenCLBackend {
                             hyperparameters h: RMSPropUpdate) throws {
         try checkRMSProp(parameter: parameter, gradient: gradient, squareAverage: squareAverage,
                          momentumBuffer: momentumBuffer, hyperparameters: h)
-        try checkKernelIndexable("rmsPropStep", [parameter])
+        try checkIndexable("rmsPropStep", [parameter])
         let count = parameter.count
         if let momentumBuffer {
             try launch(.optimizer, "rmsprop_momentum_step", count: count, arguments: [
@@ -172,25 +172,15 @@ extension OpenCLBackend {
 
     public func clamp(_ x: Tensor, minimum: Float, maximum: Float) throws {
         try checkClamp(x, minimum: minimum, maximum: maximum)
-        try checkKernelIndexable("clamp", [x])
+        try checkIndexable("clamp", [x])
         try launch(.optimizer, "clamp_values", count: x.count,
                    arguments: [.tensor(x), .int(x.count), .float(minimum), .float(maximum)])
     }
 
     public func constrainRowNorms(_ x: Tensor, rowLength: Int, maxNorm: Float) throws {
         let rows = try checkRowNorms(x, rowLength: rowLength, maxNorm: maxNorm)
-        try checkKernelIndexable("constrainRowNorms", [x])
+        try checkIndexable("constrainRowNorms", [x])
         try launch(.optimizer, "constrain_row_norms", count: rows,
                    arguments: [.tensor(x), .int(rows), .int(rowLength), .float(maxNorm)])
-    }
-
-    // MARK: Checks
-
-    /// Kernels index with 32-bit ints: throws for tensors with more elements than that reaches.
-    private func checkKernelIndexable(_ operation: String, _ tensors: [Tensor]) throws {
-        for tensor in tensors where tensor.count > Int(Int32.max) {
-            throw RecurError.invalidArgument(
-                operation: operation, detail: "\(tensor) has more than \(Int32.max) elements, the kernels' index limit")
-        }
     }
 }

@@ -552,7 +552,7 @@ public final class OpenCLBackend: Backend {
     }
 
     /// Kernels index with 32-bit ints: throws for tensors with more elements than that reaches.
-    private func checkIndexable(_ operation: String, _ tensors: [Tensor]) throws {
+    func checkIndexable(_ operation: String, _ tensors: [Tensor]) throws {
         for tensor in tensors where tensor.count > Int(Int32.max) {
             throw RecurError.invalidArgument(
                 operation: operation, detail: "\(tensor) has more than \(Int32.max) elements, the kernels' index limit")
