@@ -16,22 +16,6 @@ float recur_sigmoid(float x) {
     return e / (1.0f + e);
 }
 
-// *address += value, atomically, for float data in global memory. OpenCL 1.2 has no float atomic
-// add, so this retries a 32-bit compare-and-swap on the value's bit pattern until no other
-// work-item changed it in between. The order of concurrent additions is not fixed.
-void recur_atomic_add_global(volatile __global float* address, float value) {
-    volatile __global uint* bits = (volatile __global uint*)address;
-    uint expected = *bits;
-    for (;;) {
-        const uint desired = as_uint(as_float(expected) + value);
-        const uint observed = atomic_cmpxchg(bits, expected, desired);
-        if (observed == expected) {
-            break;
-        }
-        expected = observed;
-    }
-}
-
 // ---- Recurrent steps (rnn.cl, lstm.cl, gru.cl) ----
 //
 // Shape legend: T time steps, B batch, H hidden units, G = gates * H, K the length of a

@@ -87,19 +87,8 @@ struct ClassificationMetricsTests {
         }
 
         // Sequences whose label is whether they hold id 2: val_f1's best epoch is its highest.
-        var random = SeededGenerator(seed: 8)
-        func data(_ count: Int) throws -> LabeledSequences {
-            var sequences: [[Int32]] = [], labels: [Int32] = []
-            for _ in 0..<count {
-                var sequence = (0..<4).map { _ in Int32.random(in: 3..<10, using: &random) }
-                let marked = Bool.random(using: &random)
-                if marked { sequence[Int.random(in: 0..<4, using: &random)] = 2 }
-                sequences.append(sequence)
-                labels.append(marked ? 1 : 0)
-            }
-            return try LabeledSequences(sequences: try padSequences(sequences, maxLength: 4), labels: labels, classCount: 2)
-        }
-        let (training, validation) = (try data(48), try data(24))
+        let (training, validation) = (try markerExamples(count: 48, vocabulary: 10, steps: 4, seed: 8),
+                                      try markerExamples(count: 24, vocabulary: 10, steps: 4, seed: 9))
         let trainer = try Trainer(
             specification: binary,
             configuration: TrainingConfiguration(epochs: 4, batchSize: 8, optimizer: .adam(learningRate: 0.03), seed: 4,

@@ -61,18 +61,9 @@ struct PlateauScheduleTests {
         #expect(reductions >= 1 && expected[3].learningRate < 0.2, "rates \(expected.map(\.learningRate))")
 
         // Stop after 26 steps (epoch 4), resume from the step-24 checkpoint.
-        let interrupted = try Trainer(specification: markerSpecification, configuration: configuration,
-                                      backend: TestBackends.cpu)
-        interrupted.checkpointDirectory = folder.path
-        let stopper = StepCounter()
-        interrupted.observer = { event in
-            if case .step = event { stopper.increment() }
-        }
-        #expect(throws: RecurError.self) {
-            try interrupted.fit(training: StoppingExamples(inner: training, stopAfterSteps: 26, counter: stopper),
-                                validation: validation)
-        }
-        let checkpoint = try Checkpoint(contentsOf: folder.path + "/last.safetensors")
+        let checkpoint = try checkpointOfARunStopped(
+            afterSteps: 26, specification: markerSpecification, configuration: configuration, training: training,
+            validation: validation, folder: folder)
         #expect(checkpoint.progress.step == 24 && checkpoint.progress.epoch == 3)
         let resumed = try Trainer(resumingFrom: checkpoint, backend: TestBackends.cpu)
         let history = try resumed.fit(training: training, validation: validation)

@@ -81,18 +81,9 @@ struct TrainerTests {
 
         // Stop after 11 steps (mid-epoch 2, right after the step-8 checkpoint and 3 more), then
         // resume from the last checkpoint, which holds step 8.
-        let interrupted = try Trainer(specification: markerSpecification, configuration: configuration,
-                                      backend: TestBackends.cpu)
-        interrupted.checkpointDirectory = folder.path
-        let stopper = StepCounter()
-        interrupted.observer = { event in
-            if case .step = event { stopper.increment() }
-        }
-        #expect(throws: RecurError.self) {
-            try interrupted.fit(training: StoppingExamples(inner: training, stopAfterSteps: 11, counter: stopper),
-                                validation: validation)
-        }
-        let checkpoint = try Checkpoint(contentsOf: folder.path + "/last.safetensors")
+        let checkpoint = try checkpointOfARunStopped(
+            afterSteps: 11, specification: markerSpecification, configuration: configuration, training: training,
+            validation: validation, folder: folder)
         #expect(checkpoint.progress.step == 8)
         #expect(checkpoint.progress.epoch == 1 && checkpoint.progress.batchInEpoch == 1)
         let resumed = try Trainer(resumingFrom: checkpoint, backend: TestBackends.cpu)
@@ -267,6 +258,25 @@ struct StoppingExamples: TrainingExamples, @unchecked Sendable {
         }
         return batch
     }
+}
+
+/// Trains `specification` with `configuration` (which checkpoints into `folder`) until bad data
+/// stops it after `steps` steps, and returns the last checkpoint it wrote: a run interrupted
+/// partway, to resume.
+func checkpointOfARunStopped(afterSteps steps: Int, specification: ModelSpecification,
+                             configuration: TrainingConfiguration, training: LabeledSequences,
+                             validation: LabeledSequences, folder: TemporaryFolder) throws -> Checkpoint {
+    let interrupted = try Trainer(specification: specification, configuration: configuration, backend: TestBackends.cpu)
+    interrupted.checkpointDirectory = folder.path
+    let stopper = StepCounter()
+    interrupted.observer = { event in
+        if case .step = event { stopper.increment() }
+    }
+    #expect(throws: RecurError.self) {
+        try interrupted.fit(training: StoppingExamples(inner: training, stopAfterSteps: steps, counter: stopper),
+                            validation: validation)
+    }
+    return try Checkpoint(contentsOf: folder.path + "/last.safetensors")
 }
 
 @Suite("Trainer under OpenCL faults", .serialized)

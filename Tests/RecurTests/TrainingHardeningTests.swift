@@ -6,22 +6,6 @@ import Testing
 // a checkpoint whose recorded progress cannot belong to its run (edited or damaged), metadata of
 // the wrong JSON type; and that higher-is-better metrics keep their best epoch.
 
-/// Sequences of filler ids 3 ..< 10 labelled by whether they hold the marker id 2, padded in front.
-private func markedSequences(count: Int, seed: UInt64) throws -> LabeledSequences {
-    var random = SeededGenerator(seed: seed)
-    var sequences: [[Int32]] = []
-    var labels: [Int32] = []
-    for _ in 0..<count {
-        var sequence = (0..<5).map { _ in Int32.random(in: 3..<10, using: &random) }
-        let marked = Bool.random(using: &random)
-        if marked { sequence[Int.random(in: 0..<5, using: &random)] = 2 }
-        sequences.append(sequence)
-        labels.append(marked ? 1 : 0)
-    }
-    return try LabeledSequences(sequences: try padSequences(sequences, maxLength: 5, padding: .pre), labels: labels,
-                                classCount: 2)
-}
-
 private let classifier = ModelSpecification(
     task: .classify, vocabularySize: 10, embeddingSize: 4, cell: .gru, hiddenSize: 6, outputSize: 1, seed: 3)
 
@@ -33,7 +17,7 @@ private func configuration(epochs: Int, monitor: String = "val_loss") -> Trainin
 private func trainTwoEpochs(checkpointingIn folder: TemporaryFolder) throws {
     let trainer = try Trainer(specification: classifier, configuration: configuration(epochs: 2), backend: TestBackends.cpu)
     trainer.checkpointDirectory = folder.path
-    try trainer.fit(training: try markedSequences(count: 16, seed: 5))
+    try trainer.fit(training: try markerExamples(count: 16, vocabulary: 10, steps: 5, seed: 5))
 }
 
 @Suite("Training hardening")
@@ -68,8 +52,8 @@ struct TrainingHardeningTests {
     /// loss when the loss is: best.safetensors holds that epoch's weights.
     @Test(arguments: ["val_accuracy", "val_loss"])
     func theBestEpochFollowsTheMetricsDirection(monitor: String) throws {
-        let training = try markedSequences(count: 64, seed: 1)
-        let validation = try markedSequences(count: 24, seed: 2)
+        let training = try markerExamples(count: 64, vocabulary: 10, steps: 5, seed: 1)
+        let validation = try markerExamples(count: 24, vocabulary: 10, steps: 5, seed: 2)
         let folder = try TemporaryFolder()
         let trainer = try Trainer(specification: classifier, configuration: configuration(epochs: 5, monitor: monitor),
                                   backend: TestBackends.cpu)
@@ -123,7 +107,7 @@ struct TrainingHardeningTests {
         let trainer = try Trainer(resumingFrom: try Checkpoint(contentsOf: folder.path + "/last.safetensors"),
                                   backend: TestBackends.cpu)
         trainer.checkpointDirectory = folder.path
-        try trainer.fit(training: try markedSequences(count: 16, seed: 5))
+        try trainer.fit(training: try markerExamples(count: 16, vocabulary: 10, steps: 5, seed: 5))
         #expect(try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n") == lines)
     }
 

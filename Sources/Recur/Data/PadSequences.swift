@@ -118,7 +118,8 @@ public func padSequences(
     // that would overflow or not fit rather than trap in the allocation.
     let count = MemoryEstimate.product(sequences.count, width)
     let bytes = MemoryEstimate.product(count, MemoryLayout<Int32>.size)
-    if count == Int.max || MemoryAvailability.availableHostBytes().map({ bytes > $0 }) == true {
+    // (Arrays under 64 MiB skip the look at /proc/meminfo: prediction pads every small batch.)
+    if count == Int.max || (bytes > 1 << 26 && MemoryAvailability.availableHostBytes().map({ bytes > $0 }) == true) {
         throw RecurError.outOfMemory(
             operation: "padSequences", bytes: bytes,
             detail: "\(sequences.count) sequences padded to \(width) ids need \(MemoryEstimate.text(bytes: bytes)), "
