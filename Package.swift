@@ -93,6 +93,9 @@ let package = Package(
     ] + mpiProducts,
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // `swift package generate-documentation` (tools/docs.sh); a command plugin, so it is
+        // resolved but never built into `recur`, the library or the tests.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // MARK: C interop (no logic)
