@@ -144,6 +144,7 @@ public struct DataSource: Sendable, Equatable, Codable {
     /// - Parameters:
     ///   - vocabulary: encode with this vocabulary (a trained model's) instead of fitting one.
     ///   - classNames: the class order a trained model uses (evaluation), instead of the data's.
+    ///   - tagVocabulary: a trained tagger's tag ids, instead of fitting them to the data.
     ///   - standardization: a trained forecaster's, instead of fitting one.
     public func prepare(vocabulary: Vocabulary? = nil, classNames: [String]? = nil,
                         tagVocabulary: Vocabulary? = nil,

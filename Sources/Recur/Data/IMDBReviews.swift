@@ -38,7 +38,10 @@ public struct IMDBReviews: Sendable, Equatable {
     /// file whose name is not `<id>_<rating>.txt`, or whose rating doesn't belong to its folder,
     /// is malformed.
     ///
-    /// - Parameter onMalformed: fail (default) or skip malformed file names.
+    /// - Parameters:
+    ///   - root: the `aclImdb` folder.
+    ///   - split: which of its folders, `train` or `test`.
+    ///   - policy: `onMalformed:`, fail (default) or skip malformed file names.
     /// - Throws: `RecurError.io` naming a missing or unreadable folder or file;
     ///   `RecurError.malformed` naming the file for a malformed name (unless skipped).
     public static func read(root: String, split: Split, onMalformed policy: MalformedRowPolicy = .fail) throws -> IMDBReviews {

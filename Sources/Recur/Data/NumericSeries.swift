@@ -31,10 +31,11 @@ public struct NumericSeries: Sendable, Equatable {
     /// anything else (empty, `NA`, `nan`, hexadecimal) makes the row malformed.
     ///
     /// - Parameters:
+    ///   - path: the file to read.
     ///   - format: the file's layout (default CSV with a header).
     ///   - timestampColumn: the column to keep as `timestamps`, or `nil` for none.
     ///   - valueColumn: the numeric column.
-    ///   - onMalformed: fail (default) or skip rows with a bad value or wrong field count.
+    ///   - policy: `onMalformed:`, fail (default) or skip rows with a bad value or wrong field count.
     /// - Throws: `RecurError.io` when the file can't be read; `RecurError.malformed` with source
     ///   `path:line` for a malformed row (unless skipped), and with source `path` when every row
     ///   was malformed and skipped.

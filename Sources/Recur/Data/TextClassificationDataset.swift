@@ -75,8 +75,12 @@ extension TextClassificationDataset {
     /// ```
     ///
     /// - Parameters:
-    ///   - labels: how label strings become ids (default sorted).
-    ///   - onMalformed: fail (default) or skip rows with the wrong field count or, with
+    ///   - path: the file to read.
+    ///   - format: delimiter, header and quoting.
+    ///   - labelColumn: the column holding each example's label.
+    ///   - textColumn: the column holding each example's text.
+    ///   - mapping: `labels:`, how label strings become ids (default sorted).
+    ///   - policy: `onMalformed:`, fail (default) or skip rows with the wrong field count or, with
     ///     `.explicit` labels, an unknown label.
     /// - Throws: `RecurError.io` when the file can't be read; `RecurError.malformed` with source
     ///   `path:line` for a malformed row (unless skipped) and for an unterminated quote (always),
@@ -204,7 +208,7 @@ extension TextClassificationDataset {
     ///
     /// - Parameters:
     ///   - classFiles: class name and file path, in class id order.
-    ///   - onMalformed: fail (default) or skip empty and whitespace-only lines, which hold no
+    ///   - policy: `onMalformed:`, fail (default) or skip empty and whitespace-only lines, which hold no
     ///     example.
     /// - Throws: `RecurError.io` when a file can't be read; `RecurError.malformed` with source
     ///   `path:line` for an empty line (unless skipped), and with source `path` for a file with no

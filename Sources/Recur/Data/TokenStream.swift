@@ -37,6 +37,7 @@ extension TokenStream {
     /// included (`CharacterTokenizer`). A file that is not valid UTF-8 is read as Windows-1252.
     ///
     /// - Parameters:
+    ///   - path: the text file to read.
     ///   - lowercases: lowercase the text first (default `false`).
     ///   - vocabulary: encode with this vocabulary (a trained model's); `nil` fits one to the
     ///     text (see `Vocabulary.init(fitting:numWords:)` for the id order).
@@ -84,6 +85,8 @@ extension TokenStream {
     /// and leave no token). A file that is not valid UTF-8 is read as Windows-1252.
     ///
     /// - Parameters:
+    ///   - path: the text file to read.
+    ///   - tokenizer: splits the text into words (Keras's `Tokenizer` defaults).
     ///   - vocabulary: encode with this vocabulary; `nil` fits one to the text.
     ///   - numWords: when fitting, keep the ids below this (padding and OOV included).
     public static func words(

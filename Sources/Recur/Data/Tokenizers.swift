@@ -16,7 +16,7 @@ public protocol Tokenizer: Sendable {
 ///   for paragraphs, separate words when `removesLineBreakTags` is set (the default). Filtering
 ///   alone would leave a word `br` wherever a paragraph ends.
 public struct WordTokenizer: Tokenizer, Equatable {
-    /// Keras's default filters: ``!"#$%&()*+,-./:;<=>?@[\]^_`{|}~`` plus tab and newline.
+    /// Keras's default filters: `!"#$%&()*+,-./:;<=>?@[\]^_{|}~`, the backtick, tab and newline.
     public static let kerasFilters = "!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n"
 
     /// Whether the text is lowercased before splitting (Keras `lower=True`).

@@ -68,8 +68,10 @@ public struct Vocabulary: Sendable, Equatable, CustomStringConvertible {
     /// and the second already has id 1. (Keras would count a literal `<OOV>` word, and then give
     /// it two ids.)
     ///
-    /// - Parameter numWords: keep the ids below this, padding and OOV included (at least 2);
-    ///   `nil` keeps every word.
+    /// - Parameters:
+    ///   - sequences: the tokenised texts whose tokens are counted.
+    ///   - numWords: keep the ids below this, padding and OOV included (at least 2);
+    ///     `nil` keeps every word.
     /// - Throws: `RecurError.invalidArgument` when `numWords` is below 2.
     public init<Sequences: Sequence>(fitting sequences: Sequences, numWords: Int? = nil) throws
     where Sequences.Element: Sequence, Sequences.Element.Element == String {

@@ -38,9 +38,24 @@ public struct AddingProblemExperiment {
         /// A global gradient norm above this counts as exploding (logged once per run).
         public var explosionThreshold: Float
 
+        /// Each parameter but `flowSnapshots` sets the property of the same name.
         /// - Parameters:
+        ///   - cell: the cell trained.
+        ///   - steps: T, the sequence length.
+        ///   - hiddenSize: H.
+        ///   - batchSize: B, sequences per training step.
+        ///   - trainingSteps: optimizer steps, one fresh batch each.
+        ///   - learningRate: Adam's learning rate.
+        ///   - clipNorm: global-norm clipping to this norm; nil trains without.
+        ///   - initialization: the recurrent layer's initialisation.
+        ///   - recurrentScale: multiplies W_hh after initialisation; nil leaves it.
+        ///   - seed: seeds the parameters and the batches.
+        ///   - flowSteps: the training steps after which the gradient flow is recorded.
         ///   - flowSnapshots: how many evenly spaced training points record the gradient flow
         ///     (the first step and the last included), when `flowSteps` is not given.
+        ///   - evaluationSize: sequences in the held-out batch.
+        ///   - solvedFactor: how many times below the baseline MSE counts as solved.
+        ///   - explosionThreshold: a global gradient norm above this counts as exploding.
         public init(cell: RecurrentCell, steps: Int, hiddenSize: Int = 32, batchSize: Int = 32,
                     trainingSteps: Int = 500, learningRate: Float = 1e-2, clipNorm: Float? = nil,
                     initialization: RecurrentInitialization = .pytorch, recurrentScale: Float? = nil,

@@ -23,9 +23,14 @@ public struct Comparison: Sendable, CustomStringConvertible {
 
     /// Compares `actual` with `expected` element by element. A count mismatch or a non-finite
     /// value where the reference is finite counts as an infinite error.
-    /// - Parameter scaleFloor: the error is relative to max(max |expected|, scaleFloor), so a
-    ///   reference smaller than that (all zeros above all) is compared absolutely; the default
-    ///   keeps the error relative at every scale.
+    /// - Parameters:
+    ///   - name: names the compared values in a report.
+    ///   - actual: the computed values.
+    ///   - expected: the reference values.
+    ///   - tolerance: the largest relative error that passes.
+    ///   - scaleFloor: the error is relative to max(max |expected|, scaleFloor), so a
+    ///     reference smaller than that (all zeros above all) is compared absolutely; the default
+    ///     keeps the error relative at every scale.
     public init(_ name: String, actual: [Float], expected: [Double], tolerance: Double,
                 scaleFloor: Double = Double.leastNormalMagnitude) {
         self.name = name

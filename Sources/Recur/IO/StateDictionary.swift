@@ -11,8 +11,11 @@ public enum StateDictionary {
     /// rejected instead of half-loaded. Values are converted to float32 (F32, F64, F16 and BF16
     /// are accepted). Nothing is copied unless every check passes.
     /// - Parameters:
-    ///   - optionalNames: parameter names that may be absent (PyTorch's `bias=False`); they are
-    ///     set to 0.
+    ///   - parameters: the model's parameters, whose values are overwritten.
+    ///   - file: the state dictionary to read.
+    ///   - prefix: prepended to every parameter name to find its tensor (`model.` in a checkpoint).
+    ///   - optionalNames: `allowingAbsent:`, parameter names that may be absent (PyTorch's
+    ///     `bias=False`); they are set to 0.
     ///   - isParameterEntry: which of the file's names hold parameters (all by default); a file
     ///     that also stores other tensors, such as a test fixture's inputs, narrows it.
     /// - Returns: the names of the parameters that were absent.

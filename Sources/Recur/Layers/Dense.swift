@@ -35,9 +35,12 @@ public final class Dense {
 
     /// Makes the layer with initialised parameters and zero gradients on `backend`.
     /// - Parameters:
+    ///   - inputSize: I, the features of the input's last axis.
+    ///   - outputSize: O.
     ///   - activation: default `.identity`.
     ///   - initialization: default `.pytorch`.
     ///   - seed: seeds the initial parameters (`SeededRandom`), the same values on every backend.
+    ///   - backend: the device that holds the parameters and runs the layer.
     public init(inputSize: Int, outputSize: Int, activation: Activation = .identity,
                 initialization: DenseInitialization = .pytorch, seed: UInt64 = 0, backend: any Backend) throws {
         for (name, size) in [("inputSize", inputSize), ("outputSize", outputSize)] where size < 1 {

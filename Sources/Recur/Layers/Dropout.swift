@@ -19,6 +19,7 @@ public final class Dropout {
     /// - Parameters:
     ///   - probability: p, the chance that an element is dropped, in [0, 1).
     ///   - seed: seeds the masks' stream.
+    ///   - backend: the device the layer runs on.
     public init(probability: Float, seed: UInt64 = 0, backend: any Backend) throws {
         guard probability >= 0, probability < 1 else {
             throw RecurError.invalidArgument(

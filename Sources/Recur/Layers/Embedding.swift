@@ -35,9 +35,12 @@ public final class Embedding {
 
     /// Makes the table, initialised, with a zero gradient on `backend`.
     /// - Parameters:
+    ///   - vocabularySize: V, the ids the table holds a row for.
+    ///   - embeddingSize: D, the width of each row.
     ///   - paddingIndex: default 0; nil for none.
     ///   - initialization: default `.pytorch`.
     ///   - seed: seeds the initial table (`SeededRandom`), the same values on every backend.
+    ///   - backend: the device that holds the table and runs the layer.
     public init(vocabularySize: Int, embeddingSize: Int, paddingIndex: Int32? = 0,
                 initialization: EmbeddingInitialization = .pytorch, seed: UInt64 = 0, backend: any Backend) throws {
         let operation = "Embedding.init"

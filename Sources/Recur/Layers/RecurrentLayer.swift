@@ -115,7 +115,20 @@ public final class RecurrentLayer {
 
     /// Makes the stack with initialised parameters and zero gradients on `backend`.
     /// - Parameters:
+    ///   - cell: the cell every layer-direction runs.
+    ///   - inputSize: I, the features of each input step.
+    ///   - hiddenSize: H.
+    ///   - layerCount: L, stacked layers (PyTorch's `num_layers`).
+    ///   - bidirectional: add a reverse-direction scan to every layer (D = 2).
+    ///   - dropout: see ``dropout``.
+    ///   - inputDropout: see ``inputDropout``.
+    ///   - recurrentDropout: see ``recurrentDropout``.
+    ///   - cellClip: see ``cellClip``; LSTM only.
+    ///   - returnSequences: see ``returnSequences``.
+    ///   - batchFirst: see ``batchFirst``.
+    ///   - initialization: PyTorch's uniform ±1/√H (default) or Keras's initialisers.
     ///   - seed: seeds the initial parameters and, through a derived stream, the dropout masks.
+    ///   - backend: the device that holds the parameters and runs the scans.
     public init(cell: RecurrentCell, inputSize: Int, hiddenSize: Int, layerCount: Int = 1,
                 bidirectional: Bool = false, dropout: Float = 0, inputDropout: Float = 0,
                 recurrentDropout: Float = 0, cellClip: Float? = nil, returnSequences: Bool = true,

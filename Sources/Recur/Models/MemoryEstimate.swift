@@ -234,6 +234,7 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
     /// the device's free memory, its largest allocation, or the host's available memory (with the
     /// device's bytes added where the device's buffers are host memory).
     /// - Parameters:
+    ///   - availability: the memory the device and the host have free.
     ///   - operation: names the request in the message (`recur train`, `Benchmark.measure`).
     ///   - advice: what to lower, appended to the message (`lower --hidden or --batch-size`).
     public func check(against availability: MemoryAvailability, operation: String, advice: String? = nil) throws {

@@ -291,7 +291,9 @@ extension Predictor {
         private var sawFirstRow = false
         private let source: String
 
-        /// - Parameter source: names the input in errors (a path, or "stdin").
+        /// - Parameters:
+        ///   - predictor: the forecaster whose recorded column and header the lines follow.
+        ///   - source: names the input in errors (a path, or "stdin").
         public init(for predictor: Predictor, source: String) {
             valueColumn = predictor.source.valueColumn
             hasHeader = predictor.source.hasHeader

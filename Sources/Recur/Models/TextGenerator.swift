@@ -71,6 +71,8 @@ public struct TextGenerator {
 
     /// Continues `prime` with `length` sampled tokens.
     /// - Parameters:
+    ///   - prime: the text the model reads first; the generated tokens continue it.
+    ///   - length: the tokens to sample, at most ``maximumLength``.
     ///   - temperature: divides the logits before the softmax: below 1 sharpens the distribution,
     ///     above 1 flattens it; must be positive.
     ///   - topK: sample only among the k most likely tokens; nil samples from all.

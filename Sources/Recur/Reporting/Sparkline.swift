@@ -14,6 +14,7 @@ public enum Sparkline {
     /// the mean of its drawable values. A bucket with none (NaN, infinity, or ≤ 0 on a log
     /// scale) is drawn as `·`; a constant series at the middle level.
     /// - Parameters:
+    ///   - values: the series to draw.
     ///   - width: the most characters; nil draws one per value.
     ///   - logScale: place levels by log10 of the values (for losses and gradient norms that
     ///     span decades).

@@ -41,9 +41,11 @@ public struct Baseline: Sendable, Equatable {
 
     /// The baselines of `task` on `evaluated`.
     /// - Parameters:
+    ///   - task: the model's task, which decides the baselines.
     ///   - classCount: K, the model's output size for tag and lm (ids 1 ..< K, 0 being padding),
     ///     the number of classes for classify (2 for one logit); unused for forecast.
     ///   - training: where class and token frequencies come from.
+    ///   - evaluated: `on:`, the split the baselines are scored on.
     ///   - scale: multiplies forecast errors, as `Trainer.errorScale` multiplies `mae`.
     ///   - season: forecast: the season length m in steps; adds the seasonal naive forecast
     ///     where the windows hold at least one season (T ≥ m).

@@ -33,6 +33,7 @@ public struct LearningRateSchedule: Sendable, Equatable, Codable {
 
     /// Step decay, PyTorch's `StepLR`: lr(s) = learningRate · factor^⌊s / stepSize⌋.
     /// - Parameters:
+    ///   - learningRate: the rate until the first decay.
     ///   - stepSize: steps between decays, at least 1.
     ///   - factor: PyTorch's `gamma`, in (0, 1]. Default 0.1, as PyTorch.
     public static func stepDecay(learningRate: Float, stepSize: Int, factor: Float = 0.1) throws
@@ -51,6 +52,7 @@ public struct LearningRateSchedule: Sendable, Equatable, Codable {
     /// lr(s) = minimum + (learningRate − minimum) · (1 + cos(π · min(s, S) / S)) / 2 for S =
     /// totalSteps, so it stays at `minimum` after S steps rather than rising again.
     /// - Parameters:
+    ///   - learningRate: the rate at step 0.
     ///   - totalSteps: S, at least 1.
     ///   - minimum: the final rate, at most `learningRate`. Default 0.
     public static func cosine(learningRate: Float, totalSteps: Int, minimum: Float = 0) throws

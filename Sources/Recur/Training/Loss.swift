@@ -14,12 +14,16 @@ public enum Loss: Sendable, Equatable, Codable {
 
     /// Computes the loss of `output` against `targets`.
     /// - Parameters:
-    ///   - loss: receives the mean loss at `index` (a running tensor of per-step losses, read back
-    ///     when the caller chooses).
-    /// - Returns: dL/d output, a new tensor shaped like `output`.
+    ///   - output: the model's output: logits for the cross-entropies, predictions for MSE.
+    ///   - targets: float targets shaped like `output` (sigmoid, MSE), or int32 class ids, one per
+    ///     row of `output` (softmax).
     ///   - weights: per-example weights for the cross-entropies (one per element of a sigmoid
     ///     output, one per row of a softmax output): the loss becomes Σ w_i ℓ_i / Σ w_i. Mean
     ///     squared error takes none.
+    ///   - loss: receives the mean loss at `index` (a running tensor of per-step losses, read back
+    ///     when the caller chooses).
+    ///   - index: the element of `loss` to write.
+    /// - Returns: dL/d output, a new tensor shaped like `output`.
     public func evaluate(output: Tensor, targets: Tensor, weights: Tensor? = nil, loss: Tensor, at index: Int) throws
         -> Tensor
     {

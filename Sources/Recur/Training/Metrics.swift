@@ -71,8 +71,11 @@ public struct MetricSums: Sendable, Equatable, Codable {
 
     /// Adds one batch: its mean loss, and its outputs against its targets.
     /// - Parameters:
+    ///   - loss: the batch's mean loss.
     ///   - outputs: the model's outputs: logits `[B, 1]` or `[B, K]`, `[T, B, K]` for tagging and
     ///     language models, forecasts `[B, K]`.
+    ///   - targets: the batch's targets.
+    ///   - task: the model's task, which decides how outputs are scored.
     ///   - lossWeight: the batch's total class weight Σ w_{y_i} when the loss is weighted by
     ///     class: the batch's loss then counts with it instead of its example count, so that the
     ///     pass's loss is Σ_b W_b L_b / Σ_b W_b = Σ w_{y_i} ℓ_i / Σ w_{y_i} over all its examples.

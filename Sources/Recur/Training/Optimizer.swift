@@ -46,6 +46,7 @@ public protocol Optimizer: AnyObject {
     var slots: OptimizerSlots { get }
     /// Updates one parameter in place from its gradient.
     /// - Parameters:
+    ///   - parameter: the parameter to update, with its gradient.
     ///   - state: the parameter's state tensors, in `slotNames` order, shaped like it.
     ///   - step: the parameter's update count including this one (1 on its first update).
     ///   - learningRate: the learning rate of this step.

@@ -189,8 +189,11 @@ public final class Trainer {
     /// Continues the run saved in `checkpoint`: model, optimizer state, AutoClip record and
     /// progress as they were when it was written.
     /// - Parameters:
+    ///   - checkpoint: the run to continue (`Checkpoint(contentsOf:)` of its `last.safetensors`).
     ///   - epochs: a new total number of epochs (to train longer than first planned); nil keeps it.
     ///   - checkpointEverySteps: a new interval of mid-epoch checkpoints; nil keeps the recorded one.
+    ///   - backend: the device to continue on, which may differ from the one the run started on.
+    ///   - communicator: the processes training together (one by default).
     public init(resumingFrom checkpoint: Checkpoint, epochs: Int? = nil, checkpointEverySteps: Int? = nil,
                 backend: any Backend, communicator: any TrainingCommunicator = LocalCommunicator()) throws {
         var configuration = checkpoint.configuration
