@@ -15,14 +15,18 @@ public struct Checkpoint: Sendable {
     /// The `recur.format` metadata value of this layout.
     public static let format = "recur-checkpoint-1"
 
+    /// The model's architecture (metadata `recur.model`).
     public var specification: ModelSpecification
+    /// How the run trains (metadata `recur.training`).
     public var configuration: TrainingConfiguration
+    /// Where the run stood when this was written (metadata `recur.progress`).
     public var progress: TrainingProgress
     /// Parameter values by name (without the `model.` prefix).
     public var parameters: [String: (shape: Shape, values: [Float])]
     /// Optimizer state tensors by name (without the `optimizer.` prefix): float32 slots and
     /// int32 step counts.
     public var optimizerFloats: [String: (shape: Shape, values: [Float])]
+    /// The optimizer's update counts by name (`<parameter>.step`, `step`).
     public var optimizerCounts: [String: Int32]
     /// The caller's metadata (a vocabulary, the data's description); keys outside `recur.`.
     public var metadata: [String: String]

@@ -17,10 +17,13 @@ public enum DenseInitialization: String, Sendable, CaseIterable, Codable {
 /// Parameters use PyTorch's names and layout: `weight` `[O, I]`, `bias` `[O]`. `backward`
 /// accumulates (+=) into their gradients until `zeroGradients()`.
 public final class Dense {
+    /// I: features of the input's last axis.
     public let inputSize: Int
+    /// O: features of the output's last axis.
     public let outputSize: Int
     /// f, applied to x Wᵀ + b. Default identity (logits for a loss that takes logits).
     public let activation: Activation
+    /// The device that holds the parameters and runs the layer.
     public let backend: any Backend
 
     /// W: `[O, I]`.

@@ -11,6 +11,7 @@
 public final class Dropout {
     /// p, in [0, 1).
     public let probability: Float
+    /// The device the masks are uploaded to and the layer runs on.
     public let backend: any Backend
     private var random: SeededRandom
     /// The mask of the last training forward; nil after an inference forward (or with p = 0).

@@ -24,6 +24,7 @@ public final class Embedding {
     public let embeddingSize: Int
     /// The id that pads sequences (Keras's and `Vocabulary`'s 0), or nil. Default 0.
     public let paddingIndex: Int32?
+    /// The device that holds the table and runs the layer.
     public let backend: any Backend
 
     /// The table `[V, D]`.

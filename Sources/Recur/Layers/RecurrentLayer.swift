@@ -8,8 +8,11 @@
 
 /// A parameter tensor, its gradient (same shape, accumulated by `backward`), and its name.
 public struct NamedParameter: Sendable {
+    /// The PyTorch state-dict name (`weight_ih_l0`, `1.weight_ih_l0` inside a `Sequential`).
     public let name: String
+    /// The parameter itself, which the optimizer updates in place.
     public let value: Tensor
+    /// dL/d value, the same shape; `backward` passes add into it.
     public let gradient: Tensor
 
     public init(name: String, value: Tensor, gradient: Tensor) {
@@ -66,11 +69,15 @@ public struct RecurrentInputGradient: Sendable {
 /// direction; I_0 = I and I_k = D * H above. `backward` accumulates (+=) into their gradients
 /// until `zeroGradients()`.
 public final class RecurrentLayer {
+    /// The cell every layer-direction runs.
     public let cell: RecurrentCell
+    /// I: features of each input step.
     public let inputSize: Int
+    /// H: hidden units per direction.
     public let hiddenSize: Int
     /// L (PyTorch's `num_layers`).
     public let layerCount: Int
+    /// Whether each layer also scans the sequence backwards (D = 2).
     public let bidirectional: Bool
     /// Inverted dropout on the output of every layer but the last, a fresh mask per element of
     /// `[T, B, D * H]` (PyTorch's `dropout`). Training only.
@@ -93,6 +100,7 @@ public final class RecurrentLayer {
     /// Input and `returnSequences` output are `[B, T, F]` instead of `[T, B, F]`. States stay
     /// `[L * D, B, H]` as in PyTorch.
     public let batchFirst: Bool
+    /// The device that holds the parameters and runs the scans.
     public let backend: any Backend
 
     /// D: 2 when bidirectional, else 1.

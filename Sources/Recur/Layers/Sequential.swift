@@ -59,7 +59,9 @@ public enum SequentialLayer {
 /// (dropout) still take an index. Every recurrent layer receives the batch's sequence lengths,
 /// given or computed from the embedding's padding.
 public final class Sequential {
+    /// The layers in the order `forward` runs them; the index is the first part of each parameter name.
     public let layers: [SequentialLayer]
+    /// The device every layer runs on.
     public let backend: any Backend
     /// Whether the last forward started from ids (so backward ends in the embedding).
     private var startedFromIDs = false

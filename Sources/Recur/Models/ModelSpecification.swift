@@ -42,6 +42,7 @@ public enum ModelInitialization: String, Sendable, CaseIterable, Codable {
 /// `1.weight_ih_l0`, `2.weight` or `3.weight`) follow PyTorch's `nn.Sequential` numbering of
 /// the layers that exist.
 public struct ModelSpecification: Sendable, Equatable, Codable {
+    /// What the model predicts; decides the layers, the loss and the metrics.
     public var task: ModelTask
     /// V: ids the embedding knows (padding 0 and OOV 1 included); nil for `forecast`.
     public var vocabularySize: Int?
@@ -49,9 +50,13 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
     public var embeddingSize: Int?
     /// Features per time step of a float input (`forecast`); nil otherwise.
     public var inputFeatures: Int?
+    /// The recurrent cell.
     public var cell: RecurrentCell
+    /// H: hidden units per direction.
     public var hiddenSize: Int
+    /// L: stacked recurrent layers.
     public var layerCount: Int
+    /// Whether the recurrent layers also scan backwards (D = 2).
     public var bidirectional: Bool
     /// Keras's `dropout`: one mask per sequence on the recurrent layer's input.
     public var inputDropout: Float

@@ -19,6 +19,7 @@ import Darwin
 public struct Predictor {
     /// One text's class: the most probable and every class's probability.
     public struct Classification: Sendable, Equatable {
+        /// The most probable class.
         public var label: String
         /// Class name to probability: the sigmoid of the one logit of a two-class model (the
         /// second class's; the first has 1 − p), else the softmax of the logits.
@@ -29,10 +30,13 @@ public struct Predictor {
     /// once when the caller gives no batch size: memory stays bounded by it, not by the input.
     public static let defaultBatchSize = 64
 
+    /// The model's architecture, from the checkpoint.
     public let specification: ModelSpecification
+    /// The model with the checkpoint's weights.
     public let model: Sequential
     /// How the training data was read: tokenizer, sequence length, padding, horizon, columns.
     public let source: DataSource
+    /// The ids of the input tokens (classifier and tagger).
     public let vocabulary: Vocabulary?
     /// Class names in label order (classifier).
     public let classNames: [String]
@@ -45,6 +49,7 @@ public struct Predictor {
     /// Sequences per forward pass.
     public var batchSize: Int
 
+    /// What the model predicts.
     public var task: ModelTask { specification.task }
     /// T: the longest text a classifier reads (longer ones are truncated as in training), the
     /// tokens a tagger reads at once, the values a forecaster reads.

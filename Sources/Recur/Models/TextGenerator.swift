@@ -13,7 +13,9 @@ import Darwin
 /// Generates text from a `ModelTask.lm` model: Embedding → unidirectional RecurrentLayer →
 /// [Dropout] → Dense(V).
 public struct TextGenerator {
+    /// The language model: Embedding → recurrent → [Dropout] → Dense(V).
     public let model: Sequential
+    /// The ids of the tokens, as in training.
     public let vocabulary: Vocabulary
     /// Whether tokens are characters (joined as they are) or words (joined with spaces).
     public let tokenizer: DataSource.TokenizerKind

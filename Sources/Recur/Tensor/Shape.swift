@@ -1,11 +1,14 @@
 /// The dimensions of a tensor, outermost first. Sequences are time-major: `[T, B, F]`.
 public struct Shape: Hashable, Sendable, ExpressibleByArrayLiteral, CustomStringConvertible {
+    /// The size of each axis, outermost first.
     public var dimensions: [Int]
 
+    /// A shape with these dimensions, outermost first.
     public init(_ dimensions: [Int]) {
         self.dimensions = dimensions
     }
 
+    /// A shape written as a literal: `let shape: Shape = [T, B, H]`.
     public init(arrayLiteral elements: Int...) {
         self.dimensions = elements
     }
@@ -23,7 +26,9 @@ public struct Shape: Hashable, Sendable, ExpressibleByArrayLiteral, CustomString
         }
         return count
     }
+    /// Number of axes (0 for a scalar).
     public var rank: Int { dimensions.count }
+    /// The size of axis `axis`, counted from the outermost (0).
     public subscript(axis: Int) -> Int { dimensions[axis] }
 
     /// Whether every dimension is positive (a zero-sized tensor is never a valid operand).
@@ -37,6 +42,7 @@ public enum DType: Sendable, Hashable, CustomStringConvertible {
     case float32
     case int32
 
+    /// Bytes per element.
     public var byteSize: Int { 4 }
     public var description: String {
         switch self {

@@ -9,9 +9,13 @@ public protocol DeviceBuffer: AnyObject, Sendable {
 /// A tensor is a handle: copying it shares the storage. Views into larger buffers are expressed
 /// by element offsets on the operations that need them (GEMM, copy), not by the tensor itself.
 public final class Tensor: @unchecked Sendable, CustomStringConvertible {
+    /// The dimensions, outermost first (sequences time-major, `[T, B, F]`).
     public let shape: Shape
+    /// `float32` for values, `int32` for token ids and lengths.
     public let dtype: DType
+    /// The storage on the device; shared by copies of this tensor.
     public let buffer: any DeviceBuffer
+    /// The backend that owns the storage; only its ops accept this tensor.
     public let backend: any Backend
 
     /// Made by backends only: use `backend.zeros(_:)`, `backend.upload(_:shape:)` and friends.
@@ -24,6 +28,7 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
         self.backend = backend
     }
 
+    /// Number of elements.
     public var count: Int { shape.count }
 
     public var description: String { "Tensor(\(dtype) \(shape) on \(backend.deviceName))" }

@@ -12,9 +12,13 @@
 public class Adam: Optimizer {
     public let backend: any Backend
     public var learningRate: Float
+    /// β1: decay of the first-moment (mean) estimate m.
     public let beta1: Float
+    /// β2: decay of the second-moment estimate v.
     public let beta2: Float
+    /// ε, added after the square root of v̂.
     public let epsilon: Float
+    /// L2 penalty added to the gradient (decoupled from it in `AdamW`).
     public let weightDecay: Float
     /// true for AdamW: the decay shrinks the parameter instead of entering the gradient.
     public let decoupledWeightDecay: Bool

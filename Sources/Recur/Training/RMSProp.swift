@@ -12,9 +12,13 @@
 public final class RMSProp: Optimizer {
     public let backend: any Backend
     public var learningRate: Float
+    /// α: decay of the running mean of squared gradients s.
     public let alpha: Float
+    /// ε, added after the square root of s.
     public let epsilon: Float
+    /// L2 penalty added to the gradient.
     public let weightDecay: Float
+    /// Momentum on the scaled gradient; 0 for none.
     public let momentum: Float
     public let slots = OptimizerSlots()
 

@@ -13,9 +13,13 @@
 public final class SGD: Optimizer {
     public let backend: any Backend
     public var learningRate: Float
+    /// μ: how much of the previous update the momentum buffer keeps; 0 for plain SGD.
     public let momentum: Float
+    /// Scales the new gradient's share of the momentum buffer by 1 − dampening.
     public let dampening: Float
+    /// L2 penalty added to the gradient.
     public let weightDecay: Float
+    /// Whether the step looks ahead along the momentum (Nesterov).
     public let nesterov: Bool
     public let slots = OptimizerSlots()
 

@@ -140,13 +140,21 @@ public enum TrainingEvent: Sendable {
 /// on the CPU backend the resumed run's losses equal those of a run never stopped, because each
 /// epoch's order depends only on (seed, epoch) and each step's dropout masks only on (seed, step).
 public final class Trainer {
+    /// The architecture `model` was built from.
     public let specification: ModelSpecification
+    /// How the run trains; a resumed run may have raised the epoch total or changed the checkpoint interval.
     public private(set) var configuration: TrainingConfiguration
+    /// The model being trained.
     public let model: Sequential
+    /// The optimizer `configuration.optimizer` describes, with its state.
     public let optimizer: any Optimizer
+    /// Measures, checks and clips the gradients of every step.
     public let clipper: GradientClipper
+    /// The processes training together; `LocalCommunicator` for one.
     public let communicator: any TrainingCommunicator
+    /// The device the model runs on.
     public var backend: any Backend { model.backend }
+    /// Where the run stands: epoch, step, early stopping; saved in every checkpoint.
     public private(set) var progress: TrainingProgress
     /// Where checkpoints and the log go; nil writes none.
     public var checkpointDirectory: String?

@@ -39,9 +39,11 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
     public var epochs: Int
     /// Examples per optimizer step, over all processes (each of N processes takes batchSize / N).
     public var batchSize: Int
+    /// The optimizer and its hyper-parameters.
     public var optimizer: OptimizerSpecification
     /// The learning rate by step; nil keeps the optimizer's.
     public var schedule: LearningRateSchedule?
+    /// How gradients are limited before each step (`.none` measures only).
     public var clipping: GradientClipping
     /// What a NaN or infinity in the loss or a gradient does: stop with an error naming the step
     /// and the first bad parameter, or skip that update and go on.

@@ -25,6 +25,7 @@ public final class CPUBackend: Backend {
     /// writing it poisons the result.
     let poisonsUninitialized: Bool
 
+    /// A backend on the host. `DeviceSpecification.cpu.makeBackend()` gives one shared instance.
     public init() {
         scanSplitMinimumWork = defaultScanSplitMinimumWork
         scanPartLimit = Self.coreCount
