@@ -205,6 +205,16 @@ struct ExportTests {
         let recorded = try #require(file.metadata[PyTorchExport.specificationKey])
         #expect(try ModelSpecification(json: recorded, source: "test") == specification)
         #expect(file.metadata[RecordedData.sourceKey] == saved.metadata[RecordedData.sourceKey])
+
+        // And back: the file loads into a model of the same specification (another seed), which
+        // then holds the exported values.
+        var other = specification
+        other.seed = 10
+        let model = try other.makeModel(backend: TestBackends.cpu)
+        try StateDictionary.load(model.parameters, from: file)
+        for parameter in model.parameters {
+            #expect(try parameter.value.toArray() == saved.parameters[parameter.name]?.values, "\(parameter.name)")
+        }
     }
 
     @Test func recurExportWritesBothFormats() throws {

@@ -79,6 +79,21 @@ struct PredictCommandTests {
         let tags = jsonLines(run.stdout).map { $0["tags"] as? [String] }
         #expect(tags.map { $0?.count } == [3, 0, 8, 1], "\(run.stdout)")
         #expect(tags.compactMap { $0 }.joined().allSatisfy { ["DT", "NN", "VB"].contains($0) }, "\(run.stdout)")
+
+        // --probabilities: every tag id's (padding, out-of-vocabulary, DT, NN, VB) at each token,
+        // the printed tag the most probable real one.
+        let withProbabilities = try runRecur(["predict", "--device", "cpu", "--checkpoint", checkpoint, "--probabilities"],
+                                             in: folder.path, input: lines.joined(separator: "\n") + "\n")
+        #expect(withProbabilities.status == 0, "\(withProbabilities.stderr)")
+        let objects = jsonLines(withProbabilities.stdout)
+        #expect(objects.map { $0["tags"] as? [String] } == tags)
+        for object in objects {
+            let steps = object["probabilities"] as? [[Double]] ?? []
+            #expect(steps.count == (object["tags"] as? [String])?.count)
+            for step in steps {
+                #expect(step.count == 5 && abs(step.reduce(0, +) - 1) < 1e-9)
+            }
+        }
     }
 
     @Test func forecasterPrintsTheNextValuesAsCSV() throws {
