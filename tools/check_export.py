@@ -1,7 +1,7 @@
 """Checks `recur export` against `recur predict`: for every cell and task `recur train` offers,
 trains a tiny model for one epoch on generated data, exports it, and compares
 
-- ONNX Runtime's outputs on the exported ONNX graph, and
+- ONNX Runtime's outputs on the exported ONNX graph (which the ONNX checker must pass), and
 - PyTorch's outputs on the exported state dict, loaded by the README's snippet (when torch is
   importable; otherwise it says so and skips),
 
@@ -27,6 +27,7 @@ import sys
 import tempfile
 
 import numpy as np
+import onnx
 import onnxruntime
 
 ABSOLUTE_TOLERANCE = 1e-5
@@ -202,6 +203,8 @@ def forecast_windows(folder, steps):
 
 
 def check_onnx(name, task, path, lines, expected, tokenizer, windows):
+    # The ONNX checker first: the graph must be valid for its opset, not only runnable.
+    onnx.checker.check_model(onnx.load(path), full_check=True)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     metadata = metadata_of(session)
     feeds = {}
@@ -310,8 +313,8 @@ def main():
     except ImportError:
         snippet = None
         print("PyTorch round trip SKIPPED: torch is not importable here "
-              "(set RECUR_EXPORT_VENV to a virtual environment with torch, onnxruntime, numpy and safetensors)")
-    print(f"ONNX Runtime {onnxruntime.__version__}; tolerance |a - b| <= {ABSOLUTE_TOLERANCE} + "
+              "(set RECUR_EXPORT_VENV to a virtual environment with torch, onnx, onnxruntime, numpy and safetensors)")
+    print(f"ONNX {onnx.__version__}, ONNX Runtime {onnxruntime.__version__}; tolerance |a - b| <= {ABSOLUTE_TOLERANCE} + "
           f"{RELATIVE_TOLERANCE} |b|")
     rng = random.Random(7)
     passed = failed = 0

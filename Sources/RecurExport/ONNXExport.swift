@@ -48,7 +48,8 @@ public enum ONNXExport {
 
     /// The ONNX model of `checkpoint`.
     /// - Throws: `RecurError.invalidArgument` for a model the graph cannot express exactly, with
-    ///   the reason; `RecurError.malformed` for parameters missing from the checkpoint.
+    ///   the reason; `RecurError.malformed` for a parameter missing from the checkpoint, extra or
+    ///   of the wrong shape.
     public static func model(of checkpoint: Checkpoint) throws -> Onnx_ModelProto {
         var exporter = try GraphExporter(checkpoint: checkpoint)
         try exporter.build()
@@ -129,6 +130,7 @@ private struct GraphExporter {
     }
 
     init(checkpoint: Checkpoint) throws {
+        try checkParameters(of: checkpoint)
         specification = checkpoint.specification
         parameters = checkpoint.parameters
         let recorded = try RecordedData(metadata: checkpoint.metadata)

@@ -19,9 +19,12 @@ public enum PyTorchExport {
 
     /// Writes the state dict of `checkpoint` to `path` atomically.
     /// - Throws: `RecurError.invalidArgument` for a model PyTorch's modules cannot run (a GRU
-    ///   that resets before the recurrent product: `nn.GRU` only resets after it).
+    ///   that resets before the recurrent product: `nn.GRU` only resets after it);
+    ///   `RecurError.malformed` for a parameter missing from the checkpoint, extra or of the wrong
+    ///   shape.
     public static func write(_ checkpoint: Checkpoint, to path: String) throws {
         try checkExpressible(checkpoint.specification)
+        try checkParameters(of: checkpoint)
         var metadata = checkpoint.metadata
         metadata[specificationKey] = try checkpoint.specification.json()
         var writer = SafeTensorsWriter(metadata: metadata)
@@ -44,4 +47,11 @@ public enum PyTorchExport {
                     + "export it to ONNX instead (linear_before_reset = 0)")
         }
     }
+}
+
+/// Checks that `checkpoint` holds exactly the parameters its specification's model has, with
+/// their shapes, by loading them into that model on the CPU (`Checkpoint.restoreParameters`).
+/// - Throws: `RecurError.malformed` naming the first missing, extra or misshapen parameter.
+func checkParameters(of checkpoint: Checkpoint) throws {
+    _ = try checkpoint.makeModel(backend: CPUBackend())
 }

@@ -187,6 +187,18 @@ struct ExportTests {
         }) else { return }
         #expect(reason.contains("nn.GRU") && reason.contains("ONNX"))
         #expect(!FileManager.default.fileExists(atPath: folder.path + "/model.safetensors"))
+
+        // A checkpoint without one of its model's parameters, or with one of another shape.
+        var incomplete = try checkpoint(ModelSpecification(task: .tag, vocabularySize: 5, embeddingSize: 2, cell: .lstm,
+                                                           hiddenSize: 3, outputSize: 4))
+        incomplete.parameters["1.bias_hh_l0"] = nil
+        guard case .malformed(_, let missing)? = recurError({ _ = try ONNXExport.model(of: incomplete) }) else { return }
+        #expect(missing.contains("model.1.bias_hh_l0"))
+        incomplete.parameters["1.bias_hh_l0"] = ([5], [Float](repeating: 0.5, count: 5))
+        guard case .malformed(_, let misshapen)? = recurError({
+            try PyTorchExport.write(incomplete, to: folder.path + "/model.safetensors")
+        }) else { return }
+        #expect(misshapen.contains("model.1.bias_hh_l0 is [5]"))
     }
 
     @Test func pytorchStateDictHasSequentialNamesAndTheSpecification() throws {
