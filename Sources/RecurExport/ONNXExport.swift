@@ -6,11 +6,6 @@
 // Shape legend: B batch, T time steps, V vocabulary, D embedding width, H hidden units,
 // N directions (2 when bidirectional), G = gates * H, K outputs, F = N * H.
 
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import ONNX
 import Recur
 import SwiftProtobuf
@@ -162,6 +157,7 @@ private struct GraphExporter {
 
     // MARK: The graph
 
+    /// Adds the graph's inputs, nodes, initialisers and outputs to `builder`.
     mutating func build() throws {
         let spec = specification
         var x: String  // [T, B, I]
@@ -188,7 +184,7 @@ private struct GraphExporter {
             if isPrePadded { y = validStepsMoved(y, toFront: false) }
             y = builder.apply("Transpose", [y], attributes: [.ints("perm", [1, 0, 2])])  // [B, T, F]
             let logits = try dense(y, features: features)  // [B, T, K]
-            _ = builder.apply("Softmax", [logits], attributes: [.int("axis", -1)], output: "probabilities")
+            builder.apply("Softmax", [logits], attributes: [.int("axis", -1)], output: "probabilities")
             builder.addOutput("probabilities", .float, [.symbol("batch"), .symbol("steps"), .size(spec.outputSize)])
             return
         }
@@ -200,15 +196,15 @@ private struct GraphExporter {
         switch spec.task {
         case .classify:
             if spec.outputSize == 1 {
-                _ = builder.apply("Sigmoid", [logits], output: "probabilities")
+                builder.apply("Sigmoid", [logits], output: "probabilities")
             } else {
-                _ = builder.apply("Softmax", [logits], attributes: [.int("axis", -1)], output: "probabilities")
+                builder.apply("Softmax", [logits], attributes: [.int("axis", -1)], output: "probabilities")
             }
             builder.addOutput("probabilities", .float, [.symbol("batch"), .size(spec.outputSize)])
         case .forecast:
             // ŷ = c + s · z', the model's output read back in the series' units.
             let scaled = builder.apply("Mul", [logits, scaling!.scale])
-            _ = builder.apply("Add", [scaled, scaling!.center], output: "forecast")
+            builder.apply("Add", [scaled, scaling!.center], output: "forecast")
             builder.addOutput("forecast", .float, [.symbol("batch"), .size(spec.outputSize)])
         case .tag, .lm:
             preconditionFailure("taggers and language models return sequences")

@@ -84,6 +84,7 @@ struct ONNXGraphBuilder {
     }
 
     /// A one-output node; returns its output's name.
+    @discardableResult
     mutating func apply(_ operation: String, _ inputs: [String], attributes: [Onnx_AttributeProto] = [],
                         output: String? = nil) -> String {
         node(operation, inputs, outputs: output.map { [$0] }, attributes: attributes)[0]
