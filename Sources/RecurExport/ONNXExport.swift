@@ -33,10 +33,10 @@ import SwiftProtobuf
 /// The checkpoint's metadata (`recur.model`, `data.*`: vocabulary, classes, tags, source) goes
 /// into the model's `metadata_props`, so a deployment finds the vocabulary with the weights.
 public enum ONNXExport {
-    /// The operator set the graphs use. 14 is the first that has everything they need in its
-    /// current form (`Softmax` over one axis from 13, PyTorch's semantics; `RNN`, `GRU` and
-    /// `LSTM` last revised in 14; `ReverseSequence` from 10) and an old enough one that every
-    /// ONNX Runtime since 1.8 (2021), its mobile builds included, runs it.
+    /// The operator set the graphs use: 14 is where `RNN`, `GRU` and `LSTM` were last revised,
+    /// and it comes after `Softmax` changed to normalising over one axis (13, PyTorch's
+    /// semantics; `ReverseSequence` exists since 10). ONNX Runtime runs it since 1.8 (2021), so
+    /// older deployments load the models too.
     public static let opsetVersion: Int64 = 14
     /// The IR version that goes with opset 14 (ONNX 1.9).
     public static let irVersion: Int64 = 7
