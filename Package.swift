@@ -89,6 +89,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Recur", targets: ["Recur"]),
+        .library(name: "RecurExport", targets: ["RecurExport"]),
         .executable(name: "recur", targets: ["recur"]),
     ] + mpiProducts,
     dependencies: [
@@ -96,6 +97,7 @@ let package = Package(
         // `swift package generate-documentation` (tools/docs.sh); a command plugin, so it is
         // resolved but never built into `recur`, the library or the tests.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // MARK: C interop (no logic)
@@ -118,10 +120,18 @@ let package = Package(
             linkerSettings: clblastLinkerSettings,
             plugins: ["EmbedKernels"]
         ),
+        // MARK: Export: ONNX (through the generated ONNX messages) and PyTorch state dicts.
+        // In targets of their own, so the library builds without SwiftProtobuf.
+        .target(
+            name: "ONNX",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
+        .target(name: "RecurExport", dependencies: ["Recur", "ONNX"]),
         .executableTarget(
             name: "recur",
             dependencies: [
                 "Recur",
+                "RecurExport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ] + (buildsWithMPI ? ["RecurDistributed"] : []),
             // `recur train --distributed` compiles under RECUR_MPI (not canImport, which a module
@@ -134,7 +144,7 @@ let package = Package(
         // source and licence), so that the data tests need nothing beside the checkout.
         .testTarget(
             name: "RecurTests",
-            dependencies: ["Recur", "recur"],
+            dependencies: ["Recur", "RecurExport", "ONNX", "recur"],
             resources: [.copy("Fixtures"), .copy("Datasets")]
         ),
     ] + mpiTargets

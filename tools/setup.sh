@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what Recur needs on a Debian/Ubuntu machine that has the Swift toolchain:
 # the OpenCL ICD loader and headers, PoCL (an OpenCL device on the CPU), OpenBLAS, CLBlast, clinfo,
-# and Open MPI (for RecurDistributed; without it the package builds without that target).
+# Open MPI (for RecurDistributed; without it the package builds without that target), and
+# python3-venv (tools/check_export.sh makes a virtual environment with ONNX Runtime).
 # Safe to run again: packages already present are not reinstalled.
 set -euo pipefail
 
 packages=(ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libopenblas-dev libclblast-dev clinfo pkg-config
-          libopenmpi-dev openmpi-bin)
+          libopenmpi-dev openmpi-bin python3-venv)
 
 missing=()
 for package in "${packages[@]}"; do

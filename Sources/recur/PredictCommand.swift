@@ -9,19 +9,22 @@ import Glibc
 struct PredictCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "predict",
-        abstract: "Predict with a classifier, tagger or forecaster on new input.",
+        abstract: "Predict with a classifier, tagger, language model or forecaster on new input.",
         discussion: """
             Reads standard input, or --input, and encodes it as the training data was (tokenizer, \
             vocabulary, sequence length, padding, classes, standardisation, series transform: all \
             recorded in the checkpoint). Classifier: one text per line in, one JSON object per line out, \
             {"label":...,"probabilities":{...}}; a blank line gives {"error":"empty line"}. Tagger: \
             space-separated tokens per line in, {"tags":[...]} out with one tag per token; lines \
-            longer than the training length are tagged in pieces of that length. Lines are read, \
+            longer than the training length are tagged in pieces of that length; --probabilities \
+            adds "probabilities":[[...],...], every tag id's probability at each token. Language \
+            model: a text per line in, {"next":...,"probability":...} out, the most probable next \
+            token; --probabilities adds "probabilities":[...], every vocabulary id's. Lines are read, \
             predicted and written a batch at a time. Forecaster: the series in (the value column \
             and header of the training file, or one value per line), the next horizon values after \
             its last value out as CSV rows step,value, in the series' units whatever the transform \
             (--transform of recur train); only the last --max-length values are read \
-            and kept. Language models: use recur generate.
+            and kept. To continue a text token by token, use recur generate.
             """
     )
 
@@ -29,6 +32,7 @@ struct PredictCommand: ParsableCommand {
     @Option(help: "A checkpoint written by recur train (best.safetensors or last.safetensors).") var checkpoint: String
     @Option(help: "Read this file instead of standard input.") var input: String?
     @Option(help: "Lines (or pieces of a long tagged line) run through the model at once.") var batchSize = 64
+    @Flag(help: "Taggers and language models: also print every id's probability.") var probabilities = false
 
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
@@ -41,39 +45,60 @@ struct PredictCommand: ParsableCommand {
         var lines = try LineReader(path: input)
         defer { lines.close() }
         switch predictor.task {
-        case .classify, .tag:
+        case .classify, .tag, .lm:
             while true {
                 var batch: [String] = []
                 while batch.count < batchSize, let line = try lines.next() { batch.append(line) }
                 guard !batch.isEmpty else { break }
-                for line in try Self.predictions(of: batch, predictor) { print(line) }
+                for line in try Self.predictions(of: batch, predictor, probabilities: probabilities) { print(line) }
                 // Each batch is out before the next is read: a pipeline sees results as they come.
                 fflush(nil)
             }
         case .forecast:
             try forecast(predictor, lines: &lines)
-        case .lm:
-            break  // Predictor refuses language models.
         }
     }
 
-    /// One JSON line per line of `batch`.
-    static func predictions(of batch: [String], _ predictor: Predictor) throws -> [String] {
+    /// One JSON line per line of `batch`; `probabilities` adds every id's probability for
+    /// taggers and language models.
+    static func predictions(of batch: [String], _ predictor: Predictor, probabilities: Bool = false) throws -> [String] {
         if predictor.task == .tag {
-            return try predictor.predict(tokenLines: batch).map { tags in
-                "{\"tags\":[" + tags.map(quotedJSON).joined(separator: ",") + "]}"
+            let tags = try predictor.predict(tokenLines: batch)
+            guard probabilities else { return tags.map { "{\"tags\":" + jsonArray($0) + "}" } }
+            let distributions = try predictor.tagProbabilities(tokens: batch.map { $0.split(separator: " ").map(String.init) })
+            return zip(tags, distributions).map { tags, steps in
+                "{\"tags\":" + jsonArray(tags) + ",\"probabilities\":[" + steps.map(jsonArray).joined(separator: ",") + "]}"
             }
         }
-        // A blank line is no text to classify: it is answered as one, keeping the output in step
-        // with the input, rather than classified as a text of unknown words.
+        // A blank line is no text to classify or continue: it is answered as one, keeping the
+        // output in step with the input, rather than read as a text of unknown words.
         let isBlank = batch.map { $0.allSatisfy { $0 == " " || $0 == "\t" } }
         let texts = zip(batch, isBlank).filter { !$0.1 }.map(\.0)
+        let empty = #"{"error":"empty line"}"#
+        if predictor.task == .lm {
+            var distributions = try predictor.nextTokenProbabilities(texts: texts).makeIterator()
+            let tokens = predictor.vocabulary?.tokens ?? []
+            return isBlank.map { blank in
+                guard !blank, let distribution = distributions.next() else { return empty }
+                let best = distribution.indices.max { distribution[$0] < distribution[$1] } ?? 0
+                let line = "{\"next\":" + quotedJSON(tokens[best]) + ",\"probability\":" + JSONScalar.number(distribution[best]).text
+                return line + (probabilities ? ",\"probabilities\":" + jsonArray(distribution) : "") + "}"
+            }
+        }
         var classified = try predictor.predict(texts: texts).makeIterator()
         return isBlank.map { blank in
-            guard !blank, let result = classified.next() else { return #"{"error":"empty line"}"# }
+            guard !blank, let result = classified.next() else { return empty }
             let probabilities = predictor.classNames.map { ($0, JSONScalar.number(result.probabilities[$0] ?? .nan)) }
             return "{\"label\":" + quotedJSON(result.label) + ",\"probabilities\":" + jsonObject(probabilities) + "}"
         }
+    }
+
+    private static func jsonArray(_ strings: [String]) -> String {
+        "[" + strings.map(quotedJSON).joined(separator: ",") + "]"
+    }
+
+    private static func jsonArray(_ numbers: [Double]) -> String {
+        "[" + numbers.map { JSONScalar.number($0).text }.joined(separator: ",") + "]"
     }
 
     /// Reads the series, keeping only the values the model reads, and prints the forecast.

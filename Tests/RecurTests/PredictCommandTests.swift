@@ -79,6 +79,21 @@ struct PredictCommandTests {
         let tags = jsonLines(run.stdout).map { $0["tags"] as? [String] }
         #expect(tags.map { $0?.count } == [3, 0, 8, 1], "\(run.stdout)")
         #expect(tags.compactMap { $0 }.joined().allSatisfy { ["DT", "NN", "VB"].contains($0) }, "\(run.stdout)")
+
+        // --probabilities: every tag id's (padding, out-of-vocabulary, DT, NN, VB) at each token,
+        // the printed tag the most probable real one.
+        let withProbabilities = try runRecur(["predict", "--device", "cpu", "--checkpoint", checkpoint, "--probabilities"],
+                                             in: folder.path, input: lines.joined(separator: "\n") + "\n")
+        #expect(withProbabilities.status == 0, "\(withProbabilities.stderr)")
+        let objects = jsonLines(withProbabilities.stdout)
+        #expect(objects.map { $0["tags"] as? [String] } == tags)
+        for object in objects {
+            let steps = object["probabilities"] as? [[Double]] ?? []
+            #expect(steps.count == (object["tags"] as? [String])?.count)
+            for step in steps {
+                #expect(step.count == 5 && abs(step.reduce(0, +) - 1) < 1e-9)
+            }
+        }
     }
 
     @Test func forecasterPrintsTheNextValuesAsCSV() throws {
@@ -112,17 +127,29 @@ struct PredictCommandTests {
         #expect(notANumber.status == 1)
     }
 
-    @Test func refusesALanguageModelAMissingFileAndBadArguments() throws {
+    @Test func languageModelGivesTheNextTokenAndRefusesAMissingFileAndBadArguments() throws {
         let folder = try TemporaryFolder()
         var random = SeededGenerator(seed: 23)
         let text = (0..<200).map { _ in ["ab", "cd", "ef"].randomElement(using: &random)! }.joined(separator: " ")
         try folder.write("text.txt", text + "\n")
         let checkpoint = try train(["--data", "text.txt", "--format", "text", "--max-length", "8", "--embedding", "4"],
                                    in: folder)
-        let languageModel = try runRecur(["predict", "--device", "cpu", "--checkpoint", checkpoint], in: folder.path,
-                                         input: "ab cd\n")
-        expectCleanFailure(languageModel, "language model", "recur generate")
-        #expect(languageModel.status == 1 && languageModel.stdout.isEmpty)
+        // The next character after each text, with every vocabulary id's probability; a blank
+        // line has nothing to continue.
+        let languageModel = try runRecur(["predict", "--device", "cpu", "--checkpoint", checkpoint, "--probabilities"],
+                                         in: folder.path, input: "ab cd\n\nef ab cd ef ab cd\n")
+        #expect(languageModel.status == 0, "\(languageModel.stderr)")
+        let lines = jsonLines(languageModel.stdout)
+        #expect(lines.count == 3)
+        #expect(lines[1]["error"] as? String == "empty line")
+        for line in [lines[0], lines[2]] {
+            let probabilities = line["probabilities"] as? [Double] ?? []
+            // Padding, out-of-vocabulary, the six letters, space and the line break.
+            #expect(probabilities.count == 10)
+            #expect(abs(probabilities.reduce(0, +) - 1) < 1e-9)
+            let next = line["next"] as? String ?? ""
+            #expect(" abcdef\n".contains(next) && line["probability"] as? Double == probabilities.max())
+        }
 
         let missing = try runRecur(["predict", "--device", "cpu", "--checkpoint", checkpoint, "--input", "absent.txt"],
                                    in: folder.path)

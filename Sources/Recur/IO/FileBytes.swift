@@ -10,7 +10,7 @@ import Darwin
 ///
 /// Checkpoints and exported weights go through `writeAtomically`, so an interrupted write
 /// (crash, power loss, full disk) leaves either the previous file or the new one, never a torn mix.
-enum FileBytes {
+public enum FileBytes {
     /// The contents of the regular file at `path`.
     static func read(contentsOf path: String) throws -> [UInt8] {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
@@ -44,7 +44,7 @@ enum FileBytes {
     /// old contents or the new ones: the bytes go to a fresh temporary file in the same
     /// directory, which is flushed to disk, renamed over `path` (atomic within one file system),
     /// and then the directory is flushed so the rename itself survives a power loss.
-    static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+    public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
         let directory = directoryName(of: path)
         let base = String(path.split(separator: "/", omittingEmptySubsequences: false).last ?? "")
         guard !base.isEmpty else { throw RecurError.io(path: path, detail: "path names a directory, not a file") }

@@ -12,10 +12,10 @@ import Glibc
 import Darwin
 #endif
 
-/// Predictions of a trained classifier, tagger or forecaster.
+/// Predictions of a trained classifier, tagger, language model or forecaster.
 ///
-/// Language models are not predicted here: what they do with new text is continue it, one
-/// sampled token at a time, which `TextGenerator` (`recur generate`) does.
+/// For a language model the prediction is the distribution of the token after a text; continuing
+/// the text one sampled token at a time is `TextGenerator`'s (`recur generate`) work.
 public struct Predictor {
     /// One text's class: the most probable and every class's probability.
     public struct Classification: Sendable, Equatable {
@@ -58,20 +58,14 @@ public struct Predictor {
     public var horizon: Int { specification.outputSize }
 
     /// A predictor for the model in `checkpoint`, on `backend`.
-    /// - Throws: `RecurError.invalidArgument` for a language model, or when the recorded data
-    ///   does not fit the model (no vocabulary, classes or tags, or as many as the model has no
-    ///   outputs for); `RecurError.malformed` for unreadable metadata.
+    /// - Throws: `RecurError.invalidArgument` when the recorded data does not fit the model (no
+    ///   vocabulary, classes or tags, or as many as the model has no outputs for);
+    ///   `RecurError.malformed` for unreadable metadata.
     public init(checkpoint: Checkpoint, backend: any Backend, batchSize: Int = Predictor.defaultBatchSize) throws {
         let operation = "Predictor"
         let specification = checkpoint.specification
         guard batchSize >= 1 else {
             throw RecurError.invalidArgument(operation: operation, detail: "batch size must be at least 1, got \(batchSize)")
-        }
-        guard specification.task != .lm else {
-            throw RecurError.invalidArgument(
-                operation: operation,
-                detail: "the checkpoint holds a language model, which continues text rather than labelling it: "
-                    + "sample from it with recur generate (TextGenerator)")
         }
         let recorded = try RecordedData(metadata: checkpoint.metadata)
         guard let source = recorded.source else {
@@ -99,6 +93,8 @@ public struct Predictor {
                         + "model has \(specification.outputSize) outputs")
             }
             classNames = names
+        case .lm:
+            guard recorded.vocabulary != nil else { throw missing("vocabulary", RecordedData.vocabularyKey) }
         case .tag:
             guard recorded.vocabulary != nil else { throw missing("vocabulary", RecordedData.vocabularyKey) }
             guard let tags = recorded.tags else { throw missing("tags", RecordedData.tagsKey) }
@@ -107,7 +103,7 @@ public struct Predictor {
                     operation: operation, detail: "the checkpoint records \(tags.count) tag ids but its model has "
                         + "\(specification.outputSize) outputs")
             }
-        case .forecast, .lm:
+        case .forecast:
             break
         }
         self.specification = specification
@@ -159,14 +155,19 @@ public struct Predictor {
                                   probabilities: [classNames[0]: 1 - p, classNames[1]: p])
         }
         let values = logits.map(Double.init)
-        let largest = values.max() ?? 0
-        // exp(x − max): the largest term is 1, so nothing overflows.
-        let weights = values.map { exp($0 - largest) }
-        let total = weights.reduce(0, +)
         var probabilities: [String: Double] = [:]
-        for (name, weight) in zip(classNames, weights) { probabilities[name] = weight / total }
+        for (name, p) in zip(classNames, Self.softmax(logits)) { probabilities[name] = p }
         let best = values.indices.max { values[$0] < values[$1] || (values[$0] == values[$1] && $0 > $1) } ?? 0
         return Classification(label: classNames[best], probabilities: probabilities)
+    }
+
+    /// softmax(x)_k = exp(x_k − max x) / Σ_j exp(x_j − max x), in Double: the largest term is 1,
+    /// so nothing overflows.
+    static func softmax(_ logits: some Collection<Float>) -> [Double] {
+        let largest = Double(logits.max() ?? 0)
+        let weights = logits.map { exp(Double($0) - largest) }
+        let total = weights.reduce(0, +)
+        return weights.map { $0 / total }
     }
 
     // MARK: Tag
@@ -184,9 +185,32 @@ public struct Predictor {
     /// T. The tag is the most probable of the real tags (never the padding or out-of-vocabulary
     /// tag, which no training token had).
     public func predict(tokens sequences: [[String]]) throws -> [[String]] {
-        let operation = "Predictor.predict(tokens:)"
+        let firstTag = Int(Vocabulary.firstWordID)
+        let k = specification.outputSize
+        return try tagLogits(tokens: sequences, operation: "Predictor.predict(tokens:)").map { steps in
+            steps.map { logits in
+                var best = firstTag
+                for id in firstTag ..< k where logits[logits.startIndex + id] > logits[logits.startIndex + best] {
+                    best = id
+                }
+                return tags!.tokens[best]
+            }
+        }
+    }
+
+    /// The probability of every tag id (the softmax of the head, padding and out-of-vocabulary
+    /// tags included, in the order of the recorded tags) at each token of each sequence, read as
+    /// `predict(tokens:)` reads them.
+    public func tagProbabilities(tokens sequences: [[String]]) throws -> [[[Double]]] {
+        try tagLogits(tokens: sequences, operation: "Predictor.tagProbabilities(tokens:)").map { steps in
+            steps.map(Self.softmax)
+        }
+    }
+
+    /// The head's logits `[K]` at each token of each sequence, piece by piece.
+    private func tagLogits(tokens sequences: [[String]], operation: String) throws -> [[ArraySlice<Float>]] {
         try require(.tag, operation)
-        guard let vocabulary, let tags else { return [] }
+        guard let vocabulary else { return [] }
         let length = sequenceLength
         // Every piece of every sequence: (sequence, ids).
         var pieces: [(sequence: Int, ids: [Int32])] = []
@@ -196,25 +220,64 @@ public struct Predictor {
                 pieces.append((index, Array(ids[start ..< min(start + length, ids.count)])))
             }
         }
-        var result = [[String]](repeating: [], count: sequences.count)
-        let k = specification.outputSize
-        let firstTag = Int(Vocabulary.firstWordID)
+        var result = [[ArraySlice<Float>]](repeating: [], count: sequences.count)
         for start in stride(from: 0, to: pieces.count, by: batchSize) {
             let part = pieces[start ..< min(start + batchSize, pieces.count)]
             let padded = try padSequences(part.map(\.ids), maxLength: length, padding: source.padding,
                                           truncating: source.truncating)
             let output = try run(padded)  // [T, B, K]
-            let b = part.count
             for (column, piece) in part.enumerated() {
-                let offset = source.padding == .pre ? length - piece.ids.count : 0
-                for t in offset ..< offset + piece.ids.count {
-                    let logits = output[(t * b + column) * k ..< (t * b + column + 1) * k]
-                    var best = firstTag
-                    for id in firstTag ..< k where logits[logits.startIndex + id] > logits[logits.startIndex + best] {
-                        best = id
-                    }
-                    result[piece.sequence].append(tags.tokens[best])
+                for t in validSteps(of: piece.ids.count) {
+                    result[piece.sequence].append(stepLogits(output, step: t, column: column, batch: part.count))
                 }
+            }
+        }
+        return result
+    }
+
+    /// The steps of a padded row that hold its `count` ids.
+    private func validSteps(of count: Int) -> Range<Int> {
+        let offset = source.padding == .pre ? sequenceLength - count : 0
+        return offset ..< offset + count
+    }
+
+    /// Row (t, b) of a `[T, B, K]` output.
+    private func stepLogits(_ output: [Float], step t: Int, column b: Int, batch: Int) -> ArraySlice<Float> {
+        let k = specification.outputSize
+        return output[(t * batch + b) * k ..< (t * batch + b + 1) * k]
+    }
+
+    // MARK: Language model
+
+    /// The distribution of the token after each text: the softmax of the language model's head at
+    /// the text's last token, over every id of the vocabulary (padding and out-of-vocabulary
+    /// included). The text is tokenized as the training text was (characters as written, or
+    /// words as the word tokenizer splits them) and only its last `sequenceLength` tokens are
+    /// read, from a fresh state, as the training windows were.
+    /// - Throws: `RecurError.invalidArgument` for a text without a token.
+    public func nextTokenProbabilities(texts: [String]) throws -> [[Double]] {
+        let operation = "Predictor.nextTokenProbabilities(texts:)"
+        try require(.lm, operation)
+        guard let vocabulary else { return [] }
+        var result: [[Double]] = []
+        for start in stride(from: 0, to: texts.count, by: batchSize) {
+            let part = texts[start ..< min(start + batchSize, texts.count)]
+            let ids = try part.enumerated().map { offset, text in
+                let ids = switch source.tokenizer {
+                case .character: try TokenStream.characters(in: text, vocabulary: vocabulary).ids
+                case .word: vocabulary.encode(WordTokenizer().tokens(in: text))
+                }
+                guard !ids.isEmpty else {
+                    throw RecurError.invalidArgument(
+                        operation: operation, detail: "text \(start + offset) has no token to continue")
+                }
+                return Array(ids.suffix(sequenceLength))
+            }
+            let padded = try padSequences(ids, maxLength: sequenceLength, padding: source.padding)
+            let output = try run(padded)  // [T, B, V]
+            for (column, sequence) in ids.enumerated() {
+                let last = validSteps(of: sequence.count).last!
+                result.append(Self.softmax(stepLogits(output, step: last, column: column, batch: ids.count)))
             }
         }
         return result
