@@ -8,7 +8,8 @@ exported training split in Recur's order through `Model.train_on_batch`, and com
 per-step losses. Where the two frameworks' defaults differ, the Keras side is configured to match
 Recur (listed by `--defaults`), so any difference left is one of the engines, not of the recipe.
 
-usage: keras_trajectory.py --recur PATH [--out DIR] [--steps 100] [--bound 1e-4] [--task NAME ...]
+usage: keras_trajectory.py --recur PATH [--out DIR] [--steps 100] [--bound 1e-4] [--task NAME[:CELL] ...]
+                           [--unmatch epsilon|embedding-gradient|bias ...]
        keras_trajectory.py --defaults
 Prints a table (task, cell, steps, max relative difference, first-step loss) and exits with
 status 1 when a task's largest relative difference exceeds --bound.
@@ -134,7 +135,7 @@ def dense_gradient_adam():
     return DenseGradientAdam
 
 
-def keras_model(task, cell, mask, weights, steps, vocabulary, outputs, learning_rate):
+def keras_model(task, cell, mask, weights, steps, vocabulary, outputs, learning_rate, unmatch=()):
     import keras
     from keras import layers
     prefix, head = ("0.", "1.") if task == "forecast" else ("1.", "2.")
@@ -166,7 +167,8 @@ def keras_model(task, cell, mask, weights, steps, vocabulary, outputs, learning_
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     # Recur runs with the same epsilon (see `run`).
-    model.compile(dense_gradient_adam()(learning_rate, epsilon=1e-30), loss)
+    adam = keras.optimizers.Adam if "embedding-gradient" in unmatch else dense_gradient_adam()
+    model.compile(adam(learning_rate, epsilon=1e-7 if "epsilon" in unmatch else 1e-30), loss)
     return model
 
 
@@ -199,8 +201,9 @@ def run(args, name, cell):
                "--step-log", f"{folder}/steps.jsonl", "--export-data", f"{folder}/data.safetensors"]
     # Adam's epsilon is added after v's bias correction in Recur (as PyTorch) and before it in
     # Keras; with an epsilon far below every nonzero sqrt(v) the two updates are the same.
-    command += ["--epsilon", "1e-30"]
-    if cell != "gru":
+    if "epsilon" not in args.unmatch:
+        command += ["--epsilon", "1e-30"]
+    if cell != "gru" and "bias" not in args.unmatch:
         # Keras's LSTM, SimpleRNN and reset-before GRU have one bias where PyTorch's layout has two;
         # Adam moves each of two equal-gradient biases by the same step, so their sum would move
         # twice as far as Keras's bias. Recur's Keras initialisation puts the whole bias in b_ih.
@@ -220,7 +223,8 @@ def run(args, name, cell):
     head = "1." if task == "forecast" else "2."
     outputs = weights[head + "bias"].shape[0]
     vocabulary = int(metadata.get("vocabulary_size", "0"))
-    model = keras_model(task, cell, keras_options["mask"], weights, steps, vocabulary, outputs, args.learning_rate)
+    model = keras_model(task, cell, keras_options["mask"], weights, steps, vocabulary, outputs, args.learning_rate,
+                        args.unmatch)
     keras = keras_losses(model, inputs, targets, args.batch_size, args.steps)
     differences = [abs(k - r) / abs(r) for k, r in zip(keras, recur)]
     worst = int(np.argmax(differences))
@@ -238,6 +242,10 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--task", action="append", help="NAME or NAME:CELL (default: every run of RUNS)")
     parser.add_argument("--defaults", action="store_true", help="list the defaults in which Keras and Recur differ")
+    parser.add_argument("--unmatch", action="append", default=[], choices=["epsilon", "embedding-gradient", "bias"],
+                        help="leave one difference as each framework has it (Adam's epsilon: Recur's 1e-8 and "
+                             "Keras's 1e-7; Keras's per-occurrence embedding gradients; Recur's two trained biases), "
+                             "to see how far it moves the trajectory")
     args = parser.parse_args()
     if args.defaults:
         print("| setting | Keras | Recur | parity runs |\n|---|---|---|---|")
