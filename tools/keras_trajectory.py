@@ -32,19 +32,24 @@ from safetensors.numpy import load_file
 # What Keras does by default and what Recur does, where the two differ in a way that changes
 # learning; the parity runs set the Keras side to Recur's value.
 DEFAULT_DIFFERENCES = [
-    ("Adam epsilon", "1e-7, added to sqrt(v) (before bias correction of v)",
-     "1e-8, added to sqrt(v_hat) (PyTorch)", "Adam(epsilon=1e-8); the placement stays Keras's"),
-    ("binary head", "Dense(1, sigmoid) + binary_crossentropy on probabilities, clipped to [1e-7, 1 - 1e-7]",
-     "Dense(1) logits + sigmoid cross-entropy on logits", "Dense(1) + BinaryCrossentropy(from_logits=True)"),
+    ("LSTM, simple RNN and reset-before GRU biases", "one bias per gate",
+     "two, b_ih and b_hh (PyTorch's layout), both trained: under Adam their sum moves twice as far per step",
+     "--freeze 1.bias_hh_l0 (Recur's Keras initialisation puts the whole bias in b_ih)"),
+    ("Adam on an Embedding (TensorFlow)", "the gradient has one slice per occurrence of an id, and v adds their "
+     "squares one by one", "an id's occurrences are summed first (PyTorch, dense Adam)",
+     "the Keras gradients are made dense"),
+    ("Adam epsilon", "1e-7, added to sqrt(v) before v's bias correction",
+     "1e-8, added to sqrt(v_hat) (PyTorch)", "--epsilon 1e-30 and epsilon=1e-30: the placement no longer matters"),
+    ("binary head", "Dense(1, sigmoid) + binary_crossentropy", "Dense(1) logits + sigmoid cross-entropy on logits",
+     "Dense(1) + BinaryCrossentropy(from_logits=True)"),
     ("padding of classifiers", "read as input (no mask_zero)", "skipped (sequence lengths; --no-mask-padding reads it)",
-     "Embedding(mask_zero=True) for masked tasks"),
-    ("loss with padding (tag)", "mean over unmasked steps (mask_zero)", "mean over non-padding targets",
-     "same"),
+     "mask_zero=True where Recur masks, none where it reads the padding"),
     ("initialisers", "Embedding U(+-0.05), Glorot-uniform kernels, orthogonal recurrent kernel, forget bias 1",
-     "the same families (--initialization keras, the default), orthogonal per gate block",
-     "Recur's initial weights are loaded"),
+     "the same (--initialization keras, the default), but orthogonal per gate block",
+     "Recur's initial weights are loaded into Keras"),
+    ("loss reductions", "mean over the batch; masked steps left out of the mean", "the same", "as they are"),
     ("shuffling", "every epoch", "every epoch (--no-shuffle keeps the split's order)", "both unshuffled"),
-    ("clipping", "none", "none", "none"),
+    ("padding and truncating side, clipping", "pre, pre, none", "pre, pre, none", "as they are"),
 ]
 
 WORDS = ["good", "bad", "fine", "awful", "great", "poor", "movie", "plot", "actor", "scene", "the", "a", "was",
