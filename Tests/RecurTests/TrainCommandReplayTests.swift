@@ -33,9 +33,9 @@ private func stepLines(_ path: String) throws -> [StepLine] {
 
 @Suite("recur train --initial-weights, --step-log, --no-shuffle, --freeze, --epsilon", .serialized)
 struct TrainCommandReplayTests {
-    private func arguments(_ data: String) -> [String] {
+    private func arguments(_ data: String, epochs: Int = 2) -> [String] {
         ["train", "--device", "cpu", "--data", data, "--format", "tsv", "--no-header", "--max-length", "6",
-         "--embedding", "4", "--hidden", "4", "--epochs", "2", "--batch-size", "8", "--validation-split", "0"]
+         "--embedding", "4", "--hidden", "4", "--epochs", "\(epochs)", "--batch-size", "8", "--validation-split", "0"]
     }
 
     @Test func replayOptionsAreWrittenRecordedAndObeyed() throws {
@@ -87,6 +87,19 @@ struct TrainCommandReplayTests {
         #expect(unshuffled.first == unshuffled.second)
         let shuffled = try losses([])
         #expect(shuffled.first != shuffled.second)
+    }
+
+    @Test func aResumedRunContinuesTheStepLog() throws {
+        let folder = try TemporaryFolder()
+        let data = try labelledTable(folder)
+        let (runs, log) = (folder.path + "/run", folder.path + "/steps.jsonl")
+        let first = try runRecur(arguments(data, epochs: 1) + ["--step-log", log, "--checkpoint-dir", runs])
+        #expect(first.status == 0, "\(first.stderr)")
+        let resumed = try runRecur(arguments(data) + ["--step-log", log, "--checkpoint-dir", runs, "--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let steps = try stepLines(log)
+        #expect(steps.map(\.step) == Array(1...10))
+        #expect(steps.map(\.epoch) == [Int](repeating: 1, count: 5) + [Int](repeating: 2, count: 5))
     }
 
     @Test func badReplayOptionsFailWithOneLine() throws {
