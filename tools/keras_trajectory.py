@@ -2,13 +2,15 @@
 same order, must report the same training loss at every step.
 
 For each task it generates a small data set (seeded; nothing to download), runs
-`recur train --no-shuffle --initial-weights W --step-log S --export-data D` on the CPU backend,
+`recur train --no-shuffle --initial-weights W --step-log S --export-data D` on --device (default cpu),
 loads W into the equivalent Keras 3 model (PyTorch layout converted to Keras's), replays the
 exported training split in Recur's order through `Model.train_on_batch`, and compares the
-per-step losses. Where the two frameworks' defaults differ, the Keras side is configured to match
-Recur (listed by `--defaults`), so any difference left is one of the engines, not of the recipe.
+per-step losses. Where the two frameworks' defaults make them take different steps, one side is
+configured to do what the other does (listed by `--defaults`), so any difference left is one of
+the engines, not of the recipe.
 
-usage: keras_trajectory.py --recur PATH [--out DIR] [--steps 100] [--bound 1e-4] [--task NAME[:CELL] ...]
+usage: keras_trajectory.py --recur PATH [--out DIR] [--device cpu] [--steps 100] [--bound 1e-4]
+                           [--task NAME[:CELL] ...]
                            [--unmatch epsilon|embedding-gradient|bias ...]
        keras_trajectory.py --defaults
 Prints a table (task, cell, steps, max relative difference, first-step loss) and exits with
@@ -199,7 +201,7 @@ def run(args, name, cell):
     os.makedirs(folder, exist_ok=True)
     # Enough epochs for the steps: every task's data gives at least 16 batches of 16 per epoch.
     epochs = math.ceil(args.steps / 16)
-    command = [args.recur, "train", "--device", "cpu", "--data", f"{args.out}/{data_file}", *recur_options,
+    command = [args.recur, "train", "--device", args.device, "--data", f"{args.out}/{data_file}", *recur_options,
                "--cell", cell, "--hidden", "16", "--embedding", "8", "--batch-size", str(args.batch_size),
                "--learning-rate", str(args.learning_rate), "--epochs", str(epochs), "--validation-split", "0",
                "--test-split", "0", "--seed", "1", "--no-shuffle", "--initial-weights", f"{folder}/initial.safetensors",
@@ -241,6 +243,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--recur", help="the recur binary")
     parser.add_argument("--out", default=".build/keras-trajectory")
+    parser.add_argument("--device", default="cpu", help="where recur trains: cpu, opencl, ... (as recur --device)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--bound", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=16)
