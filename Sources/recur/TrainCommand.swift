@@ -48,6 +48,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Momentum (sgd, rmsprop).") var momentum: Float = 0
     @Flag(help: "Nesterov momentum (sgd).") var nesterov = false
     @Option(help: "Weight decay (AdamW default 0.01).") var weightDecay: Float?
+    @Option(help: "Adam and AdamW: the epsilon added to sqrt(v_hat) (default 1e-8, PyTorch's; Keras adds its 1e-7 to sqrt(v) before v's bias correction).")
+    var epsilon: Float?
     @Option(help: "Learning-rate schedule: constant, cosine, step, plateau (reduce when --monitor stops improving).") var schedule = "constant"
     @Option(help: "Linear warm-up steps before the schedule.") var warmup = 0
     @Option(help: "Steps between decays (step schedule).") var stepSize = 1000
@@ -63,6 +65,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Clip each parameter's gradient norm to this.") var clipParameterNorm: Float?
     @Option(help: "Clamp every gradient element to [-v, v].") var clipValue: Float?
     @Option(help: "AutoClip: clip to this percentile of the global norms seen so far.") var autoclip: Double?
+    @Option(help: "Keep this parameter at its initial value (Keras's trainable=False), by its checkpoint name: 0.weight (the embedding), 1.bias_hh_l0, ...; repeat for several.")
+    var freeze: [String] = []
     @Option(help: "On a NaN or Inf loss or gradient: stop (name the step and parameter) or skip the step.")
     var onNonFinite = "stop"
 
@@ -72,6 +76,8 @@ struct TrainCommand: ParsableCommand {
     /// Epochs of a new run.
     private var epochs: Int { epochsOption ?? 10 }
     @Option(help: "Batch size.") var batchSize = 32
+    @Flag(inversion: .prefixedNo, help: "Visit the training examples in a new seeded order every epoch (default, as Keras's fit), or in their order in the split every epoch.")
+    var shuffle = true
     @Option(help: "Seed of the initial weights, shuffles and dropout.") var seed: UInt64 = 0
     @Option(help: "Early stopping: epochs without improvement of the monitored metric.") var patience: Int?
     @Option(help: "Metric that early stopping and best.safetensors watch: loss, accuracy, perplexity (lm), mae (forecast), precision, recall, f1 (classify; macro averages), each also with val_, and val_auc (two classes); accuracy, precision, recall, f1 and auc are better higher, the others lower.")
@@ -85,6 +91,10 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Record ||dL/dh_t|| of every step and layer at the first step and each epoch's end; plot it.")
     var gradientFlow = false
     @Option(help: "Folder for curves.svg and gradient_flow.svg (default: --checkpoint-dir).") var plots: String?
+    @Option(help: "Also write the model's initial parameters (before the first step) to this safetensors file, under the checkpoint's PyTorch names; a new run only.")
+    var initialWeights: String?
+    @Option(help: "Append one JSON line per optimizer step to this file: step, epoch, batch, loss (the batch's training loss before the update), grad_norm (global, before clipping); rewritten by a new run, continued by --resume.")
+    var stepLog: String?
     @Option(help: "Also write the prepared splits (inputs and targets of every example) to this safetensors file, for training the same data elsewhere.")
     var exportData: String?
     #if RECUR_MPI
@@ -96,6 +106,10 @@ struct TrainCommand: ParsableCommand {
 
     func validate() throws {
         if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+        if epsilon != nil && !["adam", "adamw"].contains(optimizer.lowercased()) {
+            throw ValidationError("--epsilon applies to --optimizer adam or adamw")
+        }
+        if resume && initialWeights != nil { throw ValidationError("--initial-weights applies to a new run, not --resume") }
         #if RECUR_MPI
         if profile && !distributed { throw ValidationError("--profile needs --distributed") }
         #endif
@@ -257,9 +271,11 @@ struct TrainCommand: ParsableCommand {
         }
         trainer.checkpointDirectory = checkpointDir
         if isLeader, let exportData { try Self.export(prepared, to: exportData) }
+        if isLeader, let initialWeights { try StateDictionary.write(trainer.model.parameters, to: initialWeights) }
         if isLeader { describe(trainer, prepared, backend: backend) }
 
         let reporter = ProgressReporter(json: json, quiet: false)
+        if isLeader, let stepLog { reporter.stepLog = try StepLog(path: stepLog, appending: resume) }
         trainer.observer = { event in reporter.report(event) }
         trainer.recordsGradientFlow = gradientFlow
         let clock = ContinuousClock()
@@ -375,7 +391,7 @@ struct TrainCommand: ParsableCommand {
     /// checkpoint records: given with --resume, together they must describe the recorded run.
     static let optionsResumeMayGive: Set<String> = [
         "--resume", "--checkpoint-dir", "--epochs", "--checkpoint-every", "--device", "--persistent-scans", "--json",
-        "--plots", "--gradient-flow", "--export-data", "--season", "--distributed", "--profile", "--help", "-h",
+        "--plots", "--gradient-flow", "--export-data", "--step-log", "--season", "--distributed", "--profile", "--help", "-h",
     ]
 
     /// The options among `arguments` (the command line after the program name) that describe the
@@ -486,8 +502,8 @@ struct TrainCommand: ParsableCommand {
     {
         let optimizerSpecification: OptimizerSpecification = switch optimizer.lowercased() {
         case "sgd": .sgd(learningRate: learningRate, momentum: momentum, nesterov: nesterov, weightDecay: weightDecay ?? 0)
-        case "adam": .adam(learningRate: learningRate, weightDecay: weightDecay ?? 0)
-        case "adamw": .adamW(learningRate: learningRate, weightDecay: weightDecay ?? 0.01)
+        case "adam": .adam(learningRate: learningRate, weightDecay: weightDecay ?? 0, epsilon: epsilon)
+        case "adamw": .adamW(learningRate: learningRate, weightDecay: weightDecay ?? 0.01, epsilon: epsilon)
         case "rmsprop": .rmsProp(learningRate: learningRate, momentum: momentum, weightDecay: weightDecay ?? 0)
         default: throw ValidationError("unknown optimizer '\(optimizer)': sgd, adam, adamw, rmsprop")
         }
@@ -519,8 +535,8 @@ struct TrainCommand: ParsableCommand {
         return TrainingConfiguration(
             epochs: epochs, batchSize: batchSize, optimizer: optimizerSpecification, schedule: learningRateSchedule,
             clipping: clipping, nonFinitePolicy: onNonFinite == "skip" ? .skipStep : .throwError, seed: seed,
-            earlyStoppingPatience: patience, monitor: monitor, checkpointEverySteps: checkpointEvery,
-            classWeights: classWeights, plateau: plateau)
+            shuffles: shuffle, earlyStoppingPatience: patience, monitor: monitor, checkpointEverySteps: checkpointEvery,
+            classWeights: classWeights, plateau: plateau, frozenParameters: freeze.isEmpty ? nil : freeze)
     }
 }
 

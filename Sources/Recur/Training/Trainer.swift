@@ -186,6 +186,7 @@ public final class Trainer {
         self.specification = specification
         self.configuration = configuration
         self.model = try specification.makeModel(backend: backend)
+        try Self.checkFrozenParameters(configuration.frozenParameters, model: model)
         self.optimizer = try configuration.optimizer.makeOptimizer(backend: backend)
         self.clipper = try GradientClipper(configuration.clipping, nonFinitePolicy: configuration.nonFinitePolicy)
         self.communicator = communicator
@@ -218,6 +219,7 @@ public final class Trainer {
         self.specification = checkpoint.specification
         self.configuration = configuration
         self.model = try checkpoint.specification.makeModel(backend: backend)
+        try Self.checkFrozenParameters(configuration.frozenParameters, model: model)
         try checkpoint.restoreParameters(of: model)
         self.optimizer = try configuration.optimizer.makeOptimizer(backend: backend)
         try optimizer.load(state: checkpoint.optimizerState(backend: backend))
@@ -249,6 +251,21 @@ public final class Trainer {
 
     /// Throws unless `weights` is nil or holds one weight per class of a classifier (two for a
     /// single sigmoid output).
+    static func checkFrozenParameters(_ names: [String]?, model: Sequential) throws {
+        let known = Set(model.parameters.map(\.name))
+        for name in names ?? [] where !known.contains(name) {
+            throw RecurError.invalidArgument(
+                operation: "Trainer", detail: "cannot freeze '\(name)': the model's parameters are "
+                    + model.parameters.map(\.name).joined(separator: ", "))
+        }
+    }
+
+    /// The parameters that clipping and the optimizer see: all but the frozen ones.
+    private var trainableParameters: [NamedParameter] {
+        guard let frozen = configuration.frozenParameters, !frozen.isEmpty else { return model.parameters }
+        return model.parameters.filter { !frozen.contains($0.name) }
+    }
+
     static func checkClassWeights(_ weights: [Float]?, specification: ModelSpecification) throws {
         guard let weights else { return }
         guard specification.task == .classify else {
@@ -390,7 +407,7 @@ public final class Trainer {
             if isLeader { observer?(.gradientFlow(step: step, flows: model.gradientFlow)) }
         }
         try communicator.averageGradients(model.parameters)
-        let report = try clipper.clip(model.parameters, step: step)
+        let report = try clipper.clip(trainableParameters, step: step)
         let loss = try backend.download(lossSlot)[0]
         let nonFiniteLosses = try communicator.sum([loss.isFinite ? 0 : 1])[0]  // over every process
 
@@ -409,7 +426,7 @@ public final class Trainer {
             let detail = report.nonFiniteParameter.map { "the gradient of '\($0)' is not finite" } ?? "the loss is \(loss)"
             if isLeader { observer?(.skippedStep(step: step, detail: detail)) }
         } else {
-            try optimizer.step(model.parameters, learningRate: learningRate(atStep: progress.step))
+            try optimizer.step(trainableParameters, learningRate: learningRate(atStep: progress.step))
             progress.partialSums.add(
                 loss: loss, outputs: try backend.download(output), targets: batch.targets, task: specification.task,
                 lossWeight: weights?.total, errorScales: batch.errorScales)

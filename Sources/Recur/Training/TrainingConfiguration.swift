@@ -5,17 +5,17 @@
 public enum OptimizerSpecification: Sendable, Equatable, Codable {
     /// `SGD` with optional (Nesterov) momentum and L2 weight decay.
     case sgd(learningRate: Float, momentum: Float = 0, nesterov: Bool = false, weightDecay: Float = 0)
-    /// `Adam` (Kingma & Ba), bias-corrected, L2 weight decay.
-    case adam(learningRate: Float, weightDecay: Float = 0)
-    /// `AdamW` (Loshchilov & Hutter), decoupled weight decay.
-    case adamW(learningRate: Float, weightDecay: Float = 0.01)
+    /// `Adam` (Kingma & Ba), bias-corrected, L2 weight decay; ε nil is PyTorch's 1e-8.
+    case adam(learningRate: Float, weightDecay: Float = 0, epsilon: Float? = nil)
+    /// `AdamW` (Loshchilov & Hutter), decoupled weight decay; ε nil is PyTorch's 1e-8.
+    case adamW(learningRate: Float, weightDecay: Float = 0.01, epsilon: Float? = nil)
     /// `RMSProp` (Hinton), α 0.99.
     case rmsProp(learningRate: Float, momentum: Float = 0, weightDecay: Float = 0)
 
     /// The base learning rate.
     public var learningRate: Float {
         switch self {
-        case .sgd(let rate, _, _, _), .adam(let rate, _), .adamW(let rate, _), .rmsProp(let rate, _, _): rate
+        case .sgd(let rate, _, _, _), .adam(let rate, _, _), .adamW(let rate, _, _), .rmsProp(let rate, _, _): rate
         }
     }
 
@@ -23,10 +23,10 @@ public enum OptimizerSpecification: Sendable, Equatable, Codable {
         switch self {
         case let .sgd(rate, momentum, nesterov, decay):
             try SGD(learningRate: rate, momentum: momentum, weightDecay: decay, nesterov: nesterov, backend: backend)
-        case let .adam(rate, decay):
-            try Adam(learningRate: rate, weightDecay: decay, backend: backend)
-        case let .adamW(rate, decay):
-            try AdamW(learningRate: rate, weightDecay: decay, backend: backend)
+        case let .adam(rate, decay, epsilon):
+            try Adam(learningRate: rate, epsilon: epsilon ?? 1e-8, weightDecay: decay, backend: backend)
+        case let .adamW(rate, decay, epsilon):
+            try AdamW(learningRate: rate, epsilon: epsilon ?? 1e-8, weightDecay: decay, backend: backend)
         case let .rmsProp(rate, momentum, decay):
             try RMSProp(learningRate: rate, weightDecay: decay, momentum: momentum, backend: backend)
         }
@@ -67,12 +67,16 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
     public var classWeights: [Float]?
     /// Reduce the learning rate when the monitored metric stops improving; excludes `schedule`.
     public var plateau: ReduceOnPlateau?
+    /// Parameters (by their checkpoint names, `0.weight`, `1.bias_hh_l0`, …) that keep their
+    /// initial values: left out of clipping and of every optimizer step, as Keras's
+    /// `trainable=False` or PyTorch's `requires_grad_(False)`. nil trains every parameter.
+    public var frozenParameters: [String]?
 
     public init(epochs: Int, batchSize: Int, optimizer: OptimizerSpecification, schedule: LearningRateSchedule? = nil,
                 clipping: GradientClipping = .none, nonFinitePolicy: NonFiniteGradientPolicy = .throwError,
                 seed: UInt64 = 0, shuffles: Bool = true, earlyStoppingPatience: Int? = nil,
                 monitor: String = "val_loss", checkpointEverySteps: Int? = nil, classWeights: [Float]? = nil,
-                plateau: ReduceOnPlateau? = nil) {
+                plateau: ReduceOnPlateau? = nil, frozenParameters: [String]? = nil) {
         self.epochs = epochs
         self.batchSize = batchSize
         self.optimizer = optimizer
@@ -86,6 +90,7 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
         self.checkpointEverySteps = checkpointEverySteps
         self.classWeights = classWeights
         self.plateau = plateau
+        self.frozenParameters = frozenParameters
     }
 
     /// The most epochs a run may plan: far more than any run needs, and small enough that step
