@@ -11,7 +11,10 @@ struct EvaluateCommand: ParsableCommand {
             Reads the data source, vocabulary and classes recorded in the checkpoint, so the \
             splits are those of training. --data replaces the path (same format and options). \
             Reports the task's trivial baselines on the split (baseline_* fields; statistics from \
-            the training split) and warns on stderr when the model does not beat one.
+            the training split) and warns on stderr when the model does not beat one. A \
+            model trained with --stateful is evaluated streaming: --batch-size contiguous streams \
+            of windows, each window starting from the state the one before left (zero at the \
+            start); --stateful or --no-stateful chooses for any lm or forecast checkpoint.
             """
     )
 
@@ -20,6 +23,8 @@ struct EvaluateCommand: ParsableCommand {
     @Option(help: "Which split: test, validation, training.") var split = "test"
     @Option(help: "Other data of the same format instead of the recorded path (repeatable for lines).") var data: [String] = []
     @Option(help: "Batch size.") var batchSize = 64
+    @Flag(inversion: .prefixedNo, help: "Stream the windows with the state carried across them (default: as trained).")
+    var stateful: Bool?
     @Flag(help: "One JSON object with the metrics.") var json = false
     @Option(help: "Forecasts: also score the seasonal naive forecast with this season length in steps.") var season: Int?
 
@@ -56,7 +61,7 @@ struct EvaluateCommand: ParsableCommand {
         try checkMemory(saved, source: source, examples: examples.count, backend: backend)
         let trainer = try Trainer(resumingFrom: saved, backend: backend)
         trainer.errorScale = prepared.errorScale
-        let evaluation = try trainer.evaluation(examples, batchSize: batchSize)
+        let evaluation = try trainer.evaluation(examples, batchSize: batchSize, stateful: stateful)
         var metrics = evaluation.metrics
         if saved.specification.task == .classify {
             metrics.merge(evaluation.sums.perClassValues(names: prepared.classNames)) { first, _ in first }
