@@ -319,14 +319,14 @@ public final class Trainer {
     // MARK: Fit
 
     /// Trains until `configuration.epochs` epochs are done or early stopping ends the run.
+    /// With `configuration.stateful` the training examples must be `StreamWindows` that continue
+    /// each other; they are laid out as `configuration.batchSize` streams (`StreamBatches`).
     /// - Parameters:
     ///   - training: the examples to learn from (the same on every process: each takes its shard).
     ///   - validation: evaluated after every epoch (`val_` metrics); nil for none.
     /// - Returns: every epoch's record, earlier runs' included when resumed.
     /// - Throws: `RecurError.nonFinite` naming the step and parameter under `.throwError`; any
     ///   backend error. Checkpoints written before the error stay as they were.
-    /// With `configuration.stateful` the examples must be `StreamWindows` that continue each
-    /// other; they are laid out as `configuration.batchSize` streams (`StreamBatches`).
     @discardableResult
     public func fit(training examples: any TrainingExamples, validation: (any TrainingExamples)? = nil) throws
         -> [EpochRecord]
