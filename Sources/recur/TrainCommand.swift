@@ -275,8 +275,9 @@ struct TrainCommand: ParsableCommand {
             steps: trainer.progress.step - firstStep,
             samples: TrainingRun.samples(
                 inSteps: firstStep ..< trainer.progress.step,
-                count: trainer.configuration.stateful
-                    ? prepared.training.count / batchSize * batchSize : prepared.training.count,
+                count: trainer.configuration.stateful  // whole batches of B streams, the rest left out
+                    ? prepared.training.count / trainer.configuration.batchSize * trainer.configuration.batchSize
+                    : prepared.training.count,
                 batchSize: trainer.configuration.batchSize, worldSize: communicator.worldSize),
             seconds: fitSeconds)
         reporter.finishLine()
