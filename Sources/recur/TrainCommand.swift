@@ -21,8 +21,12 @@ struct TrainCommand: ParsableCommand {
             last state; tag and lm every step). With --checkpoint-dir, writes last.safetensors \
             every epoch, best.safetensors when the monitored metric improves, log.jsonl and \
             curves.svg; --resume continues from last.safetensors there with the data, model and \
-            optimizer it recorded. The final report carries the task's trivial baselines on the \
-            test split (else validation): majority class, unigram, last value and drift \
+            optimizer it recorded. --stateful (lm and forecast) lays the windows out as \
+            --batch-size contiguous streams and carries each stream's hidden state into its next \
+            window (truncated BPTT; windows in time order, never shuffled; the state restarts at \
+            zero every epoch); validation and test are streamed the same way. The final report \
+            carries the task's trivial baselines on the test split (else validation): majority \
+            class, unigram, last value and drift \
             (baseline_* fields), and warns on stderr when the model does not beat one.
             """
     )
@@ -79,6 +83,8 @@ struct TrainCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Visit the training examples in a new seeded order every epoch (default, as Keras's fit), or in their order in the split every epoch.")
     var shuffle = true
     @Option(help: "Seed of the initial weights, shuffles and dropout.") var seed: UInt64 = 0
+    @Flag(help: "Stateful training (lm, forecast): --batch-size contiguous streams, batch k holding window k of each; each stream's final state starts its next window (no gradient across windows), from zero at every epoch. Windows are not shuffled; --stride defaults to --max-length and must equal it. Validation and test loss are measured streaming the same way. Not with --bidirectional or --distributed.")
+    var stateful = false
     @Option(help: "Early stopping: epochs without improvement of the monitored metric.") var patience: Int?
     @Option(help: "Metric that early stopping and best.safetensors watch: loss, accuracy, perplexity (lm), mae (forecast), precision, recall, f1 (classify; macro averages), each also with val_, and val_auc (two classes); accuracy, precision, recall, f1 and auc are better higher, the others lower.")
     var monitor = "val_loss"
@@ -250,15 +256,14 @@ struct TrainCommand: ParsableCommand {
             if !data.data.isEmpty { trainer.metadata["data.source"] = try source.json() }
             if isLeader { log("resuming after epoch \(checkpoint.progress.epoch), step \(checkpoint.progress.step)") }
         } else {
-            source = try data.source()
+            source = try statefulDefaults(data.source())
             try checkMemoryBeforeReading(source, backend: backend)
             prepared = try source.prepare()
             let specification = try modelSpecification(source: source, prepared: prepared)
             try checkMemory(specification, prepared: prepared, steps: source.sequenceLength, backend: backend)
             // Without overflow for any --batch-size and --epochs: a product beyond Int is a
             // schedule that never ends, as Int.max steps are.
-            let stepsPerEpoch = Self.ceilingDivision(prepared.training.count, batchSize)
-            let (totalSteps, overflow) = epochs.multipliedReportingOverflow(by: stepsPerEpoch)
+            let (totalSteps, overflow) = epochs.multipliedReportingOverflow(by: stepsPerEpoch(prepared))
             let configuration = try trainingConfiguration(
                 totalSteps: overflow ? Int.max : totalSteps, specification: specification, prepared: prepared)
             trainer = try Trainer(specification: specification, configuration: configuration,
@@ -285,7 +290,10 @@ struct TrainCommand: ParsableCommand {
         let run = TrainingRun(
             steps: trainer.progress.step - firstStep,
             samples: TrainingRun.samples(
-                inSteps: firstStep ..< trainer.progress.step, count: prepared.training.count,
+                inSteps: firstStep ..< trainer.progress.step,
+                count: trainer.configuration.stateful  // whole batches of B streams, the rest left out
+                    ? prepared.training.count / trainer.configuration.batchSize * trainer.configuration.batchSize
+                    : prepared.training.count,
                 batchSize: trainer.configuration.batchSize, worldSize: communicator.worldSize),
             seconds: fitSeconds)
         reporter.finishLine()
@@ -344,15 +352,14 @@ struct TrainCommand: ParsableCommand {
         // The paths are where the data is now (see `train`), not part of the comparison.
         options.data = recordedSource.paths
         // Through JSON and back, as the checkpoint holds them, so that only recorded fields count.
-        var givenSource = try DataSource(json: try options.source().json())
+        var givenSource = try DataSource(json: try statefulDefaults(options.source()).json())
         // Unsaid, the transform is the recorded one: a checkpoint written before --transform
         // existed records level, which its command line (without the option) meant.
         if options.transform == nil { givenSource.transform = recordedSource.transform }
         let givenSpecification = try ModelSpecification(
             json: try modelSpecification(source: givenSource, prepared: prepared).json(), source: "the command line")
         let recordedEpochs = checkpoint.configuration.epochs
-        let stepsPerEpoch = Self.ceilingDivision(prepared.training.count, batchSize)
-        let (totalSteps, overflow) = recordedEpochs.multipliedReportingOverflow(by: stepsPerEpoch)
+        let (totalSteps, overflow) = recordedEpochs.multipliedReportingOverflow(by: stepsPerEpoch(prepared))
         var givenConfiguration = try trainingConfiguration(
             totalSteps: overflow ? Int.max : totalSteps, specification: givenSpecification, prepared: prepared)
         givenConfiguration.epochs = recordedEpochs
@@ -479,6 +486,10 @@ struct TrainCommand: ParsableCommand {
         line += "\(prepared.test?.count ?? 0) test examples"
         if let vocabulary = prepared.vocabulary { line += ", vocabulary \(vocabulary.count)" }
         if spec.task == .forecast { line += ", transform \(prepared.transform.rawValue)" }
+        if trainer.configuration.stateful {
+            let batchSize = trainer.configuration.batchSize
+            line += ", stateful: \(batchSize) streams of \(prepared.training.count / batchSize) windows"
+        }
         if prepared.skippedCount > 0 { line += ", \(prepared.skippedCount) malformed rows skipped" }
         log(line)
     }
@@ -536,7 +547,22 @@ struct TrainCommand: ParsableCommand {
             epochs: epochs, batchSize: batchSize, optimizer: optimizerSpecification, schedule: learningRateSchedule,
             clipping: clipping, nonFinitePolicy: onNonFinite == "skip" ? .skipStep : .throwError, seed: seed,
             shuffles: shuffle, earlyStoppingPatience: patience, monitor: monitor, checkpointEverySteps: checkpointEvery,
-            classWeights: classWeights, plateau: plateau, frozenParameters: freeze.isEmpty ? nil : freeze)
+            classWeights: classWeights, plateau: plateau, frozenParameters: freeze.isEmpty ? nil : freeze,
+            stateful: stateful)
+    }
+
+    /// The data source with what --stateful implies: windows that continue each other, so a
+    /// series' windows (stride 1 by default) step by their length.
+    private func statefulDefaults(_ source: DataSource) -> DataSource {
+        var source = source
+        if stateful && source.stride == nil { source.stride = source.sequenceLength }
+        return source
+    }
+
+    /// Optimizer steps per epoch: every batch, the last one partial; with --stateful, the whole
+    /// batches of B streams (`StreamBatches` leaves the rest out).
+    private func stepsPerEpoch(_ prepared: PreparedData) -> Int {
+        stateful ? prepared.training.count / batchSize : Self.ceilingDivision(prepared.training.count, batchSize)
     }
 }
 

@@ -113,6 +113,8 @@ public struct ForecastWindows: Sendable, Equatable {
     public let length: Int
     /// H, the values predicted after each window.
     public let horizon: Int
+    /// The values between the starts of neighbouring windows.
+    public let stride: Int
 
     /// The number of windows N.
     public var count: Int { length == 0 ? 0 : inputs.count / length }
@@ -141,6 +143,7 @@ public struct ForecastWindows: Sendable, Equatable {
         self.targets = targets
         self.length = length
         self.horizon = horizon
+        self.stride = stride
     }
 
     /// The windows at `indices` as a batch, inputs time-major with one feature as recurrent

@@ -71,12 +71,20 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
     /// initial values: left out of clipping and of every optimizer step, as Keras's
     /// `trainable=False` or PyTorch's `requires_grad_(False)`. nil trains every parameter.
     public var frozenParameters: [String]?
+    /// Stateful training (truncated backpropagation through time) for language models and
+    /// forecasts: the training windows are laid out as `batchSize` parallel streams
+    /// (`StreamBatches`), visited in order (`shuffles` does not apply), and each stream's final
+    /// hidden state after batch k is the initial state of batch k + 1, detached: no gradient
+    /// crosses a window boundary. The state starts at zero at every epoch and after a skipped
+    /// step. Evaluation streams the same way, from zero. The windows must continue each other
+    /// (stride = length); bidirectional models and several processes are refused.
+    public var stateful: Bool
 
     public init(epochs: Int, batchSize: Int, optimizer: OptimizerSpecification, schedule: LearningRateSchedule? = nil,
                 clipping: GradientClipping = .none, nonFinitePolicy: NonFiniteGradientPolicy = .throwError,
                 seed: UInt64 = 0, shuffles: Bool = true, earlyStoppingPatience: Int? = nil,
                 monitor: String = "val_loss", checkpointEverySteps: Int? = nil, classWeights: [Float]? = nil,
-                plateau: ReduceOnPlateau? = nil, frozenParameters: [String]? = nil) {
+                plateau: ReduceOnPlateau? = nil, frozenParameters: [String]? = nil, stateful: Bool = false) {
         self.epochs = epochs
         self.batchSize = batchSize
         self.optimizer = optimizer
@@ -91,6 +99,32 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
         self.classWeights = classWeights
         self.plateau = plateau
         self.frozenParameters = frozenParameters
+        self.stateful = stateful
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case epochs, batchSize, optimizer, schedule, clipping, nonFinitePolicy, seed, shuffles, earlyStoppingPatience
+        case monitor, checkpointEverySteps, classWeights, plateau, frozenParameters, stateful
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        epochs = try container.decode(Int.self, forKey: .epochs)
+        batchSize = try container.decode(Int.self, forKey: .batchSize)
+        optimizer = try container.decode(OptimizerSpecification.self, forKey: .optimizer)
+        schedule = try container.decodeIfPresent(LearningRateSchedule.self, forKey: .schedule)
+        clipping = try container.decode(GradientClipping.self, forKey: .clipping)
+        nonFinitePolicy = try container.decode(NonFiniteGradientPolicy.self, forKey: .nonFinitePolicy)
+        seed = try container.decode(UInt64.self, forKey: .seed)
+        shuffles = try container.decode(Bool.self, forKey: .shuffles)
+        earlyStoppingPatience = try container.decodeIfPresent(Int.self, forKey: .earlyStoppingPatience)
+        monitor = try container.decode(String.self, forKey: .monitor)
+        checkpointEverySteps = try container.decodeIfPresent(Int.self, forKey: .checkpointEverySteps)
+        classWeights = try container.decodeIfPresent([Float].self, forKey: .classWeights)
+        plateau = try container.decodeIfPresent(ReduceOnPlateau.self, forKey: .plateau)
+        frozenParameters = try container.decodeIfPresent([String].self, forKey: .frozenParameters)
+        // Absent in checkpoints written before stateful training existed: those were stateless.
+        stateful = try container.decodeIfPresent(Bool.self, forKey: .stateful) ?? false
     }
 
     /// The most epochs a run may plan: far more than any run needs, and small enough that step
