@@ -5,7 +5,7 @@
 public struct SelfCheck {
     public let backend: any Backend
     public let reference: CPUBackend
-    private var random: SeededRandom
+    var random: SeededRandom
 
     /// Float32 ops that do the same arithmetic in the same order (copies, adds, scales).
     public static let exactTolerance = 1e-6
