@@ -1,7 +1,8 @@
 import ArgumentParser
 import Recur
 
-/// `recur verify`: the built-in self-check of the selected device against the CPU reference.
+/// `recur verify`: the built-in self-check of the selected device against the CPU backend and, for
+/// the losses and optimizer steps, the float64 `TrainingReference`.
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
@@ -41,7 +42,7 @@ struct VerifyCommand: ParsableCommand {
 
     func run() throws {
         let backend = try options.makeBackend()
-        print("verifying \(backend.kind.rawValue) device '\(backend.deviceName)' against the CPU reference")
+        print("verifying \(backend.kind.rawValue) device '\(backend.deviceName)' against the CPU backend")
         var check = SelfCheck(backend: backend, seed: seed)
         var results = try check.baseOps()
         results += try check.recurrentOps()

@@ -1,7 +1,9 @@
-// `recur verify`'s built-in check: every op of a backend against the CPU reference on seeded
-// random data, at sizes that are not multiples of any tile or vector width.
+// `recur verify`'s built-in check: every op of a backend on seeded random data, at sizes that
+// are not multiples of any tile or vector width; the base and recurrent ops against the CPU
+// backend, the training ops against the float64 `TrainingReference` (TrainingOpCheck.swift).
 
-/// Runs every backend op on a device and on the CPU reference with the same random inputs.
+/// Runs every backend op on a device and on the CPU backend with the same random inputs; the
+/// losses and optimizer steps (``trainingOps()``) are held to the float64 ``TrainingReference``.
 public struct SelfCheck {
     public let backend: any Backend
     public let reference: CPUBackend
