@@ -61,7 +61,8 @@ enum TrainingOptimizerCase: String, CaseIterable, Sendable, CustomTestStringConv
         case .adamDefaults: .adam(AdamUpdate(learningRate: 0.01, step: 1))
         case .adamWeightDecay:
             .adam(AdamUpdate(learningRate: 0.01, beta1: 0.8, beta2: 0.99, epsilon: 1e-6, weightDecay: 0.1, step: 1))
-        case .adamWDefaults: .adam(AdamUpdate(learningRate: 0.01, weightDecay: 0.01, decoupledWeightDecay: true, step: 1))
+        case .adamWDefaults:
+            .adam(AdamUpdate(learningRate: 0.01, weightDecay: 0.01, decoupledWeightDecay: true, step: 1))
         case .adamWDecay:
             .adam(AdamUpdate(learningRate: 0.05, beta1: 0.8, beta2: 0.99, weightDecay: 0.1, decoupledWeightDecay: true,
                              step: 1))

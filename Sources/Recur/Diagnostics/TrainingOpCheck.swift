@@ -83,7 +83,8 @@ extension SelfCheck {
                 run: { backend in
                     try SelfCheck.runLoss(backend, count: count) { gradient, loss in
                         try backend.sigmoidCrossEntropy(
-                            logits: try backend.upload(x, shape: [count]), targets: try backend.upload(y, shape: [count]),
+                            logits: try backend.upload(x, shape: [count]),
+                            targets: try backend.upload(y, shape: [count]),
                             weights: weighted ? try backend.upload(w, shape: [count]) : nil, gradient: gradient,
                             loss: loss, at: 1)
                     }

@@ -11,7 +11,8 @@ import Darwin
 ///
 /// The tuned CPU loops live in `Backend/CPU`; nothing here is used on a training path.
 /// Hyperparameters arrive as the backends' float32 update structs and are widened to float64,
-/// so a backend and this reference use exactly the same constants.
+/// so a backend and this reference use exactly the same constants. Operands of different counts
+/// are a programmer error here (the backends throw for them) and stop with a precondition.
 public enum TrainingReference {
     // MARK: Losses
 
@@ -29,6 +30,8 @@ public enum TrainingReference {
     public static func sigmoidCrossEntropy(logits: [Double], targets: [Double], weights: [Double]? = nil)
         -> (loss: Double, gradient: [Double])
     {
+        precondition(targets.count == logits.count && (weights?.count ?? logits.count) == logits.count,
+                     "sigmoidCrossEntropy: logits, targets and weights differ in count")
         let w = weights ?? [Double](repeating: 1, count: logits.count)
         let total = w.reduce(0, +)
         guard total > 0 else { return (0, [Double](repeating: 0, count: logits.count)) }
@@ -60,6 +63,9 @@ public enum TrainingReference {
     public static func softmaxCrossEntropy(logits: [Double], classes: Int, targets: [Int32], ignoreIndex: Int32?,
                                            weights: [Double]? = nil) -> (loss: Double, gradient: [Double])
     {
+        precondition(classes >= 1 && logits.count == targets.count * classes
+                     && (weights?.count ?? targets.count) == targets.count,
+                     "softmaxCrossEntropy: logits, targets and weights do not describe the same rows")
         var gradient = [Double](repeating: 0, count: logits.count)
         let kept = targets.indices.filter { targets[$0] != ignoreIndex }
         let total = kept.reduce(0.0) { $0 + (weights?[$1] ?? 1) }
@@ -85,7 +91,11 @@ public enum TrainingReference {
     ///   - predictions: p, N values.
     ///   - targets: y, N values.
     /// - Returns: L and dL/dp.
-    public static func meanSquaredError(predictions: [Double], targets: [Double]) -> (loss: Double, gradient: [Double]) {
+    public static func meanSquaredError(predictions: [Double], targets: [Double])
+        -> (loss: Double, gradient: [Double])
+    {
+        precondition(targets.count == predictions.count,
+                     "meanSquaredError: predictions and targets differ in count")
         let n = Double(predictions.count)
         let differences = zip(predictions, targets).map { $0 - $1 }
         return (differences.reduce(0) { $0 + $1 * $1 } / n, differences.map { 2 * $0 / n })
@@ -206,6 +216,8 @@ public enum TrainingReference {
     ///   - maxNorm: the largest Euclidean norm a row keeps.
     /// - Returns: the rescaled values.
     public static func constrainRowNorms(_ x: [Double], rowLength: Int, maxNorm: Double) -> [Double] {
+        precondition(rowLength >= 1 && x.count % rowLength == 0,
+                     "constrainRowNorms: \(x.count) values are not whole rows of \(rowLength)")
         var result = x
         for start in stride(from: 0, to: x.count, by: rowLength) {
             let row = start..<(start + rowLength)
