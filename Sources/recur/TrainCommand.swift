@@ -288,6 +288,7 @@ struct TrainCommand: ParsableCommand {
         let seconds = trainer.progress.history.reduce(0) { $0 + $1.seconds }
         guard isLeader else { return run }
         var baselines: BaselineReport?
+        var scoredMetrics = scored?.evaluation.metrics ?? [:]
         if let scored {
             if trainer.specification.task == .classify {
                 for (name, value) in scored.evaluation.sums.perClassValues(names: prepared.classNames) {
@@ -296,6 +297,11 @@ struct TrainCommand: ParsableCommand {
             }
             baselines = BaselineReport(trainer: trainer, prepared: prepared, split: scored.split,
                                        examples: scored.examples, season: season)
+            if trainer.specification.task == .forecast {
+                let errors = try BaselineReport.forecastErrors(trainer: trainer, prepared: prepared, on: scored.examples)
+                for (name, value) in errors { final[scored.prefix + name] = value }
+                scoredMetrics.merge(errors) { first, _ in first }
+            }
         }
         if let folder = plots ?? checkpointDir {
             try ReportFile.createDirectory(folder)
@@ -313,8 +319,8 @@ struct TrainCommand: ParsableCommand {
             print("final after \(trainer.progress.epoch) epochs (\(fixed(seconds, 1)) s): \(summary)")
             if let baselines { print(baselines.line) }
         }
-        if let baselines, let scored {
-            for warning in baselines.warnings(modelMetrics: scored.evaluation.metrics) { printError(warning) }
+        if let baselines {
+            for warning in baselines.warnings(modelMetrics: scoredMetrics) { printError(warning) }
         }
         return run
     }
@@ -463,6 +469,10 @@ struct TrainCommand: ParsableCommand {
         line += "\(prepared.test?.count ?? 0) test examples"
         if let vocabulary = prepared.vocabulary { line += ", vocabulary \(vocabulary.count)" }
         if spec.task == .forecast { line += ", transform \(prepared.transform.rawValue)" }
+        if !prepared.seriesNames.isEmpty {
+            line += "; targets \(prepared.targetNames.joined(separator: ", ")) from columns "
+                + prepared.seriesNames.joined(separator: ", ")
+        }
         if prepared.skippedCount > 0 { line += ", \(prepared.skippedCount) malformed rows skipped" }
         log(line)
     }
@@ -474,7 +484,7 @@ struct TrainCommand: ParsableCommand {
         }
         return ModelSpecification(
             task: task, vocabularySize: task == .forecast ? nil : prepared.vocabulary?.count,
-            embeddingSize: task == .forecast ? nil : embedding, inputFeatures: task == .forecast ? 1 : nil,
+            embeddingSize: task == .forecast ? nil : embedding, inputFeatures: task == .forecast ? prepared.featureCount : nil,
             cell: try BenchCommand.parseCell(cell), hiddenSize: hidden, layerCount: layers, bidirectional: bidirectional,
             inputDropout: dropout, recurrentDropout: recurrentDropout, layerDropout: layerDropout,
             outputDropout: outputDropout, outputSize: prepared.outputSize(for: task, horizon: source.horizon),
