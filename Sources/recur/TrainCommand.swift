@@ -420,8 +420,8 @@ struct TrainCommand: ParsableCommand {
         if let vocabulary = prepared.vocabulary { metadata["vocabulary_size"] = "\(vocabulary.count)" }
         if let standardization = prepared.standardization {
             metadata["transform"] = prepared.transform.rawValue
-            // revin windows have a scale each, not one.
-            if prepared.transform != .revin { metadata["scale"] = "\(standardization.standardDeviation)" }
+            // revin windows have a scale each, and several targets one each, not one.
+            if prepared.transform != .revin && prepared.targetCount == 1 { metadata["scale"] = "\(standardization.standardDeviation)" }
         }
         var writer = SafeTensorsWriter(metadata: metadata)
         let splits: [(String, (any TrainingExamples)?)] =
