@@ -11,7 +11,10 @@ struct EvaluateCommand: ParsableCommand {
             Reads the data source, vocabulary and classes recorded in the checkpoint, so the \
             splits are those of training. --data replaces the path (same format and options). \
             Reports the task's trivial baselines on the split (baseline_* fields; statistics from \
-            the training split) and warns on stderr when the model does not beat one.
+            the training split) and warns on stderr when the model does not beat one. A \
+            model trained with --stateful is evaluated streaming: --batch-size contiguous streams \
+            of windows, each window starting from the state the one before left (zero at the \
+            start); --stateful or --no-stateful chooses for any lm or forecast checkpoint.
             """
     )
 
@@ -19,7 +22,11 @@ struct EvaluateCommand: ParsableCommand {
     @Option(help: "A checkpoint written by recur train (best.safetensors or last.safetensors).") var checkpoint: String
     @Option(help: "Which split: test, validation, training.") var split = "test"
     @Option(help: "Other data of the same format instead of the recorded path (repeatable for lines).") var data: [String] = []
-    @Option(help: "Batch size.") var batchSize = 64
+    @Option(name: .customLong("batch-size"),
+            help: "Batch size (default 64); in a stateful evaluation, the number of streams (default: the training batch size).")
+    var batchSizeOption: Int?
+    @Flag(inversion: .prefixedNo, help: "Stream the windows with the state carried across them (default: as trained).")
+    var stateful: Bool?
     @Flag(help: "One JSON object with the metrics.") var json = false
     @Option(help: "Forecasts: also score the seasonal naive forecast with this season length in steps.") var season: Int?
 
@@ -27,7 +34,7 @@ struct EvaluateCommand: ParsableCommand {
         guard ["test", "validation", "training"].contains(split) else {
             throw ValidationError("--split is test, validation or training")
         }
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        if let batchSizeOption, batchSizeOption < 1 { throw ValidationError("--batch-size must be at least 1") }
     }
 
     func run() throws {
@@ -35,7 +42,11 @@ struct EvaluateCommand: ParsableCommand {
         let saved = try Checkpoint(contentsOf: checkpoint)
         var source = try DataOptions.source(in: saved.metadata)
         if !data.isEmpty { source.paths = data }
-        try checkMemory(saved, source: source, examples: nil, backend: backend)
+        // Streams are read as training read them unless told otherwise: their number decides how
+        // many windows start from a zero state.
+        let batchSize = batchSizeOption
+            ?? ((stateful ?? saved.configuration.stateful) ? saved.configuration.batchSize : 64)
+        try checkMemory(saved, source: source, examples: nil, batchSize: batchSize, backend: backend)
         let prepared = try DataOptions.prepare(source, using: saved.metadata)
         if data.isEmpty, let recorded = saved.metadata["data.fingerprint"],
            recorded != Trainer.fingerprint(prepared.training) {
@@ -51,12 +62,10 @@ struct EvaluateCommand: ParsableCommand {
         guard let examples else {
             throw ValidationError("the data has no \(split) split (see --test-split and --validation-split of recur train)")
         }
-        var configuration = saved.configuration
-        configuration.batchSize = batchSize
-        try checkMemory(saved, source: source, examples: examples.count, backend: backend)
+        try checkMemory(saved, source: source, examples: examples.count, batchSize: batchSize, backend: backend)
         let trainer = try Trainer(resumingFrom: saved, backend: backend)
         trainer.errorScale = prepared.errorScale
-        let evaluation = try trainer.evaluation(examples, batchSize: batchSize)
+        let evaluation = try trainer.evaluation(examples, batchSize: batchSize, stateful: stateful)
         var metrics = evaluation.metrics
         if saved.specification.task == .classify {
             metrics.merge(evaluation.sums.perClassValues(names: prepared.classNames)) { first, _ in first }

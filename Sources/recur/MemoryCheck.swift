@@ -69,9 +69,10 @@ extension EvaluateCommand {
             .check(on: backend, operation: operation, advice: advice)
     }
 
-    /// Before the data is read (one sequence) and after (`--batch-size`, at most the split's
+    /// Before the data is read (one sequence) and after (`batchSize`, at most the split's
     /// examples).
-    func checkMemory(_ saved: Checkpoint, source: DataSource, examples: Int?, backend: any Backend) throws {
+    func checkMemory(_ saved: Checkpoint, source: DataSource, examples: Int?, batchSize: Int,
+                     backend: any Backend) throws {
         try Self.checkMemory(
             saved, batchSize: examples.map { min(batchSize, max($0, 1)) } ?? 1, steps: source.sequenceLength,
             pass: .inference, operation: "recur evaluate",

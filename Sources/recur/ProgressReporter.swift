@@ -12,6 +12,8 @@ final class ProgressReporter: @unchecked Sendable {
     private let isTerminal: Bool
     private var barShown = false
     let plots = TrainingPlots()
+    /// `--step-log`: one JSON line per optimizer step.
+    var stepLog: StepLog?
 
     init(json: Bool, quiet: Bool) {
         self.json = json
@@ -20,7 +22,9 @@ final class ProgressReporter: @unchecked Sendable {
 
     func report(_ event: TrainingEvent) {
         switch event {
-        case let .step(epoch, batch, batches, _, loss, norm):
+        case let .step(epoch, batch, batches, step, loss, norm):
+            stepLog?.write(jsonObject([("step", .int(step)), ("epoch", .int(epoch)), ("batch", .int(batch)),
+                                       ("loss", .number(Double(loss))), ("grad_norm", .number(Double(norm)))]))
             guard isTerminal else { return }
             let width = 24
             let filled = batch * width / max(batches, 1)
@@ -75,6 +79,28 @@ final class ProgressReporter: @unchecked Sendable {
         print(text, terminator: "")
         fflush(nil)  // every output stream: the bar has no newline to flush it
     }
+}
+
+/// A file that receives one line per optimizer step, flushed as it is written, so that a run
+/// stopped at any moment leaves every finished step in it.
+final class StepLog {
+    private let file: UnsafeMutablePointer<FILE>
+
+    /// Opens `path`, emptied for a new run, or `appending` to continue a resumed one.
+    /// - Throws: `RecurError.io` when the file cannot be opened for writing.
+    init(path: String, appending: Bool) throws {
+        guard let file = fopen(path, appending ? "a" : "w") else {
+            throw RecurError.io(path: path, detail: "cannot open the step log for writing: \(String(cString: strerror(errno)))")
+        }
+        self.file = file
+    }
+
+    func write(_ line: String) {
+        fputs(line + "\n", file)
+        fflush(file)
+    }
+
+    deinit { fclose(file) }
 }
 
 /// A JSON value of a flat object.

@@ -21,8 +21,12 @@ struct TrainCommand: ParsableCommand {
             last state; tag and lm every step). With --checkpoint-dir, writes last.safetensors \
             every epoch, best.safetensors when the monitored metric improves, log.jsonl and \
             curves.svg; --resume continues from last.safetensors there with the data, model and \
-            optimizer it recorded. The final report carries the task's trivial baselines on the \
-            test split (else validation): majority class, unigram, last value and drift \
+            optimizer it recorded. --stateful (lm and forecast) lays the windows out as \
+            --batch-size contiguous streams and carries each stream's hidden state into its next \
+            window (truncated BPTT; windows in time order, never shuffled; the state restarts at \
+            zero every epoch); validation and test are streamed the same way. The final report \
+            carries the task's trivial baselines on the test split (else validation): majority \
+            class, unigram, last value and drift \
             (baseline_* fields), and warns on stderr when the model does not beat one.
             """
     )
@@ -48,6 +52,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Momentum (sgd, rmsprop).") var momentum: Float = 0
     @Flag(help: "Nesterov momentum (sgd).") var nesterov = false
     @Option(help: "Weight decay (AdamW default 0.01).") var weightDecay: Float?
+    @Option(help: "Adam and AdamW: the epsilon added to sqrt(v_hat) (default 1e-8, PyTorch's; Keras adds its 1e-7 to sqrt(v) before v's bias correction).")
+    var epsilon: Float?
     @Option(help: "Learning-rate schedule: constant, cosine, step, plateau (reduce when --monitor stops improving).") var schedule = "constant"
     @Option(help: "Linear warm-up steps before the schedule.") var warmup = 0
     @Option(help: "Steps between decays (step schedule).") var stepSize = 1000
@@ -63,6 +69,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Clip each parameter's gradient norm to this.") var clipParameterNorm: Float?
     @Option(help: "Clamp every gradient element to [-v, v].") var clipValue: Float?
     @Option(help: "AutoClip: clip to this percentile of the global norms seen so far.") var autoclip: Double?
+    @Option(help: "Keep this parameter at its initial value (Keras's trainable=False), by its checkpoint name: 0.weight (the embedding), 1.bias_hh_l0, ...; repeat for several.")
+    var freeze: [String] = []
     @Option(help: "On a NaN or Inf loss or gradient: stop (name the step and parameter) or skip the step.")
     var onNonFinite = "stop"
 
@@ -72,7 +80,11 @@ struct TrainCommand: ParsableCommand {
     /// Epochs of a new run.
     private var epochs: Int { epochsOption ?? 10 }
     @Option(help: "Batch size.") var batchSize = 32
+    @Flag(inversion: .prefixedNo, help: "Visit the training examples in a new seeded order every epoch (default, as Keras's fit), or in their order in the split every epoch.")
+    var shuffle = true
     @Option(help: "Seed of the initial weights, shuffles and dropout.") var seed: UInt64 = 0
+    @Flag(help: "Stateful training (lm, forecast): --batch-size contiguous streams, batch k holding window k of each; each stream's final state starts its next window (no gradient across windows), from zero at every epoch. Windows are not shuffled; --stride defaults to --max-length and must equal it. Validation and test loss are measured streaming the same way. Not with --bidirectional or --distributed.")
+    var stateful = false
     @Option(help: "Early stopping: epochs without improvement of the monitored metric.") var patience: Int?
     @Option(help: "Metric that early stopping and best.safetensors watch: loss, accuracy, perplexity (lm), mae (forecast), precision, recall, f1 (classify; macro averages), each also with val_, and val_auc (two classes); accuracy, precision, recall, f1 and auc are better higher, the others lower.")
     var monitor = "val_loss"
@@ -85,6 +97,10 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Record ||dL/dh_t|| of every step and layer at the first step and each epoch's end; plot it.")
     var gradientFlow = false
     @Option(help: "Folder for curves.svg and gradient_flow.svg (default: --checkpoint-dir).") var plots: String?
+    @Option(help: "Also write the model's initial parameters (before the first step) to this safetensors file, under the checkpoint's PyTorch names; a new run only.")
+    var initialWeights: String?
+    @Option(help: "Append one JSON line per optimizer step to this file: step, epoch, batch, loss (the batch's training loss before the update), grad_norm (global, before clipping); rewritten by a new run, continued by --resume.")
+    var stepLog: String?
     @Option(help: "Also write the prepared splits (inputs and targets of every example) to this safetensors file, for training the same data elsewhere.")
     var exportData: String?
     #if RECUR_MPI
@@ -96,6 +112,10 @@ struct TrainCommand: ParsableCommand {
 
     func validate() throws {
         if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+        if epsilon != nil && !["adam", "adamw"].contains(optimizer.lowercased()) {
+            throw ValidationError("--epsilon applies to --optimizer adam or adamw")
+        }
+        if resume && initialWeights != nil { throw ValidationError("--initial-weights applies to a new run, not --resume") }
         #if RECUR_MPI
         if profile && !distributed { throw ValidationError("--profile needs --distributed") }
         #endif
@@ -236,15 +256,14 @@ struct TrainCommand: ParsableCommand {
             if !data.data.isEmpty { trainer.metadata["data.source"] = try source.json() }
             if isLeader { log("resuming after epoch \(checkpoint.progress.epoch), step \(checkpoint.progress.step)") }
         } else {
-            source = try data.source()
+            source = try statefulDefaults(data.source())
             try checkMemoryBeforeReading(source, backend: backend)
             prepared = try source.prepare()
             let specification = try modelSpecification(source: source, prepared: prepared)
             try checkMemory(specification, prepared: prepared, steps: source.sequenceLength, backend: backend)
             // Without overflow for any --batch-size and --epochs: a product beyond Int is a
             // schedule that never ends, as Int.max steps are.
-            let stepsPerEpoch = Self.ceilingDivision(prepared.training.count, batchSize)
-            let (totalSteps, overflow) = epochs.multipliedReportingOverflow(by: stepsPerEpoch)
+            let (totalSteps, overflow) = epochs.multipliedReportingOverflow(by: stepsPerEpoch(prepared))
             let configuration = try trainingConfiguration(
                 totalSteps: overflow ? Int.max : totalSteps, specification: specification, prepared: prepared)
             trainer = try Trainer(specification: specification, configuration: configuration,
@@ -257,9 +276,11 @@ struct TrainCommand: ParsableCommand {
         }
         trainer.checkpointDirectory = checkpointDir
         if isLeader, let exportData { try Self.export(prepared, to: exportData) }
+        if isLeader, let initialWeights { try StateDictionary.write(trainer.model.parameters, to: initialWeights) }
         if isLeader { describe(trainer, prepared, backend: backend) }
 
         let reporter = ProgressReporter(json: json, quiet: false)
+        if isLeader, let stepLog { reporter.stepLog = try StepLog(path: stepLog, appending: resume) }
         trainer.observer = { event in reporter.report(event) }
         trainer.recordsGradientFlow = gradientFlow
         let clock = ContinuousClock()
@@ -269,7 +290,10 @@ struct TrainCommand: ParsableCommand {
         let run = TrainingRun(
             steps: trainer.progress.step - firstStep,
             samples: TrainingRun.samples(
-                inSteps: firstStep ..< trainer.progress.step, count: prepared.training.count,
+                inSteps: firstStep ..< trainer.progress.step,
+                count: trainer.configuration.stateful  // whole batches of B streams, the rest left out
+                    ? prepared.training.count / trainer.configuration.batchSize * trainer.configuration.batchSize
+                    : prepared.training.count,
                 batchSize: trainer.configuration.batchSize, worldSize: communicator.worldSize),
             seconds: fitSeconds)
         reporter.finishLine()
@@ -334,15 +358,14 @@ struct TrainCommand: ParsableCommand {
         // The paths are where the data is now (see `train`), not part of the comparison.
         options.data = recordedSource.paths
         // Through JSON and back, as the checkpoint holds them, so that only recorded fields count.
-        var givenSource = try DataSource(json: try options.source().json())
+        var givenSource = try DataSource(json: try statefulDefaults(options.source()).json())
         // Unsaid, the transform is the recorded one: a checkpoint written before --transform
         // existed records level, which its command line (without the option) meant.
         if options.transform == nil { givenSource.transform = recordedSource.transform }
         let givenSpecification = try ModelSpecification(
             json: try modelSpecification(source: givenSource, prepared: prepared).json(), source: "the command line")
         let recordedEpochs = checkpoint.configuration.epochs
-        let stepsPerEpoch = Self.ceilingDivision(prepared.training.count, batchSize)
-        let (totalSteps, overflow) = recordedEpochs.multipliedReportingOverflow(by: stepsPerEpoch)
+        let (totalSteps, overflow) = recordedEpochs.multipliedReportingOverflow(by: stepsPerEpoch(prepared))
         var givenConfiguration = try trainingConfiguration(
             totalSteps: overflow ? Int.max : totalSteps, specification: givenSpecification, prepared: prepared)
         givenConfiguration.epochs = recordedEpochs
@@ -381,7 +404,7 @@ struct TrainCommand: ParsableCommand {
     /// checkpoint records: given with --resume, together they must describe the recorded run.
     static let optionsResumeMayGive: Set<String> = [
         "--resume", "--checkpoint-dir", "--epochs", "--checkpoint-every", "--device", "--persistent-scans", "--json",
-        "--plots", "--gradient-flow", "--export-data", "--season", "--distributed", "--profile", "--help", "-h",
+        "--plots", "--gradient-flow", "--export-data", "--step-log", "--season", "--distributed", "--profile", "--help", "-h",
     ]
 
     /// The options among `arguments` (the command line after the program name) that describe the
@@ -473,6 +496,10 @@ struct TrainCommand: ParsableCommand {
             line += "; targets \(prepared.targetNames.joined(separator: ", ")) from columns "
                 + prepared.seriesNames.joined(separator: ", ")
         }
+        if trainer.configuration.stateful {
+            let batchSize = trainer.configuration.batchSize
+            line += ", stateful: \(batchSize) streams of \(prepared.training.count / batchSize) windows"
+        }
         if prepared.skippedCount > 0 { line += ", \(prepared.skippedCount) malformed rows skipped" }
         log(line)
     }
@@ -496,8 +523,8 @@ struct TrainCommand: ParsableCommand {
     {
         let optimizerSpecification: OptimizerSpecification = switch optimizer.lowercased() {
         case "sgd": .sgd(learningRate: learningRate, momentum: momentum, nesterov: nesterov, weightDecay: weightDecay ?? 0)
-        case "adam": .adam(learningRate: learningRate, weightDecay: weightDecay ?? 0)
-        case "adamw": .adamW(learningRate: learningRate, weightDecay: weightDecay ?? 0.01)
+        case "adam": .adam(learningRate: learningRate, weightDecay: weightDecay ?? 0, epsilon: epsilon)
+        case "adamw": .adamW(learningRate: learningRate, weightDecay: weightDecay ?? 0.01, epsilon: epsilon)
         case "rmsprop": .rmsProp(learningRate: learningRate, momentum: momentum, weightDecay: weightDecay ?? 0)
         default: throw ValidationError("unknown optimizer '\(optimizer)': sgd, adam, adamw, rmsprop")
         }
@@ -529,8 +556,23 @@ struct TrainCommand: ParsableCommand {
         return TrainingConfiguration(
             epochs: epochs, batchSize: batchSize, optimizer: optimizerSpecification, schedule: learningRateSchedule,
             clipping: clipping, nonFinitePolicy: onNonFinite == "skip" ? .skipStep : .throwError, seed: seed,
-            earlyStoppingPatience: patience, monitor: monitor, checkpointEverySteps: checkpointEvery,
-            classWeights: classWeights, plateau: plateau)
+            shuffles: shuffle, earlyStoppingPatience: patience, monitor: monitor, checkpointEverySteps: checkpointEvery,
+            classWeights: classWeights, plateau: plateau, frozenParameters: freeze.isEmpty ? nil : freeze,
+            stateful: stateful)
+    }
+
+    /// The data source with what --stateful implies: windows that continue each other, so a
+    /// series' windows (stride 1 by default) step by their length.
+    private func statefulDefaults(_ source: DataSource) -> DataSource {
+        var source = source
+        if stateful && source.stride == nil { source.stride = source.sequenceLength }
+        return source
+    }
+
+    /// Optimizer steps per epoch: every batch, the last one partial; with --stateful, the whole
+    /// batches of B streams (`StreamBatches` leaves the rest out).
+    private func stepsPerEpoch(_ prepared: PreparedData) -> Int {
+        stateful ? prepared.training.count / batchSize : Self.ceilingDivision(prepared.training.count, batchSize)
     }
 }
 

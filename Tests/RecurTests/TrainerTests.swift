@@ -244,8 +244,8 @@ final class StepCounter: @unchecked Sendable {
 
 /// Examples whose batches turn bad once `stopAfterSteps` steps have run: the next forward pass
 /// throws (an id outside the vocabulary), as a run stopped mid-epoch by bad data.
-struct StoppingExamples: TrainingExamples, @unchecked Sendable {
-    let inner: LabeledSequences
+struct StoppingExamples<Inner: TrainingExamples>: TrainingExamples, @unchecked Sendable {
+    let inner: Inner
     let stopAfterSteps: Int
     let counter: StepCounter
 

@@ -178,6 +178,8 @@ public struct ForecastWindows: Sendable, Equatable {
     public let features: Int
     /// J, the values predicted per step: the first J of the F columns.
     public let targetCount: Int
+    /// The values between the starts of neighbouring windows.
+    public let stride: Int
 
     /// The number of windows N.
     public var count: Int { length == 0 ? 0 : inputs.count / (length * features) }
@@ -231,6 +233,7 @@ public struct ForecastWindows: Sendable, Equatable {
         self.horizon = horizon
         self.features = columns.count
         self.targetCount = targetCount
+        self.stride = stride
     }
 
     /// The windows at `indices` as a batch, inputs time-major as recurrent layers take them.

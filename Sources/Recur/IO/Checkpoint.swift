@@ -1,6 +1,7 @@
 // A training checkpoint: one safetensors file holding the model's parameters (`model.<name>`,
 // PyTorch's state_dict names), the optimizer's state (`optimizer.<parameter>.<slot>`,
-// `optimizer.<parameter>.step`, `optimizer.step`), and in its metadata the model specification,
+// `optimizer.<parameter>.step`, `optimizer.step`), a stateful run's carried hidden state
+// mid-epoch (`state.<k>.hidden`, `state.<k>.cell` for recurrent layer k), and in its metadata the model specification,
 // the training configuration and the progress as JSON. Written atomically (temporary file,
 // fsync, rename), so a crash mid-write leaves the previous checkpoint whole.
 
@@ -28,12 +29,18 @@ public struct Checkpoint: Sendable {
     public var optimizerFloats: [String: (shape: Shape, values: [Float])]
     /// The optimizer's update counts by name (`<parameter>.step`, `step`).
     public var optimizerCounts: [String: Int32]
+    /// A stateful run's state carried into the next batch, by `"<k>.hidden"` and `"<k>.cell"`
+    /// for the model's k-th recurrent layer (without the `state.` prefix); empty between epochs
+    /// (the state restarts at zero) and for stateless runs.
+    public var carriedState: [String: (shape: Shape, values: [Float])]
     /// The caller's metadata (a vocabulary, the data's description); keys outside `recur.`.
     public var metadata: [String: String]
 
     /// Captures a run's state (downloads every tensor).
+    /// - Parameter carriedState: a stateful run's state for the next batch, one per recurrent layer.
     public init(specification: ModelSpecification, configuration: TrainingConfiguration, progress: TrainingProgress,
-                model: Sequential, optimizer: any Optimizer, metadata: [String: String]) throws {
+                model: Sequential, optimizer: any Optimizer, metadata: [String: String],
+                carriedState: [RecurrentState]? = nil) throws {
         if let reserved = metadata.keys.first(where: { $0.hasPrefix("recur.") }) {
             throw RecurError.invalidArgument(
                 operation: "Checkpoint", detail: "metadata key '\(reserved)' uses the reserved prefix 'recur.'")
@@ -48,6 +55,11 @@ public struct Checkpoint: Sendable {
         }
         optimizerFloats = [:]
         optimizerCounts = [:]
+        self.carriedState = [:]
+        for (k, state) in (carriedState ?? []).enumerated() {
+            self.carriedState["\(k).hidden"] = (state.hidden.shape, try state.hidden.toArray())
+            if let cell = state.cell { self.carriedState["\(k).cell"] = (cell.shape, try cell.toArray()) }
+        }
         for entry in try optimizer.state() {
             if entry.tensor.dtype == .int32 {
                 optimizerCounts[entry.name] = try entry.tensor.backend.downloadInt32(entry.tensor)[0]
@@ -73,6 +85,9 @@ public struct Checkpoint: Sendable {
         }
         for (name, count) in optimizerCounts {
             try writer.add("optimizer." + name, int32s: [count], shape: [1])
+        }
+        for (name, state) in carriedState {
+            try writer.add("state." + name, floats: state.values, shape: state.shape)
         }
         try writer.write(to: path)
     }
@@ -114,6 +129,7 @@ public struct Checkpoint: Sendable {
         parameters = [:]
         optimizerFloats = [:]
         optimizerCounts = [:]
+        carriedState = [:]
         for name in file.names {
             if name.hasPrefix("model.") {
                 parameters[String(name.dropFirst(6))] = (try file.shape(of: name), try file.floats(name))
@@ -129,6 +145,8 @@ public struct Checkpoint: Sendable {
                 default:
                     optimizerFloats[key] = (try file.shape(of: name), try file.floats(name))
                 }
+            } else if name.hasPrefix("state.") {
+                carriedState[String(name.dropFirst(6))] = (try file.shape(of: name), try file.floats(name))
             } else {
                 throw RecurError.malformed(source: path, detail: "unexpected tensor '\(name)'")
             }
@@ -171,6 +189,37 @@ public struct Checkpoint: Sendable {
             state.append(NamedTensor(name: name, tensor: try backend.upload([count], shape: [1])))
         }
         return state
+    }
+
+    /// The carried state on `backend`, one per recurrent layer of `model`, each shaped as that
+    /// layer's `[L * D, batch, H]` state; nil when the checkpoint holds none.
+    /// - Throws: `RecurError.malformed` when the saved state does not fit the model (a layer
+    ///   missing, a shape or a cell state that the cell does not have).
+    public func carriedState(for model: Sequential, batch: Int, backend: any Backend) throws -> [RecurrentState]? {
+        guard !carriedState.isEmpty else { return nil }
+        let layers = model.layers.compactMap { layer -> RecurrentLayer? in
+            if case .recurrent(let recurrent) = layer { recurrent } else { nil }
+        }
+        let expected = Set(layers.indices.flatMap { k in
+            ["\(k).hidden"] + (layers[k].cell.hasCellState ? ["\(k).cell"] : [])
+        })
+        guard Set(carriedState.keys) == expected else {
+            throw RecurError.malformed(
+                source: "checkpoint", detail: "the carried state holds \(carriedState.keys.sorted()), "
+                    + "the model needs \(expected.sorted())")
+        }
+        return try layers.enumerated().map { k, layer in
+            let shape: Shape = [layer.layerCount * layer.directionCount, batch, layer.hiddenSize]
+            func tensor(_ name: String) throws -> Tensor? {
+                guard let saved = carriedState[name] else { return nil }
+                guard saved.shape == shape else {
+                    throw RecurError.malformed(
+                        source: "checkpoint", detail: "state.\(name) is \(saved.shape), the model's state is \(shape)")
+                }
+                return try backend.upload(saved.values, shape: shape)
+            }
+            return RecurrentState(hidden: try tensor("\(k).hidden")!, cell: try tensor("\(k).cell"))
+        }
     }
 
     /// A model built from the specification with the saved parameters (for evaluation and

@@ -65,6 +65,10 @@ public final class Sequential {
     public let backend: any Backend
     /// Whether the last forward started from ids (so backward ends in the embedding).
     private var startedFromIDs = false
+    /// h_n (and c_n) of every recurrent layer after the last forward, in layer order: what a
+    /// stateful caller passes as `initialStates` of the next forward. New tensors of each pass,
+    /// so holding them keeps no activation of the pass alive.
+    public private(set) var finalStates: [RecurrentState] = []
 
     /// Checks that the layers fit together: an embedding only first, one backend, and each
     /// layer's input features equal to what the layer before produces.
@@ -135,12 +139,14 @@ public final class Sequential {
     ///   - lengths: each sequence's length; nil computes them from the embedding's padding index
     ///     (`Embedding.lengths(ofPadded:...)`), or uses full length when it has none.
     ///   - padding: which end of each sequence holds the padding.
+    ///   - initialStates: h0 (and c0) of each recurrent layer in order, `[L * D, B, H]` each (a
+    ///     previous pass's `finalStates`); nil starts every layer from zeros.
     ///   - training: applies dropout.
     /// - Returns: the last layer's output.
     /// - Throws: `RecurError.invalidArgument` for an id outside the vocabulary (naming it and its
     ///   position) or a sequence of padding only (length 0, which recurrent layers reject).
     public func forward(ids: [Int32], shape: Shape, lengths: [Int]? = nil, padding: PaddingSide,
-                        training: Bool) throws -> Tensor {
+                        initialStates: [RecurrentState]? = nil, training: Bool) throws -> Tensor {
         guard case .embedding(let embedding) = layers[0] else {
             throw RecurError.invalidArgument(
                 operation: "Sequential.forward", detail: "forward(ids:) needs an embedding as layer 0")
@@ -157,9 +163,11 @@ public final class Sequential {
                 batchFirst: batchFirst)
         }
         try checkLengthsBeforeRunning(sequenceLengths, leadingAxes: shape)
+        try checkStateCount(initialStates)
         let embedded = try embedding.forward(ids: ids, shape: shape)  // [T, B, D] or [B, T, D]
         startedFromIDs = true
-        return try run(embedded, from: 1, lengths: sequenceLengths, padding: padding, training: training)
+        return try run(embedded, from: 1, lengths: sequenceLengths, padding: padding, initialStates: initialStates,
+                       training: training)
     }
 
     /// Runs the model on a float input (for a model without an embedding).
@@ -167,16 +175,19 @@ public final class Sequential {
     ///   - input: what layer 0 reads (`[T, B, I]` for a recurrent layer, `[..., I]` for a dense one).
     ///   - lengths: each sequence's length for the recurrent layers; nil means full length.
     ///   - padding: which end of each sequence holds the padding. Default `.post`.
+    ///   - initialStates: as in `forward(ids:...)`.
     ///   - training: applies dropout.
     public func forward(_ input: Tensor, lengths: [Int]? = nil, padding: PaddingSide = .post,
-                        training: Bool) throws -> Tensor {
+                        initialStates: [RecurrentState]? = nil, training: Bool) throws -> Tensor {
         if case .embedding = layers[0] {
             throw RecurError.invalidArgument(
                 operation: "Sequential.forward", detail: "layer 0 is an embedding: use forward(ids:shape:...)")
         }
         try checkLengthsBeforeRunning(lengths, leadingAxes: input.shape)
+        try checkStateCount(initialStates)
         startedFromIDs = false
-        return try run(input, from: 0, lengths: lengths, padding: padding, training: training)
+        return try run(input, from: 0, lengths: lengths, padding: padding, initialStates: initialStates,
+                       training: training)
     }
 
     /// Checks `lengths` against the time and batch axes (the first two of `leadingAxes`, in the
@@ -185,6 +196,17 @@ public final class Sequential {
         guard let lengths, let recurrent = firstRecurrentLayer, shape.rank >= 2 else { return }
         let (steps, batch) = recurrent.batchFirst ? (shape[1], shape[0]) : (shape[0], shape[1])
         try recurrent.checkLengths("Sequential.forward", lengths, steps: steps, batch: batch)
+    }
+
+    /// Checks that `states` holds one state per recurrent layer (their shapes each layer checks).
+    private func checkStateCount(_ states: [RecurrentState]?) throws {
+        guard let states else { return }
+        let recurrentCount = layers.filter { if case .recurrent = $0 { true } else { false } }.count
+        guard states.count == recurrentCount else {
+            throw RecurError.invalidArgument(
+                operation: "Sequential.forward",
+                detail: "\(states.count) initial states for \(recurrentCount) recurrent layers")
+        }
     }
 
     /// Back-propagates dL/d output through every layer of the last forward, accumulating (+=)
@@ -217,20 +239,26 @@ public final class Sequential {
     }
 
     private func run(_ input: Tensor, from start: Int, lengths: [Int]?, padding: PaddingSide,
-                     training: Bool) throws -> Tensor {
+                     initialStates: [RecurrentState]?, training: Bool) throws -> Tensor {
         var x = input
+        var states: [RecurrentState] = []
+        finalStates = []
         for layer in layers[start...] {
             switch layer {
             case .embedding:
                 preconditionFailure("Sequential.init allows an embedding only as layer 0")
             case .recurrent(let recurrent):
-                x = try recurrent.forward(x, lengths: lengths, padding: padding, training: training).output
+                let result = try recurrent.forward(x, lengths: lengths, padding: padding,
+                                                   initialState: initialStates?[states.count], training: training)
+                states.append(result.finalState)
+                x = result.output
             case .dense(let dense):
                 x = try dense.forward(x)
             case .dropout(let dropout):
                 x = try dropout.forward(x, training: training)
             }
         }
+        finalStates = states
         return x
     }
 }

@@ -9,6 +9,10 @@
 /// with ε added after the square root of the bias-corrected v, as in PyTorch. Defaults as
 /// PyTorch: learning rate 1e-3, β1 0.9, β2 0.999, ε 1e-8, weight decay 0. State: `exp_avg` (m)
 /// and `exp_avg_sq` (v). One fused `Backend.adamStep` per parameter.
+///
+/// Keras adds its ε (default 1e-7) to √v before the bias correction,
+/// p = p − learningRate · √(1 − β2^t) / (1 − β1^t) · m / (√v + ε_Keras), which is this update with
+/// ε = ε_Keras / √(1 − β2^t): the two agree when ε is far below every √v̂.
 public class Adam: Optimizer {
     public let backend: any Backend
     public var learningRate: Float

@@ -10,6 +10,9 @@
 //   report = clip(∇)                                       (global norm logged every step)
 //   if L and ∇ are finite: θ = optimizer(θ, ∇, lr(step))   else: stop or skip, by policy
 // and after each epoch a plateau schedule may lower lr for the next (ReduceOnPlateau).
+// Stateful (configuration.stateful): batch k is window k of B parallel streams (StreamBatches),
+// and the forward of batch k starts from the final state of batch k − 1 (zeros at k = 0),
+// detached: h0_k = stop_gradient(h_T of batch k − 1), truncated backpropagation through time.
 //
 // Shape legend: T time steps, B batch, K outputs.
 
@@ -174,6 +177,9 @@ public final class Trainer {
     public var recordsGradientFlow = false
 
     private let lossSlot: Tensor  // [1]
+    /// Stateful training: each recurrent layer's final state after the last batch, the initial
+    /// state of the next; nil starts from zeros (an epoch's first batch).
+    private var carriedState: [RecurrentState]?
 
     /// A new run: builds the model and the optimizer, and (with several processes) checks that
     /// every process has the same specification and configuration, then gives all rank 0's
@@ -183,9 +189,13 @@ public final class Trainer {
         try configuration.validate()
         try Self.checkMonitor(configuration.monitor, specification: specification)
         try Self.checkClassWeights(configuration.classWeights, specification: specification)
+        if configuration.stateful {
+            try Self.checkStateful(specification: specification, worldSize: communicator.worldSize)
+        }
         self.specification = specification
         self.configuration = configuration
         self.model = try specification.makeModel(backend: backend)
+        try Self.checkFrozenParameters(configuration.frozenParameters, model: model)
         self.optimizer = try configuration.optimizer.makeOptimizer(backend: backend)
         self.clipper = try GradientClipper(configuration.clipping, nonFinitePolicy: configuration.nonFinitePolicy)
         self.communicator = communicator
@@ -215,9 +225,13 @@ public final class Trainer {
         }
         try Self.checkMonitor(configuration.monitor, specification: checkpoint.specification)
         try Self.checkClassWeights(configuration.classWeights, specification: checkpoint.specification)
+        if configuration.stateful {
+            try Self.checkStateful(specification: checkpoint.specification, worldSize: communicator.worldSize)
+        }
         self.specification = checkpoint.specification
         self.configuration = configuration
         self.model = try checkpoint.specification.makeModel(backend: backend)
+        try Self.checkFrozenParameters(configuration.frozenParameters, model: model)
         try checkpoint.restoreParameters(of: model)
         self.optimizer = try configuration.optimizer.makeOptimizer(backend: backend)
         try optimizer.load(state: checkpoint.optimizerState(backend: backend))
@@ -227,7 +241,38 @@ public final class Trainer {
         self.progress = checkpoint.progress
         self.metadata = checkpoint.metadata
         self.lossSlot = try backend.zeros([1])
+        // A stateful run stopped mid-epoch continues from the state it carried then; at an epoch
+        // boundary the state restarts at zero anyway.
+        if configuration.stateful && checkpoint.progress.batchInEpoch > 0 {
+            guard let state = try checkpoint.carriedState(for: model, batch: configuration.batchSize, backend: backend) else {
+                throw RecurError.malformed(
+                    source: "checkpoint", detail: "a stateful run stopped mid-epoch, but the checkpoint holds no carried state")
+            }
+            carriedState = state
+        }
         try synchronizeStart()
+    }
+
+    /// Throws unless a model of `specification` can train statefully on `worldSize` processes:
+    /// a language model or a forecaster (other tasks read independent padded examples), read in
+    /// one direction (a reverse direction would need the state of the future, which the next
+    /// window holds), on one process (each would need its own streams).
+    static func checkStateful(specification: ModelSpecification, worldSize: Int) throws {
+        let operation = "Trainer"
+        guard specification.task == .lm || specification.task == .forecast else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "stateful training applies to language models and forecasts, "
+                    + "not to \(specification.task) models, whose examples are independent")
+        }
+        guard !specification.bidirectional else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "stateful training cannot carry the state of a bidirectional model: "
+                    + "its reverse direction starts from the end of each window, which the next window holds")
+        }
+        guard worldSize == 1 else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "stateful training runs on one process, not \(worldSize)")
+        }
     }
 
     /// Throws unless `monitor` is a metric the model's task reports, on the training data or
@@ -249,6 +294,21 @@ public final class Trainer {
 
     /// Throws unless `weights` is nil or holds one weight per class of a classifier (two for a
     /// single sigmoid output).
+    static func checkFrozenParameters(_ names: [String]?, model: Sequential) throws {
+        let known = Set(model.parameters.map(\.name))
+        for name in names ?? [] where !known.contains(name) {
+            throw RecurError.invalidArgument(
+                operation: "Trainer", detail: "cannot freeze '\(name)': the model's parameters are "
+                    + model.parameters.map(\.name).joined(separator: ", "))
+        }
+    }
+
+    /// The parameters that clipping and the optimizer see: all but the frozen ones.
+    private var trainableParameters: [NamedParameter] {
+        guard let frozen = configuration.frozenParameters, !frozen.isEmpty else { return model.parameters }
+        return model.parameters.filter { !frozen.contains($0.name) }
+    }
+
     static func checkClassWeights(_ weights: [Float]?, specification: ModelSpecification) throws {
         guard let weights else { return }
         guard specification.task == .classify else {
@@ -287,6 +347,8 @@ public final class Trainer {
     // MARK: Fit
 
     /// Trains until `configuration.epochs` epochs are done or early stopping ends the run.
+    /// With `configuration.stateful` the training examples must be `StreamWindows` that continue
+    /// each other; they are laid out as `configuration.batchSize` streams (`StreamBatches`).
     /// - Parameters:
     ///   - training: the examples to learn from (the same on every process: each takes its shard).
     ///   - validation: evaluated after every epoch (`val_` metrics); nil for none.
@@ -294,15 +356,20 @@ public final class Trainer {
     /// - Throws: `RecurError.nonFinite` naming the step and parameter under `.throwError`; any
     ///   backend error. Checkpoints written before the error stay as they were.
     @discardableResult
-    public func fit(training: any TrainingExamples, validation: (any TrainingExamples)? = nil) throws -> [EpochRecord] {
+    public func fit(training examples: any TrainingExamples, validation: (any TrainingExamples)? = nil) throws
+        -> [EpochRecord]
+    {
         let operation = "Trainer.fit"
         let world = communicator.worldSize
+        let training = configuration.stateful
+            ? try Self.streams(examples, count: configuration.batchSize) : examples
         if world > 1 {
             try communicator.requireIdentical(
                 "\(Self.fingerprint(training)) \(validation.map(Self.fingerprint) ?? "none")", what: "training and validation data")
         }
         let plan = try MiniBatchPlan(
-            count: training.count, batchSize: configuration.batchSize, shuffles: configuration.shuffles,
+            count: training.count, batchSize: configuration.batchSize,
+            shuffles: configuration.shuffles && !configuration.stateful,
             seed: configuration.seed, keepsPartialBatch: world == 1)
         guard plan.batchesPerEpoch > 0 else {
             throw RecurError.invalidArgument(
@@ -323,6 +390,7 @@ public final class Trainer {
         while progress.epoch < configuration.epochs && !progress.stoppedEarly {
             let epochStart = clock.now
             let batches = plan.batches(epoch: progress.epoch)
+            if progress.batchInEpoch == 0 { carriedState = nil }
             while progress.batchInEpoch < batches.count {
                 let global = batches[progress.batchInEpoch]
                 let share = global.count / world
@@ -378,7 +446,10 @@ public final class Trainer {
         let step = progress.step + 1  // 1-based in messages
         model.seedDropout(Self.dropoutSeed(configuration.seed, step: progress.step, rank: communicator.rank))
         try model.zeroGradients()
-        let output = try forward(batch, training: true)
+        let output = try forward(batch, initialStates: carriedState, training: true)
+        // The next batch continues from this one's final state; backward below sends no
+        // gradient into it (dL/dh0 is dropped): truncated backpropagation through time.
+        if configuration.stateful { carriedState = model.finalStates }
         let targets = try targetTensor(batch)
         let weights = try exampleWeights(batch)
         let gradient = try specification.loss.evaluate(output: output, targets: targets,
@@ -390,7 +461,7 @@ public final class Trainer {
             if isLeader { observer?(.gradientFlow(step: step, flows: model.gradientFlow)) }
         }
         try communicator.averageGradients(model.parameters)
-        let report = try clipper.clip(model.parameters, step: step)
+        let report = try clipper.clip(trainableParameters, step: step)
         let loss = try backend.download(lossSlot)[0]
         let nonFiniteLosses = try communicator.sum([loss.isFinite ? 0 : 1])[0]  // over every process
 
@@ -405,11 +476,14 @@ public final class Trainer {
             }
         }
         if skipped {
+            // A non-finite loss may come from a non-finite state, which would spoil every later
+            // window of the epoch: the streams restart from zero.
+            carriedState = nil
             progress.partialSkipped += 1
             let detail = report.nonFiniteParameter.map { "the gradient of '\($0)' is not finite" } ?? "the loss is \(loss)"
             if isLeader { observer?(.skippedStep(step: step, detail: detail)) }
         } else {
-            try optimizer.step(model.parameters, learningRate: learningRate(atStep: progress.step))
+            try optimizer.step(trainableParameters, learningRate: learningRate(atStep: progress.step))
             progress.partialSums.add(
                 loss: loss, outputs: try backend.download(output), targets: batch.targets, task: specification.task,
                 lossWeight: weights?.total, errorScales: batch.errorScales)
@@ -505,8 +579,17 @@ public final class Trainer {
     }
 
     /// `evaluate`'s metrics and the summed `MetricSums`.
-    public func evaluation(_ data: any TrainingExamples, batchSize: Int? = nil) throws -> Evaluation {
+    /// - Parameter stateful: stream the windows with the state carried from batch to batch
+    ///   (`StreamBatches` of `batchSize` streams, or as many as there are windows when fewer; the
+    ///   state starts at zero); nil does what the run trains with (`configuration.stateful`).
+    public func evaluation(_ data: any TrainingExamples, batchSize: Int? = nil, stateful: Bool? = nil) throws
+        -> Evaluation
+    {
         let size = batchSize ?? configuration.batchSize
+        if stateful ?? configuration.stateful {
+            try Self.checkStateful(specification: specification, worldSize: communicator.worldSize)
+            return try streamedEvaluation(Self.streams(data, count: min(size, data.count)))
+        }
         let mine = Array(stride(from: communicator.rank, to: data.count, by: communicator.worldSize))
         let scoresAUC = MetricSums.evaluationOnlyNames(for: specification.task, outputSize: specification.outputSize)
             .contains("auc")
@@ -541,6 +624,47 @@ public final class Trainer {
                 positives: stride(from: 1, to: scored.count, by: 2).map { scored[$0] >= 0.5 })
         }
         return Evaluation(metrics: metrics, sums: total)
+    }
+
+    /// Zero h (and c) for every recurrent layer, `[L * D, B, H]` with B the batch size: the state
+    /// a stateful run starts a stream from.
+    private func zeroStates() throws -> [RecurrentState] {
+        try model.layers.compactMap { layer -> RecurrentState? in
+            guard case .recurrent(let recurrent) = layer else { return nil }
+            let shape: Shape = [recurrent.layerCount * recurrent.directionCount, configuration.batchSize,
+                                recurrent.hiddenSize]
+            return RecurrentState(hidden: try backend.zeros(shape),
+                                  cell: recurrent.cell.hasCellState ? try backend.zeros(shape) : nil)
+        }
+    }
+
+    /// The metrics of `streams` read batch by batch in order, each batch starting from the final
+    /// state of the one before (zeros for the first), without dropout.
+    private func streamedEvaluation(_ streams: StreamBatches) throws -> Evaluation {
+        var sums = MetricSums()
+        var state: [RecurrentState]?
+        for k in 0..<streams.windowsPerStream {
+            let batch = streams.batch(window: k)
+            let output = try forward(batch, initialStates: state, training: false)
+            state = model.finalStates
+            _ = try specification.loss.evaluate(output: output, targets: try targetTensor(batch),
+                                                weights: nil, loss: lossSlot, at: 0)
+            sums.add(loss: try backend.download(lossSlot)[0], outputs: try backend.download(output),
+                     targets: batch.targets, task: specification.task, lossWeight: nil, errorScales: batch.errorScales)
+        }
+        return Evaluation(metrics: sums.values(for: specification.task, scale: errorScale), sums: sums)
+    }
+
+    /// `examples` as `count` parallel streams for stateful training or evaluation.
+    /// - Throws: `RecurError.invalidArgument` for examples that are not windows of one stream,
+    ///   and as `StreamBatches.init`.
+    static func streams(_ examples: any TrainingExamples, count: Int) throws -> StreamBatches {
+        guard let windows = examples as? any StreamWindows else {
+            throw RecurError.invalidArgument(
+                operation: "Trainer", detail: "stateful training and evaluation need windows of one stream "
+                    + "(LanguageModelWindows, SeriesWindows), not \(type(of: examples))")
+        }
+        return try StreamBatches(windows, streams: count)
     }
 
     /// The model's outputs for every example of `data`, in order: logits `[N, K]` for
@@ -578,14 +702,16 @@ public final class Trainer {
         return MetricSums(array: try communicator.sum(sized.array))
     }
 
-    private func forward(_ batch: TrainingBatch, training: Bool) throws -> Tensor {
+    private func forward(_ batch: TrainingBatch, initialStates: [RecurrentState]? = nil, training: Bool) throws
+        -> Tensor
+    {
         switch batch.input {
         case let .ids(ids, steps, lengths, padding):
             return try model.forward(ids: ids, shape: [steps, batch.batchSize], lengths: lengths, padding: padding,
-                                     training: training)
+                                     initialStates: initialStates, training: training)
         case let .values(values, steps, features):
             let input = try backend.upload(values, shape: [steps, batch.batchSize, features])
-            return try model.forward(input, training: training)
+            return try model.forward(input, initialStates: initialStates, training: training)
         }
     }
 
@@ -606,7 +732,8 @@ public final class Trainer {
         try ReportFile.createDirectory(directory)
         let checkpoint = try Checkpoint(
             specification: specification, configuration: configuration, progress: progress, model: model,
-            optimizer: optimizer, metadata: metadata)
+            optimizer: optimizer, metadata: metadata,
+            carriedState: configuration.stateful && progress.batchInEpoch > 0 ? try carriedState ?? zeroStates() : nil)
         let last = directory + "/last.safetensors"
         try checkpoint.write(to: last)
         observer?(.checkpoint(path: last))

@@ -5,17 +5,17 @@
 public enum OptimizerSpecification: Sendable, Equatable, Codable {
     /// `SGD` with optional (Nesterov) momentum and L2 weight decay.
     case sgd(learningRate: Float, momentum: Float = 0, nesterov: Bool = false, weightDecay: Float = 0)
-    /// `Adam` (Kingma & Ba), bias-corrected, L2 weight decay.
-    case adam(learningRate: Float, weightDecay: Float = 0)
-    /// `AdamW` (Loshchilov & Hutter), decoupled weight decay.
-    case adamW(learningRate: Float, weightDecay: Float = 0.01)
+    /// `Adam` (Kingma & Ba), bias-corrected, L2 weight decay; ε nil is PyTorch's 1e-8.
+    case adam(learningRate: Float, weightDecay: Float = 0, epsilon: Float? = nil)
+    /// `AdamW` (Loshchilov & Hutter), decoupled weight decay; ε nil is PyTorch's 1e-8.
+    case adamW(learningRate: Float, weightDecay: Float = 0.01, epsilon: Float? = nil)
     /// `RMSProp` (Hinton), α 0.99.
     case rmsProp(learningRate: Float, momentum: Float = 0, weightDecay: Float = 0)
 
     /// The base learning rate.
     public var learningRate: Float {
         switch self {
-        case .sgd(let rate, _, _, _), .adam(let rate, _), .adamW(let rate, _), .rmsProp(let rate, _, _): rate
+        case .sgd(let rate, _, _, _), .adam(let rate, _, _), .adamW(let rate, _, _), .rmsProp(let rate, _, _): rate
         }
     }
 
@@ -23,10 +23,10 @@ public enum OptimizerSpecification: Sendable, Equatable, Codable {
         switch self {
         case let .sgd(rate, momentum, nesterov, decay):
             try SGD(learningRate: rate, momentum: momentum, weightDecay: decay, nesterov: nesterov, backend: backend)
-        case let .adam(rate, decay):
-            try Adam(learningRate: rate, weightDecay: decay, backend: backend)
-        case let .adamW(rate, decay):
-            try AdamW(learningRate: rate, weightDecay: decay, backend: backend)
+        case let .adam(rate, decay, epsilon):
+            try Adam(learningRate: rate, epsilon: epsilon ?? 1e-8, weightDecay: decay, backend: backend)
+        case let .adamW(rate, decay, epsilon):
+            try AdamW(learningRate: rate, epsilon: epsilon ?? 1e-8, weightDecay: decay, backend: backend)
         case let .rmsProp(rate, momentum, decay):
             try RMSProp(learningRate: rate, weightDecay: decay, momentum: momentum, backend: backend)
         }
@@ -67,12 +67,24 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
     public var classWeights: [Float]?
     /// Reduce the learning rate when the monitored metric stops improving; excludes `schedule`.
     public var plateau: ReduceOnPlateau?
+    /// Parameters (by their checkpoint names, `0.weight`, `1.bias_hh_l0`, …) that keep their
+    /// initial values: left out of clipping and of every optimizer step, as Keras's
+    /// `trainable=False` or PyTorch's `requires_grad_(False)`. nil trains every parameter.
+    public var frozenParameters: [String]?
+    /// Stateful training (truncated backpropagation through time) for language models and
+    /// forecasts: the training windows are laid out as `batchSize` parallel streams
+    /// (`StreamBatches`), visited in order (`shuffles` does not apply), and each stream's final
+    /// hidden state after batch k is the initial state of batch k + 1, detached: no gradient
+    /// crosses a window boundary. The state starts at zero at every epoch and after a skipped
+    /// step. Evaluation streams the same way, from zero. The windows must continue each other
+    /// (stride = length); bidirectional models and several processes are refused.
+    public var stateful: Bool
 
     public init(epochs: Int, batchSize: Int, optimizer: OptimizerSpecification, schedule: LearningRateSchedule? = nil,
                 clipping: GradientClipping = .none, nonFinitePolicy: NonFiniteGradientPolicy = .throwError,
                 seed: UInt64 = 0, shuffles: Bool = true, earlyStoppingPatience: Int? = nil,
                 monitor: String = "val_loss", checkpointEverySteps: Int? = nil, classWeights: [Float]? = nil,
-                plateau: ReduceOnPlateau? = nil) {
+                plateau: ReduceOnPlateau? = nil, frozenParameters: [String]? = nil, stateful: Bool = false) {
         self.epochs = epochs
         self.batchSize = batchSize
         self.optimizer = optimizer
@@ -86,6 +98,33 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
         self.checkpointEverySteps = checkpointEverySteps
         self.classWeights = classWeights
         self.plateau = plateau
+        self.frozenParameters = frozenParameters
+        self.stateful = stateful
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case epochs, batchSize, optimizer, schedule, clipping, nonFinitePolicy, seed, shuffles, earlyStoppingPatience
+        case monitor, checkpointEverySteps, classWeights, plateau, frozenParameters, stateful
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        epochs = try container.decode(Int.self, forKey: .epochs)
+        batchSize = try container.decode(Int.self, forKey: .batchSize)
+        optimizer = try container.decode(OptimizerSpecification.self, forKey: .optimizer)
+        schedule = try container.decodeIfPresent(LearningRateSchedule.self, forKey: .schedule)
+        clipping = try container.decode(GradientClipping.self, forKey: .clipping)
+        nonFinitePolicy = try container.decode(NonFiniteGradientPolicy.self, forKey: .nonFinitePolicy)
+        seed = try container.decode(UInt64.self, forKey: .seed)
+        shuffles = try container.decode(Bool.self, forKey: .shuffles)
+        earlyStoppingPatience = try container.decodeIfPresent(Int.self, forKey: .earlyStoppingPatience)
+        monitor = try container.decode(String.self, forKey: .monitor)
+        checkpointEverySteps = try container.decodeIfPresent(Int.self, forKey: .checkpointEverySteps)
+        classWeights = try container.decodeIfPresent([Float].self, forKey: .classWeights)
+        plateau = try container.decodeIfPresent(ReduceOnPlateau.self, forKey: .plateau)
+        frozenParameters = try container.decodeIfPresent([String].self, forKey: .frozenParameters)
+        // Absent in checkpoints written before stateful training existed: those were stateless.
+        stateful = try container.decodeIfPresent(Bool.self, forKey: .stateful) ?? false
     }
 
     /// The most epochs a run may plan: far more than any run needs, and small enough that step

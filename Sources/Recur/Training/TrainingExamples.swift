@@ -47,6 +47,17 @@ public protocol TrainingExamples: Sendable {
     func batch(_ indices: ArraySlice<Int>) -> TrainingBatch
 }
 
+/// Windows cut from one stream in time order (text, a series), which stateful training can lay
+/// out as parallel streams (`StreamBatches`).
+public protocol StreamWindows: TrainingExamples {
+    /// Whether every window starts right where the one before it ends (stride = length), so that
+    /// a state carried from window n into window n + 1 has read exactly the steps before it.
+    var isContiguous: Bool { get }
+    /// Steps per window, and between the starts of neighbouring windows (for messages).
+    var length: Int { get }
+    var stride: Int { get }
+}
+
 /// Sequences of ids with one label each (sentiment, spam): many-to-one classification.
 public struct LabeledSequences: TrainingExamples {
     public let sequences: PaddedSequences
@@ -123,8 +134,9 @@ public struct TaggedSequences: TrainingExamples {
 
 /// Windows of one token stream for next-token prediction: example k is the T ids starting at
 /// `k * stride`, and its targets the T ids one position later. Windows are independent
-/// examples (the state starts at zero in each), so they can be shuffled like any data set.
-public struct LanguageModelWindows: TrainingExamples {
+/// examples (the state starts at zero in each), so they can be shuffled like any data set;
+/// stateful training lays them out as streams instead (`StreamBatches`).
+public struct LanguageModelWindows: StreamWindows {
     public let ids: [Int32]
     /// T.
     public let length: Int
@@ -154,6 +166,8 @@ public struct LanguageModelWindows: TrainingExamples {
 
     public var count: Int { (ids.count - 1 - length) / stride + 1 }
 
+    public var isContiguous: Bool { stride == length }
+
     public func batch(_ indices: ArraySlice<Int>) -> TrainingBatch {
         let b = indices.count
         var inputs = [Int32](repeating: 0, count: length * b)  // [T, B]
@@ -172,7 +186,7 @@ public struct LanguageModelWindows: TrainingExamples {
 }
 
 /// Forecasting windows (`ForecastWindows`): T past steps of a series predict the next K values.
-public struct SeriesWindows: TrainingExamples {
+public struct SeriesWindows: StreamWindows {
     public let windows: ForecastWindows
     /// Each window's error scale (`TrainingBatch.errorScales`), `[N]`, or each output's, `[N, K]`;
     /// nil for one scale for all.
@@ -187,6 +201,10 @@ public struct SeriesWindows: TrainingExamples {
     }
 
     public var count: Int { windows.count }
+
+    public var length: Int { windows.length }
+    public var stride: Int { windows.stride }
+    public var isContiguous: Bool { stride == length }
 
     public func batch(_ indices: ArraySlice<Int>) -> TrainingBatch {
         let batch = windows.batch(indices)  // inputs [T, B, F], targets [B, K]
