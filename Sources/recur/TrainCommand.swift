@@ -16,7 +16,9 @@ struct TrainCommand: ParsableCommand {
         discussion: """
             The task follows the data format: tsv, csv, lines, imdb -> classify; text -> lm; \
             series -> forecast; tagged -> tag. A series' windows are scaled by --transform \
-            (default difference); mae is in the series' own units whatever the transform. Models \
+            (default difference); mae is in the series' own units whatever the transform. \
+            --value-column takes several columns (comma-separated, by index or header name) that \
+            the model reads at each step, and --target-column the ones it forecasts. Models \
             are Embedding -> recurrent stack -> [Dropout] -> Dense (classify and forecast read the \
             last state; tag and lm every step). With --checkpoint-dir, writes last.safetensors \
             every epoch, best.safetensors when the monitored metric improves, log.jsonl and \
