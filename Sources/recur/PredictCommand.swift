@@ -25,7 +25,8 @@ struct PredictCommand: ParsableCommand {
             its last value out as CSV rows step,value, in the series' units whatever the transform \
             (--transform of recur train); only the last --max-length values are read \
             and kept. A forecaster of several columns reads a CSV with the training file's \
-            columns and prints rows step,<target>,... for each target column. To continue a text token by token, use recur generate.
+            columns and prints rows step,<target>,... for each target column. To continue a text \
+            token by token, use recur generate.
             """
     )
 

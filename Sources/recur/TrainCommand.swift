@@ -446,7 +446,9 @@ struct TrainCommand: ParsableCommand {
         if let standardization = prepared.standardization {
             metadata["transform"] = prepared.transform.rawValue
             // revin windows have a scale each, and several targets one each, not one.
-            if prepared.transform != .revin && prepared.targetCount == 1 { metadata["scale"] = "\(standardization.standardDeviation)" }
+            if prepared.transform != .revin && prepared.targetCount == 1 {
+                metadata["scale"] = "\(standardization.standardDeviation)"
+            }
         }
         var writer = SafeTensorsWriter(metadata: metadata)
         let splits: [(String, (any TrainingExamples)?)] =

@@ -1,7 +1,8 @@
-// A univariate numeric series read from CSV, cut into sliding windows for forecasting.
+// A numeric series read from CSV, one column or several, cut into sliding windows for
+// forecasting.
 //
 // Shape legend: N windows, T window length (steps fed to the model), H horizon (steps
-// predicted), B windows in a batch.
+// predicted), B windows in a batch, F columns read per step, J target columns (the first J).
 
 /// One numeric column of a CSV file, in file order, for forecasting.
 public struct NumericSeries: Sendable, Equatable {
@@ -438,7 +439,9 @@ extension ForecastWindows {
                 let inputIndices = Swift.stride(from: n * length * features + f, to: (n + 1) * length * features,
                                                 by: features)
                 let scaling = transform.scaling(of: inputIndices.map { inputs[$0] }, fitted: fitted[f])
-                for index in inputIndices { result.inputs[index] = (inputs[index] - scaling.mean) / scaling.standardDeviation }
+                for index in inputIndices {
+                    result.inputs[index] = (inputs[index] - scaling.mean) / scaling.standardDeviation
+                }
                 if f < targetCount {
                     for index in Swift.stride(from: n * outputs + f, to: (n + 1) * outputs, by: targetCount) {
                         result.targets[index] = (targets[index] - scaling.mean) / scaling.standardDeviation

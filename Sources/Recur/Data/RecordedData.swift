@@ -44,11 +44,15 @@ public struct RecordedData: Sendable {
         classNames = metadata[Self.classesKey].map {
             $0.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         }
-        standardization = try metadata[Self.standardizationKey].map { try Self.standardization($0, key: Self.standardizationKey) }
+        standardization = try metadata[Self.standardizationKey].map {
+            try Self.standardization($0, key: Self.standardizationKey)
+        }
         standardizations = try metadata[Self.standardizationsKey].map { text in
             try text.split(separator: "\n").map { try Self.standardization(String($0), key: Self.standardizationsKey) }
         }
-        columnNames = metadata[Self.columnsKey].map { $0.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
+        columnNames = metadata[Self.columnsKey].map {
+            $0.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        }
         if let standardizations, standardizations.count != columnNames?.count {
             throw RecurError.malformed(
                 source: Self.standardizationsKey,
