@@ -37,7 +37,14 @@ public struct Checkpoint: Sendable {
     public var metadata: [String: String]
 
     /// Captures a run's state (downloads every tensor).
-    /// - Parameter carriedState: a stateful run's state for the next batch, one per recurrent layer.
+    /// - Parameters:
+    ///   - specification: the model's architecture.
+    ///   - configuration: how the run trains.
+    ///   - progress: where the run stands (epochs, steps, history).
+    ///   - model: the model whose parameters are saved.
+    ///   - optimizer: the optimizer whose state is saved.
+    ///   - metadata: the caller's entries (keys outside `recur.`).
+    ///   - carriedState: a stateful run's state for the next batch, one per recurrent layer.
     public init(specification: ModelSpecification, configuration: TrainingConfiguration, progress: TrainingProgress,
                 model: Sequential, optimizer: any Optimizer, metadata: [String: String],
                 carriedState: [RecurrentState]? = nil) throws {

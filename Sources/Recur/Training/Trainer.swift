@@ -350,7 +350,7 @@ public final class Trainer {
     /// With `configuration.stateful` the training examples must be `StreamWindows` that continue
     /// each other; they are laid out as `configuration.batchSize` streams (`StreamBatches`).
     /// - Parameters:
-    ///   - training: the examples to learn from (the same on every process: each takes its shard).
+    ///   - examples: the examples to learn from (the same on every process: each takes its shard).
     ///   - validation: evaluated after every epoch (`val_` metrics); nil for none.
     /// - Returns: every epoch's record, earlier runs' included when resumed.
     /// - Throws: `RecurError.nonFinite` naming the step and parameter under `.throwError`; any
@@ -579,9 +579,12 @@ public final class Trainer {
     }
 
     /// `evaluate`'s metrics and the summed `MetricSums`.
-    /// - Parameter stateful: stream the windows with the state carried from batch to batch
-    ///   (`StreamBatches` of `batchSize` streams, or as many as there are windows when fewer; the
-    ///   state starts at zero); nil does what the run trains with (`configuration.stateful`).
+    /// - Parameters:
+    ///   - data: the examples to evaluate.
+    ///   - batchSize: examples per batch (streams when stateful); nil for `configuration.batchSize`.
+    ///   - stateful: stream the windows with the state carried from batch to batch
+    ///     (`StreamBatches` of `batchSize` streams, or as many as there are windows when fewer;
+    ///     the state starts at zero); nil does what the run trains with (`configuration.stateful`).
     public func evaluation(_ data: any TrainingExamples, batchSize: Int? = nil, stateful: Bool? = nil) throws
         -> Evaluation
     {
