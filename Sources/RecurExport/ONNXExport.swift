@@ -145,8 +145,9 @@ private struct GraphExporter {
         }
         if !specification.readsIDs {
             guard specification.inputFeatures == 1 else {
-                throw refuse("only forecasters of one series (inputFeatures 1, as recur train makes) export; "
-                    + "this one reads \(specification.inputFeatures ?? 0) features per step")
+                throw refuse("only forecasters of one column export to ONNX; this one reads "
+                    + "\(specification.inputFeatures ?? 0) columns per step (--value-column with several); "
+                    + "--format pytorch exports its parameters")
             }
             guard source != nil else {
                 throw refuse("the checkpoint records no data source (data.source), so the forecaster's series "

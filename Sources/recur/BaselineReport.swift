@@ -13,7 +13,16 @@ struct BaselineReport {
         self.split = split
         baselines = Baseline.evaluate(
             task: trainer.specification.task, classCount: trainer.specification.outputSize,
-            training: prepared.training, on: examples, scale: trainer.errorScale, season: season)
+            training: prepared.training, on: examples, scale: trainer.errorScale, season: season,
+            targetNames: prepared.targetNames)
+    }
+
+    /// A forecaster's `mae` and `rmse` on `examples` in the series' units, and with several
+    /// targets each one's `mae_<name>` and `rmse_<name>`, as its baselines are scored.
+    static func forecastErrors(trainer: Trainer, prepared: PreparedData, on examples: any TrainingExamples)
+        throws -> [String: Double] {
+        ForecastErrors.of(try trainer.predict(examples), on: examples, targetNames: prepared.targetNames,
+                          scale: trainer.errorScale)
     }
 
     /// `baseline_<metric>[_<which>]` of every baseline.
@@ -31,14 +40,23 @@ struct BaselineReport {
     }
 
     /// One line for each baseline that `modelMetrics` (the model's, on the same split, without
-    /// prefix) do not beat.
+    /// prefix) do not beat: on the compared metric, and on each target's (`mae_<name>`) where
+    /// both report one.
     func warnings(modelMetrics: [String: Double]) -> [String] {
-        baselines.filter { !$0.isBeaten(by: modelMetrics) }.map { baseline in
-            let metric = baseline.comparedMetric
-            let model = modelMetrics[metric].map(metricText) ?? "none"
-            let value = baseline.metrics[metric].map(metricText) ?? "none"
-            return "warning: the model does not beat the \(baseline.name) baseline on \(split) "
-                + "(\(metric) model \(model) vs baseline \(value))"
+        baselines.flatMap { baseline in
+            let compared = baseline.comparedMetric
+            let metrics = [compared] + baseline.metrics.keys.filter { $0.hasPrefix(compared + "_") }.sorted()
+            return metrics.compactMap { metric -> String? in
+                var single = baseline
+                single.comparedMetric = metric
+                guard modelMetrics[metric] != nil || metric == compared, !single.isBeaten(by: modelMetrics) else {
+                    return nil
+                }
+                let model = modelMetrics[metric].map(metricText) ?? "none"
+                let value = baseline.metrics[metric].map(metricText) ?? "none"
+                return "warning: the model does not beat the \(baseline.name) baseline on \(split) "
+                    + "(\(metric) model \(model) vs baseline \(value))"
+            }
         }
     }
 }

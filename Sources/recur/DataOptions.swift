@@ -12,7 +12,16 @@ struct DataOptions: ParsableArguments {
     // with it instead of ArgumentParser reporting a missing value.
     @Option(parsing: .unconditional, help: "Label column of a table (0-based).") var labelColumn = 0
     @Option(parsing: .unconditional, help: "Text (or tokens) column of a table (0-based).") var textColumn = 1
-    @Option(parsing: .unconditional, help: "Value column of a series (0-based).") var valueColumn = 1
+    @Option(parsing: .unconditional, help: """
+        Value column of a series (0-based), or several, comma-separated, by index or header name (realgdp,cpi,3): \
+        the model reads them all at each step.
+        """)
+    var valueColumn = "1"
+    @Option(help: """
+        Columns of --value-column that a series' forecast predicts, comma-separated, by index or header name \
+        (default: the first value column).
+        """)
+    var targetColumn: String?
     @Flag(inversion: .prefixedNo, help: """
         The first row is a header (--header) or data (--no-header). Unsaid: a series' first row is a header unless \
         its value is a number; a table is read without one, and refused if its first row looks like a header (its \
@@ -42,9 +51,13 @@ struct DataOptions: ParsableArguments {
 
     func validate() throws {
         guard maxLength >= 1, horizon >= 1 else { throw ValidationError("--max-length and --horizon must be at least 1") }
-        for (name, column) in [("--label-column", labelColumn), ("--text-column", textColumn), ("--value-column", valueColumn)]
-        where column < 0 {
+        let valueIndices = Self.columnList(valueColumn).compactMap { Int($0) }
+        for (name, column) in [("--label-column", labelColumn), ("--text-column", textColumn)]
+            + valueIndices.map({ ("--value-column", $0) }) where column < 0 {
             throw ValidationError("\(name) must be 0 or more, got \(column)")
+        }
+        if Self.columnList(valueColumn).isEmpty || targetColumn.map({ Self.columnList($0).isEmpty }) == true {
+            throw ValidationError("--value-column and --target-column name at least one column")
         }
         let formatName = format ?? data.first.map(Self.guessFormat)
         if ["tsv", "csv", "tagged"].contains(formatName), labelColumn == textColumn {
@@ -80,7 +93,14 @@ struct DataOptions: ParsableArguments {
         }
         source.labelColumn = labelColumn
         source.textColumn = textColumn
-        source.valueColumn = valueColumn
+        // One column by index reads as it always has; several, a name, or targets read columns.
+        let values = Self.columnList(valueColumn)
+        if values.count == 1, let index = Int(values[0]), targetColumn == nil {
+            source.valueColumn = index
+        } else {
+            source.valueColumns = values
+            source.targetColumns = targetColumn.map(Self.columnList)
+        }
         source.hasHeader = header
         let tokenizerName = tokenizer ?? (chosen == .text ? "character" : "word")
         guard let kind = DataSource.TokenizerKind(rawValue: tokenizerName) else {
@@ -100,6 +120,12 @@ struct DataOptions: ParsableArguments {
         source.skipsMalformed = skipMalformed
         source.masksPadding = maskPadding
         return source
+    }
+
+    /// The fields of a comma-separated list of columns, trimmed, empty ones left out.
+    static func columnList(_ text: String) -> [String] {
+        text.split(separator: ",").map { String($0.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed()) }
+            .filter { !$0.isEmpty }
     }
 
     /// A format from a path: a folder is aclImdb, `.tsv`/`.csv`, `.txt` text; else tsv.

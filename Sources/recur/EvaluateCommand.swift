@@ -70,6 +70,11 @@ struct EvaluateCommand: ParsableCommand {
         if saved.specification.task == .classify {
             metrics.merge(evaluation.sums.perClassValues(names: prepared.classNames)) { first, _ in first }
         }
+        if saved.specification.task == .forecast {
+            metrics.merge(try BaselineReport.forecastErrors(trainer: trainer, prepared: prepared, on: examples)) {
+                first, _ in first
+            }
+        }
         if let season, !(1...source.sequenceLength).contains(season) || saved.specification.task != .forecast {
             throw ValidationError("--season needs a forecast checkpoint and 1 ... \(source.sequenceLength) (its window length)")
         }
@@ -85,6 +90,6 @@ struct EvaluateCommand: ParsableCommand {
             print("\(split) (\(examples.count) examples): \(text)")
             print(baselines.line)
         }
-        for warning in baselines.warnings(modelMetrics: evaluation.metrics) { printError(warning) }
+        for warning in baselines.warnings(modelMetrics: metrics) { printError(warning) }
     }
 }

@@ -24,7 +24,9 @@ struct PredictCommand: ParsableCommand {
             and header of the training file, or one value per line), the next horizon values after \
             its last value out as CSV rows step,value, in the series' units whatever the transform \
             (--transform of recur train); only the last --max-length values are read \
-            and kept. To continue a text token by token, use recur generate.
+            and kept. A forecaster of several columns reads a CSV with the training file's \
+            columns and prints rows step,<target>,... for each target column. To continue a text \
+            token by token, use recur generate.
             """
     )
 
@@ -103,6 +105,7 @@ struct PredictCommand: ParsableCommand {
 
     /// Reads the series, keeping only the values the model reads, and prints the forecast.
     private func forecast(_ predictor: Predictor, lines: inout LineReader) throws {
+        if predictor.source.valueColumns != nil { return try forecastColumns(predictor, lines: &lines) }
         let length = predictor.sequenceLength
         var reader = Predictor.SeriesLineReader(for: predictor, source: input ?? "stdin")
         var recent: [Float] = []
@@ -122,6 +125,34 @@ struct PredictCommand: ParsableCommand {
         let values = try predictor.predict(series: Array(recent.suffix(length)))
         print("step,value")
         for (step, value) in values.enumerated() { print("\(step + 1),\(value)") }
+    }
+}
+
+extension PredictCommand {
+    /// A forecaster of several columns: reads the whole input as its training file was read (the
+    /// same value columns, by index or header name) and prints `step,<target>,…` rows for the
+    /// next horizon steps from its last --max-length rows.
+    private func forecastColumns(_ predictor: Predictor, lines: inout LineReader) throws {
+        var bytes: [UInt8] = []
+        while let line = try lines.next() { bytes += Array(line.utf8) + [UInt8(ascii: "\n")] }
+        let read = try predictor.source.readColumns(bytes: bytes, source: input ?? "stdin").columns
+        guard read.names.count == predictor.features else {
+            throw RecurError.invalidArgument(
+                operation: "recur predict", detail: "\(input ?? "stdin") gives the columns \(read.names), but the "
+                    + "model reads \(predictor.features): \(predictor.columnNames)")
+        }
+        let length = predictor.sequenceLength
+        guard read.count >= length else {
+            throw RecurError.invalidArgument(
+                operation: "recur predict", detail: "\(input ?? "stdin") holds \(read.count) rows, but the model reads "
+                    + "the last \(length) (the --max-length it was trained with)")
+        }
+        let steps = (read.count - length ..< read.count).map { t in read.columns.map { $0[t] } }
+        let forecast = try predictor.predict(steps: steps)
+        print((["step"] + predictor.columnNames.prefix(predictor.targetCount)).joined(separator: ","))
+        for (step, values) in forecast.enumerated() {
+            print(([String(step + 1)] + values.map { "\($0)" }).joined(separator: ","))
+        }
     }
 }
 

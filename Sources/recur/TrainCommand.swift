@@ -16,7 +16,9 @@ struct TrainCommand: ParsableCommand {
         discussion: """
             The task follows the data format: tsv, csv, lines, imdb -> classify; text -> lm; \
             series -> forecast; tagged -> tag. A series' windows are scaled by --transform \
-            (default difference); mae is in the series' own units whatever the transform. Models \
+            (default difference); mae is in the series' own units whatever the transform. \
+            --value-column takes several columns (comma-separated, by index or header name) that \
+            the model reads at each step, and --target-column the ones it forecasts. Models \
             are Embedding -> recurrent stack -> [Dropout] -> Dense (classify and forecast read the \
             last state; tag and lm every step). With --checkpoint-dir, writes last.safetensors \
             every epoch, best.safetensors when the monitored metric improves, log.jsonl and \
@@ -312,6 +314,7 @@ struct TrainCommand: ParsableCommand {
         let seconds = trainer.progress.history.reduce(0) { $0 + $1.seconds }
         guard isLeader else { return run }
         var baselines: BaselineReport?
+        var scoredMetrics = scored?.evaluation.metrics ?? [:]
         if let scored {
             if trainer.specification.task == .classify {
                 for (name, value) in scored.evaluation.sums.perClassValues(names: prepared.classNames) {
@@ -320,6 +323,11 @@ struct TrainCommand: ParsableCommand {
             }
             baselines = BaselineReport(trainer: trainer, prepared: prepared, split: scored.split,
                                        examples: scored.examples, season: season)
+            if trainer.specification.task == .forecast {
+                let errors = try BaselineReport.forecastErrors(trainer: trainer, prepared: prepared, on: scored.examples)
+                for (name, value) in errors { final[scored.prefix + name] = value }
+                scoredMetrics.merge(errors) { first, _ in first }
+            }
         }
         if let folder = plots ?? checkpointDir {
             try ReportFile.createDirectory(folder)
@@ -337,8 +345,8 @@ struct TrainCommand: ParsableCommand {
             print("final after \(trainer.progress.epoch) epochs (\(fixed(seconds, 1)) s): \(summary)")
             if let baselines { print(baselines.line) }
         }
-        if let baselines, let scored {
-            for warning in baselines.warnings(modelMetrics: scored.evaluation.metrics) { printError(warning) }
+        if let baselines {
+            for warning in baselines.warnings(modelMetrics: scoredMetrics) { printError(warning) }
         }
         return run
     }
@@ -437,8 +445,10 @@ struct TrainCommand: ParsableCommand {
         if let vocabulary = prepared.vocabulary { metadata["vocabulary_size"] = "\(vocabulary.count)" }
         if let standardization = prepared.standardization {
             metadata["transform"] = prepared.transform.rawValue
-            // revin windows have a scale each, not one.
-            if prepared.transform != .revin { metadata["scale"] = "\(standardization.standardDeviation)" }
+            // revin windows have a scale each, and several targets one each, not one.
+            if prepared.transform != .revin && prepared.targetCount == 1 {
+                metadata["scale"] = "\(standardization.standardDeviation)"
+            }
         }
         var writer = SafeTensorsWriter(metadata: metadata)
         let splits: [(String, (any TrainingExamples)?)] =
@@ -486,6 +496,10 @@ struct TrainCommand: ParsableCommand {
         line += "\(prepared.test?.count ?? 0) test examples"
         if let vocabulary = prepared.vocabulary { line += ", vocabulary \(vocabulary.count)" }
         if spec.task == .forecast { line += ", transform \(prepared.transform.rawValue)" }
+        if !prepared.seriesNames.isEmpty {
+            line += "; targets \(prepared.targetNames.joined(separator: ", ")) from columns "
+                + prepared.seriesNames.joined(separator: ", ")
+        }
         if trainer.configuration.stateful {
             let batchSize = trainer.configuration.batchSize
             line += ", stateful: \(batchSize) streams of \(prepared.training.count / batchSize) windows"
@@ -501,7 +515,7 @@ struct TrainCommand: ParsableCommand {
         }
         return ModelSpecification(
             task: task, vocabularySize: task == .forecast ? nil : prepared.vocabulary?.count,
-            embeddingSize: task == .forecast ? nil : embedding, inputFeatures: task == .forecast ? 1 : nil,
+            embeddingSize: task == .forecast ? nil : embedding, inputFeatures: task == .forecast ? prepared.featureCount : nil,
             cell: try BenchCommand.parseCell(cell), hiddenSize: hidden, layerCount: layers, bidirectional: bidirectional,
             inputDropout: dropout, recurrentDropout: recurrentDropout, layerDropout: layerDropout,
             outputDropout: outputDropout, outputSize: prepared.outputSize(for: task, horizon: source.horizon),

@@ -171,7 +171,7 @@ struct ExportTests {
                                              outputSize: 1)
         let wide = try checkpoint(twoFeatures, metadata: try sourceMetadata(.series))
         guard case .invalidArgument(_, let detail)? = recurError({ _ = try ONNXExport.model(of: wide) }) else { return }
-        #expect(detail.contains("one series") && detail.contains("2 features"))
+        #expect(detail.contains("one column") && detail.contains("2 columns per step"))
 
         let univariate = ModelSpecification(task: .forecast, inputFeatures: 1, cell: .lstm, hiddenSize: 3, outputSize: 1)
         let unrecorded = try checkpoint(univariate)

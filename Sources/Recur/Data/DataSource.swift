@@ -49,6 +49,12 @@ public struct DataSource: Sendable, Equatable, Codable {
     public var labelColumn = 0
     public var textColumn = 1
     public var valueColumn = 1
+    /// A series of several columns: each an index (`"2"`) or a header name (`"realgdp"`). The
+    /// model reads every one of them at each step; nil reads `valueColumn` alone.
+    public var valueColumns: [String]?
+    /// The columns of `valueColumns` a forecast predicts (default: the first). The model's input
+    /// features are these first, then the other value columns in their order.
+    public var targetColumns: [String]?
     /// Whether the first row of a table or series is a header; nil when the caller was not told.
     /// Unsaid, a series' first row is a header unless its value is a number; a labelled table
     /// has no header, and one whose first row looks like a header (its label on no other row,
@@ -86,7 +92,8 @@ public struct DataSource: Sendable, Equatable, Codable {
     public var formatIsGuessed = false
 
     private enum CodingKeys: String, CodingKey {
-        case format, paths, classNames, labelColumn, textColumn, valueColumn, hasHeader, tokenizer, numWords
+        case format, paths, classNames, labelColumn, textColumn, valueColumn, valueColumns, targetColumns
+        case hasHeader, tokenizer, numWords
         case sequenceLength, padding, truncating, stride, horizon, transform, validationFraction, testFraction
         case splitSeed, skipsMalformed, masksPadding
     }
@@ -99,6 +106,9 @@ public struct DataSource: Sendable, Equatable, Codable {
         labelColumn = try container.decode(Int.self, forKey: .labelColumn)
         textColumn = try container.decode(Int.self, forKey: .textColumn)
         valueColumn = try container.decode(Int.self, forKey: .valueColumn)
+        // Absent in checkpoints of one column.
+        valueColumns = try container.decodeIfPresent([String].self, forKey: .valueColumns)
+        targetColumns = try container.decodeIfPresent([String].self, forKey: .targetColumns)
         hasHeader = try container.decodeIfPresent(Bool.self, forKey: .hasHeader)
         tokenizer = try container.decode(TokenizerKind.self, forKey: .tokenizer)
         numWords = try container.decodeIfPresent(Int.self, forKey: .numWords)
@@ -146,9 +156,10 @@ public struct DataSource: Sendable, Equatable, Codable {
     ///   - classNames: the class order a trained model uses (evaluation), instead of the data's.
     ///   - tagVocabulary: a trained tagger's tag ids, instead of fitting them to the data.
     ///   - standardization: a trained forecaster's, instead of fitting one.
+    ///   - standardizations: a trained forecaster's of several columns, one per input feature.
     public func prepare(vocabulary: Vocabulary? = nil, classNames: [String]? = nil,
-                        tagVocabulary: Vocabulary? = nil,
-                        standardization: Standardization? = nil) throws -> PreparedData {
+                        tagVocabulary: Vocabulary? = nil, standardization: Standardization? = nil,
+                        standardizations: [Standardization]? = nil) throws -> PreparedData {
         try validate()
         do {
             switch format {
@@ -157,7 +168,9 @@ public struct DataSource: Sendable, Equatable, Codable {
             case .text:
                 return try prepareLanguageModel(vocabulary: vocabulary)
             case .series:
-                return try prepareSeries(standardization: standardization)
+                return valueColumns == nil
+                    ? try prepareSeries(standardization: standardization)
+                    : try prepareColumns(standardizations: standardizations)
             case .tagged:
                 return try prepareTagging(vocabulary: vocabulary, tagVocabulary: tagVocabulary)
             }
@@ -209,12 +222,18 @@ public struct DataSource: Sendable, Equatable, Codable {
         }
         let columns: [(String, Int)] = switch format {
         case .tsv, .csv, .tagged: [("label", labelColumn), ("text", textColumn)]
-        case .series: [("value", valueColumn)]
+        case .series: valueColumns == nil ? [("value", valueColumn)] : []
         case .lines, .imdb, .text: []
         }
         for (name, column) in columns where column < 0 {
             throw RecurError.invalidArgument(
                 operation: operation, detail: "\(name) column \(column) of \(paths[0]): columns are 0 or more")
+        }
+        if let valueColumns, valueColumns.isEmpty || targetColumns?.isEmpty == true {
+            throw RecurError.invalidArgument(operation: operation, detail: "no value or target column given")
+        }
+        if valueColumns == nil, targetColumns != nil {
+            throw RecurError.invalidArgument(operation: operation, detail: "target columns need value columns")
         }
         if columns.count == 2, labelColumn == textColumn {
             throw RecurError.invalidArgument(
@@ -390,6 +409,107 @@ public struct DataSource: Sendable, Equatable, Codable {
             transform: transform)
     }
 
+    /// The columns of `valueColumns` as selectors: an index where the text is a whole number,
+    /// else a header name.
+    private static func selector(_ text: String) -> ColumnSelector {
+        Int(text).map { .index($0) } ?? .name(text)
+    }
+
+    /// The value columns of a file laid out as the training file (`valueColumns`, header as
+    /// `hasHeader` or guessed), in the model's feature order: the target columns first, then the
+    /// others; and J, the number of targets.
+    /// - Throws: as `NumericColumns.readCSV`, and `RecurError.invalidArgument` for a target that
+    ///   is not one of the value columns.
+    public func readColumns(bytes: [UInt8], source: String) throws -> (columns: NumericColumns, targetCount: Int) {
+        let values = (valueColumns ?? ["\(valueColumn)"]).map(Self.selector)
+        let targets = (targetColumns ?? [valueColumns?.first ?? "\(valueColumn)"]).map(Self.selector)
+        // Unsaid, a header is there when a column is named, or the first row's value in the
+        // first indexed column is not a number, as for one column.
+        let firstIndex = values.lazy.compactMap { if case let .index(index) = $0 { index } else { nil } }.first
+        let header = hasHeader ?? (values.contains { if case .name = $0 { true } else { false } }
+            || firstIndex.map { NumericSeries.firstRecordIsHeader(bytes: bytes, valueColumn: $0) } ?? false)
+        let read = try NumericColumns.readCSV(
+            bytes: bytes, source: source, format: DelimitedTextFormat(delimiter: ",", hasHeader: header),
+            columns: values, onMalformed: policy)
+        // A target by index or by name, so that "7" and "cpi" are the same column.
+        var order: [Int] = []
+        for target in targets {
+            let found = switch target {
+            case let .index(index): read.positions.firstIndex(of: index)
+            case let .name(name): header ? read.names.firstIndex(of: name) : nil
+            }
+            guard let position = found else {
+                throw RecurError.invalidArgument(
+                    operation: "DataSource",
+                    detail: "target \(target) of \(source) is not one of the value columns \(read.names)")
+            }
+            if !order.contains(position) { order.append(position) }
+        }
+        let targetCount = order.count
+        order += read.names.indices.filter { !order.contains($0) }
+        var reordered = read
+        reordered.columns = order.map { read.columns[$0] }
+        reordered.names = order.map { read.names[$0] }
+        reordered.positions = order.map { read.positions[$0] }
+        return (reordered, targetCount)
+    }
+
+    /// A series of several columns (`valueColumns`): each column standardised with its own
+    /// training part's mean and deviation, each window scaled column by column by `transform`.
+    /// The model reads F features per step, the target columns first, and predicts H · J values,
+    /// output (h − 1) · J + j being target j at step h.
+    private func prepareColumns(standardizations given: [Standardization]?) throws -> PreparedData {
+        let operation = "DataSource"
+        let (read, targetCount) = try readColumns(bytes: try FileBytes.read(contentsOf: paths[0]), source: paths[0])
+        let (columns, names) = (read.columns, read.names)
+        let count = read.count
+        let (trainRange, validationRange, testRange) = splitRanges(count)
+        guard !trainRange.isEmpty else {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "the \(count) rows of \(paths[0]) leave none for training after the validation and test parts")
+        }
+        if let given, given.count != columns.count {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "\(given.count) recorded standardisations for the \(columns.count) columns \(names)")
+        }
+        let standardizations = try given ?? columns.map { try Standardization(fitting: $0[trainRange]) }
+        func windows(_ range: Range<Int>) throws -> SeriesWindows? {
+            let start = max(range.lowerBound - sequenceLength, 0)
+            guard range.upperBound - start >= sequenceLength + horizon, !range.isEmpty else { return nil }
+            let raw = try ForecastWindows(
+                columns: columns.map { Array($0[start..<range.upperBound]) }, targetCount: targetCount,
+                length: sequenceLength, horizon: horizon, stride: stride ?? 1)
+            guard raw.count > 0 else { return nil }
+            let (windows, scalings) = raw.transformed(transform, fitted: standardizations)
+            // Errors back in each target's units: s of the target's column in its window, per
+            // output when targets differ in units, per window for one revin target, else σ of
+            // the one target for all (`PreparedData.errorScale`).
+            let scales: [Float]? = if targetCount > 1 {
+                scalings.flatMap { window in (0..<raw.outputs).map { window[$0 % targetCount].standardDeviation } }
+            } else if transform == .revin {
+                scalings.map { $0[0].standardDeviation }
+            } else {
+                nil
+            }
+            return SeriesWindows(windows, errorScales: scales)
+        }
+        guard let training = try windows(trainRange) else {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "\(trainRange.count) training rows are too few for a window of \(sequenceLength) + \(horizon)")
+        }
+        var prepared = PreparedData(
+            training: training, validation: try windows(validationRange), test: try windows(testRange),
+            vocabulary: nil, classNames: [], skippedCount: read.skippedCount, standardization: standardizations[0],
+            transform: transform)
+        prepared.standardizations = standardizations
+        prepared.seriesNames = names
+        prepared.targetCount = targetCount
+        return prepared
+    }
+
     // MARK: Tagging
 
     private func prepareTagging(vocabulary: Vocabulary?, tagVocabulary: Vocabulary?) throws -> PreparedData {
@@ -484,6 +604,20 @@ public struct PreparedData: Sendable {
     public var tagVocabulary: Vocabulary?
     /// How a series' windows were scaled (`level` for data that is no series).
     public var transform: SeriesTransform
+    /// A series of several columns: each input feature's standardisation, in feature order; nil
+    /// for one column (`standardization`).
+    public var standardizations: [Standardization]?
+    /// A series of several columns: each input feature's column name (header field or
+    /// `column <index>`), the targets first; empty for one column.
+    public var seriesNames: [String] = []
+    /// J, the columns a forecast predicts: the first J features (1 for one column).
+    public var targetCount = 1
+
+    /// The names of the forecast's targets: `["value"]` for one column.
+    public var targetNames: [String] { seriesNames.isEmpty ? ["value"] : Array(seriesNames.prefix(targetCount)) }
+
+    /// F, the values a forecaster reads per step.
+    public var featureCount: Int { max(seriesNames.count, 1) }
 
     public init(training: any TrainingExamples, validation: (any TrainingExamples)?, test: (any TrainingExamples)?,
                 vocabulary: Vocabulary?, classNames: [String], skippedCount: Int,
@@ -503,18 +637,19 @@ public struct PreparedData: Sendable {
     /// `Trainer.errorScale` for this data: σ of the training part for `level` and `difference`,
     /// whose windows all share it (|ŷ − y| = σ · |ŷ_z − y_z|); 1 for `revin`, whose windows carry
     /// their own s in `TrainingBatch.errorScales`; 1 for data that is no series.
+    /// Several targets carry each output's s in `TrainingBatch.errorScales`, and this is 1 too.
     public var errorScale: Double {
-        transform == .revin ? 1 : Double(standardization?.standardDeviation ?? 1)
+        transform == .revin || targetCount > 1 ? 1 : Double(standardization?.standardDeviation ?? 1)
     }
 
     /// What a model for this data outputs: one logit for two classes, else one per class, tag or
-    /// vocabulary id; the horizon for series.
+    /// vocabulary id; the horizon times the target columns for series.
     public func outputSize(for task: ModelTask, horizon: Int) -> Int {
         switch task {
         case .classify: classNames.count == 2 ? 1 : classNames.count
         case .tag: tagVocabulary?.count ?? classNames.count
         case .lm: vocabulary?.count ?? 0
-        case .forecast: horizon
+        case .forecast: horizon * targetCount
         }
     }
 }

@@ -1,7 +1,8 @@
-// A univariate numeric series read from CSV, cut into sliding windows for forecasting.
+// A numeric series read from CSV, one column or several, cut into sliding windows for
+// forecasting.
 //
 // Shape legend: N windows, T window length (steps fed to the model), H horizon (steps
-// predicted), B windows in a batch.
+// predicted), B windows in a batch, F columns read per step, J target columns (the first J).
 
 /// One numeric column of a CSV file, in file order, for forecasting.
 public struct NumericSeries: Sendable, Equatable {
@@ -101,23 +102,91 @@ public struct NumericSeries: Sendable, Equatable {
     }
 }
 
+// MARK: Several columns
+
+/// Several numeric columns of one delimited file, row by row (a multivariate series).
+public struct NumericColumns: Sendable, Equatable {
+    /// `columns[c][i]`: the value of column c in row i, in the order the columns were asked for.
+    public var columns: [[Float]]
+    /// Each column's header field, or `column <index>` without a header.
+    public var names: [String]
+    /// Each column's 0-based position in the file's rows.
+    public var positions: [Int]
+    /// Rows the reader left out (`MalformedRowPolicy.skip`).
+    public var skippedCount: Int
+
+    /// The number of rows.
+    public var count: Int { columns.first?.count ?? 0 }
+
+    /// Reads `columns` of a delimited file; a row with a field in one of them that is not a
+    /// finite decimal number (as `NumericSeries.readCSV`) is malformed.
+    /// - Throws: `RecurError.malformed` with `path:line` for a malformed row (unless skipped) or a
+    ///   column name the header lacks; `RecurError.invalidArgument` for an index outside the
+    ///   columns, a name without a header, or the same column twice.
+    public static func readCSV(
+        bytes: [UInt8], source path: String, format: DelimitedTextFormat = .csv, columns selectors: [ColumnSelector],
+        onMalformed policy: MalformedRowPolicy = .fail
+    ) throws -> NumericColumns {
+        var table = try DelimitedTable(
+            bytes: bytes, source: path, format: format,
+            requiredFieldCount: selectors.reduce(0) { count, column in
+                if case let .index(index) = column { return max(count, index + 1) }
+                return count
+            },
+            onMalformed: policy)
+        let positions = try selectors.map { try table.position(of: $0) }
+        if let repeated = positions.indices.first(where: { positions[..<$0].contains(positions[$0]) }) {
+            throw RecurError.invalidArgument(
+                operation: "NumericColumns",
+                detail: "\(path): \(selectors[repeated]) is asked for twice (column \(positions[repeated]))")
+        }
+        var columns = [[Float]](repeating: [], count: positions.count)
+        var accepted = 0
+        rows: for record in table.records {
+            var row: [Float] = []
+            for (selector, position) in zip(selectors, positions) {
+                guard let value = NumericSeries.decimalValue(record.fields[position]) else {
+                    try table.reject(
+                        line: record.line, "'\(record.fields[position])' in \(selector) is not a finite decimal number")
+                    continue rows
+                }
+                row.append(value)
+            }
+            for (c, value) in row.enumerated() { columns[c].append(value) }
+            accepted += 1
+        }
+        if let error = table.everyRowSkipped(accepted: accepted) { throw error }
+        let names = positions.map { position in table.header.map { $0[position] } ?? "column \(position)" }
+        return NumericColumns(columns: columns, names: names, positions: positions, skippedCount: table.skippedCount)
+    }
+}
+
 // MARK: Windows
 
-/// Sliding windows over a series: each input window of T values and the H values that follow it.
+/// Sliding windows over a series: each input window of T steps and the H steps that follow it.
+/// A window of several columns (a multivariate series) reads F values per step and forecasts J
+/// of them, the first J columns (the targets), at each of the H steps.
 public struct ForecastWindows: Sendable, Equatable {
-    /// The input windows, row by row: `inputs[n * length + t]`. `[N, T]`
+    /// The input windows, row by row: `inputs[(n * length + t) * features + f]`. `[N, T, F]`
     public var inputs: [Float]
-    /// The values following each window: `targets[n * horizon + h]`. `[N, H]`
+    /// The values following each window: `targets[(n * horizon + h) * targetCount + j]`. `[N, H, J]`
     public var targets: [Float]
-    /// T, the values per input window.
+    /// T, the steps per input window.
     public let length: Int
-    /// H, the values predicted after each window.
+    /// H, the steps predicted after each window.
     public let horizon: Int
+    /// F, the values per input step (1 for a single column).
+    public let features: Int
+    /// J, the values predicted per step: the first J of the F columns.
+    public let targetCount: Int
     /// The values between the starts of neighbouring windows.
     public let stride: Int
 
     /// The number of windows N.
-    public var count: Int { length == 0 ? 0 : inputs.count / length }
+    public var count: Int { length == 0 ? 0 : inputs.count / (length * features) }
+
+    /// The values predicted after each window, H · J.
+    public var outputs: Int { horizon * targetCount }
 
     /// The windows of `values`: window n's inputs are `values[s ..< s + T]` and its targets
     /// `values[s + T ..< s + T + H]`, with `s = n · stride`. There are
@@ -125,54 +194,80 @@ public struct ForecastWindows: Sendable, Equatable {
     ///
     /// - Throws: `RecurError.invalidArgument` for a length, horizon or stride below 1.
     public init(values: some RandomAccessCollection<Float>, length: Int, horizon: Int = 1, stride: Int = 1) throws {
+        try self.init(columns: [Array(values)], targetCount: 1, length: length, horizon: horizon, stride: stride)
+    }
+
+    /// The windows of several aligned columns (F columns of equal count): window n reads
+    /// `columns[f][s + t]` for t < T and every f, and forecasts `columns[j][s + T + h]` for
+    /// h < H and j < J, with `s = n · stride`.
+    ///
+    /// - Throws: `RecurError.invalidArgument` for a length, horizon or stride below 1, no
+    ///   columns, columns of different counts, or J not in 1 … F.
+    public init(columns: [[Float]], targetCount: Int, length: Int, horizon: Int = 1, stride: Int = 1) throws {
         guard length >= 1, horizon >= 1, stride >= 1 else {
             throw RecurError.invalidArgument(
                 operation: "ForecastWindows",
                 detail: "length \(length), horizon \(horizon) and stride \(stride) must all be at least 1")
         }
-        let values = Array(values)
+        guard let rows = columns.first?.count, columns.allSatisfy({ $0.count == rows }),
+              (1...columns.count).contains(targetCount) else {
+            throw RecurError.invalidArgument(
+                operation: "ForecastWindows",
+                detail: "\(columns.count) columns of \(columns.map(\.count)) values and \(targetCount) targets: "
+                    + "the columns must be equally long and the targets 1 to their number")
+        }
         var inputs: [Float] = []
         var targets: [Float] = []
         var start = 0
-        while start + length + horizon <= values.count {
-            inputs.append(contentsOf: values[start ..< start + length])
-            targets.append(contentsOf: values[start + length ..< start + length + horizon])
+        while start + length + horizon <= rows {
+            for t in start ..< start + length {
+                for column in columns { inputs.append(column[t]) }
+            }
+            for t in start + length ..< start + length + horizon {
+                for column in columns[..<targetCount] { targets.append(column[t]) }
+            }
             start += stride
         }
         self.inputs = inputs
         self.targets = targets
         self.length = length
         self.horizon = horizon
+        self.features = columns.count
+        self.targetCount = targetCount
         self.stride = stride
     }
 
-    /// The windows at `indices` as a batch, inputs time-major with one feature as recurrent
-    /// layers take them.
+    /// The windows at `indices` as a batch, inputs time-major as recurrent layers take them.
     public func batch(_ indices: some Collection<Int>) -> ForecastBatch {
         let batchSize = indices.count
-        var batchInputs = [Float](repeating: 0, count: length * batchSize)  // [T, B, 1]
-        var batchTargets: [Float] = []  // [B, H]
-        batchTargets.reserveCapacity(batchSize * horizon)
+        var batchInputs = [Float](repeating: 0, count: length * batchSize * features)  // [T, B, F]
+        var batchTargets: [Float] = []  // [B, H · J]
+        batchTargets.reserveCapacity(batchSize * outputs)
         for (b, index) in indices.enumerated() {
             for t in 0..<length {
-                batchInputs[t * batchSize + b] = inputs[index * length + t]
+                for f in 0..<features {
+                    batchInputs[(t * batchSize + b) * features + f] = inputs[(index * length + t) * features + f]
+                }
             }
-            batchTargets.append(contentsOf: targets[index * horizon ..< (index + 1) * horizon])
+            batchTargets.append(contentsOf: targets[index * outputs ..< (index + 1) * outputs])
         }
-        return ForecastBatch(inputs: batchInputs, targets: batchTargets, steps: length, horizon: horizon)
+        return ForecastBatch(inputs: batchInputs, targets: batchTargets, steps: length, horizon: outputs,
+                             features: features)
     }
 }
 
 /// A batch of forecasting windows.
 public struct ForecastBatch: Sendable, Equatable {
-    /// `inputs[t * batchSize + b]` is step t of window b. `[T, B, 1]`
+    /// `inputs[(t * batchSize + b) * features + f]` is feature f of step t of window b. `[T, B, F]`
     public var inputs: [Float]
-    /// `targets[b * horizon + h]`. `[B, H]`
+    /// `targets[b * horizon + k]`. `[B, K]`, K = H · J.
     public var targets: [Float]
     /// T.
     public var steps: Int
-    /// H.
+    /// K, the outputs per window: H · J (H for a single column).
     public var horizon: Int
+    /// F.
+    public var features: Int = 1
 }
 
 // MARK: Standardisation
@@ -324,16 +419,37 @@ extension ForecastWindows {
     /// s), and each window's s, which turns an error in the model's units back into the series'.
     public func transformed(_ transform: SeriesTransform, fitted: Standardization)
         -> (windows: ForecastWindows, scalings: [Standardization]) {
+        let (windows, scalings) = transformed(transform, fitted: [fitted])
+        return (windows, scalings.map { $0[0] })
+    }
+
+    /// The windows scaled column by column: feature f of window n by c and s of that column's
+    /// window (`fitted[f]` its training part's statistics), target j with the scaling of
+    /// column j. Returns the scalings `[N][F]`.
+    /// - Precondition: one fitted standardisation per feature.
+    public func transformed(_ transform: SeriesTransform, fitted: [Standardization])
+        -> (windows: ForecastWindows, scalings: [[Standardization]]) {
+        precondition(fitted.count == features, "one standardisation per feature")
         var result = self
-        var scalings: [Standardization] = []
+        var scalings: [[Standardization]] = []
         scalings.reserveCapacity(count)
         for n in 0..<count {
-            let inputRange = n * length ..< (n + 1) * length
-            let targetRange = n * horizon ..< (n + 1) * horizon
-            let scaling = transform.scaling(of: inputs[inputRange], fitted: fitted)
-            result.inputs.replaceSubrange(inputRange, with: scaling.apply(Array(inputs[inputRange])))
-            result.targets.replaceSubrange(targetRange, with: scaling.apply(Array(targets[targetRange])))
-            scalings.append(scaling)
+            var windowScalings: [Standardization] = []
+            for f in 0..<features {
+                let inputIndices = Swift.stride(from: n * length * features + f, to: (n + 1) * length * features,
+                                                by: features)
+                let scaling = transform.scaling(of: inputIndices.map { inputs[$0] }, fitted: fitted[f])
+                for index in inputIndices {
+                    result.inputs[index] = (inputs[index] - scaling.mean) / scaling.standardDeviation
+                }
+                if f < targetCount {
+                    for index in Swift.stride(from: n * outputs + f, to: (n + 1) * outputs, by: targetCount) {
+                        result.targets[index] = (targets[index] - scaling.mean) / scaling.standardDeviation
+                    }
+                }
+                windowScalings.append(scaling)
+            }
+            scalings.append(windowScalings)
         }
         return (result, scalings)
     }

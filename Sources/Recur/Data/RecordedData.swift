@@ -12,6 +12,10 @@ public struct RecordedData: Sendable {
     public static let tagsKey = "data.tags"
     public static let classesKey = "data.classes"
     public static let standardizationKey = "data.standardization"
+    /// A series of several columns: one `mean deviation` line per input feature.
+    public static let standardizationsKey = "data.standardizations"
+    /// A series of several columns: the input features' column names, one per line, targets first.
+    public static let columnsKey = "data.columns"
 
     /// Where the data came from and how it was cut into examples; nil when not recorded.
     public var source: DataSource?
@@ -25,6 +29,10 @@ public struct RecordedData: Sendable {
     public var classNames: [String]?
     /// The standardisation of a series (forecasting).
     public var standardization: Standardization?
+    /// Each input feature's standardisation (a series of several columns).
+    public var standardizations: [Standardization]?
+    /// Each input feature's column name (a series of several columns), targets first.
+    public var columnNames: [String]?
 
     /// Reads the keys present in `metadata`.
     /// - Throws: `RecurError.malformed` naming the key whose value cannot be read.
@@ -36,14 +44,29 @@ public struct RecordedData: Sendable {
         classNames = metadata[Self.classesKey].map {
             $0.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         }
-        if let text = metadata[Self.standardizationKey] {
-            let parts = text.split(separator: " ").compactMap { Float($0) }
-            guard parts.count == 2, parts[1] > 0, parts.allSatisfy(\.isFinite) else {
-                throw RecurError.malformed(
-                    source: Self.standardizationKey, detail: "not 'mean deviation' with a positive deviation: \(text)")
-            }
-            standardization = Standardization(mean: parts[0], standardDeviation: parts[1])
+        standardization = try metadata[Self.standardizationKey].map {
+            try Self.standardization($0, key: Self.standardizationKey)
         }
+        standardizations = try metadata[Self.standardizationsKey].map { text in
+            try text.split(separator: "\n").map { try Self.standardization(String($0), key: Self.standardizationsKey) }
+        }
+        columnNames = metadata[Self.columnsKey].map {
+            $0.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        }
+        if let standardizations, standardizations.count != columnNames?.count {
+            throw RecurError.malformed(
+                source: Self.standardizationsKey,
+                detail: "\(standardizations.count) standardisations for the columns \(columnNames ?? []) (\(Self.columnsKey))")
+        }
+    }
+
+    /// `mean deviation` read back.
+    private static func standardization(_ text: String, key: String) throws -> Standardization {
+        let parts = text.split(separator: " ").compactMap { Float($0) }
+        guard parts.count == 2, parts[1] > 0, parts.allSatisfy(\.isFinite) else {
+            throw RecurError.malformed(source: key, detail: "not 'mean deviation' with a positive deviation: \(text)")
+        }
+        return Standardization(mean: parts[0], standardDeviation: parts[1])
     }
 
     /// The metadata that records `source` and what was fitted to it in `prepared`.
@@ -58,6 +81,11 @@ public struct RecordedData: Sendable {
         if let standardization = prepared.standardization {
             metadata[standardizationKey] = "\(standardization.mean) \(standardization.standardDeviation)"
         }
+        if let standardizations = prepared.standardizations {
+            metadata[standardizationsKey] = standardizations.map { "\($0.mean) \($0.standardDeviation)" }
+                .joined(separator: "\n")
+            metadata[columnsKey] = prepared.seriesNames.joined(separator: "\n")
+        }
         return metadata
     }
 
@@ -65,6 +93,6 @@ public struct RecordedData: Sendable {
     /// its examples are numbered and scaled as the model's training data was.
     public func prepare(_ source: DataSource) throws -> PreparedData {
         try source.prepare(vocabulary: vocabulary, classNames: classNames, tagVocabulary: tags,
-                           standardization: standardization)
+                           standardization: standardization, standardizations: standardizations)
     }
 }

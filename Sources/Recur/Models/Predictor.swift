@@ -42,8 +42,17 @@ public struct Predictor {
     public let classNames: [String]
     /// The tag ids (tagger).
     public let tags: Vocabulary?
-    /// The forecaster's standardisation; identity when none was recorded.
+    /// The forecaster's standardisation; identity when none was recorded. With several columns,
+    /// the first target's (see `standardizations`).
     public let standardization: Standardization
+    /// A forecaster of several columns: each input feature's standardisation, in
+    /// `columnNames` order; `[standardization]` for one column.
+    public let standardizations: [Standardization]
+    /// A forecaster of several columns: the column each input feature reads, targets first;
+    /// empty for one column.
+    public let columnNames: [String]
+    /// J: the columns a forecast predicts, the first J of `columnNames` (1 for one column).
+    public let targetCount: Int
     /// How the forecaster's windows are scaled (`source.transform`).
     public var transform: SeriesTransform { source.transform }
     /// Sequences per forward pass.
@@ -54,8 +63,10 @@ public struct Predictor {
     /// T: the longest text a classifier reads (longer ones are truncated as in training), the
     /// tokens a tagger reads at once, the values a forecaster reads.
     public var sequenceLength: Int { source.sequenceLength }
-    /// H: the values a forecast predicts.
-    public var horizon: Int { specification.outputSize }
+    /// H: the steps a forecast predicts (its values, for one target column).
+    public var horizon: Int { specification.outputSize / targetCount }
+    /// F: the values a forecaster reads per step.
+    public var features: Int { specification.inputFeatures ?? 1 }
 
     /// A predictor for the model in `checkpoint`, on `backend`.
     /// - Throws: `RecurError.invalidArgument` when the recorded data does not fit the model (no
@@ -104,7 +115,22 @@ public struct Predictor {
                         + "\(specification.outputSize) outputs")
             }
         case .forecast:
-            break
+            let names = recorded.columnNames ?? []
+            let features = specification.inputFeatures ?? 1
+            guard names.isEmpty ? features == 1 : names.count == features,
+                  recorded.standardizations.map({ $0.count == features }) ?? names.isEmpty else {
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "the checkpoint records the columns \(names) and "
+                        + "\(recorded.standardizations?.count ?? 0) standardisations (\(RecordedData.columnsKey), "
+                        + "\(RecordedData.standardizationsKey)) but its model reads \(features) features per step")
+            }
+            // K = H · J outputs, J of the F columns forecast.
+            let targets = specification.outputSize / max(source.horizon, 1)
+            guard source.horizon >= 1, specification.outputSize == source.horizon * targets, targets <= features else {
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "the checkpoint records a horizon of \(source.horizon) but its "
+                        + "model has \(specification.outputSize) outputs from \(features) columns")
+            }
         }
         self.specification = specification
         self.model = try checkpoint.makeModel(backend: backend)
@@ -112,7 +138,11 @@ public struct Predictor {
         self.vocabulary = recorded.vocabulary
         self.classNames = classNames
         self.tags = recorded.tags
-        self.standardization = recorded.standardization ?? Standardization(mean: 0, standardDeviation: 1)
+        let standardization = recorded.standardization ?? Standardization(mean: 0, standardDeviation: 1)
+        self.standardization = standardization
+        self.standardizations = recorded.standardizations ?? [standardization]
+        self.columnNames = recorded.columnNames ?? []
+        self.targetCount = specification.task == .forecast ? specification.outputSize / max(source.horizon, 1) : 1
         self.batchSize = batchSize
     }
 
@@ -299,6 +329,11 @@ public struct Predictor {
     public func predict(windows series: [[Float]]) throws -> [[Float]] {
         let operation = "Predictor.predict(series:)"
         try require(.forecast, operation)
+        guard features == 1 else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "the model reads \(features) columns per step (\(columnNames)): "
+                    + "give them to predict(steps:)")
+        }
         let length = sequenceLength
         for (index, values) in series.enumerated() {
             guard values.count >= length else {
@@ -332,6 +367,43 @@ public struct Predictor {
             }
         }
         return result
+    }
+
+    /// The forecast of a series of several columns: `steps` holds one row of F values per time
+    /// step, in `columnNames` order (targets first), and the model reads the last
+    /// `sequenceLength` rows. Each column's window is scaled as in training, z = (x − c_f) / s_f
+    /// with the recorded transform's c and s of that column, and output (h, j) read back as
+    /// ŷ = c_j + s_j · z'. Returns H rows of J values, the target columns' next values.
+    /// - Throws: `RecurError.invalidArgument` for fewer rows than the sequence length, a row of
+    ///   another width than F, or a value that is not finite.
+    public func predict(steps: [[Float]]) throws -> [[Float]] {
+        let operation = "Predictor.predict(steps:)"
+        try require(.forecast, operation)
+        let length = sequenceLength
+        guard steps.count >= length else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "the model reads the last \(length) steps, but \(steps.count) were given")
+        }
+        let window = steps.suffix(length)
+        for (t, row) in zip(window.indices, window) {
+            guard row.count == features else {
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "step \(t) has \(row.count) values, but the model reads \(features)")
+            }
+            if let bad = row.firstIndex(where: { !$0.isFinite }) {
+                throw RecurError.invalidArgument(operation: operation, detail: "value \(bad) of step \(t) is \(row[bad])")
+            }
+        }
+        let scalings = (0..<features).map { f in
+            transform.scaling(of: window.map { $0[f] }, fitted: standardizations[f])
+        }
+        // [T, 1, F]: one window.
+        let input = window.flatMap { row in zip(row, scalings).map { ($0 - $1.mean) / $1.standardDeviation } }
+        let tensor = try model.backend.upload(input, shape: [length, 1, features])
+        let output = try model.backend.download(try model.forward(tensor, training: false))  // [1, H · J]
+        return (0..<horizon).map { h in
+            (0..<targetCount).map { j in output[h * targetCount + j] * scalings[j].standardDeviation + scalings[j].mean }
+        }
     }
 
     /// The model's output for padded id sequences: `[B, K]` for a classifier, `[T, B, K]` for a

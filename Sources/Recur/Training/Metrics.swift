@@ -79,7 +79,8 @@ public struct MetricSums: Sendable, Equatable, Codable {
     ///   - lossWeight: the batch's total class weight Σ w_{y_i} when the loss is weighted by
     ///     class: the batch's loss then counts with it instead of its example count, so that the
     ///     pass's loss is Σ_b W_b L_b / Σ_b W_b = Σ w_{y_i} ℓ_i / Σ w_{y_i} over all its examples.
-    ///   - errorScales: forecasts: each example's error scale `[B]` (`TrainingBatch.errorScales`);
+    ///   - errorScales: forecasts: each example's error scale `[B]`, or each output's `[B, K]`
+    ///     (`TrainingBatch.errorScales`);
     ///     `absoluteError` then sums s_b · |prediction − target|, already in the series' units.
     public mutating func add(loss: Float, outputs: [Float], targets: TrainingBatch.Targets, task: ModelTask,
                              lossWeight: Double? = nil, errorScales: [Float]? = nil) {
@@ -98,7 +99,10 @@ public struct MetricSums: Sendable, Equatable, Codable {
                 predicted += Double(values.count)
             } else {
                 for (index, (prediction, target)) in zip(outputs, values).enumerated() {
-                    let scale = errorScales.map { Double($0[index / max(outputCount, 1)]) } ?? 1
+                    // Per example [B], or per output [B, K].
+                    let scale = errorScales.map {
+                        Double($0.count == values.count ? $0[index] : $0[index / max(outputCount, 1)])
+                    } ?? 1
                     absoluteError += Double(abs(prediction - target)) * scale
                 }
                 self.values += Double(values.count)

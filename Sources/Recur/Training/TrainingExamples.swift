@@ -26,8 +26,9 @@ public struct TrainingBatch: Sendable {
     /// B: the sequences in the batch.
     public var batchSize: Int
     /// Forecasts: what each example's errors are multiplied by to be in the series' units, `[B]`,
-    /// where that differs between examples (windows scaled by their own deviation); nil when one
-    /// scale holds for all (`Trainer.errorScale`).
+    /// where that differs between examples (windows scaled by their own deviation), or each
+    /// output's, `[B, K]`, where it differs between outputs too (several target columns, each in
+    /// its own units); nil when one scale holds for all (`Trainer.errorScale`).
     public var errorScales: [Float]?
 
     public init(input: Input, targets: Targets, batchSize: Int, errorScales: [Float]? = nil) {
@@ -184,14 +185,17 @@ public struct LanguageModelWindows: StreamWindows {
     }
 }
 
-/// Forecasting windows (`ForecastWindows`): T past values of a series predict the next K.
+/// Forecasting windows (`ForecastWindows`): T past steps of a series predict the next K values.
 public struct SeriesWindows: StreamWindows {
     public let windows: ForecastWindows
-    /// Each window's error scale (`TrainingBatch.errorScales`), `[N]`; nil for one scale for all.
+    /// Each window's error scale (`TrainingBatch.errorScales`), `[N]`, or each output's, `[N, K]`;
+    /// nil for one scale for all.
     public let errorScales: [Float]?
 
     public init(_ windows: ForecastWindows, errorScales: [Float]? = nil) {
-        precondition(errorScales == nil || errorScales?.count == windows.count, "one error scale per window")
+        precondition(errorScales == nil || errorScales?.count == windows.count
+                     || errorScales?.count == windows.count * windows.outputs,
+                     "one error scale per window or per output")
         self.windows = windows
         self.errorScales = errorScales
     }
@@ -203,10 +207,14 @@ public struct SeriesWindows: StreamWindows {
     public var isContiguous: Bool { stride == length }
 
     public func batch(_ indices: ArraySlice<Int>) -> TrainingBatch {
-        let batch = windows.batch(indices)  // inputs [T, B, 1], targets [B, K]
+        let batch = windows.batch(indices)  // inputs [T, B, F], targets [B, K]
+        let k = windows.outputs
         return TrainingBatch(
-            input: .values(batch.inputs, steps: batch.steps, features: 1),
+            input: .values(batch.inputs, steps: batch.steps, features: batch.features),
             targets: .values(batch.targets, outputs: batch.horizon), batchSize: indices.count,
-            errorScales: errorScales.map { scales in indices.map { scales[$0] } })
+            errorScales: errorScales.map { scales in
+                scales.count == windows.count ? indices.map { scales[$0] }
+                    : indices.flatMap { scales[$0 * k ..< ($0 + 1) * k] }
+            })
     }
 }
