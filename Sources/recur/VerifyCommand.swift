@@ -1,15 +1,18 @@
 import ArgumentParser
 import Recur
 
-/// `recur verify`: the built-in self-check of the selected device against the CPU reference.
+/// `recur verify`: the built-in self-check of the selected device against the CPU backend and, for
+/// the losses and optimizer steps, the float64 `TrainingReference`.
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Check every op of the selected device against the CPU backend, and PyTorch fixtures.",
+        abstract: "Check every op of the selected device against the CPU backend and a float64 reference, and PyTorch fixtures.",
         discussion: """
-            Errors are norm-wise relative: max |device - reference| / max |reference| (for \
-            fixtures over max(max |reference|, 0.1), so an all-zero reference compares \
-            absolutely). Each \
+            The base and recurrent ops are compared with the CPU backend; the losses, optimizer \
+            steps, clamp and row norms with a plain float64 reference, on the selected device and \
+            on the CPU backend. Errors are norm-wise relative: max |device - reference| / max \
+            |reference| (for fixtures over max(max |reference|, 0.1), so an all-zero reference \
+            compares absolutely). Each \
             --fixture file (safetensors, the format of tools/make_fixtures.py) is run through a \
             recurrent stack on the device and every output and gradient is compared with \
             PyTorch's float64 values. Exits with status 1 when any check exceeds its tolerance.
@@ -39,11 +42,16 @@ struct VerifyCommand: ParsableCommand {
 
     func run() throws {
         let backend = try options.makeBackend()
-        print("verifying \(backend.kind.rawValue) device '\(backend.deviceName)' against the CPU reference")
+        print("verifying \(backend.kind.rawValue) device '\(backend.deviceName)' against the CPU backend")
         var check = SelfCheck(backend: backend, seed: seed)
         var results = try check.baseOps()
         results += try check.recurrentOps()
         report(results)
+        let deviceName = backend is CPUBackend ? "the CPU backend" : "the device and the CPU backend"
+        print("\ntraining ops of \(deviceName) against the float64 reference")
+        let training = try check.trainingOps()
+        report(training)
+        results += training
         if let openCL = backend as? OpenCLBackend {
             // Where the scans above ran as persistent launches, the one-launch-per-step path is
             // checked too (the same kernels with one step per launch).
@@ -68,10 +76,8 @@ struct VerifyCommand: ParsableCommand {
             report(comparisons)
             results += comparisons
         }
-        if fixtures.count > 0 {
-            let failed = results.filter { !$0.passed }.count
-            print("\nall: \(results.count - failed) passed, \(failed) failed")
-        }
+        let failed = results.filter { !$0.passed }.count
+        print("\nall: \(results.count - failed) passed, \(failed) failed")
         if results.contains(where: { !$0.passed }) {
             throw ExitCode(1)
         }

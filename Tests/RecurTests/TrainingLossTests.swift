@@ -15,42 +15,24 @@ private let sizes = [1, 7, 257]
 
 // MARK: Float64 references
 
-/// Mean sigmoid cross-entropy on logits and its gradient, in float64.
+// `TrainingReference` on float32 inputs, the gradient rounded to float32 for `assertClose`.
+
 private func sigmoidCrossEntropyReference(_ x: [Float], _ y: [Float]) -> (loss: Double, gradient: [Float]) {
-    let n = Double(x.count)
-    var total = 0.0
-    var gradient: [Float] = []
-    for (logit, target) in zip(x.map(Double.init), y.map(Double.init)) {
-        total += max(logit, 0) - logit * target + log1p(exp(-abs(logit)))
-        gradient.append(Float((1 / (1 + exp(-logit)) - target) / n))
-    }
-    return (total / n, gradient)
+    let result = TrainingReference.sigmoidCrossEntropy(logits: x.map(Double.init), targets: y.map(Double.init))
+    return (result.loss, result.gradient.map(Float.init))
 }
 
-/// Mean softmax cross-entropy over the rows whose target is not `ignoreIndex`, in float64.
 private func softmaxCrossEntropyReference(_ x: [Float], classes: Int, _ targets: [Int32], ignoreIndex: Int32?)
     -> (loss: Double, gradient: [Float])
 {
-    let kept = Double(targets.count { $0 != ignoreIndex })
-    var total = 0.0
-    var gradient = [Float](repeating: 0, count: x.count)
-    for (n, target) in targets.enumerated() where target != ignoreIndex {
-        let row = x[(n * classes)..<((n + 1) * classes)].map(Double.init)
-        let largest = row.max()!
-        let sum = row.reduce(0) { $0 + exp($1 - largest) }
-        total += log(sum) + largest - row[Int(target)]
-        for c in 0..<classes {
-            gradient[n * classes + c] = Float((exp(row[c] - largest) / sum - (c == Int(target) ? 1 : 0)) / kept)
-        }
-    }
-    return (kept > 0 ? total / kept : 0, gradient)
+    let result = TrainingReference.softmaxCrossEntropy(logits: x.map(Double.init), classes: classes, targets: targets,
+                                                       ignoreIndex: ignoreIndex)
+    return (result.loss, result.gradient.map(Float.init))
 }
 
-/// Mean squared error and its gradient, in float64.
 private func meanSquaredErrorReference(_ p: [Float], _ y: [Float]) -> (loss: Double, gradient: [Float]) {
-    let n = Double(p.count)
-    let differences = zip(p, y).map { Double($0) - Double($1) }
-    return (differences.reduce(0) { $0 + $1 * $1 } / n, differences.map { Float(2 * $0 / n) })
+    let result = TrainingReference.meanSquaredError(predictions: p.map(Double.init), targets: y.map(Double.init))
+    return (result.loss, result.gradient.map(Float.init))
 }
 
 // MARK: Running a loss

@@ -51,22 +51,23 @@ enum TrainingOptimizerCase: String, CaseIterable, Sendable, CustomTestStringConv
         }
     }
 
-    /// The float64 reference of this configuration.
+    /// The float64 reference of this configuration: the same hyperparameters as `make(on:)`.
     var reference: TrainingReferenceOptimizer {
         switch self {
-        case .sgdNesterov: .sgd(learningRate: 0.1, momentum: 0.9, dampening: 0, weightDecay: 0.01, nesterov: true)
-        case .sgdDampening: .sgd(learningRate: 0.1, momentum: 0.9, dampening: 0.1, weightDecay: 0, nesterov: false)
-        case .sgdPlain: .sgd(learningRate: 0.1, momentum: 0, dampening: 0, weightDecay: 0.05, nesterov: false)
-        case .adamDefaults:
-            .adam(learningRate: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0, decoupled: false)
+        case .sgdNesterov: .sgd(SGDUpdate(learningRate: 0.1, momentum: 0.9, weightDecay: 0.01, nesterov: true,
+                                          isFirstStep: true))
+        case .sgdDampening: .sgd(SGDUpdate(learningRate: 0.1, momentum: 0.9, dampening: 0.1, isFirstStep: true))
+        case .sgdPlain: .sgd(SGDUpdate(learningRate: 0.1, weightDecay: 0.05, isFirstStep: true))
+        case .adamDefaults: .adam(AdamUpdate(learningRate: 0.01, step: 1))
         case .adamWeightDecay:
-            .adam(learningRate: 0.01, beta1: 0.8, beta2: 0.99, epsilon: 1e-6, weightDecay: 0.1, decoupled: false)
+            .adam(AdamUpdate(learningRate: 0.01, beta1: 0.8, beta2: 0.99, epsilon: 1e-6, weightDecay: 0.1, step: 1))
         case .adamWDefaults:
-            .adam(learningRate: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.01, decoupled: true)
+            .adam(AdamUpdate(learningRate: 0.01, weightDecay: 0.01, decoupledWeightDecay: true, step: 1))
         case .adamWDecay:
-            .adam(learningRate: 0.05, beta1: 0.8, beta2: 0.99, epsilon: 1e-8, weightDecay: 0.1, decoupled: true)
-        case .rmsPropDefaults: .rmsProp(learningRate: 0.01, alpha: 0.99, epsilon: 1e-8, weightDecay: 0, momentum: 0)
-        case .rmsPropMomentum: .rmsProp(learningRate: 0.01, alpha: 0.9, epsilon: 1e-8, weightDecay: 0.1, momentum: 0.9)
+            .adam(AdamUpdate(learningRate: 0.05, beta1: 0.8, beta2: 0.99, weightDecay: 0.1, decoupledWeightDecay: true,
+                             step: 1))
+        case .rmsPropDefaults: .rmsProp(RMSPropUpdate(learningRate: 0.01))
+        case .rmsPropMomentum: .rmsProp(RMSPropUpdate(learningRate: 0.01, alpha: 0.9, weightDecay: 0.1, momentum: 0.9))
         }
     }
 
@@ -127,45 +128,34 @@ private let pyTorchGradients: [(first: [Float], second: [Float])] = [
 
 // MARK: Float64 reference
 
-/// PyTorch's update rules (torch/optim/sgd.py, adam.py, adamw.py, rmsprop.py) in float64, for one
-/// parameter; `state` holds what the optimizer keeps between steps.
+/// One configuration of `TrainingReference`'s optimizer steps (PyTorch's update rules in float64),
+/// run over several steps of one parameter; `state` holds what the optimizer keeps between steps.
 enum TrainingReferenceOptimizer: Sendable {
-    case sgd(learningRate: Double, momentum: Double, dampening: Double, weightDecay: Double, nesterov: Bool)
-    case adam(learningRate: Double, beta1: Double, beta2: Double, epsilon: Double, weightDecay: Double, decoupled: Bool)
-    case rmsProp(learningRate: Double, alpha: Double, epsilon: Double, weightDecay: Double, momentum: Double)
+    case sgd(SGDUpdate)
+    case adam(AdamUpdate)
+    case rmsProp(RMSPropUpdate)
 
     /// One step t ≥ 1 of `p` with gradient `gradient`; `state` starts empty.
     func step(_ p: inout [Double], gradient: [Double], t: Int, state: inout [[Double]]) {
-        let n = p.count
-        if state.isEmpty { state = [[Double](repeating: 0, count: n), [Double](repeating: 0, count: n)] }
-        for i in 0..<n {
-            switch self {
-            case let .sgd(lr, momentum, dampening, weightDecay, nesterov):
-                var g = gradient[i] + weightDecay * p[i]
-                if momentum != 0 {
-                    state[0][i] = t == 1 ? g : momentum * state[0][i] + (1 - dampening) * g
-                    g = nesterov ? g + momentum * state[0][i] : state[0][i]
-                }
-                p[i] -= lr * g
-            case let .adam(lr, beta1, beta2, epsilon, weightDecay, decoupled):
-                var g = gradient[i]
-                if decoupled { p[i] *= 1 - lr * weightDecay } else { g += weightDecay * p[i] }
-                state[0][i] = beta1 * state[0][i] + (1 - beta1) * g
-                state[1][i] = beta2 * state[1][i] + (1 - beta2) * g * g
-                let firstCorrection = 1 - pow(beta1, Double(t))
-                let secondCorrection = 1 - pow(beta2, Double(t))
-                p[i] -= lr / firstCorrection * state[0][i] / (state[1][i].squareRoot() / secondCorrection.squareRoot() + epsilon)
-            case let .rmsProp(lr, alpha, epsilon, weightDecay, momentum):
-                let g = gradient[i] + weightDecay * p[i]
-                state[0][i] = alpha * state[0][i] + (1 - alpha) * g * g
-                let average = state[0][i].squareRoot() + epsilon
-                if momentum != 0 {
-                    state[1][i] = momentum * state[1][i] + g / average
-                    p[i] -= lr * state[1][i]
-                } else {
-                    p[i] -= lr * g / average
-                }
-            }
+        let zeros = [Double](repeating: 0, count: p.count)
+        if state.isEmpty { state = [zeros, zeros] }
+        switch self {
+        case var .sgd(h):
+            h.isFirstStep = t == 1
+            var buffer: [Double]? = h.momentum != 0 ? state[0] : nil
+            TrainingReference.sgdStep(parameter: &p, gradient: gradient, momentumBuffer: &buffer, hyperparameters: h)
+            state[0] = buffer ?? zeros
+        case var .adam(h):
+            h.step = t
+            var (m, v) = (state[0], state[1])
+            TrainingReference.adamStep(parameter: &p, gradient: gradient, firstMoment: &m, secondMoment: &v,
+                                       hyperparameters: h)
+            state = [m, v]
+        case let .rmsProp(h):
+            var buffer: [Double]? = h.momentum != 0 ? state[1] : nil
+            TrainingReference.rmsPropStep(parameter: &p, gradient: gradient, squareAverage: &state[0],
+                                          momentumBuffer: &buffer, hyperparameters: h)
+            state[1] = buffer ?? zeros
         }
     }
 }

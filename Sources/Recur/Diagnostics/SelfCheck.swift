@@ -1,11 +1,13 @@
-// `recur verify`'s built-in check: every op of a backend against the CPU reference on seeded
-// random data, at sizes that are not multiples of any tile or vector width.
+// `recur verify`'s built-in check: every op of a backend on seeded random data, at sizes that
+// are not multiples of any tile or vector width; the base and recurrent ops against the CPU
+// backend, the training ops against the float64 `TrainingReference` (TrainingOpCheck.swift).
 
-/// Runs every backend op on a device and on the CPU reference with the same random inputs.
+/// Runs every backend op on a device and on the CPU backend with the same random inputs; the
+/// losses and optimizer steps (``trainingOps()``) are held to the float64 ``TrainingReference``.
 public struct SelfCheck {
     public let backend: any Backend
     public let reference: CPUBackend
-    private var random: SeededRandom
+    var random: SeededRandom
 
     /// Float32 ops that do the same arithmetic in the same order (copies, adds, scales).
     public static let exactTolerance = 1e-6
