@@ -3,11 +3,10 @@ import Testing
 @testable import Recur
 
 /// The readers on the full datasets the committed excerpts were cut from, with the counts of
-/// their provenance notes, when the data is on this machine (`FullDatasets`: RECUR_FULL_DATA, or
-/// `shared/data` beside the checkout). A fresh clone has no such folder and runs the same readers
-/// on the excerpts and generated files instead (DataReaderTests, DataSeriesTests,
-/// DataLanguageModelTests).
-@Suite(.enabled(if: FullDatasets.root != nil, "no full data folder (RECUR_FULL_DATA or <checkout>/../shared/data)"))
+/// their provenance notes, when a run names the data's folder in RECUR_FULL_DATA (`FullDatasets`).
+/// Without it the suite is skipped, and the same readers run on the excerpts and generated files
+/// instead (DataReaderTests, DataSeriesTests, DataLanguageModelTests).
+@Suite(.enabled(if: FullDatasets.root != nil, "no full data folder (set RECUR_FULL_DATA)"))
 struct DataFullSetTests {
     /// The excerpts are the cuts their READMEs describe.
     @Test func excerptsAreTheStatedCuts() throws {

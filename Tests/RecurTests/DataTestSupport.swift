@@ -27,15 +27,13 @@ enum TestDatasets {
     }
 }
 
-/// The full datasets the excerpts were cut from, when they are on this machine: the folder
-/// `RECUR_FULL_DATA` names, or else `shared/data` beside the checkout (`<checkout>/../shared/data`).
-/// Only the optional full-data suite reads them; every other test passes without.
+/// The full datasets the excerpts were cut from, when a run names their folder in
+/// `RECUR_FULL_DATA` (the layout of the excerpts' READMEs). Only the optional full-data suite
+/// reads them; every other test passes without.
 enum FullDatasets {
     static let root: String? = {
-        if let named = ProcessInfo.processInfo.environment["RECUR_FULL_DATA"], !named.isEmpty { return named }
-        let beside = URL(fileURLWithPath: #filePath)  // <checkout>/Tests/RecurTests/DataTestSupport.swift
-            .deletingLastPathComponent().appendingPathComponent("../../../shared/data").standardizedFileURL.path
-        return FileManager.default.fileExists(atPath: beside) ? beside : nil
+        guard let named = ProcessInfo.processInfo.environment["RECUR_FULL_DATA"], !named.isEmpty else { return nil }
+        return named
     }()
 
     /// The path of `relative` inside the full data folder.
