@@ -346,27 +346,10 @@ public struct Predictor {
                     operation: operation, detail: "value \(bad) of series \(index) is \(values[bad])")
             }
         }
-        var result: [[Float]] = []
-        for start in stride(from: 0, to: series.count, by: batchSize) {
-            let part = series[start ..< min(start + batchSize, series.count)]
-            let b = part.count
-            var input = [Float](repeating: 0, count: length * b)  // [T, B, 1]
-            var scalings: [Standardization] = []
-            for (column, values) in part.enumerated() {
-                let window = Array(values.suffix(length))
-                let scaling = transform.scaling(of: window, fitted: standardization)
-                scalings.append(scaling)
-                for (t, value) in scaling.apply(window).enumerated() {
-                    input[t * b + column] = value
-                }
-            }
-            let tensor = try model.backend.upload(input, shape: [length, b, 1])
-            let output = try model.backend.download(try model.forward(tensor, training: false))  // [B, H]
-            for (column, scaling) in scalings.enumerated() {
-                result.append(scaling.invert(Array(output[column * horizon ..< (column + 1) * horizon])))
-            }
-        }
-        return result
+        // One column per step: each window's rows hold one value; J = 1, so a window's H rows
+        // of one value are its H forecast values.
+        let windows = series.map { values in values.suffix(length).map { [$0] } }
+        return try forecast(windows).map { rows in rows.map { $0[0] } }
     }
 
     /// The forecast of a series of several columns: `steps` holds one row of F values per time
@@ -394,16 +377,44 @@ public struct Predictor {
                 throw RecurError.invalidArgument(operation: operation, detail: "value \(bad) of step \(t) is \(row[bad])")
             }
         }
-        let scalings = (0..<features).map { f in
-            transform.scaling(of: window.map { $0[f] }, fitted: standardizations[f])
+        return try forecast([Array(window)])[0]
+    }
+
+    /// The forecasts of checked windows of `sequenceLength` rows of F values each, `batchSize`
+    /// windows a pass: each column f of a window is scaled as in training,
+    /// z = (x − c_f) / s_f with the recorded transform's c and s of that column in that window,
+    /// and output (h, j) read back as ŷ = c_j + s_j · z'. Returns each window's H rows of J values.
+    private func forecast(_ windows: [[[Float]]]) throws -> [[[Float]]] {
+        let length = sequenceLength
+        var result: [[[Float]]] = []
+        for start in stride(from: 0, to: windows.count, by: batchSize) {
+            let part = windows[start ..< min(start + batchSize, windows.count)]
+            let b = part.count
+            var input = [Float](repeating: 0, count: length * b * features)  // [T, B, F]
+            var scalings: [[Standardization]] = []
+            for (column, window) in part.enumerated() {
+                let scaling = (0..<features).map { f in
+                    transform.scaling(of: window.map { $0[f] }, fitted: standardizations[f])
+                }
+                scalings.append(scaling)
+                for (t, row) in window.enumerated() {
+                    for f in 0..<features {
+                        input[(t * b + column) * features + f] = (row[f] - scaling[f].mean) / scaling[f].standardDeviation
+                    }
+                }
+            }
+            let tensor = try model.backend.upload(input, shape: [length, b, features])
+            let output = try model.backend.download(try model.forward(tensor, training: false))  // [B, H · J]
+            let width = horizon * targetCount
+            for (column, scaling) in scalings.enumerated() {
+                result.append((0..<horizon).map { h in
+                    (0..<targetCount).map { j in
+                        output[column * width + h * targetCount + j] * scaling[j].standardDeviation + scaling[j].mean
+                    }
+                })
+            }
         }
-        // [T, 1, F]: one window.
-        let input = window.flatMap { row in zip(row, scalings).map { ($0 - $1.mean) / $1.standardDeviation } }
-        let tensor = try model.backend.upload(input, shape: [length, 1, features])
-        let output = try model.backend.download(try model.forward(tensor, training: false))  // [1, H · J]
-        return (0..<horizon).map { h in
-            (0..<targetCount).map { j in output[h * targetCount + j] * scalings[j].standardDeviation + scalings[j].mean }
-        }
+        return result
     }
 
     /// The model's output for padded id sequences: `[B, K]` for a classifier, `[T, B, K]` for a
