@@ -28,17 +28,16 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Sources",
 # later group; the folders inside one group may not use each other. A folder missing from this
 # list fails the check, so a new folder has to be given its place.
 LAYERS = [
-    ["Support"],     # errors, JSON, file bytes, seeded randomness, hashing, time conversion
-    ["Tensor"],      # Tensor, Shape
-    ["Backend"],     # the Backend protocol and the CPU and OpenCL backends
+    ["Support"],     # errors, JSON, files, seeded randomness, hashing, durations, index checks
+    ["Tensor"],      # Shape and DType: a tensor's vocabulary, below any backend
+    ["Backend"],     # Tensor and the Backend protocol (they name each other), CPU and OpenCL
     ["Cells"],       # one file per recurrent cell
-    ["Layers"],      # recurrent, embedding, dense, dropout layers; Sequential
-    ["Models"],      # model specification, text generation, prediction
-    ["Data"],        # data sources, vocabularies, tokenizers, readers, data sets
-    ["Training"],    # trainer, losses, optimizers, schedules
+    ["Layers"],      # recurrent, embedding, dense and dropout layers, Sequential, gradient flow
+    ["IO", "Data"],  # safetensors and state dictionaries; data sources, readers, examples
+    ["Models"],      # model specification, its loss, text generation
+    ["Training"],    # trainer, optimizers, schedules, checkpoints, prediction from a checkpoint
     ["Reference"],   # the plain float64 reference of losses and optimizer steps
-    ["IO"],          # safetensors, checkpoints (schema and data metadata), state dictionaries
-    ["Reporting", "Diagnostics"],  # charts; self-check, fixture check, benchmarks
+    ["Diagnostics", "Reporting"],  # self-check, fixture check, benchmarks; charts
 ]
 
 DECLARATION = re.compile(
