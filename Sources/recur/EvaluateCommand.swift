@@ -49,10 +49,10 @@ struct EvaluateCommand: ParsableCommand {
         try checkMemory(saved, source: source, examples: nil, batchSize: batchSize, backend: backend)
         let prepared = try DataOptions.prepare(source, using: saved.metadata)
         if data.isEmpty, let recorded = saved.metadata["data.fingerprint"],
-           recorded != Trainer.fingerprint(prepared.training) {
+           recorded != prepared.training.fingerprint() {
             // The files changed since training: the splits may mix training and test examples.
             printError("warning: \(source.paths.joined(separator: ", ")) no longer holds the data the model was trained on "
-                       + "(training split \(Trainer.fingerprint(prepared.training)), recorded \(recorded))")
+                       + "(training split \(prepared.training.fingerprint()), recorded \(recorded))")
         }
         let examples: (any TrainingExamples)? = switch split {
         case "training": prepared.training

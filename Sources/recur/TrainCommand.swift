@@ -241,7 +241,7 @@ struct TrainCommand: ParsableCommand {
                 }
             }
             if let recorded = checkpoint.metadata["data.fingerprint"] {
-                let current = Trainer.fingerprint(prepared.training)
+                let current = prepared.training.fingerprint()
                 guard current == recorded else {
                     // Appended, reordered or replaced data would silently continue on other
                     // examples, and the resumed run would no longer equal an uninterrupted one.

@@ -19,7 +19,7 @@ public struct RecordedData: Sendable {
 
     /// Where the data came from and how it was cut into examples; nil when not recorded.
     public var source: DataSource?
-    /// `Trainer.fingerprint` of the training examples.
+    /// The training examples' `fingerprint()`.
     public var fingerprint: String?
     /// The ids of the input tokens.
     public var vocabulary: Vocabulary?
@@ -71,7 +71,7 @@ public struct RecordedData: Sendable {
 
     /// The metadata that records `source` and what was fitted to it in `prepared`.
     public static func metadata(source: DataSource, prepared: PreparedData) throws -> [String: String] {
-        var metadata = [sourceKey: try source.json(), fingerprintKey: Trainer.fingerprint(prepared.training)]
+        var metadata = [sourceKey: try source.json(), fingerprintKey: prepared.training.fingerprint()]
         if let vocabulary = prepared.vocabulary { metadata[vocabularyKey] = vocabulary.serialized }
         if let tags = prepared.tagVocabulary { metadata[tagsKey] = tags.serialized }
         // Tag names are the tag vocabulary's, not classes.
