@@ -95,4 +95,17 @@ public struct RecordedData: Sendable {
         try source.prepare(vocabulary: vocabulary, classNames: classNames, tagVocabulary: tags,
                            standardization: standardization, standardizations: standardizations)
     }
+
+    /// Reads the recorded source as `prepare(_:)` does, so a library user reopens a checkpoint's
+    /// data without being told where it came from.
+    /// - Returns: the recorded source's examples, numbered and scaled as the model's training
+    ///   data was.
+    /// - Throws: `RecurError.malformed` naming `data.source` when no source was recorded; the
+    ///   source's own errors when it cannot be read.
+    public func prepareRecordedSource() throws -> PreparedData {
+        guard let source else {
+            throw RecurError.malformed(source: Self.sourceKey, detail: "the checkpoint records no data source")
+        }
+        return try prepare(source)
+    }
 }
