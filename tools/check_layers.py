@@ -8,7 +8,7 @@ upwards in LAYERS below, so a folder only ever uses the folders beneath it.
 
 The graph is approximate, by design: declarations are found by a regular expression on lines
 that start at column 0, references are whole-word matches outside comments and string
-literals, member accesses (`.name`), argument labels (`name:`) and same-named local
+literals, member accesses (`.name`), argument labels (lower-case `name:`) and same-named local
 declarations are skipped, and members added by extensions count only through the extended
 type's name. That is enough to see which folder leans on which; the compiler stays the judge
 of what actually resolves.
@@ -48,7 +48,8 @@ DECLARATION = re.compile(
 )
 WORD = re.compile(r"[A-Za-z_]\w*")
 # A word is not a reference when it is a member access, a declaration of a local with the same
-# name, or an argument label.
+# name, or an argument label (a lower-case word before a colon; a type before a colon is a
+# conformance or an inheritance, and counts).
 LOCAL_DECLARATION = re.compile(r"(?:func|let|var|case|struct|class|enum)\s+$")
 
 
@@ -118,7 +119,7 @@ def build_graph():
             start, end = match.span()
             if start > 0 and code[start - 1] == ".":
                 continue
-            if end < len(code) and code[end] == ":":
+            if end < len(code) and code[end] == ":" and name[0].islower():
                 continue
             if LOCAL_DECLARATION.search(code, max(0, start - 12), start):
                 continue
@@ -129,32 +130,57 @@ def build_graph():
     return folders, edges
 
 
-def find_cycle(folders, edges):
-    """Returns one cycle as a list of folders (first repeated at the end), or None."""
+def strongly_connected(folders, edges):
+    """The groups of folders that reach each other (Tarjan), each sorted; single folders left out."""
     successors = {folder: sorted(p for (u, p) in edges if u == folder) for folder in folders}
-    state = {}
-    path = []
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
 
     def visit(folder):
-        state[folder] = "open"
-        path.append(folder)
+        index[folder] = low[folder] = len(index)
+        stack.append(folder)
+        on_stack.add(folder)
         for provider in successors[folder]:
-            if state.get(provider) == "open":
-                return path[path.index(provider):] + [provider]
-            if provider not in state:
-                cycle = visit(provider)
-                if cycle:
-                    return cycle
-        path.pop()
-        state[folder] = "done"
-        return None
+            if provider not in index:
+                visit(provider)
+                low[folder] = min(low[folder], low[provider])
+            elif provider in on_stack:
+                low[folder] = min(low[folder], index[provider])
+        if low[folder] == index[folder]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == folder:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
 
     for folder in folders:
-        if folder not in state:
-            cycle = visit(folder)
-            if cycle:
-                return cycle
-    return None
+        if folder not in index:
+            visit(folder)
+    return groups
+
+
+def shortest_cycle(group, edges):
+    """A shortest cycle through the group's first folder, as a list ending where it starts."""
+    start = group[0]
+    previous = {start: None}
+    frontier = [start]
+    while frontier:
+        following = []
+        for folder in frontier:
+            for provider in sorted(p for (u, p) in edges if u == folder and p in group):
+                if provider == start:
+                    path = [folder]
+                    while previous[path[-1]] is not None:
+                        path.append(previous[path[-1]])
+                    return list(reversed(path)) + [start]
+                if provider not in previous:
+                    previous[provider] = folder
+                    following.append(provider)
+        frontier = following
+    return [start]
 
 
 def main():
@@ -183,9 +209,11 @@ def main():
                 f"{user} -> {provider} goes against the layering "
                 f"({relative}:{line} uses {name}, declared in {provider})"
             )
-    cycle = find_cycle(folders, edges)
-    if cycle:
-        failures.append("cycle: " + " -> ".join(cycle))
+    for group in strongly_connected(folders, edges):
+        failures.append(
+            f"cycle among {len(group)} folders ({', '.join(group)}), "
+            f"e.g. {' -> '.join(shortest_cycle(group, edges))}"
+        )
 
     if failures:
         for failure in failures:

@@ -245,3 +245,6 @@ public struct Checkpoint: Sendable {
         return model
     }
 }
+
+// A checkpoint's progress that fails to decode is explained field by field (`RecurJSON`).
+extension TrainingProgress: DefaultConstructible {}
