@@ -7,11 +7,11 @@ graph has a cycle (named, with an example reference for each edge) or when an ed
 upwards in LAYERS below, so a folder only ever uses the folders beneath it.
 
 The graph is approximate, by design: declarations are found by a regular expression on lines
-that start at column 0, references are whole-word matches outside comments and string
-literals, member accesses (`.name`), argument labels (lower-case `name:`) and same-named local
-declarations are skipped, and members added by extensions count only through the extended
-type's name. That is enough to see which folder leans on which; the compiler stays the judge
-of what actually resolves.
+that start at column 0, references are whole-word matches outside comments and string literals
+(interpolations count); member accesses (`.name`), argument labels (lower-case `name:`) and
+same-named local declarations are skipped, and members added by extensions count only through
+the extended type's name. That is enough to see which folder leans on which; the compiler stays
+the judge of what actually resolves.
 
     tools/check_layers.py            print the edges, fail on a cycle or an upward edge
     tools/check_layers.py --names    print every name each edge uses, with its first use
@@ -72,10 +72,20 @@ def strip_comments_and_strings(text):
             out.append('""' + "\n" * text.count("\n", i, end))
             i = end
         elif text[i] == '"':
+            # Interpolations (`\(expression)`) are code and are kept; the rest is blanked.
             j = i + 1
+            out.append('"')
             while j < n and text[j] not in '"\n':
-                j += 2 if text[j] == "\\" else 1
-            out.append('""')
+                if text.startswith("\\(", j):
+                    depth, k = 1, j + 2
+                    while k < n and depth and text[k] != "\n":
+                        depth += {"(": 1, ")": -1}.get(text[k], 0)
+                        k += 1
+                    out.append(" " + text[j + 2:k - 1] + " ")
+                    j = k
+                else:
+                    j += 2 if text[j] == "\\" else 1
+            out.append('"')
             i = j + 1
         else:
             out.append(text[i])
