@@ -141,7 +141,7 @@ def build_graph():
 
 
 def strongly_connected(folders, edges):
-    """The groups of folders that reach each other (Tarjan), each sorted; single folders left out."""
+    """The groups of folders that reach each other (Tarjan), sorted; single folders left out."""
     successors = {folder: sorted(p for (u, p) in edges if u == folder) for folder in folders}
     index, low, stack, on_stack, groups = {}, {}, [], set(), []
 
