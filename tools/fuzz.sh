@@ -28,11 +28,10 @@ esac
 
 mkdir -p "$work/corpus"
 flag="FUZZ_$(echo "$parser" | tr '[:lower:]' '[:upper:]')"
-# The parsers and what they use, without the backends (no OpenCL or BLAS needed).
+# The parsers and what they use, without the backends (no OpenCL or BLAS needed): Support and
+# Tensor sit below the backends (README: Layout).
 files=(
-    "$root/tools/fuzz/Harness.swift"
-    "$sources"/IO/SafeTensors.swift "$sources"/IO/SafeTensorsJSON.swift "$sources"/IO/FileBytes.swift
-    "$sources"/Backend/RecurError.swift "$sources"/Tensor/Shape.swift "$sources"/Tensor/SeededRandom.swift
+    "$root/tools/fuzz/Harness.swift" "$sources"/IO/SafeTensors.swift "$sources"/Support/*.swift "$sources"/Tensor/*.swift
 )
 for file in "$sources"/Data/*.swift; do
     [[ "$file" == */PadSequences.swift ]] || files+=("$file")

@@ -111,9 +111,9 @@ public final class MPICommunicator: TrainingCommunicator {
         // Read back from the devices and compared, so a replica that failed to take the values
         // stops the run now rather than drifting silently.
         try stage(parameters.map(\.value))
-        var fingerprint = Fingerprint()
-        for value in staging { fingerprint.add(value.bitPattern) }
-        try requireIdentical(fingerprint.hexadecimal, what: "the fingerprint of the broadcast parameters")
+        var fingerprint = FNV1a64()
+        for value in staging { fingerprint.add(littleEndian: value.bitPattern) }
+        try requireIdentical(String(fingerprint.value, radix: 16), what: "the fingerprint of the broadcast parameters")
     }
 
     public func averageGradients(_ parameters: [NamedParameter]) throws {
@@ -238,18 +238,4 @@ public func writeToStandardError(_ text: String) {
         guard written > 0 else { return }
         start += written
     }
-}
-
-/// 64-bit FNV-1a over 32-bit words: a fingerprint to compare across ranks, not a security hash.
-struct Fingerprint {
-    private var state: UInt64 = 0xcbf2_9ce4_8422_2325
-
-    mutating func add(_ word: UInt32) {
-        for shift in stride(from: 0, to: 32, by: 8) {
-            state ^= UInt64((word >> UInt32(shift)) & 0xFF)
-            state &*= 0x0000_0100_0000_01B3
-        }
-    }
-
-    var hexadecimal: String { String(state, radix: 16) }
 }

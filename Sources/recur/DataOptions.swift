@@ -138,20 +138,12 @@ struct DataOptions: ParsableArguments {
 
     // MARK: In checkpoints
 
-    /// What a checkpoint keeps about its data (see `RecordedData`).
-    static func metadata(source: DataSource, prepared: PreparedData) throws -> [String: String] {
-        try RecordedData.metadata(source: source, prepared: prepared)
-    }
-
-    static func source(in metadata: [String: String]) throws -> DataSource {
-        guard let json = metadata[RecordedData.sourceKey] else {
-            throw ValidationError("the checkpoint records no data source (data.source); give --data")
+    /// The source a checkpoint recorded (the schema is the library's `RecordedData`), or the
+    /// command-line advice to name the data.
+    static func source(in recorded: RecordedData) throws -> DataSource {
+        guard let source = recorded.source else {
+            throw ValidationError("the checkpoint records no data source (\(RecordedData.sourceKey)); give --data")
         }
-        return try DataSource(json: json)
-    }
-
-    /// Reads `source` with the vocabulary, classes and standardisation a checkpoint recorded.
-    static func prepare(_ source: DataSource, using metadata: [String: String]) throws -> PreparedData {
-        try RecordedData(metadata: metadata).prepare(source)
+        return source
     }
 }

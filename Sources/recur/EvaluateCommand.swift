@@ -40,19 +40,19 @@ struct EvaluateCommand: ParsableCommand {
     func run() throws {
         let backend = try device.makeBackend()
         let saved = try Checkpoint(contentsOf: checkpoint)
-        var source = try DataOptions.source(in: saved.metadata)
+        let recorded = try saved.recordedData()
+        var source = try DataOptions.source(in: recorded)
         if !data.isEmpty { source.paths = data }
         // Streams are read as training read them unless told otherwise: their number decides how
         // many windows start from a zero state.
         let batchSize = batchSizeOption
             ?? ((stateful ?? saved.configuration.stateful) ? saved.configuration.batchSize : 64)
         try checkMemory(saved, source: source, examples: nil, batchSize: batchSize, backend: backend)
-        let prepared = try DataOptions.prepare(source, using: saved.metadata)
-        if data.isEmpty, let recorded = saved.metadata["data.fingerprint"],
-           recorded != Trainer.fingerprint(prepared.training) {
+        let prepared = try recorded.prepare(source)
+        if data.isEmpty, let fingerprint = recorded.fingerprint, fingerprint != prepared.training.fingerprint() {
             // The files changed since training: the splits may mix training and test examples.
             printError("warning: \(source.paths.joined(separator: ", ")) no longer holds the data the model was trained on "
-                       + "(training split \(Trainer.fingerprint(prepared.training)), recorded \(recorded))")
+                       + "(training split \(prepared.training.fingerprint()), recorded \(fingerprint))")
         }
         let examples: (any TrainingExamples)? = switch split {
         case "training": prepared.training

@@ -35,12 +35,13 @@ struct GenerateCommand: ParsableCommand {
         guard saved.specification.task == .lm else {
             throw ValidationError("\(checkpoint) holds a \(saved.specification.task) model, not a language model")
         }
-        guard let vocabularyText = saved.metadata["data.vocabulary"] else {
-            throw ValidationError("\(checkpoint) records no vocabulary (data.vocabulary)")
+        let recorded = try saved.recordedData()
+        guard let vocabulary = recorded.vocabulary else {
+            throw ValidationError("\(checkpoint) records no vocabulary (\(RecordedData.vocabularyKey))")
         }
-        let source = try DataOptions.source(in: saved.metadata)
+        let source = try DataOptions.source(in: recorded)
         let generator = try TextGenerator(
-            model: try saved.makeModel(backend: backend), vocabulary: try Vocabulary(serialized: vocabularyText),
+            model: try saved.makeModel(backend: backend), vocabulary: vocabulary,
             tokenizer: source.tokenizer)
         // Each token is written as it is sampled: a long generation shows progress and never
         // builds up in memory.

@@ -222,13 +222,14 @@ struct TrainCommand: ParsableCommand {
         if isLeader { try prepareOutputFolders() }
         if resume, let directory = checkpointDir {
             let checkpoint = try Checkpoint(contentsOf: directory + "/last.safetensors")
-            var recordedSource = try DataOptions.source(in: checkpoint.metadata)
+            let recorded = try checkpoint.recordedData()
+            var recordedSource = try DataOptions.source(in: recorded)
             // --data may say where the recorded data lives now (moved, another machine); the
             // fingerprint below makes sure it is the same data.
             if !data.data.isEmpty { recordedSource.paths = data.data }
             source = recordedSource
             try checkMemory(resuming: checkpoint, source: source, prepared: nil, backend: backend)
-            prepared = try DataOptions.prepare(source, using: checkpoint.metadata)
+            prepared = try recorded.prepare(source)
             if !Self.optionsResumeCannotChange(in: Array(CommandLine.arguments.dropFirst())).isEmpty {
                 // Options besides where the run is and how it reports: they must describe the
                 // recorded run (the original command line again), never silently another one.
@@ -240,14 +241,14 @@ struct TrainCommand: ParsableCommand {
                             + "options or none of them, or start a new run in another --checkpoint-dir")
                 }
             }
-            if let recorded = checkpoint.metadata["data.fingerprint"] {
-                let current = Trainer.fingerprint(prepared.training)
-                guard current == recorded else {
+            if let fingerprint = recorded.fingerprint {
+                let current = prepared.training.fingerprint()
+                guard current == fingerprint else {
                     // Appended, reordered or replaced data would silently continue on other
                     // examples, and the resumed run would no longer equal an uninterrupted one.
                     throw ValidationError(
                         "\(source.paths.joined(separator: ", ")) no longer holds the data this run was trained on "
-                            + "(training split now \(current), recorded \(recorded)); restore the data, "
+                            + "(training split now \(current), recorded \(fingerprint)); restore the data, "
                             + "or start a new run in another --checkpoint-dir")
                 }
             }
@@ -255,7 +256,7 @@ struct TrainCommand: ParsableCommand {
             trainer = try Trainer(resumingFrom: checkpoint, epochs: epochsOption, checkpointEverySteps: checkpointEvery,
                                   backend: backend, communicator: communicator)
             // Later checkpoints record where the data is now.
-            if !data.data.isEmpty { trainer.metadata["data.source"] = try source.json() }
+            if !data.data.isEmpty { trainer.metadata[RecordedData.sourceKey] = try source.json() }
             if isLeader { log("resuming after epoch \(checkpoint.progress.epoch), step \(checkpoint.progress.step)") }
         } else {
             source = try statefulDefaults(data.source())
@@ -270,7 +271,7 @@ struct TrainCommand: ParsableCommand {
                 totalSteps: overflow ? Int.max : totalSteps, specification: specification, prepared: prepared)
             trainer = try Trainer(specification: specification, configuration: configuration,
                                   backend: backend, communicator: communicator)
-            trainer.metadata = try DataOptions.metadata(source: source, prepared: prepared)
+            trainer.metadata = try RecordedData.metadata(source: source, prepared: prepared)
         }
         trainer.errorScale = prepared.errorScale
         if season != nil && source.task != .forecast {

@@ -40,7 +40,7 @@ struct ClassWeightCommandTests {
         #expect(checkpoint.configuration.plateau == ReduceOnPlateau(factor: 0.1, patience: 1, minimum: 0))
         // The training split's counts, whichever class name got id 0.
         let counts = ClassWeights.counts(
-            in: try DataOptions.prepare(try DataOptions.source(in: checkpoint.metadata), using: checkpoint.metadata).training,
+            in: try checkpoint.recordedData().prepareRecordedSource().training,
             classes: 2)
         #expect(recorded == (try ClassWeights.balanced(counts: counts)))
         #expect(counts.sorted() == [6, 30], "counts \(counts)")
@@ -58,7 +58,7 @@ struct ClassWeightCommandTests {
                                      "--split", "training", "--json"])
         #expect(evaluate.status == 0, "\(evaluate.stderr)")
         let trainer = try Trainer(resumingFrom: last, backend: TestBackends.cpu)
-        let prepared = try DataOptions.prepare(try DataOptions.source(in: last.metadata), using: last.metadata)
+        let prepared = try last.recordedData().prepareRecordedSource()
         let expected = try trainer.evaluate(prepared.training, batchSize: 64)
         #expect(evaluate.stdout.contains("\"loss\":\(expected["loss"]!)"), "\(evaluate.stdout) vs \(expected)")
         #expect(evaluate.stdout.contains("\"accuracy\":\(expected["accuracy"]!)"), "\(evaluate.stdout) vs \(expected)")

@@ -187,9 +187,9 @@ struct TrainerTests {
         let first = try markerExamples(count: 40, vocabulary: 12, steps: 5, seed: 20)
         let same = try markerExamples(count: 40, vocabulary: 12, steps: 5, seed: 20)
         let other = try markerExamples(count: 40, vocabulary: 12, steps: 5, seed: 21)
-        #expect(Trainer.fingerprint(first) == Trainer.fingerprint(same))
-        #expect(Trainer.fingerprint(first) != Trainer.fingerprint(other))
-        #expect(Trainer.fingerprint(first).hasPrefix("40 examples"))
+        #expect(first.fingerprint() == same.fingerprint())
+        #expect(first.fingerprint() != other.fingerprint())
+        #expect(first.fingerprint().hasPrefix("40 examples"))
     }
 
     @Test func languageModelWindowsShiftTargetsByOne() throws {

@@ -140,16 +140,6 @@ public struct DataSource: Sendable, Equatable, Codable {
         self = try RecurJSON.decode(DataSource.self, from: json, source: "data.source", what: "the data source")
     }
 
-    /// The task each format serves.
-    public var task: ModelTask {
-        switch format {
-        case .tsv, .csv, .lines, .imdb: .classify
-        case .text: .lm
-        case .series: .forecast
-        case .tagged: .tag
-        }
-    }
-
     /// Reads and splits the data.
     /// - Parameters:
     ///   - vocabulary: encode with this vocabulary (a trained model's) instead of fitting one.
@@ -640,16 +630,5 @@ public struct PreparedData: Sendable {
     /// Several targets carry each output's s in `TrainingBatch.errorScales`, and this is 1 too.
     public var errorScale: Double {
         transform == .revin || targetCount > 1 ? 1 : Double(standardization?.standardDeviation ?? 1)
-    }
-
-    /// What a model for this data outputs: one logit for two classes, else one per class, tag or
-    /// vocabulary id; the horizon times the target columns for series.
-    public func outputSize(for task: ModelTask, horizon: Int) -> Int {
-        switch task {
-        case .classify: classNames.count == 2 ? 1 : classNames.count
-        case .tag: tagVocabulary?.count ?? classNames.count
-        case .lm: vocabulary?.count ?? 0
-        case .forecast: horizon * targetCount
-        }
     }
 }

@@ -19,7 +19,7 @@ public struct RecordedData: Sendable {
 
     /// Where the data came from and how it was cut into examples; nil when not recorded.
     public var source: DataSource?
-    /// `Trainer.fingerprint` of the training examples.
+    /// The training examples' `fingerprint()`.
     public var fingerprint: String?
     /// The ids of the input tokens.
     public var vocabulary: Vocabulary?
@@ -71,7 +71,7 @@ public struct RecordedData: Sendable {
 
     /// The metadata that records `source` and what was fitted to it in `prepared`.
     public static func metadata(source: DataSource, prepared: PreparedData) throws -> [String: String] {
-        var metadata = [sourceKey: try source.json(), fingerprintKey: Trainer.fingerprint(prepared.training)]
+        var metadata = [sourceKey: try source.json(), fingerprintKey: prepared.training.fingerprint()]
         if let vocabulary = prepared.vocabulary { metadata[vocabularyKey] = vocabulary.serialized }
         if let tags = prepared.tagVocabulary { metadata[tagsKey] = tags.serialized }
         // Tag names are the tag vocabulary's, not classes.
@@ -94,5 +94,18 @@ public struct RecordedData: Sendable {
     public func prepare(_ source: DataSource) throws -> PreparedData {
         try source.prepare(vocabulary: vocabulary, classNames: classNames, tagVocabulary: tags,
                            standardization: standardization, standardizations: standardizations)
+    }
+
+    /// Reads the recorded source as `prepare(_:)` does, so a library user reopens a checkpoint's
+    /// data without being told where it came from.
+    /// - Returns: the recorded source's examples, numbered and scaled as the model's training
+    ///   data was.
+    /// - Throws: `RecurError.malformed` naming `data.source` when no source was recorded; the
+    ///   source's own errors when it cannot be read.
+    public func prepareRecordedSource() throws -> PreparedData {
+        guard let source else {
+            throw RecurError.malformed(source: Self.sourceKey, detail: "the checkpoint records no data source")
+        }
+        return try prepare(source)
     }
 }

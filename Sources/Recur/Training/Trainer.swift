@@ -365,7 +365,7 @@ public final class Trainer {
             ? try Self.streams(examples, count: configuration.batchSize) : examples
         if world > 1 {
             try communicator.requireIdentical(
-                "\(Self.fingerprint(training)) \(validation.map(Self.fingerprint) ?? "none")", what: "training and validation data")
+                "\(training.fingerprint()) \(validation.map { $0.fingerprint() } ?? "none")", what: "training and validation data")
         }
         let plan = try MiniBatchPlan(
             count: training.count, batchSize: configuration.batchSize,
@@ -496,30 +496,6 @@ public final class Trainer {
             observer?(.step(epoch: progress.epoch + 1, batch: progress.batchInEpoch + 1, batchesPerEpoch: batchesPerEpoch,
                             step: progress.step, loss: loss, globalNorm: report.globalNorm))
         }
-    }
-
-    /// A digest of every example's inputs and targets (FNV-1a over their bits, 1,024 examples
-    /// at a time), with the count: processes that read different data disagree on it.
-    public static func fingerprint(_ data: any TrainingExamples) -> String {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        func mix(_ value: UInt64) {
-            hash = (hash ^ value) &* 0x0000_0100_0000_01B3
-        }
-        for start in stride(from: 0, to: data.count, by: 1024) {
-            let batch = data.batch(Array(start ..< min(start + 1024, data.count))[...])
-            switch batch.input {
-            case let .ids(ids, _, lengths, _):
-                for id in ids { mix(UInt64(UInt32(bitPattern: id))) }
-                for length in lengths { mix(UInt64(length)) }
-            case let .values(values, _, _):
-                for value in values { mix(UInt64(value.bitPattern)) }
-            }
-            switch batch.targets {
-            case let .values(values, _): for value in values { mix(UInt64(value.bitPattern)) }
-            case let .classes(classes): for value in classes { mix(UInt64(UInt32(bitPattern: value))) }
-            }
-        }
-        return "\(data.count) examples, digest \(String(hash, radix: 16))"
     }
 
     /// Each (seed, step, process) gets its own dropout stream, so a resumed run draws the masks

@@ -143,16 +143,3 @@ private enum CacheFile {
         }
     }
 }
-
-/// The 64-bit FNV-1a hash: cheap, stable across runs and platforms (unlike `Hasher`), good
-/// enough to tell sources and cache files apart.
-enum FNV1a64 {
-    static func hash(_ bytes: [UInt8]) -> UInt64 {
-        var value: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in bytes {
-            value ^= UInt64(byte)
-            value &*= 0x0000_0100_0000_01b3
-        }
-        return value
-    }
-}

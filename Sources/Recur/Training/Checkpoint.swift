@@ -36,6 +36,14 @@ public struct Checkpoint: Sendable {
     /// The caller's metadata (a vocabulary, the data's description); keys outside `recur.`.
     public var metadata: [String: String]
 
+    /// What the run recorded about its training data (the `data.*` keys of `metadata` that
+    /// `recur train` writes): its source, vocabulary, classes, tags and standardisation.
+    /// - Returns: the recorded data; fields the run did not record are nil.
+    /// - Throws: `RecurError.malformed` naming a key whose value cannot be read.
+    public func recordedData() throws -> RecordedData {
+        try RecordedData(metadata: metadata)
+    }
+
     /// Captures a run's state (downloads every tensor).
     /// - Parameters:
     ///   - specification: the model's architecture.
@@ -237,3 +245,6 @@ public struct Checkpoint: Sendable {
         return model
     }
 }
+
+// A checkpoint's progress that fails to decode is explained field by field (`RecurJSON`).
+extension TrainingProgress: DefaultConstructible {}

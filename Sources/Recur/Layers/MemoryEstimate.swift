@@ -9,12 +9,6 @@
 // Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H,
 // D directions, L layers, V vocabulary, E embedding width, K outputs.
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// Bytes a run is expected to allocate at its peak, by what they hold. An estimate: the buffers of
 /// the layers, losses and optimizers as they are made, without small per-step scratch, so the
 /// measured peak of a backend lies within a small factor of `total`.
@@ -74,60 +68,6 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
         case training
     }
 
-    /// A training run of `specification` on batches of `batchSize` sequences of `steps` time steps,
-    /// with `optimizer`'s state (nil: none); `pass: .inference` for evaluation, where nothing is
-    /// back-propagated.
-    public init(_ specification: ModelSpecification, batchSize: Int, steps: Int,
-                optimizer: OptimizerSpecification?, pass: Pass = .training) {
-        let s = specification
-        let (b, t) = (max(batchSize, 0), max(steps, 0))
-        let d = s.bidirectional ? 2 : 1
-        let k = max(s.outputSize, 0)
-        let input = s.readsIDs ? max(s.embeddingSize ?? 0, 0) : max(s.inputFeatures ?? 0, 0)
-        self = Self.stack(
-            cell: s.cell, inputSize: input, hiddenSize: s.hiddenSize, layerCount: s.layerCount,
-            bidirectional: s.bidirectional, batchSize: b, steps: t, pass: pass,
-            returnsSequences: s.returnsSequences, inputDropout: s.inputDropout > 0, layerDropout: s.layerDropout > 0,
-            recordsGradientFlow: false)
-        let rows = s.returnsSequences ? Self.product(t, b) : b  // N: the head's rows
-        let width = Self.product(d, s.hiddenSize)  // D * H
-        var extraParameters = Self.sum(Self.product(width, k), k)  // Dense [K, D H] and [K]
-        let batchInput: Int  // bytes of a batch's ids [T, B] int32 or values [T, B, F]
-        if s.readsIDs {
-            let table = Self.product(max(s.vocabularySize ?? 0, 0), input)  // Embedding [V, E]
-            extraParameters = Self.sum(extraParameters, table)
-            largestBuffer = max(largestBuffer, Self.bytes(table))
-            batchInput = Self.bytes(Self.product(t, b))
-            activations = Self.sum(activations, Self.bytes(Self.product(t, b, input)))  // the embedding's output
-        } else {
-            batchInput = Self.bytes(Self.product(t, b, input))
-        }
-        data = Self.sum(data, batchInput)
-        parameters = Self.sum(parameters, Self.bytes(extraParameters))
-        gradients = Self.sum(gradients, Self.bytes(extraParameters))
-        let logits = Self.bytes(Self.product(rows, k))  // [N, K]
-        data = Self.sum(data, s.returnsSequences ? Self.bytes(rows) : logits)  // targets
-        let headInput = Self.bytes(Self.product(rows, width))  // [N, D H]
-        activations = Self.sum(activations, logits, s.outputDropout > 0 ? Self.product(2, headInput) : 0)
-        if pass == .training {
-            // The loss's gradient and the head's dL/dz [N, K], and its dL/dx [N, D H].
-            workspace = Self.sum(workspace, Self.product(2, logits), headInput)
-        }
-        // Also for evaluation: a checkpoint's optimizer state is restored with the model.
-        let moments: Int = switch optimizer {
-        case .adam?, .adamW?: 2
-        case .sgd(_, let momentum, _, _)?: momentum != 0 ? 1 : 0
-        case .rmsProp(_, let momentum, _)?: momentum != 0 ? 2 : 1
-        case nil: 0
-        }
-        optimizerState = Self.product(moments, parameters)
-        largestBuffer = max(largestBuffer, logits, Self.bytes(Self.product(width, k)))
-        // The host builds the largest layer's initial values, and a batch's ids or values (the
-        // examples' rows, then the time-major array uploaded).
-        initialization = max(initialization, Self.bytes(extraParameters))
-        host = max(host, Self.product(2, batchInput))
-    }
-
     /// A bare recurrent stack over `[T, B, I]` input of `steps` × `batchSize`, as `recur bench`
     /// and the fixture checks run it: the input and (training) an output gradient of the output's
     /// shape are data.
@@ -177,7 +117,7 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The recurrent stack's parameters, gradients, activations and backward workspace.
-    private static func stack(cell: RecurrentCell, inputSize: Int, hiddenSize: Int, layerCount: Int,
+    static func stack(cell: RecurrentCell, inputSize: Int, hiddenSize: Int, layerCount: Int,
                               bidirectional: Bool, batchSize: Int, steps: Int, pass: Pass, returnsSequences: Bool,
                               inputDropout: Bool, layerDropout: Bool, recordsGradientFlow: Bool) -> MemoryEstimate {
         let (i, h, l) = (max(inputSize, 0), max(hiddenSize, 0), max(layerCount, 0))
@@ -278,24 +218,12 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
 
     /// The product of non-negative sizes, Int.max when it overflows (negative sizes count as 0).
     public static func product(_ factors: Int...) -> Int {
-        var result = 1
-        for factor in factors {
-            let (value, overflow) = result.multipliedReportingOverflow(by: max(factor, 0))
-            if overflow { return Int.max }
-            result = value
-        }
-        return result
+        saturatingProduct(factors)
     }
 
     /// The sum of non-negative sizes, Int.max when it overflows.
     public static func sum(_ terms: Int...) -> Int {
-        var result = 0
-        for term in terms {
-            let (value, overflow) = result.addingReportingOverflow(max(term, 0))
-            if overflow { return Int.max }
-            result = value
-        }
-        return result
+        saturatingSum(terms)
     }
 
     /// Bytes of `count` float32 or int32 elements.
@@ -330,89 +258,5 @@ public struct InsufficientMemoryError: Error, CustomStringConvertible, Equatable
 
     public var description: String {
         "\(operation): \(reason)" + (advice.map { "; \($0)" } ?? "")
-    }
-}
-
-/// The memory a backend can still allocate, and the host's.
-public struct MemoryAvailability: Sendable, Equatable {
-    /// How the message names the device: `device 'NVIDIA H200'`, or `the host` for the CPU backend.
-    public var deviceName: String
-    /// Bytes the device can still allocate (its global memory less what the backend holds); nil
-    /// where the device's memory is the host's and `hostBytes` covers it.
-    public var deviceBytes: Int?
-    /// The device's limit on one allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE); nil where none is known.
-    public var maximumAllocationBytes: Int?
-    /// Host memory available now (MemAvailable, or a cgroup's limit less its usage where lower);
-    /// nil where it cannot be read.
-    public var hostBytes: Int?
-    /// Whether the device's buffers are host memory, so they count against `hostBytes` too.
-    public var deviceSharesHostMemory: Bool
-
-    public init(deviceName: String, deviceBytes: Int?, maximumAllocationBytes: Int?, hostBytes: Int?,
-                deviceSharesHostMemory: Bool) {
-        self.deviceName = deviceName
-        self.deviceBytes = deviceBytes
-        self.maximumAllocationBytes = maximumAllocationBytes
-        self.hostBytes = hostBytes
-        self.deviceSharesHostMemory = deviceSharesHostMemory
-    }
-
-    /// What `backend` and the host have free now.
-    public init(_ backend: any Backend) {
-        if let openCL = backend as? OpenCLBackend {
-            self.init(device: openCL.device, liveBytes: backend.memoryStatistics.liveBytes)
-        } else {
-            self.init(deviceName: "the host", deviceBytes: nil, maximumAllocationBytes: nil,
-                      hostBytes: Self.availableHostBytes(), deviceSharesHostMemory: true)
-        }
-    }
-
-    /// What an OpenCL device has free while a backend on it holds `liveBytes`, and the host's.
-    public init(device: OpenCLDevice, liveBytes: Int = 0) {
-        self.init(
-            deviceName: "device '\(device.name)'",
-            deviceBytes: max(device.globalMemoryBytes - liveBytes, 0),
-            maximumAllocationBytes: device.maxAllocationBytes > 0 ? device.maxAllocationBytes : nil,
-            hostBytes: Self.availableHostBytes(), deviceSharesHostMemory: device.type == .cpu)
-    }
-
-    /// MemAvailable of /proc/meminfo, lowered to a cgroup v2 limit less its usage; elsewhere the
-    /// available physical pages.
-    public static func availableHostBytes() -> Int? {
-        #if os(Linux)
-        var available = keyedValue("/proc/meminfo", "MemAvailable").map { MemoryEstimate.product($0, 1024) }
-        if let limit = firstInteger("/sys/fs/cgroup/memory.max"), let used = firstInteger("/sys/fs/cgroup/memory.current") {
-            let left = max(limit - used, 0)
-            available = min(available ?? left, left)
-        }
-        if let available { return available }
-        #endif
-        let pages = sysconf(Int32(_SC_AVPHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
-        return pages > 0 && size > 0 ? MemoryEstimate.product(pages, size) : nil
-    }
-
-    /// The lines of a small text file (/proc, /sys); none when it cannot be opened.
-    private static func lines(_ path: String) -> [Substring] {
-        guard let file = fopen(path, "r") else { return [] }
-        defer { fclose(file) }
-        var text = ""
-        var buffer = [CChar](repeating: 0, count: 4096)
-        while fgets(&buffer, Int32(buffer.count), file) != nil {
-            text += String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        }
-        return text.split(separator: "\n")
-    }
-
-    /// The number after "key:" in a "Key:   1234 kB" file (/proc/meminfo).
-    private static func keyedValue(_ path: String, _ key: String) -> Int? {
-        for line in lines(path) where line.hasPrefix(key + ":") {
-            return line.dropFirst(key.count + 1).split(separator: " ").first.flatMap { Int($0) }
-        }
-        return nil
-    }
-
-    /// The file's first line as a number; nil for "max" (no limit) or no file.
-    private static func firstInteger(_ path: String) -> Int? {
-        lines(path).first.flatMap { Int($0.split(separator: " ").first ?? "") }
     }
 }

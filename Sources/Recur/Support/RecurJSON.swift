@@ -113,5 +113,3 @@ enum RecurJSON {
 protocol DefaultConstructible {
     init()
 }
-
-extension TrainingProgress: DefaultConstructible {}
