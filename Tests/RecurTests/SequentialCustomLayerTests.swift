@@ -125,6 +125,39 @@ private final class FeatureScale: Layer {
         #expect(try backend.download(inner.gain) != gainsBefore)
     }
 
+    /// A `Sequential` inside a `Sequential` (an encoder inside a model): its parameters take
+    /// both indices, and forward and backward equal those of the flat chain of the same layers.
+    @Test func sequentialNestsAsALayer() throws {
+        let backend = TestBackends.cpu
+        var random = SeededGenerator(seed: 17)
+        let embedding = try Embedding(vocabularySize: 6, embeddingSize: 3, seed: 1, backend: backend)
+        let recurrent = try RecurrentLayer(cell: .lstm, inputSize: 3, hiddenSize: 4, returnSequences: false, seed: 2,
+                                           backend: backend)
+        let dense = try Dense(inputSize: 4, outputSize: 2, seed: 3, backend: backend)
+        let encoder = try Sequential([embedding, recurrent])
+        let nested = try Sequential([encoder, dense])
+        let flat = try Sequential([embedding, recurrent, dense])
+        #expect(nested.parameters.map(\.name).prefix(2) == ["0.0.weight", "0.1.weight_ih_l0"])
+        #expect(nested.parameters.map(\.name).suffix(2) == ["1.weight", "1.bias"])
+
+        let ids: [Int32] = [4, 5, 2, 1, 3, 0]  // [T = 3, B = 2], post-padded
+        let context = LayerContext(training: false, padding: .post)
+        let nestedOutput = try backend.download(
+            try nested.forward(try backend.upload(ids, shape: [3, 2]), context: context))
+        let flatOutput = try backend.download(try flat.forward(ids: ids, shape: [3, 2], padding: .post, training: false))
+        #expect(nestedOutput == flatOutput)
+
+        let outputGradient = try backend.upload(random.floats(4), shape: [2, 2])
+        try nested.zeroGradients()
+        _ = try nested.forward(try backend.upload(ids, shape: [3, 2]), context: context)
+        #expect(try nested.backward(from: outputGradient) == nil)
+        let nestedGradients = try nested.parameters.map { try backend.download($0.gradient) }
+        try flat.zeroGradients()
+        _ = try flat.forward(ids: ids, shape: [3, 2], padding: .post, training: false)
+        try flat.backward(outputGradient)
+        #expect(try flat.parameters.map { try backend.download($0.gradient) } == nestedGradients)
+    }
+
     /// An embedding run as a plain `Layer` on an int32 id tensor gives what its host-id path
     /// gives, and has no input gradient.
     @Test func embeddingAsLayerReadsAnIDTensor() throws {

@@ -46,7 +46,7 @@ public final class Sequential {
             }
             if layer is any TokenInputLayer, index > 0 {
                 throw RecurError.invalidArgument(
-                    operation: operation, detail: "layer \(index) is an embedding; only layer 0 may be one")
+                    operation: operation, detail: "layer \(index) reads ids (an embedding); only layer 0 may")
             }
             if let expected = layer.inputFeatures, let features, expected != features {
                 throw RecurError.shapeMismatch(
@@ -217,5 +217,42 @@ public final class Sequential {
         }
         finalStates = states
         return x
+    }
+}
+
+/// A `Sequential` is a layer itself, so a larger model can hold chains (an encoder, a decoder)
+/// and name their parameters under its own prefixes.
+extension Sequential: StochasticLayer {
+    /// Layer 0's input features, when it fixes them.
+    public var inputFeatures: Int? { layers[0].inputFeatures }
+
+    /// The features of the last layer's output.
+    /// - Parameter input: the features of the input's last axis, when known.
+    /// - Returns: ``outputFeatures`` when the layers fix it, else what the chain makes of `input`.
+    public func outputFeatures(input: Int?) -> Int? {
+        outputFeatures ?? layers.reduce(input) { $1.outputFeatures(input: $0) }
+    }
+
+    /// Runs the chain from a zero state, with the context's lengths, padding and training flag.
+    /// - Parameters:
+    ///   - input: what layer 0 reads; int32 ids `[T, B]` (or `[B, T]`) when it reads ids, which
+    ///     are read back to the host to be checked, as ``forward(ids:shape:lengths:padding:initialStates:training:)``
+    ///     takes them.
+    ///   - context: the training flag, lengths and padding.
+    /// - Returns: the last layer's output.
+    public func forward(_ input: Tensor, context: LayerContext) throws -> Tensor {
+        guard layers[0] is any TokenInputLayer else {
+            return try forward(input, lengths: context.lengths, padding: context.padding, training: context.training)
+        }
+        try backend.checkOperands("Sequential.forward", [input], dtype: .int32)
+        return try forward(ids: try backend.downloadInt32(input), shape: input.shape, lengths: context.lengths,
+                           padding: context.padding, training: context.training)
+    }
+
+    /// ``backward(_:)``.
+    /// - Parameter outputGradient: dL/d output of the last forward.
+    /// - Returns: dL/d input; nil when the chain started from ids.
+    public func backward(from outputGradient: Tensor) throws -> Tensor? {
+        try backward(outputGradient)
     }
 }
