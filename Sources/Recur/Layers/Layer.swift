@@ -38,7 +38,7 @@ public struct LayerContext: Sendable {
 /// mask) is a composition too: a model object holds the layers, runs their `forward`s in its own
 /// order, feeds each the tensors it needs, and runs the `backward`s in reverse, adding the
 /// gradients of a tensor read twice. It names its children's parameters with their paths as
-/// prefixes, as `Sequential` does with its indices (``prefixed(by:)``).
+/// prefixes, as `Sequential` does with its indices (``parameters(prefixedBy:)``).
 public protocol Layer: AnyObject {
     /// The device that holds the parameters and runs the layer; every operand must live on it.
     var backend: any Backend { get }
@@ -79,10 +79,15 @@ public protocol Layer: AnyObject {
 }
 
 extension Layer {
+    /// nil: the layer takes any features.
     public var inputFeatures: Int? { nil }
 
+    /// The input's features: the layer keeps its input's width.
+    /// - Parameter input: the features of the input's last axis, when known.
+    /// - Returns: `input`.
     public func outputFeatures(input: Int?) -> Int? { input }
 
+    /// Fills each of ``parameters``' gradients with 0.
     public func zeroGradients() throws {
         for parameter in parameters { try backend.fill(parameter.gradient, with: 0) }
     }
