@@ -90,20 +90,7 @@ private final class FeatureScale: Layer {
         _ = try loss()
         try model.zeroGradients()
         #expect(try model.backward(try backend.upload(weights, shape: [3, 3, 2])) == nil)
-        for parameter in model.parameters {
-            let original = try backend.download(parameter.value)
-            let probed = Array(stride(from: 0, to: original.count, by: 2))
-            let numeric = try trainingNumericGradient(probed.map { original[$0] }, eps: 1e-2) { values in
-                var full = original
-                for (k, index) in probed.enumerated() { full[index] = values[k] }
-                try trainingSetValues(parameter.value, full)
-                return try loss()
-            }
-            try trainingSetValues(parameter.value, original)
-            let analytic = try backend.download(parameter.gradient)
-            expectGradientsMatch(numeric: numeric, analytic: probed.map { analytic[$0] },
-                                 "\(which) dL/d\(parameter.name)")
-        }
+        try expectParameterGradientsMatch(model.parameters, probingEvery: 2, "\(which)", loss: loss)
 
         let targets = try backend.upload(random.floats(18), shape: [3, 3, 2])
         let optimizer = try SGD(learningRate: 0.5, backend: backend)

@@ -290,20 +290,6 @@ struct TrainingLayerTests {
         _ = try loss()
         try model.zeroGradients()
         #expect(try model.backward(try backend.upload(weights, shape: [3, 2])) == nil)
-        for parameter in model.parameters {
-            let original = try backend.download(parameter.value)
-            // Every third coordinate keeps the OpenCL run short; all kinds of parameter are covered.
-            let probed = Array(stride(from: 0, to: original.count, by: 3))
-            let numeric = try trainingNumericGradient(probed.map { original[$0] }, eps: 1e-2) { values in
-                var full = original
-                for (k, index) in probed.enumerated() { full[index] = values[k] }
-                try trainingSetValues(parameter.value, full)
-                return try loss()
-            }
-            try trainingSetValues(parameter.value, original)
-            let analytic = try backend.download(parameter.gradient)
-            expectGradientsMatch(numeric: numeric, analytic: probed.map { analytic[$0] },
-                                 "\(which) Sequential dL/d\(parameter.name)")
-        }
+        try expectParameterGradientsMatch(model.parameters, probingEvery: 3, "\(which) Sequential", loss: loss)
     }
 }
