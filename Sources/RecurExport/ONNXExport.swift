@@ -84,6 +84,9 @@ public enum ONNXExport {
 private struct GraphExporter {
     let specification: ModelSpecification
     let parameters: [String: (shape: Shape, values: [Float])]
+    /// The positions in the checkpoint's model of the layers the graph reads parameters from:
+    /// the prefixes of their parameter names.
+    let layerIndices: (embedding: Int?, recurrent: Int, head: Int)
     let source: DataSource?
     let standardization: Standardization?
     var builder = ONNXGraphBuilder(name: "recur")
@@ -125,7 +128,14 @@ private struct GraphExporter {
     }
 
     init(checkpoint: Checkpoint) throws {
-        try checkParameters(of: checkpoint)
+        let layers = try checkParameters(of: checkpoint).layers
+        guard let recurrent = layers.firstIndex(where: { $0 is RecurrentLayer }),
+              let head = layers.lastIndex(where: { $0 is Dense })
+        else {
+            throw RecurError.invalidArgument(
+                operation: "ONNXExport", detail: "the graph exports a recurrent stack and a dense head")
+        }
+        layerIndices = (layers.firstIndex { $0 is Embedding }, recurrent, head)
         specification = checkpoint.specification
         parameters = checkpoint.parameters
         let recorded = try RecordedData(metadata: checkpoint.metadata)
@@ -223,7 +233,7 @@ private struct GraphExporter {
             lengths64 = builder.apply("Cast", ["lengths"], attributes: [.int("to", Int(ONNXElement.int64.rawValue))])
             if isPrePadded { ids = validStepsMoved(ids, toFront: true) }
         }
-        let table = try parameter("0.weight")
+        let table = try parameter("\(layerIndices.embedding ?? 0).weight")
         let weight = builder.constant("embedding", floats: table.values, shape: table.shape.dimensions)
         return builder.apply("Gather", [weight, ids], attributes: [.int("axis", 0)])  // [T, B, D]
     }
@@ -290,7 +300,7 @@ private struct GraphExporter {
         -> (sequence: String?, state: String?) {
         let spec = specification
         let h = spec.hiddenSize
-        let index = spec.readsIDs ? 1 : 0
+        let index = layerIndices.recurrent
         let suffixes = spec.bidirectional ? ["", "_reverse"] : [""]
         var w: [Float] = [], r: [Float] = [], b: [Float] = []
         for suffix in suffixes {
@@ -352,7 +362,7 @@ private struct GraphExporter {
 
     /// The head: x W^T + b over the last axis.
     private mutating func dense(_ x: String, features: Int) throws -> String {
-        let index = (specification.readsIDs ? 2 : 1) + (specification.outputDropout > 0 ? 1 : 0)
+        let index = layerIndices.head
         let weight = try parameter("\(index).weight")  // [K, F]
         let bias = try parameter("\(index).bias")  // [K]
         let k = specification.outputSize

@@ -51,7 +51,9 @@ public enum PyTorchExport {
 
 /// Checks that `checkpoint` holds exactly the parameters its specification's model has, with
 /// their shapes, by loading them into that model on the CPU (`Checkpoint.restoreParameters`).
+/// - Returns: that model.
 /// - Throws: `RecurError.malformed` naming the first missing, extra or misshapen parameter.
-func checkParameters(of checkpoint: Checkpoint) throws {
-    _ = try checkpoint.makeModel(backend: CPUBackend())
+@discardableResult
+func checkParameters(of checkpoint: Checkpoint) throws -> Sequential {
+    try checkpoint.makeModel(backend: CPUBackend())
 }

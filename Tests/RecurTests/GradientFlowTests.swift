@@ -67,9 +67,9 @@ struct GradientFlowTests {
     func sequentialNamesFlows() throws {
         let backend = TestBackends.cpu
         let model = try Sequential([
-            .recurrent(try RecurrentLayer(cell: .gru, inputSize: 2, hiddenSize: 3, bidirectional: true, seed: 1,
-                                          backend: backend)),
-            .dense(try Dense(inputSize: 6, outputSize: 1, seed: 2, backend: backend)),
+            try RecurrentLayer(cell: .gru, inputSize: 2, hiddenSize: 3, bidirectional: true, seed: 1,
+                               backend: backend),
+            try Dense(inputSize: 6, outputSize: 1, seed: 2, backend: backend),
         ])
         model.recordsGradientFlow = true
         #expect(model.recordsGradientFlow)

@@ -18,10 +18,10 @@ final class TinyTrainer {
     init(backend: any Backend, lossSlots: Int = 1) throws {
         self.backend = backend
         model = try Sequential([
-            .embedding(try Embedding(vocabularySize: Self.vocabulary, embeddingSize: 4, seed: 1, backend: backend)),
-            .recurrent(try RecurrentLayer(cell: .lstm, inputSize: 4, hiddenSize: 4, returnSequences: false, seed: 2,
-                                          backend: backend)),
-            .dense(try Dense(inputSize: 4, outputSize: 1, seed: 3, backend: backend)),
+            try Embedding(vocabularySize: Self.vocabulary, embeddingSize: 4, seed: 1, backend: backend),
+            try RecurrentLayer(cell: .lstm, inputSize: 4, hiddenSize: 4, returnSequences: false, seed: 2,
+                               backend: backend),
+            try Dense(inputSize: 4, outputSize: 1, seed: 3, backend: backend),
         ])
         optimizer = try Adam(learningRate: 0.01, backend: backend)
         clipper = try GradientClipper(.globalNorm(maxNorm: 1))

@@ -38,10 +38,10 @@ struct TrainingEndToEndTests {
         let test = try padSequences(testSequences, maxLength: steps, padding: .pre)
 
         let model = try Sequential([
-            .embedding(try Embedding(vocabularySize: vocabulary, embeddingSize: 8, seed: 1, backend: backend)),
-            .recurrent(try RecurrentLayer(cell: .lstm, inputSize: 8, hiddenSize: 8, returnSequences: false, seed: 2,
-                                          backend: backend)),
-            .dense(try Dense(inputSize: 8, outputSize: 1, seed: 3, backend: backend)),
+            try Embedding(vocabularySize: vocabulary, embeddingSize: 8, seed: 1, backend: backend),
+            try RecurrentLayer(cell: .lstm, inputSize: 8, hiddenSize: 8, returnSequences: false, seed: 2,
+                               backend: backend),
+            try Dense(inputSize: 8, outputSize: 1, seed: 3, backend: backend),
         ])
         let optimizer = try AdamW(learningRate: 0.02, backend: backend)
         let schedule = try LearningRateSchedule.cosine(learningRate: 0.02, totalSteps: trainingSteps - 20,

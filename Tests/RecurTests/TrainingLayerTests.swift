@@ -220,11 +220,11 @@ struct TrainingLayerTests {
     @Test func sequentialNamesParametersAsPyTorch() throws {
         let backend = TestBackends.cpu
         let model = try Sequential([
-            .embedding(try Embedding(vocabularySize: 10, embeddingSize: 4, backend: backend)),
-            .recurrent(try RecurrentLayer(cell: .lstm, inputSize: 4, hiddenSize: 3, layerCount: 2, bidirectional: true,
-                                          returnSequences: false, backend: backend)),
-            .dropout(try Dropout(probability: 0.5, backend: backend)),
-            .dense(try Dense(inputSize: 6, outputSize: 1, backend: backend)),
+            try Embedding(vocabularySize: 10, embeddingSize: 4, backend: backend),
+            try RecurrentLayer(cell: .lstm, inputSize: 4, hiddenSize: 3, layerCount: 2, bidirectional: true,
+                               returnSequences: false, backend: backend),
+            try Dropout(probability: 0.5, backend: backend),
+            try Dense(inputSize: 6, outputSize: 1, backend: backend),
         ])
         let names = model.parameters.map(\.name)
         #expect(names.first == "0.weight")
@@ -240,21 +240,21 @@ struct TrainingLayerTests {
         let isInvalid: (RecurError) -> Bool = { if case .invalidArgument = $0 { return true } else { return false } }
         expectRecurError("embedding width vs recurrent input", matches: isShape) {
             _ = try Sequential([
-                .embedding(try Embedding(vocabularySize: 10, embeddingSize: 4, backend: backend)),
-                .recurrent(try RecurrentLayer(cell: .gru, inputSize: 5, hiddenSize: 3, backend: backend)),
+                try Embedding(vocabularySize: 10, embeddingSize: 4, backend: backend),
+                try RecurrentLayer(cell: .gru, inputSize: 5, hiddenSize: 3, backend: backend),
             ])
         }
         expectRecurError("bidirectional width vs dense input", matches: isShape) {
             _ = try Sequential([
-                .recurrent(try RecurrentLayer(cell: .gru, inputSize: 5, hiddenSize: 3, bidirectional: true, backend: backend)),
-                .dropout(try Dropout(probability: 0.1, backend: backend)),
-                .dense(try Dense(inputSize: 3, outputSize: 1, backend: backend)),
+                try RecurrentLayer(cell: .gru, inputSize: 5, hiddenSize: 3, bidirectional: true, backend: backend),
+                try Dropout(probability: 0.1, backend: backend),
+                try Dense(inputSize: 3, outputSize: 1, backend: backend),
             ])
         }
         expectRecurError("embedding not first", matches: isInvalid) {
             _ = try Sequential([
-                .dense(try Dense(inputSize: 3, outputSize: 3, backend: backend)),
-                .embedding(try Embedding(vocabularySize: 10, embeddingSize: 3, backend: backend)),
+                try Dense(inputSize: 3, outputSize: 3, backend: backend),
+                try Embedding(vocabularySize: 10, embeddingSize: 3, backend: backend),
             ])
         }
         expectRecurError("empty", matches: isInvalid) { _ = try Sequential([]) }
@@ -271,7 +271,7 @@ struct TrainingLayerTests {
         let recurrent = try RecurrentLayer(cell: .lstm, inputSize: 3, hiddenSize: 4, returnSequences: false, seed: 2,
                                            backend: backend)
         let dense = try Dense(inputSize: 4, outputSize: 2, seed: 3, backend: backend)
-        let model = try Sequential([.embedding(embedding), .recurrent(recurrent), .dense(dense)])
+        let model = try Sequential([embedding, recurrent, dense])
         let padded = try padSequences([[4, 5, 1], [2], [3, 1, 2, 5]], maxLength: 4, padding: .pre)
         let batch = padded.batch(0..<3)  // ids [T = 4, B = 3]
 
@@ -290,20 +290,6 @@ struct TrainingLayerTests {
         _ = try loss()
         try model.zeroGradients()
         #expect(try model.backward(try backend.upload(weights, shape: [3, 2])) == nil)
-        for parameter in model.parameters {
-            let original = try backend.download(parameter.value)
-            // Every third coordinate keeps the OpenCL run short; all kinds of parameter are covered.
-            let probed = Array(stride(from: 0, to: original.count, by: 3))
-            let numeric = try trainingNumericGradient(probed.map { original[$0] }, eps: 1e-2) { values in
-                var full = original
-                for (k, index) in probed.enumerated() { full[index] = values[k] }
-                try trainingSetValues(parameter.value, full)
-                return try loss()
-            }
-            try trainingSetValues(parameter.value, original)
-            let analytic = try backend.download(parameter.gradient)
-            expectGradientsMatch(numeric: numeric, analytic: probed.map { analytic[$0] },
-                                 "\(which) Sequential dL/d\(parameter.name)")
-        }
+        try expectParameterGradientsMatch(model.parameters, probingEvery: 3, "\(which) Sequential", loss: loss)
     }
 }

@@ -50,3 +50,25 @@ func expectGradientsMatch(numeric: [Double], analytic: [Float], absolute: Double
             sourceLocation: sourceLocation)
     }
 }
+
+/// Expects the gradient accumulated in each of `parameters` to match central differences of
+/// `loss` at every `step`-th coordinate (a stride keeps an OpenCL run short while every kind of
+/// parameter is still covered); each parameter is restored afterwards.
+func expectParameterGradientsMatch(_ parameters: [NamedParameter], probingEvery step: Int, _ what: String,
+                                   loss: () throws -> Double,
+                                   sourceLocation: SourceLocation = #_sourceLocation) throws {
+    for parameter in parameters {
+        let original = try parameter.value.toArray()
+        let probed = Array(stride(from: 0, to: original.count, by: step))
+        let numeric = try trainingNumericGradient(probed.map { original[$0] }, eps: 1e-2) { values in
+            var full = original
+            for (k, index) in probed.enumerated() { full[index] = values[k] }
+            try trainingSetValues(parameter.value, full)
+            return try loss()
+        }
+        try trainingSetValues(parameter.value, original)
+        let analytic = try parameter.gradient.toArray()
+        expectGradientsMatch(numeric: numeric, analytic: probed.map { analytic[$0] }, "\(what) dL/d\(parameter.name)",
+                             sourceLocation: sourceLocation)
+    }
+}

@@ -175,8 +175,8 @@ public struct AddingProblemExperiment {
             try backend.scale(weight.value, by: scale)
         }
         let model = try Sequential([
-            .recurrent(recurrent),
-            .dense(try Dense(inputSize: c.hiddenSize, outputSize: 1, seed: c.seed &+ 1, backend: backend)),
+            recurrent,
+            try Dense(inputSize: c.hiddenSize, outputSize: 1, seed: c.seed &+ 1, backend: backend),
         ])
         let optimizer = try Adam(learningRate: c.learningRate, backend: backend)
         let clipper = try GradientClipper(c.clipNorm.map { .globalNorm(maxNorm: $0) } ?? .none,

@@ -163,3 +163,29 @@ public final class Dense {
         return row
     }
 }
+
+extension Dense: Layer {
+    /// I.
+    public var inputFeatures: Int? { inputSize }
+
+    /// O, whatever the input.
+    /// - Parameter input: the input's features (I, which `Sequential` checks).
+    /// - Returns: O.
+    public func outputFeatures(input: Int?) -> Int? { outputSize }
+
+    /// `forward(_:)`; the context changes nothing.
+    /// - Parameters:
+    ///   - input: `[..., I]`.
+    ///   - context: unused.
+    /// - Returns: `[..., O]`.
+    public func forward(_ input: Tensor, context: LayerContext) throws -> Tensor {
+        try forward(input)
+    }
+
+    /// `backward(_:)`.
+    /// - Parameter outputGradient: dL/dy, shaped like the output.
+    /// - Returns: dL/dx, shaped like the input.
+    public func backward(from outputGradient: Tensor) throws -> Tensor? {
+        try backward(outputGradient)
+    }
+}

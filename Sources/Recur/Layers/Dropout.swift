@@ -69,3 +69,30 @@ public final class Dropout {
         return inputGradient
     }
 }
+
+extension Dropout: StochasticLayer {
+    /// `forward(_:training:)` with the context's training flag.
+    /// - Parameters:
+    ///   - input: any shape.
+    ///   - context: its `training` applies the mask.
+    /// - Returns: the masked input, or the input itself at inference.
+    public func forward(_ input: Tensor, context: LayerContext) throws -> Tensor {
+        try forward(input, training: context.training)
+    }
+
+    /// `backward(_:)`.
+    /// - Parameter outputGradient: dL/dy, shaped like the output.
+    /// - Returns: dL/dx.
+    public func backward(from outputGradient: Tensor) throws -> Tensor? {
+        try backward(outputGradient)
+    }
+
+    /// No parameters.
+    public var parameters: [NamedParameter] { [] }
+
+    /// `seed(_:)`.
+    /// - Parameter seed: the masks' seed.
+    public func seedDropout(_ seed: UInt64) {
+        self.seed(seed)
+    }
+}

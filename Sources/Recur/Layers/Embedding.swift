@@ -180,3 +180,29 @@ public final class Embedding {
         }
     }
 }
+
+extension Embedding: TokenInputLayer {
+    /// D, whatever the input.
+    /// - Parameter input: unused: the input is ids.
+    /// - Returns: D.
+    public func outputFeatures(input: Int?) -> Int? { embeddingSize }
+
+    /// Looks up the ids of an int32 tensor. They are read back to the host to be checked first,
+    /// so `forward(ids:shape:)`, which takes them from the host, is the cheaper call.
+    /// - Parameters:
+    ///   - input: int32 ids of any shape S.
+    ///   - context: unused.
+    /// - Returns: `[S..., D]`.
+    public func forward(_ input: Tensor, context: LayerContext) throws -> Tensor {
+        try backend.checkOperands("Embedding.forward", [input], dtype: .int32)
+        return try forward(ids: try backend.downloadInt32(input), shape: input.shape)
+    }
+
+    /// `backward(_:)`: ids have no gradient.
+    /// - Parameter outputGradient: shaped like the last forward's output.
+    /// - Returns: nil.
+    public func backward(from outputGradient: Tensor) throws -> Tensor? {
+        try backward(outputGradient)
+        return nil
+    }
+}

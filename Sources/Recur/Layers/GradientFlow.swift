@@ -95,10 +95,9 @@ extension Sequential {
         }
     }
 
-    private var recurrentLayers: [(index: Int, layer: RecurrentLayer)] {
+    private var recurrentLayers: [(index: Int, layer: any GradientFlowRecording)] {
         layers.enumerated().compactMap { index, layer in
-            if case .recurrent(let recurrent) = layer { return (index, recurrent) }
-            return nil
+            (layer as? any GradientFlowRecording).map { (index, $0) }
         }
     }
 }

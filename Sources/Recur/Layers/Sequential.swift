@@ -2,67 +2,25 @@
 //
 // Shape legend: T time steps, B batch, D embedding width, H hidden units, O outputs.
 
-/// One layer of a `Sequential`.
-public enum SequentialLayer {
-    /// Ids to vectors; only as the first layer.
-    case embedding(Embedding)
-    /// A recurrent stack; it receives the sequence lengths of the batch.
-    case recurrent(RecurrentLayer)
-    case dense(Dense)
-    case dropout(Dropout)
-
-    /// The layer's parameters under their own names (`weight`, `weight_ih_l0`, ...).
-    public var parameters: [NamedParameter] {
-        switch self {
-        case .embedding(let layer): layer.parameters
-        case .recurrent(let layer): layer.parameters
-        case .dense(let layer): layer.parameters
-        case .dropout: []
-        }
-    }
-
-    var backend: any Backend {
-        switch self {
-        case .embedding(let layer): layer.backend
-        case .recurrent(let layer): layer.backend
-        case .dense(let layer): layer.backend
-        case .dropout(let layer): layer.backend
-        }
-    }
-
-    /// The features this layer reads from its input's last axis, if it fixes them.
-    var inputFeatures: Int? {
-        switch self {
-        case .embedding, .dropout: nil
-        case .recurrent(let layer): layer.inputSize
-        case .dense(let layer): layer.inputSize
-        }
-    }
-
-    /// The features of the output's last axis given those of the input.
-    func outputFeatures(input: Int?) -> Int? {
-        switch self {
-        case .embedding(let layer): layer.embeddingSize
-        case .recurrent(let layer): layer.directionCount * layer.hiddenSize
-        case .dense(let layer): layer.outputSize
-        case .dropout: input
-        }
-    }
-}
-
 /// Layers applied in order, with explicit `forward` and `backward`; for example a classifier
 /// Embedding → RecurrentLayer (many-to-one) → Dense, or a tagger or language model
 /// Embedding → RecurrentLayer (sequences) → Dropout → Dense.
 ///
 /// Parameter names follow PyTorch's `nn.Sequential` state dict: the layer's index, a dot, then
 /// the layer's own name (`0.weight`, `1.weight_ih_l0`, `2.weight`); layers without parameters
-/// (dropout) still take an index. Every recurrent layer receives the batch's sequence lengths,
-/// given or computed from the embedding's padding.
+/// (dropout) still take an index. Every layer receives the batch's sequence lengths (in a
+/// `LayerContext`), given or computed from the embedding's padding; the sequence layers read them.
+///
+/// Any type that conforms to `Layer` fits in the chain; `Sequential` asks each layer through the
+/// narrower protocols what else it does: reads ids (`TokenInputLayer`, layer 0 only), carries
+/// a recurrent state (`StatefulLayer`), or draws dropout masks (`StochasticLayer`).
 public final class Sequential {
     /// The layers in the order `forward` runs them; the index is the first part of each parameter name.
-    public let layers: [SequentialLayer]
+    public let layers: [any Layer]
     /// The device every layer runs on.
     public let backend: any Backend
+    /// The features of the last layer's output (its last axis), when the layers fix them.
+    public let outputFeatures: Int?
     /// Whether the last forward started from ids (so backward ends in the embedding).
     private var startedFromIDs = false
     /// h_n (and c_n) of every recurrent layer after the last forward, in layer order: what a
@@ -70,9 +28,10 @@ public final class Sequential {
     /// so holding them keeps no activation of the pass alive.
     public private(set) var finalStates: [RecurrentState] = []
 
-    /// Checks that the layers fit together: an embedding only first, one backend, and each
-    /// layer's input features equal to what the layer before produces.
-    public init(_ layers: [SequentialLayer]) throws {
+    /// Checks that the layers fit together: a layer that reads ids only first, one backend, and
+    /// each layer's input features equal to what the layer before produces.
+    /// - Parameter layers: the layers in the order `forward` runs them; at least one.
+    public init(_ layers: [any Layer]) throws {
         let operation = "Sequential.init"
         guard let first = layers.first else {
             throw RecurError.invalidArgument(operation: operation, detail: "a Sequential needs at least one layer")
@@ -85,9 +44,9 @@ public final class Sequential {
                     operation: operation,
                     detail: "layer \(index) runs on \(layer.backend.deviceName), layer 0 on \(backend.deviceName)")
             }
-            if case .embedding = layer, index > 0 {
+            if layer is any TokenInputLayer, index > 0 {
                 throw RecurError.invalidArgument(
-                    operation: operation, detail: "layer \(index) is an embedding; only layer 0 may be one")
+                    operation: operation, detail: "layer \(index) reads ids (an embedding); only layer 0 may")
             }
             if let expected = layer.inputFeatures, let features, expected != features {
                 throw RecurError.shapeMismatch(
@@ -97,17 +56,14 @@ public final class Sequential {
             features = layer.outputFeatures(input: features)
         }
         self.layers = layers
+        outputFeatures = features
     }
 
     // MARK: Parameters
 
     /// Every layer's parameters in order, named `"\(index).\(name)"` as in PyTorch.
     public var parameters: [NamedParameter] {
-        layers.enumerated().flatMap { index, layer in
-            layer.parameters.map {
-                NamedParameter(name: "\(index).\($0.name)", value: $0.value, gradient: $0.gradient)
-            }
-        }
+        layers.enumerated().flatMap { index, layer in layer.parameters(prefixedBy: "\(index)") }
     }
 
     /// Sets every gradient to 0.
@@ -120,13 +76,7 @@ public final class Sequential {
     /// same masks again when it repeats that step (after resuming from a checkpoint).
     public func seedDropout(_ seed: UInt64) {
         var random = SeededRandom(seed: seed)
-        for layer in layers {
-            switch layer {
-            case .recurrent(let recurrent): recurrent.seedDropout(random.next())
-            case .dropout(let dropout): dropout.seed(random.next())
-            case .embedding, .dense: break
-            }
-        }
+        for case let layer as any StochasticLayer in layers { layer.seedDropout(random.next()) }
     }
 
     // MARK: Forward and backward
@@ -147,27 +97,43 @@ public final class Sequential {
     ///   position) or a sequence of padding only (length 0, which recurrent layers reject).
     public func forward(ids: [Int32], shape: Shape, lengths: [Int]? = nil, padding: PaddingSide,
                         initialStates: [RecurrentState]? = nil, training: Bool) throws -> Tensor {
-        guard case .embedding(let embedding) = layers[0] else {
-            throw RecurError.invalidArgument(
-                operation: "Sequential.forward", detail: "forward(ids:) needs an embedding as layer 0")
-        }
+        let embedding = try tokenInputLayer()
         guard shape.rank == 2 else {
             throw RecurError.shapeMismatch(
                 operation: "Sequential.forward", detail: "ids must be [T, B] or [B, T], got \(shape)")
         }
-        let batchFirst = firstRecurrentLayer?.batchFirst ?? false
+        let batchFirst = firstSequenceLayer?.batchFirst ?? false
         var sequenceLengths = lengths
-        if sequenceLengths == nil, let paddingIndex = embedding.paddingIndex, firstRecurrentLayer != nil {
+        if sequenceLengths == nil, let paddingIndex = embedding.paddingIndex, firstSequenceLayer != nil {
             sequenceLengths = try Embedding.lengths(
                 ofPadded: ids, steps: batchFirst ? shape[1] : shape[0], padding: padding, paddingIndex: paddingIndex,
                 batchFirst: batchFirst)
         }
-        try checkLengthsBeforeRunning(sequenceLengths, leadingAxes: shape)
+        return try forward(ids: ids, shape: shape, exactLengths: sequenceLengths, padding: padding,
+                           initialStates: initialStates, training: training)
+    }
+
+    /// Runs the model on ids with `lengths` as given, never derived from the padding: what
+    /// feeding a sequence piece by piece (`TextGenerator`) needs, where nil means full length.
+    func forward(ids: [Int32], shape: Shape, exactLengths lengths: [Int]?, padding: PaddingSide,
+                 initialStates: [RecurrentState]?, training: Bool) throws -> Tensor {
+        let embedding = try tokenInputLayer()
+        try checkLengthsBeforeRunning(lengths, leadingAxes: shape)
         try checkStateCount(initialStates)
         let embedded = try embedding.forward(ids: ids, shape: shape)  // [T, B, D] or [B, T, D]
         startedFromIDs = true
-        return try run(embedded, from: 1, lengths: sequenceLengths, padding: padding, initialStates: initialStates,
+        return try run(embedded, from: 1, lengths: lengths, padding: padding, initialStates: initialStates,
                        training: training)
+    }
+
+    /// Layer 0 as a layer that reads ids.
+    /// - Throws: `RecurError.invalidArgument` when layer 0 reads no ids.
+    func tokenInputLayer() throws -> any TokenInputLayer {
+        guard let layer = layers[0] as? any TokenInputLayer else {
+            throw RecurError.invalidArgument(
+                operation: "Sequential.forward", detail: "forward(ids:) needs an embedding as layer 0")
+        }
+        return layer
     }
 
     /// Runs the model on a float input (for a model without an embedding).
@@ -179,7 +145,7 @@ public final class Sequential {
     ///   - training: applies dropout.
     public func forward(_ input: Tensor, lengths: [Int]? = nil, padding: PaddingSide = .post,
                         initialStates: [RecurrentState]? = nil, training: Bool) throws -> Tensor {
-        if case .embedding = layers[0] {
+        if layers[0] is any TokenInputLayer {
             throw RecurError.invalidArgument(
                 operation: "Sequential.forward", detail: "layer 0 is an embedding: use forward(ids:shape:...)")
         }
@@ -191,17 +157,17 @@ public final class Sequential {
     }
 
     /// Checks `lengths` against the time and batch axes (the first two of `leadingAxes`, in the
-    /// first recurrent layer's layout) before any layer runs, so a bad request enqueues nothing.
+    /// first sequence layer's layout) before any layer runs, so a bad request enqueues nothing.
     private func checkLengthsBeforeRunning(_ lengths: [Int]?, leadingAxes shape: Shape) throws {
-        guard let lengths, let recurrent = firstRecurrentLayer, shape.rank >= 2 else { return }
-        let (steps, batch) = recurrent.batchFirst ? (shape[1], shape[0]) : (shape[0], shape[1])
-        try recurrent.checkLengths("Sequential.forward", lengths, steps: steps, batch: batch)
+        guard let lengths, let sequenceLayer = firstSequenceLayer, shape.rank >= 2 else { return }
+        let (steps, batch) = sequenceLayer.batchFirst ? (shape[1], shape[0]) : (shape[0], shape[1])
+        try sequenceLayer.checkLengths(lengths, steps: steps, batch: batch, operation: "Sequential.forward")
     }
 
-    /// Checks that `states` holds one state per recurrent layer (their shapes each layer checks).
+    /// Checks that `states` holds one state per stateful layer (their shapes each layer checks).
     private func checkStateCount(_ states: [RecurrentState]?) throws {
         guard let states else { return }
-        let recurrentCount = layers.filter { if case .recurrent = $0 { true } else { false } }.count
+        let recurrentCount = statefulLayers.count
         guard states.count == recurrentCount else {
             throw RecurError.invalidArgument(
                 operation: "Sequential.forward",
@@ -216,26 +182,22 @@ public final class Sequential {
     public func backward(_ outputGradient: Tensor) throws -> Tensor? {
         var gradient = outputGradient
         for layer in layers.reversed() {
-            switch layer {
-            case .embedding(let embedding):
-                try embedding.backward(gradient)
-                return nil
-            case .recurrent(let recurrent):
-                gradient = try recurrent.backward(outputGradient: gradient).input
-            case .dense(let dense):
-                gradient = try dense.backward(gradient)
-            case .dropout(let dropout):
-                gradient = try dropout.backward(gradient)
-            }
+            // Only a layer that reads ids, layer 0, has no input gradient.
+            guard let inputGradient = try layer.backward(from: gradient) else { return nil }
+            gradient = inputGradient
         }
         return startedFromIDs ? nil : gradient
     }
 
-    private var firstRecurrentLayer: RecurrentLayer? {
-        for layer in layers {
-            if case .recurrent(let recurrent) = layer { return recurrent }
-        }
-        return nil
+    /// The layers that carry a recurrent state, in layer order: `finalStates` and
+    /// `initialStates` hold one state for each.
+    public var statefulLayers: [any StatefulLayer] {
+        layers.compactMap { $0 as? any StatefulLayer }
+    }
+
+    /// The first layer that reads sequences: its layout is the one of the lengths.
+    var firstSequenceLayer: (any SequenceLayer)? {
+        layers.lazy.compactMap { $0 as? any SequenceLayer }.first
     }
 
     private func run(_ input: Tensor, from start: Int, lengths: [Int]?, padding: PaddingSide,
@@ -243,22 +205,54 @@ public final class Sequential {
         var x = input
         var states: [RecurrentState] = []
         finalStates = []
+        let context = LayerContext(training: training, lengths: lengths, padding: padding)
         for layer in layers[start...] {
-            switch layer {
-            case .embedding:
-                preconditionFailure("Sequential.init allows an embedding only as layer 0")
-            case .recurrent(let recurrent):
-                let result = try recurrent.forward(x, lengths: lengths, padding: padding,
-                                                   initialState: initialStates?[states.count], training: training)
+            if let stateful = layer as? any StatefulLayer {
+                let result = try stateful.forward(x, initialState: initialStates?[states.count], context: context)
                 states.append(result.finalState)
                 x = result.output
-            case .dense(let dense):
-                x = try dense.forward(x)
-            case .dropout(let dropout):
-                x = try dropout.forward(x, training: training)
+            } else {
+                x = try layer.forward(x, context: context)
             }
         }
         finalStates = states
         return x
+    }
+}
+
+/// A `Sequential` is a layer itself, so a larger model can hold chains (an encoder, a decoder)
+/// and name their parameters under its own prefixes.
+extension Sequential: StochasticLayer {
+    /// Layer 0's input features, when it fixes them.
+    public var inputFeatures: Int? { layers[0].inputFeatures }
+
+    /// The features of the last layer's output.
+    /// - Parameter input: the features of the input's last axis, when known.
+    /// - Returns: ``outputFeatures`` when the layers fix it, else what the chain makes of `input`.
+    public func outputFeatures(input: Int?) -> Int? {
+        outputFeatures ?? layers.reduce(input) { $1.outputFeatures(input: $0) }
+    }
+
+    /// Runs the chain from a zero state, with the context's lengths, padding and training flag.
+    /// - Parameters:
+    ///   - input: what layer 0 reads; int32 ids `[T, B]` (or `[B, T]`) when it reads ids, which
+    ///     are read back to the host to be checked, as ``forward(ids:shape:lengths:padding:initialStates:training:)``
+    ///     takes them.
+    ///   - context: the training flag, lengths and padding.
+    /// - Returns: the last layer's output.
+    public func forward(_ input: Tensor, context: LayerContext) throws -> Tensor {
+        guard layers[0] is any TokenInputLayer else {
+            return try forward(input, lengths: context.lengths, padding: context.padding, training: context.training)
+        }
+        try backend.checkOperands("Sequential.forward", [input], dtype: .int32)
+        return try forward(ids: try backend.downloadInt32(input), shape: input.shape, lengths: context.lengths,
+                           padding: context.padding, training: context.training)
+    }
+
+    /// ``backward(_:)``.
+    /// - Parameter outputGradient: dL/d output of the last forward.
+    /// - Returns: dL/d input; nil when the chain started from ids.
+    public func backward(from outputGradient: Tensor) throws -> Tensor? {
+        try backward(outputGradient)
     }
 }

@@ -177,29 +177,29 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
     /// Builds the model, initialised from `seed`, on `backend`.
     public func makeModel(backend: any Backend) throws -> Sequential {
         try validate()
-        var layers: [SequentialLayer] = []
+        var layers: [any Layer] = []
         var random = SeededRandom(seed: seed)
         var recurrentInput = inputFeatures ?? 0
         if readsIDs, let vocabularySize, let embeddingSize {
-            layers.append(.embedding(try Embedding(
+            layers.append(try Embedding(
                 vocabularySize: vocabularySize, embeddingSize: embeddingSize,
                 paddingIndex: trainsPaddingEmbedding ? nil : Vocabulary.paddingID,
-                initialization: initialization == .keras ? .keras : .pytorch, seed: random.next(), backend: backend)))
+                initialization: initialization == .keras ? .keras : .pytorch, seed: random.next(), backend: backend))
             recurrentInput = embeddingSize
         }
-        layers.append(.recurrent(try RecurrentLayer(
+        layers.append(try RecurrentLayer(
             cell: cell, inputSize: recurrentInput, hiddenSize: hiddenSize, layerCount: layerCount,
             bidirectional: bidirectional, dropout: layerDropout, inputDropout: inputDropout,
             recurrentDropout: recurrentDropout, returnSequences: returnsSequences,
-            initialization: initialization == .keras ? .keras : .pytorch, seed: random.next(), backend: backend)))
+            initialization: initialization == .keras ? .keras : .pytorch, seed: random.next(), backend: backend))
         let dropoutSeed = random.next()
         if outputDropout > 0 {
-            layers.append(.dropout(try Dropout(probability: outputDropout, seed: dropoutSeed, backend: backend)))
+            layers.append(try Dropout(probability: outputDropout, seed: dropoutSeed, backend: backend))
         }
-        layers.append(.dense(try Dense(
+        layers.append(try Dense(
             inputSize: (bidirectional ? 2 : 1) * hiddenSize, outputSize: outputSize,
             initialization: initialization == .keras ? .glorotUniform : .pytorch, seed: random.next(),
-            backend: backend)))
+            backend: backend))
         return try Sequential(layers)
     }
 

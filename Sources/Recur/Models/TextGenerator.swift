@@ -11,7 +11,8 @@ import Darwin
 #endif
 
 /// Generates text from a `ModelTask.lm` model: Embedding → unidirectional RecurrentLayer →
-/// [Dropout] → Dense(V).
+/// [Dropout] → Dense(V), or any `Sequential` that reads ids, carries its state in stateful layers
+/// that can run one step at a time, and predicts the vocabulary.
 public struct TextGenerator {
     /// The language model: Embedding → recurrent → [Dropout] → Dense(V).
     public let model: Sequential
@@ -20,44 +21,30 @@ public struct TextGenerator {
     /// Whether tokens are characters (joined as they are) or words (joined with spaces).
     public let tokenizer: DataSource.TokenizerKind
 
-    private let embedding: Embedding
-    private let recurrent: RecurrentLayer
-    private let head: Dense
-
-    /// - Throws: `RecurError.invalidArgument` when the model is not Embedding → recurrent →
-    ///   Dense over the vocabulary, or is bidirectional (which cannot run forward one step at a
-    ///   time).
+    /// - Throws: `RecurError.invalidArgument` when the model does not read ids, has no stateful
+    ///   layer, predicts other than the vocabulary, or has a layer that cannot run forward one
+    ///   step at a time (a bidirectional or many-to-one recurrent layer).
     public init(model: Sequential, vocabulary: Vocabulary, tokenizer: DataSource.TokenizerKind) throws {
         let operation = "TextGenerator"
-        var embedding: Embedding?
-        var recurrent: RecurrentLayer?
-        var head: Dense?
-        for layer in model.layers {
-            switch layer {
-            case .embedding(let layer): embedding = layer
-            case .recurrent(let layer): recurrent = layer
-            case .dense(let layer): head = layer
-            case .dropout: break
-            }
-        }
-        guard let embedding, let recurrent, let head, recurrent.returnSequences else {
+        let stateful = model.statefulLayers
+        guard let input = model.layers[0] as? any TokenInputLayer, !stateful.isEmpty else {
             throw RecurError.invalidArgument(
                 operation: operation, detail: "a language model is Embedding → recurrent (sequences) → Dense")
         }
-        guard !recurrent.bidirectional else {
-            throw RecurError.invalidArgument(operation: operation, detail: "a bidirectional model cannot generate")
-        }
-        guard head.outputSize == vocabulary.count, embedding.vocabularySize == vocabulary.count else {
+        guard stateful.allSatisfy(\.continuesAcrossPasses) else {
             throw RecurError.invalidArgument(
                 operation: operation,
-                detail: "the model predicts \(head.outputSize) ids, the vocabulary has \(vocabulary.count)")
+                detail: "a model generates one token at a time only with unidirectional recurrent layers that "
+                    + "return every step")
+        }
+        guard model.outputFeatures == vocabulary.count, input.vocabularySize == vocabulary.count else {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "the model predicts \(model.outputFeatures ?? 0) ids, the vocabulary has \(vocabulary.count)")
         }
         self.model = model
         self.vocabulary = vocabulary
         self.tokenizer = tokenizer
-        self.embedding = embedding
-        self.recurrent = recurrent
-        self.head = head
     }
 
     /// The ids of `text` as the model's vocabulary encodes it (unknown tokens become OOV).
@@ -120,14 +107,16 @@ public struct TextGenerator {
         }
     }
 
-    /// Feeds `ids` (one sequence) from `state`; returns the last step's logits `[V]` and the
-    /// state after it.
-    private func run(_ ids: [Int32], state: RecurrentState?) throws -> ([Float], RecurrentState) {
-        let embedded = try embedding.forward(ids: ids, shape: [ids.count, 1])  // [T, 1, D]
-        let scan = try recurrent.forward(embedded, initialState: state, training: false)  // [T, 1, H]
-        let logits = try head.forward(scan.output)  // [T, 1, V]
+    /// Feeds `ids` (one sequence) from `state` (one per stateful layer); returns the last step's
+    /// logits `[V]` and the states after it.
+    private func run(_ ids: [Int32], state: [RecurrentState]?) throws -> ([Float], [RecurrentState]) {
+        // One sequence: [T, 1] and [1, T] hold the ids in the same order.
+        let shape: Shape = model.firstSequenceLayer?.batchFirst == true ? [1, ids.count] : [ids.count, 1]
+        // Lengths as given (none), not from padding: every id fed is a real token.
+        let logits = try model.forward(ids: ids, shape: shape, exactLengths: nil, padding: .post,
+                                       initialStates: state, training: false)  // [T, 1, V]
         let all = try logits.toArray()
-        return (Array(all[(all.count - head.outputSize)...]), scan.finalState)
+        return (Array(all[(all.count - vocabulary.count)...]), model.finalStates)
     }
 
     /// One id drawn from softmax(logits / temperature), restricted to the top k; never the

@@ -206,26 +206,23 @@ public struct Checkpoint: Sendable {
         return state
     }
 
-    /// The carried state on `backend`, one per recurrent layer of `model`, each shaped as that
-    /// layer's `[L * D, batch, H]` state; nil when the checkpoint holds none.
+    /// The carried state on `backend`, one per stateful layer of `model`, each shaped as that
+    /// layer's state (`[L * D, batch, H]` for a recurrent stack); nil when the checkpoint holds none.
     /// - Throws: `RecurError.malformed` when the saved state does not fit the model (a layer
     ///   missing, a shape or a cell state that the cell does not have).
     public func carriedState(for model: Sequential, batch: Int, backend: any Backend) throws -> [RecurrentState]? {
         guard !carriedState.isEmpty else { return nil }
-        let layers = model.layers.compactMap { layer -> RecurrentLayer? in
-            if case .recurrent(let recurrent) = layer { recurrent } else { nil }
-        }
-        let expected = Set(layers.indices.flatMap { k in
-            ["\(k).hidden"] + (layers[k].cell.hasCellState ? ["\(k).cell"] : [])
+        let shapes = model.statefulLayers.map { $0.stateShapes(batchSize: batch) }
+        let expected = Set(shapes.indices.flatMap { k in
+            ["\(k).hidden"] + (shapes[k].cell != nil ? ["\(k).cell"] : [])
         })
         guard Set(carriedState.keys) == expected else {
             throw RecurError.malformed(
                 source: "checkpoint", detail: "the carried state holds \(carriedState.keys.sorted()), "
                     + "the model needs \(expected.sorted())")
         }
-        return try layers.enumerated().map { k, layer in
-            let shape: Shape = [layer.layerCount * layer.directionCount, batch, layer.hiddenSize]
-            func tensor(_ name: String) throws -> Tensor? {
+        return try shapes.enumerated().map { k, layerShapes in
+            func tensor(_ name: String, _ shape: Shape) throws -> Tensor? {
                 guard let saved = carriedState[name] else { return nil }
                 guard saved.shape == shape else {
                     throw RecurError.malformed(
@@ -233,7 +230,8 @@ public struct Checkpoint: Sendable {
                 }
                 return try backend.upload(saved.values, shape: shape)
             }
-            return RecurrentState(hidden: try tensor("\(k).hidden")!, cell: try tensor("\(k).cell"))
+            return RecurrentState(hidden: try tensor("\(k).hidden", layerShapes.hidden)!,
+                                  cell: try layerShapes.cell.flatMap { try tensor("\(k).cell", $0) })
         }
     }
 

@@ -608,13 +608,7 @@ public final class Trainer {
     /// Zero h (and c) for every recurrent layer, `[L * D, B, H]` with B the batch size: the state
     /// a stateful run starts a stream from.
     private func zeroStates() throws -> [RecurrentState] {
-        try model.layers.compactMap { layer -> RecurrentState? in
-            guard case .recurrent(let recurrent) = layer else { return nil }
-            let shape: Shape = [recurrent.layerCount * recurrent.directionCount, configuration.batchSize,
-                                recurrent.hiddenSize]
-            return RecurrentState(hidden: try backend.zeros(shape),
-                                  cell: recurrent.cell.hasCellState ? try backend.zeros(shape) : nil)
-        }
+        try model.statefulLayers.map { try $0.zeroState(batchSize: configuration.batchSize) }
     }
 
     /// The metrics of `streams` read batch by batch in order, each batch starting from the final

@@ -1,0 +1,65 @@
+// `RecurrentLayer` as a `Layer` of a model: a sequence layer that carries its state between
+// passes, draws dropout masks and can record its gradient flow.
+//
+// Shape legend: T time steps, B batch, I input features, H hidden units, L layers, D directions.
+
+extension RecurrentLayer: StatefulLayer, StochasticLayer, GradientFlowRecording {
+    /// I.
+    public var inputFeatures: Int? { inputSize }
+
+    /// D * H, whatever the input.
+    /// - Parameter input: the input's features (I, which `Sequential` checks).
+    /// - Returns: D * H.
+    public func outputFeatures(input: Int?) -> Int? { directionCount * hiddenSize }
+
+    /// `forward(_:lengths:padding:initialState:training:)` from a zero state.
+    /// - Parameters:
+    ///   - input: `[T, B, I]`, or `[B, T, I]` when batch-first.
+    ///   - context: the training flag, lengths and padding.
+    /// - Returns: the output (see ``RecurrentOutput/output``).
+    public func forward(_ input: Tensor, context: LayerContext) throws -> Tensor {
+        try forward(input, initialState: nil, context: context).output
+    }
+
+    /// `forward(_:lengths:padding:initialState:training:)`.
+    /// - Parameters:
+    ///   - input: `[T, B, I]`, or `[B, T, I]` when batch-first.
+    ///   - initialState: h0 (and c0 for LSTM), `[L * D, B, H]`; nil means zeros.
+    ///   - context: the training flag, lengths and padding.
+    /// - Returns: the output and h_n (and c_n).
+    public func forward(_ input: Tensor, initialState: RecurrentState?, context: LayerContext) throws
+        -> RecurrentOutput
+    {
+        try forward(input, lengths: context.lengths, padding: context.padding, initialState: initialState,
+                    training: context.training)
+    }
+
+    /// `backward(outputGradient:)` with no gradient of the final state.
+    /// - Parameter outputGradient: dL/d output, shaped like the forward's output.
+    /// - Returns: dL/d input.
+    public func backward(from outputGradient: Tensor) throws -> Tensor? {
+        try backward(outputGradient: outputGradient).input
+    }
+
+    /// Throws unless there are `batch` lengths, each in 1...`steps`.
+    /// - Parameters:
+    ///   - lengths: the valid lengths, one per sequence.
+    ///   - steps: T.
+    ///   - batch: B.
+    ///   - operation: the operation the error names.
+    public func checkLengths(_ lengths: [Int], steps: Int, batch: Int, operation: String) throws {
+        try checkLengths(operation, lengths, steps: steps, batch: batch)
+    }
+
+    /// `[L * D, B, H]` for h, and for c when the cell has one.
+    /// - Parameter batchSize: B.
+    /// - Returns: the shapes of h and c.
+    public func stateShapes(batchSize: Int) -> (hidden: Shape, cell: Shape?) {
+        let shape: Shape = [layerCount * directionCount, batchSize, hiddenSize]
+        return (shape, cell.hasCellState ? shape : nil)
+    }
+
+    /// True for a unidirectional layer that returns every step: a reverse scan needs the whole
+    /// sequence, and a many-to-one output only the last step.
+    public var continuesAcrossPasses: Bool { !bidirectional && returnSequences }
+}
