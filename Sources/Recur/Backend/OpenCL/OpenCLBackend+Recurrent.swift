@@ -392,8 +392,7 @@ private struct OpenCLRecurrentGradientScratch {
     }
 }
 
-/// The launch geometry of a step loop over D = 1 or 2 directions, and how per-direction arguments
-/// are passed: the kernels take each as a pair name0, name1 (see Kernels/common.cl).
+/// The launch geometry of a step loop over D = 1 or 2 directions, and how its steps are launched.
 private struct OpenCLRecurrentSteps {
     /// D.
     let directions: Int
@@ -461,23 +460,19 @@ private struct OpenCLRecurrentSteps {
         let kernel = operands.kernel
         let backward = kernel.hasSuffix("_bwd_step")
         var values = values
+        // The barrier's state buffer; one step per launch never reaches the barrier, so leaves it
+        // untouched.
+        values.set("gridSync", .memory(backend.gridSync.withLock { $0.buffer.memory }))
         values.set("firstStep", .int(firstStep))
-        values.set("stepCount", .int(stepCount))
+        values.set("stepCount", .int(isPersistent ? stepCount : 1))
         values.set("phases", .int(3))
-        values.set("spinLimit", .int(GridSyncBuffer.spinLimit))
+        values.set("spinLimit", .int(isPersistent ? GridSyncBuffer.spinLimit : 0))
+        var arguments = try operands.arguments(values, directions: directions)
         if isPersistent {
-            let timedOut = try backend.withGridSync { sync in
-                values.set("gridSync", .memory(sync.buffer.memory))
-                try launch(program, kernel, operands.arguments(values, directions: directions).list)
-            }
+            let timedOut = try backend.withGridSync { _ in try launch(program, kernel, arguments.list) }
             backend.recordPersistentScan(timedOut: timedOut, resident: resident)
             return !timedOut
         }
-        // One step per launch never reaches the barrier, so its state buffer is never touched.
-        values.set("gridSync", .memory(backend.gridSync.withLock { $0.buffer.memory }))
-        values.set("spinLimit", .int(0))
-        var arguments = try operands.arguments(values, directions: directions)
-        try arguments.set("stepCount", .int(1))
         for k in 0..<stepCount {
             let s = backward ? firstStep - k : firstStep + k
             try arguments.set("firstStep", .int(s))
