@@ -147,17 +147,9 @@ extension OpenCLBackend {
         // files); the kernel's description picks its own. The running state lives in h_n / c_n
         // (each work-item reads and writes only its own element of it); the kernels read h0 / c0
         // at the scan's first step.
-        var values = OpenCLRecurrentScan.arguments(scans, size)
-        values.set("recurrentWeights", eachTensor: weights.map(\.recurrent))
+        var values = OpenCLRecurrentScan.arguments(scans, size, requests.map(\.scan), workspaces)
         values.set("inputBias", eachTensor: weights.map(\.inputBias))
         values.set("recurrentBias", eachTensor: weights.map(\.recurrentBias))
-        values.set("gates", eachTensor: workspaces.map(\.gates))  // and the h̃ buffer
-        values.set("recurrentInput", eachTensor: workspaces.map(\.recurrentInput))
-        values.set("cellStates", eachTensor: workspaces.map(\.cellStates))
-        values.set("hiddenStates", eachTensor: workspaces.map(\.hiddenStates))
-        values.set("candidateRecurrent", eachTensor: workspaces.map(\.candidateRecurrent))
-        values.set("hInitial", eachTensor: requests.map(\.scan.initialHidden))
-        values.set("cInitial", eachTensor: requests.map(\.scan.initialCell))
         values.set("hState", eachTensor: requests.map(\.finalHidden))
         values.set("cState", eachTensor: requests.map(\.finalCell))
         values.set("output", eachTensor: requests.map(\.output.tensor))
@@ -232,15 +224,7 @@ extension OpenCLBackend {
         let program = try program(kernels.family, options: launches.programOptions)
         let workspaces = requests.map(\.workspace)
         // Every operand any cell's backward kernel takes, by name; see `forwardSteps`.
-        var values = OpenCLRecurrentScan.arguments(scans, size)
-        values.set("recurrentWeights", eachTensor: requests.map(\.scan.weights.recurrent))
-        values.set("gates", eachTensor: workspaces.map(\.gates))
-        values.set("recurrentInput", eachTensor: workspaces.map(\.recurrentInput))
-        values.set("cellStates", eachTensor: workspaces.map(\.cellStates))
-        values.set("hiddenStates", eachTensor: workspaces.map(\.hiddenStates))
-        values.set("candidateRecurrent", eachTensor: workspaces.map(\.candidateRecurrent))
-        values.set("hInitial", eachTensor: requests.map(\.scan.initialHidden))
-        values.set("cInitial", eachTensor: requests.map(\.scan.initialCell))
+        var values = OpenCLRecurrentScan.arguments(scans, size, requests.map(\.scan), workspaces)
         values.set("gateGradients", eachTensor: scratch.map(\.gateGradients))
         values.set("recurrentGateGradients", eachTensor: scratch.map(\.recurrentGateGradients))
         values.set("dhTildeReset", eachTensor: scratch.map(\.dhTildeReset))
@@ -527,10 +511,20 @@ private struct OpenCLRecurrentScan {
             + [scan.initialCell, scan.lengths, scan.recurrentDropoutMask].compactMap { $0 }
     }
 
-    /// The operands of the step kernels of `scans` (one scan, or a pair, which share sizes, cell,
-    /// lengths and clip) that come from the scans themselves, by name.
-    static func arguments(_ scans: [OpenCLRecurrentScan], _ size: RecurrentDimensions) -> StepKernelArguments {
+    /// The operands that the forward and the backward step kernels of `scans` (one scan, or a
+    /// pair, which share sizes, cell, lengths and clip) both take, by name: from the scans, their
+    /// requests and their workspaces (gates: the forward's input projections and gate values).
+    static func arguments(_ scans: [OpenCLRecurrentScan], _ size: RecurrentDimensions, _ requests: [RecurrentScan],
+                          _ workspaces: [RecurrentWorkspace]) -> StepKernelArguments {
         var values = StepKernelArguments()
+        values.set("recurrentWeights", eachTensor: requests.map(\.weights.recurrent))
+        values.set("hInitial", eachTensor: requests.map(\.initialHidden))
+        values.set("cInitial", eachTensor: requests.map(\.initialCell))
+        values.set("gates", eachTensor: workspaces.map(\.gates))
+        values.set("recurrentInput", eachTensor: workspaces.map(\.recurrentInput))
+        values.set("cellStates", eachTensor: workspaces.map(\.cellStates))
+        values.set("hiddenStates", eachTensor: workspaces.map(\.hiddenStates))
+        values.set("candidateRecurrent", eachTensor: workspaces.map(\.candidateRecurrent))
         values.set("batch", .int(size.batch))
         values.set("hidden", .int(size.hidden))
         values.set("steps", .int(size.steps))
