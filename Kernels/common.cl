@@ -16,7 +16,7 @@ float recur_sigmoid(float x) {
     return e / (1.0f + e);
 }
 
-// ---- Recurrent steps (rnn.cl, lstm.cl, gru.cl) ----
+// ---- Recurrent steps (recurrent.cl, instantiated for each cell file) ----
 //
 // Shape legend: T time steps, B batch, H hidden units, G = gates * H, K the length of a
 // reduction. A step kernel runs over a [H, B, D] grid: dimension 0 is the hidden unit j, dimension
@@ -52,28 +52,14 @@ float recur_sigmoid(float x) {
 // Uniform within a group, so it costs no divergence.
 #define RECUR_PICK(name) (get_group_id(2) == 0 ? name##0 : name##1)
 
-// The per-direction operands every step kernel of a family picks the same way, as locals.
-// The recurrent dropout mask m [B, H] (hasMask 0: no mask).
-#define RECUR_PICK_DROPOUT_MASK                                     \
-    __global const float* mask = RECUR_PICK(mask);                  \
-    const int hasMask = RECUR_PICK(hasMask)
-// A forward kernel's output view: row (t, b) at output + outputOffset + (t B + b) outputStride.
-#define RECUR_PICK_OUTPUT_VIEW                                      \
-    __global float* output = RECUR_PICK(output);                    \
-    const int outputOffset = RECUR_PICK(outputOffset);              \
-    const int outputStride = RECUR_PICK(outputStride)
-// A backward kernel's dL/d output view and its optional record of each step's dL/dh_t.
-#define RECUR_PICK_UPSTREAM_GRADIENTS                               \
-    __global const float* outputGradient = RECUR_PICK(outputGradient);      \
-    const int hasOutputGradient = RECUR_PICK(hasOutputGradient);            \
-    const int outputGradientOffset = RECUR_PICK(outputGradientOffset);      \
-    const int outputGradientStride = RECUR_PICK(outputGradientStride);      \
-    __global float* hiddenGradients = RECUR_PICK(hiddenGradients);          \
-    const int hasHiddenGradients = RECUR_PICK(hasHiddenGradients)
+// Zeroes `count` gate blocks of one unit's gate row (a padded step's): gate[g H] for g < count.
+void recur_zero_gates(__global float* gate, const int count, const int hidden) {
+    for (int g = 0; g < count; ++g) gate[g * hidden] = 0.0f;
+}
 
 // ---- Scans: one launch per step, or every step in one persistent launch ----
 //
-// The step kernels of rnn.cl, lstm.cl and gru.cl (reset after) run scan steps firstStep,
+// The step kernels of recurrent.cl run scan steps firstStep,
 // firstStep + 1, ... (forward) or firstStep, firstStep - 1, ... (backward), stepCount of them, and
 // work out each step's time index from the scan step s and the direction's `reverse` flag. The host
 // either launches them once per step (stepCount = 1: the in-order queue orders the steps), or, on a
@@ -396,8 +382,8 @@ float recur_resident_unit_product(__global const float* a, const float* resident
 }
 #endif
 
-// ---- What the step kernels of rnn.cl, lstm.cl and gru.cl (reset after) write in place of a
-// split: the same kernel source serves the tiled and the resident programs. ----
+// ---- What the step kernels of recurrent.cl write in place of a split: the same kernel source
+// serves the tiled and the resident programs. ----
 #ifdef RECUR_RESIDENT
 #define RECUR_STEP_GROUP_SIZE reqd_work_group_size(RECUR_RES_GROUP, 1, 1)
 // The local memory of a forward or a backward step kernel.
@@ -419,8 +405,9 @@ float recur_resident_unit_product(__global const float* a, const float* resident
 // products[g] += a W^T for the gates' rows of this unit; a: B rows of H.
 #define RECUR_FWD_PRODUCTS(a, w, gates, products) \
     recur_resident_gate_products(a, resident, operand, partial, products)
-// a W for this unit's column; a: B rows of gates H (`width`).
-#define RECUR_BWD_PRODUCT(a, width, w) recur_resident_unit_product(a, resident, partial)
+// a W for this unit's column; a: B rows of gates H (the resident split always reduces over all
+// of them, so `lda` and `reduction` are gates H here).
+#define RECUR_BWD_PRODUCT(a, lda, reduction, w) recur_resident_unit_product(a, resident, partial)
 #else
 #define RECUR_STEP_GROUP_SIZE reqd_work_group_size(RECUR_TILE_H, RECUR_TILE_B, 1)
 #define RECUR_FWD_LOCALS(gates)                                                          \
@@ -436,7 +423,8 @@ float recur_resident_unit_product(__global const float* a, const float* resident
 #define RECUR_BWD_WEIGHTS(w)
 #define RECUR_FWD_PRODUCTS(a, w, gates, products) \
     recur_gate_products(a, hidden, w, gates, hidden, hidden, batch, aTile, wTile, products)
-#define RECUR_BWD_PRODUCT(a, width, w) recur_unit_product(a, width, w, hidden, width, batch, aTile, wTile)
+#define RECUR_BWD_PRODUCT(a, lda, reduction, w) \
+    recur_unit_product(a, lda, w, hidden, reduction, batch, aTile, wTile)
 #endif
 
 #endif

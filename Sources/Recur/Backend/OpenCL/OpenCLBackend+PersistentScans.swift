@@ -6,8 +6,8 @@ import Synchronization
 //
 // A launch costs several microseconds on a GPU (about 4 µs on an H100 with NVIDIA's OpenCL), so
 // a scan of small steps (small batch, few hidden units) is bound by launches; a grid barrier costs
-// about a microsecond. The step kernels (Kernels/rnn.cl, lstm.cl, gru.cl) take a first scan step and
-// a step count, and the same kernel serves both paths; see "Scans" in Kernels/common.cl.
+// about a microsecond. The step kernels (Kernels/recurrent.cl, one skeleton for every cell) take a
+// first scan step and a step count, and the same kernel serves both paths; see "Scans" in Kernels/common.cl.
 //
 // The barrier is only correct when every work-group of the grid runs at the same time, which
 // OpenCL 1.2 does not promise. So a scan runs persistent only where all of these hold:
@@ -30,7 +30,7 @@ import Synchronization
 // they fit (`ResidentScanLayout`; "Resident weights" in Kernels/common.cl): the same step kernels,
 // built once more for that H and B with another split of the work.
 //
-// The reset-before GRU's step is two phases (see gru.cl): two launches per step, or one persistent
+// The reset-before GRU's step is two phases (see gru_reset_before.cl): two launches per step, or one persistent
 // launch with a grid barrier between the phases too; it has no resident split.
 
 /// When the OpenCL backend may run a recurrent scan as one persistent kernel launch.

@@ -6,15 +6,17 @@
 // Sequences are time-major, so row (t, b) of a `[T, B, F]` buffer is row t * B + b of `[T * B, F]`.
 //
 // Forward: one CLBlast GEMM per direction projects the inputs of all steps into the workspace's
-// gate buffer, then one fused kernel per step (`<cell>_fwd_step`, Kernels/rnn.cl, lstm.cl, gru.cl)
-// does that step's recurrent matmul, the gate nonlinearities, the cell update, padding and the
-// recurrent dropout mask, and writes the output view, the workspace and the running state.
+// gate buffer, then one fused kernel per step (`<cell>_fwd_step`: the skeleton
+// Kernels/recurrent.cl with the cell's step math from Kernels/<cell>.cl, its operands described
+// in OpenCLStepKernels.swift) does that step's recurrent matmul, the gate nonlinearities, the
+// cell update, padding and the recurrent dropout mask, and writes the output view, the workspace
+// and the running state.
 // Backward: one fused kernel per step in reverse scan order turns dL/dh_t into the step's gate
 // gradients, taking the gradient through W_hh from the step processed before it; after the loop,
 // GEMMs over all T * B rows give the weight and bias gradients and dL/dx. The reset-before GRU
-// needs two kernels per step (see gru.cl). Nothing is read back to the host and nothing is
-// allocated inside the time loops; the queue is in order, so each step sees the previous one's
-// writes.
+// needs two kernels per step (see gru_reset_before.cl). Nothing is read back to the host and
+// nothing is allocated inside the time loops; the queue is in order, so each step sees the
+// previous one's writes.
 //
 // A bidirectional pair runs both scans side by side: each step launch covers a [H, B, 2] grid,
 // time t of the forward scan in direction 0 and time T-1-t of the reverse scan in direction 1
@@ -23,12 +25,6 @@
 // buffers lie in shared allocations (a bidirectional layer allocates them so; see `gemmBatched`),
 // else one per direction, back to back. A single scan launches the same kernels over [H, B, 1]
 // with its operands in both direction slots.
-
-extension KernelFamily {
-    static let rnn = KernelFamily(name: "rnn")
-    static let lstm = KernelFamily(name: "lstm")
-    static let gru = KernelFamily(name: "gru")
-}
 
 /// The work-group tiling of the recurrent step kernels (`RECUR_TILE_H`, `RECUR_TILE_B`,
 /// `RECUR_TILE_K` in Kernels/common.cl), chosen once per device and passed as build options.
@@ -106,7 +102,7 @@ extension OpenCLBackend {
         // The first plan that completes: persistent (resident or tiled) where allowed, and after a
         // persistent launch that timed out, every step again from the input projection on, one
         // launch each (the aborted launch overwrote part of the gate buffer).
-        for launches in try stepPlans(cell: scans[0].cell, size, directions: requests.count) {
+        for launches in try stepPlans(scans[0].kernels, size, directions: requests.count) {
             try prepareForwardScans(requests, scans, size)
             if try completes(launches, { try forwardSteps(requests, scans, size, launches) }) { return }
         }
@@ -143,40 +139,24 @@ extension OpenCLBackend {
     /// false when a persistent launch timed out (its results are then incomplete).
     private func forwardSteps(_ requests: [RecurrentForward], _ scans: [OpenCLRecurrentScan],
                               _ size: RecurrentDimensions, _ launches: OpenCLRecurrentSteps) throws -> Bool {
-        let steps = size.steps
-        let program = try program(scans[0].family, options: launches.programOptions)
-        let cell = scans[0].cell
+        let kernels = scans[0].kernels
+        let program = try program(kernels.family, options: launches.programOptions)
         let weights = requests.map(\.scan.weights)
         let workspaces = requests.map(\.workspace)
-        // Arguments every step of every forward kernel passes alike.
-        let weightArguments = launches.each { .tensor(weights[$0].recurrent) }
-            + launches.each { .tensor(weights[$0].inputBias) } + launches.each { .tensor(weights[$0].recurrentBias) }
-        let gateArguments = launches.each { .tensor(workspaces[$0].gates) }  // and the h̃ buffer
-            + launches.each { .tensor(workspaces[$0].recurrentInput) }
-        let tail = launches.eachGroup { d in
-            [.tensor(requests[d].output.tensor), .int(requests[d].output.offset),
-             .int(requests[d].output.leadingDimension)]
-        } + launches.eachGroup { scans[$0].maskArguments } + scans[0].lengthArguments
-        // The running state lives in h_n / c_n (each work-item reads and writes only its own element
-        // of it); the kernels read h0 / c0 at the scan's first step.
-        let hInitial = launches.each { .tensor(requests[$0].scan.initialHidden) }
-        let hState = launches.each { .tensor(requests[$0].finalHidden) }
-        let arguments: [KernelArgument]
-        switch cell {
-        case .lstm:
-            arguments = [.float(scans[0].cellClip)] + weightArguments + gateArguments
-                + launches.each { .tensor(workspaces[$0].cellStates!) } + hInitial
-                + launches.each { .tensor(requests[$0].scan.initialCell!) } + hState
-                + launches.each { .tensor(requests[$0].finalCell!) } + tail
-        case .gru, .gruResetBefore:
-            arguments = weightArguments + gateArguments + launches.each { .tensor(workspaces[$0].hiddenStates!) }
-                + launches.each { .tensor(workspaces[$0].candidateRecurrent!) } + hInitial + hState + tail
-        case .rnnTanh, .rnnRelu:
-            arguments = [.int(cell == .rnnRelu ? 1 : 0)] + weightArguments + gateArguments + hInitial + hState + tail
-        }
-        let kernel = cell == .gruResetBefore ? "gru_reset_before_fwd_step" : "\(scans[0].family.name)_fwd_step"
-        return try launches.scan(self, program, kernel, size: size, scans: scans, firstStep: 0, stepCount: steps,
-                                 phased: cell == .gruResetBefore, arguments: arguments)
+        // Every operand any cell's forward kernel takes, by name (Kernels/recurrent.cl and the cell
+        // files); the kernel's description picks its own. The running state lives in h_n / c_n
+        // (each work-item reads and writes only its own element of it); the kernels read h0 / c0
+        // at the scan's first step.
+        var values = OpenCLRecurrentScan.arguments(scans, size, requests.map(\.scan), workspaces)
+        values.set("inputBias", eachTensor: weights.map(\.inputBias))
+        values.set("recurrentBias", eachTensor: weights.map(\.recurrentBias))
+        values.set("hState", eachTensor: requests.map(\.finalHidden))
+        values.set("cState", eachTensor: requests.map(\.finalCell))
+        values.set("output", eachTensor: requests.map(\.output.tensor))
+        values.set("outputOffset", each: requests.map { .int($0.output.offset) })
+        values.set("outputStride", each: requests.map { .int($0.output.leadingDimension) })
+        return try launches.scan(self, program, kernels.forward, values, firstStep: 0, stepCount: size.steps,
+                                 phased: kernels.isPhased)
     }
 
     /// The backward of one validated scan, or of a validated bidirectional pair side by side; see
@@ -197,23 +177,23 @@ extension OpenCLBackend {
         }
         let (steps, batch) = (size.steps, size.batch)
         let rows = steps * batch
-        let cell = scans[0].cell
+        let kernels = scans[0].kernels
 
         // Scratch for the whole call, one set per direction, allocated before the loop.
-        let scratch = try OpenCLRecurrentGradientScratch.make(directions: requests.count, cell: cell, size: size,
-                                                              backend: self)
+        let scratch = try OpenCLRecurrentGradientScratch.make(directions: requests.count, kernels: kernels,
+                                                              size: size, backend: self)
         let ones = try zeros([rows])  // [T * B]: sums rows by GEMM
         try fill(ones, with: 1)
 
         // The first plan that completes; after a persistent launch that timed out, every step
         // again from the initial gradients on, one launch each.
-        for launches in try stepPlans(cell: cell, size, directions: requests.count) {
+        for launches in try stepPlans(kernels, size, directions: requests.count) {
             if try completes(launches, { try backwardSteps(requests, scans, scratch, size, launches) }) { break }
         }
 
         // Everything that does not depend on the recurrence, over all T * B rows at once; padded
         // rows of dG are 0 and add nothing.
-        try weightAndInputGradients(requests, scratch, ones: ones, size: size)
+        try weightAndInputGradients(requests, scratch, kernels: kernels, ones: ones, size: size)
     }
 
     /// Sets the running gradients of validated backward scans to dL/dh_n (and dL/dc_n), then
@@ -222,8 +202,7 @@ extension OpenCLBackend {
     private func backwardSteps(_ requests: [RecurrentBackward], _ scans: [OpenCLRecurrentScan],
                                _ scratch: [OpenCLRecurrentGradientScratch], _ size: RecurrentDimensions,
                                _ launches: OpenCLRecurrentSteps) throws -> Bool {
-        let (steps, batch, hidden) = (size.steps, size.batch, size.hidden)
-        let cell = scans[0].cell
+        let (batch, hidden) = (size.batch, size.hidden)
         for request in requests {
             // The running dL/dh (and dL/dc) live in the dh0 (and dc0) outputs; they start as dL/dh_n.
             let dh = request.initialHiddenGradient
@@ -241,47 +220,30 @@ extension OpenCLBackend {
             }
         }
 
-        let program = try program(scans[0].family, options: launches.programOptions)
+        let kernels = scans[0].kernels
+        let program = try program(kernels.family, options: launches.programOptions)
         let workspaces = requests.map(\.workspace)
-        let recurrentWeights = launches.each { .tensor(requests[$0].scan.weights.recurrent) }
-        let gateValues = launches.each { .tensor(workspaces[$0].gates) }
-        let gateGradients = launches.each { .tensor(scratch[$0].gateGradients) }
-        let dh = launches.each { .tensor(requests[$0].initialHiddenGradient) }
-        let tail = launches.eachGroup { d in
-            // dL/d output, or a flag that there is none.
-            if let view = requests[d].outputGradient {
-                return [.tensor(view.tensor), .int(1), .int(view.offset), .int(view.leadingDimension)]
-            }
-            return [.tensor(scans[d].placeholder), .int(0), .int(0), .int(0)]
-        } + launches.eachGroup { d in
-            // The optional record of every step's dL/dh_t, [T, B, H].
-            requests[d].hiddenStateGradients.map { [.tensor($0), .int(1)] } ?? [.tensor(scans[d].placeholder), .int(0)]
-        } + launches.eachGroup { scans[$0].maskArguments } + scans[0].lengthArguments
+        // Every operand any cell's backward kernel takes, by name; see `forwardSteps`.
+        var values = OpenCLRecurrentScan.arguments(scans, size, requests.map(\.scan), workspaces)
+        values.set("gateGradients", eachTensor: scratch.map(\.gateGradients))
+        values.set("recurrentGateGradients", eachTensor: scratch.map(\.recurrentGateGradients))
+        values.set("dhTildeReset", eachTensor: scratch.map(\.dhTildeReset))
+        values.set("dhState", eachTensor: requests.map(\.initialHiddenGradient))
+        values.set("dcState", eachTensor: requests.map(\.initialCellGradient))
+        // dL/d output, or a flag that there is none.
+        values.set("outputGradient",
+                   eachTensor: zip(requests, scans).map { $0.outputGradient?.tensor ?? $1.placeholder })
+        values.set("hasOutputGradient", each: requests.map { .int($0.outputGradient == nil ? 0 : 1) })
+        values.set("outputGradientOffset", each: requests.map { .int($0.outputGradient?.offset ?? 0) })
+        values.set("outputGradientStride", each: requests.map { .int($0.outputGradient?.leadingDimension ?? 0) })
+        // The optional record of every step's dL/dh_t, [T, B, H].
+        values.set("hiddenGradients",
+                   eachTensor: zip(requests, scans).map { $0.hiddenStateGradients ?? $1.placeholder })
+        values.set("hasHiddenGradients", each: requests.map { .int($0.hiddenStateGradients == nil ? 0 : 1) })
         // Scan steps T-1 ... 0, then one more step with time -1 that only takes the gradient of the
         // first step through W_hh into dL/dh0 (every work-item sees a padded step).
-        let arguments: [KernelArgument]
-        switch cell {
-        case .lstm:
-            arguments = [.float(scans[0].cellClip)] + recurrentWeights + gateValues
-                + launches.each { .tensor(workspaces[$0].cellStates!) }
-                + launches.each { .tensor(requests[$0].scan.initialCell!) } + gateGradients + dh
-                + launches.each { .tensor(requests[$0].initialCellGradient!) } + tail
-        case .gru:
-            arguments = recurrentWeights + gateValues + launches.each { .tensor(workspaces[$0].hiddenStates!) }
-                + launches.each { .tensor(workspaces[$0].candidateRecurrent!) }
-                + launches.each { .tensor(requests[$0].scan.initialHidden) } + gateGradients
-                + launches.each { .tensor(scratch[$0].recurrentGateGradients) } + dh + tail
-        case .gruResetBefore:
-            arguments = recurrentWeights + gateValues + launches.each { .tensor(workspaces[$0].recurrentInput) }
-                + launches.each { .tensor(workspaces[$0].hiddenStates!) }
-                + launches.each { .tensor(requests[$0].scan.initialHidden) } + gateGradients
-                + launches.each { .tensor(scratch[$0].dhTildeReset!) } + dh + tail
-        case .rnnTanh, .rnnRelu:
-            arguments = [.int(cell == .rnnRelu ? 1 : 0)] + recurrentWeights + gateValues + gateGradients + dh + tail
-        }
-        let kernel = cell == .gruResetBefore ? "gru_reset_before_bwd_step" : "\(scans[0].family.name)_bwd_step"
-        return try launches.scan(self, program, kernel, size: size, scans: scans, firstStep: steps - 1,
-                                 stepCount: steps + 1, phased: cell == .gruResetBefore, arguments: arguments)
+        return try launches.scan(self, program, kernels.backward, values, firstStep: size.steps - 1,
+                                 stepCount: size.steps + 1, phased: kernels.isPhased)
     }
 
     /// Runs `steps`, which enqueues a scan's steps as `launches` plans them, and returns whether the
@@ -302,15 +264,15 @@ extension OpenCLBackend {
     /// co-residency: the tiled split (the resident one under the `.always` test hook). Before it,
     /// where allowed (see OpenCLBackend+PersistentScans): a persistent launch with resident
     /// weights, else a tiled persistent launch.
-    private func stepPlans(cell: RecurrentCell, _ size: RecurrentDimensions, directions: Int) throws
+    private func stepPlans(_ kernels: OpenCLCellKernels, _ size: RecurrentDimensions, directions: Int) throws
         -> [OpenCLRecurrentSteps]
     {
+        let cell = kernels.cell
         let tiled = OpenCLRecurrentSteps(size, directions: directions, device: device)
         let use = residentWeights
-        // The reset-before GRU's two-phase kernels have no resident split.
-        if use != .never, cell != .gruResetBefore, let layout = ResidentScanLayout(gates: cell.gateCount, hidden: size.hidden,
-                                                           batch: size.batch, directions: directions,
-                                                           device: device) {
+        if use != .never, kernels.hasResidentSplit,
+           let layout = ResidentScanLayout(gates: cell.gateCount, hidden: size.hidden, batch: size.batch,
+                                           directions: directions, device: device) {
             let resident = OpenCLRecurrentSteps(resident: layout, directions: directions)
             if try runsPersistentScan(cell: cell, steps: size.steps, groups: resident.groupCount,
                                       localSize: resident.localSize) {
@@ -330,7 +292,7 @@ extension OpenCLBackend {
     /// allow (see `gemmBatched`); dL/dx, which the directions share, is overwritten or added to in
     /// request order.
     private func weightAndInputGradients(_ requests: [RecurrentBackward], _ scratch: [OpenCLRecurrentGradientScratch],
-                                         ones: Tensor, size: RecurrentDimensions) throws {
+                                         kernels: OpenCLCellKernels, ones: Tensor, size: RecurrentDimensions) throws {
         let (steps, batch, inputs, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
         let rows = steps * batch
         let directions = Array(zip(requests, scratch))
@@ -340,15 +302,14 @@ extension OpenCLBackend {
              MatrixOperand(request.scan.input, leadingDimension: inputs),
              MatrixOperand(request.weightGradients.input, leadingDimension: inputs))
         }, beta: 1)
-        switch requests[0].scan.cell {
-        case .rnnTanh, .rnnRelu, .lstm, .gru:
+        if !kernels.resetsBeforeProduct {
             // dW_hh[G, H] += dGhᵀ · h̃
             try gemmBatched(m: gates, n: hidden, k: rows, alpha: 1, directions.map { request, scratch in
                 (MatrixOperand(scratch.recurrentGateGradients, leadingDimension: gates, transposed: true),
                  MatrixOperand(request.workspace.recurrentInput, leadingDimension: hidden),
                  MatrixOperand(request.weightGradients.recurrent, leadingDimension: hidden))
             }, beta: 1)
-        case .gruResetBefore:
+        } else {
             for (request, scratch) in directions {
                 let (gradients, workspace) = (request.weightGradients, request.workspace)
                 // r, z rows: dW_h(r,z)[2H, H] += dG[:, 0 ..< 2H]ᵀ · h̃
@@ -397,7 +358,8 @@ private struct OpenCLRecurrentGradientScratch {
 
     /// One set per direction; the directions' dG (and dGh) share one allocation, so that a pair's
     /// weight gradients can be batched GEMMs.
-    static func make(directions: Int, cell: RecurrentCell, size: RecurrentDimensions, backend: OpenCLBackend) throws
+    static func make(directions: Int, kernels: OpenCLCellKernels, size: RecurrentDimensions,
+                     backend: OpenCLBackend) throws
         -> [OpenCLRecurrentGradientScratch]
     {
         let shape: Shape = [size.steps * size.batch, size.gates]
@@ -405,17 +367,16 @@ private struct OpenCLRecurrentGradientScratch {
             directions == 1 ? [try backend.zeros(shape)] : try backend.tensorsInOneAllocation([shape, shape], zeroed: true)
         }
         let gateGradients = try perDirection()
-        let recurrentGateGradients = cell == .gru ? try perDirection() : gateGradients
+        let recurrentGateGradients = kernels.separateRecurrentGateGradients ? try perDirection() : gateGradients
         return try (0..<directions).map { d in
             OpenCLRecurrentGradientScratch(
                 gateGradients: gateGradients[d], recurrentGateGradients: recurrentGateGradients[d],
-                dhTildeReset: cell == .gruResetBefore ? try backend.zeros([size.batch, size.hidden]) : nil)
+                dhTildeReset: kernels.resetsBeforeProduct ? try backend.zeros([size.batch, size.hidden]) : nil)
         }
     }
 }
 
-/// The launch geometry of a step loop over D = 1 or 2 directions, and how per-direction arguments
-/// are passed: the kernels take each as a pair name0, name1 (see Kernels/common.cl).
+/// The launch geometry of a step loop over D = 1 or 2 directions, and how its steps are launched.
 private struct OpenCLRecurrentSteps {
     /// D.
     let directions: Int
@@ -458,17 +419,6 @@ private struct OpenCLRecurrentSteps {
         return plan
     }
 
-    /// The arguments name0, name1 of one per-direction operand: `argument(d)` for direction 0 and
-    /// 1, or the single direction's twice (the kernels read only slot 0 of a grid with D = 1).
-    func each(_ argument: (Int) -> KernelArgument) -> [KernelArgument] {
-        [argument(0), argument(directions - 1)]
-    }
-
-    /// `each` for an operand passed as several arguments (a buffer with its flags or offsets).
-    func eachGroup(_ arguments: (Int) -> [KernelArgument]) -> [KernelArgument] {
-        arguments(0) + arguments(directions - 1)
-    }
-
     /// Work-groups in the grid.
     var groupCount: Int {
         zip(globalSize, localSize).reduce(1) { count, sizes in count * ((sizes.0 + sizes.1 - 1) / sizes.1) }
@@ -479,52 +429,62 @@ private struct OpenCLRecurrentSteps {
         try program.launch(kernel, globalSize: globalSize, localSize: localSize, arguments: arguments)
     }
 
-    /// Runs `stepCount` scan steps of `kernel` (one of the step kernels that take a first step and
-    /// a step count, see "Scans" in Kernels/common.cl) from `firstStep`: in one launch when
-    /// `isPersistent`, else one launch per step. `arguments` are the kernel's after the step range
-    /// and before the barrier state. Returns false when the persistent launch timed out.
-    /// A `phased` kernel (the reset-before GRU's) takes a `phases` argument after the step count:
-    /// per step, one launch of phase 1 and one of phase 2 (none at the backward's step -1, which
-    /// has no phase 2), or both phases in the persistent launch.
-    func scan(_ backend: OpenCLBackend, _ program: OpenCLProgram, _ kernel: String, size: RecurrentDimensions,
-              scans: [OpenCLRecurrentScan], firstStep: Int, stepCount: Int, phased: Bool = false,
-              arguments: [KernelArgument]) throws -> Bool
+    /// Runs `stepCount` scan steps of the step kernel `operands` describes (see "Scans" in
+    /// Kernels/common.cl) from `firstStep`, with the operands in `values` (all but the step range,
+    /// the phases and the barrier state, which this sets): in one launch when `isPersistent`, else
+    /// one launch per step. Returns false when the persistent launch timed out.
+    /// A `phased` kernel (the reset-before GRU's) runs, per step, one launch of phase 1 and one of
+    /// phase 2 (none at the backward's step -1, which has no phase 2), or both phases in the
+    /// persistent launch.
+    /// - Throws: `RecurError.invalidArgument` naming an operand that `values` lacks or gives with
+    ///   the wrong kind, before anything is enqueued.
+    func scan(_ backend: OpenCLBackend, _ program: OpenCLProgram, _ operands: StepKernelOperands,
+              _ values: StepKernelArguments, firstStep: Int, stepCount: Int, phased: Bool) throws -> Bool
     {
-        let head: [KernelArgument] = [.int(size.batch), .int(size.hidden), .int(size.steps)]
-            + each { .int(scans[$0].reverse ? 1 : 0) }
+        let kernel = operands.kernel
         let backward = kernel.hasSuffix("_bwd_step")
+        var values = values
+        // The barrier's state buffer; one step per launch never reaches the barrier, so leaves it
+        // untouched.
+        values.set("gridSync", .memory(backend.gridSync.withLock { $0.buffer.memory }))
+        values.set("firstStep", .int(firstStep))
+        values.set("stepCount", .int(isPersistent ? stepCount : 1))
+        values.set("phases", .int(3))
+        values.set("spinLimit", .int(isPersistent ? GridSyncBuffer.spinLimit : 0))
+        var arguments = try operands.arguments(values, directions: directions)
         if isPersistent {
-            let timedOut = try backend.withGridSync { sync in
-                try launch(program, kernel, head + [.int(firstStep), .int(stepCount)] + (phased ? [.int(3)] : [])
-                    + arguments + [.memory(sync.buffer.memory), .int(GridSyncBuffer.spinLimit)])
-            }
+            let timedOut = try backend.withGridSync { _ in try launch(program, kernel, arguments.list) }
             backend.recordPersistentScan(timedOut: timedOut, resident: resident)
             return !timedOut
         }
-        // One step per launch never reaches the barrier, so its state buffer is never touched.
-        let sync = backend.gridSync.withLock { $0.buffer.memory }
         for k in 0..<stepCount {
             let s = backward ? firstStep - k : firstStep + k
-            let phases = !phased ? [[]] : backward && s < 0 ? [[KernelArgument.int(1)]] : [[.int(1)], [.int(2)]]
+            try arguments.set("firstStep", .int(s))
+            let phases = !phased ? [0] : backward && s < 0 ? [1] : [1, 2]
             for phase in phases {
-                try launch(program, kernel, head + [.int(s), .int(1)] + phase + arguments + [.memory(sync), .int(0)])
+                if phased { try arguments.set("phases", .int(phase)) }
+                try launch(program, kernel, arguments.list)
             }
         }
         return true
     }
 }
 
-/// What every step kernel of one validated scan (one direction) shares: the program family, the
+/// What every step kernel of one validated scan (one direction) shares: the cell's kernels, the
 /// order of its steps, and the arguments of the optional operands.
 private struct OpenCLRecurrentScan {
     let cell: RecurrentCell
-    let family: KernelFamily
+    let kernels: OpenCLCellKernels
     let steps: Int
     let reverse: Bool
-    /// lengths, hasLengths, prePadding.
-    let lengthArguments: [KernelArgument]
-    /// mask, hasMask.
-    let maskArguments: [KernelArgument]
+    /// The sequence lengths (the placeholder without), and whether there are lengths; `prePadding`
+    /// is 1 for pre padding.
+    let lengths: Tensor
+    let hasLengths: Bool
+    let prePadding: Bool
+    /// The recurrent dropout mask (the placeholder without), and whether there is one.
+    let mask: Tensor
+    let hasMask: Bool
     /// +infinity without a clip, so the clip is a plain comparison in the kernels.
     let cellClip: Float
     /// Stands in for an absent optional buffer; the kernels never read it (its flag is 0).
@@ -534,28 +494,49 @@ private struct OpenCLRecurrentScan {
 
     init(_ scan: RecurrentScan, _ size: RecurrentDimensions, backend: OpenCLBackend, operation: String) throws {
         cell = scan.cell
-        family = switch scan.cell {
-        case .rnnTanh, .rnnRelu: .rnn
-        case .lstm: .lstm
-        case .gru, .gruResetBefore: .gru
-        }
+        kernels = try OpenCLCellKernels.of(scan.cell)
         steps = size.steps
         reverse = scan.reverse
         placeholder = scan.initialHidden
         if let lengths = scan.lengths {
             try Self.checkLengths(lengths, steps: size.steps, backend: backend, operation: operation)
-            lengthArguments = [.tensor(lengths), .int(1), .int(scan.padding == .pre ? 1 : 0)]
-        } else {
-            lengthArguments = [.tensor(placeholder), .int(0), .int(0)]
         }
-        if let mask = scan.recurrentDropoutMask {
-            maskArguments = [.tensor(mask), .int(1)]
-        } else {
-            maskArguments = [.tensor(placeholder), .int(0)]
-        }
+        lengths = scan.lengths ?? placeholder
+        hasLengths = scan.lengths != nil
+        prePadding = scan.lengths != nil && scan.padding == .pre
+        mask = scan.recurrentDropoutMask ?? placeholder
+        hasMask = scan.recurrentDropoutMask != nil
         cellClip = scan.cellClip ?? .infinity
         tensors = [scan.input, scan.initialHidden, scan.weights.input, scan.weights.recurrent]
             + [scan.initialCell, scan.lengths, scan.recurrentDropoutMask].compactMap { $0 }
+    }
+
+    /// The operands that the forward and the backward step kernels of `scans` (one scan, or a
+    /// pair, which share sizes, cell, lengths and clip) both take, by name: from the scans, their
+    /// requests and their workspaces (gates: the forward's input projections and gate values).
+    static func arguments(_ scans: [OpenCLRecurrentScan], _ size: RecurrentDimensions, _ requests: [RecurrentScan],
+                          _ workspaces: [RecurrentWorkspace]) -> StepKernelArguments {
+        var values = StepKernelArguments()
+        values.set("recurrentWeights", eachTensor: requests.map(\.weights.recurrent))
+        values.set("hInitial", eachTensor: requests.map(\.initialHidden))
+        values.set("cInitial", eachTensor: requests.map(\.initialCell))
+        values.set("gates", eachTensor: workspaces.map(\.gates))
+        values.set("recurrentInput", eachTensor: workspaces.map(\.recurrentInput))
+        values.set("cellStates", eachTensor: workspaces.map(\.cellStates))
+        values.set("hiddenStates", eachTensor: workspaces.map(\.hiddenStates))
+        values.set("candidateRecurrent", eachTensor: workspaces.map(\.candidateRecurrent))
+        values.set("batch", .int(size.batch))
+        values.set("hidden", .int(size.hidden))
+        values.set("steps", .int(size.steps))
+        values.set("reverse", each: scans.map { .int($0.reverse ? 1 : 0) })
+        values.set("cellClip", .float(scans[0].cellClip))
+        values.set("lengths", .tensor(scans[0].lengths))
+        values.set("hasLengths", .int(scans[0].hasLengths ? 1 : 0))
+        values.set("prePadding", .int(scans[0].prePadding ? 1 : 0))
+        values.set("mask", eachTensor: scans.map(\.mask))
+        values.set("hasMask", each: scans.map { .int($0.hasMask ? 1 : 0) })
+        for (name, value) in scans[0].kernels.constants { values.set(name, .int(value)) }
+        return values
     }
 
     /// The time index of scan step s, or -1 for a step outside the scan (before its first step or

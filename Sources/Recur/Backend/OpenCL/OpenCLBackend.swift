@@ -8,11 +8,27 @@ import Glibc
 import Darwin
 #endif
 
-/// A family of kernels: one `Kernels/<name>.cl` file, built as one program with `common.cl`
-/// prepended. Other files add families with `extension KernelFamily { static let ... }`.
+/// A family of kernels: one `Kernels/<name>.cl` file (or several, in order), built as one
+/// program with `common.cl` prepended. Other files add families with
+/// `extension KernelFamily { static let ... }`.
 struct KernelFamily: Hashable, Sendable {
-    /// The file name without `.cl`, the key into `EmbeddedKernels.sources`.
+    /// Names the program in errors and cache file names.
     let name: String
+    /// The files of the program after `common.cl`, without `.cl`: keys into `EmbeddedKernels.sources`.
+    let files: [String]
+    /// Source placed between `common.cl` and the files (generated definitions the files use).
+    let prelude: String
+
+    /// The family of `Kernels/<name>.cl` alone.
+    init(name: String) {
+        self.init(name: name, files: [name], prelude: "")
+    }
+
+    init(name: String, files: [String], prelude: String) {
+        self.name = name
+        self.files = files
+        self.prelude = prelude
+    }
 
     static let elementwise = KernelFamily(name: "elementwise")
     static let reduce = KernelFamily(name: "reduce")
@@ -144,12 +160,18 @@ public final class OpenCLBackend: Backend {
         let key = ProgramKey(family: family, options: options)
         return try programs.withLock { programs in
             if let program = programs[key] { return program }
-            guard let common = EmbeddedKernels.sources["common"], let body = EmbeddedKernels.sources[family.name] else {
-                throw RecurError.invalidArgument(
-                    operation: "program", detail: "no kernel file Kernels/\(family.name).cl in this build")
-            }
             // #line keeps compiler messages pointing at the right file and line.
-            let source = "#line 1 \"common.cl\"\n\(common)\n#line 1 \"\(family.name).cl\"\n\(body)\n"
+            var source = ""
+            for file in ["common"] + family.files {
+                guard let body = EmbeddedKernels.sources[file] else {
+                    throw RecurError.invalidArgument(
+                        operation: "program", detail: "no kernel file Kernels/\(file).cl in this build")
+                }
+                source += "#line 1 \"\(file).cl\"\n\(body)\n"
+                if file == "common", !family.prelude.isEmpty {
+                    source += "#line 1 \"\(family.name) operands (generated)\"\n\(family.prelude)"
+                }
+            }
             let program = try buildProgram(source: source, name: family.name,
                                            options: options.isEmpty ? buildOptions : "\(buildOptions) \(options)")
             programs[key] = program
