@@ -19,7 +19,7 @@ struct BenchCommand: ParsableCommand {
     @OptionGroup var options: DeviceOptions
 
     @Option(help: "Cells to time: \(RecurrentCell.names.joined(separator: ", ")) (repeatable).")
-    var cell: [String] = ["rnn", "lstm", "gru"]
+    var cell: [String] = ["rnn_tanh", "lstm", "gru"]
 
     @Option(help: "Batch size B.") var batch: Int?
     @Option(help: "Time steps T.") var steps: Int?

@@ -112,7 +112,9 @@ func recurrentReferenceCheck(cell: RecurrentCell, padding: PaddingSide, cellClip
                 for step in 0..<length { layerOutput[step] += outputs[step] }
                 for j in 0..<h {
                     expectedHidden[(index * b + sequence) * h + j] = Float(result.finalState.hidden[j])
-                    expectedCell[(index * b + sequence) * h + j] = Float(result.finalState.cell.isEmpty ? 0 : result.finalState.cell[j])
+                    if cell.hasCellState {
+                        expectedCell[(index * b + sequence) * h + j] = Float(result.finalState.cell[j])
+                    }
                 }
             }
             layerInput = layerOutput

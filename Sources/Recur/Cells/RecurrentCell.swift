@@ -179,9 +179,19 @@ public struct RecurrentParameter: Sendable, Hashable {
     ///   - inputSize: I.
     ///   - hiddenSize: H.
     public func shape(gateCount: Int, inputSize: Int, hiddenSize: Int) -> Shape {
+        shape(gates: gateCount * hiddenSize, inputSize: inputSize, hiddenSize: hiddenSize)
+    }
+
+    /// The concrete shape given G itself, for callers that compute it without overflow.
+    ///
+    /// - Parameters:
+    ///   - gates: G = gateCount * H.
+    ///   - inputSize: I.
+    ///   - hiddenSize: H.
+    public func shape(gates: Int, inputSize: Int, hiddenSize: Int) -> Shape {
         Shape(extents.map { extent in
             switch extent {
-            case .gates: gateCount * hiddenSize
+            case .gates: gates
             case .hidden: hiddenSize
             case .input: inputSize
             }

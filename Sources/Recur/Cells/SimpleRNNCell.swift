@@ -29,12 +29,13 @@ protocol SimpleRNNSteps: RecurrentReferenceSteps, CPURecurrentSteps {
     static var isReLU: Bool { get }
 }
 
+// Computed, not stored: a stored static is a lazily initialised global, checked at every read.
 enum TanhRNNSteps: SimpleRNNSteps {
-    static let isReLU = false
+    static var isReLU: Bool { false }
 }
 
 enum ReLURNNSteps: SimpleRNNSteps {
-    static let isReLU = true
+    static var isReLU: Bool { true }
 }
 
 // MARK: Reference (float64)

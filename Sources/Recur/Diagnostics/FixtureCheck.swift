@@ -192,10 +192,10 @@ public enum FixtureCheck {
             for k in 0..<layerCount {
                 let layerInput = k == 0 ? inputSize : MemoryEstimate.product(d, h)
                 for suffix in bidirectional ? ["", "_reverse"] : [""] {
-                    for (name, shape) in [("weight_ih", [g, layerInput]), ("weight_hh", [g, h]), ("bias_ih", [g]),
-                                          ("bias_hh", [g])] as [(String, Shape)] {
-                        expected["\(name)_l\(k)\(suffix)"] = shape
-                        expected["grad.\(name)_l\(k)\(suffix)"] = shape
+                    for parameter in cell.parameters {
+                        let shape = parameter.shape(gates: g, inputSize: layerInput, hiddenSize: h)
+                        expected["\(parameter.name)_l\(k)\(suffix)"] = shape
+                        expected["grad.\(parameter.name)_l\(k)\(suffix)"] = shape
                     }
                 }
             }

@@ -129,14 +129,7 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
         // two biases [G], and any of its own), counted without overflow.
         func layerParameters(_ x: Int) -> Int {
             cell.parameters.reduce(0) { total, parameter in
-                let extents = parameter.extents.map { extent in
-                    switch extent {
-                    case .gates: g
-                    case .hidden: h
-                    case .input: x
-                    }
-                }
-                return sum(total, extents.reduce(1) { product($0, $1) })
+                sum(total, parameter.shape(gates: g, inputSize: x, hiddenSize: h).dimensions.reduce(1) { product($0, $1) })
             }
         }
         // The first layer reads I; the L - 1 above it read D * H: a closed form, not a loop over L.

@@ -153,7 +153,8 @@ public final class RecurrentLayer {
         }
         if let cellClip {
             guard cell.hasCellState else {
-                throw RecurError.invalidArgument(operation: operation, detail: "cellClip is only for lstm, not \(cell)")
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "cellClip is only for cells with a cell state (lstm), not \(cell)")
             }
             guard cellClip > 0, cellClip.isFinite else {
                 throw RecurError.invalidArgument(

@@ -148,7 +148,7 @@ struct RecurrentReferenceStep {
 }
 
 /// The float64 forward and backward step of one cell, written from its equations.
-protocol RecurrentReferenceSteps {
+protocol RecurrentReferenceSteps: Sendable {
     /// The state after the step.
     static func forward(_ step: RecurrentReferenceStep) -> RecurrentReferenceState
 

@@ -41,7 +41,9 @@ extension CPUBackend {
             inputWeights: inputWeights,
             candidateWeights: candidateWeights)
         // The pass holds raw pointers: keep the scratch tensors alive until it is done.
-        withExtendedLifetime([stepProducts, packed, packedInput, packedCandidate]) { withSubnormalsFlushed { pass.run(request.scan.cell.cpu) } }
+        withExtendedLifetime([stepProducts, packed, packedInput, packedCandidate]) {
+            withSubnormalsFlushed { pass.run(request.scan.cell.cpu) }
+        }
     }
 
     public func recurrentBackward(_ request: RecurrentBackward) throws {
@@ -296,7 +298,7 @@ struct CPURecurrentBackward {
     let dc: UnsafeMutablePointer<Float>?
     /// dh̃: [B, H], dL/dh̃ of the step after this one (the part of dL/dh_t through W_hh, before ⊙ m).
     let dhTilde: UnsafeMutablePointer<Float>
-    /// dq: [B, H], reset-before GRU only: dL/d(r ⊙ h̃).
+    /// dq: [B, H], scratch for a cell's second recurrent product (the reset-before GRU's dL/d(r ⊙ h̃)).
     let dq: UnsafeMutablePointer<Float>
     /// dG: [T, B, G], dL/d(gate pre-activations) as seen by W_ih, b_ih and x.
     let dG: UnsafeMutablePointer<Float>
@@ -449,13 +451,7 @@ struct CPURecurrentBackward {
     }
 }
 
-// MARK: Rows of a step, parts of the batch
-
-/// Runs `body(b)` for every batch row in `rows`: a step's pointwise pass over one part's rows.
-@inline(__always)
-func forEachRow(_ rows: Range<Int>, _ body: (_ row: Int) -> Void) {
-    for b in rows { body(b) }
-}
+// MARK: Parts of the batch
 
 /// Multiply-adds of a scan's recurrent products (B G H per step over T steps) from which its batch
 /// is split over the cores. Each part then runs the whole time loop on its own rows with no
@@ -504,7 +500,7 @@ private struct DisjointRows: @unchecked Sendable {
 /// The fast CPU steps of one cell, which the scans above call once per time step; each cell's
 /// file under `Cells/` implements them next to its float64 reference. A scan is generic over its
 /// cell's steps, so every call below is specialised and inlined: no dynamic dispatch per element.
-protocol CPURecurrentSteps {
+protocol CPURecurrentSteps: Sendable {
     /// Whether the cell multiplies W_hn (rows 2H ..< 3H of W_hh) by its own operand, so the
     /// forward op packs that block apart (`CPURecurrentForward.candidateWeights`).
     static var multipliesCandidateBlockSeparately: Bool { get }
