@@ -1,7 +1,8 @@
-// What a recurrent cell is to the rest of Recur: a name, a gate count, a state, a list of
-// parameters, and two pairs of steps (the plain float64 reference and the fast CPU code). Each
-// cell's file defines its `RecurrentCell` value and both pairs; `RecurrentCell.allCases` is the one
-// registry the CLI, checkpoints, fixtures and tests read.
+// What a recurrent cell is to the backends and everything above them: a name, a gate count, a
+// state, a list of parameters, and two pairs of steps (the plain float64 reference and the fast
+// CPU code). Each cell's file under `Cells/` defines its `RecurrentCell` value and both pairs;
+// `RecurrentCell.allCases` (`Cells/RecurrentCell+Registry.swift`) is the one registry the CLI,
+// checkpoints, fixtures and tests read.
 //
 // Shape legend: I input features, H hidden units, G = gateCount * H.
 
@@ -16,7 +17,7 @@
 ///
 /// A cell is known by one name (``name``), used alike by the CLI's `--cell`, checkpoints and
 /// fixtures; ``init(named:)`` also reads the spellings older versions wrote.
-public struct RecurrentCell: Sendable, Hashable, Codable, CustomStringConvertible {
+public struct RecurrentCell: Sendable, Hashable, CustomStringConvertible {
     /// The one spelling written everywhere: `rnn_tanh`, `rnn_relu`, `lstm`, `gru`, `gru_reset_before`.
     public let name: String
     /// Older spellings that are still read (checkpoints, scripts), never written.
@@ -57,55 +58,11 @@ public struct RecurrentCell: Sendable, Hashable, Codable, CustomStringConvertibl
         self.cpu = cpu
     }
 
-    /// Every cell Recur knows. A new cell is its file plus one entry here.
-    public static let allCases: [RecurrentCell] = [.rnnTanh, .rnnRelu, .lstm, .gru, .gruResetBefore]
-
-    /// The registered cell called `name` (case-insensitive; `-` reads as `_`), including the
-    /// spellings older versions wrote (`rnnTanh`, `gruResetBefore`, `rnn`, `gru-reset-before`);
-    /// nil for an unknown name.
-    ///
-    /// - Parameter name: a cell's name, as `--cell`, a checkpoint or a fixture spells it.
-    public init?(named name: String) {
-        let wanted = Self.normalized(name)
-        guard let cell = Self.allCases.first(where: { cell in
-            ([cell.name] + cell.formerNames).contains { Self.normalized($0) == wanted }
-        }) else { return nil }
-        self = cell
-    }
-
-    /// The names of every registered cell, for messages that list the choices.
-    public static var names: [String] { allCases.map(\.name) }
-
-    private static func normalized(_ name: String) -> String {
-        String(name.lowercased().map { $0 == "-" ? "_" : $0 })
-    }
-
     public var description: String { name }
 
     public static func == (lhs: RecurrentCell, rhs: RecurrentCell) -> Bool { lhs.name == rhs.name }
 
     public func hash(into hasher: inout Hasher) { hasher.combine(name) }
-
-    /// Reads a cell by its name or a former spelling.
-    ///
-    /// - Parameter decoder: the decoder holding the name as a single string.
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let cell = RecurrentCell(named: text) else {
-            throw DecodingError.dataCorrupted(DecodingError.Context(
-                codingPath: decoder.codingPath,
-                debugDescription: "unknown cell '\(text)' (\(Self.names.joined(separator: ", ")))"))
-        }
-        self = cell
-    }
-
-    /// Writes the cell's one name.
-    ///
-    /// - Parameter encoder: the encoder receiving the name as a single string.
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(name)
-    }
 
     /// The shapes of one layer-direction's parameters, in ``parameters`` order.
     ///
@@ -205,4 +162,87 @@ public struct RecurrentParameter: Sendable, Hashable {
         RecurrentParameter(name: "bias_ih", extents: [.gates], role: .inputBias),
         RecurrentParameter(name: "bias_hh", extents: [.gates], role: .bias),
     ]
+}
+
+// MARK: The float64 reference steps' vocabulary
+
+/// One layer-direction's parameters in float64, laid out as the backends' (PyTorch's).
+public struct RecurrentReferenceWeights: Sendable {
+    /// `weight_ih`: [G, I].
+    public var input: [Double]
+    /// `weight_hh`: [G, H].
+    public var recurrent: [Double]
+    /// `bias_ih`: [G].
+    public var inputBias: [Double]
+    /// `bias_hh`: [G].
+    public var recurrentBias: [Double]
+    /// The cell's parameters after the first four, in its order.
+    public var extra: [[Double]]
+
+    /// The weights.
+    ///
+    /// - Parameters:
+    ///   - input: `weight_ih`, [G, I].
+    ///   - recurrent: `weight_hh`, [G, H].
+    ///   - inputBias: `bias_ih`, [G].
+    ///   - recurrentBias: `bias_hh`, [G].
+    ///   - extra: the cell's further parameters, in its order.
+    public init(input: [Double], recurrent: [Double], inputBias: [Double], recurrentBias: [Double],
+                extra: [[Double]] = []) {
+        self.input = input
+        self.recurrent = recurrent
+        self.inputBias = inputBias
+        self.recurrentBias = recurrentBias
+        self.extra = extra
+    }
+
+    /// Every tensor, in the cell's parameter order.
+    public var all: [[Double]] { [input, recurrent, inputBias, recurrentBias] + extra }
+
+    /// The same shapes, all zero: where gradients accumulate.
+    func zeroed() -> RecurrentReferenceWeights {
+        let zero = { (values: [Double]) in [Double](repeating: 0, count: values.count) }
+        return RecurrentReferenceWeights(input: zero(input), recurrent: zero(recurrent), inputBias: zero(inputBias),
+                                         recurrentBias: zero(recurrentBias), extra: extra.map(zero))
+    }
+}
+
+/// The state between two steps (or its gradient).
+public struct RecurrentReferenceState: Sendable {
+    /// h: [H].
+    public var hidden: [Double]
+    /// c: [H] for a cell with a cell state, else empty.
+    public var cell: [Double]
+
+    /// A state.
+    ///
+    /// - Parameters:
+    ///   - hidden: h, [H].
+    ///   - cell: c, [H], or empty for a cell without one.
+    public init(hidden: [Double], cell: [Double] = []) {
+        self.hidden = hidden
+        self.cell = cell
+    }
+}
+
+/// What one step reads: x_t, the state before it, the weights, and the LSTM's clip.
+struct RecurrentReferenceStep {
+    var input: [Double]
+    var state: RecurrentReferenceState
+    var weights: RecurrentReferenceWeights
+    var cellClip: Double?
+
+    var hiddenSize: Int { state.hidden.count }
+}
+
+/// The float64 forward and backward step of one cell, written from its equations.
+protocol RecurrentReferenceSteps: Sendable {
+    /// The state after the step.
+    static func forward(_ step: RecurrentReferenceStep) -> RecurrentReferenceState
+
+    /// Differentiates `forward(step)`: from dL/d(the state after the step), returns dL/dx and
+    /// dL/d(the state before it), and ACCUMULATES the parameter gradients into `weightGradients`.
+    static func backward(_ step: RecurrentReferenceStep, _ gradient: RecurrentReferenceState,
+                         _ weightGradients: inout RecurrentReferenceWeights)
+        -> (input: [Double], state: RecurrentReferenceState)
 }
