@@ -47,6 +47,30 @@ struct RecurrentCellTests {
         }
     }
 
+    @Test("weights carry a cell's own tensors after the four, and an op refuses a count the cell does not have")
+    func extraWeights() throws {
+        let backend = CPUBackend()
+        let tensors = try (0..<6).map { try backend.upload([Float(1 + $0)], shape: [1]) }
+        let weights = RecurrentWeights(tensors)
+        #expect(weights.extra.count == 2)
+        #expect(zip(weights.all, tensors).allSatisfy { $0.buffer === $1.buffer })
+
+        let (t, b, i, h) = (2, 1, 3, 2)
+        var rng = SeededGenerator(seed: 7)
+        let cell = RecurrentCell.gru
+        let shapes = cell.parameterShapes(inputSize: i, hiddenSize: h)
+        var parameters = try shapes.map { try backend.upload(rng.values($0.count), shape: $0) }
+        parameters.append(try backend.upload(rng.values(h), shape: [h]))  // one tensor the GRU does not have
+        let scan = RecurrentScan(cell: cell, input: try backend.upload(rng.values(t * b * i), shape: [t, b, i]),
+                                 weights: RecurrentWeights(parameters),
+                                 initialHidden: try backend.upload(rng.values(b * h), shape: [b, h]))
+        let forward = RecurrentForward(
+            scan: scan, output: MatrixOperand(try backend.zeros([t, b, h]), leadingDimension: h),
+            finalHidden: try backend.zeros([b, h]),
+            workspace: try RecurrentWorkspace(cell: cell, steps: t, batchSize: b, hiddenSize: h, backend: backend))
+        #expect(throws: RecurError.self) { try backend.recurrentForward(forward) }
+    }
+
     @Test("the CPU backend matches the float64 reference, forward and backward",
           arguments: RecurrentCell.allCases)
     func cpuMatchesReference(cell: RecurrentCell) throws {

@@ -79,6 +79,7 @@ extension CPUBackend {
             dWhh: gradients.recurrent.hostFloats,
             dbih: gradients.inputBias.hostFloats,
             dbhh: gradients.recurrentBias.hostFloats,
+            dExtra: gradients.extra.map(\.hostFloats),
             hiddenStateGradients: request.hiddenStateGradients?.hostFloats,
             recurrentWeights: recurrentWeights,
             inputWeights: inputWeights)
@@ -101,6 +102,8 @@ struct CPURecurrentScan {
     /// W_ih: [G, I], W_hh: [G, H], b_ih: [G], b_hh: [G]
     let wIH: UnsafeMutablePointer<Float>, wHH: UnsafeMutablePointer<Float>
     let bIH: UnsafeMutablePointer<Float>, bHH: UnsafeMutablePointer<Float>
+    /// The cell's own parameters after the four (`RecurrentWeights.extra`), in its order.
+    let extra: [UnsafeMutablePointer<Float>]
     /// b_ih + b_hh: [G]; the n block of a GRU keeps the two apart.
     let biasSum: UnsafeMutablePointer<Float>
     /// h0, c0: [B, H]
@@ -135,6 +138,7 @@ struct CPURecurrentScan {
         wHH = scan.weights.recurrent.hostFloats
         bIH = scan.weights.inputBias.hostFloats
         bHH = scan.weights.recurrentBias.hostFloats
+        extra = scan.weights.extra.map(\.hostFloats)
         h0 = scan.initialHidden.hostFloats
         c0 = scan.initialCell?.hostFloats
         clip = scan.cellClip ?? .infinity
@@ -311,6 +315,8 @@ struct CPURecurrentBackward {
     /// dW_ih: [G, I], dW_hh: [G, H], db_ih, db_hh: [G]; all accumulated.
     let dWih: UnsafeMutablePointer<Float>, dWhh: UnsafeMutablePointer<Float>
     let dbih: UnsafeMutablePointer<Float>, dbhh: UnsafeMutablePointer<Float>
+    /// The gradients of the cell's own parameters (`RecurrentWeights.extra`); accumulated.
+    let dExtra: [UnsafeMutablePointer<Float>]
     /// [T, B, H], optional: receives each step's total dL/dh_t (0 at padded steps).
     let hiddenStateGradients: UnsafeMutablePointer<Float>?
     /// W_hh [G, H], packed.
