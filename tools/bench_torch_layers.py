@@ -15,7 +15,7 @@ import torch
 
 SHAPES = [(32, 400, 32, 32), (32, 100, 128, 128), (64, 50, 256, 256)]  # (B, T, I, H)
 LARGE_SHAPES = [(64, 100, 512, 512), (128, 50, 1024, 1024), (4, 256, 1024, 1024)]  # GPU suite only
-CELLS = {"rnnTanh": lambda i, h: torch.nn.RNN(i, h), "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+CELLS = {"rnn_tanh": lambda i, h: torch.nn.RNN(i, h), "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 
 
 def median_ms(run, warmup, repetitions, synchronize):

@@ -32,8 +32,7 @@ import onnxruntime
 
 ABSOLUTE_TOLERANCE = 1e-5
 RELATIVE_TOLERANCE = 1e-4
-CELLS = ["rnn", "rnn-relu", "lstm", "gru", "gru-reset-before"]
-CELL_NAMES = {"rnn": "rnnTanh", "rnn-relu": "rnnRelu", "lstm": "lstm", "gru": "gru", "gru-reset-before": "gruResetBefore"}
+CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before"]
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -132,7 +131,7 @@ def configurations():
                     options += ["--padding", "post"]
                 if task == "classify3" and cell == "gru":
                     options += ["--no-mask-padding"]
-            if task == "lm" and cell in ("rnn", "gru-reset-before"):
+            if task == "lm" and cell in ("rnn_tanh", "gru_reset_before"):
                 options[options.index("word")] = "character"
             yield f"{cell}-{task}", task.rstrip("23"), options
 
@@ -360,7 +359,7 @@ def check_configuration(recur, folder, name, task, options, rng, snippet):
     summary = f"onnx max error {onnx_error:.2g}"
     pytorch_path = os.path.join(out, "model.pt.safetensors")
     cell = options[options.index("--cell") + 1]
-    if cell == "gru-reset-before":
+    if cell == "gru_reset_before":
         message = run([recur, "export", "--checkpoint", checkpoint, "--format", "pytorch", "--output", pytorch_path],
                       expect_failure=True)
         if "nn.GRU" not in message:

@@ -36,7 +36,7 @@ LAYERS = [
     ["IO", "Data"],  # safetensors and state dictionaries; data sources, readers, examples
     ["Models"],      # model specification, its loss, text generation
     ["Training"],    # trainer, optimizers, schedules, checkpoints, prediction from a checkpoint
-    ["Reference"],   # the plain float64 reference of losses and optimizer steps
+    ["Reference"],   # the plain float64 reference of losses, optimizer steps and the recurrent scan
     ["Diagnostics", "Reporting"],  # self-check, fixture check, benchmarks; charts
 ]
 

@@ -152,6 +152,7 @@ private struct GraphExporter {
         // Every cell Recur has maps onto an ONNX operator; a new cell must say how here.
         switch specification.cell {
         case .rnnTanh, .rnnRelu, .lstm, .gru, .gruResetBefore: break
+        default: throw refuse("cell \(specification.cell) has no ONNX operator")
         }
         if !specification.readsIDs {
             guard specification.inputFeatures == 1 else {
@@ -336,6 +337,8 @@ private struct GraphExporter {
             // PyTorch's GRU (reset after the recurrent product) is ONNX's linear_before_reset = 1.
             operation = "GRU"
             attributes.append(.int("linear_before_reset", spec.cell == .gru ? 1 : 0))
+        default:
+            throw RecurError.invalidArgument(operation: "ONNXExport", detail: "cell \(spec.cell) has no ONNX operator")
         }
         if returnsState {
             let outputs = builder.node(operation, inputs, outputs: ["", builder.fresh(layerName + "_h")],
@@ -355,6 +358,7 @@ private struct GraphExporter {
         case .rnnTanh, .rnnRelu: [0]
         case .lstm: [0, 3, 1, 2]
         case .gru, .gruResetBefore: [1, 0, 2]
+        default: Array(0..<specification.cell.gateCount)  // refused by checkExpressible before
         }
         let blockSize = specification.hiddenSize * rowLength
         return order.flatMap { values[$0 * blockSize ..< ($0 + 1) * blockSize] }

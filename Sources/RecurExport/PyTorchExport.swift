@@ -45,6 +45,9 @@ public enum PyTorchExport {
                 detail: "the model's GRU resets before the recurrent product (gruResetBefore, Keras's "
                     + "reset_after=False), which nn.GRU does not compute (it resets after it, cell gru); "
                     + "export it to ONNX instead (linear_before_reset = 0)")
+        default:
+            throw RecurError.invalidArgument(
+                operation: "PyTorchExport", detail: "cell \(specification.cell) has no PyTorch module")
         }
     }
 }

@@ -18,8 +18,8 @@ struct BenchCommand: ParsableCommand {
 
     @OptionGroup var options: DeviceOptions
 
-    @Option(help: "Cells to time: rnn (tanh), rnn-relu, lstm, gru, gru-reset-before (repeatable).")
-    var cell: [String] = ["rnn", "lstm", "gru"]
+    @Option(help: "Cells to time: \(RecurrentCell.names.joined(separator: ", ")) (repeatable).")
+    var cell: [String] = ["rnn_tanh", "lstm", "gru"]
 
     @Option(help: "Batch size B.") var batch: Int?
     @Option(help: "Time steps T.") var steps: Int?
@@ -132,14 +132,10 @@ struct BenchCommand: ParsableCommand {
     }
 
     static func parseCell(_ name: String) throws -> RecurrentCell {
-        switch name.lowercased() {
-        case "rnn", "rnn-tanh", "rnn_tanh", "simplernn": .rnnTanh
-        case "rnn-relu", "rnn_relu": .rnnRelu
-        case "lstm": .lstm
-        case "gru": .gru
-        case "gru-reset-before", "gru_reset_before": .gruResetBefore
-        default: throw ValidationError("unknown cell '\(name)': rnn, rnn-relu, lstm, gru, gru-reset-before")
+        guard let cell = RecurrentCell(named: name) else {
+            throw ValidationError("unknown cell '\(name)': \(RecurrentCell.names.joined(separator: ", "))")
         }
+        return cell
     }
 
     static let header = padded("measurement", 52) + padded("pass", 18) + padded("median ms", 11)
@@ -168,7 +164,7 @@ struct BenchCommand: ParsableCommand {
         var fields: [(String, String)] = []
         if let c = m.configuration {
             fields += [
-                ("cell", quoted(c.cell.rawValue)), ("B", "\(c.batch)"), ("T", "\(c.steps)"), ("I", "\(c.inputSize)"),
+                ("cell", quoted(c.cell.name)), ("B", "\(c.batch)"), ("T", "\(c.steps)"), ("I", "\(c.inputSize)"),
                 ("H", "\(c.hiddenSize)"), ("layers", "\(c.layers)"), ("bidirectional", "\(c.bidirectional)"),
                 ("recurrent_dropout", "\(c.recurrentDropout)"),
             ]

@@ -37,7 +37,8 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var data: DataOptions
 
     // MARK: Model
-    @Option(help: "Cell: rnn, rnn-relu, lstm, gru, gru-reset-before.") var cell = "lstm"
+    @Option(help: "Cell: \(RecurrentCell.names.joined(separator: ", ")) (also read: rnn, rnn-relu, gru-reset-before).")
+    var cell = "lstm"
     @Option(help: "Embedding width D.") var embedding = 32
     @Option(help: "Hidden units H per direction.") var hidden = 32
     @Option(help: "Stacked recurrent layers.") var layers = 1

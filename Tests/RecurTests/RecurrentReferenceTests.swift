@@ -7,10 +7,10 @@ import Glibc
 import Darwin
 #endif
 
-// An independent check of the forward semantics: every cell written directly from the PyTorch
-// formulas (nn.RNN, nn.LSTM, nn.GRU docs; Cho et al. for the reset-before GRU) in float64, one
-// sequence and one step at a time, with no padding logic at all: a padded sequence is simply run
-// on its valid steps (reversed for the reverse direction). The layer runs in float32, so values
+// An independent check of the forward semantics: the library's float64 reference
+// (`RecurrentReference`, each cell written directly from the PyTorch formulas in its file under
+// `Cells/`), one sequence and one step at a time, with no padding logic at all: a padded sequence
+// is simply run on its valid steps (reversed for the reverse direction). The layer runs in float32, so values
 // agree to ~1e-6; the tolerance is 2e-5 + 1e-4 relative.
 
 @Suite("Recurrent reference")
@@ -61,72 +61,7 @@ struct RecurrentReferenceTests {
 
 private func sigmoid(_ x: Double) -> Double { 1 / (1 + exp(-x)) }
 
-/// One layer-direction's parameters in float64.
-private struct ReferenceWeights {
-    var input: [Double]  // [G, I]
-    var recurrent: [Double]  // [G, H]
-    var inputBias: [Double]  // [G]
-    var recurrentBias: [Double]  // [G]
-}
-
-/// y = W v + b for W [rows, v.count].
-private func affine(_ w: [Double], _ v: [Double], _ b: [Double]) -> [Double] {
-    (0..<b.count).map { row in
-        var total = b[row]
-        for k in 0..<v.count { total += w[row * v.count + k] * v[k] }
-        return total
-    }
-}
-
-/// Runs `cell` over `inputs` (one sequence, in scan order) from (h, c); returns every h_t and the
-/// final (h, c).
-private func referenceScan(_ cell: RecurrentCell, _ inputs: [[Double]], _ w: ReferenceWeights, h h0: [Double],
-                           c c0: [Double], clip: Double?) -> (outputs: [[Double]], h: [Double], c: [Double]) {
-    let n = h0.count
-    var (h, c) = (h0, c0)
-    var outputs: [[Double]] = []
-    for x in inputs {
-        let gx = affine(w.input, x, w.inputBias)  // W_ih x + b_ih
-        let gh = affine(w.recurrent, h, w.recurrentBias)  // W_hh h + b_hh
-        switch cell {
-        case .rnnTanh:
-            h = (0..<n).map { tanh(gx[$0] + gh[$0]) }
-        case .rnnRelu:
-            h = (0..<n).map { max(gx[$0] + gh[$0], 0) }
-        case .lstm:
-            for j in 0..<n {
-                let i = sigmoid(gx[j] + gh[j])
-                let f = sigmoid(gx[n + j] + gh[n + j])
-                let g = tanh(gx[2 * n + j] + gh[2 * n + j])
-                let o = sigmoid(gx[3 * n + j] + gh[3 * n + j])
-                c[j] = f * c[j] + i * g
-                if let clip { c[j] = min(max(c[j], -clip), clip) }
-                h[j] = o * tanh(c[j])
-            }
-        case .gru:
-            h = (0..<n).map { j in
-                let r = sigmoid(gx[j] + gh[j])
-                let z = sigmoid(gx[n + j] + gh[n + j])
-                let candidate = tanh(gx[2 * n + j] + r * gh[2 * n + j])
-                return (1 - z) * candidate + z * h[j]
-            }
-        case .gruResetBefore:
-            let r = (0..<n).map { sigmoid(gx[$0] + gh[$0]) }
-            let z = (0..<n).map { sigmoid(gx[n + $0] + gh[n + $0]) }
-            let resetHidden = (0..<n).map { r[$0] * h[$0] }
-            let newRows = Array(w.recurrent[(2 * n * n)...])  // W_hn [H, H]
-            let candidateRecurrent = affine(newRows, resetHidden, Array(w.recurrentBias[(2 * n)...]))
-            h = (0..<n).map { j in
-                let candidate = tanh(gx[2 * n + j] + candidateRecurrent[j])
-                return (1 - z[j]) * candidate + z[j] * h[j]
-            }
-        }
-        outputs.append(h)
-    }
-    return (outputs, h, c)
-}
-
-/// Two bidirectional layers on a padded batch against `referenceScan` per sequence.
+/// Two bidirectional layers on a padded batch against the library's float64 reference per sequence.
 func recurrentReferenceCheck(cell: RecurrentCell, padding: PaddingSide, cellClip: Float? = nil,
                              backend: any Backend, seed: UInt64,
                              sourceLocation: SourceLocation = #_sourceLocation) throws {
@@ -141,15 +76,16 @@ func recurrentReferenceCheck(cell: RecurrentCell, padding: PaddingSide, cellClip
     let run = try recurrentRun(layer, input: x, inputShape: c.inputShape, lengths: c.lengths, padding: padding,
                                initialHidden: h0, initialCell: c0, stateShape: c.stateShape, training: false)
 
-    var weights: [[ReferenceWeights]] = []  // [layer][direction]
+    var weights: [[RecurrentReferenceWeights]] = []  // [layer][direction]
     for k in 0..<c.layerCount {
         weights.append(try (0..<2).map { d in
             let suffix = "_l\(k)" + (d == 1 ? "_reverse" : "")
             func values(_ name: String) throws -> [Double] {
                 try backend.download(layer.parameter(named: name + suffix)!.value).map(Double.init)
             }
-            return ReferenceWeights(input: try values("weight_ih"), recurrent: try values("weight_hh"),
-                                    inputBias: try values("bias_ih"), recurrentBias: try values("bias_hh"))
+            return RecurrentReferenceWeights(
+                input: try values("weight_ih"), recurrent: try values("weight_hh"), inputBias: try values("bias_ih"),
+                recurrentBias: try values("bias_hh"))
         })
     }
 
@@ -168,13 +104,17 @@ func recurrentReferenceCheck(cell: RecurrentCell, padding: PaddingSide, cellClip
                 let state = (0..<h).map { Double(h0[(index * b + sequence) * h + $0]) }
                 let cellState = (0..<h).map { Double(c0?[(index * b + sequence) * h + $0] ?? 0) }
                 let inputs = d == 0 ? layerInput : Array(layerInput.reversed())
-                let result = referenceScan(cell, inputs, weights[k][d], h: state, c: cellState,
-                                           clip: cellClip.map(Double.init))
+                let result = RecurrentReference.forward(
+                    cell: cell, inputs: inputs, weights: weights[k][d],
+                    initialState: RecurrentReferenceState(hidden: state, cell: cell.hasCellState ? cellState : []),
+                    cellClip: cellClip.map(Double.init))
                 let outputs = d == 0 ? result.outputs : Array(result.outputs.reversed())
                 for step in 0..<length { layerOutput[step] += outputs[step] }
                 for j in 0..<h {
-                    expectedHidden[(index * b + sequence) * h + j] = Float(result.h[j])
-                    expectedCell[(index * b + sequence) * h + j] = Float(result.c[j])
+                    expectedHidden[(index * b + sequence) * h + j] = Float(result.finalState.hidden[j])
+                    if cell.hasCellState {
+                        expectedCell[(index * b + sequence) * h + j] = Float(result.finalState.cell[j])
+                    }
                 }
             }
             layerInput = layerOutput

@@ -5,45 +5,7 @@
 // Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H
 // (gates: 1 for the simple RNNs, 4 for LSTM, 3 for GRU). Sequences are time-major: row (t, b) of
 // a `[T, B, F]` tensor is row t * B + b of the matrix `[T * B, F]`.
-
-/// The cell a recurrent op runs. Weights and gate order follow PyTorch.
-///
-/// With x = x_t, h̃ = h_{t-1} ⊙ m (m the recurrent dropout mask, or 1), h = h_{t-1}:
-/// - `rnnTanh`, `rnnRelu`: h_t = act(W_ih x + b_ih + W_hh h̃ + b_hh).
-/// - `lstm` (gates i, f, g, o):
-///   i = σ(W_ii x + b_ii + W_hi h̃ + b_hi), f = σ(…f…), g = tanh(…g…), o = σ(…o…),
-///   c_t = clip(f ⊙ c_{t-1} + i ⊙ g), h_t = o ⊙ tanh(c_t).
-/// - `gru` (gates r, z, n; reset applied after the recurrent matmul, PyTorch/cuDNN, Keras
-///   `reset_after=True`):
-///   r = σ(W_ir x + b_ir + W_hr h̃ + b_hr), z = σ(…z…),
-///   n = tanh(W_in x + b_in + r ⊙ (W_hn h̃ + b_hn)), h_t = (1 - z) ⊙ n + z ⊙ h.
-/// - `gruResetBefore` (Cho et al. 2014, Keras `reset_after=False`): as `gru` but
-///   n = tanh(W_in x + b_in + W_hn (r ⊙ h̃) + b_hn).
-///
-/// The blend z ⊙ h uses the state without dropout: recurrent dropout only touches what
-/// multiplies W_hh (Gal & Ghahramani 2016, Keras `recurrent_dropout`).
-public enum RecurrentCell: String, Sendable, CaseIterable, Codable {
-    case rnnTanh
-    case rnnRelu
-    case lstm
-    case gru
-    case gruResetBefore
-
-    /// Gate blocks stacked in the weight rows: G = gateCount * H.
-    public var gateCount: Int {
-        switch self {
-        case .rnnTanh, .rnnRelu: 1
-        case .lstm: 4
-        case .gru, .gruResetBefore: 3
-        }
-    }
-
-    /// Whether the cell carries a cell state c next to h.
-    public var hasCellState: Bool { self == .lstm }
-
-    /// Whether the cell is one of the GRU variants.
-    public var isGRU: Bool { self == .gru || self == .gruResetBefore }
-}
+// The cells themselves (`RecurrentCell`, their equations and steps) are in `Cells/`.
 
 /// Where the padding of a shorter sequence sits in a `[T, B, F]` batch.
 /// `post`: the valid steps are t < length. `pre`: the valid steps are t >= T - length.
@@ -52,8 +14,9 @@ public enum PaddingSide: String, Sendable, CaseIterable, Codable {
     case post
 }
 
-/// The four parameter tensors of one layer-direction, laid out as PyTorch's.
-/// Also used for their gradients, which have the same shapes.
+/// The parameter tensors of one layer-direction, laid out as PyTorch's, in the order of the
+/// cell's `RecurrentCell.parameters`: the four every cell has, which every backend reads, then
+/// the cell's own (`extra`). Also used for their gradients, which have the same shapes.
 public struct RecurrentWeights: Sendable {
     /// `weight_ih`: `[G, I]`, gate blocks stacked along rows in the cell's gate order.
     public var input: Tensor
@@ -63,12 +26,40 @@ public struct RecurrentWeights: Sendable {
     public var inputBias: Tensor
     /// `bias_hh`: `[G]`.
     public var recurrentBias: Tensor
+    /// The cell's parameters after the first four, in its `RecurrentCell.parameters` order.
+    public var extra: [Tensor]
 
-    public init(input: Tensor, recurrent: Tensor, inputBias: Tensor, recurrentBias: Tensor) {
+    /// The weights of one layer-direction.
+    ///
+    /// - Parameters:
+    ///   - input: `weight_ih`, `[G, I]`.
+    ///   - recurrent: `weight_hh`, `[G, H]`.
+    ///   - inputBias: `bias_ih`, `[G]`.
+    ///   - recurrentBias: `bias_hh`, `[G]`.
+    ///   - extra: the cell's further parameters, in its order; none for the built-in cells.
+    public init(input: Tensor, recurrent: Tensor, inputBias: Tensor, recurrentBias: Tensor, extra: [Tensor] = []) {
         self.input = input
         self.recurrent = recurrent
         self.inputBias = inputBias
         self.recurrentBias = recurrentBias
+        self.extra = extra
+    }
+
+    /// The weights from every tensor in the cell's parameter order.
+    ///
+    /// - Parameter tensors: at least the four standard tensors, then the cell's own.
+    public init(_ tensors: [Tensor]) {
+        precondition(tensors.count >= 4, "RecurrentWeights needs weight_ih, weight_hh, bias_ih and bias_hh")
+        self.init(input: tensors[0], recurrent: tensors[1], inputBias: tensors[2], recurrentBias: tensors[3],
+                  extra: Array(tensors.dropFirst(4)))
+    }
+
+    /// Every tensor, in the cell's parameter order.
+    public var all: [Tensor] { [input, recurrent, inputBias, recurrentBias] + extra }
+
+    /// The name of tensor `index` of `all` in messages: the property that holds it.
+    static func fieldName(_ index: Int) -> String {
+        index < 4 ? ["input", "recurrent", "inputBias", "recurrentBias"][index] : "extra[\(index - 4)]"
     }
 }
 
@@ -135,9 +126,10 @@ public struct RecurrentWorkspace: Sendable {
     public var recurrentInput: Tensor
     /// `[T, B, H]`, LSTM only: c_t after the clip (the state the step leaves behind).
     public var cellStates: Tensor?
-    /// `[T, B, H]`, GRU only: h_t (without dropout), the state the step leaves behind.
+    /// `[T, B, H]`, for cells that keep step states (the GRUs): h_t (without dropout), the state
+    /// the step leaves behind.
     public var hiddenStates: Tensor?
-    /// `[T, B, H]`, GRU only: the recurrent part of the candidate n.
+    /// `[T, B, H]`, for cells that keep step states: the recurrent part of the candidate n.
     /// `gru`: W_hn h̃_{t-1} + b_hn. `gruResetBefore`: r_t ⊙ h̃_{t-1} (the operand of W_hn).
     public var candidateRecurrent: Tensor?
 
@@ -158,8 +150,8 @@ public struct RecurrentWorkspace: Sendable {
             gates: try backend.uninitialized([t, b, cell.gateCount * h]),
             recurrentInput: try backend.uninitialized([t, b, h]),
             cellStates: cell.hasCellState ? try backend.uninitialized([t, b, h]) : nil,
-            hiddenStates: cell.isGRU ? try backend.uninitialized([t, b, h]) : nil,
-            candidateRecurrent: cell.isGRU ? try backend.uninitialized([t, b, h]) : nil)
+            hiddenStates: cell.keepsStepStates ? try backend.uninitialized([t, b, h]) : nil,
+            candidateRecurrent: cell.keepsStepStates ? try backend.uninitialized([t, b, h]) : nil)
     }
 
     /// The workspaces of a bidirectional pair, whose gate and h̃ buffers (the operands of the
@@ -176,8 +168,8 @@ public struct RecurrentWorkspace: Sendable {
             RecurrentWorkspace(
                 gates: gates[d], recurrentInput: recurrentInput[d],
                 cellStates: cell.hasCellState ? try backend.uninitialized([t, b, h]) : nil,
-                hiddenStates: cell.isGRU ? try backend.uninitialized([t, b, h]) : nil,
-                candidateRecurrent: cell.isGRU ? try backend.uninitialized([t, b, h]) : nil)
+                hiddenStates: cell.keepsStepStates ? try backend.uninitialized([t, b, h]) : nil,
+                candidateRecurrent: cell.keepsStepStates ? try backend.uninitialized([t, b, h]) : nil)
         }
     }
 }
@@ -372,7 +364,7 @@ extension Backend {
                                  [size.steps, size.batch, size.input])
         try checkState(operation, "initialHiddenGradient", request.initialHiddenGradient, size)
         try checkCellOperand(operation, "initialCellGradient", request.initialCellGradient, scan.cell, size)
-        try checkRecurrentWeights(operation, "weightGradients", request.weightGradients, size)
+        try checkRecurrentWeights(operation, "weightGradients", request.weightGradients, scan.cell, size)
         if let recorded = request.hiddenStateGradients {
             try checkOperands(operation, [recorded])
             try RecurrentCheck.shape(operation, "hiddenStateGradients", recorded,
@@ -426,7 +418,7 @@ extension Backend {
         let hidden = recurrent.shape[1]
         let size = RecurrentDimensions(steps: x.shape[0], batch: x.shape[1], input: x.shape[2], hidden: hidden,
                                        gates: scan.cell.gateCount * hidden)
-        try checkRecurrentWeights(operation, "weights", scan.weights, size)
+        try checkRecurrentWeights(operation, "weights", scan.weights, scan.cell, size)
         try checkState(operation, "initialHidden", scan.initialHidden, size)
         try checkCellOperand(operation, "initialCell", scan.initialCell, scan.cell, size)
         if let lengths = scan.lengths {
@@ -504,14 +496,19 @@ extension Backend {
         }
     }
 
+    /// The tensors the cell's parameter list names, with its shapes.
     private func checkRecurrentWeights(_ operation: String, _ name: String, _ weights: RecurrentWeights,
-                                       _ size: RecurrentDimensions) throws {
-        let tensors = [weights.input, weights.recurrent, weights.inputBias, weights.recurrentBias]
-        try checkOperands(operation, tensors)
-        try RecurrentCheck.shape(operation, "\(name).input", weights.input, [size.gates, size.input])
-        try RecurrentCheck.shape(operation, "\(name).recurrent", weights.recurrent, [size.gates, size.hidden])
-        try RecurrentCheck.shape(operation, "\(name).inputBias", weights.inputBias, [size.gates])
-        try RecurrentCheck.shape(operation, "\(name).recurrentBias", weights.recurrentBias, [size.gates])
+                                       _ cell: RecurrentCell, _ size: RecurrentDimensions) throws {
+        let shapes = cell.parameterShapes(inputSize: size.input, hiddenSize: size.hidden)
+        guard weights.all.count == shapes.count else {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "\(name) holds \(weights.all.count) tensors, \(cell) has \(shapes.count) parameters")
+        }
+        try checkOperands(operation, weights.all)
+        for (index, (tensor, shape)) in zip(weights.all, shapes).enumerated() {
+            try RecurrentCheck.shape(operation, "\(name).\(RecurrentWeights.fieldName(index))", tensor, shape)
+        }
     }
 
     private func checkRecurrentWorkspace(_ operation: String, _ cell: RecurrentCell, _ workspace: RecurrentWorkspace,
@@ -522,8 +519,8 @@ extension Backend {
         try RecurrentCheck.shape(operation, "workspace.recurrentInput", workspace.recurrentInput, sequence)
         let optional: [(String, Tensor?, Bool)] = [
             ("workspace.cellStates", workspace.cellStates, cell.hasCellState),
-            ("workspace.hiddenStates", workspace.hiddenStates, cell.isGRU),
-            ("workspace.candidateRecurrent", workspace.candidateRecurrent, cell.isGRU),
+            ("workspace.hiddenStates", workspace.hiddenStates, cell.keepsStepStates),
+            ("workspace.candidateRecurrent", workspace.candidateRecurrent, cell.keepsStepStates),
         ]
         for (name, tensor, needed) in optional {
             switch (tensor, needed) {
@@ -617,9 +614,8 @@ struct RecurrentPairOperand {
     }
 
     static func of(_ weights: RecurrentWeights, prefix: String, writes: Bool) -> [RecurrentPairOperand] {
-        [("input", weights.input), ("recurrent", weights.recurrent), ("inputBias", weights.inputBias),
-         ("recurrentBias", weights.recurrentBias)].map {
-            RecurrentPairOperand(name: "\(prefix).\($0.0)", tensor: $0.1, writes: writes)
+        weights.all.enumerated().map { index, tensor in
+            RecurrentPairOperand(name: "\(prefix).\(RecurrentWeights.fieldName(index))", tensor: tensor, writes: writes)
         }
     }
 

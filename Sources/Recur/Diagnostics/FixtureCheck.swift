@@ -60,8 +60,8 @@ public enum FixtureCheck {
         } else if initialCell != nil {
             throw RecurError.malformed(source: path, detail: "c0 without h0")
         }
-        if configuration.cell == .lstm, initialHidden != nil, initialCell == nil {
-            throw RecurError.malformed(source: path, detail: "an lstm fixture with h0 needs c0")
+        if configuration.cell.hasCellState, initialHidden != nil, initialCell == nil {
+            throw RecurError.malformed(source: path, detail: "an \(configuration.cell) fixture with h0 needs c0")
         }
 
         var results: [Comparison] = []
@@ -131,14 +131,13 @@ public enum FixtureCheck {
                 default: throw RecurError.malformed(source: file.source, detail: "metadata '\(key)' must be true or false, got '\(text)'")
                 }
             }
-            switch try entry("cell") {
-            case "lstm": cell = .lstm
-            case "gru": cell = .gru
-            case "rnn_tanh": cell = .rnnTanh
-            case "rnn_relu": cell = .rnnRelu
-            case let other:
-                throw RecurError.malformed(source: file.source, detail: "unknown cell '\(other)' (lstm, gru, rnn_tanh, rnn_relu)")
+            let name = try entry("cell")
+            guard let named = RecurrentCell(named: name) else {
+                throw RecurError.malformed(
+                    source: file.source,
+                    detail: "unknown cell '\(name)' (\(RecurrentCell.names.joined(separator: ", ")))")
             }
+            cell = named
             inputSize = try positive("input_size")
             hiddenSize = try positive("hidden_size")
             layerCount = try positive("num_layers")
@@ -193,10 +192,10 @@ public enum FixtureCheck {
             for k in 0..<layerCount {
                 let layerInput = k == 0 ? inputSize : MemoryEstimate.product(d, h)
                 for suffix in bidirectional ? ["", "_reverse"] : [""] {
-                    for (name, shape) in [("weight_ih", [g, layerInput]), ("weight_hh", [g, h]), ("bias_ih", [g]),
-                                          ("bias_hh", [g])] as [(String, Shape)] {
-                        expected["\(name)_l\(k)\(suffix)"] = shape
-                        expected["grad.\(name)_l\(k)\(suffix)"] = shape
+                    for parameter in cell.parameters {
+                        let shape = parameter.shape(gates: g, inputSize: layerInput, hiddenSize: h)
+                        expected["\(parameter.name)_l\(k)\(suffix)"] = shape
+                        expected["grad.\(parameter.name)_l\(k)\(suffix)"] = shape
                     }
                 }
             }

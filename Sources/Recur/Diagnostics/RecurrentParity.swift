@@ -56,7 +56,7 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
             parts.append("reverse")
         }
         if recurrentDropout { parts.append("mask") }
-        if cell == .lstm, let cellClip { parts.append("clip \(cellClip)") }
+        if cell.hasCellState, let cellClip { parts.append("clip \(cellClip)") }
         if stridedOutput && !bidirectional { parts.append("strided") }
         if accumulateInputGradient { parts.append("accumulate dx") }
         if !outputGradient { parts.append("no dy") }
@@ -128,8 +128,8 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
                 gates: try perDirection("gates", direction, [t, b, g]),
                 recurrentInput: try perDirection("recurrentInput", direction, [t, b, h]),
                 cellStates: cell.hasCellState ? try tensor([t, b, h]) : nil,
-                hiddenStates: cell.isGRU ? try tensor([t, b, h]) : nil,
-                candidateRecurrent: cell.isGRU ? try tensor([t, b, h]) : nil)
+                hiddenStates: cell.keepsStepStates ? try tensor([t, b, h]) : nil,
+                candidateRecurrent: cell.keepsStepStates ? try tensor([t, b, h]) : nil)
             forwards.append(RecurrentForward(
                 scan: scan, output: MatrixOperand(output, offset: offset, leadingDimension: width),
                 finalHidden: try tensor([b, h]), finalCell: cell.hasCellState ? try tensor([b, h]) : nil,

@@ -125,15 +125,20 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
         let d = bidirectional ? 2 : 1
         let g = product(cell.gateCount, h)
         let tb = product(t, b)
-        // Per layer-direction, with input width `x`: W_ih [G, x], W_hh [G, H], two biases [G].
-        func layerParameters(_ x: Int) -> Int { sum(product(g, x), product(g, h), product(2, g)) }
+        // Per layer-direction, with input width `x`: the cell's parameters (W_ih [G, x], W_hh [G, H],
+        // two biases [G], and any of its own), counted without overflow.
+        func layerParameters(_ x: Int) -> Int {
+            cell.parameters.reduce(0) { total, parameter in
+                sum(total, parameter.shape(gates: g, inputSize: x, hiddenSize: h).dimensions.reduce(1) { product($0, $1) })
+            }
+        }
         // The first layer reads I; the L - 1 above it read D * H: a closed form, not a loop over L.
         let upper = product(d, h)
         let parameterCount = product(d, sum(layerParameters(i), product(max(l - 1, 0), layerParameters(upper))))
 
         // Forward, per layer-direction: gates [T, B, G], h̃ [T, B, H], c_t (LSTM) or h_t and the
         // candidate's recurrent part (GRU) [T, B, H]; per layer the output [T, B, D H].
-        let stateBuffers = 1 + (cell.hasCellState ? 1 : 0) + (cell.isGRU ? 2 : 0)
+        let stateBuffers = 1 + (cell.hasCellState ? 1 : 0) + (cell.keepsStepStates ? 2 : 0)
         let perDirection = sum(product(tb, g), product(stateBuffers, tb, h))
         var perLayer = sum(product(d, perDirection), product(tb, upper))
         if layerDropout, pass == .training { perLayer = sum(perLayer, product(2, tb, upper)) }  // mask, masked copy
@@ -146,9 +151,9 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
         var workspace = 0
         if pass == .training {
             // The widest layer's backward: dL/dx [T, B, max(I, D H)] while the layer above's
-            // gradient [T, B, D H] is alive, and dG [T * B, G] per direction (the reset-after
-            // GRU's dGh a second one).
-            let gateGradients = product(d, cell == .gru ? 2 : 1, tb, g)
+            // gradient [T, B, D H] is alive, and dG [T * B, G] per direction (a second one, dGh,
+            // for a cell whose recurrent side sees other gate gradients).
+            let gateGradients = product(d, cell.hasSeparateRecurrentGateGradients ? 2 : 1, tb, g)
             workspace = sum(product(tb, max(i, upper)), product(tb, upper), gateGradients,
                             product(cell.hasCellState ? 2 : 1, l, d, b, h))  // dh0 (and dc0)
             if recordsGradientFlow { workspace = sum(workspace, product(l, d, tb, h)) }

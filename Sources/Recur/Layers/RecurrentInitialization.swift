@@ -18,34 +18,37 @@ public enum RecurrentInitialization: String, Sendable, CaseIterable, Codable {
 }
 
 enum RecurrentInitializer {
-    /// The four tensors of one layer-direction as host arrays, in PyTorch's layout.
+    /// Every parameter of one layer-direction as host arrays, in the cell's parameter order and
+    /// PyTorch's layout, each drawn by its role (`RecurrentParameter.Role`).
     static func weights(_ initialization: RecurrentInitialization, cell: RecurrentCell, inputSize: Int,
-                        hiddenSize: Int, using random: inout SeededRandom)
-        -> (input: [Float], recurrent: [Float], inputBias: [Float], recurrentBias: [Float])
-    {
+                        hiddenSize: Int, using random: inout SeededRandom) -> [[Float]] {
         let (i, h) = (inputSize, hiddenSize)
         let g = cell.gateCount * h
-        switch initialization {
-        case .pytorch:
-            let bound = 1 / Double(h).squareRoot()
-            let input = (0..<(g * i)).map { _ in random.uniform(bound: bound) }  // [G, I]
-            let recurrent = (0..<(g * h)).map { _ in random.uniform(bound: bound) }  // [G, H]
-            let inputBias = (0..<g).map { _ in random.uniform(bound: bound) }  // [G]
-            let recurrentBias = (0..<g).map { _ in random.uniform(bound: bound) }  // [G]
-            return (input, recurrent, inputBias, recurrentBias)
-        case .keras:
-            let limit = (6 / Double(i + g)).squareRoot()
-            let input = (0..<(g * i)).map { _ in random.uniform(bound: limit) }  // [G, I]
-            var recurrent: [Float] = []  // [G, H]: gate blocks [H, H] stacked along rows
-            recurrent.reserveCapacity(g * h)
-            for _ in 0..<cell.gateCount {
-                recurrent += orthogonal(size: h, using: &random).map(Float.init)
+        return cell.parameters.map { parameter in
+            let count = parameter.shape(gateCount: cell.gateCount, inputSize: i, hiddenSize: h).count
+            switch initialization {
+            case .pytorch:
+                let bound = 1 / Double(h).squareRoot()
+                return (0..<count).map { _ in random.uniform(bound: bound) }
+            case .keras:
+                switch parameter.role {
+                case .inputWeights:
+                    let limit = (6 / Double(i + g)).squareRoot()
+                    return (0..<count).map { _ in random.uniform(bound: limit) }
+                case .recurrentWeights:
+                    // Gate blocks [H, H] stacked along rows.
+                    var recurrent: [Float] = []
+                    recurrent.reserveCapacity(count)
+                    for _ in 0..<cell.gateCount {
+                        recurrent += orthogonal(size: h, using: &random).map(Float.init)
+                    }
+                    return recurrent
+                case .inputBias:
+                    return cell.kerasGateBiases.flatMap { Array(repeating: $0, count: h) }
+                case .bias:
+                    return [Float](repeating: 0, count: count)
+                }
             }
-            var inputBias = [Float](repeating: 0, count: g)  // [G]
-            if cell == .lstm {
-                for j in h..<(2 * h) { inputBias[j] = 1 }  // gate order i, f, g, o: f is block 1
-            }
-            return (input, recurrent, inputBias, [Float](repeating: 0, count: g))
         }
     }
 

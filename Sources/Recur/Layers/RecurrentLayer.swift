@@ -153,7 +153,8 @@ public final class RecurrentLayer {
         }
         if let cellClip {
             guard cell.hasCellState else {
-                throw RecurError.invalidArgument(operation: operation, detail: "cellClip is only for lstm, not \(cell)")
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "cellClip is only for cells with a cell state (lstm), not \(cell)")
             }
             guard cellClip > 0, cellClip.isFinite else {
                 throw RecurError.invalidArgument(
@@ -180,7 +181,7 @@ public final class RecurrentLayer {
         dropoutRandom = SeededRandom(seed: Self.dropoutSeed(seed))
 
         var random = SeededRandom(seed: seed)
-        let (g, h) = (cell.gateCount * hiddenSize, hiddenSize)
+        let h = hiddenSize
         let directions = directionCount
         // One tensor per direction; a pair in one allocation, so that a device can batch the two
         // directions' GEMMs (see `Backend.tensorsInOneAllocation`).
@@ -201,20 +202,12 @@ public final class RecurrentLayer {
                 RecurrentInitializer.weights(initialization, cell: cell, inputSize: layerInput, hiddenSize: h,
                                              using: &random)
             }
-            let input = try perDirection([g, layerInput], values.map(\.input))
-            let recurrent = try perDirection([g, h], values.map(\.recurrent))
-            let inputBias = try perDirection([g], values.map(\.inputBias))
-            let recurrentBias = try perDirection([g], values.map(\.recurrentBias))
-            let (inputGradient, recurrentGradient) = (try perDirection([g, layerInput]), try perDirection([g, h]))
-            let (inputBiasGradient, recurrentBiasGradient) = (try perDirection([g]), try perDirection([g]))
-            weights.append((0..<directions).map { d in
-                RecurrentWeights(input: input[d], recurrent: recurrent[d], inputBias: inputBias[d],
-                                 recurrentBias: recurrentBias[d])
-            })
-            gradients.append((0..<directions).map { d in
-                RecurrentWeights(input: inputGradient[d], recurrent: recurrentGradient[d],
-                                 inputBias: inputBiasGradient[d], recurrentBias: recurrentBiasGradient[d])
-            })
+            let shapes = cell.parameterShapes(inputSize: layerInput, hiddenSize: h)
+            // [parameter][direction]
+            let parameterValues = try shapes.indices.map { p in try perDirection(shapes[p], values.map { $0[p] }) }
+            let parameterGradients = try shapes.map { try perDirection($0) }
+            weights.append((0..<directions).map { d in RecurrentWeights(parameterValues.map { $0[d] }) })
+            gradients.append((0..<directions).map { d in RecurrentWeights(parameterGradients.map { $0[d] }) })
             names.append((0..<directions).map { d in "_l\(k)" + (d == 1 ? "_reverse" : "") })
         }
     }
@@ -222,19 +215,15 @@ public final class RecurrentLayer {
     // MARK: Parameters
 
     /// Every parameter with its gradient, in PyTorch's order: for each layer, for each direction,
-    /// `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`.
+    /// the cell's parameters (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`, then any of its own).
     public var parameters: [NamedParameter] {
         var list: [NamedParameter] = []
         for k in 0..<layerCount {
             for d in 0..<directionCount {
-                let (value, gradient, suffix) = (weights[k][d], gradients[k][d], names[k][d])
-                list += [
-                    NamedParameter(name: "weight_ih" + suffix, value: value.input, gradient: gradient.input),
-                    NamedParameter(name: "weight_hh" + suffix, value: value.recurrent, gradient: gradient.recurrent),
-                    NamedParameter(name: "bias_ih" + suffix, value: value.inputBias, gradient: gradient.inputBias),
-                    NamedParameter(name: "bias_hh" + suffix, value: value.recurrentBias,
-                                   gradient: gradient.recurrentBias),
-                ]
+                let (values, gradients, suffix) = (weights[k][d].all, gradients[k][d].all, names[k][d])
+                for (p, parameter) in cell.parameters.enumerated() {
+                    list.append(NamedParameter(name: parameter.name + suffix, value: values[p], gradient: gradients[p]))
+                }
             }
         }
         return list

@@ -163,12 +163,11 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
     /// The number of float32 parameters the model holds (computed from the sizes, no allocation).
     public var parameterCount: Int {
         let directions = bidirectional ? 2 : 1
-        let gates = cell.gateCount * hiddenSize
         var count = 0
         if readsIDs { count += (vocabularySize ?? 0) * (embeddingSize ?? 0) }
         var input = readsIDs ? (embeddingSize ?? 0) : (inputFeatures ?? 0)
         for _ in 0..<layerCount {
-            count += directions * (gates * input + gates * hiddenSize + 2 * gates)
+            count += directions * cell.parameterCount(inputSize: input, hiddenSize: hiddenSize)
             input = directions * hiddenSize
         }
         return count + input * outputSize + outputSize

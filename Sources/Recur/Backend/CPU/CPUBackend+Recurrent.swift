@@ -1,15 +1,19 @@
 import Dispatch
 
-// The reference recurrent ops: one layer, one direction, the whole sequence per call.
+// The fast CPU recurrent ops: one layer, one direction, the whole sequence per call. This file is
+// the one scan skeleton every cell shares; each cell's fused steps (`CPURecurrentSteps`) live in
+// its file under `Cells/`, next to its plain float64 reference, which this code is tested against.
 //
 // Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H.
 // Sequences are time-major, so row (t, b) of a `[T, B, F]` buffer is row t * B + b of `[T * B, F]`.
 //
 // Factoring (cell → layer): each cell has a forward step and a backward step, a fused pointwise
-// pass over one time step's `[B, H]` units; `forward()` and `backward()` scan time around them with
-// one recurrent GEMM per step, and hoist everything that does not depend on the recurrence out of
-// the loop as GEMMs over all T * B rows: the input projection before the forward scan, the weight
+// pass over one time step's `[B, H]` units; the scans below run time around them with one
+// recurrent GEMM per step, and hoist everything that does not depend on the recurrence out of the
+// loop as GEMMs over all T * B rows: the input projection before the forward scan, the weight
 // gradients and dL/dx after the backward scan. Nothing is allocated inside the time loops.
+// The scans are generic over the cell's steps, so the compiler specialises one copy per cell and
+// the per-element code is what a hand-written loop per cell would be.
 // The stack (layers, directions, dropout between layers) lives in `RecurrentLayer`.
 
 extension CPUBackend {
@@ -22,7 +26,7 @@ extension CPUBackend {
         // W_ihᵀ [I, G] packed for the input projection of all steps.
         let (inputWeights, packedInput) = try packTransposed(scan.wIH, rows: size.gates, columns: size.input)
         // The reset-before GRU's W_hnᵀ [H, H] (rows 2H ..< 3H of W_hh), for its second product per step.
-        let (candidateWeights, packedCandidate) = request.scan.cell == .gruResetBefore
+        let (candidateWeights, packedCandidate) = request.scan.cell.cpu.multipliesCandidateBlockSeparately
             ? try packTransposed(scan.wHH + 2 * size.hidden * size.hidden, rows: size.hidden, columns: size.hidden)
             : (recurrentWeights, packed)
         let pass = CPURecurrentForward(
@@ -37,7 +41,9 @@ extension CPUBackend {
             inputWeights: inputWeights,
             candidateWeights: candidateWeights)
         // The pass holds raw pointers: keep the scratch tensors alive until it is done.
-        withExtendedLifetime([stepProducts, packed, packedInput, packedCandidate]) { withSubnormalsFlushed { pass.run() } }
+        withExtendedLifetime([stepProducts, packed, packedInput, packedCandidate]) {
+            withSubnormalsFlushed { pass.run(request.scan.cell.cpu) }
+        }
     }
 
     public func recurrentBackward(_ request: RecurrentBackward) throws {
@@ -46,8 +52,8 @@ extension CPUBackend {
         let rows = size.steps * size.batch
         // Every row is written by its step, a padded one with zeros, before the GEMMs read it.
         let gateGradients = try uninitialized([rows, size.gates], dtype: .float32)  // [T * B, G]
-        // Only the reset-after GRU differs on the recurrent side (its n block is scaled by r).
-        let recurrentGateGradients = request.scan.cell == .gru
+        // Only a cell whose recurrent side sees other gate gradients needs a second buffer.
+        let recurrentGateGradients = request.scan.cell.hasSeparateRecurrentGateGradients
             ? try uninitialized([rows, size.gates], dtype: .float32) : gateGradients
         let dhTilde = try zeros([size.batch, size.hidden])  // [B, H]
         let dq = try zeros([size.batch, size.hidden])  // [B, H]
@@ -73,12 +79,13 @@ extension CPUBackend {
             dWhh: gradients.recurrent.hostFloats,
             dbih: gradients.inputBias.hostFloats,
             dbhh: gradients.recurrentBias.hostFloats,
+            dExtra: gradients.extra.map(\.hostFloats),
             hiddenStateGradients: request.hiddenStateGradients?.hostFloats,
             recurrentWeights: recurrentWeights,
             inputWeights: inputWeights)
         withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, packed, packedInput]) {
             withSubnormalsFlushed {
-                pass.run(finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
+                pass.run(request.scan.cell.cpu, finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
                          finalCellGradient: request.finalCellGradient?.hostFloats)
             }
         }
@@ -86,7 +93,7 @@ extension CPUBackend {
 }
 
 /// The read-only side of a validated scan as host pointers, plus each sequence's valid range.
-private struct CPURecurrentScan {
+struct CPURecurrentScan {
     let cell: RecurrentCell
     let steps: Int, batch: Int, input: Int, hidden: Int, gates: Int
     let reverse: Bool
@@ -95,6 +102,8 @@ private struct CPURecurrentScan {
     /// W_ih: [G, I], W_hh: [G, H], b_ih: [G], b_hh: [G]
     let wIH: UnsafeMutablePointer<Float>, wHH: UnsafeMutablePointer<Float>
     let bIH: UnsafeMutablePointer<Float>, bHH: UnsafeMutablePointer<Float>
+    /// The cell's own parameters after the four (`RecurrentWeights.extra`), in its order.
+    let extra: [UnsafeMutablePointer<Float>]
     /// b_ih + b_hh: [G]; the n block of a GRU keeps the two apart.
     let biasSum: UnsafeMutablePointer<Float>
     /// h0, c0: [B, H]
@@ -129,6 +138,7 @@ private struct CPURecurrentScan {
         wHH = scan.weights.recurrent.hostFloats
         bIH = scan.weights.inputBias.hostFloats
         bHH = scan.weights.recurrentBias.hostFloats
+        extra = scan.weights.extra.map(\.hostFloats)
         h0 = scan.initialHidden.hostFloats
         c0 = scan.initialCell?.hostFloats
         clip = scan.cellClip ?? .infinity
@@ -158,7 +168,7 @@ private struct CPURecurrentScan {
 }
 
 /// Host pointers into a validated `RecurrentWorkspace`.
-private struct CPURecurrentWorkspace {
+struct CPURecurrentWorkspace {
     /// [T, B, G]
     let gates: UnsafeMutablePointer<Float>
     /// [T, B, H]
@@ -180,7 +190,7 @@ private struct CPURecurrentWorkspace {
 // MARK: Forward
 
 /// One forward scan. The running state lives in the caller's h_n / c_n buffers.
-private struct CPURecurrentForward {
+struct CPURecurrentForward {
     let scan: CPURecurrentScan
     let workspace: CPURecurrentWorkspace
     /// Row (t, b) of the output view starts at output + (t * B + b) * outputStride.
@@ -195,10 +205,10 @@ private struct CPURecurrentForward {
     let recurrentWeights: CPUPackedOperand
     /// W_ihᵀ [I, G], packed.
     let inputWeights: CPUPackedOperand
-    /// W_hnᵀ [H, H], packed: the reset-before GRU's candidate block (else unused).
+    /// W_hnᵀ [H, H], packed, for a cell that multiplies its candidate block separately (else unused).
     let candidateWeights: CPUPackedOperand
 
-    func run() {
+    func run<Cell: CPURecurrentSteps>(_ cell: Cell.Type) {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
         // Input projections of every step at once: gates[T * B, G] = x[T * B, I] · W_ihᵀ, the
         // T * B rows split across the cores. The step passes add the biases and the recurrent part,
@@ -218,43 +228,33 @@ private struct CPURecurrentForward {
 
         // Sequences are independent: each part of the batch runs the whole scan on its own rows.
         forEachBatchPart(scan) { rows in
-            withSubnormalsFlushed { scanRows(rows) }
+            withSubnormalsFlushed { scanRows(rows, cell) }
         }
     }
 
     /// The time loop over batch rows `rows`, which reads and writes only those rows of every buffer.
-    private func scanRows(_ rows: Range<Int>) {
-        let (t, b, h, g) = (scan.steps, scan.batch, scan.hidden, scan.gates)
-        let (first, count) = (rows.lowerBound, rows.count)
-        let products = stepProducts + first * g  // [rows, G]
+    private func scanRows<Cell: CPURecurrentSteps>(_ rows: Range<Int>, _ cell: Cell.Type) {
+        let t = scan.steps
         for s in 0..<t {
             let time = scan.time(ofStep: s)
             let next = s + 1 < t ? scan.time(ofStep: s + 1) : nil
-            let recurrentInput = workspace.recurrentInput + (time * b + first) * h  // [rows, H]
-            switch scan.cell {
-            case .rnnTanh, .rnnRelu, .lstm, .gru:
-                // stepProducts[rows, G] = h̃[rows, H] · W_hhᵀ
-                stepProduct(rows: count, n: g, k: h, a: recurrentInput, lda: h, b: recurrentWeights,
-                            c: products, ldc: g, accumulate: false)
-            case .gruResetBefore:
-                // r and z blocks only: stepProducts[rows, 0 ..< 2H] = h̃ · W_h(r,z)ᵀ
-                stepProduct(rows: count, n: 2 * h, k: h, a: recurrentInput, lda: h, b: recurrentWeights,
-                            c: products, ldc: g, accumulate: false)
-            }
-            switch scan.cell {
-            case .rnnTanh: simpleStep(time: time, next: next, relu: false, rows: rows)
-            case .rnnRelu: simpleStep(time: time, next: next, relu: true, rows: rows)
-            case .lstm: lstmStep(time: time, next: next, rows: rows)
-            case .gru: gruStep(time: time, next: next, rows: rows)
-            case .gruResetBefore:
-                gruResetGates(time: time, rows: rows)
-                // n block: stepProducts[rows, 2H ..< 3H] = (r ⊙ h̃)[rows, H] · W_hnᵀ
-                let resetHidden = workspace.candidateRecurrent! + (time * b + first) * h
-                stepProduct(rows: count, n: h, k: h, a: resetHidden, lda: h, b: candidateWeights,
-                            c: products + 2 * h, ldc: g, accumulate: false)
-                gruResetBeforeCandidate(time: time, next: next, rows: rows)
+            Cell.forwardProducts(self, time: time, rows: rows)
+            for b in rows {
+                let valid = scan.isValid(b, atTime: time)
+                Cell.forwardStep(self, row: b, time: time, valid: valid)
+                emit(row: b, time: time, next: next, valid: valid)
             }
         }
+    }
+
+    /// The recurrent product of a step for the cells that need one GEMM per step:
+    /// stepProducts[rows, G] = h̃[rows, H] · W_hhᵀ.
+    @inline(__always)
+    func recurrentProduct(time: Int, rows: Range<Int>) {
+        let (b, h, g) = (scan.batch, scan.hidden, scan.gates)
+        let recurrentInput = workspace.recurrentInput + (time * b + rows.lowerBound) * h  // [rows, H]
+        stepProduct(rows: rows.count, n: g, k: h, a: recurrentInput, lda: h, b: recurrentWeights,
+                    c: stepProducts + rows.lowerBound * g, ldc: g, accumulate: false)
     }
 
     /// The shared tail of every step for sequence b: the new state goes to the output row and,
@@ -276,165 +276,13 @@ private struct CPURecurrentForward {
         }
     }
 
+    // The cells' steps run over a row's H units a lane vector at a time (`CPULanes`).
+
     /// Lanes k ..< k + count of x W_ihᵀ + h̃ W_hhᵀ + b, from the row's three addends.
     @inline(__always)
-    private func preactivation(_ gate: UnsafeMutablePointer<Float>, _ product: UnsafeMutablePointer<Float>,
-                               _ bias: UnsafeMutablePointer<Float>, _ k: Int, _ count: Int) -> CPULanes {
+    func preactivation(_ gate: UnsafeMutablePointer<Float>, _ product: UnsafeMutablePointer<Float>,
+                       _ bias: UnsafeMutablePointer<Float>, _ k: Int, _ count: Int) -> CPULanes {
         (gate + k).loadLanes(count) + (product + k).loadLanes(count) + (bias + k).loadLanes(count)
-    }
-
-    // The step loops below run over a row's H units a lane vector at a time (`CPULanes`).
-
-    /// h_t = act(x W_ihᵀ + b_ih + h̃ W_hhᵀ + b_hh); gates holds h_t.
-    private func simpleStep(time: Int, next: Int?, relu: Bool, rows: Range<Int>) {
-        let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(rows) { b in
-            let valid = scan.isValid(b, atTime: time)
-            let gate = workspace.gates + (time * scan.batch + b) * gates  // [G], G = H
-            if valid {
-                let product = stepProducts + b * gates
-                let state = h + b * hidden
-                @_transparent
-                func chunk(_ j: Int, _ n: Int) {
-                    let a = preactivation(gate, product, scan.biasSum, j, n)
-                    let y = relu ? a.replacing(with: 0, where: a .< 0) : CPUMath.tanh(a)
-                    (gate + j).storeLanes(y, n)
-                    (state + j).storeLanes(y, n)
-                }
-                forEachLaneChunk(hidden, chunk)
-            } else {
-                gate.update(repeating: 0, count: gates)
-            }
-            emit(row: b, time: time, next: next, valid: valid)
-        }
-    }
-
-    /// i, f, g, o = σ, σ, tanh, σ of (x W_ihᵀ + h̃ W_hhᵀ + b); c_t = clip(f c + i g); h_t = o tanh(c_t).
-    private func lstmStep(time: Int, next: Int?, rows: Range<Int>) {
-        let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
-        let c = self.c!
-        forEachRow(rows) { b in
-            let valid = scan.isValid(b, atTime: time)
-            let row = time * scan.batch + b
-            let gate = workspace.gates + row * gates  // [4H]: i, f, g, o
-            let cell = c + b * hidden
-            if valid {
-                let product = stepProducts + b * gates
-                let state = h + b * hidden
-                let bias = scan.biasSum
-                @_transparent
-                func chunk(_ j: Int, _ n: Int) {
-                    let i = CPUMath.sigmoid(preactivation(gate, product, bias, j, n))
-                    let f = CPUMath.sigmoid(preactivation(gate, product, bias, hidden + j, n))
-                    let g = CPUMath.tanh(preactivation(gate, product, bias, 2 * hidden + j, n))
-                    let o = CPUMath.sigmoid(preactivation(gate, product, bias, 3 * hidden + j, n))
-                    let unclipped = f * (cell + j).loadLanes(n) + i * g
-                    let cNew = unclipped.replacing(with: clip, where: unclipped .> clip)
-                        .replacing(with: -clip, where: unclipped .< -clip)
-                    (gate + j).storeLanes(i, n)
-                    (gate + hidden + j).storeLanes(f, n)
-                    (gate + 2 * hidden + j).storeLanes(g, n)
-                    (gate + 3 * hidden + j).storeLanes(o, n)
-                    (cell + j).storeLanes(cNew, n)
-                    (state + j).storeLanes(o * CPUMath.tanh(cNew), n)
-                }
-                forEachLaneChunk(hidden, chunk)
-            } else {
-                gate.update(repeating: 0, count: gates)
-            }
-            (workspace.cellStates! + row * hidden).update(from: cell, count: hidden)
-            emit(row: b, time: time, next: next, valid: valid)
-        }
-    }
-
-    /// r, z = σ(x W_ihᵀ + h̃ W_hhᵀ + b); hn = h̃ W_hnᵀ + b_hn; n = tanh(x W_inᵀ + b_in + r hn);
-    /// h_t = (1 - z) n + z h.
-    private func gruStep(time: Int, next: Int?, rows: Range<Int>) {
-        let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(rows) { b in
-            let valid = scan.isValid(b, atTime: time)
-            let row = time * scan.batch + b
-            let gate = workspace.gates + row * gates  // [3H]: r, z, n
-            let candidate = workspace.candidateRecurrent! + row * hidden  // [H]: W_hn h̃ + b_hn
-            let state = h + b * hidden
-            if valid {
-                let product = stepProducts + b * gates
-                let bias = scan.biasSum
-                @_transparent
-                func chunk(_ j: Int, _ n: Int) {
-                    let r = CPUMath.sigmoid(preactivation(gate, product, bias, j, n))
-                    let z = CPUMath.sigmoid(preactivation(gate, product, bias, hidden + j, n))
-                    let hn = (product + 2 * hidden + j).loadLanes(n) + (scan.bHH + 2 * hidden + j).loadLanes(n)
-                    let input = (gate + 2 * hidden + j).loadLanes(n) + (scan.bIH + 2 * hidden + j).loadLanes(n)
-                    let candidateState = CPUMath.tanh(input + r * hn)
-                    let previous = (state + j).loadLanes(n)
-                    (gate + j).storeLanes(r, n)
-                    (gate + hidden + j).storeLanes(z, n)
-                    (gate + 2 * hidden + j).storeLanes(candidateState, n)
-                    (candidate + j).storeLanes(hn, n)
-                    (state + j).storeLanes(candidateState + z * (previous - candidateState), n)
-                }
-                forEachLaneChunk(hidden, chunk)
-            } else {
-                gate.update(repeating: 0, count: gates)
-                candidate.update(repeating: 0, count: hidden)
-            }
-            (workspace.hiddenStates! + row * hidden).update(from: state, count: hidden)
-            emit(row: b, time: time, next: next, valid: valid)
-        }
-    }
-
-    /// First half of a reset-before GRU step: r, z, and r ⊙ h̃ (the operand of W_hn).
-    private func gruResetGates(time: Int, rows: Range<Int>) {
-        let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(rows) { b in
-            let row = time * scan.batch + b
-            let gate = workspace.gates + row * gates  // [3H]: r, z, n
-            let resetHidden = workspace.candidateRecurrent! + row * hidden  // [H]: r ⊙ h̃
-            guard scan.isValid(b, atTime: time) else {
-                resetHidden.update(repeating: 0, count: hidden)
-                return
-            }
-            let product = stepProducts + b * gates
-            let recurrentInput = workspace.recurrentInput + row * hidden
-            let bias = scan.biasSum
-            @_transparent
-            func chunk(_ j: Int, _ n: Int) {
-                let r = CPUMath.sigmoid(preactivation(gate, product, bias, j, n))
-                (gate + j).storeLanes(r, n)
-                (gate + hidden + j).storeLanes(CPUMath.sigmoid(preactivation(gate, product, bias, hidden + j, n)), n)
-                (resetHidden + j).storeLanes(r * (recurrentInput + j).loadLanes(n), n)
-            }
-            forEachLaneChunk(hidden, chunk)
-        }
-    }
-
-    /// Second half: n = tanh(x W_inᵀ + b_in + (r ⊙ h̃) W_hnᵀ + b_hn); h_t = (1 - z) n + z h.
-    private func gruResetBeforeCandidate(time: Int, next: Int?, rows: Range<Int>) {
-        let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(rows) { b in
-            let valid = scan.isValid(b, atTime: time)
-            let row = time * scan.batch + b
-            let gate = workspace.gates + row * gates
-            let state = h + b * hidden
-            if valid {
-                let product = stepProducts + b * gates
-                let bias = scan.biasSum
-                @_transparent
-                func chunk(_ j: Int, _ n: Int) {
-                    let z = (gate + hidden + j).loadLanes(n)
-                    let candidateState = CPUMath.tanh(preactivation(gate, product, bias, 2 * hidden + j, n))
-                    let previous = (state + j).loadLanes(n)
-                    (gate + 2 * hidden + j).storeLanes(candidateState, n)
-                    (state + j).storeLanes(candidateState + z * (previous - candidateState), n)
-                }
-                forEachLaneChunk(hidden, chunk)
-            } else {
-                gate.update(repeating: 0, count: gates)
-            }
-            (workspace.hiddenStates! + row * hidden).update(from: state, count: hidden)
-            emit(row: b, time: time, next: next, valid: valid)
-        }
     }
 }
 
@@ -442,7 +290,7 @@ private struct CPURecurrentForward {
 
 /// One backward scan, from the last scan step to the first. Per step: a fused pass turns dL/dh_t
 /// (and dL/dc_t) into the gate gradients of that step, then one GEMM takes them through W_hh.
-private struct CPURecurrentBackward {
+struct CPURecurrentBackward {
     let scan: CPURecurrentScan
     let workspace: CPURecurrentWorkspace
     /// Row (t, b) of dL/d output starts at outputGradient + (t * B + b) * outputGradientStride.
@@ -454,7 +302,7 @@ private struct CPURecurrentBackward {
     let dc: UnsafeMutablePointer<Float>?
     /// dh̃: [B, H], dL/dh̃ of the step after this one (the part of dL/dh_t through W_hh, before ⊙ m).
     let dhTilde: UnsafeMutablePointer<Float>
-    /// dq: [B, H], reset-before GRU only: dL/d(r ⊙ h̃).
+    /// dq: [B, H], scratch for a cell's second recurrent product (the reset-before GRU's dL/d(r ⊙ h̃)).
     let dq: UnsafeMutablePointer<Float>
     /// dG: [T, B, G], dL/d(gate pre-activations) as seen by W_ih, b_ih and x.
     let dG: UnsafeMutablePointer<Float>
@@ -467,6 +315,8 @@ private struct CPURecurrentBackward {
     /// dW_ih: [G, I], dW_hh: [G, H], db_ih, db_hh: [G]; all accumulated.
     let dWih: UnsafeMutablePointer<Float>, dWhh: UnsafeMutablePointer<Float>
     let dbih: UnsafeMutablePointer<Float>, dbhh: UnsafeMutablePointer<Float>
+    /// The gradients of the cell's own parameters (`RecurrentWeights.extra`); accumulated.
+    let dExtra: [UnsafeMutablePointer<Float>]
     /// [T, B, H], optional: receives each step's total dL/dh_t (0 at padded steps).
     let hiddenStateGradients: UnsafeMutablePointer<Float>?
     /// W_hh [G, H], packed.
@@ -474,7 +324,8 @@ private struct CPURecurrentBackward {
     /// W_ih [G, I], packed.
     let inputWeights: CPUPackedOperand
 
-    func run(finalHiddenGradient: UnsafeMutablePointer<Float>?, finalCellGradient: UnsafeMutablePointer<Float>?) {
+    func run<Cell: CPURecurrentSteps>(_ cell: Cell.Type, finalHiddenGradient: UnsafeMutablePointer<Float>?,
+                                       finalCellGradient: UnsafeMutablePointer<Float>?) {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
         let rows = t * b
         if let finalHiddenGradient {
@@ -493,7 +344,7 @@ private struct CPURecurrentBackward {
 
         // Sequences are independent: each part of the batch runs the whole scan on its own rows.
         forEachBatchPart(scan) { rows in
-            withSubnormalsFlushed { scanRows(rows) }
+            withSubnormalsFlushed { scanRows(rows, cell) }
         }
         // h̃ of the first step is h0 ⊙ m.
         for k in 0..<(b * h) { dh[k] += dhTilde[k] * scan.mask[k] }
@@ -501,16 +352,7 @@ private struct CPURecurrentBackward {
         // Everything that does not depend on the recurrence, over all T * B rows at once.
         // dW_ih[G, I] += dGᵀ · x
         accumulateWeightGradient(m: g, n: i, rows: rows, dG, g, scan.x, dWih)
-        switch scan.cell {
-        case .rnnTanh, .rnnRelu, .lstm, .gru:
-            // dW_hh[G, H] += dGhᵀ · h̃
-            accumulateWeightGradient(m: g, n: h, rows: rows, dGh, g, workspace.recurrentInput, dWhh)
-        case .gruResetBefore:
-            // r, z rows: dW_h(r,z)[2H, H] += dG[:, 0 ..< 2H]ᵀ · h̃; n rows: dW_hn += dG[:, 2H ..< 3H]ᵀ · (r ⊙ h̃)
-            accumulateWeightGradient(m: 2 * h, n: h, rows: rows, dG, g, workspace.recurrentInput, dWhh)
-            accumulateWeightGradient(m: h, n: h, rows: rows, dG + 2 * h, g, workspace.candidateRecurrent!,
-                                     dWhh + 2 * h * h)
-        }
+        Cell.accumulateRecurrentWeightGradient(self)
         // db_ih[G] += Σ_rows dG, db_hh[G] += Σ_rows dGh
         for row in 0..<rows {
             let (x, y) = (dG + row * g, dGh + row * g)
@@ -531,45 +373,38 @@ private struct CPURecurrentBackward {
 
     /// The time loop over batch rows `rows`, from the last scan step to the first; it reads and
     /// writes only those rows of every buffer.
-    private func scanRows(_ rows: Range<Int>) {
-        let (t, b, h, g) = (scan.steps, scan.batch, scan.hidden, scan.gates)
-        let (first, count) = (rows.lowerBound, rows.count)
-        let through = dhTilde + first * h  // [rows, H]
+    private func scanRows<Cell: CPURecurrentSteps>(_ rows: Range<Int>, _ cell: Cell.Type) {
+        let (t, h) = (scan.steps, scan.hidden)
         for s in stride(from: t - 1, through: 0, by: -1) {
             let time = scan.time(ofStep: s)
             let previous = s > 0 ? scan.time(ofStep: s - 1) : nil
-            let stepRows = (time * b + first) * g  // row (time, first) of dG and dGh
-            switch scan.cell {
-            case .rnnTanh: simpleStep(time: time, relu: false, rows: rows)
-            case .rnnRelu: simpleStep(time: time, relu: true, rows: rows)
-            case .lstm: lstmStep(time: time, previous: previous, rows: rows)
-            case .gru: gruStep(time: time, previous: previous, rows: rows)
-            case .gruResetBefore:
-                gruResetBeforeCandidate(time: time, previous: previous, rows: rows)
-                // dq[rows, H] = dG[rows, 2H ..< 3H] · W_hn   (differentiates the n block's W_hn (r ⊙ h̃))
-                stepProduct(rows: count, n: h, k: h, a: dG + stepRows + 2 * h, lda: g,
-                            b: recurrentWeights.droppingRows(2 * h),
-                            c: dq + first * h, ldc: h, accumulate: false)
-                gruResetGates(time: time, rows: rows)
+            for b in rows {
+                let valid = scan.isValid(b, atTime: time)
+                let total = dh + b * h
+                totalHiddenGradient(row: b, time: time, valid: valid, into: total)
+                // A padded step carries (h, c): their gradients pass unchanged.
+                guard valid else { continue }
+                Cell.backwardStep(self, row: b, time: time, previous: previous, total: total)
             }
-            switch scan.cell {
-            case .rnnTanh, .rnnRelu, .lstm, .gru:
-                // dh̃[rows, H] = dGh[rows, G] · W_hh   (differentiates h̃ W_hhᵀ)
-                stepProduct(rows: count, n: h, k: g, a: dGh + stepRows, lda: g, b: recurrentWeights,
-                            c: through, ldc: h, accumulate: false)
-            case .gruResetBefore:
-                // dh̃ (holding dq ⊙ r) += dG[rows, 0 ..< 2H] · W_h(r,z)
-                stepProduct(rows: count, n: h, k: 2 * h, a: dG + stepRows, lda: g, b: recurrentWeights,
-                            c: through, ldc: h, accumulate: true)
-            }
+            Cell.backwardProducts(self, time: time, rows: rows)
         }
+    }
+
+    /// dh̃[rows, H] = dGh[rows, G] · W_hh (differentiates h̃ W_hhᵀ) for the step at `time`: the
+    /// recurrent product of a backward step for the cells with one GEMM per step.
+    @inline(__always)
+    func recurrentProduct(time: Int, rows: Range<Int>) {
+        let (b, h, g) = (scan.batch, scan.hidden, scan.gates)
+        let first = rows.lowerBound
+        stepProduct(rows: rows.count, n: h, k: g, a: dGh + (time * b + first) * g, lda: g, b: recurrentWeights,
+                    c: dhTilde + first * h, ldc: h, accumulate: false)
     }
 
     /// c[m, n] += a[rows, m]ᵀ · x[rows, n] (a's rows `lda` apart, x's and c's dense): the register-
     /// tiled product with C's rows split across the cores in whole lane vectors for narrow x, else
     /// BLAS. BLAS packs both operands of every call, and with K = T * B and N = 32 that costs as
     /// much as the product; for wide x its packed kernel wins.
-    private func accumulateWeightGradient(m: Int, n: Int, rows: Int, _ a: UnsafeMutablePointer<Float>, _ lda: Int,
+    func accumulateWeightGradient(m: Int, n: Int, rows: Int, _ a: UnsafeMutablePointer<Float>, _ lda: Int,
                                           _ x: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>) {
         guard n <= weightGradientProductMaximumColumns else {
             splitSGEMM(transposeA: true, transposeB: false, m: m, n: n, k: rows, alpha: 1, a, lda, x, n, beta: 1, c, n,
@@ -612,149 +447,9 @@ private struct CPURecurrentBackward {
         }
     }
 
-    /// Differentiates h_t = act(a): da = dh ⊙ act'(a), read from h_t (kept in gates).
-    private func simpleStep(time: Int, relu: Bool, rows: Range<Int>) {
-        let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(rows) { b in
-            let valid = scan.isValid(b, atTime: time)
-            let total = dh + b * hidden
-            totalHiddenGradient(row: b, time: time, valid: valid, into: total)
-            guard valid else { return }  // h_t = h_{t-1}: the gradient passes unchanged
-            let row = time * scan.batch + b
-            let (y, da) = (workspace.gates + row * gates, dG + row * gates)
-            @_transparent
-            func chunk(_ j: Int, _ n: Int) {
-                let value = (y + j).loadLanes(n)
-                let slope = relu ? CPULanes(repeating: 0).replacing(with: 1, where: value .> 0) : 1 - value * value
-                (da + j).storeLanes((total + j).loadLanes(n) * slope, n)
-                (total + j).storeLanes(CPULanes(), n)  // h_{t-1} reaches h_t only through h̃
-            }
-            forEachLaneChunk(hidden, chunk)
-        }
-    }
-
-    /// Differentiates the LSTM step: with dh the total dL/dh_t and tc = tanh(c_t),
-    /// do = dh tc; dc_t += dh o (1 - tc²), zeroed where the clip was active;
-    /// di = dc_t g, df = dc_t c_{t-1}, dg = dc_t i, dc_{t-1} = dc_t f; then through σ' and tanh'.
-    private func lstmStep(time: Int, previous: Int?, rows: Range<Int>) {
-        let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
-        let cellStates = workspace.cellStates!
-        forEachRow(rows) { b in
-            let valid = scan.isValid(b, atTime: time)
-            let total = dh + b * hidden
-            totalHiddenGradient(row: b, time: time, valid: valid, into: total)
-            guard valid else { return }  // (h, c) carried: both gradients pass unchanged
-            let row = time * scan.batch + b
-            let gate = workspace.gates + row * gates
-            let da = dG + row * gates
-            let cell = cellStates + row * hidden
-            let cellBefore = previous.map { cellStates + ($0 * scan.batch + b) * hidden } ?? scan.c0! + b * hidden
-            let dcRow = dc! + b * hidden
-            @_transparent
-            func chunk(_ j: Int, _ n: Int) {
-                let i = (gate + j).loadLanes(n)
-                let f = (gate + hidden + j).loadLanes(n)
-                let g = (gate + 2 * hidden + j).loadLanes(n)
-                let o = (gate + 3 * hidden + j).loadLanes(n)
-                let before = (cellBefore + j).loadLanes(n)
-                let dhNow = (total + j).loadLanes(n)
-                let tc = CPUMath.tanh((cell + j).loadLanes(n))
-                // The clip's gradient: 1 strictly inside (-clip, clip), else 0.
-                let inside = CPUMath.magnitude(f * before + i * g) .< clip
-                let dcNow = ((dcRow + j).loadLanes(n) + dhNow * o * (1 - tc * tc)).replacing(with: 0, where: .!inside)
-                (da + j).storeLanes(dcNow * g * i * (1 - i), n)
-                (da + hidden + j).storeLanes(dcNow * before * f * (1 - f), n)
-                (da + 2 * hidden + j).storeLanes(dcNow * i * (1 - g * g), n)
-                (da + 3 * hidden + j).storeLanes(dhNow * tc * o * (1 - o), n)
-                (dcRow + j).storeLanes(dcNow * f, n)
-                (total + j).storeLanes(CPULanes(), n)
-            }
-            forEachLaneChunk(hidden, chunk)
-        }
-    }
-
-    /// Differentiates the reset-after GRU step: dn = dh (1 - z), dz = dh (h - n), dh_{t-1} += dh z;
-    /// da_n = dn (1 - n²); dr = da_n hn; the recurrent side sees r ⊙ da_n for the n block.
-    private func gruStep(time: Int, previous: Int?, rows: Range<Int>) {
-        let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(rows) { b in
-            let valid = scan.isValid(b, atTime: time)
-            let total = dh + b * hidden
-            totalHiddenGradient(row: b, time: time, valid: valid, into: total)
-            guard valid else { return }
-            let row = time * scan.batch + b
-            let gate = workspace.gates + row * gates
-            let (da, daRecurrent) = (dG + row * gates, dGh + row * gates)
-            let candidate = workspace.candidateRecurrent! + row * hidden
-            let before = hiddenBefore(row: b, previous: previous)
-            @_transparent
-            func chunk(_ j: Int, _ n: Int) {
-                let r = (gate + j).loadLanes(n)
-                let z = (gate + hidden + j).loadLanes(n)
-                let candidateState = (gate + 2 * hidden + j).loadLanes(n)
-                let dhNow = (total + j).loadLanes(n)
-                let dn = dhNow * (1 - z) * (1 - candidateState * candidateState)
-                let dz = dhNow * ((before + j).loadLanes(n) - candidateState) * z * (1 - z)
-                let dr = dn * (candidate + j).loadLanes(n) * r * (1 - r)
-                (da + j).storeLanes(dr, n)
-                (da + hidden + j).storeLanes(dz, n)
-                (da + 2 * hidden + j).storeLanes(dn, n)
-                (daRecurrent + j).storeLanes(dr, n)
-                (daRecurrent + hidden + j).storeLanes(dz, n)
-                (daRecurrent + 2 * hidden + j).storeLanes(dn * r, n)
-                (total + j).storeLanes(dhNow * z, n)
-            }
-            forEachLaneChunk(hidden, chunk)
-        }
-    }
-
-    /// First half of a reset-before GRU backward step (differentiates `gruResetBeforeCandidate`):
-    /// da_n and da_z into dG, dh_{t-1} = dh z.
-    private func gruResetBeforeCandidate(time: Int, previous: Int?, rows: Range<Int>) {
-        let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(rows) { b in
-            let valid = scan.isValid(b, atTime: time)
-            let total = dh + b * hidden
-            totalHiddenGradient(row: b, time: time, valid: valid, into: total)
-            guard valid else { return }
-            let row = time * scan.batch + b
-            let gate = workspace.gates + row * gates
-            let da = dG + row * gates
-            let before = hiddenBefore(row: b, previous: previous)
-            for j in 0..<hidden {
-                let (z, n) = (gate[hidden + j], gate[2 * hidden + j])
-                da[hidden + j] = total[j] * (before[j] - n) * z * (1 - z)
-                da[2 * hidden + j] = total[j] * (1 - z) * (1 - n * n)
-                total[j] *= z
-            }
-        }
-    }
-
-    /// Second half (differentiates `gruResetGates`): with dq = dL/d(r ⊙ h̃),
-    /// da_r = dq h̃ r (1 - r) into dG, and dh̃ starts as dq r (the r and z blocks are added by GEMM).
-    private func gruResetGates(time: Int, rows: Range<Int>) {
-        let (hidden, gates) = (scan.hidden, scan.gates)
-        forEachRow(rows) { b in
-            let through = dhTilde + b * hidden
-            guard scan.isValid(b, atTime: time) else {
-                through.update(repeating: 0, count: hidden)
-                return
-            }
-            let row = time * scan.batch + b
-            let gate = workspace.gates + row * gates
-            let recurrentInput = workspace.recurrentInput + row * hidden
-            let (da, q) = (dG + row * gates, dq + b * hidden)
-            for j in 0..<hidden {
-                let r = gate[j]
-                da[j] = q[j] * recurrentInput[j] * r * (1 - r)
-                through[j] = q[j] * r
-            }
-        }
-    }
-
     /// h_{t-1} of sequence b without dropout: the state the previous scan step left, or h0.
     @inline(__always)
-    private func hiddenBefore(row b: Int, previous: Int?) -> UnsafeMutablePointer<Float> {
+    func hiddenBefore(row b: Int, previous: Int?) -> UnsafeMutablePointer<Float> {
         if let previous {
             return workspace.hiddenStates! + (previous * scan.batch + b) * scan.hidden
         }
@@ -762,13 +457,7 @@ private struct CPURecurrentBackward {
     }
 }
 
-// MARK: Rows of a step, parts of the batch
-
-/// Runs `body(b)` for every batch row in `rows`: a step's pointwise pass over one part's rows.
-@inline(__always)
-private func forEachRow(_ rows: Range<Int>, _ body: (_ row: Int) -> Void) {
-    for b in rows { body(b) }
-}
+// MARK: Parts of the batch
 
 /// Multiply-adds of a scan's recurrent products (B G H per step over T steps) from which its batch
 /// is split over the cores. Each part then runs the whole time loop on its own rows with no
@@ -810,4 +499,58 @@ private func forEachPart(rows count: Int, granularity: Int = stepProductTileRows
 /// writes only its own rows of the scan's buffers, so nothing is shared mutably.
 private struct DisjointRows: @unchecked Sendable {
     let body: (_ rows: Range<Int>) -> Void
+}
+
+// MARK: The cells' steps
+
+/// The fast CPU steps of one cell, which the scans above call once per time step; each cell's
+/// file under `Cells/` implements them next to its float64 reference. A scan is generic over its
+/// cell's steps, so every call below is specialised and inlined: no dynamic dispatch per element.
+protocol CPURecurrentSteps: Sendable {
+    /// Whether the cell multiplies W_hn (rows 2H ..< 3H of W_hh) by its own operand, so the
+    /// forward op packs that block apart (`CPURecurrentForward.candidateWeights`).
+    static var multipliesCandidateBlockSeparately: Bool { get }
+
+    /// The recurrent products of forward step `time` for batch rows `rows`, before the pointwise
+    /// steps of those rows. Default: stepProducts[rows, G] = h̃ · W_hhᵀ.
+    static func forwardProducts(_ pass: CPURecurrentForward, time: Int, rows: Range<Int>)
+
+    /// The fused pointwise forward step of sequence b at `time`. Valid: gates[t, b] (holding
+    /// x W_ihᵀ on entry) ← the gate activations, h[b] (and c[b]) ← the new state, and whatever the
+    /// workspace keeps. Padded: gates[t, b] ← 0, the state is carried. The skeleton then emits h[b].
+    static func forwardStep(_ pass: CPURecurrentForward, row b: Int, time: Int, valid: Bool)
+
+    /// The fused pointwise backward step of valid sequence b at `time`: `total` holds dL/dh_t on
+    /// entry and the part of dL/dh_{t-1} that does not pass through h̃ on return; writes the gate
+    /// gradients dG (and dGh) of row (t, b) and updates dc.
+    static func backwardStep(_ pass: CPURecurrentBackward, row b: Int, time: Int, previous: Int?,
+                             total: UnsafeMutablePointer<Float>)
+
+    /// The recurrent products of backward step `time` for batch rows `rows`, after their pointwise
+    /// steps: dh̃[rows] ← dL/dh̃. Default: dh̃ = dGh · W_hh.
+    static func backwardProducts(_ pass: CPURecurrentBackward, time: Int, rows: Range<Int>)
+
+    /// dW_hh += the gradient of every step's recurrent product, after the scan. Default:
+    /// dW_hh[G, H] += dGhᵀ · h̃ over all T * B rows.
+    static func accumulateRecurrentWeightGradient(_ pass: CPURecurrentBackward)
+}
+
+extension CPURecurrentSteps {
+    static var multipliesCandidateBlockSeparately: Bool { false }
+
+    @inline(__always)
+    static func forwardProducts(_ pass: CPURecurrentForward, time: Int, rows: Range<Int>) {
+        pass.recurrentProduct(time: time, rows: rows)
+    }
+
+    @inline(__always)
+    static func backwardProducts(_ pass: CPURecurrentBackward, time: Int, rows: Range<Int>) {
+        pass.recurrentProduct(time: time, rows: rows)
+    }
+
+    static func accumulateRecurrentWeightGradient(_ pass: CPURecurrentBackward) {
+        let (g, h) = (pass.scan.gates, pass.scan.hidden)
+        pass.accumulateWeightGradient(m: g, n: h, rows: pass.scan.steps * pass.scan.batch, pass.dGh, g,
+                                      pass.workspace.recurrentInput, pass.dWhh)
+    }
 }
