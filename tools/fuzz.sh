@@ -32,10 +32,8 @@ flag="FUZZ_$(echo "$parser" | tr '[:lower:]' '[:upper:]')"
 # Tensor sit below the backends (README: Layout).
 files=(
     "$root/tools/fuzz/Harness.swift" "$sources"/IO/SafeTensors.swift "$sources"/Support/*.swift "$sources"/Tensor/*.swift
+    "$sources"/Data/*.swift
 )
-for file in "$sources"/Data/*.swift; do
-    [[ "$file" == */PadSequences.swift ]] || files+=("$file")
-done
 echo "building $work/fuzzer (-D $flag)"
 swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Recur -D "$flag" "${files[@]}" \
     -o "$work/fuzzer" 2> >(grep -v "ld.gold: warning" >&2)

@@ -7,13 +7,6 @@
 // a `[T, B, F]` tensor is row t * B + b of the matrix `[T * B, F]`.
 // The cells themselves (`RecurrentCell`, their equations and steps) are in `Cells/`.
 
-/// Where the padding of a shorter sequence sits in a `[T, B, F]` batch.
-/// `post`: the valid steps are t < length. `pre`: the valid steps are t >= T - length.
-public enum PaddingSide: String, Sendable, CaseIterable, Codable {
-    case pre
-    case post
-}
-
 /// The parameter tensors of one layer-direction, laid out as PyTorch's, in the order of the
 /// cell's `RecurrentCell.parameters`: the four every cell has, which every backend reads, then
 /// the cell's own (`extra`). Also used for their gradients, which have the same shapes.

@@ -116,13 +116,13 @@ public func padSequences(
     }
     // N × T ids at four bytes each must exist in host memory: refuse, with the size, a length
     // that would overflow or not fit rather than trap in the allocation.
-    let count = MemoryEstimate.product(sequences.count, width)
-    let bytes = MemoryEstimate.product(count, MemoryLayout<Int32>.size)
+    let count = saturatingProduct([sequences.count, width])
+    let bytes = saturatingProduct([count, MemoryLayout<Int32>.size])
     // (Arrays under 64 MiB skip the look at /proc/meminfo: prediction pads every small batch.)
-    if count == Int.max || (bytes > 1 << 26 && MemoryAvailability.availableHostBytes().map({ bytes > $0 }) == true) {
+    if count == Int.max || (bytes > 1 << 26 && HostMemory.availableBytes().map({ bytes > $0 }) == true) {
         throw RecurError.outOfMemory(
             operation: "padSequences", bytes: bytes,
-            detail: "\(sequences.count) sequences padded to \(width) ids need \(MemoryEstimate.text(bytes: bytes)), "
+            detail: "\(sequences.count) sequences padded to \(width) ids need \(byteCountText(bytes)), "
                 + "more than the host has available; lower the sequence length")
     }
     var ids = [Int32](repeating: value, count: count)  // [N, T]

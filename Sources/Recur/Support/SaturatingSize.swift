@@ -22,3 +22,19 @@ func saturatingSum(_ terms: [Int]) -> Int {
     }
     return result
 }
+
+/// A byte count in the largest binary unit that keeps it at or above 1, e.g. `6.4 GiB`.
+func byteCountText(_ count: Int) -> String {
+    if count == Int.max { return "more than 8 EiB" }
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    var value = Double(count)
+    var unit = 0
+    while value >= 1024, unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    guard unit > 0 else { return "\(count) B" }
+    let tenths = (value * 10).rounded()  // below 10240: no overflow
+    let whole = Int(tenths) / 10
+    return "\(whole).\(Int(tenths) % 10) \(units[unit])"
+}
