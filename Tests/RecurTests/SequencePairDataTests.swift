@@ -148,7 +148,7 @@ struct SequencePairDataTests {
 
     // MARK: Vocabularies and batches
 
-    @Test("vocabulary: reserved ids 0-3, then tokens by count, ties by first appearance; encode, decode, serialise")
+    @Test("vocabulary: reserved ids 0-3, then tokens by count, ties by first appearance; encode, decode")
     func vocabulary() throws {
         let vocabulary = try SequenceVocabulary(fitting: [["b", "a", "c"], ["a", "<s>", "c", "a"]])
         #expect(vocabulary.tokens == ["<pad>", "<unk>", "<s>", "</s>", "a", "c", "b", "<s>"])
@@ -159,15 +159,6 @@ struct SequencePairDataTests {
         guard case .invalidArgument = recurError({ _ = try vocabulary.decode([4, 8]) }) else {
             Issue.record("an id beyond the vocabulary should be refused")
             return
-        }
-        #expect(try SequenceVocabulary(serialized: vocabulary.serialized) == vocabulary)
-        #expect(try SequenceVocabulary(serialized: SequenceVocabulary(tokens: ["\"", "\n", "é"]).serialized).tokens.suffix(3)
-            == ["\"", "\n", "é"])
-        for bad in ["[\"<pad>\",\"<unk>\",\"<s>\"]", "[\"<pad>\",\"<unk>\",\"<s>\",\"</s>\",\"a\",\"a\"]", "{}", "[1]", "[\"<pad>\""] {
-            guard case .malformed = recurError({ _ = try SequenceVocabulary(serialized: bad) }) else {
-                Issue.record("\(bad) should be malformed")
-                continue
-            }
         }
         #expect(recurError { _ = try SequenceVocabulary(tokens: ["a", ""]) } != nil)
     }

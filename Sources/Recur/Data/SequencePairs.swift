@@ -381,46 +381,6 @@ public struct SequenceVocabulary: Sendable, Equatable, CustomStringConvertible {
         }
         return tokens
     }
-
-    /// The vocabulary as a JSON array of the names of ids 0, 1, …, for checkpoint metadata:
-    /// `["<pad>","<unk>","<s>","</s>","AH",…]`.
-    public var serialized: String {
-        "[" + tokens.map(SafeTensorsJSON.quoted).joined(separator: ",") + "]"
-    }
-
-    /// Reads a vocabulary written by `serialized`.
-    ///
-    /// - Parameter text: the JSON array.
-    /// - Throws: `RecurError.malformed` when `text` is not a JSON array of strings that starts
-    ///   with the four reserved names, or lists a token twice.
-    public init(serialized text: String) throws {
-        let source = "serialized sequence vocabulary"
-        let value: SafeTensorsJSON
-        do {
-            value = try SafeTensorsJSON.parse(Array(text.utf8)[...])
-        } catch {
-            throw RecurError.malformed(source: source, detail: "invalid JSON at byte \(error.offset): \(error.reason)")
-        }
-        guard case let .array(elements) = value else {
-            throw RecurError.malformed(source: source, detail: "expected a JSON array of tokens")
-        }
-        var names: [String] = []
-        for (index, element) in elements.enumerated() {
-            guard case let .string(name) = element else {
-                throw RecurError.malformed(source: source, detail: "element \(index) is not a string")
-            }
-            names.append(name)
-        }
-        guard names.count >= Self.reservedNames.count, Array(names.prefix(Self.reservedNames.count)) == Self.reservedNames else {
-            throw RecurError.malformed(
-                source: source, detail: "the first four names must be \(Self.reservedNames.joined(separator: ", "))")
-        }
-        do {
-            try self.init(tokens: Array(names.dropFirst(Self.reservedNames.count)))
-        } catch let RecurError.invalidArgument(_, detail) {
-            throw RecurError.malformed(source: source, detail: detail)
-        }
-    }
 }
 
 // MARK: Encoded pairs and batches
