@@ -448,6 +448,7 @@ def main():
     parser.add_argument("--max-decode-length", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: every core")
     parser.add_argument("--limit-batches", type=int, default=0, help="stop each epoch after this many batches")
+    parser.add_argument("--log-every", type=int, default=0, help="print progress every this many batches; 0: never")
     parser.add_argument("--json", help="write the configuration and results here")
     args = parser.parse_args()
 
@@ -492,6 +493,9 @@ def main():
         start = time.perf_counter()
         order = torch.randperm(len(training_pairs), generator=generator).tolist()
         loss_sum = token_count = 0.0
+        batch_count = math.ceil(len(order) / args.batch_size)
+        if args.limit_batches:
+            batch_count = min(batch_count, args.limit_batches)
         for index, chunk in enumerate(batches(order, args.batch_size)):
             if args.limit_batches and index >= args.limit_batches:
                 break
@@ -509,6 +513,9 @@ def main():
             counted = float((wanted != PAD).sum())
             loss_sum += loss.item() * counted
             token_count += counted
+            if args.log_every and (index + 1) % args.log_every == 0:
+                print(f"  batch {index + 1}/{batch_count}: loss {loss_sum / token_count:.4f}  "
+                      f"{time.perf_counter() - start:.1f} s", flush=True)
         seconds = time.perf_counter() - start
         evaluation_start = time.perf_counter()
         accuracy = token_accuracy(model, validation_pairs, args)
