@@ -77,6 +77,19 @@ def uniform(*shape):
     return torch.rand(*shape, dtype=torch.float32) * 2 - 1
 
 
+def with_gradients(name, tensors, leaves, reference):
+    """`tensors` plus the gradient of every leaf and parameter, checked and made contiguous."""
+    for key, leaf in leaves.items():
+        tensors[f"grad.{key}"] = leaf.grad
+    for key, parameter in reference.named_parameters():
+        tensors[f"grad.{key}"] = parameter.grad
+
+    for key, value in tensors.items():
+        if not bool(torch.isfinite(value).all()) or not bool(value.ne(0).any()):
+            raise RuntimeError(f"{name}: {key} is degenerate (non-finite or all zeros)")
+    return {key: value.detach().contiguous() for key, value in tensors.items()}
+
+
 def make_fixture(cell, num_layers, bidirectional, size, generator_note):
     """The tensors and metadata of one case."""
     steps, batch, input_size, hidden_size = size
@@ -120,15 +133,7 @@ def make_fixture(cell, num_layers, bidirectional, size, generator_note):
     tensors["h_n"] = h_n.detach()
     if is_lstm:
         tensors["c_n"] = c_n.detach()
-    for key, leaf in leaves.items():
-        tensors[f"grad.{key}"] = leaf.grad
-    for key, parameter in reference.named_parameters():
-        tensors[f"grad.{key}"] = parameter.grad
-
-    for key, value in tensors.items():
-        if not bool(torch.isfinite(value).all()) or not bool(value.ne(0).any()):
-            raise RuntimeError(f"{name}: {key} is degenerate (non-finite or all zeros)")
-    tensors = {key: value.detach().contiguous() for key, value in tensors.items()}
+    tensors = with_gradients(name, tensors, leaves, reference)
 
     metadata = {
         "cell": cell,
@@ -194,15 +199,7 @@ def make_projection_fixture(num_layers, bidirectional, padded, generator_note):
     tensors["output"] = output.detach()
     tensors["h_n"] = h_n.detach()
     tensors["c_n"] = c_n.detach()
-    for key, leaf in leaves.items():
-        tensors[f"grad.{key}"] = leaf.grad
-    for key, parameter in reference.named_parameters():
-        tensors[f"grad.{key}"] = parameter.grad
-
-    for key, value in tensors.items():
-        if not bool(torch.isfinite(value).all()) or not bool(value.ne(0).any()):
-            raise RuntimeError(f"{name}: {key} is degenerate (non-finite or all zeros)")
-    tensors = {key: value.detach().contiguous() for key, value in tensors.items()}
+    tensors = with_gradients(name, tensors, leaves, reference)
 
     metadata = {
         "cell": "lstm",
