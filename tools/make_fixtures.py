@@ -42,11 +42,25 @@ LARGE_SIZE = (20, 4, 16, 32)
 # cell (the reverse direction is where long-sequence indexing goes wrong) keeps the files small.
 LARGE_CASES = [("lstm", 1, True), ("gru", 1, True)]
 
+# The LSTM with a projection (`proj_size`): written to PROJECTION_FOLDER under --out, so the
+# cases above keep their files and counts. (num_layers, bidirectional, padded): the padded cases
+# give every sequence of the batch its own length (post-padding, PyTorch's packed sequences).
+PROJECTION_FOLDER = "projection"
+PROJECTION_SIZE = (5, 3, 4, 6)
+PROJECTION_P = 3
+PROJECTION_CASES = [(1, False, False), (2, True, False),
+                    (1, False, True), (2, False, True), (1, True, True), (2, True, True)]
+
 
 def case_name(cell, num_layers, bidirectional, size):
     steps, batch, input_size, hidden_size = size
     direction = "bi" if bidirectional else "uni"
     return f"{cell}_L{num_layers}_{direction}_T{steps}_B{batch}_I{input_size}_H{hidden_size}"
+
+
+def projection_case_name(num_layers, bidirectional, padded):
+    name = case_name("lstm_proj", num_layers, bidirectional, PROJECTION_SIZE) + f"_P{PROJECTION_P}"
+    return name + "_padded" if padded else name
 
 
 def all_cases():
@@ -61,6 +75,19 @@ def all_cases():
 def uniform(*shape):
     """Uniform in [-1, 1)."""
     return torch.rand(*shape, dtype=torch.float32) * 2 - 1
+
+
+def with_gradients(name, tensors, leaves, reference):
+    """`tensors` plus the gradient of every leaf and parameter, checked and made contiguous."""
+    for key, leaf in leaves.items():
+        tensors[f"grad.{key}"] = leaf.grad
+    for key, parameter in reference.named_parameters():
+        tensors[f"grad.{key}"] = parameter.grad
+
+    for key, value in tensors.items():
+        if not bool(torch.isfinite(value).all()) or not bool(value.ne(0).any()):
+            raise RuntimeError(f"{name}: {key} is degenerate (non-finite or all zeros)")
+    return {key: value.detach().contiguous() for key, value in tensors.items()}
 
 
 def make_fixture(cell, num_layers, bidirectional, size, generator_note):
@@ -106,15 +133,7 @@ def make_fixture(cell, num_layers, bidirectional, size, generator_note):
     tensors["h_n"] = h_n.detach()
     if is_lstm:
         tensors["c_n"] = c_n.detach()
-    for key, leaf in leaves.items():
-        tensors[f"grad.{key}"] = leaf.grad
-    for key, parameter in reference.named_parameters():
-        tensors[f"grad.{key}"] = parameter.grad
-
-    for key, value in tensors.items():
-        if not bool(torch.isfinite(value).all()) or not bool(value.ne(0).any()):
-            raise RuntimeError(f"{name}: {key} is degenerate (non-finite or all zeros)")
-    tensors = {key: value.detach().contiguous() for key, value in tensors.items()}
+    tensors = with_gradients(name, tensors, leaves, reference)
 
     metadata = {
         "cell": cell,
@@ -123,6 +142,74 @@ def make_fixture(cell, num_layers, bidirectional, size, generator_note):
         "num_layers": str(num_layers),
         "bidirectional": "true" if bidirectional else "false",
         "batch_first": "false",
+        "generator": generator_note,
+    }
+    return name, tensors, metadata
+
+
+def make_projection_fixture(num_layers, bidirectional, padded, generator_note):
+    """The tensors and metadata of one LSTM-with-projection case.
+
+    As `make_fixture`, plus `weight_hr_l{k}[_reverse]` [P, H]; h0, h_n and the output carry P
+    features per direction, c0 and c_n H. A padded case adds `lengths` [B] (I32); the input and
+    grad_output are packed with them, and PyTorch's output is 0 past each sequence's length.
+    """
+    steps, batch, input_size, hidden_size = PROJECTION_SIZE
+    name = projection_case_name(num_layers, bidirectional, padded)
+    torch.manual_seed(zlib.crc32(name.encode()))
+
+    module = torch.nn.LSTM(
+        input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
+        batch_first=False, proj_size=PROJECTION_P)
+    directions = 2 if bidirectional else 1
+    hidden_shape = (num_layers * directions, batch, PROJECTION_P)
+    cell_shape = (num_layers * directions, batch, hidden_size)
+
+    inputs = {"input": uniform(steps, batch, input_size), "h0": uniform(*hidden_shape),
+              "c0": uniform(*cell_shape)}
+    # Distinct lengths in 1 ..< T+1, the full length included, in no sorted order.
+    lengths = torch.randperm(steps)[:batch] + 1
+    lengths[0] = steps
+    lengths = lengths[torch.randperm(batch)]
+    upstream = {
+        "grad_output": torch.randn(steps, batch, directions * PROJECTION_P),
+        "grad_h_n": torch.randn(*hidden_shape),
+        "grad_c_n": torch.randn(*cell_shape),
+    }
+    parameters = {key: value.detach().clone() for key, value in module.named_parameters()}
+
+    reference = module.double()
+    leaves = {key: value.double().requires_grad_() for key, value in inputs.items()}
+    if padded:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(leaves["input"], lengths, enforce_sorted=False)
+        packed_output, (h_n, c_n) = reference(packed, (leaves["h0"], leaves["c0"]))
+        output, _ = torch.nn.utils.rnn.pad_packed_sequence(packed_output, total_length=steps)
+        # Steps past a sequence's end have no output, so their upstream gradient is 0.
+        valid = (torch.arange(steps)[:, None] < lengths[None, :]).to(torch.float32)
+        upstream["grad_output"] = upstream["grad_output"] * valid[:, :, None]
+    else:
+        output, (h_n, c_n) = reference(leaves["input"], (leaves["h0"], leaves["c0"]))
+    loss = ((output * upstream["grad_output"].double()).sum() + (h_n * upstream["grad_h_n"].double()).sum()
+            + (c_n * upstream["grad_c_n"].double()).sum())
+    loss.backward()
+
+    tensors = {**inputs, **parameters, **upstream}
+    if padded:
+        tensors["lengths"] = lengths.to(torch.int32)
+    tensors["output"] = output.detach()
+    tensors["h_n"] = h_n.detach()
+    tensors["c_n"] = c_n.detach()
+    tensors = with_gradients(name, tensors, leaves, reference)
+
+    metadata = {
+        "cell": "lstm",
+        "input_size": str(input_size),
+        "hidden_size": str(hidden_size),
+        "proj_size": str(PROJECTION_P),
+        "num_layers": str(num_layers),
+        "bidirectional": "true" if bidirectional else "false",
+        "batch_first": "false",
+        "padding": "post" if padded else "none",
         "generator": generator_note,
     }
     return name, tensors, metadata
@@ -174,6 +261,18 @@ def main():
     for cell, num_layers, bidirectional, size in all_cases():
         name, tensors, metadata = make_fixture(cell, num_layers, bidirectional, size, generator_note)
         path = arguments.out / f"{name}.safetensors"
+        path.write_bytes(canonical_bytes(tensors, metadata))
+        check_readback(path, tensors, metadata)
+        total += path.stat().st_size
+        print(f"{path}  {path.stat().st_size} bytes", file=sys.stderr)
+
+    projection = arguments.out / PROJECTION_FOLDER
+    projection.mkdir(exist_ok=True)
+    for stale in projection.glob("*.safetensors"):
+        stale.unlink()
+    for num_layers, bidirectional, padded in PROJECTION_CASES:
+        name, tensors, metadata = make_projection_fixture(num_layers, bidirectional, padded, generator_note)
+        path = projection / f"{name}.safetensors"
         path.write_bytes(canonical_bytes(tensors, metadata))
         check_readback(path, tensors, metadata)
         total += path.stat().st_size

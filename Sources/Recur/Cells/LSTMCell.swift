@@ -33,7 +33,8 @@ extension LSTMSteps: RecurrentReferenceSteps {
     private static func gates(_ step: RecurrentReferenceStep)
         -> (i: [Double], f: [Double], g: [Double], o: [Double], unclipped: [Double])
     {
-        let (w, h) = (step.weights, step.hiddenSize)
+        // H from c, which has H units with or without a projection of h (LSTMProjectionCell.swift).
+        let (w, h) = (step.weights, step.state.cell.count)
         let a = zip(ReferenceMath.affine(w.input, step.input, w.inputBias, rows: 0..<(4 * h)),
                     ReferenceMath.affine(w.recurrent, step.state.hidden, w.recurrentBias, rows: 0..<(4 * h))).map(+)
         let i = (0..<h).map { ReferenceMath.sigmoid(a[$0]) }
@@ -59,7 +60,7 @@ extension LSTMSteps: RecurrentReferenceSteps {
                          _ weightGradients: inout RecurrentReferenceWeights)
         -> (input: [Double], state: RecurrentReferenceState)
     {
-        let (w, h) = (step.weights, step.hiddenSize)
+        let (w, h) = (step.weights, step.state.cell.count)
         let (i, f, g, o, unclipped) = gates(step)
         var da = [Double](repeating: 0, count: 4 * h)
         var dcBefore = [Double](repeating: 0, count: h)
@@ -80,7 +81,7 @@ extension LSTMSteps: RecurrentReferenceSteps {
         }
         // a = W_ih x + b_ih + W_hh h + b_hh
         var dx = [Double](repeating: 0, count: step.input.count)
-        var dh = [Double](repeating: 0, count: h)
+        var dh = [Double](repeating: 0, count: step.state.hidden.count)
         ReferenceMath.affineBackward(w.input, step.input, da, rows: 0..<(4 * h),
                                      &weightGradients.input, &weightGradients.inputBias, &dx)
         ReferenceMath.affineBackward(w.recurrent, step.state.hidden, da, rows: 0..<(4 * h),

@@ -30,10 +30,20 @@ public enum RecurrentReference {
                                initialState: RecurrentReferenceState, cellClip: Double? = nil)
         -> (outputs: [[Double]], finalState: RecurrentReferenceState)
     {
+        forward(steps: cell.reference, inputs: inputs, weights: weights, initialState: initialState, cellClip: cellClip)
+    }
+
+    /// ``forward(cell:inputs:weights:initialState:cellClip:)`` for a cell's reference steps, which
+    /// need not be registered yet.
+    static func forward(steps: any RecurrentReferenceSteps.Type, inputs: [[Double]],
+                        weights: RecurrentReferenceWeights, initialState: RecurrentReferenceState,
+                        cellClip: Double? = nil)
+        -> (outputs: [[Double]], finalState: RecurrentReferenceState)
+    {
         var state = initialState
         var outputs: [[Double]] = []
         for x in inputs {
-            state = cell.reference.forward(RecurrentReferenceStep(input: x, state: state, weights: weights,
+            state = steps.forward(RecurrentReferenceStep(input: x, state: state, weights: weights,
                                                                   cellClip: cellClip))
             outputs.append(state.hidden)
         }
@@ -57,10 +67,23 @@ public enum RecurrentReference {
         -> (inputGradients: [[Double]], initialStateGradient: RecurrentReferenceState,
             weightGradients: RecurrentReferenceWeights)
     {
+        backward(steps: cell.reference, inputs: inputs, weights: weights, initialState: initialState,
+                 cellClip: cellClip, outputGradients: outputGradients, finalStateGradient: finalStateGradient)
+    }
+
+    /// ``backward(cell:inputs:weights:initialState:cellClip:outputGradients:finalStateGradient:)``
+    /// for a cell's reference steps, which need not be registered yet.
+    static func backward(steps: any RecurrentReferenceSteps.Type, inputs: [[Double]],
+                         weights: RecurrentReferenceWeights, initialState: RecurrentReferenceState,
+                         cellClip: Double? = nil, outputGradients: [[Double]],
+                         finalStateGradient: RecurrentReferenceState)
+        -> (inputGradients: [[Double]], initialStateGradient: RecurrentReferenceState,
+            weightGradients: RecurrentReferenceWeights)
+    {
         // The state before each step, kept by a forward pass.
         var states = [initialState]
         for x in inputs {
-            states.append(cell.reference.forward(RecurrentReferenceStep(input: x, state: states.last!,
+            states.append(steps.forward(RecurrentReferenceStep(input: x, state: states.last!,
                                                                         weights: weights, cellClip: cellClip)))
         }
         var weightGradients = weights.zeroed()
@@ -68,7 +91,7 @@ public enum RecurrentReference {
         var inputGradients = [[Double]](repeating: [], count: inputs.count)
         for step in inputs.indices.reversed() {
             for j in gradient.hidden.indices { gradient.hidden[j] += outputGradients[step][j] }
-            let result = cell.reference.backward(
+            let result = steps.backward(
                 RecurrentReferenceStep(input: inputs[step], state: states[step], weights: weights, cellClip: cellClip),
                 gradient, &weightGradients)
             inputGradients[step] = result.input
