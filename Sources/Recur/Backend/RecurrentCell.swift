@@ -108,6 +108,10 @@ public struct RecurrentParameter: Sendable, Hashable {
         case inputBias
         /// b_hh-like, or any other vector: Keras starts it at 0.
         case bias
+        /// A normalisation's gain: starts at 1 under every initialisation.
+        case normalizationGain
+        /// A normalisation's shift: starts at 0 under every initialisation.
+        case normalizationBias
     }
 
     /// The state-dict stem, e.g. `weight_ih`.
