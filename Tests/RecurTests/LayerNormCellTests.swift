@@ -9,7 +9,7 @@ import Testing
 
 @Suite("Layer-normalised cells")
 struct LayerNormCellTests {
-    static let cells: [RecurrentCell] = [.layerNormLSTM]
+    static let cells: [RecurrentCell] = [.layerNormLSTM, .layerNormGRU]
 
     @Test("the float64 reference's gradients match central differences, every parameter",
           arguments: cells, [nil, 0.6] as [Double?])

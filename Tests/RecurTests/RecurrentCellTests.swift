@@ -19,7 +19,8 @@ struct RecurrentCellTests {
             #expect(try JSONDecoder().decode(RecurrentCell.self, from: encoded) == cell)
             #expect("\(cell)" == cell.name)
         }
-        #expect(RecurrentCell.names == ["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before", "layer_norm_lstm"])
+        #expect(RecurrentCell.names == ["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before", "layer_norm_lstm",
+                                        "layer_norm_gru"])
     }
 
     @Test("older spellings are still read: checkpoints' camelCase and the CLI's")

@@ -180,13 +180,14 @@ extension LayerNormLSTMSteps: RecurrentReferenceSteps {
 
 // MARK: Fast CPU steps
 
-/// σ on one float (the steps here work a unit at a time: each needs its row's statistics).
+/// σ on one float (the layer-normalised cells' steps work a unit at a time: each needs its row's
+/// statistics).
 @inline(__always)
-private func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }
+func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }
 
 /// The mean of `count` floats and s = 1 / sqrt(var + ε), two passes.
 @inline(__always)
-private func layerNormStatistics(_ v: UnsafeMutablePointer<Float>, _ count: Int) -> (mean: Float, scale: Float) {
+func layerNormStatistics(_ v: UnsafeMutablePointer<Float>, _ count: Int) -> (mean: Float, scale: Float) {
     var sum: Float = 0
     for j in 0..<count { sum += v[j] }
     let mean = sum / Float(count)
