@@ -148,7 +148,7 @@ extension RecurrentCell {
     /// The registered cells the OpenCL backend runs (an `OpenCLCellKernels.all` entry each); the
     /// OpenCL parity tests run these, and `OpenCLRecurrentTests` checks that it refuses the others.
     static var withOpenCLKernels: [RecurrentCell] {
-        allCases.filter { cell in OpenCLCellKernels.all.contains { $0.cell == cell } }
+        allCases.filter(OpenCLCellKernels.exist(for:))
     }
 
     /// Whether the cell layer-normalises over its H units: a normalisation over three units is
