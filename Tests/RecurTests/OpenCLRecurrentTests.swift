@@ -86,7 +86,7 @@ struct OpenCLRecurrentTests {
         }),
     ]
 
-    static let cases: [ParityArgument] = RecurrentCell.allCases.flatMap { cell in
+    static let cases: [ParityArgument] = RecurrentCell.withOpenCLKernels.flatMap { cell in
         configurations.enumerated().map { index, configuration in
             ParityArgument(name: configuration.0, parity: configuration.1(cell), seed: UInt64(100 + index))
         }
@@ -118,7 +118,7 @@ struct OpenCLRecurrentTests {
 
     /// The pair kernels run each direction's arithmetic exactly as a single scan does (same
     /// kernel, same tiles, same GEMMs), so pairing must not change a single bit.
-    @Test("a bidirectional pair equals its two scans run one by one, bit for bit", arguments: RecurrentCell.allCases)
+    @Test("a bidirectional pair equals its two scans run one by one, bit for bit", arguments: RecurrentCell.withOpenCLKernels)
     func pairEqualsDirectionsOneByOne(_ cell: RecurrentCell) throws {
         guard let backend = try TestBackends.openCL() else { return }
         var parity = RecurrentParityCase(

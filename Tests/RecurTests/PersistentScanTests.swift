@@ -24,9 +24,9 @@ import Testing
 struct PersistentScanTests {
     /// Every cell has a persistent scan; the reset-before GRU's runs its two phases per step with
     /// a grid barrier between them.
-    static let cells = RecurrentCell.allCases
+    static let cells = RecurrentCell.withOpenCLKernels
     /// Cells with the resident-weights split (not the reset-before GRU's two-phase kernels).
-    static let residentCells = RecurrentCell.allCases.filter { $0 != .gruResetBefore }
+    static let residentCells = RecurrentCell.withOpenCLKernels.filter { $0 != .gruResetBefore }
 
     /// Grids of one work-group: H <= 32 units, B <= 8 rows, one direction.
     static let oneGroupCases: [(String, @Sendable (RecurrentCell) -> RecurrentParityCase)] = [

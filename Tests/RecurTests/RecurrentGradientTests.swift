@@ -24,14 +24,14 @@ import Testing
 struct RecurrentGradientTests {
     @Test("one layer, post-padded lengths, sequences and final state", arguments: RecurrentCell.allCases)
     func singleLayer(cell: RecurrentCell) throws {
-        let c = RecurrentCase(cell: cell, lengths: [4, 2, 3], padding: .post)
+        let c = RecurrentCase(cell: cell, hiddenSize: width(cell), lengths: [4, 2, 3], padding: .post)
         try recurrentGradientCheck(c, backend: CPUBackend(), seed: 1)
     }
 
     @Test("two bidirectional layers, pre-padded, all dropouts, clip", arguments: RecurrentCell.allCases)
     func stackedBidirectional(cell: RecurrentCell) throws {
         let c = RecurrentCase(
-            cell: cell, steps: 4, batch: 2, inputSize: 2, hiddenSize: 3, layerCount: 2, bidirectional: true,
+            cell: cell, steps: 4, batch: 2, inputSize: 2, hiddenSize: width(cell), layerCount: 2, bidirectional: true,
             lengths: [3, 4], padding: .pre, dropout: 0.3, inputDropout: 0.2, recurrentDropout: 0.3,
             cellClip: cell == .lstm ? 0.4 : nil)
         try recurrentGradientCheck(c, backend: CPUBackend(), seed: 2)
@@ -40,10 +40,13 @@ struct RecurrentGradientTests {
     @Test("many-to-one, bidirectional, batch-first, post-padded", arguments: RecurrentCell.allCases)
     func manyToOne(cell: RecurrentCell) throws {
         let c = RecurrentCase(
-            cell: cell, steps: 5, batch: 3, inputSize: 2, hiddenSize: 3, bidirectional: true,
+            cell: cell, steps: 5, batch: 3, inputSize: 2, hiddenSize: width(cell), bidirectional: true,
             lengths: [5, 1, 3], padding: .post, recurrentDropout: 0.25, returnSequences: false, batchFirst: true)
         try recurrentGradientCheck(c, backend: CPUBackend(), seed: 3)
     }
+
+    /// H: 3, or 16 for a cell that normalises over its units (see `normalizesOverUnits`).
+    private func width(_ cell: RecurrentCell) -> Int { cell.normalizesOverUnits ? 16 : 3 }
 }
 
 /// Runs the finite-difference check of `c` on `backend`.

@@ -373,7 +373,16 @@ struct RecurrentLayerTests {
         }
         let first = try values(seed: 1)
         let bound: Float = 0.25  // 1 / √16
-        for tensor in first {
+        // A normalisation's gain starts at 1 and its shift at 0 under every initialisation.
+        let roles = (0..<2).flatMap { _ in cell.parameters.map(\.role) }  // layers l0, l1 in order
+        let drawn = zip(roles, first).filter { role, tensor in
+            switch role {
+            case .normalizationGain: #expect(tensor.allSatisfy { $0 == 1 }); return false
+            case .normalizationBias: #expect(tensor.allSatisfy { $0 == 0 }); return false
+            default: return true
+            }
+        }.map(\.1)
+        for tensor in drawn {
             #expect(tensor.allSatisfy { abs($0) <= bound })
             #expect(tensor.contains { abs($0) > 0.8 * bound })  // spread over the range
         }
@@ -408,7 +417,7 @@ struct RecurrentLayerTests {
             }
 
             let inputBias = try backend.download(layer.parameter(named: "bias_ih" + suffix)!.value)
-            let expectedBias = (0..<g).map { cell == .lstm && $0 >= h && $0 < 2 * h ? Float(1) : 0 }
+            let expectedBias = (0..<g).map { Float(cell.kerasGateBiases[$0 / h]) }
             #expect(inputBias == expectedBias)
             #expect(try backend.download(layer.parameter(named: "bias_hh" + suffix)!.value).allSatisfy { $0 == 0 })
         }

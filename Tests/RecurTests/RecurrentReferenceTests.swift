@@ -85,7 +85,8 @@ func recurrentReferenceCheck(cell: RecurrentCell, padding: PaddingSide, cellClip
             }
             return RecurrentReferenceWeights(
                 input: try values("weight_ih"), recurrent: try values("weight_hh"), inputBias: try values("bias_ih"),
-                recurrentBias: try values("bias_hh"))
+                recurrentBias: try values("bias_hh"),
+                extra: try c.cell.parameters.dropFirst(4).map { try values($0.name) })
         })
     }
 

@@ -143,3 +143,16 @@ extension RecurrentCase {
         return (run, layer.gradientFlow)
     }
 }
+
+extension RecurrentCell {
+    /// The registered cells the OpenCL backend runs (an `OpenCLCellKernels.all` entry each); the
+    /// OpenCL parity tests run these, and `OpenCLRecurrentTests` checks that it refuses the others.
+    static var withOpenCLKernels: [RecurrentCell] {
+        allCases.filter(OpenCLCellKernels.exist(for:))
+    }
+
+    /// Whether the cell layer-normalises over its H units: a normalisation over three units is
+    /// badly conditioned (its scale 1 / σ is large whenever they nearly agree), so the finite
+    /// differences of such a cell run on wider layers.
+    var normalizesOverUnits: Bool { parameters.contains { $0.role == .normalizationGain } }
+}

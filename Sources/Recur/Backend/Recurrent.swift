@@ -112,7 +112,8 @@ public struct RecurrentScan: Sendable {
 /// first valid step after pre-padding (or of a reversed post-padded scan) finds h0 / c0 there.
 public struct RecurrentWorkspace: Sendable {
     /// `[T, B, G]`: the gates after their nonlinearities, in the cell's gate order
-    /// (LSTM i, f, g, o; GRU r, z, n; simple RNN: h_t itself).
+    /// (LSTM i, f, g, o; GRU r, z, n; simple RNN: h_t itself). The layer-normalised cells keep
+    /// the products before their normalisation instead (see their files).
     public var gates: Tensor
     /// `[T, B, H]`: h̃_{t-1} = h_{t-1} ⊙ m, the operand of W_hh at step t (h0 ⊙ m at the first step
     /// of the scan).

@@ -11,7 +11,8 @@
 /// Each cell lives in its own file under `Cells/`, with its equations at the top:
 /// `SimpleRNNCell.swift` (`rnnTanh`, `rnnRelu`), `LSTMCell.swift` (`lstm`), `GRUCell.swift` (`gru`,
 /// reset applied after the recurrent matmul as in PyTorch/cuDNN) and `GRUResetBeforeCell.swift`
-/// (`gruResetBefore`, Cho et al. 2014). Throughout, x = x_t, h = h_{t-1} and h̃ = h_{t-1} ⊙ m, with m
+/// (`gruResetBefore`, Cho et al. 2014), `LayerNormLSTMCell.swift` and `LayerNormGRUCell.swift`
+/// (`layer_norm_lstm`, `layer_norm_gru`, Ba et al. 2016). Throughout, x = x_t, h = h_{t-1} and h̃ = h_{t-1} ⊙ m, with m
 /// the recurrent dropout mask (or 1): recurrent dropout only touches what multiplies W_hh (Gal &
 /// Ghahramani 2016, Keras `recurrent_dropout`).
 ///
@@ -108,6 +109,10 @@ public struct RecurrentParameter: Sendable, Hashable {
         case inputBias
         /// b_hh-like, or any other vector: Keras starts it at 0.
         case bias
+        /// A normalisation's gain: starts at 1 under every initialisation.
+        case normalizationGain
+        /// A normalisation's shift: starts at 0 under every initialisation.
+        case normalizationBias
     }
 
     /// The state-dict stem, e.g. `weight_ih`.

@@ -4,7 +4,7 @@
 
 extension RecurrentCell: Codable {
     /// Every cell Recur knows. A new cell is its file plus one entry here.
-    public static let allCases: [RecurrentCell] = [.rnnTanh, .rnnRelu, .lstm, .gru, .gruResetBefore]
+    public static let allCases: [RecurrentCell] = [.rnnTanh, .rnnRelu, .lstm, .gru, .gruResetBefore, .layerNormLSTM, .layerNormGRU]
 
     /// The registered cell called `name` (case-insensitive; `-` reads as `_`), including the
     /// spellings older versions wrote (`rnnTanh`, `gruResetBefore`, `rnn`, `gru-reset-before`);

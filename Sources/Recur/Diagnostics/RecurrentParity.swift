@@ -107,6 +107,8 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
             try backend.copy(values, sourceOffset: 0, into: target, destinationOffset: 0, count: shape.count)
             return target
         }
+        // The cell's own parameters after the four.
+        let extraShapes = Array(cell.parameterShapes(inputSize: i, hiddenSize: h).dropFirst(4))
         for direction in scanDirections.indices {
             let reverseScan = scanDirections[direction]
             let weightBound = 1 / Double(h).squareRoot() + 0.2
@@ -114,7 +116,10 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
                 input: try perDirection("W_ih", direction, [g, i], bound: weightBound),
                 recurrent: try perDirection("W_hh", direction, [g, h], bound: weightBound),
                 inputBias: try perDirection("b_ih", direction, [g], bound: weightBound),
-                recurrentBias: try perDirection("b_hh", direction, [g], bound: weightBound))
+                recurrentBias: try perDirection("b_hh", direction, [g], bound: weightBound),
+                extra: try extraShapes.enumerated().map { k, shape in
+                    try perDirection("extra\(k)", direction, shape, bound: weightBound)
+                })
             let mask: Tensor? = recurrentDropout
                 ? try backend.upload((0..<(b * h)).map { _ in random.unit() < 0.25 ? 0 : 1 / 0.75 }, shape: [b, h])
                 : nil
@@ -147,7 +152,8 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
                     input: try perDirection("dW_ih", direction, [g, i]),
                     recurrent: try perDirection("dW_hh", direction, [g, h]),
                     inputBias: try perDirection("db_ih", direction, [g]),
-                    recurrentBias: try perDirection("db_hh", direction, [g])),
+                    recurrentBias: try perDirection("db_hh", direction, [g]),
+                    extra: try extraShapes.enumerated().map { k, shape in try perDirection("dextra\(k)", direction, shape) }),
                 hiddenStateGradients: recordHiddenStateGradients ? try tensor([t, b, h]) : nil))
         }
 
@@ -170,7 +176,7 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
             let prefix = bidirectional ? (direction == 0 ? "forward." : "reverse.") : ""
             let workspace = forward.workspace
             let weightGradients = backward.weightGradients
-            written += [
+            let directionWritten: [(String, Tensor?)] = [
                 ("finalHidden", forward.finalHidden), ("finalCell", forward.finalCell),
                 ("workspace.gates", workspace.gates), ("workspace.recurrentInput", workspace.recurrentInput),
                 ("workspace.cellStates", workspace.cellStates), ("workspace.hiddenStates", workspace.hiddenStates),
@@ -182,7 +188,8 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
                 ("weightGradients.inputBias", weightGradients.inputBias),
                 ("weightGradients.recurrentBias", weightGradients.recurrentBias),
                 ("hiddenStateGradients", backward.hiddenStateGradients),
-            ].map { (prefix + $0.0, $0.1) }
+            ] + weightGradients.extra.enumerated().map { ("weightGradients.extra[\($0)]", $1) }
+            written += directionWritten.map { (prefix + $0.0, $0.1) }
         }
         return try written.compactMap { name, tensor in
             try tensor.map { (name, try backend.download($0)) }

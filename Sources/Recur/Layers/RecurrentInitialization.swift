@@ -26,11 +26,15 @@ enum RecurrentInitializer {
         let g = cell.gateCount * h
         return cell.parameters.map { parameter in
             let count = parameter.shape(gateCount: cell.gateCount, inputSize: i, hiddenSize: h).count
-            switch initialization {
-            case .pytorch:
+            switch (initialization, parameter.role) {
+            case (_, .normalizationGain):
+                return [Float](repeating: 1, count: count)
+            case (_, .normalizationBias):
+                return [Float](repeating: 0, count: count)
+            case (.pytorch, _):
                 let bound = 1 / Double(h).squareRoot()
                 return (0..<count).map { _ in random.uniform(bound: bound) }
-            case .keras:
+            case (.keras, _):
                 switch parameter.role {
                 case .inputWeights:
                     let limit = (6 / Double(i + g)).squareRoot()
@@ -45,7 +49,7 @@ enum RecurrentInitializer {
                     return recurrent
                 case .inputBias:
                     return cell.kerasGateBiases.flatMap { Array(repeating: $0, count: h) }
-                case .bias:
+                case .bias, .normalizationGain, .normalizationBias:
                     return [Float](repeating: 0, count: count)
                 }
             }

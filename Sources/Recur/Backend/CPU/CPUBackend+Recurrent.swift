@@ -342,9 +342,14 @@ struct CPURecurrentBackward {
         }
         dhTilde.update(repeating: 0, count: b * h)
 
-        // Sequences are independent: each part of the batch runs the whole scan on its own rows.
-        forEachBatchPart(scan) { rows in
-            withSubnormalsFlushed { scanRows(rows, cell) }
+        if Cell.accumulatesParameterGradientsInSteps {
+            // The steps add into shared gradients: one part, so no two threads write them.
+            scanRows(0..<b, cell)
+        } else {
+            // Sequences are independent: each part of the batch runs the whole scan on its own rows.
+            forEachBatchPart(scan) { rows in
+                withSubnormalsFlushed { scanRows(rows, cell) }
+            }
         }
         // h̃ of the first step is h0 ⊙ m.
         for k in 0..<(b * h) { dh[k] += dhTilde[k] * scan.mask[k] }
@@ -354,7 +359,7 @@ struct CPURecurrentBackward {
         accumulateWeightGradient(m: g, n: i, rows: rows, dG, g, scan.x, dWih)
         Cell.accumulateRecurrentWeightGradient(self)
         // db_ih[G] += Σ_rows dG, db_hh[G] += Σ_rows dGh
-        for row in 0..<rows {
+        for row in 0..<rows where !Cell.accumulatesParameterGradientsInSteps {
             let (x, y) = (dG + row * g, dGh + row * g)
             for k in 0..<g {
                 dbih[k] += x[k]
@@ -507,6 +512,11 @@ private struct DisjointRows: @unchecked Sendable {
 /// file under `Cells/` implements them next to its float64 reference. A scan is generic over its
 /// cell's steps, so every call below is specialised and inlined: no dynamic dispatch per element.
 protocol CPURecurrentSteps: Sendable {
+    /// Whether the backward steps add the bias gradients and those of the cell's own parameters
+    /// themselves (their gate gradients then differ from the biases'), so the backward scan runs
+    /// its batch in one part and skips its own bias sums. Default: false.
+    static var accumulatesParameterGradientsInSteps: Bool { get }
+
     /// Whether the cell multiplies W_hn (rows 2H ..< 3H of W_hh) by its own operand, so the
     /// forward op packs that block apart (`CPURecurrentForward.candidateWeights`).
     static var multipliesCandidateBlockSeparately: Bool { get }
@@ -537,6 +547,8 @@ protocol CPURecurrentSteps: Sendable {
 
 extension CPURecurrentSteps {
     static var multipliesCandidateBlockSeparately: Bool { false }
+
+    static var accumulatesParameterGradientsInSteps: Bool { false }
 
     @inline(__always)
     static func forwardProducts(_ pass: CPURecurrentForward, time: Int, rows: Range<Int>) {

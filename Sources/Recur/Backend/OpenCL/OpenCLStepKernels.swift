@@ -283,6 +283,9 @@ struct OpenCLCellKernels: Sendable {
                           isPhased: true, resetsBeforeProduct: true),
     ]
 
+    /// Whether the OpenCL backend runs `cell` (it refuses the others by name).
+    static func exist(for cell: RecurrentCell) -> Bool { all.contains { $0.cell == cell } }
+
     /// The OpenCL side of `cell`.
     /// - Throws: `RecurError.invalidArgument` for a cell without OpenCL kernels.
     static func of(_ cell: RecurrentCell) throws -> OpenCLCellKernels {
