@@ -344,7 +344,7 @@ struct CPURecurrentBackward {
 
         if Cell.accumulatesParameterGradientsInSteps {
             // The steps add into shared gradients: one part, so no two threads write them.
-            scanRows(0..<b, cell)
+            withSubnormalsFlushed { scanRows(0..<b, cell) }
         } else {
             // Sequences are independent: each part of the batch runs the whole scan on its own rows.
             forEachBatchPart(scan) { rows in
