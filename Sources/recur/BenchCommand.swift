@@ -126,21 +126,30 @@ struct BenchCommand: ParsableCommand {
                                    bidirectional: bidirectional, recurrentDropout: recurrentDropout,
                                    projectionSize: cell.projectsHiddenState ? projection : nil)
         }
+        let configurations: [BenchmarkConfiguration]
         if let batch, let steps, let input, let hidden {
-            return cells.map { make($0, batch, steps, input, hidden) }
+            configurations = cells.map { make($0, batch, steps, input, hidden) }
+        } else {
+            let isGPU = (backend as? OpenCLBackend)?.device.type == .gpu
+            let shapes = all || isGPU ? BenchmarkConfiguration.suiteShapes
+                : Array(BenchmarkConfiguration.suiteShapes.prefix(3))
+            configurations = shapes.flatMap { shape in
+                cells.map { make($0, shape.batch, shape.steps, shape.input, shape.hidden) }
+            }
         }
-        let isGPU = (backend as? OpenCLBackend)?.device.type == .gpu
-        let shapes = all || isGPU ? BenchmarkConfiguration.suiteShapes : Array(BenchmarkConfiguration.suiteShapes.prefix(3))
-        return shapes.flatMap { shape in cells.map { make($0, shape.batch, shape.steps, shape.input, shape.hidden) } }
+        // Before anything runs: every configuration's H must exceed P.
+        for configuration in configurations where (configuration.projectionSize ?? 0) >= configuration.hiddenSize {
+            throw ValidationError("--projection \(projection) must be below H = \(configuration.hiddenSize) "
+                + "(\(configuration)); give a larger --hidden")
+        }
+        return configurations
     }
 
-    /// The cell that runs `cell` with `--projection`: itself without one. The suite's sizes vary,
-    /// so P is checked against H per configuration when the layer is made; here only that the
-    /// cell takes one.
+    /// The cell that runs `cell` with `--projection`: itself without one. Without `--hidden` the
+    /// suite's sizes vary, so P is checked against each H with the configurations.
     private func projected(_ cell: RecurrentCell) throws -> RecurrentCell {
         do {
-            return try cell.projected(to: projection, hiddenSize: max(hidden ?? .max, projection + 1),
-                                      operation: "recur bench")
+            return try cell.projected(to: projection, hiddenSize: hidden ?? (projection + 1), operation: "recur bench")
         } catch let error as RecurError {
             throw ValidationError("\(error)")
         }

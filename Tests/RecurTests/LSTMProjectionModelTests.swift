@@ -106,6 +106,24 @@ struct LSTMProjectionModelTests {
         }
     }
 
+    @Test("recur bench --cell lstm --projection P times lstm_projection; P must suit the cell and H")
+    func bench() throws {
+        let sizes = ["bench", "--device", "cpu", "--batch", "3", "--steps", "4", "--input", "5", "--hidden", "6",
+                     "--gemm", "0", "--warmup", "0", "--repetitions", "1"]
+        let timed = try runRecur(sizes + ["--cell", "lstm", "--projection", "2", "--json"])
+        #expect(timed.status == 0, "\(timed.stderr)")
+        let lines = timed.stdout.split(separator: "\n")
+        #expect(lines.count == 3 && lines.allSatisfy { $0.contains("\"cell\": \"lstm_projection\"") && $0.contains("\"P\": 2") },
+                "\(timed.stdout)")
+        for (arguments, message) in [(["--cell", "gru", "--projection", "2"], "only valid with the lstm cell"),
+                                     (["--cell", "lstm", "--projection", "6"], "1 ..< H = 6")] {
+            let refused = try runRecur(sizes + arguments)
+            #expect(refused.status != 0 && refused.stderr.contains(message) && refused.stdout.isEmpty, "\(refused)")
+        }
+        let suite = try runRecur(["bench", "--device", "cpu", "--cell", "lstm", "--projection", "64", "--gemm", "0"])
+        #expect(suite.status != 0 && suite.stderr.contains("must be below H = 32") && suite.stdout.isEmpty, "\(suite)")
+    }
+
     @Test("recur train --cell lstm --projection P trains; a checkpoint resumes to the uninterrupted run's losses; predict reads it")
     func trainResumeAndPredict() throws {
         let run = try expectTrainingResumesExactly(["--cell", "lstm", "--projection", "3", "--bidirectional"], seed: 19)
