@@ -138,17 +138,28 @@ private struct CPUAttention: @unchecked Sendable {
              batch * dv, 0, context + b * dv, batch * dv)
     }
 
-    /// s = Σ_d v_d tanh(q_d + k_d), lanes over d (the lanes past D load as 0 and add 0).
+    /// s = Σ_d v_d tanh(q_d + k_d), lanes over d.
     @inline(__always)
     private func additiveScore(_ query: UnsafeMutablePointer<Float>, _ key: UnsafeMutablePointer<Float>,
                                _ vector: UnsafeMutablePointer<Float>) -> Float {
+        // Full chunks, then the short one: a chunk body that captured `total` was not inlined, and
+        // its exclusivity checks cost more than the tanh.
+        let width = CPULanes.scalarCount
         var total = CPULanes()
-        @inline(__always) func chunk(_ start: Int, _ count: Int) {
-            let u = CPUMath.tanh((query + start).loadLanes(count) + (key + start).loadLanes(count))
-            total = total.addingProduct((vector + start).loadLanes(count), u)
+        var start = 0
+        while start + width <= d {
+            total += Self.scoreTerms(query + start, key + start, vector + start, width)
+            start += width
         }
-        forEachLaneChunk(d, chunk)
+        if start < d { total += Self.scoreTerms(query + start, key + start, vector + start, d - start) }
         return total.sum()
+    }
+
+    /// v ⊙ tanh(q + k) on `count` lanes (the lanes past it load as 0 and give 0).
+    @inline(__always)
+    private static func scoreTerms(_ query: UnsafeMutablePointer<Float>, _ key: UnsafeMutablePointer<Float>,
+                                   _ vector: UnsafeMutablePointer<Float>, _ count: Int) -> CPULanes {
+        vector.loadLanes(count) * CPUMath.tanh(query.loadLanes(count) + key.loadLanes(count))
     }
 
     /// x = softmax(x) in place, after subtracting the largest x so every exponent is ≤ 0.
@@ -218,16 +229,33 @@ private struct CPUAttention: @unchecked Sendable {
             for j in range.first..<(range.first + range.count) {
                 let (key, keyGradient) = (k + (j * batch + b) * d, out.keys + (j * batch + b) * d)
                 let scoreGradient = CPULanes(repeating: ds[i * tx + j])
-                @inline(__always) func chunk(_ start: Int, _ count: Int) {
-                    let u = CPUMath.tanh((query + start).loadLanes(count) + (key + start).loadLanes(count))
-                    let g = scoreGradient * (vector + start).loadLanes(count) * (1 - u * u)
-                    (queryGradient + start).storeLanes((queryGradient + start).loadLanes(count) + g, count)
-                    (keyGradient + start).storeLanes((keyGradient + start).loadLanes(count) + g, count)
-                    (share + start).storeLanes((share + start).loadLanes(count).addingProduct(scoreGradient, u), count)
+                let width = CPULanes.scalarCount
+                var start = 0
+                while start + width <= d {
+                    Self.additiveGradientTerms(query + start, key + start, vector + start, scoreGradient,
+                                               queryGradient + start, keyGradient + start, share + start, width)
+                    start += width
                 }
-                forEachLaneChunk(d, chunk)
+                if start < d {
+                    Self.additiveGradientTerms(query + start, key + start, vector + start, scoreGradient,
+                                               queryGradient + start, keyGradient + start, share + start, d - start)
+                }
             }
         }
+    }
+
+    /// On `count` lanes: u = tanh(q + k), g = dS v ⊙ (1 − u²); dQ_i += g, dK_j += g, share += dS u.
+    @inline(__always)
+    private static func additiveGradientTerms(
+        _ query: UnsafeMutablePointer<Float>, _ key: UnsafeMutablePointer<Float>, _ vector: UnsafeMutablePointer<Float>,
+        _ scoreGradient: CPULanes, _ queryGradient: UnsafeMutablePointer<Float>,
+        _ keyGradient: UnsafeMutablePointer<Float>, _ share: UnsafeMutablePointer<Float>, _ count: Int
+    ) {
+        let u = CPUMath.tanh(query.loadLanes(count) + key.loadLanes(count))
+        let g = scoreGradient * vector.loadLanes(count) * (1 - u * u)
+        queryGradient.storeLanes(queryGradient.loadLanes(count) + g, count)
+        keyGradient.storeLanes(keyGradient.loadLanes(count) + g, count)
+        share.storeLanes(share.loadLanes(count).addingProduct(scoreGradient, u), count)
     }
 
     // MARK: GEMM
