@@ -10,9 +10,7 @@ extension SelfCheck {
     /// the CPU backend too. The score vector's gradient starts from nonzero values, so the check
     /// sees that it accumulates.
     public mutating func attentionOps() throws -> [Comparison] {
-        let checks = attentionChecks()
-        let targets: [any Backend] = backend is CPUBackend ? [backend] : [backend, reference]
-        return try targets.flatMap { target in try checks.flatMap { try $0.compare(on: target) } }
+        try compareOnBothBackends(attentionChecks())
     }
 
     /// The checks `attentionOps()` runs, with their inputs drawn from this check's generator.

@@ -19,10 +19,11 @@ extension Benchmark {
     ///   - valueFeatures: Dv.
     ///   - pass: `.forward` or `.forwardBackward` (a train-step is timed as forward+backward).
     /// - Returns: the measurement, named with the score and the sizes.
-    public func measureAttention(score: AttentionScore, batch b: Int, targetSteps ty: Int, sourceSteps tx: Int,
-                                 features d: Int, valueFeatures dv: Int, pass: BenchmarkPass) throws
+    public func measureAttention(score: AttentionScore, batch: Int, targetSteps: Int, sourceSteps: Int,
+                                 features: Int, valueFeatures: Int, pass: BenchmarkPass) throws
         -> BenchmarkMeasurement
     {
+        let (b, ty, tx, d, dv) = (batch, targetSteps, sourceSteps, features, valueFeatures)
         var random = SeededRandom(seed: 13)
         func upload(_ shape: Shape) throws -> Tensor {
             try backend.upload((0..<shape.count).map { _ in random.uniform(bound: 1) }, shape: shape)
