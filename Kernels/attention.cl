@@ -15,6 +15,10 @@
 #ifndef ATTENTION_GROUP_SIZE
 #define ATTENTION_GROUP_SIZE 64  // work-items per group; a power of two
 #endif
+#ifndef ATTENTION_TEAM_SIZE
+#define ATTENTION_TEAM_SIZE 8  // work-items sharing one score's sum over the features; a power of two <= the group
+#endif
+#define ATTENTION_TEAMS (ATTENTION_GROUP_SIZE / ATTENTION_TEAM_SIZE)
 
 // The valid source steps of sequence b: returns n and sets *first. The host checks the lengths;
 // the clamp only keeps a bad one from indexing outside the tensors.
@@ -56,21 +60,53 @@ float attention_group_max(__local float* partial, const float value) {
     return partial[0];
 }
 
-// s = q · k (dot), or s = v · tanh(q + k) (additive), over D features.
-float attention_score(__global const float* query, __global const float* key, __global const float* vector,
-                      const int additive, const int features) {
-    float s = 0.0f;
-    if (additive) {
-        for (int f = 0; f < features; ++f) s += vector[f] * tanh(query[f] + key[f]);
-    } else {
-        for (int f = 0; f < features; ++f) s += query[f] * key[f];
+// out[j] = x . y_j (dot), or v . tanh(x + y_j) (additive), over F features, for every valid
+// source step j (out[j] = 0 for the others), y_j = rows + j * rowStride. The group splits into
+// ATTENTION_TEAMS teams of ATTENTION_TEAM_SIZE work-items: team t takes j = first + t, first + t +
+// ATTENTION_TEAMS, ..., its work-items sum every ATTENTION_TEAM_SIZE-th feature (neighbours read
+// neighbouring features of one row), and the team adds their sums by halving in local memory.
+// Every work-item of the group must call it; on return every out[j] is visible to all of them.
+void attention_team_scores(__local float* partial, __global const float* x, __global const float* rows,
+                           const size_t rowStride, const int features, __global const float* vector,
+                           const int additive, const int first, const int n, const int sourceSteps,
+                           __global float* out) {
+    const int lid = get_local_id(0);
+    const int team = lid / ATTENTION_TEAM_SIZE;
+    const int lane = lid % ATTENTION_TEAM_SIZE;
+    for (int j = lid; j < sourceSteps; j += ATTENTION_GROUP_SIZE) {
+        if (j < first || j >= first + n) {
+            out[j] = 0.0f;
+        }
     }
-    return s;
+    for (int base = 0; base < n; base += ATTENTION_TEAMS) {
+        const int j = first + base + team;
+        float sum = 0.0f;
+        if (base + team < n) {
+            __global const float* y = rows + (size_t)j * rowStride;
+            if (additive) {
+                for (int f = lane; f < features; f += ATTENTION_TEAM_SIZE) sum += vector[f] * tanh(x[f] + y[f]);
+            } else {
+                for (int f = lane; f < features; f += ATTENTION_TEAM_SIZE) sum += x[f] * y[f];
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        partial[lid] = sum;
+        for (int stride = ATTENTION_TEAM_SIZE / 2; stride > 0; stride >>= 1) {
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (lane < stride) {
+                partial[lid] += partial[lid + stride];
+            }
+        }
+        if (lane == 0 && base + team < n) {
+            out[j] = partial[lid];
+        }
+    }
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
 }
 
-// Forward. One group per row (i, b) of the queries, group id i * B + b; work-item j-loops take
-// j = lid, lid + G, ..., so each work-item rereads only the a[j] it wrote itself:
-//   a[j] = s_j = score(q[i, b], k[j, b])                      j in r (0 elsewhere)
+// Forward. One group per row (i, b) of the queries, group id i * B + b; after the scores, the
+// work-item j-loops take j = lid, lid + G, ..., so each work-item rereads only the a[j] it wrote:
+//   a[j] = s_j = score(q[i, b], k[j, b])                      j in r, 0 elsewhere (attention_team_scores)
 //   m = max_j s_j                                             (group max)
 //   a[j] = e_j = exp(s_j - m),   S = sum_j e_j                (group sum; every exponent <= 0)
 //   a[j] = e_j / S
@@ -92,14 +128,13 @@ void attention_forward(__global const float* queries, __global const float* keys
     __global const float* query = queries + (size_t)row * features;
     __global float* a = weights + ((size_t)b * targetSteps + i) * sourceSteps;
 
+    attention_team_scores(partial, query, keys + (size_t)b * features, (size_t)batch * features, features,
+                          scoreVector, additive, first, n, sourceSteps, a);
     float largest = -INFINITY;
     for (int j = lid; j < sourceSteps; j += ATTENTION_GROUP_SIZE) {
-        float s = 0.0f;
         if (j >= first && j < first + n) {
-            s = attention_score(query, keys + ((size_t)j * batch + b) * features, scoreVector, additive, features);
-            largest = fmax(largest, s);
+            largest = fmax(largest, a[j]);
         }
-        a[j] = s;
     }
     largest = attention_group_max(partial, largest);
 
@@ -130,7 +165,7 @@ void attention_forward(__global const float* queries, __global const float* keys
 }
 
 // Backward, stage 1: the score gradients and dQ. One group per row (i, b), as the forward:
-//   ds[j] = dA_j = dC[i, b] . V[j, b]                         j in r (0 elsewhere)
+//   ds[j] = dA_j = dC[i, b] . V[j, b]                         j in r, 0 elsewhere (attention_team_scores)
 //   t = sum_j a[j] dA_j                                       (group sum)
 //   ds[j] = a[j] (dA_j - t)
 //   dot:       dQ[i, b, f] = sum_{j in r} ds[j] K[j, b, f]
@@ -155,15 +190,13 @@ void attention_backward_queries(__global const float* queries, __global const fl
     __global float* ds = scoreGradients + ((size_t)b * targetSteps + i) * sourceSteps;
     __global const float* dc = contextGradient + (size_t)row * valueFeatures;
 
+    attention_team_scores(partial, dc, values + (size_t)b * valueFeatures, (size_t)batch * valueFeatures,
+                          valueFeatures, scoreVector, 0, first, n, sourceSteps, ds);
     float weighted = 0.0f;
     for (int j = lid; j < sourceSteps; j += ATTENTION_GROUP_SIZE) {
-        float gradient = 0.0f;
         if (j >= first && j < first + n) {
-            __global const float* value = values + ((size_t)j * batch + b) * valueFeatures;
-            for (int f = 0; f < valueFeatures; ++f) gradient += dc[f] * value[f];
-            weighted += a[j] * gradient;
+            weighted += a[j] * ds[j];
         }
-        ds[j] = gradient;
     }
     weighted = attention_group_sum(partial, weighted);
     for (int j = lid; j < sourceSteps; j += ATTENTION_GROUP_SIZE) {

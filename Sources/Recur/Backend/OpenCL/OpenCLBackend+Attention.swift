@@ -55,10 +55,11 @@ extension OpenCLBackend {
 
     /// The attention program and its work-group size: 64 work-items (a group reduces over the
     /// source steps and then spreads over the features, and a few dozen of each is the common
-    /// case), fewer where the device allows fewer.
+    /// case), fewer where the device allows fewer; teams of 8 share a score's sum.
     private func attentionProgram() throws -> (OpenCLProgram, Int) {
         let groupSize = min(64, reduceGroupSize)
-        return (try program(.attention, options: "-DATTENTION_GROUP_SIZE=\(groupSize)"), groupSize)
+        let options = "-DATTENTION_GROUP_SIZE=\(groupSize) -DATTENTION_TEAM_SIZE=\(min(8, groupSize))"
+        return (try program(.attention, options: options), groupSize)
     }
 }
 
