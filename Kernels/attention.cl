@@ -29,31 +29,18 @@ int attention_range(__global const int* lengths, const int hasLengths, const int
     return n;
 }
 
-// The sum of every work-item's `value`, returned to all of them. Every work-item of the group
-// must call it. The first barrier lets the readers of an earlier result finish first.
-float attention_group_sum(__local float* partial, const float value) {
+// The sum (or with takeMax, the largest) of every work-item's `value`, returned to all of them.
+// Every work-item of the group must call it. The first barrier lets the readers of an earlier
+// result finish first.
+float attention_group_reduce(__local float* partial, const float value, const int takeMax) {
     const int lid = get_local_id(0);
     barrier(CLK_LOCAL_MEM_FENCE);
     partial[lid] = value;
     for (int stride = ATTENTION_GROUP_SIZE / 2; stride > 0; stride >>= 1) {
         barrier(CLK_LOCAL_MEM_FENCE);
         if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return partial[0];
-}
-
-// Like attention_group_sum, with max in place of +.
-float attention_group_max(__local float* partial, const float value) {
-    const int lid = get_local_id(0);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    partial[lid] = value;
-    for (int stride = ATTENTION_GROUP_SIZE / 2; stride > 0; stride >>= 1) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (lid < stride) {
-            partial[lid] = fmax(partial[lid], partial[lid + stride]);
+            const float other = partial[lid + stride];
+            partial[lid] = takeMax ? fmax(partial[lid], other) : partial[lid] + other;
         }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -107,8 +94,8 @@ void attention_team_scores(__local float* partial, __global const float* x, __gl
 // Forward. One group per row (i, b) of the queries, group id i * B + b; after the scores, the
 // work-item j-loops take j = lid, lid + G, ..., so each work-item rereads only the a[j] it wrote:
 //   a[j] = s_j = score(q[i, b], k[j, b])                      j in r, 0 elsewhere (attention_team_scores)
-//   m = max_j s_j                                             (group max)
-//   a[j] = e_j = exp(s_j - m),   S = sum_j e_j                (group sum; every exponent <= 0)
+//   m = max_j s_j                                             (group reduction)
+//   a[j] = e_j = exp(s_j - m),   S = sum_j e_j                (group reduction; every exponent <= 0)
 //   a[j] = e_j / S
 //   c[i, b, f] = sum_{j in r} a[j] V[j, b, f]                 work-item per f, after a global barrier
 // Writes A[b, i, :] and C[i, b, :].
@@ -136,7 +123,7 @@ void attention_forward(__global const float* queries, __global const float* keys
             largest = fmax(largest, a[j]);
         }
     }
-    largest = attention_group_max(partial, largest);
+    largest = attention_group_reduce(partial, largest, 1);
 
     float total = 0.0f;
     for (int j = lid; j < sourceSteps; j += ATTENTION_GROUP_SIZE) {
@@ -146,7 +133,7 @@ void attention_forward(__global const float* queries, __global const float* keys
             total += e;
         }
     }
-    total = attention_group_sum(partial, total);
+    total = attention_group_reduce(partial, total, 0);
     for (int j = lid; j < sourceSteps; j += ATTENTION_GROUP_SIZE) {
         if (j >= first && j < first + n) {
             a[j] = a[j] / total;
@@ -166,7 +153,7 @@ void attention_forward(__global const float* queries, __global const float* keys
 
 // Backward, stage 1: the score gradients and dQ. One group per row (i, b), as the forward:
 //   ds[j] = dA_j = dC[i, b] . V[j, b]                         j in r, 0 elsewhere (attention_team_scores)
-//   t = sum_j a[j] dA_j                                       (group sum)
+//   t = sum_j a[j] dA_j                                       (group reduction)
 //   ds[j] = a[j] (dA_j - t)
 //   dot:       dQ[i, b, f] = sum_{j in r} ds[j] K[j, b, f]
 //   additive:  dQ[i, b, f] = v[f] sum_{j in r} ds[j] (1 - u^2),  u = tanh(q[i, b, f] + k[j, b, f])
@@ -198,7 +185,7 @@ void attention_backward_queries(__global const float* queries, __global const fl
             weighted += a[j] * ds[j];
         }
     }
-    weighted = attention_group_sum(partial, weighted);
+    weighted = attention_group_reduce(partial, weighted, 0);
     for (int j = lid; j < sourceSteps; j += ATTENTION_GROUP_SIZE) {
         if (j >= first && j < first + n) {
             ds[j] = a[j] * (ds[j] - weighted);
