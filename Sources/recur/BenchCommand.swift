@@ -43,10 +43,12 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "GEMM sizes n (n x n x n) to sweep; 0 for none.") var gemm: [Int] = [256, 512, 1024]
     @Flag(help: "One JSON object per measurement instead of a table.") var json = false
     @Flag(help: "Only the GEMM sweep, no recurrent layers.") var gemmOnly = false
+    @Flag(help: "Only the attention ops (dot and additive scores, every --pass but train-step) at B = 64, Ty = Tx = 20, D = Dv = 256, or at --batch, --steps (Ty = Tx) and --hidden (D = Dv).")
+    var attention = false
 
     func validate() throws {
         let sizes = [batch, steps, input, hidden]
-        if sizes.contains(where: { $0 != nil }) && sizes.contains(where: { $0 == nil }) {
+        if !attention, sizes.contains(where: { $0 != nil }) && sizes.contains(where: { $0 == nil }) {
             throw ValidationError("give all of --batch, --steps, --input and --hidden, or none")
         }
         if sizes.contains(where: { ($0 ?? 1) < 1 }) || layers < 1 || repetitions < 1 || warmup < 0 {
@@ -74,12 +76,22 @@ struct BenchCommand: ParsableCommand {
             return parsed
         }
         let benchmark = Benchmark(backend: backend, warmup: warmup, repetitions: repetitions)
-        let configurations = try gemmOnly || model != nil ? [] : configurations(cells, backend: backend)
+        let configurations = try gemmOnly || model != nil || attention ? [] : configurations(cells, backend: backend)
         try checkMemory(configurations, passes: passes, backend: backend)
         if !json {
             print("device: \(backend.kind.rawValue) '\(backend.deviceName)', median of \(repetitions) after \(warmup) warm-up runs"
                   + (backend.kind == .cpu ? ", OpenBLAS kernels \(BLASCoreType.current)" : ""))
             print(Self.header)
+        }
+        if attention {
+            for score in AttentionScore.allCases {
+                for pass in passes where pass != .trainStep {
+                    emit(try benchmark.measureAttention(
+                        score: score, batch: batch ?? 64, targetSteps: steps ?? 20, sourceSteps: steps ?? 20,
+                        features: hidden ?? 256, valueFeatures: hidden ?? 256, pass: pass))
+                }
+            }
+            return
         }
         if let model {
             guard model == "imdb" else { throw ValidationError("unknown model '\(model)': imdb") }

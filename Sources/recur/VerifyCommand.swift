@@ -9,8 +9,8 @@ struct VerifyCommand: ParsableCommand {
         abstract: "Check every op of the selected device against the CPU backend and a float64 reference, and PyTorch fixtures.",
         discussion: """
             The base and recurrent ops are compared with the CPU backend; the losses, optimizer \
-            steps, clamp and row norms with a plain float64 reference, on the selected device and \
-            on the CPU backend. Errors are norm-wise relative: max |device - reference| / max \
+            steps, clamp, row norms and the attention ops with a plain float64 reference, on the \
+            selected device and on the CPU backend. Errors are norm-wise relative: max |device - reference| / max \
             |reference| (for fixtures over max(max |reference|, 0.1), so an all-zero reference \
             compares absolutely). Each \
             --fixture file (safetensors, the format of tools/make_fixtures.py) is run through a \
@@ -52,6 +52,10 @@ struct VerifyCommand: ParsableCommand {
         let training = try check.trainingOps()
         report(training)
         results += training
+        print("\nattention ops of \(deviceName) against the float64 reference")
+        let attention = try check.attentionOps()
+        report(attention)
+        results += attention
         if let openCL = backend as? OpenCLBackend {
             // Where the scans above ran as persistent launches, the one-launch-per-step path is
             // checked too (the same kernels with one step per launch).

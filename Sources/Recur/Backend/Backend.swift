@@ -141,6 +141,15 @@ public protocol Backend: AnyObject, Sendable {
     /// `recurrentBackward(pair.forward)` then `recurrentBackward(pair.reverse)`.
     func recurrentBackward(_ pair: BidirectionalRecurrentBackward) throws
 
+    // MARK: Attention
+
+    /// Attention over the valid source steps of each sequence (see `AttentionForward` and the
+    /// equations in Backend/AttentionOps.swift): overwrites the context and the attention weights.
+    func attentionForward(_ request: AttentionForward) throws
+    /// Back-propagates through that attention (see `AttentionBackward`): overwrites the query,
+    /// key and value gradients, accumulates (+=) the score vector's gradient.
+    func attentionBackward(_ request: AttentionBackward) throws
+
     // MARK: Losses
     //
     // Each loss writes the batch's mean loss into `loss[index]` (a slot of a device tensor, so a

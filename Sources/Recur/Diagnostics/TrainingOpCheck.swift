@@ -32,7 +32,12 @@ extension SelfCheck {
     /// with the float64 ``TrainingReference`` on the checked backend and, where that is not the
     /// CPU backend, on the CPU backend too.
     public mutating func trainingOps() throws -> [Comparison] {
-        let checks = trainingChecks()
+        try compareOnBothBackends(trainingChecks())
+    }
+
+    /// Runs `checks` on the checked backend and, where that is not the CPU backend, on the CPU
+    /// backend too: every check's comparisons on the first, then on the second.
+    func compareOnBothBackends(_ checks: [TrainingOpCheck]) throws -> [Comparison] {
         let targets: [any Backend] = backend is CPUBackend ? [backend] : [backend, reference]
         return try targets.flatMap { target in try checks.flatMap { try $0.compare(on: target) } }
     }
