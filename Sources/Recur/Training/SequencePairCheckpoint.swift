@@ -42,19 +42,10 @@ public struct SequencePairCheckpoint: Sendable {
         self.progress = progress
         self.sourceVocabulary = sourceVocabulary
         self.targetVocabulary = targetVocabulary
-        parameters = [:]
-        for parameter in model.parameters {
-            parameters[parameter.name] = (parameter.value.shape, try parameter.value.toArray())
-        }
-        optimizerFloats = [:]
-        optimizerCounts = [:]
-        for entry in try optimizer.state() {
-            if entry.tensor.dtype == .int32 {
-                optimizerCounts[entry.name] = try entry.tensor.backend.downloadInt32(entry.tensor)[0]
-            } else {
-                optimizerFloats[entry.name] = (entry.tensor.shape, try entry.tensor.toArray())
-            }
-        }
+        let tensors = try CheckpointTensors(parameters: model.parameters, optimizer: optimizer)
+        parameters = tensors.parameters
+        optimizerFloats = tensors.optimizerFloats
+        optimizerCounts = tensors.optimizerCounts
     }
 
     /// Writes the checkpoint to `path`, atomically.
@@ -68,15 +59,8 @@ public struct SequencePairCheckpoint: Sendable {
             "data.source_tokens": try RecurJSON.string(Array(sourceVocabulary.tokens.dropFirst(4))),
             "data.target_tokens": try RecurJSON.string(Array(targetVocabulary.tokens.dropFirst(4))),
         ])
-        for (name, parameter) in parameters {
-            try writer.add("model." + name, floats: parameter.values, shape: parameter.shape)
-        }
-        for (name, state) in optimizerFloats {
-            try writer.add("optimizer." + name, floats: state.values, shape: state.shape)
-        }
-        for (name, count) in optimizerCounts {
-            try writer.add("optimizer." + name, int32s: [count], shape: [1])
-        }
+        try CheckpointTensors.add(parameters: parameters, optimizerFloats: optimizerFloats,
+                                  optimizerCounts: optimizerCounts, to: &writer)
         try writer.write(to: path)
     }
 
@@ -126,27 +110,10 @@ public struct SequencePairCheckpoint: Sendable {
                 source: path, detail: "vocabularies of \(sourceVocabulary.count) and \(targetVocabulary.count) ids "
                     + "for a model of \(specification.sourceVocabularySize) and \(specification.targetVocabularySize)")
         }
-        parameters = [:]
-        optimizerFloats = [:]
-        optimizerCounts = [:]
-        for name in file.names {
-            if name.hasPrefix("model.") {
-                parameters[String(name.dropFirst(6))] = (try file.shape(of: name), try file.floats(name))
-            } else if name.hasPrefix("optimizer.") {
-                let key = String(name.dropFirst(10))
-                if try file.dtype(of: name) == .int32 {
-                    let values = try file.int32s(name)
-                    guard values.count == 1 else {
-                        throw RecurError.malformed(source: path, detail: "\(name) must hold one count")
-                    }
-                    optimizerCounts[key] = values[0]
-                } else {
-                    optimizerFloats[key] = (try file.shape(of: name), try file.floats(name))
-                }
-            } else {
-                throw RecurError.malformed(source: path, detail: "unexpected tensor '\(name)'")
-            }
-        }
+        let tensors = try CheckpointTensors(file: file)
+        parameters = tensors.parameters
+        optimizerFloats = tensors.optimizerFloats
+        optimizerCounts = tensors.optimizerCounts
     }
 
     /// The model of the specification with the saved parameters.
@@ -154,36 +121,13 @@ public struct SequencePairCheckpoint: Sendable {
     /// - Throws: `RecurError.malformed` for a missing, extra or differently shaped parameter.
     public func makeModel(backend: any Backend) throws -> EncoderDecoder {
         let model = try EncoderDecoder(specification: specification, backend: backend)
-        let expected = Set(model.parameters.map(\.name))
-        if let extra = parameters.keys.sorted().first(where: { !expected.contains($0) }) {
-            throw RecurError.malformed(source: "checkpoint", detail: "model.\(extra) is not a parameter of this model")
-        }
-        for parameter in model.parameters {
-            guard let saved = parameters[parameter.name] else {
-                throw RecurError.malformed(source: "checkpoint", detail: "missing parameter model.\(parameter.name)")
-            }
-            guard saved.shape == parameter.value.shape else {
-                throw RecurError.malformed(
-                    source: "checkpoint",
-                    detail: "model.\(parameter.name) is \(saved.shape), the model expects \(parameter.value.shape)")
-            }
-            let upload = try backend.upload(saved.values, shape: saved.shape)
-            try backend.copy(upload, sourceOffset: 0, into: parameter.value, destinationOffset: 0,
-                             count: parameter.value.count)
-        }
+        try CheckpointTensors.restore(parameters, into: model.parameters)
         return model
     }
 
     /// The optimizer state as `Optimizer.load(state:)` takes it, on `backend`.
     /// - Parameter backend: the device of the optimizer.
     public func optimizerState(backend: any Backend) throws -> [NamedTensor] {
-        var state: [NamedTensor] = []
-        for (name, saved) in optimizerFloats.sorted(by: { $0.key < $1.key }) {
-            state.append(NamedTensor(name: name, tensor: try backend.upload(saved.values, shape: saved.shape)))
-        }
-        for (name, count) in optimizerCounts.sorted(by: { $0.key < $1.key }) {
-            state.append(NamedTensor(name: name, tensor: try backend.upload([count], shape: [1])))
-        }
-        return state
+        try CheckpointTensors.optimizerState(floats: optimizerFloats, counts: optimizerCounts, backend: backend)
     }
 }
