@@ -37,9 +37,10 @@ private func specification(_ pairs: EncodedSequencePairs, cell: RecurrentCell = 
 
 /// The loss and every gradient of one training pass.
 private func lossAndGradients(_ model: EncoderDecoder, _ batch: SequencePairBatch, teacherForcing: Double = 1,
-                              seed: UInt64 = 0) throws -> (loss: Float, gradients: [String: [Float]]) {
+                              seed: UInt64 = 0, labelSmoothing: Float = 0) throws -> (loss: Float, gradients: [String: [Float]]) {
     try model.zeroGradients()
-    let (loss, _) = try model.forward(batch, teacherForcing: teacherForcing, seed: seed, training: true)
+    let (loss, _) = try model.forward(batch, teacherForcing: teacherForcing, seed: seed, labelSmoothing: labelSmoothing,
+                                      training: true)
     try model.backward()
     var gradients: [String: [Float]] = [:]
     for parameter in model.parameters { gradients[parameter.name] = try parameter.gradient.toArray() }
@@ -112,14 +113,16 @@ struct EncoderDecoderTests {
         }
     }
 
-    @Test("the gradient matches central differences of the loss", arguments: [1.0, 0.5])
-    func finiteDifferences(teacherForcing: Double) throws {
+    @Test("the gradient matches central differences of the loss",
+          arguments: [(1.0, Float(0)), (0.5, 0), (1.0, 0.2)])
+    func finiteDifferences(teacherForcing: Double, labelSmoothing: Float) throws {
         let pairs = try randomPairs(count: 5, seed: 4, maximumLength: 4)
         let model = try EncoderDecoder(
             specification: specification(pairs, hiddenSize: 4, decoderHiddenSize: 6, bidirectional: true),
             backend: TestBackends.cpu)
         let batch = pairs.batch(0..<5)
-        let analytic = try lossAndGradients(model, batch, teacherForcing: teacherForcing, seed: 11)
+        let analytic = try lossAndGradients(model, batch, teacherForcing: teacherForcing, seed: 11,
+                                            labelSmoothing: labelSmoothing)
         let epsilon: Float = 4e-3
         for parameter in model.parameters {
             var values = try parameter.value.toArray()
@@ -130,7 +133,8 @@ struct EncoderDecoderTests {
                 values[index] = value
                 try model.backend.copy(try model.backend.upload(values, shape: parameter.value.shape), sourceOffset: 0,
                                        into: parameter.value, destinationOffset: 0, count: values.count)
-                return try model.forward(batch, teacherForcing: teacherForcing, seed: 11, training: true).loss
+                return try model.forward(batch, teacherForcing: teacherForcing, seed: 11, labelSmoothing: labelSmoothing,
+                                         training: true).loss
             }
             let original = values[index]
             let numeric = (try loss(at: original + epsilon) - loss(at: original - epsilon)) / (2 * epsilon)
@@ -138,6 +142,34 @@ struct EncoderDecoderTests {
             #expect(abs(numeric - gradient[index]) <= 2e-3 + 3e-2 * abs(gradient[index]),
                     "\(parameter.name)[\(index)]: analytic \(gradient[index]), numeric \(numeric)")
         }
+    }
+
+    @Test("label smoothing gives PyTorch's smoothed cross-entropy over the scored places")
+    func labelSmoothing() throws {
+        let pairs = try randomPairs(count: 6, seed: 12)
+        let model = try EncoderDecoder(specification: specification(pairs), backend: TestBackends.cpu)
+        let batch = pairs.batch(0..<6)
+        let epsilon: Float = 0.1
+        let (loss, logitTensor) = try model.forward(batch, labelSmoothing: epsilon, training: true)
+        let logits = try logitTensor.toArray()
+        let targets = try EncoderDecoder.teacherForcedRows(batch.target).targets
+        let classes = model.specification.targetVocabularySize
+        var total = 0.0
+        var counted = 0
+        for (n, target) in targets.enumerated() where target != SequenceVocabulary.paddingID {
+            let row = logits[(n * classes)..<((n + 1) * classes)].map(Double.init)
+            let largest = row.max()!
+            let logSum = log(row.reduce(0) { $0 + exp($1 - largest) }) + largest
+            let smoothed = (0..<classes).reduce(0.0) { sum, c in
+                let q = (c == Int(target) ? 1 - Double(epsilon) : 0) + Double(epsilon) / Double(classes)
+                return sum + q * (logSum - row[c])
+            }
+            total += smoothed
+            counted += 1
+        }
+        let expected = Float(total / Double(counted))
+        #expect(abs(loss - expected) <= 1e-5 * abs(expected), "loss \(loss), expected \(expected)")
+        #expect(try model.forward(batch, training: true).loss < loss)
     }
 
     @Test("scheduled sampling equals stepping the decoder by hand with the same draws")
@@ -210,7 +242,7 @@ struct EncoderDecoderTests {
         let backend = TestBackends.cpu
         let spec = specification(pairs, hiddenSize: 10, decoderHiddenSize: 12, bidirectional: true, dropout: 0.2)
         let configuration = SequencePairTrainingConfiguration(
-            epochs: 2, batchSize: 8, optimizer: .adam(learningRate: 0.01), teacherForcing: 0.7, seed: 5,
+            epochs: 2, batchSize: 8, optimizer: .adam(learningRate: 0.01), teacherForcing: 0.7, labelSmoothing: 0.1, seed: 5,
             beamWidth: 2, lengthNormalization: 0.5, evaluationBatchSize: 16)
         let whole = try SequencePairTrainer(
             model: try EncoderDecoder(specification: spec, backend: backend), configuration: configuration,
@@ -274,9 +306,10 @@ struct EncoderDecoderTests {
         let pairs = try randomPairs(count: 6, seed: 10)
         let spec = specification(pairs, hiddenSize: 6, decoderHiddenSize: 8, decoderLayers: 2, bidirectional: true)
         let batch = pairs.batch(0..<6)
-        let cpu = try lossAndGradients(try EncoderDecoder(specification: spec, backend: TestBackends.cpu), batch)
+        let cpu = try lossAndGradients(try EncoderDecoder(specification: spec, backend: TestBackends.cpu), batch,
+                                       teacherForcing: 0.5, seed: 3, labelSmoothing: 0.1)
         let device = try EncoderDecoder(specification: spec, backend: openCL)
-        let other = try lossAndGradients(device, batch)
+        let other = try lossAndGradients(device, batch, teacherForcing: 0.5, seed: 3, labelSmoothing: 0.1)
         #expect(abs(other.loss - cpu.loss) <= 1e-5 * abs(cpu.loss), "OpenCL \(other.loss), CPU \(cpu.loss)")
         for (name, gradient) in cpu.gradients {
             assertClose(try #require(other.gradients[name]), gradient, relativeTolerance: 1e-3, absoluteTolerance: 1e-5,

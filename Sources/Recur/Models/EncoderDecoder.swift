@@ -447,10 +447,16 @@ public final class EncoderDecoder {
     ///   - batch: the pairs, sources `[S, B]` and targets `[T, B]` with their markers.
     ///   - teacherForcing: the probability, in [0, 1], that a step reads the reference token.
     ///   - seed: seeds the teacher-forcing draws (unused at 1).
+    ///   - labelSmoothing: ε in [0, 1): the loss scores against (1 − ε) one-hot + ε / V, as
+    ///     PyTorch's `CrossEntropyLoss(label_smoothing:)`; default 0.
     ///   - training: applies dropout.
     /// - Returns: the loss and the logits `[T − 1, B, V]`.
     public func forward(_ batch: SequencePairBatch, teacherForcing: Double = 1, seed: UInt64 = 0,
-                        training: Bool) throws -> (loss: Float, logits: Tensor) {
+                        labelSmoothing: Float = 0, training: Bool) throws -> (loss: Float, logits: Tensor) {
+        guard labelSmoothing >= 0, labelSmoothing < 1 else {
+            throw RecurError.invalidArgument(
+                operation: "EncoderDecoder.forward", detail: "labelSmoothing must lie in [0, 1), got \(labelSmoothing)")
+        }
         guard teacherForcing >= 0, teacherForcing <= 1 else {
             throw RecurError.invalidArgument(
                 operation: "EncoderDecoder.forward", detail: "teacherForcing must lie in [0, 1], got \(teacherForcing)")
@@ -470,11 +476,40 @@ public final class EncoderDecoder {
         let (logits, _) = try decode(inputs, steps: steps, lengths: lengths, from: state, memory: memory,
                                      training: training)
         let targetTensor = try backend.upload(targets, shape: [steps, batch.target.batchSize])  // [T - 1, B]
-        let lossSlot = try backend.zeros([1])
+        let lossSlot = try backend.zeros([2])  // the cross-entropy, and the smoothing's term
         let gradient = try Loss.softmaxCrossEntropy(ignoreIndex: SequenceVocabulary.paddingID)
             .evaluate(output: logits, targets: targetTensor, loss: lossSlot, at: 0)
+        if labelSmoothing > 0 {
+            try addLabelSmoothing(labelSmoothing, logits: logits, targets: targetTensor, gradient: gradient,
+                                  loss: lossSlot)
+        }
         cache = ForwardCache(batch: batch.target.batchSize, logitGradient: gradient)
-        return (try backend.download(lossSlot)[0], logits)
+        let losses = try backend.download(lossSlot)
+        return (losses[0] + losses[1], logits)
+    }
+
+    /// Turns the cross-entropy of `loss[0]` and `gradient` into PyTorch's label-smoothed one
+    /// (`CrossEntropyLoss(label_smoothing: ε)`, Szegedy et al. 2016): the target distribution
+    /// (1 − ε) one-hot + ε / V gives, per scored row, lse(x) − x_y + ε (x_y − mean_c x_c).
+    ///
+    /// The extra term is linear in the logits, ⟨K, x⟩ with K = ε (one-hot − 1 / V) / M over the
+    /// M scored rows (0 on ignored ones), and K is −ε times the gradient the cross-entropy op
+    /// gives for all-zero logits: so the smoothing needs no op of its own on any backend.
+    /// Writes ⟨K, x⟩ into `loss[1]` and adds K to `gradient`.
+    private func addLabelSmoothing(_ epsilon: Float, logits: Tensor, targets: Tensor, gradient: Tensor,
+                                   loss: Tensor) throws {
+        let count = logits.count
+        let uniform = try backend.zeros(logits.shape)  // K, [T - 1, B, V]
+        let constant = try backend.zeros([1])  // log V, unused
+        try backend.softmaxCrossEntropy(logits: try backend.zeros(logits.shape), targets: targets,
+                                        ignoreIndex: SequenceVocabulary.paddingID, gradient: uniform,
+                                        loss: constant, at: 0)
+        try backend.scale(uniform, by: -epsilon)
+        // ⟨K, x⟩ as a [1, N] · [N, 1] product.
+        try backend.gemm(m: 1, n: 1, k: count, alpha: 1, a: MatrixOperand(uniform, leadingDimension: count),
+                         b: MatrixOperand(logits, leadingDimension: 1), beta: 0,
+                         c: MatrixOperand(loss, offset: 1, leadingDimension: 1))
+        try backend.axpy(alpha: 1, uniform, gradient)
     }
 
     /// The decoder inputs of scheduled sampling: step by step, each input after the first is

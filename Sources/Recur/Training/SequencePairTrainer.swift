@@ -25,6 +25,9 @@ public struct SequencePairTrainingConfiguration: Sendable, Equatable, Codable {
     /// The probability that a decoder step reads the reference token rather than its own
     /// previous prediction (see `EncoderDecoder.forward`); default 1.
     public var teacherForcing: Double
+    /// ε of the training loss's label smoothing (`EncoderDecoder.forward`); default 0. Validation
+    /// losses are plain cross-entropies.
+    public var labelSmoothing: Float
     /// Seeds the epochs' orders, the dropout masks and the teacher-forcing draws.
     public var seed: UInt64
     /// Beams of the validation decoding; 1 (the default) decodes greedily.
@@ -40,25 +43,28 @@ public struct SequencePairTrainingConfiguration: Sendable, Equatable, Codable {
     ///   - optimizer: see ``optimizer``.
     ///   - clipping: see ``clipping``.
     ///   - teacherForcing: see ``teacherForcing``.
+    ///   - labelSmoothing: see ``labelSmoothing``.
     ///   - seed: see ``seed``.
     ///   - beamWidth: see ``beamWidth``.
     ///   - lengthNormalization: see ``lengthNormalization``.
     ///   - evaluationBatchSize: see ``evaluationBatchSize``.
     public init(epochs: Int, batchSize: Int, optimizer: OptimizerSpecification = .adam(learningRate: 1e-3),
-                clipping: GradientClipping = .globalNorm(maxNorm: 1), teacherForcing: Double = 1, seed: UInt64 = 0,
+                clipping: GradientClipping = .globalNorm(maxNorm: 1), teacherForcing: Double = 1,
+                labelSmoothing: Float = 0, seed: UInt64 = 0,
                 beamWidth: Int = 1, lengthNormalization: Double = 0, evaluationBatchSize: Int = 64) {
         self.epochs = epochs
         self.batchSize = batchSize
         self.optimizer = optimizer
         self.clipping = clipping
         self.teacherForcing = teacherForcing
+        self.labelSmoothing = labelSmoothing
         self.seed = seed
         self.beamWidth = beamWidth
         self.lengthNormalization = lengthNormalization
         self.evaluationBatchSize = evaluationBatchSize
     }
 
-    /// Throws unless the counts are at least 1 and the probabilities and α in range.
+    /// Throws unless the counts are at least 1 and the probabilities, ε and α in range.
     public func validate() throws {
         let operation = "SequencePairTrainingConfiguration"
         for (name, value) in [("epochs", epochs), ("batchSize", batchSize), ("beamWidth", beamWidth),
@@ -68,6 +74,10 @@ public struct SequencePairTrainingConfiguration: Sendable, Equatable, Codable {
         guard teacherForcing >= 0, teacherForcing <= 1 else {
             throw RecurError.invalidArgument(
                 operation: operation, detail: "teacherForcing must lie in [0, 1], got \(teacherForcing)")
+        }
+        guard labelSmoothing >= 0, labelSmoothing < 1 else {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "labelSmoothing must lie in [0, 1), got \(labelSmoothing)")
         }
         guard lengthNormalization >= 0, lengthNormalization.isFinite else {
             throw RecurError.invalidArgument(
@@ -257,7 +267,8 @@ public final class SequencePairTrainer {
             try model.zeroGradients()
             let (loss, _) = try model.forward(
                 batch, teacherForcing: configuration.teacherForcing,
-                seed: Self.derivedSeed(configuration.seed, 0x7EAC_4E5, step), training: true)
+                seed: Self.derivedSeed(configuration.seed, 0x7EAC_4E5, step),
+                labelSmoothing: configuration.labelSmoothing, training: true)
             try model.backward()
             let parameters = model.parameters
             try clipper.clip(parameters, step: progress.step)
