@@ -300,6 +300,34 @@ struct EncoderDecoderTests {
         }) { _ = try SequencePairCheckpoint(contentsOf: path) }
     }
 
+    @Test("recur translate prints the library's outputs, one line per input line, blank for blank")
+    func translateCommand() throws {
+        let pairs = try randomPairs(count: 10, seed: 13)
+        let trainer = try SequencePairTrainer(
+            model: try EncoderDecoder(specification: specification(pairs, hiddenSize: 12, seed: 4),
+                                      backend: TestBackends.cpu),
+            configuration: SequencePairTrainingConfiguration(epochs: 1, batchSize: 4),
+            sourceVocabulary: pairs.sourceVocabulary, targetVocabulary: pairs.targetVocabulary)
+        let path = "/tmp/recur-seq2seq-translate-\(getpid()).safetensors"
+        defer { unlink(path) }
+        try trainer.checkpoint().write(to: path)
+        let translator = try Translator(checkpoint: try SequencePairCheckpoint(contentsOf: path),
+                                        backend: TestBackends.cpu)
+        let lines = ["abc", "", "gfed", "zz"]
+        for beam in [1, 3] {
+            let expected = try translator.translate(lines, beamWidth: beam, lengthNormalization: 0.5, maximumLength: 7)
+            #expect(expected[1] == "")
+            let run = try runRecur(["translate", "--checkpoint", path, "--device", "cpu", "--beam", "\(beam)",
+                                    "--length-normalization", "0.5", "--max-length", "7", "--batch-size", "3"],
+                                   input: lines.joined(separator: "\n") + "\n")
+            #expect(run.status == 0, "\(run.stderr)")
+            #expect(run.stdout == expected.map { $0 + "\n" }.joined(), "beam \(beam): \(run.stdout)")
+        }
+        // The batches of the command (3 lines) decode as one batch of all lines does.
+        #expect(try translator.translate(Array(lines[0..<3]), maximumLength: 7)
+                + translator.translate([lines[3]], maximumLength: 7) == translator.translate(lines, maximumLength: 7))
+    }
+
     @Test("the OpenCL backend gives the CPU's loss, gradients and greedy outputs")
     func openCLMatchesCPU() throws {
         guard let openCL = try TestBackends.openCL() else { return }

@@ -19,6 +19,10 @@ public struct SequencePairCheckpoint: Sendable {
     public var sourceVocabulary: SequenceVocabulary
     /// The target ids (metadata `data.target_tokens`).
     public var targetVocabulary: SequenceVocabulary
+    /// How sources split into tokens (metadata `data.source_tokenizer`).
+    public var sourceTokenizer: PairTokenizer
+    /// How targets split into tokens (metadata `data.target_tokenizer`).
+    public var targetTokenizer: PairTokenizer
     /// Parameter values by name (without the `model.` prefix).
     public var parameters: [String: (shape: Shape, values: [Float])]
     /// Optimizer state tensors by name (without the `optimizer.` prefix).
@@ -34,9 +38,14 @@ public struct SequencePairCheckpoint: Sendable {
     ///   - optimizer: the optimizer whose state is saved.
     ///   - sourceVocabulary: the source ids.
     ///   - targetVocabulary: the target ids.
+    ///   - sourceTokenizer: how sources split into tokens.
+    ///   - targetTokenizer: how targets split into tokens.
     public init(model: EncoderDecoder, configuration: SequencePairTrainingConfiguration,
                 progress: SequencePairTrainingProgress, optimizer: any Optimizer,
-                sourceVocabulary: SequenceVocabulary, targetVocabulary: SequenceVocabulary) throws {
+                sourceVocabulary: SequenceVocabulary, targetVocabulary: SequenceVocabulary,
+                sourceTokenizer: PairTokenizer, targetTokenizer: PairTokenizer) throws {
+        self.sourceTokenizer = sourceTokenizer
+        self.targetTokenizer = targetTokenizer
         specification = model.specification
         self.configuration = configuration
         self.progress = progress
@@ -58,6 +67,8 @@ public struct SequencePairCheckpoint: Sendable {
             "recur.progress": try RecurJSON.string(progress),
             "data.source_tokens": try RecurJSON.string(Array(sourceVocabulary.tokens.dropFirst(4))),
             "data.target_tokens": try RecurJSON.string(Array(targetVocabulary.tokens.dropFirst(4))),
+            "data.source_tokenizer": sourceTokenizer.rawValue,
+            "data.target_tokenizer": targetTokenizer.rawValue,
         ])
         try CheckpointTensors.add(parameters: parameters, optimizerFloats: optimizerFloats,
                                   optimizerCounts: optimizerCounts, to: &writer)
@@ -93,6 +104,11 @@ public struct SequencePairCheckpoint: Sendable {
                 [String].self, from: try entry("data.source_tokens"), source: path, what: "data.source_tokens"))
             targetVocabulary = try SequenceVocabulary(tokens: try RecurJSON.decode(
                 [String].self, from: try entry("data.target_tokens"), source: path, what: "data.target_tokens"))
+            for (key, side) in [("data.source_tokenizer", "source"), ("data.target_tokenizer", "target")] {
+                guard PairTokenizer(rawValue: try entry(key)) != nil else {
+                    throw RecurError.malformed(source: path, detail: "\(key) '\(try entry(key))' names no \(side) tokenizer")
+                }
+            }
         } catch let error as RecurError {
             if case .malformed = error { throw error }
             throw RecurError.malformed(source: path, detail: "\(error)")
@@ -110,6 +126,8 @@ public struct SequencePairCheckpoint: Sendable {
                 source: path, detail: "vocabularies of \(sourceVocabulary.count) and \(targetVocabulary.count) ids "
                     + "for a model of \(specification.sourceVocabularySize) and \(specification.targetVocabularySize)")
         }
+        sourceTokenizer = PairTokenizer(rawValue: try entry("data.source_tokenizer"))!
+        targetTokenizer = PairTokenizer(rawValue: try entry("data.target_tokenizer"))!
         let tensors = try CheckpointTensors(file: file)
         parameters = tensors.parameters
         optimizerFloats = tensors.optimizerFloats

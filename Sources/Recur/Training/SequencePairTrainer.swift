@@ -164,6 +164,11 @@ public final class SequencePairTrainer {
     public let clipper: GradientClipper
     /// Where the run stands.
     public private(set) var progress: SequencePairTrainingProgress
+    /// How the pairs' sources were split into tokens, recorded in checkpoints for translating
+    /// new text; default characters.
+    public var sourceTokenizer = PairTokenizer.character
+    /// How the pairs' targets were split into tokens (and outputs are joined); default characters.
+    public var targetTokenizer = PairTokenizer.character
     /// When set, ``fit(training:validation:)`` writes a checkpoint here after every epoch.
     public var checkpointPath: String?
     /// Called after every epoch with its record.
@@ -216,6 +221,8 @@ public final class SequencePairTrainer {
                       sourceVocabulary: checkpoint.sourceVocabulary, targetVocabulary: checkpoint.targetVocabulary)
         try optimizer.load(state: try checkpoint.optimizerState(backend: backend))
         progress = checkpoint.progress
+        sourceTokenizer = checkpoint.sourceTokenizer
+        targetTokenizer = checkpoint.targetTokenizer
     }
 
     // MARK: Training
@@ -332,7 +339,8 @@ public final class SequencePairTrainer {
     public func checkpoint() throws -> SequencePairCheckpoint {
         try SequencePairCheckpoint(model: model, configuration: configuration, progress: progress,
                                    optimizer: optimizer, sourceVocabulary: sourceVocabulary,
-                                   targetVocabulary: targetVocabulary)
+                                   targetVocabulary: targetVocabulary, sourceTokenizer: sourceTokenizer,
+                                   targetTokenizer: targetTokenizer)
     }
 
     private func checkVocabularies(_ pairs: EncodedSequencePairs, operation: String) throws {
