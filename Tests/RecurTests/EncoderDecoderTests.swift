@@ -17,17 +17,21 @@ import Darwin
 private func randomPairs(count: Int, seed: UInt64, maximumLength: Int = 6) throws -> EncodedSequencePairs {
     var random = SeededGenerator(seed: seed)
     let letters = Array("abcdefg")
+    func text() -> String {
+        String((0..<Int.random(in: 1...maximumLength, using: &random)).map { _ in letters.randomElement(using: &random)! })
+    }
     let pairs = (0..<count).map { _ in
-        let source = String((0..<Int.random(in: 1...maximumLength, using: &random)).map { _ in letters.randomElement(using: &random)! })
-        let target = String((0..<Int.random(in: 1...maximumLength, using: &random)).map { _ in letters.randomElement(using: &random)! })
-        return SequencePair(source: source, target: target)
+        let source = text()
+        return SequencePair(source: source, target: text())
     }
     return try EncodedSequencePairs(fitting: try SequencePairs(pairs: pairs))
 }
 
 private func specification(_ pairs: EncodedSequencePairs, cell: RecurrentCell = .lstm, hiddenSize: Int = 8,
                            decoderHiddenSize: Int? = nil, encoderLayers: Int = 1, decoderLayers: Int = 1,
-                           bidirectional: Bool = false, dropout: Float = 0, seed: UInt64 = 3) -> EncoderDecoderSpecification {
+                           bidirectional: Bool = false, dropout: Float = 0, seed: UInt64 = 3)
+    -> EncoderDecoderSpecification
+{
     EncoderDecoderSpecification(
         sourceVocabularySize: pairs.sourceVocabulary.count, targetVocabularySize: pairs.targetVocabulary.count,
         embeddingSize: 5, cell: cell, hiddenSize: hiddenSize, decoderHiddenSize: decoderHiddenSize,
@@ -37,7 +41,9 @@ private func specification(_ pairs: EncodedSequencePairs, cell: RecurrentCell = 
 
 /// The loss and every gradient of one training pass.
 private func lossAndGradients(_ model: EncoderDecoder, _ batch: SequencePairBatch, teacherForcing: Double = 1,
-                              seed: UInt64 = 0, labelSmoothing: Float = 0) throws -> (loss: Float, gradients: [String: [Float]]) {
+                              seed: UInt64 = 0, labelSmoothing: Float = 0) throws
+    -> (loss: Float, gradients: [String: [Float]])
+{
     try model.zeroGradients()
     let (loss, _) = try model.forward(batch, teacherForcing: teacherForcing, seed: seed, labelSmoothing: labelSmoothing,
                                       training: true)

@@ -63,11 +63,13 @@ extension EncoderDecoder {
                            maximumLength: Int? = nil) throws -> [[Int32]] {
         let operation = "EncoderDecoder.beamSearch"
         guard width >= 1 else {
-            throw RecurError.invalidArgument(operation: operation, detail: "the beam width must be at least 1, got \(width)")
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "the beam width must be at least 1, got \(width)")
         }
         guard lengthNormalization >= 0, lengthNormalization.isFinite else {
             throw RecurError.invalidArgument(
-                operation: operation, detail: "the length normalisation must be finite and not negative, got \(lengthNormalization)")
+                operation: operation,
+                detail: "the length normalisation must be finite and not negative, got \(lengthNormalization)")
         }
         let limit = try checkedMaximumLength(maximumLength, source: source)
         let (batch, vocabulary) = (source.batchSize, specification.targetVocabularySize)

@@ -421,7 +421,8 @@ public final class EncoderDecoder {
         if let short = target.lengths.firstIndex(where: { $0 < 2 || $0 > steps }) {
             throw RecurError.invalidArgument(
                 operation: "EncoderDecoder.forward",
-                detail: "target \(short) has length \(target.lengths[short]): it must lie in 2...\(steps) (markers included)")
+                detail: "target \(short) has length \(target.lengths[short]): it must lie in 2...\(steps) "
+                    + "(markers included)")
         }
         // Scored places come from the lengths, not from the ids, so whatever a padded place holds
         // is never scored.
@@ -539,7 +540,8 @@ public final class EncoderDecoder {
     /// accumulating (+=) into every parameter gradient.
     public func backward() throws {
         guard let cache else {
-            throw RecurError.invalidArgument(operation: "EncoderDecoder.backward", detail: "backward needs a forward pass first")
+            throw RecurError.invalidArgument(
+                operation: "EncoderDecoder.backward", detail: "backward needs a forward pass first")
         }
         let batch = cache.batch
         let featureGradient = try outputDropout.backward(try output.backward(cache.logitGradient))  // [T - 1, B, F]

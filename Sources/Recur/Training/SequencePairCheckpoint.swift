@@ -106,7 +106,8 @@ public struct SequencePairCheckpoint: Sendable {
                 [String].self, from: try entry("data.target_tokens"), source: path, what: "data.target_tokens"))
             for (key, side) in [("data.source_tokenizer", "source"), ("data.target_tokenizer", "target")] {
                 guard PairTokenizer(rawValue: try entry(key)) != nil else {
-                    throw RecurError.malformed(source: path, detail: "\(key) '\(try entry(key))' names no \(side) tokenizer")
+                    throw RecurError.malformed(
+                        source: path, detail: "\(key) '\(try entry(key))' names no \(side) tokenizer")
                 }
             }
         } catch let error as RecurError {

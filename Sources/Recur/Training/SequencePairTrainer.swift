@@ -81,7 +81,8 @@ public struct SequencePairTrainingConfiguration: Sendable, Equatable, Codable {
         }
         guard lengthNormalization >= 0, lengthNormalization.isFinite else {
             throw RecurError.invalidArgument(
-                operation: operation, detail: "lengthNormalization must be finite and not negative, got \(lengthNormalization)")
+                operation: operation,
+                detail: "lengthNormalization must be finite and not negative, got \(lengthNormalization)")
         }
     }
 }
