@@ -72,6 +72,46 @@ private func repadded(_ batch: SequencePairBatch, with ids: inout SeededGenerato
                              target: repad(batch.target, bound: vocabulary.target), groups: batch.groups)
 }
 
+/// A decoder-output transform without parameters that reads the encoder's memory, as attention
+/// does: y_t = h_t + s_0, the encoder's output at the first source step (every source has one),
+/// added to every decoder step. Needs K = M.
+private final class FirstSourceStep: DecoderOutputTransform {
+    let backend: any Backend
+    private var shape: (steps: Int, sourceSteps: Int, batch: Int, features: Int)?
+
+    init(backend: any Backend) {
+        self.backend = backend
+    }
+
+    var name: String { "first_step" }
+    var parameters: [NamedParameter] { [] }
+
+    func outputFeatures(decoderFeatures: Int, memoryFeatures: Int) -> Int { decoderFeatures }
+
+    func forward(decoderOutput: Tensor, memory: EncoderMemory, training: Bool) throws -> Tensor {
+        let (steps, batch, features) = (decoderOutput.shape[0], decoderOutput.shape[1], decoderOutput.shape[2])
+        let spread = try backend.zeros(decoderOutput.shape)  // s_0 at every step, [T, B, K]
+        for t in 0..<steps {
+            try backend.copy(memory.outputs, sourceOffset: 0, into: spread, destinationOffset: t * batch * features,
+                             count: batch * features)
+        }
+        let output = try backend.zeros(decoderOutput.shape)
+        try backend.add(decoderOutput, spread, into: output)
+        shape = (steps, memory.outputs.shape[0], batch, features)
+        return output
+    }
+
+    func backward(from outputGradient: Tensor) throws -> (decoderOutput: Tensor, memory: Tensor) {
+        let shape = try #require(shape)
+        let firstStep = try backend.zeros([shape.batch, shape.features])  // Σ_t dL/dy_t, [B, M]
+        try backend.sum(outputGradient, alongAxis: 0, into: firstStep)
+        let memory = try backend.zeros([shape.sourceSteps, shape.batch, shape.features])
+        try backend.copy(firstStep, sourceOffset: 0, into: memory, destinationOffset: 0,
+                         count: shape.batch * shape.features)
+        return (outputGradient, memory)
+    }
+}
+
 @Suite("Encoder-decoder")
 struct EncoderDecoderTests {
     @Test("parameters carry state-dict names; the bridge exists only when the sizes differ")
@@ -126,7 +166,28 @@ struct EncoderDecoderTests {
         let model = try EncoderDecoder(
             specification: specification(pairs, hiddenSize: 4, decoderHiddenSize: 6, bidirectional: true),
             backend: TestBackends.cpu)
+        try expectFiniteDifferences(model, pairs.batch(0..<5), teacherForcing: teacherForcing,
+                                    labelSmoothing: labelSmoothing)
+    }
+
+    @Test("a decoder-output transform reads the encoder's outputs and sends their gradient back to the encoder")
+    func decoderOutputTransform() throws {
+        let pairs = try randomPairs(count: 5, seed: 14, maximumLength: 4)
+        let spec = specification(pairs, hiddenSize: 3, decoderHiddenSize: 6, encoderLayers: 2, bidirectional: true)
+        let model = try EncoderDecoder(specification: spec, outputTransform: FirstSourceStep(backend: TestBackends.cpu),
+                                       backend: TestBackends.cpu)
         let batch = pairs.batch(0..<5)
+        let plain = try EncoderDecoder(specification: spec, backend: TestBackends.cpu)
+        #expect(try model.forward(batch, training: false).loss != plain.forward(batch, training: false).loss)
+        try expectFiniteDifferences(model, batch, teacherForcing: 1, labelSmoothing: 0)
+        let source = pairs.sourceBatch(groups: 0..<pairs.sources.count)
+        #expect(try model.beamSearch(source, width: 1, maximumLength: 6) == model.greedyDecode(source, maximumLength: 6))
+    }
+
+    /// Expects the gradient of the largest-gradient element of every parameter to match central
+    /// differences of the loss.
+    private func expectFiniteDifferences(_ model: EncoderDecoder, _ batch: SequencePairBatch, teacherForcing: Double,
+                                         labelSmoothing: Float) throws {
         let analytic = try lossAndGradients(model, batch, teacherForcing: teacherForcing, seed: 11,
                                             labelSmoothing: labelSmoothing)
         let epsilon: Float = 4e-3
