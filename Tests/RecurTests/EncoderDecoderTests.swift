@@ -321,8 +321,8 @@ struct EncoderDecoderTests {
         let stopped = try SequencePairTrainer(
             model: try EncoderDecoder(specification: spec, backend: backend), configuration: first,
             sourceVocabulary: pairs.sourceVocabulary, targetVocabulary: pairs.targetVocabulary)
-        let path = "/tmp/recur-seq2seq-resume-\(getpid()).safetensors"
-        defer { unlink(path) }
+        let folder = try TemporaryFolder()
+        let path = folder.path + "/resume.safetensors"
         stopped.checkpointPath = path
         let firstEpoch = try stopped.fit(training: pairs, validation: validation)
         #expect(firstEpoch[0].loss == uninterrupted[0].loss)
@@ -349,8 +349,8 @@ struct EncoderDecoderTests {
             model: model, configuration: SequencePairTrainingConfiguration(epochs: 1, batchSize: 4),
             sourceVocabulary: pairs.sourceVocabulary, targetVocabulary: pairs.targetVocabulary)
         var checkpoint = try trainer.checkpoint()
-        let path = "/tmp/recur-seq2seq-checkpoint-\(getpid()).safetensors"
-        defer { unlink(path) }
+        let folder = try TemporaryFolder()
+        let path = folder.path + "/checkpoint.safetensors"
         try checkpoint.write(to: path)
         let read = try SequencePairCheckpoint(contentsOf: path)
         #expect(read.sourceVocabulary == pairs.sourceVocabulary && read.targetVocabulary == pairs.targetVocabulary)
@@ -375,8 +375,8 @@ struct EncoderDecoderTests {
                                       backend: TestBackends.cpu),
             configuration: SequencePairTrainingConfiguration(epochs: 1, batchSize: 4),
             sourceVocabulary: pairs.sourceVocabulary, targetVocabulary: pairs.targetVocabulary)
-        let path = "/tmp/recur-seq2seq-translate-\(getpid()).safetensors"
-        defer { unlink(path) }
+        let folder = try TemporaryFolder()
+        let path = folder.path + "/translate.safetensors"
         try trainer.checkpoint().write(to: path)
         let translator = try Translator(checkpoint: try SequencePairCheckpoint(contentsOf: path),
                                         backend: TestBackends.cpu)
