@@ -157,7 +157,7 @@ extension PredictCommand {
 }
 
 /// Lines of a file or of standard input, one at a time, without their line break (LF or CRLF).
-private struct LineReader {
+struct LineReader {
     private let file: UnsafeMutablePointer<FILE>
     private let path: String
     private let ownsFile: Bool

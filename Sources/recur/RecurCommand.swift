@@ -16,7 +16,7 @@ struct RecurCommand: ParsableCommand {
             opencl:NAME (part of a device name). Without it, RECUR_DEVICE decides; without that, \
             the first OpenCL GPU, else an OpenCL CPU device, else the CPU backend.
             """,
-        subcommands: [DemoCommand.self, TrainCommand.self, EvaluateCommand.self, GenerateCommand.self, PredictCommand.self, ExportCommand.self,
+        subcommands: [DemoCommand.self, TrainCommand.self, EvaluateCommand.self, GenerateCommand.self, PredictCommand.self, TranslateCommand.self, ExportCommand.self,
                       BenchCommand.self, TuneCommand.self, VerifyCommand.self, DevicesCommand.self]
     )
 

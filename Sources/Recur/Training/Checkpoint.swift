@@ -64,23 +64,14 @@ public struct Checkpoint: Sendable {
         self.configuration = configuration
         self.progress = progress
         self.metadata = metadata
-        parameters = [:]
-        for parameter in model.parameters {
-            parameters[parameter.name] = (parameter.value.shape, try parameter.value.toArray())
-        }
-        optimizerFloats = [:]
-        optimizerCounts = [:]
+        let tensors = try CheckpointTensors(parameters: model.parameters, optimizer: optimizer)
+        parameters = tensors.parameters
+        optimizerFloats = tensors.optimizerFloats
+        optimizerCounts = tensors.optimizerCounts
         self.carriedState = [:]
         for (k, state) in (carriedState ?? []).enumerated() {
             self.carriedState["\(k).hidden"] = (state.hidden.shape, try state.hidden.toArray())
             if let cell = state.cell { self.carriedState["\(k).cell"] = (cell.shape, try cell.toArray()) }
-        }
-        for entry in try optimizer.state() {
-            if entry.tensor.dtype == .int32 {
-                optimizerCounts[entry.name] = try entry.tensor.backend.downloadInt32(entry.tensor)[0]
-            } else {
-                optimizerFloats[entry.name] = (entry.tensor.shape, try entry.tensor.toArray())
-            }
         }
     }
 
@@ -92,15 +83,8 @@ public struct Checkpoint: Sendable {
         fileMetadata["recur.training"] = try RecurJSON.string(configuration)
         fileMetadata["recur.progress"] = try RecurJSON.string(progress)
         var writer = SafeTensorsWriter(metadata: fileMetadata)
-        for (name, parameter) in parameters {
-            try writer.add("model." + name, floats: parameter.values, shape: parameter.shape)
-        }
-        for (name, state) in optimizerFloats {
-            try writer.add("optimizer." + name, floats: state.values, shape: state.shape)
-        }
-        for (name, count) in optimizerCounts {
-            try writer.add("optimizer." + name, int32s: [count], shape: [1])
-        }
+        try CheckpointTensors.add(parameters: parameters, optimizerFloats: optimizerFloats,
+                                  optimizerCounts: optimizerCounts, to: &writer)
         for (name, state) in carriedState {
             try writer.add("state." + name, floats: state.values, shape: state.shape)
         }
@@ -141,69 +125,23 @@ public struct Checkpoint: Sendable {
             TrainingProgress.self, from: try entry("recur.progress"), source: path, what: "recur.progress")
         try progress.validate(epochs: configuration.epochs, source: path + ": recur.progress")
         metadata = file.metadata.filter { !$0.key.hasPrefix("recur.") }
-        parameters = [:]
-        optimizerFloats = [:]
-        optimizerCounts = [:]
-        carriedState = [:]
-        for name in file.names {
-            if name.hasPrefix("model.") {
-                parameters[String(name.dropFirst(6))] = (try file.shape(of: name), try file.floats(name))
-            } else if name.hasPrefix("optimizer.") {
-                let key = String(name.dropFirst(10))
-                switch try file.dtype(of: name) {
-                case .int32:
-                    let values = try file.int32s(name)
-                    guard values.count == 1 else {
-                        throw RecurError.malformed(source: path, detail: "\(name) must hold one count")
-                    }
-                    optimizerCounts[key] = values[0]
-                default:
-                    optimizerFloats[key] = (try file.shape(of: name), try file.floats(name))
-                }
-            } else if name.hasPrefix("state.") {
-                carriedState[String(name.dropFirst(6))] = (try file.shape(of: name), try file.floats(name))
-            } else {
-                throw RecurError.malformed(source: path, detail: "unexpected tensor '\(name)'")
-            }
-        }
+        let tensors = try CheckpointTensors(file: file, otherPrefixes: ["state"])
+        parameters = tensors.parameters
+        optimizerFloats = tensors.optimizerFloats
+        optimizerCounts = tensors.optimizerCounts
+        carriedState = tensors.others["state"] ?? [:]
     }
 
     /// Copies the saved parameters into `model`, which must have exactly these names and shapes.
     /// - Throws: `RecurError.malformed` for a missing, extra or differently shaped parameter;
     ///   nothing is copied then.
     public func restoreParameters(of model: Sequential) throws {
-        let expected = Set(model.parameters.map(\.name))
-        if let extra = parameters.keys.sorted().first(where: { !expected.contains($0) }) {
-            throw RecurError.malformed(source: "checkpoint", detail: "model.\(extra) is not a parameter of this model")
-        }
-        var staged: [(Tensor, [Float])] = []
-        for parameter in model.parameters {
-            guard let saved = parameters[parameter.name] else {
-                throw RecurError.malformed(source: "checkpoint", detail: "missing parameter model.\(parameter.name)")
-            }
-            guard saved.shape == parameter.value.shape else {
-                throw RecurError.malformed(
-                    source: "checkpoint",
-                    detail: "model.\(parameter.name) is \(saved.shape), the model expects \(parameter.value.shape)")
-            }
-            staged.append((parameter.value, saved.values))
-        }
-        for (tensor, values) in staged {
-            let upload = try tensor.backend.upload(values, shape: tensor.shape)
-            try tensor.backend.copy(upload, sourceOffset: 0, into: tensor, destinationOffset: 0, count: tensor.count)
-        }
+        try CheckpointTensors.restore(parameters, into: model.parameters)
     }
 
     /// The optimizer state as `Optimizer.load(state:)` takes it, on `backend`.
     public func optimizerState(backend: any Backend) throws -> [NamedTensor] {
-        var state: [NamedTensor] = []
-        for (name, saved) in optimizerFloats.sorted(by: { $0.key < $1.key }) {
-            state.append(NamedTensor(name: name, tensor: try backend.upload(saved.values, shape: saved.shape)))
-        }
-        for (name, count) in optimizerCounts.sorted(by: { $0.key < $1.key }) {
-            state.append(NamedTensor(name: name, tensor: try backend.upload([count], shape: [1])))
-        }
-        return state
+        try CheckpointTensors.optimizerState(floats: optimizerFloats, counts: optimizerCounts, backend: backend)
     }
 
     /// The carried state on `backend`, one per stateful layer of `model`, each shaped as that

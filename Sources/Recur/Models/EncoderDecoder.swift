@@ -1,0 +1,588 @@
+// The encoder–decoder (Cho et al. 2014; Sutskever, Vinyals, Le 2014): a recurrent encoder reads
+// the source, a bridge turns its top layer's final state into the decoder's initial state, and a
+// recurrent decoder writes the target one token after another, scored by softmax cross-entropy.
+//
+// Shape legend: S source steps, T target steps (start and end markers included), B batch,
+// E embedding width, H encoder hidden units per direction, D encoder directions, M = D · H
+// encoder features, K decoder hidden units, L_e / L_d encoder / decoder layers, F features the
+// output layer reads (K, or what a decoder-output transform makes of them), V target vocabulary.
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The architecture of an ``EncoderDecoder``, as data: enough to build the same model again, and
+/// what its checkpoints store.
+public struct EncoderDecoderSpecification: Sendable, Equatable, Codable {
+    /// Source ids the source embedding knows (the four reserved ids of `SequenceVocabulary` included).
+    public var sourceVocabularySize: Int
+    /// V: target ids the target embedding and the output layer know.
+    public var targetVocabularySize: Int
+    /// E: the width of both embeddings.
+    public var embeddingSize: Int
+    /// The cell of every encoder and decoder layer.
+    public var cell: RecurrentCell
+    /// H: encoder hidden units per direction.
+    public var hiddenSize: Int
+    /// K: decoder hidden units.
+    public var decoderHiddenSize: Int
+    /// L_e: stacked encoder layers.
+    public var encoderLayers: Int
+    /// L_d: stacked decoder layers.
+    public var decoderLayers: Int
+    /// Whether every encoder layer also reads the source backwards (D = 2).
+    public var bidirectional: Bool
+    /// Inverted dropout on both embeddings' outputs, between stacked recurrent layers and on the
+    /// decoder's output before the output layer; training only.
+    public var dropout: Float
+    /// Seeds the initial parameters of every part.
+    public var seed: UInt64
+
+    /// - Parameters:
+    ///   - sourceVocabularySize: see ``sourceVocabularySize``.
+    ///   - targetVocabularySize: see ``targetVocabularySize``.
+    ///   - embeddingSize: see ``embeddingSize``.
+    ///   - cell: see ``cell``; default LSTM.
+    ///   - hiddenSize: see ``hiddenSize``.
+    ///   - decoderHiddenSize: see ``decoderHiddenSize``; nil (the default) takes M = D · H, so
+    ///     the bridge is the identity.
+    ///   - encoderLayers: see ``encoderLayers``; default 1.
+    ///   - decoderLayers: see ``decoderLayers``; default 1.
+    ///   - bidirectional: see ``bidirectional``; default false.
+    ///   - dropout: see ``dropout``; default 0.
+    ///   - seed: see ``seed``; default 0.
+    public init(sourceVocabularySize: Int, targetVocabularySize: Int, embeddingSize: Int, cell: RecurrentCell = .lstm,
+                hiddenSize: Int, decoderHiddenSize: Int? = nil, encoderLayers: Int = 1, decoderLayers: Int = 1,
+                bidirectional: Bool = false, dropout: Float = 0, seed: UInt64 = 0) {
+        self.sourceVocabularySize = sourceVocabularySize
+        self.targetVocabularySize = targetVocabularySize
+        self.embeddingSize = embeddingSize
+        self.cell = cell
+        self.hiddenSize = hiddenSize
+        self.decoderHiddenSize = decoderHiddenSize ?? hiddenSize * (bidirectional ? 2 : 1)
+        self.encoderLayers = encoderLayers
+        self.decoderLayers = decoderLayers
+        self.bidirectional = bidirectional
+        self.dropout = dropout
+        self.seed = seed
+    }
+
+    /// M = D · H: the features of every encoder output step and of the top layer's final state.
+    public var encoderFeatures: Int { hiddenSize * (bidirectional ? 2 : 1) }
+
+    /// Throws unless every size is at least 1, both vocabularies hold more than the four reserved
+    /// ids, and the dropout lies in [0, 1).
+    public func validate() throws {
+        let operation = "EncoderDecoderSpecification"
+        let sizes = [("sourceVocabularySize", sourceVocabularySize), ("targetVocabularySize", targetVocabularySize),
+                     ("embeddingSize", embeddingSize), ("hiddenSize", hiddenSize),
+                     ("decoderHiddenSize", decoderHiddenSize), ("encoderLayers", encoderLayers),
+                     ("decoderLayers", decoderLayers)]
+        for (name, size) in sizes where size < 1 {
+            throw RecurError.invalidArgument(operation: operation, detail: "\(name) must be at least 1, got \(size)")
+        }
+        for (name, size) in [("sourceVocabularySize", sourceVocabularySize), ("targetVocabularySize", targetVocabularySize)]
+        where size <= Int(SequenceVocabulary.endID) {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "\(name) \(size) leaves no id beside the four reserved ones")
+        }
+        guard dropout >= 0, dropout < 1 else {
+            throw RecurError.invalidArgument(operation: operation, detail: "dropout must lie in [0, 1), got \(dropout)")
+        }
+    }
+
+    /// The specification as JSON with sorted keys, as a checkpoint stores it.
+    public func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    /// Reads a specification `json()` wrote, and validates it.
+    /// - Parameters:
+    ///   - json: the JSON text.
+    ///   - source: what error messages call the text (a checkpoint's path).
+    /// - Throws: `RecurError.malformed` naming `source` for JSON that is not a valid specification.
+    public init(json: String, source: String) throws {
+        self = try RecurJSON.decode(EncoderDecoderSpecification.self, from: json, source: source, what: "recur.model")
+        do {
+            try validate()
+        } catch {
+            throw RecurError.malformed(source: source, detail: "the model specification is invalid: \(error)")
+        }
+    }
+}
+
+/// What the encoder hands a decoder-output transform: every source step's top-layer output and
+/// each source's length (steps at and after it are padding, which a transform must not read).
+public struct EncoderMemory: Sendable {
+    /// The encoder's output, `[S, B, M]`, 0 at padded steps.
+    public var outputs: Tensor
+    /// Each source's valid steps, `[B]`.
+    public var lengths: [Int]
+
+    /// - Parameters:
+    ///   - outputs: see ``outputs``.
+    ///   - lengths: see ``lengths``.
+    public init(outputs: Tensor, lengths: [Int]) {
+        self.outputs = outputs
+        self.lengths = lengths
+    }
+}
+
+/// The one place where a decoder's outputs may be rewritten before the output layer reads them:
+/// attention (Luong et al. 2015's global attention, which scores each decoder output against
+/// the encoder's outputs) plugs in here. The transform sees the decoder's top-layer output of
+/// every step it ran (all target steps under teacher forcing, one step while decoding) and the
+/// encoder's memory, and returns the features the output layer reads.
+///
+/// A transform caches what its `backward` needs, like a ``Layer``; `backward` accumulates (+=)
+/// into its parameter gradients.
+public protocol DecoderOutputTransform: AnyObject {
+    /// The prefix of the transform's parameter names in the model's state dict (`attention`).
+    var name: String { get }
+    /// The trainable tensors with their gradients, under the transform's own names.
+    var parameters: [NamedParameter] { get }
+    /// F, the features the transform returns.
+    /// - Parameters:
+    ///   - decoderFeatures: K.
+    ///   - memoryFeatures: M.
+    /// - Returns: F.
+    func outputFeatures(decoderFeatures: Int, memoryFeatures: Int) -> Int
+    /// Rewrites the decoder's outputs.
+    /// - Parameters:
+    ///   - decoderOutput: `[T, B, K]`, 0 at padded target steps.
+    ///   - memory: the encoder's outputs and the source lengths.
+    ///   - training: whether the pass trains.
+    /// - Returns: `[T, B, F]`.
+    func forward(decoderOutput: Tensor, memory: EncoderMemory, training: Bool) throws -> Tensor
+    /// Back-propagates through the last `forward`.
+    /// - Parameter outputGradient: dL/d output, `[T, B, F]`.
+    /// - Returns: dL/d decoder output `[T, B, K]` and dL/d encoder outputs `[S, B, M]`.
+    func backward(from outputGradient: Tensor) throws -> (decoderOutput: Tensor, memory: Tensor)
+}
+
+/// An encoder–decoder for sequence-to-sequence tasks whose source and target lengths differ
+/// (translation, grapheme to phoneme), with explicit forward and backward passes:
+///
+///     source ids [S, B] → source embedding → encoder stack (any cell, L_e layers, D directions)
+///         → top layer's final state [B, M] (h, and c for cells with a cell state; both
+///           directions side by side)
+///         → bridge: for every decoder layer, tanh(W x + b) when K ≠ M, else x itself
+///         → decoder initial state [L_d, B, K]
+///     target ids <s> y_1 … y_{n−1} [T − 1, B] → target embedding → decoder stack
+///         → [decoder-output transform] → output Dense → logits [T − 1, B, V]
+///         → softmax cross-entropy against y_1 … y_n </s>, padding ignored
+///
+/// Padding is masked everywhere: the encoder and the decoder run with each sequence's length,
+/// so padded steps change no state, carry no gradient and are not scored; neither the ids at
+/// padded places nor the amount of padding changes the loss or a gradient.
+///
+/// Parameter names: `source_embedding.weight`, `encoder.<PyTorch RNN names>`,
+/// `bridge_h.<l>.weight` / `.bias` and `bridge_c.<l>.…` (when K ≠ M), `target_embedding.weight`,
+/// `decoder.<PyTorch RNN names>`, `<transform name>.…`, `output.weight`, `output.bias`.
+///
+/// The model is written against `Backend` only, so it runs on every device.
+public final class EncoderDecoder {
+    /// The architecture.
+    public let specification: EncoderDecoderSpecification
+    /// The device every part runs on.
+    public let backend: any Backend
+    /// Source ids → `[S, B, E]`.
+    public let sourceEmbedding: Embedding
+    /// The encoder stack, `[S, B, E]` → `[S, B, M]`.
+    public let encoder: RecurrentLayer
+    /// One projection of the top encoder state per decoder layer for h; empty when K = M.
+    public let hiddenBridge: [Dense]
+    /// The same for c (cells with a cell state only); empty when K = M or the cell has none.
+    public let cellBridge: [Dense]
+    /// Target ids → `[T, B, E]`.
+    public let targetEmbedding: Embedding
+    /// The decoder stack, `[T, B, E]` → `[T, B, K]`.
+    public let decoder: RecurrentLayer
+    /// The decoder-output hook (attention), if any.
+    public let outputTransform: (any DecoderOutputTransform)?
+    /// `[T, B, F]` → logits `[T, B, V]`.
+    public let output: Dense
+    private let sourceDropout: Dropout
+    private let targetDropout: Dropout
+    private let outputDropout: Dropout
+    private var cache: ForwardCache?
+
+    /// Builds the model with initialised parameters and zero gradients.
+    /// - Parameters:
+    ///   - specification: the architecture and seed.
+    ///   - outputTransform: the decoder-output hook (attention); nil for the plain model. Its
+    ///     parameters must live on `backend`.
+    ///   - backend: the device every part runs on.
+    /// - Throws: `RecurError.invalidArgument` for an invalid specification.
+    public init(specification: EncoderDecoderSpecification, outputTransform: (any DecoderOutputTransform)? = nil,
+                backend: any Backend) throws {
+        try specification.validate()
+        self.specification = specification
+        self.backend = backend
+        self.outputTransform = outputTransform
+        let s = specification
+        var seeds = SeededRandom(seed: s.seed)
+        sourceEmbedding = try Embedding(vocabularySize: s.sourceVocabularySize, embeddingSize: s.embeddingSize,
+                                        seed: seeds.next(), backend: backend)
+        encoder = try RecurrentLayer(cell: s.cell, inputSize: s.embeddingSize, hiddenSize: s.hiddenSize,
+                                     layerCount: s.encoderLayers, bidirectional: s.bidirectional, dropout: s.dropout,
+                                     seed: seeds.next(), backend: backend)
+        let bridged = s.decoderHiddenSize != s.encoderFeatures
+        func bridge() throws -> [Dense] {
+            try (0..<s.decoderLayers).map { _ in
+                try Dense(inputSize: s.encoderFeatures, outputSize: s.decoderHiddenSize, activation: .tanh,
+                          seed: seeds.next(), backend: backend)
+            }
+        }
+        hiddenBridge = bridged ? try bridge() : []
+        cellBridge = bridged && s.cell.hasCellState ? try bridge() : []
+        targetEmbedding = try Embedding(vocabularySize: s.targetVocabularySize, embeddingSize: s.embeddingSize,
+                                        seed: seeds.next(), backend: backend)
+        decoder = try RecurrentLayer(cell: s.cell, inputSize: s.embeddingSize, hiddenSize: s.decoderHiddenSize,
+                                     layerCount: s.decoderLayers, dropout: s.dropout, seed: seeds.next(),
+                                     backend: backend)
+        let features = outputTransform?.outputFeatures(decoderFeatures: s.decoderHiddenSize,
+                                                       memoryFeatures: s.encoderFeatures) ?? s.decoderHiddenSize
+        output = try Dense(inputSize: features, outputSize: s.targetVocabularySize, seed: seeds.next(),
+                           backend: backend)
+        sourceDropout = try Dropout(probability: s.dropout, seed: seeds.next(), backend: backend)
+        targetDropout = try Dropout(probability: s.dropout, seed: seeds.next(), backend: backend)
+        outputDropout = try Dropout(probability: s.dropout, seed: seeds.next(), backend: backend)
+    }
+
+    // MARK: Parameters
+
+    /// Every parameter with its gradient, under the names listed in the type's description, in
+    /// the order the data flows.
+    public var parameters: [NamedParameter] {
+        var list = sourceEmbedding.parameters(prefixedBy: "source_embedding")
+        list += encoder.parameters(prefixedBy: "encoder")
+        for (l, dense) in hiddenBridge.enumerated() { list += dense.parameters(prefixedBy: "bridge_h.\(l)") }
+        for (l, dense) in cellBridge.enumerated() { list += dense.parameters(prefixedBy: "bridge_c.\(l)") }
+        list += targetEmbedding.parameters(prefixedBy: "target_embedding")
+        list += decoder.parameters(prefixedBy: "decoder")
+        if let outputTransform {
+            list += outputTransform.parameters.map {
+                NamedParameter(name: "\(outputTransform.name).\($0.name)", value: $0.value, gradient: $0.gradient)
+            }
+        }
+        list += output.parameters(prefixedBy: "output")
+        return list
+    }
+
+    /// Sets every gradient to 0.
+    public func zeroGradients() throws {
+        for parameter in parameters { try backend.fill(parameter.gradient, with: 0) }
+    }
+
+    /// Restarts every dropout stream from seeds derived from `seed`: a loop that seeds each step
+    /// draws the same masks again when it repeats the step (after resuming).
+    /// - Parameter seed: the step's seed.
+    public func seedDropout(_ seed: UInt64) {
+        var random = SeededRandom(seed: seed)
+        encoder.seedDropout(random.next())
+        decoder.seedDropout(random.next())
+        sourceDropout.seed(random.next())
+        targetDropout.seed(random.next())
+        outputDropout.seed(random.next())
+    }
+
+    // MARK: Encoder and bridge
+
+    /// What backward needs from the last training forward.
+    private struct ForwardCache {
+        /// B.
+        var batch: Int
+        /// dL/d logits, written by the loss.
+        var logitGradient: Tensor
+    }
+
+    /// Runs the encoder and the bridge.
+    /// - Parameters:
+    ///   - source: `[S, B]` ids with each column's length.
+    ///   - training: applies dropout.
+    /// - Returns: the encoder's memory and the decoder's initial state `[L_d, B, K]`.
+    func encode(_ source: SequenceBatch, training: Bool) throws -> (memory: EncoderMemory, state: RecurrentState) {
+        let operation = "EncoderDecoder.encode"
+        let batch = source.batchSize
+        guard batch > 0, source.ids.count == source.steps * batch else {
+            throw RecurError.shapeMismatch(
+                operation: operation, detail: "\(source.ids.count) source ids for \(source.steps) steps of \(batch) sources")
+        }
+        if let empty = source.lengths.firstIndex(where: { $0 < 1 }) {
+            throw RecurError.invalidArgument(operation: operation, detail: "source \(empty) is empty")
+        }
+        let embedded = try sourceEmbedding.forward(ids: source.ids, shape: [source.steps, batch])  // [S, B, E]
+        let encoded = try encoder.forward(try sourceDropout.forward(embedded, training: training),
+                                          lengths: source.lengths, padding: .post, training: training)
+        let s = specification
+        let directions = s.bidirectional ? 2 : 1
+        let top = (s.encoderLayers - 1) * directions  // the top layer's first state slot
+        let state = RecurrentState(
+            hidden: try bridged(try topState(encoded.finalState.hidden, from: top, batch: batch), through: hiddenBridge),
+            cell: try encoded.finalState.cell.map {
+                try bridged(try topState($0, from: top, batch: batch), through: cellBridge)
+            })
+        return (EncoderMemory(outputs: encoded.output, lengths: source.lengths), state)
+    }
+
+    /// The top layer's final state `[B, M]`: row b holds each direction's `[H]` side by side.
+    private func topState(_ state: Tensor, from slot: Int, batch: Int) throws -> Tensor {
+        let h = specification.hiddenSize
+        let directions = specification.bidirectional ? 2 : 1
+        let top = try backend.zeros([batch, directions * h])  // [B, M]
+        for direction in 0..<directions {
+            try copyRows(batch, width: h, from: state, offset: (slot + direction) * batch * h, stride: h,
+                         into: top, offset: direction * h, stride: directions * h)
+        }
+        return top
+    }
+
+    /// The decoder's initial state `[L_d, B, K]` from the top state `[B, M]`: each layer's
+    /// projection of it, or the state itself in every layer when there is no projection.
+    private func bridged(_ top: Tensor, through projections: [Dense]) throws -> Tensor {
+        let (layers, batch, k) = (specification.decoderLayers, top.shape[0], specification.decoderHiddenSize)
+        let state = try backend.zeros([layers, batch, k])  // [L_d, B, K]
+        for l in 0..<layers {
+            let source = projections.isEmpty ? top : try projections[l].forward(top)  // [B, K]
+            try backend.copy(source, sourceOffset: 0, into: state, destinationOffset: l * batch * k, count: batch * k)
+        }
+        return state
+    }
+
+    /// Back-propagates the decoder's initial-state gradient `[L_d, B, K]` through the bridge.
+    /// - Returns: dL/d top state `[B, M]`.
+    private func bridgeBackward(_ gradient: Tensor, through projections: [Dense], batch: Int) throws -> Tensor {
+        let (layers, k) = (specification.decoderLayers, specification.decoderHiddenSize)
+        let topGradient = try backend.zeros([batch, specification.encoderFeatures])  // [B, M]
+        for l in 0..<layers {
+            let slice = try backend.zeros([batch, k])  // [B, K]
+            try backend.copy(gradient, sourceOffset: l * batch * k, into: slice, destinationOffset: 0, count: batch * k)
+            let contribution = projections.isEmpty ? slice : try projections[l].backward(slice)
+            try backend.axpy(alpha: 1, contribution, topGradient)
+        }
+        return topGradient
+    }
+
+    /// Spreads dL/d top state `[B, M]` into an encoder final-state gradient `[L_e · D, B, H]`.
+    private func finalStateGradient(_ topGradient: Tensor, batch: Int) throws -> Tensor {
+        let s = specification
+        let directions = s.bidirectional ? 2 : 1
+        let h = s.hiddenSize
+        let gradient = try backend.zeros([s.encoderLayers * directions, batch, h])
+        let slot = (s.encoderLayers - 1) * directions
+        for direction in 0..<directions {
+            try copyRows(batch, width: h, from: topGradient, offset: direction * h, stride: directions * h,
+                         into: gradient, offset: (slot + direction) * batch * h, stride: h)
+        }
+        return gradient
+    }
+
+    // MARK: Decoder
+
+    /// Runs the decoder from `state` over `inputs` and the output layer.
+    /// - Parameters:
+    ///   - inputs: `[T', B]` decoder input ids.
+    ///   - lengths: each column's valid steps; nil means all T'.
+    ///   - state: the decoder's initial state `[L_d, B, K]`.
+    ///   - memory: the encoder's memory, for the output transform.
+    ///   - training: applies dropout.
+    /// - Returns: logits `[T', B, V]` and the decoder's final state.
+    func decode(_ inputs: [Int32], steps: Int, lengths: [Int]?, from state: RecurrentState, memory: EncoderMemory,
+                training: Bool) throws -> (logits: Tensor, state: RecurrentState) {
+        let batch = memory.lengths.count
+        let embedded = try targetEmbedding.forward(ids: inputs, shape: [steps, batch])  // [T', B, E]
+        let decoded = try decoder.forward(try targetDropout.forward(embedded, training: training), lengths: lengths,
+                                          padding: .post, initialState: state, training: training)  // [T', B, K]
+        var features = decoded.output
+        if let outputTransform {
+            features = try outputTransform.forward(decoderOutput: features, memory: memory, training: training)
+        }
+        let logits = try output.forward(try outputDropout.forward(features, training: training))  // [T', B, V]
+        return (logits, decoded.finalState)
+    }
+
+    // MARK: Training pass
+
+    /// The decoder's inputs and scored targets of a batch: rows `0 ..< T − 1` and `1 ..< T` of
+    /// the target ids, the targets padding (ignored) beyond each column's length, and each
+    /// column's `length − 1` valid steps.
+    static func teacherForcedRows(_ target: SequenceBatch) throws -> (inputs: [Int32], targets: [Int32], lengths: [Int]) {
+        let (steps, batch) = (target.steps, target.batchSize)
+        guard steps >= 2, target.ids.count == steps * batch else {
+            throw RecurError.shapeMismatch(
+                operation: "EncoderDecoder.forward",
+                detail: "targets need the start marker and at least one more id per column, got \(steps) steps")
+        }
+        if let short = target.lengths.firstIndex(where: { $0 < 2 || $0 > steps }) {
+            throw RecurError.invalidArgument(
+                operation: "EncoderDecoder.forward",
+                detail: "target \(short) has length \(target.lengths[short]): it must lie in 2...\(steps) "
+                    + "(markers included)")
+        }
+        // Scored places come from the lengths, not from the ids, so whatever a padded place holds
+        // is never scored.
+        var targets = [Int32](repeating: SequenceVocabulary.paddingID, count: (steps - 1) * batch)  // [T - 1, B]
+        for b in 0..<batch {
+            for t in 0..<(target.lengths[b] - 1) { targets[t * batch + b] = target.ids[(t + 1) * batch + b] }
+        }
+        return (Array(target.ids[0..<((steps - 1) * batch)]), targets, target.lengths.map { $0 - 1 })
+    }
+
+    /// Runs the model on a batch, computes the mean loss over the target tokens (padding
+    /// ignored) and keeps what ``backward()`` needs.
+    ///
+    /// With `teacherForcing` 1 the decoder reads `<s> y_1 … y_{n−1}` in one recurrent op. Below 1
+    /// the decoder first steps through the target one token at a time (inference mode, so no
+    /// dropout draws), and at every step t ≥ 1 of every sequence reads y_t with probability
+    /// `teacherForcing`, else its own most likely token of step t − 1 (scheduled sampling,
+    /// Bengio et al. 2015); then it reruns over those inputs in one op in training mode. The
+    /// token fed back is an argmax, which has no gradient, so back-propagating through the rerun
+    /// is back-propagating through the steps.
+    ///
+    /// - Parameters:
+    ///   - batch: the pairs, sources `[S, B]` and targets `[T, B]` with their markers.
+    ///   - teacherForcing: the probability, in [0, 1], that a step reads the reference token.
+    ///   - seed: seeds the teacher-forcing draws (unused at 1).
+    ///   - labelSmoothing: ε in [0, 1): the loss scores against (1 − ε) one-hot + ε / V, as
+    ///     PyTorch's `CrossEntropyLoss(label_smoothing:)`; default 0.
+    ///   - training: applies dropout.
+    /// - Returns: the loss and the logits `[T − 1, B, V]`.
+    public func forward(_ batch: SequencePairBatch, teacherForcing: Double = 1, seed: UInt64 = 0,
+                        labelSmoothing: Float = 0, training: Bool) throws -> (loss: Float, logits: Tensor) {
+        guard labelSmoothing >= 0, labelSmoothing < 1 else {
+            throw RecurError.invalidArgument(
+                operation: "EncoderDecoder.forward", detail: "labelSmoothing must lie in [0, 1), got \(labelSmoothing)")
+        }
+        guard teacherForcing >= 0, teacherForcing <= 1 else {
+            throw RecurError.invalidArgument(
+                operation: "EncoderDecoder.forward", detail: "teacherForcing must lie in [0, 1], got \(teacherForcing)")
+        }
+        guard batch.source.batchSize == batch.target.batchSize else {
+            throw RecurError.shapeMismatch(
+                operation: "EncoderDecoder.forward",
+                detail: "\(batch.source.batchSize) sources for \(batch.target.batchSize) targets")
+        }
+        var (inputs, targets, lengths) = try Self.teacherForcedRows(batch.target)
+        let (memory, state) = try encode(batch.source, training: training)
+        let steps = batch.target.steps - 1
+        if teacherForcing < 1 {
+            inputs = try scheduledInputs(inputs, steps: steps, from: state, memory: memory,
+                                         teacherForcing: teacherForcing, seed: seed)
+        }
+        let (logits, _) = try decode(inputs, steps: steps, lengths: lengths, from: state, memory: memory,
+                                     training: training)
+        let targetTensor = try backend.upload(targets, shape: [steps, batch.target.batchSize])  // [T - 1, B]
+        let lossSlot = try backend.zeros([2])  // the cross-entropy, and the smoothing's term
+        let gradient = try Loss.softmaxCrossEntropy(ignoreIndex: SequenceVocabulary.paddingID)
+            .evaluate(output: logits, targets: targetTensor, loss: lossSlot, at: 0)
+        if labelSmoothing > 0 {
+            try addLabelSmoothing(labelSmoothing, logits: logits, targets: targetTensor, gradient: gradient,
+                                  loss: lossSlot)
+        }
+        cache = ForwardCache(batch: batch.target.batchSize, logitGradient: gradient)
+        let losses = try backend.download(lossSlot)
+        return (losses[0] + losses[1], logits)
+    }
+
+    /// Turns the cross-entropy of `loss[0]` and `gradient` into PyTorch's label-smoothed one
+    /// (`CrossEntropyLoss(label_smoothing: ε)`, Szegedy et al. 2016): the target distribution
+    /// (1 − ε) one-hot + ε / V gives, per scored row, lse(x) − x_y + ε (x_y − mean_c x_c).
+    ///
+    /// The extra term is linear in the logits, ⟨K, x⟩ with K = ε (one-hot − 1 / V) / M over the
+    /// M scored rows (0 on ignored ones), and K is −ε times the gradient the cross-entropy op
+    /// gives for all-zero logits: so the smoothing needs no op of its own on any backend.
+    /// Writes ⟨K, x⟩ into `loss[1]` and adds K to `gradient`.
+    private func addLabelSmoothing(_ epsilon: Float, logits: Tensor, targets: Tensor, gradient: Tensor,
+                                   loss: Tensor) throws {
+        let count = logits.count
+        let uniform = try backend.zeros(logits.shape)  // K, [T - 1, B, V]
+        let constant = try backend.zeros([1])  // log V, unused
+        try backend.softmaxCrossEntropy(logits: try backend.zeros(logits.shape), targets: targets,
+                                        ignoreIndex: SequenceVocabulary.paddingID, gradient: uniform,
+                                        loss: constant, at: 0)
+        try backend.scale(uniform, by: -epsilon)
+        // ⟨K, x⟩ as a [1, N] · [N, 1] product.
+        try backend.gemm(m: 1, n: 1, k: count, alpha: 1, a: MatrixOperand(uniform, leadingDimension: count),
+                         b: MatrixOperand(logits, leadingDimension: 1), beta: 0,
+                         c: MatrixOperand(loss, offset: 1, leadingDimension: 1))
+        try backend.axpy(alpha: 1, uniform, gradient)
+    }
+
+    /// The decoder inputs of scheduled sampling: step by step, each input after the first is
+    /// the reference with probability `teacherForcing`, else the argmax of the step before.
+    private func scheduledInputs(_ reference: [Int32], steps: Int, from initial: RecurrentState,
+                                 memory: EncoderMemory, teacherForcing: Double, seed: UInt64) throws -> [Int32] {
+        let batch = memory.lengths.count
+        var random = SeededRandom(seed: seed)
+        var inputs = reference
+        var state = initial
+        for t in 0..<(steps - 1) {
+            let row = Array(inputs[(t * batch)..<((t + 1) * batch)])
+            let step = try decode(row, steps: 1, lengths: nil, from: state, memory: memory, training: false)
+            state = step.state
+            let predicted = argmaxRows(try backend.download(step.logits), classes: specification.targetVocabularySize)
+            for b in 0..<batch where random.unit() >= teacherForcing {
+                let index = (t + 1) * batch + b
+                // Padded places stay padding: they are masked either way, and a padding id keeps
+                // them visibly so.
+                if reference[index] != SequenceVocabulary.paddingID { inputs[index] = predicted[b] }
+            }
+        }
+        return inputs
+    }
+
+    /// Back-propagates the loss of the last `forward(_:teacherForcing:seed:training:)`,
+    /// accumulating (+=) into every parameter gradient.
+    public func backward() throws {
+        guard let cache else {
+            throw RecurError.invalidArgument(
+                operation: "EncoderDecoder.backward", detail: "backward needs a forward pass first")
+        }
+        let batch = cache.batch
+        let featureGradient = try outputDropout.backward(try output.backward(cache.logitGradient))  // [T - 1, B, F]
+        var decoderOutputGradient = featureGradient
+        var memoryGradient: Tensor? = nil
+        if let outputTransform {
+            (decoderOutputGradient, memoryGradient) = try outputTransform.backward(from: featureGradient)
+        }
+        let decoded = try decoder.backward(outputGradient: decoderOutputGradient)
+        try targetEmbedding.backward(try targetDropout.backward(decoded.input))
+        let hiddenTop = try bridgeBackward(decoded.initialState.hidden, through: hiddenBridge, batch: batch)
+        let cellTop = try decoded.initialState.cell.map { try bridgeBackward($0, through: cellBridge, batch: batch) }
+        let stateGradient = RecurrentState(hidden: try finalStateGradient(hiddenTop, batch: batch),
+                                           cell: try cellTop.map { try finalStateGradient($0, batch: batch) })
+        let encoded = try encoder.backward(outputGradient: memoryGradient, finalStateGradient: stateGradient)
+        try sourceEmbedding.backward(try sourceDropout.backward(encoded.input))
+        self.cache = nil
+    }
+
+    // MARK: Helpers
+
+    /// Copies `rows` rows of `width` values between strided row layouts.
+    private func copyRows(_ rows: Int, width: Int, from source: Tensor, offset sourceOffset: Int, stride sourceStride: Int,
+                          into destination: Tensor, offset destinationOffset: Int, stride destinationStride: Int) throws {
+        if sourceStride == width, destinationStride == width {
+            try backend.copy(source, sourceOffset: sourceOffset, into: destination, destinationOffset: destinationOffset,
+                             count: rows * width)
+            return
+        }
+        for row in 0..<rows {
+            try backend.copy(source, sourceOffset: sourceOffset + row * sourceStride, into: destination,
+                             destinationOffset: destinationOffset + row * destinationStride, count: width)
+        }
+    }
+}
+
+/// The index of the largest value of each row of `classes` values (the first on ties).
+func argmaxRows(_ values: [Float], classes: Int) -> [Int32] {
+    stride(from: 0, to: values.count, by: classes).map { start in
+        var best = start
+        for i in (start + 1)..<(start + classes) where values[i] > values[best] { best = i }
+        return Int32(best - start)
+    }
+}
