@@ -151,6 +151,13 @@ extension RecurrentCell {
         allCases.filter(OpenCLCellKernels.exist(for:))
     }
 
+    /// The cells whose OpenCL step kernels come from the unit skeleton (Kernels/recurrent.cl): the
+    /// tests of its persistent scans, resident split and launch counts run these. The others run
+    /// row scans (Kernels/recurrent_rows.cl), one launch per scan.
+    static var withUnitStepKernels: [RecurrentCell] {
+        withOpenCLKernels.filter { (try? OpenCLCellKernels.of($0).skeleton) == .units }
+    }
+
     /// Whether the cell layer-normalises over its H units: a normalisation over three units is
     /// badly conditioned (its scale 1 / σ is large whenever they nearly agree), so the finite
     /// differences of such a cell run on wider layers.
