@@ -188,12 +188,14 @@ struct OpenCLRecurrentTests {
         }
     }
 
-    @Test("the row kernels' group is the largest power of two up to 256 the device allows")
+    @Test("the row kernels' group: H rounded up to a power of two in 32...256, within the device's limit")
     func rowScanGroup() {
-        #expect(RowScanGroup(maxWorkGroupSize: 1024).size == 256)
-        #expect(RowScanGroup(maxWorkGroupSize: 256).size == 256)
-        #expect(RowScanGroup(maxWorkGroupSize: 200).size == 128)
-        #expect(RowScanGroup(maxWorkGroupSize: 1).size == 1)
+        #expect(RowScanGroup(hidden: 5, maxWorkGroupSize: 1024).size == 32)
+        #expect(RowScanGroup(hidden: 33, maxWorkGroupSize: 1024).size == 64)
+        #expect(RowScanGroup(hidden: 128, maxWorkGroupSize: 1024).size == 128)
+        #expect(RowScanGroup(hidden: 1000, maxWorkGroupSize: 1024).size == 256)
+        #expect(RowScanGroup(hidden: 1000, maxWorkGroupSize: 200).size == 128)
+        #expect(RowScanGroup(hidden: 9, maxWorkGroupSize: 1).size == 1)
     }
 
     /// A GRU scan of seeded values with H = 4 and I = 2.

@@ -70,18 +70,22 @@ struct RecurrentTiling: Equatable, Sendable {
 }
 
 /// The work-group of the row step kernels (`RECUR_ROW_GROUP` in Kernels/rows.cl, a power of two,
-/// since their sums halve it): 256 work-items, or the largest power of two the device allows.
-/// One size per device, so each row cell builds one program.
+/// since their sums halve it): one work-item per hidden unit, H rounded up to a power of two
+/// between 32 and 256, or the largest power of two the device allows below that. Work-items
+/// beyond H only take part in the sums' barriers, which cost PoCL a pass over the whole group
+/// each, so a small H gets a small group; each size is a program variant of its own.
 struct RowScanGroup: Equatable, Sendable {
     let size: Int
 
-    init(device: OpenCLDevice) {
-        self.init(maxWorkGroupSize: device.maxWorkGroupSize)
+    init(hidden: Int, device: OpenCLDevice) {
+        self.init(hidden: hidden, maxWorkGroupSize: device.maxWorkGroupSize)
     }
 
-    init(maxWorkGroupSize: Int) {
+    init(hidden: Int, maxWorkGroupSize: Int) {
+        var wanted = 32
+        while wanted < min(hidden, 256) { wanted *= 2 }
         var size = 1
-        while size * 2 <= min(256, maxWorkGroupSize) { size *= 2 }
+        while size * 2 <= min(wanted, maxWorkGroupSize) { size *= 2 }
         self.size = size
     }
 
@@ -475,7 +479,7 @@ private struct OpenCLRecurrentSteps {
     init(rows size: RecurrentDimensions, directions: Int, device: OpenCLDevice) {
         precondition((1...2).contains(directions), "a step loop runs one or two directions")
         self.directions = directions
-        let group = RowScanGroup(device: device)
+        let group = RowScanGroup(hidden: size.hidden, device: device)
         globalSize = [group.size, size.batch, directions]
         localSize = [group.size, 1, 1]
         programOptions = group.buildOptions
