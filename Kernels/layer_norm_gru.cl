@@ -26,6 +26,20 @@
 // recurrent n) its shift's gradient at column q H, its gain's at (4 + q) H.
 #define LAYER_NORM_GRU_PARAMETER_COLUMNS 8
 
+// r, z, hn and n of unit j from the normalisations' statistics (mean, scale: a_r, a_z, W_in x,
+// then W_hn h~): the gates, in the forward and again in the backward.
+void layer_norm_gru_gates(__global const float* a, __global const float* candidate, const int j, const int hidden,
+                          const float* mean, const float* scale, __global const float* inputBias,
+                          __global const float* recurrentBias, __global const float* gateGain,
+                          __global const float* candidateGain, float* r, float* z, float* hn, float* n) {
+    const int kz = hidden + j;
+    const int kn = 2 * hidden + j;
+    *r = recur_sigmoid(gateGain[j] * ((a[j] - mean[0]) * scale[0]) + inputBias[j] + recurrentBias[j]);
+    *z = recur_sigmoid(gateGain[kz] * ((a[kz] - mean[1]) * scale[1]) + inputBias[kz] + recurrentBias[kz]);
+    *hn = candidateGain[j] * ((candidate[j] - mean[3]) * scale[3]) + recurrentBias[kn];
+    *n = tanh(gateGain[kn] * ((a[kn] - mean[2]) * scale[2]) + inputBias[kn] + *r * *hn);
+}
+
 // Forward step t of row b (row = t B + b), from operand = h~ row of t and previous = h_{t-1} row:
 //   a_r, a_z = gates[t, b, r|z] + h~ W_h(r|z)^T            kept in gates[t, b, r|z]
 //   hh = h~ W_hn^T                                         kept in candidateRecurrent[t, b, :]
@@ -45,18 +59,14 @@ void layer_norm_gru_forward(const int b, const int row, const int hidden, __glob
     __global float* candidate = candidateRecurrent + row * hidden;
     recur_row_products(operand, recurrentWeights, 2, hidden, hidden, true, a, tile);
     recur_row_products(operand, recurrentWeights + 2 * hidden * hidden, 1, hidden, hidden, false, candidate, tile);
-    float mean[3], scale[3];
+    // The normalisations' means and scales: a_r, a_z, W_in x, then W_hn h~.
+    float mean[4], scale[4];
     recur_row_statistics(a, 3, hidden, scratch, mean, scale);
-    float candidateMean, candidateScale;
-    recur_row_statistics(candidate, 1, hidden, scratch, &candidateMean, &candidateScale);
+    recur_row_statistics(candidate, 1, hidden, scratch, mean + 3, scale + 3);
     RECUR_ROW_UNITS(j, hidden) {
-        const int kz = hidden + j;
-        const int kn = 2 * hidden + j;
-        const float r = recur_sigmoid(gateGain[j] * ((a[j] - mean[0]) * scale[0]) + inputBias[j] + recurrentBias[j]);
-        const float z = recur_sigmoid(gateGain[kz] * ((a[kz] - mean[1]) * scale[1]) + inputBias[kz]
-                                      + recurrentBias[kz]);
-        const float hn = candidateGain[j] * ((candidate[j] - candidateMean) * candidateScale) + recurrentBias[kn];
-        const float n = tanh(gateGain[kn] * ((a[kn] - mean[2]) * scale[2]) + inputBias[kn] + r * hn);
+        float r, z, hn, n;
+        layer_norm_gru_gates(a, candidate, j, hidden, mean, scale, inputBias, recurrentBias, gateGain, candidateGain,
+                             &r, &z, &hn, &n);
         const float state = n + z * (previous[j] - n);
         hiddenStates[row * hidden + j] = state;
         hState[b * hidden + j] = state;
@@ -106,11 +116,9 @@ void layer_norm_gru_backward(const int b, const int row, const int hidden, __glo
     RECUR_ROW_UNITS(j, hidden) {
         const int kz = hidden + j;
         const int kn = 2 * hidden + j;
-        const float r = recur_sigmoid(gateGain[j] * ((a[j] - mean[0]) * scale[0]) + inputBias[j] + recurrentBias[j]);
-        const float z = recur_sigmoid(gateGain[kz] * ((a[kz] - mean[1]) * scale[1]) + inputBias[kz]
-                                      + recurrentBias[kz]);
-        const float hn = candidateGain[j] * ((candidate[j] - mean[3]) * scale[3]) + recurrentBias[kn];
-        const float n = tanh(gateGain[kn] * ((a[kn] - mean[2]) * scale[2]) + inputBias[kn] + r * hn);
+        float r, z, hn, n;
+        layer_norm_gru_gates(a, candidate, j, hidden, mean, scale, inputBias, recurrentBias, gateGain, candidateGain,
+                             &r, &z, &hn, &n);
         const float total = dh[j];
         const float dPreN = total * (1.0f - z) * (1.0f - n * n);
         da[j] = dPreN * hn * r * (1.0f - r);

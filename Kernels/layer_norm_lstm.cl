@@ -26,6 +26,17 @@
 #define LAYER_NORM_LSTM_CELL_BIAS 9
 #define LAYER_NORM_LSTM_PARAMETER_COLUMNS 10
 
+// z_q = gamma_q LN(a_q) + (b_ih,q + b_hh,q) of unit j for the four gate blocks q, from the
+// blocks' statistics: the gates' pre-activations, in the forward and again in the backward.
+void layer_norm_lstm_gates(__global const float* a, const int j, const int hidden, const float* mean,
+                           const float* scale, __global const float* gateGain, __global const float* inputBias,
+                           __global const float* recurrentBias, float* z) {
+    for (int q = 0; q < 4; ++q) {
+        const int k = q * hidden + j;
+        z[q] = gateGain[k] * ((a[k] - mean[q]) * scale[q]) + (inputBias[k] + recurrentBias[k]);
+    }
+}
+
 // Forward step t of row b (row = t B + b), from operand = h~ row of t and cPrevious = c_{t-1} row:
 //   a = gates[t, b, :] + h~ W_hh^T                      kept in gates[t, b, :]
 //   z_q = gamma_q LN(a_q) + (b_ih,q + b_hh,q)            per gate block q of H units
@@ -46,10 +57,7 @@ void layer_norm_lstm_forward(const int b, const int row, const int hidden, const
     recur_row_statistics(a, 4, hidden, scratch, mean, scale);
     RECUR_ROW_UNITS(j, hidden) {
         float z[4];
-        for (int q = 0; q < 4; ++q) {
-            const int k = q * hidden + j;
-            z[q] = gateGain[k] * ((a[k] - mean[q]) * scale[q]) + (inputBias[k] + recurrentBias[k]);
-        }
+        layer_norm_lstm_gates(a, j, hidden, mean, scale, gateGain, inputBias, recurrentBias, z);
         const float i = recur_sigmoid(z[0]);
         const float f = recur_sigmoid(z[1]);
         const float g = tanh(z[2]);
@@ -131,10 +139,7 @@ void layer_norm_lstm_backward(const int b, const int row, const int hidden, cons
     const float cellMeanProduct = moments[1] / count;
     RECUR_ROW_UNITS(j, hidden) {
         float z[4];
-        for (int q = 0; q < 4; ++q) {
-            const int k = q * hidden + j;
-            z[q] = gateGain[k] * ((a[k] - mean[q]) * scale[q]) + (inputBias[k] + recurrentBias[k]);
-        }
+        layer_norm_lstm_gates(a, j, hidden, mean, scale, gateGain, inputBias, recurrentBias, z);
         const float i = recur_sigmoid(z[0]);
         const float f = recur_sigmoid(z[1]);
         const float g = tanh(z[2]);

@@ -69,6 +69,18 @@ void recur_row_statistics(__global const float* v, const int count, const int hi
     for (int q = 0; q < count; ++q) scale[q] = 1.0f / sqrt(scale[q] / (float)hidden + RECUR_LAYER_NORM_EPSILON);
 }
 
+// Stages a[k0 ..< k0 + width] in tile, width = min(RECUR_ROW_TILE, K - k0), and returns width:
+// one pass of a row product. The first barrier waits until every work-item has finished with the
+// tile's previous contents, the second until the new ones are in.
+int recur_row_stage(__global const float* a, const int k0, const int reduction, __local float* tile) {
+    const int l = get_local_id(0);
+    const int width = min(RECUR_ROW_TILE, reduction - k0);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (l < width) tile[l] = a[k0 + l];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return width;
+}
+
 // destination[g H + j] = (destination[g H + j] if accumulate, else 0) + sum over k < K of
 // a[k] w[(g H + j) K + k], for g < blocks and this work-item's units j: a row's a W^T for
 // `blocks` stacked blocks of H weight rows of K (the forward recurrent product h~ W_hh^T, whose
@@ -77,12 +89,8 @@ void recur_row_statistics(__global const float* v, const int count, const int hi
 void recur_row_products(__global const float* a, __global const float* w, const int blocks, const int hidden,
                         const int reduction, const bool accumulate, __global float* destination,
                         __local float* tile) {
-    const int l = get_local_id(0);
     for (int k0 = 0; k0 < reduction; k0 += RECUR_ROW_TILE) {
-        const int width = min(RECUR_ROW_TILE, reduction - k0);
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (l < width) tile[l] = a[k0 + l];
-        barrier(CLK_LOCAL_MEM_FENCE);
+        const int width = recur_row_stage(a, k0, reduction, tile);
         RECUR_ROW_UNITS(j, hidden) {
             for (int g = 0; g < blocks; ++g) {
                 __global const float* weights = w + (g * hidden + j) * reduction + k0;
@@ -102,12 +110,8 @@ void recur_row_products(__global const float* a, __global const float* w, const 
 void recur_row_unit_products(__global const float* a, __global const float* w, const int hidden, const int reduction,
                              __global const float* factor, const int hasFactor, __global float* destination,
                              __local float* tile) {
-    const int l = get_local_id(0);
     for (int k0 = 0; k0 < reduction; k0 += RECUR_ROW_TILE) {
-        const int width = min(RECUR_ROW_TILE, reduction - k0);
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (l < width) tile[l] = a[k0 + l];
-        barrier(CLK_LOCAL_MEM_FENCE);
+        const int width = recur_row_stage(a, k0, reduction, tile);
         RECUR_ROW_UNITS(j, hidden) {
             float sum = 0.0f;
             for (int k = 0; k < width; ++k) sum += tile[k] * w[(k0 + k) * hidden + j];

@@ -79,17 +79,23 @@ struct LayerNormCellTests {
         }
     }
 
+    /// A small seeded text-classification file, `warm` or `cold` by whether a line names red, in
+    /// `folder`; returns its path.
+    static func writeColours(into folder: TemporaryFolder, lines count: Int, seed: UInt64) throws -> String {
+        var random = SeededGenerator(seed: seed)
+        let words = ["red", "blue", "green", "dark", "light"]
+        let lines = (0..<count).map { _ -> String in
+            let text = (0..<Int.random(in: 2...5, using: &random)).map { _ in words.randomElement(using: &random)! }
+            return (text.contains("red") ? "warm" : "cold") + "\t" + text.joined(separator: " ")
+        }
+        return try folder.write("colours.tsv", lines.joined(separator: "\n") + "\n")
+    }
+
     @Test("recur train --device opencl trains it to the CPU run's losses", arguments: cells)
     func trainsOnOpenCL(cell: RecurrentCell) throws {
         guard try TestBackends.openCLDevice() != nil else { return }
         let folder = try TemporaryFolder()
-        var random = SeededGenerator(seed: 23)
-        let words = ["red", "blue", "green", "dark", "light"]
-        let lines = (0..<16).map { _ -> String in
-            let text = (0..<Int.random(in: 2...5, using: &random)).map { _ in words.randomElement(using: &random)! }
-            return (text.contains("red") ? "warm" : "cold") + "\t" + text.joined(separator: " ")
-        }
-        let data = try folder.write("colours.tsv", lines.joined(separator: "\n") + "\n")
+        let data = try Self.writeColours(into: folder, lines: 16, seed: 23)
         func losses(device: String) throws -> [Double] {
             let log = folder.path + "/\(device).jsonl"
             let run = try runRecur(["train", "--device", device, "--cell", cell.name, "--data", data, "--format", "tsv",
@@ -112,13 +118,7 @@ struct LayerNormCellTests {
     @Test("recur train --cell trains it; a checkpoint resumes to the uninterrupted run's losses", arguments: cells)
     func trainAndResume(cell: RecurrentCell) throws {
         let folder = try TemporaryFolder()
-        var random = SeededGenerator(seed: 17)
-        let words = ["red", "blue", "green", "dark", "light"]
-        let lines = (0..<24).map { _ -> String in
-            let text = (0..<Int.random(in: 2...5, using: &random)).map { _ in words.randomElement(using: &random)! }
-            return (text.contains("red") ? "warm" : "cold") + "\t" + text.joined(separator: " ")
-        }
-        let data = try folder.write("colours.tsv", lines.joined(separator: "\n") + "\n")
+        let data = try Self.writeColours(into: folder, lines: 24, seed: 17)
         func train(epochs: Int, _ extra: [String]) throws -> CommandRun {
             try runRecur(["train", "--device", "cpu", "--cell", cell.name, "--data", data, "--format", "tsv",
                           "--no-header", "--max-length", "5", "--embedding", "4", "--hidden", "5", "--epochs",
