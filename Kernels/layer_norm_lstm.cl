@@ -26,14 +26,15 @@
 #define LAYER_NORM_LSTM_CELL_BIAS 9
 #define LAYER_NORM_LSTM_PARAMETER_COLUMNS 10
 
-// z_q = gamma_q LN(a_q) + (b_ih,q + b_hh,q) of unit j for the four gate blocks q, from the
-// blocks' statistics: the gates' pre-activations, in the forward and again in the backward.
+// gate = i, f, g, o of unit j: sigma, sigma, tanh, sigma of z_q = gamma_q LN(a_q) + (b_ih,q +
+// b_hh,q), from the blocks' statistics; in the forward, and again in the backward.
 void layer_norm_lstm_gates(__global const float* a, const int j, const int hidden, const float* mean,
                            const float* scale, __global const float* gateGain, __global const float* inputBias,
-                           __global const float* recurrentBias, float* z) {
+                           __global const float* recurrentBias, float* gate) {
     for (int q = 0; q < 4; ++q) {
         const int k = q * hidden + j;
-        z[q] = gateGain[k] * ((a[k] - mean[q]) * scale[q]) + (inputBias[k] + recurrentBias[k]);
+        const float z = gateGain[k] * ((a[k] - mean[q]) * scale[q]) + (inputBias[k] + recurrentBias[k]);
+        gate[q] = q == 2 ? tanh(z) : recur_sigmoid(z);
     }
 }
 
@@ -56,17 +57,15 @@ void layer_norm_lstm_forward(const int b, const int row, const int hidden, const
     float mean[4], scale[4];
     recur_row_statistics(a, 4, hidden, scratch, mean, scale);
     RECUR_ROW_UNITS(j, hidden) {
-        float z[4];
-        layer_norm_lstm_gates(a, j, hidden, mean, scale, gateGain, inputBias, recurrentBias, z);
-        const float i = recur_sigmoid(z[0]);
-        const float f = recur_sigmoid(z[1]);
-        const float g = tanh(z[2]);
+        float gate[4];
+        layer_norm_lstm_gates(a, j, hidden, mean, scale, gateGain, inputBias, recurrentBias, gate);
+        const float i = gate[0], f = gate[1], g = gate[2];
         const float unclipped = f * cPrevious[j] + i * g;
         const float c = unclipped > cellClip ? cellClip : (unclipped < -cellClip ? -cellClip : unclipped);
         cell[j] = c;
         cState[b * hidden + j] = c;
         // o, until c_t's statistics are known.
-        hState[b * hidden + j] = recur_sigmoid(z[3]);
+        hState[b * hidden + j] = gate[3];
     }
     float cellMean, cellScale;
     recur_row_statistics(cell, 1, hidden, scratch, &cellMean, &cellScale);
@@ -138,12 +137,9 @@ void layer_norm_lstm_backward(const int b, const int row, const int hidden, cons
     const float cellMeanGradient = moments[0] / count;
     const float cellMeanProduct = moments[1] / count;
     RECUR_ROW_UNITS(j, hidden) {
-        float z[4];
-        layer_norm_lstm_gates(a, j, hidden, mean, scale, gateGain, inputBias, recurrentBias, z);
-        const float i = recur_sigmoid(z[0]);
-        const float f = recur_sigmoid(z[1]);
-        const float g = tanh(z[2]);
-        const float o = recur_sigmoid(z[3]);
+        float gate[4];
+        layer_norm_lstm_gates(a, j, hidden, mean, scale, gateGain, inputBias, recurrentBias, gate);
+        const float i = gate[0], f = gate[1], g = gate[2], o = gate[3];
         const float normalizedCell = (cell[j] - cellMean) * cellScale;
         const float tc = tanh(cellGain[j] * normalizedCell + cellBias[j]);
         const float through = cellScale * (da[j] - cellMeanGradient - normalizedCell * cellMeanProduct);
