@@ -36,7 +36,9 @@ void recur_row_sums(float* values, const int count, __local float* scratch) {
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int width = RECUR_ROW_GROUP / 2; width > 0; width /= 2) {
         if (l < width) {
-            for (int c = 0; c < count; ++c) scratch[c * RECUR_ROW_GROUP + l] += scratch[c * RECUR_ROW_GROUP + l + width];
+            for (int c = 0; c < count; ++c) {
+                scratch[c * RECUR_ROW_GROUP + l] += scratch[c * RECUR_ROW_GROUP + l + width];
+            }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }

@@ -146,7 +146,7 @@ extension RecurrentCase {
 
 extension RecurrentCell {
     /// The registered cells the OpenCL backend runs (an `OpenCLCellKernels.all` entry each); the
-    /// OpenCL parity tests run these, and `OpenCLRecurrentTests` checks that it refuses the others.
+    /// OpenCL parity tests run these.
     static var withOpenCLKernels: [RecurrentCell] {
         allCases.filter(OpenCLCellKernels.exist(for:))
     }

@@ -196,8 +196,9 @@ extension OpenCLBackend {
             try checkIndexable(operation, [
                 workspace.gates, workspace.recurrentInput, request.inputGradient, request.initialHiddenGradient,
                 gradients.input, gradients.recurrent, gradients.inputBias, gradients.recurrentBias,
-            ] + gradients.extra + [request.outputGradient?.tensor, request.finalHiddenGradient, request.finalCellGradient,
-                 request.initialCellGradient, workspace.cellStates, workspace.hiddenStates,
+            ] + gradients.extra + [
+                request.outputGradient?.tensor, request.finalHiddenGradient, request.finalCellGradient,
+                request.initialCellGradient, workspace.cellStates, workspace.hiddenStates,
                  workspace.candidateRecurrent, request.hiddenStateGradients]
                 .compactMap { $0 } + scan.tensors)
         }
@@ -290,12 +291,15 @@ extension OpenCLBackend {
     /// preference; the last plan is one launch per step, which never fails for lack of
     /// co-residency: the tiled split (the resident one under the `.always` test hook). Before it,
     /// where allowed (see OpenCLBackend+PersistentScans): a persistent launch with resident
-    /// weights, else a tiled persistent launch.
+    /// weights, else a tiled persistent launch. A row cell has one plan, its row scan, which needs
+    /// no co-residency.
     private func stepPlans(_ kernels: OpenCLCellKernels, _ size: RecurrentDimensions, directions: Int) throws
         -> [OpenCLRecurrentSteps]
     {
         let cell = kernels.cell
-        if kernels.skeleton == .rows { return [OpenCLRecurrentSteps(rows: size, directions: directions, device: device)] }
+        if kernels.skeleton == .rows {
+            return [OpenCLRecurrentSteps(rows: size, directions: directions, device: device)]
+        }
         let tiled = OpenCLRecurrentSteps(size, directions: directions, device: device)
         let use = residentWeights
         if use != .never, kernels.hasResidentSplit,
@@ -381,7 +385,8 @@ extension OpenCLBackend {
 extension OpenCLBackend {
     /// A row cell's parameter gradients after its backward scan: each `ParameterGradientSum` adds
     /// the sum over the B rows of its columns of `parameterGradients` to its parameter's gradient,
-    /// gradient[offset H ..< (offset + count) H] += 1[1, B] · parameterGradients[:, column H ..< (column + count) H].
+    /// gradient[offset H ..< (offset + count) H] += 1[1, B] · parameterGradients[:, column H ..< (column + count) H]
+    /// for each direction.
     fileprivate func summedParameterGradients(_ requests: [RecurrentBackward],
                                               _ scratch: [OpenCLRecurrentGradientScratch], kernels: OpenCLCellKernels,
                                               onesRow: MatrixOperand, size: RecurrentDimensions) throws {
@@ -601,7 +606,9 @@ private struct OpenCLRecurrentScan {
         values.set("recurrentBias", eachTensor: requests.map(\.weights.recurrentBias))
         // The cell's own parameters, under the names its kernels give them.
         for (index, name) in scans[0].kernels.parameterOperands.enumerated() {
-            values.set(name, eachTensor: requests.map { $0.weights.extra.indices.contains(index) ? $0.weights.extra[index] : nil })
+            values.set(name, eachTensor: requests.map { request in
+                request.weights.extra.indices.contains(index) ? request.weights.extra[index] : nil
+            })
         }
         values.set("hInitial", eachTensor: requests.map(\.initialHidden))
         values.set("cInitial", eachTensor: requests.map(\.initialCell))
