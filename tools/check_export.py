@@ -5,7 +5,8 @@ trains a tiny model for one epoch on generated data, exports it, and compares
 - PyTorch's outputs on the exported state dict, loaded by the README's snippet (when torch is
   importable; otherwise it says so and skips),
 
-with `recur predict`'s on the same inputs: padded batches of different lengths (pre- and
+with `recur predict`'s on the same inputs (an LSTM with a projection, `--projection P`, has no ONNX
+operator: its ONNX export must be refused saying why, and its PyTorch export is checked alone): padded batches of different lengths (pre- and
 post-padded, one classifier that reads its padding), every step of taggers and language models,
 forecasts in the series' units under each transform. Inputs are encoded here from the vocabulary
 the ONNX model carries in its metadata, as a user of the exported model would.
@@ -134,6 +135,15 @@ def configurations():
             if task == "lm" and cell in ("rnn_tanh", "gru_reset_before"):
                 options[options.index("word")] = "character"
             yield f"{cell}-{task}", task.rstrip("23"), options
+    # The LSTM with a projection of h (nn.LSTM's proj_size): stacked bidirectional, and one layer.
+    for t, task in enumerate(["tag", "classify2"]):
+        options = ["--cell", "lstm", "--projection", "3", "--hidden", "5", "--epochs", "1", "--seed", str(40 + t),
+                   "--device", "cpu", "--validation-split", "0.2", "--batch-size", "8", "--embedding", "4",
+                   "--max-length", "8"]
+        options += ["--layers", "2", "--bidirectional"] if task == "tag" else ["--padding", "post"]
+        options += {"tag": ["--data", "tags.tsv", "--format", "tagged"],
+                    "classify2": ["--data", "two.tsv", "--format", "tsv"]}[task]
+        yield f"lstm_projection-{task}", task.rstrip("23"), options
 
 
 # MARK: Encoding as a user of the exported model would
@@ -344,6 +354,8 @@ def check_configuration(recur, folder, name, task, options, rng, snippet):
     run([recur, "train", *options, "--checkpoint-dir", out], stdin="")
     checkpoint = os.path.join(out, "last.safetensors")
     onnx_path = os.path.join(out, "model.onnx")
+    if "--projection" in options:
+        return check_projection(recur, out, checkpoint, onnx_path, task, options, rng, snippet)
     run([recur, "export", "--checkpoint", checkpoint, "--format", "onnx", "--output", onnx_path])
     lines = prediction_inputs(rng, task)
     tokenizer = options[options.index("--tokenizer") + 1] if "--tokenizer" in options else "word"
@@ -369,6 +381,29 @@ def check_configuration(recur, folder, name, task, options, rng, snippet):
     if snippet is None:
         return summary + "; pytorch skipped"
     error = check_pytorch(name, task, pytorch_path, expected, encoded, windows, session_metadata, snippet)
+    return summary + f"; pytorch max error {error:.2g}"
+
+
+def check_projection(recur, out, checkpoint, onnx_path, task, options, rng, snippet):
+    """ONNX's LSTM has no projection: the export must say so. The PyTorch export (nn.LSTM with
+    proj_size) is compared with recur predict, inputs encoded from its own metadata."""
+    message = run([recur, "export", "--checkpoint", checkpoint, "--format", "onnx", "--output", onnx_path],
+                  expect_failure=True)
+    if "proj_size" not in message or os.path.exists(onnx_path):
+        raise Failure(f"the ONNX export of an LSTM with a projection was refused without saying why: {message}")
+    pytorch_path = os.path.join(out, "model.pt.safetensors")
+    run([recur, "export", "--checkpoint", checkpoint, "--format", "pytorch", "--output", pytorch_path])
+    summary = "onnx export refused (no projection in ONNX's LSTM)"
+    if snippet is None:
+        return summary + "; pytorch skipped"
+    from safetensors import safe_open
+    with safe_open(pytorch_path, "np") as f:
+        metadata = f.metadata()
+    lines = prediction_inputs(rng, task)
+    predictions = recur_predictions(recur, checkpoint, task, lines, None)
+    expected = expected_outputs(task, predictions, metadata.get("data.classes", "").split("\n"))
+    encoded = encode(lines, metadata, "word")
+    error = check_pytorch(os.path.basename(out), task, pytorch_path, expected, encoded, None, metadata, snippet)
     return summary + f"; pytorch max error {error:.2g}"
 
 

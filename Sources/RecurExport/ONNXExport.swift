@@ -152,6 +152,10 @@ private struct GraphExporter {
         // Every cell Recur has maps onto an ONNX operator; a new cell must say how here.
         switch specification.cell {
         case .rnnTanh, .rnnRelu, .lstm, .gru, .gruResetBefore: break
+        case .lstmProjection:
+            throw refuse("cell \(specification.cell) (an LSTM with a projection of h to P = "
+                + "\(specification.projectionSize ?? 0) features, PyTorch's proj_size) has no ONNX operator: ONNX's LSTM "
+                + "has no projection; --format pytorch exports it for nn.LSTM(proj_size = P)")
         default: throw refuse("cell \(specification.cell) has no ONNX operator")
         }
         if !specification.readsIDs {

@@ -37,7 +37,8 @@ public enum PyTorchExport {
     /// Refuses, with the reason, a model that no PyTorch module computes.
     public static func checkExpressible(_ specification: ModelSpecification) throws {
         switch specification.cell {
-        case .rnnTanh, .rnnRelu, .lstm, .gru:
+        case .rnnTanh, .rnnRelu, .lstm, .gru, .lstmProjection:
+            // lstm_projection is nn.LSTM with proj_size = P, weight_hr_l{k} its own name.
             break
         case .gruResetBefore:
             throw RecurError.invalidArgument(

@@ -28,6 +28,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Stacked layers.") var layers = 1
     @Flag(help: "Bidirectional layers.") var bidirectional = false
     @Option(help: "Recurrent dropout probability (training passes).") var recurrentDropout: Float = 0
+    @Option(help: "Project h to P < H features (PyTorch's proj_size; --cell lstm only); 0 for none.")
+    var projection = 0
 
     @Option(help: "Passes: forward, forward+backward, train-step (repeatable).")
     var pass: [String] = BenchmarkPass.allCases.map(\.rawValue)
@@ -54,7 +56,7 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--recurrent-dropout must lie in [0, 1)")
         }
         // Names are checked here too, so a typo fails before a device is opened or anything runs.
-        for name in cell { _ = try Self.parseCell(name) }
+        for name in cell { _ = try projected(try Self.parseCell(name)) }
         for name in pass where BenchmarkPass(rawValue: name) == nil {
             throw ValidationError("unknown pass '\(name)': forward, forward+backward or train-step")
         }
@@ -64,7 +66,7 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         let backend = try options.makeBackend()
-        let cells = try cell.map(Self.parseCell)
+        let cells = try cell.map { try projected(try Self.parseCell($0)) }
         let passes = try pass.map { name in
             guard let parsed = BenchmarkPass(rawValue: name) else {
                 throw ValidationError("unknown pass '\(name)': forward, forward+backward or train-step")
@@ -121,14 +123,36 @@ struct BenchCommand: ParsableCommand {
     private func configurations(_ cells: [RecurrentCell], backend: any Backend) throws -> [BenchmarkConfiguration] {
         let make = { (cell: RecurrentCell, b: Int, t: Int, i: Int, h: Int) in
             BenchmarkConfiguration(cell: cell, batch: b, steps: t, inputSize: i, hiddenSize: h, layers: layers,
-                                   bidirectional: bidirectional, recurrentDropout: recurrentDropout)
+                                   bidirectional: bidirectional, recurrentDropout: recurrentDropout,
+                                   projectionSize: cell.projectsHiddenState ? projection : nil)
         }
+        let configurations: [BenchmarkConfiguration]
         if let batch, let steps, let input, let hidden {
-            return cells.map { make($0, batch, steps, input, hidden) }
+            configurations = cells.map { make($0, batch, steps, input, hidden) }
+        } else {
+            let isGPU = (backend as? OpenCLBackend)?.device.type == .gpu
+            let shapes = all || isGPU ? BenchmarkConfiguration.suiteShapes
+                : Array(BenchmarkConfiguration.suiteShapes.prefix(3))
+            configurations = shapes.flatMap { shape in
+                cells.map { make($0, shape.batch, shape.steps, shape.input, shape.hidden) }
+            }
         }
-        let isGPU = (backend as? OpenCLBackend)?.device.type == .gpu
-        let shapes = all || isGPU ? BenchmarkConfiguration.suiteShapes : Array(BenchmarkConfiguration.suiteShapes.prefix(3))
-        return shapes.flatMap { shape in cells.map { make($0, shape.batch, shape.steps, shape.input, shape.hidden) } }
+        // Before anything runs: every configuration's H must exceed P.
+        for configuration in configurations where (configuration.projectionSize ?? 0) >= configuration.hiddenSize {
+            throw ValidationError("--projection \(projection) must be below H = \(configuration.hiddenSize) "
+                + "(\(configuration)); give a larger --hidden")
+        }
+        return configurations
+    }
+
+    /// The cell that runs `cell` with `--projection`: itself without one. Without `--hidden` the
+    /// suite's sizes vary, so P is checked against each H with the configurations.
+    private func projected(_ cell: RecurrentCell) throws -> RecurrentCell {
+        do {
+            return try cell.projected(to: projection, hiddenSize: hidden ?? (projection + 1), operation: "recur bench")
+        } catch let error as RecurError {
+            throw ValidationError("\(error)")
+        }
     }
 
     static func parseCell(_ name: String) throws -> RecurrentCell {
@@ -168,6 +192,7 @@ struct BenchCommand: ParsableCommand {
                 ("H", "\(c.hiddenSize)"), ("layers", "\(c.layers)"), ("bidirectional", "\(c.bidirectional)"),
                 ("recurrent_dropout", "\(c.recurrentDropout)"),
             ]
+            if let projection = c.projectionSize { fields.append(("P", "\(projection)")) }
         } else {
             fields.append(("name", quoted(m.name)))
         }

@@ -19,7 +19,7 @@ extension TrainCommand {
         let smallest = ModelSpecification(
             task: task, vocabularySize: task == .forecast ? nil : 2, embeddingSize: task == .forecast ? nil : embedding,
             inputFeatures: task == .forecast ? 1 : nil, cell: try BenchCommand.parseCell(cell), hiddenSize: hidden,
-            layerCount: layers, bidirectional: bidirectional, inputDropout: dropout, layerDropout: layerDropout,
+            projectionSize: projection, layerCount: layers, bidirectional: bidirectional, inputDropout: dropout, layerDropout: layerDropout,
             outputDropout: outputDropout, outputSize: task == .lm ? 2 : 1)
         try checkMemory(smallest, batchSize: 1, steps: source.sequenceLength, backend: backend)
     }

@@ -41,6 +41,8 @@ struct TrainCommand: ParsableCommand {
     var cell = "lstm"
     @Option(help: "Embedding width D.") var embedding = 32
     @Option(help: "Hidden units H per direction.") var hidden = 32
+    @Option(help: "Project h to P < H features (PyTorch's proj_size; --cell lstm only, which it makes lstm_projection); 0 for none.")
+    var projection = 0
     @Option(help: "Stacked recurrent layers.") var layers = 1
     @Flag(help: "Bidirectional recurrent layers.") var bidirectional = false
     @Option(help: "Dropout on the recurrent input, one mask per sequence (Keras's dropout).") var dropout: Float = 0
@@ -115,6 +117,11 @@ struct TrainCommand: ParsableCommand {
 
     func validate() throws {
         if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+        do {
+            _ = try BenchCommand.parseCell(cell).projected(to: projection, hiddenSize: hidden, operation: "recur train")
+        } catch let error as RecurError {
+            throw ValidationError("\(error)")
+        }
         if epsilon != nil && !["adam", "adamw"].contains(optimizer.lowercased()) {
             throw ValidationError("--epsilon applies to --optimizer adam or adamw")
         }
@@ -492,6 +499,7 @@ struct TrainCommand: ParsableCommand {
     private func describe(_ trainer: Trainer, _ prepared: PreparedData, backend: any Backend) {
         let spec = trainer.specification
         var line = "\(spec.task) \(spec.cell) H=\(spec.hiddenSize) L=\(spec.layerCount)"
+        if let projection = spec.projectionSize { line += " P=\(projection)" }
         if spec.bidirectional { line += " bidirectional" }
         line += ", \(spec.parameterCount) parameters on \(backend.deviceName); "
         line += "\(prepared.training.count) training, \(prepared.validation?.count ?? 0) validation, "
@@ -518,7 +526,8 @@ struct TrainCommand: ParsableCommand {
         return ModelSpecification(
             task: task, vocabularySize: task == .forecast ? nil : prepared.vocabulary?.count,
             embeddingSize: task == .forecast ? nil : embedding, inputFeatures: task == .forecast ? prepared.featureCount : nil,
-            cell: try BenchCommand.parseCell(cell), hiddenSize: hidden, layerCount: layers, bidirectional: bidirectional,
+            cell: try BenchCommand.parseCell(cell), hiddenSize: hidden, projectionSize: projection, layerCount: layers,
+            bidirectional: bidirectional,
             inputDropout: dropout, recurrentDropout: recurrentDropout, layerDropout: layerDropout,
             outputDropout: outputDropout, outputSize: prepared.outputSize(for: task, horizon: source.horizon),
             seed: seed, initialization: initializer, trainsPaddingEmbedding: !source.masksPadding)

@@ -13,8 +13,12 @@ struct PyTorchFixture: CustomTestStringConvertible, Sendable {
     var hiddenSize: Int
     var layerCount: Int
     var bidirectional: Bool
+    /// PyTorch's `proj_size` (the fixtures under `projection/`); nil for the others.
+    var projectionSize: Int?
 
     var directions: Int { bidirectional ? 2 : 1 }
+    /// The width of h: P with a projection, else H.
+    var stateSize: Int { projectionSize ?? hiddenSize }
     /// Rows of each weight matrix: one block of H per gate.
     var gateSize: Int { hiddenSize * (cell == "lstm" ? 4 : cell == "gru" ? 3 : 1) }
     var hasCellState: Bool { cell == "lstm" }
@@ -26,11 +30,14 @@ struct PyTorchFixture: CustomTestStringConvertible, Sendable {
         var parameters: [(name: String, shape: Shape)] = []
         for layer in 0..<layerCount {
             for suffix in bidirectional ? ["", "_reverse"] : [""] {
-                let layerInput = layer == 0 ? inputSize : directions * hiddenSize
+                let layerInput = layer == 0 ? inputSize : directions * stateSize
                 parameters.append(("weight_ih_l\(layer)\(suffix)", [gateSize, layerInput]))
-                parameters.append(("weight_hh_l\(layer)\(suffix)", [gateSize, hiddenSize]))
+                parameters.append(("weight_hh_l\(layer)\(suffix)", [gateSize, stateSize]))
                 parameters.append(("bias_ih_l\(layer)\(suffix)", [gateSize]))
                 parameters.append(("bias_hh_l\(layer)\(suffix)", [gateSize]))
+                if let projectionSize {
+                    parameters.append(("weight_hr_l\(layer)\(suffix)", [projectionSize, hiddenSize]))
+                }
             }
         }
         return parameters
@@ -38,9 +45,19 @@ struct PyTorchFixture: CustomTestStringConvertible, Sendable {
 
     /// Every fixture, sorted by file name.
     static func all() throws -> [PyTorchFixture] {
-        guard let directory = Bundle.module.url(forResource: "Fixtures", withExtension: nil) else {
+        try inFolder(nil)
+    }
+
+    /// The LSTM-with-projection fixtures under `projection/`, sorted by file name.
+    static func projection() throws -> [PyTorchFixture] {
+        try inFolder("projection")
+    }
+
+    private static func inFolder(_ subfolder: String?) throws -> [PyTorchFixture] {
+        guard var directory = Bundle.module.url(forResource: "Fixtures", withExtension: nil) else {
             throw RecurError.io(path: "Fixtures", detail: "not found among the test resources")
         }
+        if let subfolder { directory = directory.appendingPathComponent(subfolder) }
         return try FileManager.default.contentsOfDirectory(atPath: directory.path)
             .filter { $0.hasSuffix(".safetensors") }
             .sorted()
@@ -67,6 +84,7 @@ struct PyTorchFixture: CustomTestStringConvertible, Sendable {
         self.inputSize = try positive("input_size")
         self.hiddenSize = try positive("hidden_size")
         self.layerCount = try positive("num_layers")
+        self.projectionSize = file.metadata["proj_size"] == nil ? nil : try positive("proj_size")
         switch try entry("bidirectional") {
         case "true": self.bidirectional = true
         case "false": self.bidirectional = false

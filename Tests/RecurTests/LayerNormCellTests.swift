@@ -117,30 +117,8 @@ struct LayerNormCellTests {
 
     @Test("recur train --cell trains it; a checkpoint resumes to the uninterrupted run's losses", arguments: cells)
     func trainAndResume(cell: RecurrentCell) throws {
-        let folder = try TemporaryFolder()
-        let data = try Self.writeColours(into: folder, lines: 24, seed: 17)
-        func train(epochs: Int, _ extra: [String]) throws -> CommandRun {
-            try runRecur(["train", "--device", "cpu", "--cell", cell.name, "--data", data, "--format", "tsv",
-                          "--no-header", "--max-length", "5", "--embedding", "4", "--hidden", "5", "--epochs",
-                          "\(epochs)", "--batch-size", "8", "--validation-split", "0"] + extra)
-        }
-        func losses(_ log: String) throws -> [String] {
-            // The loss field as written, so equal runs compare bit for bit.
-            try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map {
-                String($0.split(separator: ",").first { $0.contains("\"loss\"") } ?? "")
-            }
-        }
-        let (whole, wholeLog) = (folder.path + "/whole", folder.path + "/whole.jsonl")
-        let uninterrupted = try train(epochs: 2, ["--checkpoint-dir", whole, "--step-log", wholeLog])
-        #expect(uninterrupted.status == 0, "\(uninterrupted.stderr)")
-        let (parts, partsLog) = (folder.path + "/parts", folder.path + "/parts.jsonl")
-        let first = try train(epochs: 1, ["--checkpoint-dir", parts, "--step-log", partsLog])
-        #expect(first.status == 0, "\(first.stderr)")
-        let resumed = try train(epochs: 2, ["--checkpoint-dir", parts, "--step-log", partsLog, "--resume"])
-        #expect(resumed.status == 0, "\(resumed.stderr)")
-        let expected = try losses(wholeLog)
-        #expect(expected.count == 6 && !expected.contains(""), "\(expected)")
-        #expect(try losses(partsLog) == expected)
+        let run = try expectTrainingResumesExactly(["--cell", cell.name], seed: 17)
+        let parts = run.resumedCheckpoints
         // The checkpoint holds the cell's own parameters under their state-dict names.
         let written = try FileManager.default.subpathsOfDirectory(atPath: parts).compactMap {
             FileManager.default.contents(atPath: parts + "/" + $0)

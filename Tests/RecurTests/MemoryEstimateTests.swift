@@ -28,6 +28,19 @@ import Testing
         }
     }
 
+    /// h, the outputs and their gradients P wide, c and the gates H, the backward's u and dL/dh_t.
+    @Test(arguments: [4, 12])
+    func projectionEstimateMatchesTheMeasuredPeak(_ projectionSize: Int) throws {
+        let configuration = BenchmarkConfiguration(cell: .lstmProjection, batch: 8, steps: 24, inputSize: 12,
+                                                   hiddenSize: 16, layers: 2, bidirectional: true,
+                                                   projectionSize: projectionSize)
+        for pass in BenchmarkPass.allCases {
+            let backend = CPUBackend()
+            let measurement = try Benchmark(backend: backend, warmup: 0, repetitions: 1).measure(configuration, pass: pass)
+            expectClose(configuration.memoryEstimate(pass).total, measurement.peakBytes, "P \(projectionSize) \(pass)")
+        }
+    }
+
     @Test(arguments: [ModelTask.classify, .lm])
     func modelEstimateMatchesTheMeasuredPeakOfATrainingStep(_ task: ModelTask) throws {
         let (steps, batch, vocabulary) = (20, 8, 30)

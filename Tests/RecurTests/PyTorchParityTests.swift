@@ -5,9 +5,22 @@ import Testing
 /// outputs, final states and every gradient against PyTorch's float64 values.
 @Suite struct PyTorchParityTests {
     static let fixtures = (try? PyTorchFixture.all()) ?? []
+    /// The LSTM-with-projection fixtures, through the same check on the backends that run it.
+    static let projectionFixtures = (try? PyTorchFixture.projection()) ?? []
 
     @Test func fixturesArePresent() throws {
         #expect(Self.fixtures.count >= 32, "expected the committed fixtures, found \(Self.fixtures.count)")
+        #expect(Self.projectionFixtures.count == 6, "expected the projection fixtures, found \(Self.projectionFixtures.count)")
+    }
+
+    @Test(arguments: PyTorchParityTests.projectionFixtures)
+    func projectionMatchesPyTorch(_ fixture: PyTorchFixture) throws {
+        let results = try FixtureCheck.run(path: fixture.path, backend: TestBackends.cpu)
+        #expect(results.count == 6 + fixture.parameterShapes.count, "compared \(results.map(\.name))")
+        #expect(results.contains { $0.name == "grad.weight_hr_l0" })
+        for result in results {
+            #expect(result.passed, "\(fixture.name) on the CPU: \(result)")
+        }
     }
 
     @Test(arguments: TestBackend.allCases, PyTorchParityTests.fixtures)

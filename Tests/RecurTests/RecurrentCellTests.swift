@@ -20,7 +20,7 @@ struct RecurrentCellTests {
             #expect("\(cell)" == cell.name)
         }
         #expect(RecurrentCell.names == ["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before", "layer_norm_lstm",
-                                        "layer_norm_gru"])
+                                        "layer_norm_gru", "lstm_projection"])
     }
 
     @Test("older spellings are still read: checkpoints' camelCase and the CLI's")
@@ -87,45 +87,83 @@ struct RecurrentCellTests {
             try referenceCheck(cell: cell, padding: .post, reverse: true, cellClip: 0.5, seed: 49)
         }
     }
+
+    /// The batch split over threads (13 rows in 3 parts): each part's rows of every step's u and
+    /// dL/dh_t must reach the one dW_hr product after the scan.
+    @Test("the projecting LSTM's split CPU scan matches the float64 reference",
+          arguments: RecurrentCell.allCases.filter(\.projectsHiddenState))
+    func splitProjectionMatchesReference(cell: RecurrentCell) throws {
+        let split = CPUBackend(scanSplitMinimumWork: 0, scanPartLimit: 3)
+        try referenceCheck(cell: cell, padding: .pre, reverse: false, cellClip: nil, seed: 50, backend: split, batch: 13)
+        try referenceCheck(cell: cell, padding: .post, reverse: true, cellClip: nil, seed: 51, backend: split, batch: 13)
+    }
+
+    @Test("a projection is only for the LSTM, below H, and the projecting cell needs one")
+    func projectionChoices() throws {
+        #expect(try RecurrentCell.lstm.projected(to: 3, hiddenSize: 8, operation: "test") == .lstmProjection)
+        #expect(try RecurrentCell.lstm.projected(to: nil, hiddenSize: 8, operation: "test") == .lstm)
+        #expect(try RecurrentCell.lstm.projected(to: 0, hiddenSize: 8, operation: "test") == .lstm)
+        #expect(try RecurrentCell.lstmProjection.projected(to: 3, hiddenSize: 8, operation: "test") == .lstmProjection)
+        for (cell, size) in [(RecurrentCell.gru, 3), (.lstm, 8), (.lstm, 9), (.lstm, -1), (.lstmProjection, 0)] {
+            #expect(throws: RecurError.self, "\(cell) P \(size)") {
+                try cell.projected(to: size, hiddenSize: 8, operation: "test")
+            }
+        }
+        #expect(throws: RecurError.self) {
+            try RecurrentLayer(cell: .gru, inputSize: 3, hiddenSize: 4, projectionSize: 2, backend: CPUBackend())
+        }
+        let layer = try RecurrentLayer(cell: .lstm, inputSize: 3, hiddenSize: 4, layerCount: 2, bidirectional: true,
+                                       projectionSize: 2, backend: CPUBackend())
+        #expect(layer.cell == .lstmProjection)
+        #expect(layer.parameter(named: "weight_hr_l1_reverse")?.value.shape == [2, 4])
+        #expect(layer.parameter(named: "weight_ih_l1")?.value.shape == [16, 4])
+        #expect(layer.parameter(named: "weight_hh_l0")?.value.shape == [16, 2])
+        #expect(layer.outputFeatures(input: 3) == 4)
+    }
 }
 
 /// One scan on the CPU backend against `RecurrentReference` run per sequence on its valid steps.
+/// A cell that projects h runs with P = 4 < H = 6, so h, the output and their gradients are P wide.
+/// With `backend`, the scan runs there (a split one, say) instead of on a default CPU backend.
 private func referenceCheck(cell: RecurrentCell, padding: PaddingSide, reverse: Bool, cellClip: Float?,
-                            seed: UInt64, sourceLocation: SourceLocation = #_sourceLocation) throws {
-    let backend = CPUBackend()
-    let (t, b, i, h) = (5, 3, 4, 6)
+                            seed: UInt64, backend: CPUBackend = CPUBackend(), batch: Int = 3,
+                            sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let (t, b, i, h) = (5, batch, 4, 6)
+    let projectionSize = cell.projectsHiddenState ? 4 : nil
+    let p = projectionSize ?? h
     let g = cell.gateCount * h
-    let lengths = [5, 2, 4]
+    let lengths = (0..<b).map { [5, 2, 4][$0 % 3] }
     var rng = SeededGenerator(seed: seed)
-    let shapes = cell.parameterShapes(inputSize: i, hiddenSize: h)
+    let shapes = cell.parameterShapes(inputSize: i, hiddenSize: h, projectionSize: projectionSize)
     let weightValues = shapes.map { rng.values($0.count, -0.6, 0.6) }
     let x = rng.values(t * b * i)
-    let h0 = rng.values(b * h)
+    let h0 = rng.values(b * p)
     let c0 = cell.hasCellState ? rng.values(b * h) : nil
-    let dy = rng.values(t * b * h)
-    let dhn = rng.values(b * h)
+    let dy = rng.values(t * b * p)
+    let dhn = rng.values(b * p)
     let dcn = cell.hasCellState ? rng.values(b * h) : nil
 
     let weights = RecurrentWeights(try zip(weightValues, shapes).map { try backend.upload($0, shape: $1) })
     let scan = RecurrentScan(
         cell: cell, input: try backend.upload(x, shape: [t, b, i]), weights: weights,
-        initialHidden: try backend.upload(h0, shape: [b, h]),
+        initialHidden: try backend.upload(h0, shape: [b, p]),
         initialCell: try c0.map { try backend.upload($0, shape: [b, h]) },
         lengths: try backend.upload(lengths.map(Int32.init), shape: [b]), padding: padding, reverse: reverse,
-        cellClip: cellClip)
-    let workspace = try RecurrentWorkspace(cell: cell, steps: t, batchSize: b, hiddenSize: h, backend: backend)
-    let output = try backend.zeros([t, b, h])
+        cellClip: cellClip, projectionSize: projectionSize)
+    let workspace = try RecurrentWorkspace(cell: cell, steps: t, batchSize: b, hiddenSize: h,
+                                           projectionSize: projectionSize, backend: backend)
+    let output = try backend.zeros([t, b, p])
     let forward = RecurrentForward(
-        scan: scan, output: MatrixOperand(output, leadingDimension: h), finalHidden: try backend.zeros([b, h]),
+        scan: scan, output: MatrixOperand(output, leadingDimension: p), finalHidden: try backend.zeros([b, p]),
         finalCell: cell.hasCellState ? try backend.zeros([b, h]) : nil, workspace: workspace)
     try backend.recurrentForward(forward)
     let gradients = RecurrentWeights(try shapes.map { try backend.zeros($0) })
     let backward = RecurrentBackward(
         scan: scan, workspace: workspace,
-        outputGradient: MatrixOperand(try backend.upload(dy, shape: [t, b, h]), leadingDimension: h),
-        finalHiddenGradient: try backend.upload(dhn, shape: [b, h]),
+        outputGradient: MatrixOperand(try backend.upload(dy, shape: [t, b, p]), leadingDimension: p),
+        finalHiddenGradient: try backend.upload(dhn, shape: [b, p]),
         finalCellGradient: try dcn.map { try backend.upload($0, shape: [b, h]) },
-        inputGradient: try backend.zeros([t, b, i]), initialHiddenGradient: try backend.zeros([b, h]),
+        inputGradient: try backend.zeros([t, b, i]), initialHiddenGradient: try backend.zeros([b, p]),
         initialCellGradient: cell.hasCellState ? try backend.zeros([b, h]) : nil, weightGradients: gradients)
     try backend.recurrentBackward(backward)
 
@@ -133,11 +171,11 @@ private func referenceCheck(cell: RecurrentCell, padding: PaddingSide, reverse: 
     let referenceWeights = RecurrentReferenceWeights(
         input: reference[0], recurrent: reference[1], inputBias: reference[2], recurrentBias: reference[3],
         extra: Array(reference.dropFirst(4)))
-    var expectedOutput = [Float](repeating: 0, count: t * b * h)
-    var expectedHidden = [Float](repeating: 0, count: b * h)
+    var expectedOutput = [Float](repeating: 0, count: t * b * p)
+    var expectedHidden = [Float](repeating: 0, count: b * p)
     var expectedCell = [Float](repeating: 0, count: b * h)
     var expectedInputGradient = [Float](repeating: 0, count: t * b * i)
-    var expectedHiddenGradient = [Float](repeating: 0, count: b * h)
+    var expectedHiddenGradient = [Float](repeating: 0, count: b * p)
     var expectedCellGradient = [Float](repeating: 0, count: b * h)
     var expectedWeightGradients = shapes.map { [Double](repeating: 0, count: $0.count) }
     for sequence in 0..<b {
@@ -146,25 +184,27 @@ private func referenceCheck(cell: RecurrentCell, padding: PaddingSide, reverse: 
         let row = { (values: [Float], time: Int, width: Int) in
             (0..<width).map { Double(values[(time * b + sequence) * width + $0]) }
         }
-        let state = { (values: [Float]?) in (0..<h).map { Double(values?[sequence * h + $0] ?? 0) } }
+        let state = { (values: [Float]?, width: Int) in (0..<width).map { Double(values?[sequence * width + $0] ?? 0) } }
         let inputs = times.map { row(x, $0, i) }
-        let initial = RecurrentReferenceState(hidden: state(h0), cell: cell.hasCellState ? state(c0) : [])
+        let initial = RecurrentReferenceState(hidden: state(h0, p), cell: cell.hasCellState ? state(c0, h) : [])
         let clip = cellClip.map(Double.init)
         let run = RecurrentReference.forward(cell: cell, inputs: inputs, weights: referenceWeights,
                                              initialState: initial, cellClip: clip)
         let gradient = RecurrentReference.backward(
             cell: cell, inputs: inputs, weights: referenceWeights, initialState: initial, cellClip: clip,
-            outputGradients: times.map { row(dy, $0, h) },
-            finalStateGradient: RecurrentReferenceState(hidden: state(dhn), cell: cell.hasCellState ? state(dcn) : []))
+            outputGradients: times.map { row(dy, $0, p) },
+            finalStateGradient: RecurrentReferenceState(hidden: state(dhn, p), cell: cell.hasCellState ? state(dcn, h) : []))
         for (step, time) in times.enumerated() {
-            for j in 0..<h { expectedOutput[(time * b + sequence) * h + j] = Float(run.outputs[step][j]) }
+            for j in 0..<p { expectedOutput[(time * b + sequence) * p + j] = Float(run.outputs[step][j]) }
             for k in 0..<i {
                 expectedInputGradient[(time * b + sequence) * i + k] = Float(gradient.inputGradients[step][k])
             }
         }
+        for j in 0..<p {
+            expectedHidden[sequence * p + j] = Float(run.finalState.hidden[j])
+            expectedHiddenGradient[sequence * p + j] = Float(gradient.initialStateGradient.hidden[j])
+        }
         for j in 0..<h {
-            expectedHidden[sequence * h + j] = Float(run.finalState.hidden[j])
-            expectedHiddenGradient[sequence * h + j] = Float(gradient.initialStateGradient.hidden[j])
             if cell.hasCellState {
                 expectedCell[sequence * h + j] = Float(run.finalState.cell[j])
                 expectedCellGradient[sequence * h + j] = Float(gradient.initialStateGradient.cell[j])

@@ -57,15 +57,15 @@ func recurrentGradientCheck(_ c: RecurrentCase, backend: any Backend, seed: UInt
     try recurrentRandomizeParameters(layer, scale: 0.7, rng: &rng)
     let x = rng.values(c.inputShape.count)
     let h0 = rng.values(c.stateShape.count, -0.8, 0.8)
-    let c0 = c.cell.hasCellState ? rng.values(c.stateShape.count, -0.8, 0.8) : nil
+    let c0 = c.cell.hasCellState ? rng.values(c.cellShape.count, -0.8, 0.8) : nil
     let outputWeights = rng.values(c.outputShape.count)  // R
     let hiddenWeights = rng.values(c.stateShape.count)  // R2
-    let cellWeights = c.cell.hasCellState ? rng.values(c.stateShape.count) : nil  // R3
+    let cellWeights = c.cell.hasCellState ? rng.values(c.cellShape.count) : nil  // R3
     let dropoutSeed: UInt64 = 99
 
     func loss(_ x: [Float], _ h0: [Float], _ c0: [Float]?) throws -> Double {
         let run = try recurrentRun(layer, input: x, inputShape: c.inputShape, lengths: c.lengths, padding: c.padding,
-                                   initialHidden: h0, initialCell: c0, stateShape: c.stateShape, training: true,
+                                   initialHidden: h0, initialCell: c0, stateShape: c.stateShape, cellShape: c.cellShape, training: true,
                                    dropoutSeed: dropoutSeed)
         var total = recurrentDot(run.output, outputWeights) + recurrentDot(run.finalHidden, hiddenWeights)
         if let finalCell = run.finalCell, let cellWeights { total += recurrentDot(finalCell, cellWeights) }
@@ -74,7 +74,7 @@ func recurrentGradientCheck(_ c: RecurrentCase, backend: any Backend, seed: UInt
 
     let analytic = try recurrentRun(
         layer, input: x, inputShape: c.inputShape, lengths: c.lengths, padding: c.padding, initialHidden: h0,
-        initialCell: c0, stateShape: c.stateShape, training: true, dropoutSeed: dropoutSeed,
+        initialCell: c0, stateShape: c.stateShape, cellShape: c.cellShape, training: true, dropoutSeed: dropoutSeed,
         outputGradient: outputWeights, finalHiddenGradient: hiddenWeights, finalCellGradient: cellWeights)
 
     var checker = RecurrentFiniteDifference(allowKinks: c.cell == .rnnRelu || c.cellClip != nil,

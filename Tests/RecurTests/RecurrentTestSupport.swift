@@ -44,10 +44,15 @@ struct RecurrentCase: CustomStringConvertible, Sendable {
     var batchFirst = false
 
     var directions: Int { bidirectional ? 2 : 1 }
+    /// P for a cell that projects h: one below H, so every product sees a non-square W_hr.
+    var projectionSize: Int? { cell.projectsHiddenState ? hiddenSize - 1 : nil }
     var inputShape: Shape { batchFirst ? [batch, steps, inputSize] : [steps, batch, inputSize] }
-    var stateShape: Shape { [layerCount * directions, batch, hiddenSize] }
+    /// h: [L * D, B, P].
+    var stateShape: Shape { [layerCount * directions, batch, projectionSize ?? hiddenSize] }
+    /// c: [L * D, B, H].
+    var cellShape: Shape { [layerCount * directions, batch, hiddenSize] }
     var outputShape: Shape {
-        let width = directions * hiddenSize
+        let width = directions * (projectionSize ?? hiddenSize)
         if !returnSequences { return [batch, width] }
         return batchFirst ? [batch, steps, width] : [steps, batch, width]
     }
@@ -56,12 +61,13 @@ struct RecurrentCase: CustomStringConvertible, Sendable {
         try RecurrentLayer(
             cell: cell, inputSize: inputSize, hiddenSize: hiddenSize, layerCount: layerCount,
             bidirectional: bidirectional, dropout: dropout, inputDropout: inputDropout,
-            recurrentDropout: recurrentDropout, cellClip: cellClip, returnSequences: returnSequences,
-            batchFirst: batchFirst, seed: seed, backend: backend)
+            recurrentDropout: recurrentDropout, cellClip: cellClip, projectionSize: projectionSize,
+            returnSequences: returnSequences, batchFirst: batchFirst, seed: seed, backend: backend)
     }
 
     var description: String {
         var parts = ["\(cell) T\(steps) B\(batch) I\(inputSize) H\(hiddenSize) L\(layerCount)"]
+        if let projectionSize { parts.append("P\(projectionSize)") }
         if bidirectional { parts.append("bidirectional") }
         if let lengths { parts.append("lengths \(lengths) \(padding)") }
         if dropout > 0 { parts.append("dropout \(dropout)") }
@@ -89,13 +95,14 @@ struct RecurrentRun {
 /// Forward (and, given `outputGradient`, backward with zeroed gradients first) on host arrays.
 func recurrentRun(_ layer: RecurrentLayer, input: [Float], inputShape: Shape, lengths: [Int]?,
                   padding: PaddingSide, initialHidden: [Float]?, initialCell: [Float]?, stateShape: Shape,
-                  training: Bool, dropoutSeed: UInt64? = nil, outputGradient: [Float]? = nil,
+                  cellShape: Shape? = nil, training: Bool, dropoutSeed: UInt64? = nil, outputGradient: [Float]? = nil,
                   finalHiddenGradient: [Float]? = nil, finalCellGradient: [Float]? = nil) throws -> RecurrentRun {
     let backend = layer.backend
+    let cellShape = cellShape ?? stateShape
     if let dropoutSeed { layer.seedDropout(dropoutSeed) }
     let state = try initialHidden.map {
         RecurrentState(hidden: try backend.upload($0, shape: stateShape),
-                       cell: try initialCell.map { try backend.upload($0, shape: stateShape) })
+                       cell: try initialCell.map { try backend.upload($0, shape: cellShape) })
     }
     let result = try layer.forward(try backend.upload(input, shape: inputShape), lengths: lengths, padding: padding,
                                    initialState: state, training: training)
@@ -106,7 +113,7 @@ func recurrentRun(_ layer: RecurrentLayer, input: [Float], inputShape: Shape, le
     try layer.zeroGradients()
     let stateGradient = try finalHiddenGradient.map {
         RecurrentState(hidden: try backend.upload($0, shape: stateShape),
-                       cell: try finalCellGradient.map { try backend.upload($0, shape: stateShape) })
+                       cell: try finalCellGradient.map { try backend.upload($0, shape: cellShape) })
     }
     let gradients = try layer.backward(
         outputGradient: try backend.upload(outputGradient, shape: result.output.shape),
@@ -128,23 +135,29 @@ extension RecurrentCase {
         var random = SeededGenerator(seed: seed)
         let x = random.values(inputShape.count)
         let h0 = random.values(stateShape.count)
-        let c0 = cell.hasCellState ? random.values(stateShape.count) : nil
+        let c0 = cell.hasCellState ? random.values(cellShape.count) : nil
         let dy = random.values(outputShape.count)
         let dhN = random.values(stateShape.count)
-        let dcN = cell.hasCellState ? random.values(stateShape.count) : nil
+        let dcN = cell.hasCellState ? random.values(cellShape.count) : nil
         let layer = try makeLayer(on: backend, seed: seed &+ 1)
         var parameterRandom = SeededGenerator(seed: seed &+ 2)
         try recurrentRandomizeParameters(layer, scale: 0.5, rng: &parameterRandom)
         layer.recordsGradientFlow = true
         let run = try recurrentRun(
             layer, input: x, inputShape: inputShape, lengths: lengths, padding: padding,
-            initialHidden: h0, initialCell: c0, stateShape: stateShape, training: true, dropoutSeed: seed &+ 3,
+            initialHidden: h0, initialCell: c0, stateShape: stateShape, cellShape: cellShape, training: true, dropoutSeed: seed &+ 3,
             outputGradient: dy, finalHiddenGradient: dhN, finalCellGradient: dcN)
         return (run, layer.gradientFlow)
     }
 }
 
 extension RecurrentCell {
+    /// The registered cells whose h has the width of c (all but the projecting ones), for the
+    /// tests written for H-wide states.
+    static var withEqualWidths: [RecurrentCell] {
+        allCases.filter { !$0.projectsHiddenState }
+    }
+
     /// The registered cells the OpenCL backend runs (an `OpenCLCellKernels.all` entry each); the
     /// OpenCL parity tests run these.
     static var withOpenCLKernels: [RecurrentCell] {

@@ -3,7 +3,9 @@
 // pointwise work into one pass (Appleyard et al. 2016).
 //
 // Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H
-// (gates: 1 for the simple RNNs, 4 for LSTM, 3 for GRU). Sequences are time-major: row (t, b) of
+// (gates: 1 for the simple RNNs, 4 for LSTM, 3 for GRU), P the width of h: the projection size
+// of a cell that projects its hidden state (`lstm_projection`), else H. Every `[*, H]` operand
+// below that holds h, h̃ or their gradients is `[*, P]`; c and the gates keep H. Sequences are time-major: row (t, b) of
 // a `[T, B, F]` tensor is row t * B + b of the matrix `[T * B, F]`.
 // The cells themselves (`RecurrentCell`, their equations and steps) are in `Cells/`.
 
@@ -71,6 +73,9 @@ public struct RecurrentScan: Sendable {
     public var initialHidden: Tensor
     /// c0: `[B, H]`; required for `lstm`, must be nil otherwise.
     public var initialCell: Tensor?
+    /// P, the width of h, for a cell that projects its hidden state (`lstm_projection`), where it
+    /// is required (0 < P < H); must be nil for the other cells. `weight_hh` is then `[G, P]`.
+    public var projectionSize: Int?
     /// Valid steps per sequence, int32 `[B]`, each in 1...T; nil means every step is valid.
     /// The CPU backend checks the values; a device backend may trust the layer, which checks
     /// them on the host before uploading.
@@ -87,8 +92,10 @@ public struct RecurrentScan: Sendable {
 
     public init(cell: RecurrentCell, input: Tensor, weights: RecurrentWeights, initialHidden: Tensor,
                 initialCell: Tensor? = nil, lengths: Tensor? = nil, padding: PaddingSide = .post,
-                reverse: Bool = false, recurrentDropoutMask: Tensor? = nil, cellClip: Float? = nil) {
+                reverse: Bool = false, recurrentDropoutMask: Tensor? = nil, cellClip: Float? = nil,
+                projectionSize: Int? = nil) {
         self.cell = cell
+        self.projectionSize = projectionSize
         self.input = input
         self.weights = weights
         self.initialHidden = initialHidden
@@ -138,11 +145,21 @@ public struct RecurrentWorkspace: Sendable {
 
     /// Allocates the buffers `cell` needs for a `[T, B, *]` scan with H hidden units on `backend`.
     /// Their contents are unspecified until a forward op fills them: it writes every element.
-    public init(cell: RecurrentCell, steps: Int, batchSize: Int, hiddenSize: Int, backend: any Backend) throws {
+    ///
+    /// - Parameters:
+    ///   - cell: the cell the scan runs.
+    ///   - steps: T.
+    ///   - batchSize: B.
+    ///   - hiddenSize: H.
+    ///   - projectionSize: P, the width of h (and of `recurrentInput`) for a cell that projects
+    ///     it; nil means H.
+    ///   - backend: where the buffers live.
+    public init(cell: RecurrentCell, steps: Int, batchSize: Int, hiddenSize: Int, projectionSize: Int? = nil,
+                backend: any Backend) throws {
         let (t, b, h) = (steps, batchSize, hiddenSize)
         self.init(
             gates: try backend.uninitialized([t, b, cell.gateCount * h]),
-            recurrentInput: try backend.uninitialized([t, b, h]),
+            recurrentInput: try backend.uninitialized([t, b, projectionSize ?? h]),
             cellStates: cell.hasCellState ? try backend.uninitialized([t, b, h]) : nil,
             hiddenStates: cell.keepsStepStates ? try backend.uninitialized([t, b, h]) : nil,
             candidateRecurrent: cell.keepsStepStates ? try backend.uninitialized([t, b, h]) : nil)
@@ -152,12 +169,21 @@ public struct RecurrentWorkspace: Sendable {
     /// input projections and weight gradients) each share one allocation, so that a device can
     /// batch the two directions' GEMMs (see `Backend.tensorsInOneAllocation`). Their contents are
     /// unspecified until a forward op fills them.
+    ///
+    /// - Parameters:
+    ///   - cell: the cell both scans run.
+    ///   - steps: T.
+    ///   - batchSize: B.
+    ///   - hiddenSize: H.
+    ///   - projectionSize: P, the width of h for a cell that projects it; nil means H.
+    ///   - backend: where the buffers live.
     public static func pair(cell: RecurrentCell, steps: Int, batchSize: Int, hiddenSize: Int,
-                            backend: any Backend) throws -> [RecurrentWorkspace] {
+                            projectionSize: Int? = nil, backend: any Backend) throws -> [RecurrentWorkspace] {
         let (t, b, h) = (steps, batchSize, hiddenSize)
+        let p = projectionSize ?? h
         let gates = try backend.tensorsInOneAllocation([[t, b, cell.gateCount * h], [t, b, cell.gateCount * h]],
                                                        zeroed: false)
-        let recurrentInput = try backend.tensorsInOneAllocation([[t, b, h], [t, b, h]], zeroed: false)
+        let recurrentInput = try backend.tensorsInOneAllocation([[t, b, p], [t, b, p]], zeroed: false)
         return try (0..<2).map { d in
             RecurrentWorkspace(
                 gates: gates[d], recurrentInput: recurrentInput[d],
@@ -318,6 +344,8 @@ struct RecurrentDimensions {
     var hidden: Int
     /// G = gates * H.
     var gates: Int
+    /// P, the width of h: the projection size, or H for a cell that does not project h.
+    var state: Int
 }
 
 // MARK: Validation shared by every backend
@@ -330,7 +358,7 @@ extension Backend {
         let size = try checkRecurrentScan(operation, request.scan)
         try checkRecurrentWorkspace(operation, request.scan.cell, request.workspace, size)
         try checkSequenceView(operation, "output", request.output, size)
-        try checkState(operation, "finalHidden", request.finalHidden, size)
+        try checkHidden(operation, "finalHidden", request.finalHidden, size)
         try checkCellOperand(operation, "finalCell", request.finalCell, request.scan.cell, size)
         return size
     }
@@ -345,7 +373,7 @@ extension Backend {
             try checkSequenceView(operation, "outputGradient", view, size)
         }
         if let gradient = request.finalHiddenGradient {
-            try checkState(operation, "finalHiddenGradient", gradient, size)
+            try checkHidden(operation, "finalHiddenGradient", gradient, size)
         }
         if let gradient = request.finalCellGradient {
             guard scan.cell.hasCellState else {
@@ -356,13 +384,13 @@ extension Backend {
         try checkOperands(operation, [request.inputGradient])
         try RecurrentCheck.shape(operation, "inputGradient", request.inputGradient,
                                  [size.steps, size.batch, size.input])
-        try checkState(operation, "initialHiddenGradient", request.initialHiddenGradient, size)
+        try checkHidden(operation, "initialHiddenGradient", request.initialHiddenGradient, size)
         try checkCellOperand(operation, "initialCellGradient", request.initialCellGradient, scan.cell, size)
         try checkRecurrentWeights(operation, "weightGradients", request.weightGradients, scan.cell, size)
         if let recorded = request.hiddenStateGradients {
             try checkOperands(operation, [recorded])
             try RecurrentCheck.shape(operation, "hiddenStateGradients", recorded,
-                                     [size.steps, size.batch, size.hidden])
+                                     [size.steps, size.batch, size.state])
         }
         return size
     }
@@ -404,23 +432,51 @@ extension Backend {
             throw RecurError.shapeMismatch(operation: operation, detail: "input must be [T, B, I], got \(x.shape)")
         }
         let recurrent = scan.weights.recurrent
-        guard recurrent.shape.rank == 2, recurrent.shape[0] == scan.cell.gateCount * recurrent.shape[1] else {
-            throw RecurError.shapeMismatch(
-                operation: operation,
-                detail: "weight_hh must be [\(scan.cell.gateCount) * H, H] for \(scan.cell), got \(recurrent.shape)")
+        let gateCount = scan.cell.gateCount
+        let size: RecurrentDimensions
+        if scan.cell.projectsHiddenState {
+            // weight_hh is [G, P]: H comes from its rows, P from the request.
+            guard let projection = scan.projectionSize else {
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "the \(scan.cell) cell needs projectionSize (0 < P < H)")
+            }
+            guard recurrent.shape.rank == 2, recurrent.shape[0] % gateCount == 0,
+                  recurrent.shape[1] == projection else {
+                throw RecurError.shapeMismatch(
+                    operation: operation,
+                    detail: "weight_hh must be [\(gateCount) * H, P = \(projection)] for \(scan.cell), got \(recurrent.shape)")
+            }
+            let hidden = recurrent.shape[0] / gateCount
+            guard projection > 0, projection < hidden else {
+                throw RecurError.invalidArgument(
+                    operation: operation, detail: "projectionSize must lie in 1 ..< H = \(hidden), got \(projection)")
+            }
+            size = RecurrentDimensions(steps: x.shape[0], batch: x.shape[1], input: x.shape[2], hidden: hidden,
+                                       gates: recurrent.shape[0], state: projection)
+        } else {
+            if let projection = scan.projectionSize {
+                throw RecurError.invalidArgument(
+                    operation: operation,
+                    detail: "projectionSize \(projection) needs a cell that projects h (lstm_projection), not \(scan.cell)")
+            }
+            guard recurrent.shape.rank == 2, recurrent.shape[0] == gateCount * recurrent.shape[1] else {
+                throw RecurError.shapeMismatch(
+                    operation: operation,
+                    detail: "weight_hh must be [\(gateCount) * H, H] for \(scan.cell), got \(recurrent.shape)")
+            }
+            let hidden = recurrent.shape[1]
+            size = RecurrentDimensions(steps: x.shape[0], batch: x.shape[1], input: x.shape[2], hidden: hidden,
+                                       gates: gateCount * hidden, state: hidden)
         }
-        let hidden = recurrent.shape[1]
-        let size = RecurrentDimensions(steps: x.shape[0], batch: x.shape[1], input: x.shape[2], hidden: hidden,
-                                       gates: scan.cell.gateCount * hidden)
         try checkRecurrentWeights(operation, "weights", scan.weights, scan.cell, size)
-        try checkState(operation, "initialHidden", scan.initialHidden, size)
+        try checkHidden(operation, "initialHidden", scan.initialHidden, size)
         try checkCellOperand(operation, "initialCell", scan.initialCell, scan.cell, size)
         if let lengths = scan.lengths {
             try checkOperands(operation, [lengths], dtype: .int32)
             try RecurrentCheck.shape(operation, "lengths", lengths, [size.batch])
         }
         if let mask = scan.recurrentDropoutMask {
-            try checkState(operation, "recurrentDropoutMask", mask, size)
+            try checkHidden(operation, "recurrentDropoutMask", mask, size)
         }
         if let clip = scan.cellClip {
             guard scan.cell.hasCellState else { throw RecurrentCheck.unexpected(operation, "cellClip", scan.cell) }
@@ -446,11 +502,11 @@ extension Backend {
         guard forward.cell == reverse.cell else {
             throw refuse("the directions run different cells, \(forward.cell) and \(reverse.cell)")
         }
-        let sizes = { (size: RecurrentDimensions) in [size.steps, size.batch, size.input, size.hidden] }
+        let sizes = { (size: RecurrentDimensions) in [size.steps, size.batch, size.input, size.hidden, size.state] }
         guard sizes(forwardSize) == sizes(reverseSize) else {
             throw RecurError.shapeMismatch(
                 operation: operation,
-                detail: "the directions' [T, B, I, H] differ: \(sizes(forwardSize)) and \(sizes(reverseSize))")
+                detail: "the directions' [T, B, I, H, P] differ: \(sizes(forwardSize)) and \(sizes(reverseSize))")
         }
         switch (forward.lengths, reverse.lengths) {
         case (nil, nil):
@@ -493,7 +549,7 @@ extension Backend {
     /// The tensors the cell's parameter list names, with its shapes.
     private func checkRecurrentWeights(_ operation: String, _ name: String, _ weights: RecurrentWeights,
                                        _ cell: RecurrentCell, _ size: RecurrentDimensions) throws {
-        let shapes = cell.parameterShapes(inputSize: size.input, hiddenSize: size.hidden)
+        let shapes = cell.parameterShapes(inputSize: size.input, hiddenSize: size.hidden, projectionSize: size.state)
         guard weights.all.count == shapes.count else {
             throw RecurError.invalidArgument(
                 operation: operation,
@@ -510,7 +566,8 @@ extension Backend {
         let sequence: Shape = [size.steps, size.batch, size.hidden]
         try checkOperands(operation, [workspace.gates, workspace.recurrentInput])
         try RecurrentCheck.shape(operation, "workspace.gates", workspace.gates, [size.steps, size.batch, size.gates])
-        try RecurrentCheck.shape(operation, "workspace.recurrentInput", workspace.recurrentInput, sequence)
+        try RecurrentCheck.shape(operation, "workspace.recurrentInput", workspace.recurrentInput,
+                                 [size.steps, size.batch, size.state])
         let optional: [(String, Tensor?, Bool)] = [
             ("workspace.cellStates", workspace.cellStates, cell.hasCellState),
             ("workspace.hiddenStates", workspace.hiddenStates, cell.keepsStepStates),
@@ -531,23 +588,29 @@ extension Backend {
         }
     }
 
-    /// A `[T * B, H]` sequence view: not transposed, rows at least H wide, inside its tensor.
+    /// A `[T * B, P]` sequence view: not transposed, rows at least P wide, inside its tensor.
     private func checkSequenceView(_ operation: String, _ name: String, _ view: MatrixOperand,
                                    _ size: RecurrentDimensions) throws {
         try checkOperands(operation, [view.tensor])
-        guard !view.transposed, view.leadingDimension >= size.hidden, view.offset >= 0 else {
+        guard !view.transposed, view.leadingDimension >= size.state, view.offset >= 0 else {
             throw RecurError.invalidArgument(
                 operation: operation,
-                detail: "\(name) must be an untransposed view with leading dimension >= H = \(size.hidden), "
+                detail: "\(name) must be an untransposed view with leading dimension >= \(size.state), the width of h, "
                     + "got offset \(view.offset), leading dimension \(view.leadingDimension), transposed \(view.transposed)")
         }
-        let extent = (size.steps * size.batch - 1) * view.leadingDimension + size.hidden
+        let extent = (size.steps * size.batch - 1) * view.leadingDimension + size.state
         try checkRange("\(operation) (\(name))", view.tensor, offset: view.offset, count: extent)
     }
 
     private func checkState(_ operation: String, _ name: String, _ tensor: Tensor, _ size: RecurrentDimensions) throws {
         try checkOperands(operation, [tensor])
         try RecurrentCheck.shape(operation, name, tensor, [size.batch, size.hidden])
+    }
+
+    /// A `[B, P]` operand that holds h, h̃ or their gradient.
+    private func checkHidden(_ operation: String, _ name: String, _ tensor: Tensor, _ size: RecurrentDimensions) throws {
+        try checkOperands(operation, [tensor])
+        try RecurrentCheck.shape(operation, name, tensor, [size.batch, size.state])
     }
 
     /// A `[B, H]` cell-state operand: required for LSTM, absent otherwise.

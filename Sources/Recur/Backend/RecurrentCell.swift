@@ -4,7 +4,8 @@
 // `RecurrentCell.allCases` (`Cells/RecurrentCell+Registry.swift`) is the one registry the CLI,
 // checkpoints, fixtures and tests read.
 //
-// Shape legend: I input features, H hidden units, G = gateCount * H.
+// Shape legend: I input features, H hidden units, G = gateCount * H, P the width of h (H unless
+// the cell projects its hidden state).
 
 /// The cell a recurrent op runs. Weights and gate order follow PyTorch.
 ///
@@ -12,7 +13,8 @@
 /// `SimpleRNNCell.swift` (`rnnTanh`, `rnnRelu`), `LSTMCell.swift` (`lstm`), `GRUCell.swift` (`gru`,
 /// reset applied after the recurrent matmul as in PyTorch/cuDNN) and `GRUResetBeforeCell.swift`
 /// (`gruResetBefore`, Cho et al. 2014), `LayerNormLSTMCell.swift` and `LayerNormGRUCell.swift`
-/// (`layer_norm_lstm`, `layer_norm_gru`, Ba et al. 2016). Throughout, x = x_t, h = h_{t-1} and h̃ = h_{t-1} ⊙ m, with m
+/// (`layer_norm_lstm`, `layer_norm_gru`, Ba et al. 2016), `LSTMProjectionCell.swift`
+/// (`lstm_projection`, PyTorch's `proj_size`, Sak et al. 2014). Throughout, x = x_t, h = h_{t-1} and h̃ = h_{t-1} ⊙ m, with m
 /// the recurrent dropout mask (or 1): recurrent dropout only touches what multiplies W_hh (Gal &
 /// Ghahramani 2016, Keras `recurrent_dropout`).
 ///
@@ -38,6 +40,10 @@ public struct RecurrentCell: Sendable, Hashable, CustomStringConvertible {
     public let parameters: [RecurrentParameter]
     /// Keras-style initial value of each gate block of `bias_ih` (`bias_hh` starts at 0).
     let kerasGateBiases: [Float]
+    /// The cell whose hidden state this one projects to P < H features (the LSTM for
+    /// `lstm_projection`), or nil: h then has H features like c. A projecting cell runs only with
+    /// a projection size (`RecurrentScan.projectionSize`), and `--cell lstm --projection P` names it.
+    let projectedCellName: String?
     /// The plain float64 steps: the spec both backends are tested against.
     let reference: any RecurrentReferenceSteps.Type
     /// The fast CPU steps, run by the scan skeleton in `CPUBackend+Recurrent.swift`.
@@ -46,6 +52,7 @@ public struct RecurrentCell: Sendable, Hashable, CustomStringConvertible {
     init(name: String, formerNames: [String], gateCount: Int, hasCellState: Bool = false,
          keepsStepStates: Bool = false, hasSeparateRecurrentGateGradients: Bool = false,
          extraParameters: [RecurrentParameter] = [], kerasGateBiases: [Float]? = nil,
+         projecting projectedCellName: String? = nil,
          reference: any RecurrentReferenceSteps.Type, cpu: any CPURecurrentSteps.Type) {
         self.name = name
         self.formerNames = formerNames
@@ -55,11 +62,16 @@ public struct RecurrentCell: Sendable, Hashable, CustomStringConvertible {
         self.hasSeparateRecurrentGateGradients = hasSeparateRecurrentGateGradients
         self.parameters = RecurrentParameter.standard + extraParameters
         self.kerasGateBiases = kerasGateBiases ?? Array(repeating: 0, count: gateCount)
+        self.projectedCellName = projectedCellName
         self.reference = reference
         self.cpu = cpu
     }
 
     public var description: String { name }
+
+    /// Whether h has its own width P < H (a projection of the cell's H units), so the op request,
+    /// the layer and the model specification carry a projection size.
+    public var projectsHiddenState: Bool { projectedCellName != nil }
 
     public static func == (lhs: RecurrentCell, rhs: RecurrentCell) -> Bool { lhs.name == rhs.name }
 
@@ -70,8 +82,11 @@ public struct RecurrentCell: Sendable, Hashable, CustomStringConvertible {
     /// - Parameters:
     ///   - inputSize: I, the features the layer-direction reads.
     ///   - hiddenSize: H.
-    public func parameterShapes(inputSize: Int, hiddenSize: Int) -> [Shape] {
-        parameters.map { $0.shape(gateCount: gateCount, inputSize: inputSize, hiddenSize: hiddenSize) }
+    ///   - projectionSize: P, the width of h for a cell that projects it; nil means H.
+    public func parameterShapes(inputSize: Int, hiddenSize: Int, projectionSize: Int? = nil) -> [Shape] {
+        parameters.map {
+            $0.shape(gateCount: gateCount, inputSize: inputSize, hiddenSize: hiddenSize, projectionSize: projectionSize)
+        }
     }
 
     /// The number of float32 values in one layer-direction's parameters.
@@ -79,8 +94,10 @@ public struct RecurrentCell: Sendable, Hashable, CustomStringConvertible {
     /// - Parameters:
     ///   - inputSize: I, the features the layer-direction reads.
     ///   - hiddenSize: H.
-    public func parameterCount(inputSize: Int, hiddenSize: Int) -> Int {
-        parameterShapes(inputSize: inputSize, hiddenSize: hiddenSize).reduce(0) { $0 + $1.count }
+    ///   - projectionSize: P, the width of h for a cell that projects it; nil means H.
+    public func parameterCount(inputSize: Int, hiddenSize: Int, projectionSize: Int? = nil) -> Int {
+        parameterShapes(inputSize: inputSize, hiddenSize: hiddenSize, projectionSize: projectionSize)
+            .reduce(0) { $0 + $1.count }
     }
 }
 
@@ -95,6 +112,8 @@ public struct RecurrentParameter: Sendable, Hashable {
         case hidden
         /// I.
         case input
+        /// The width of h: P for a cell that projects its hidden state, else H.
+        case hiddenState
     }
 
     /// How a parameter starts: PyTorch draws every one uniformly in ±1/√H; Keras uses Glorot for
@@ -103,12 +122,15 @@ public struct RecurrentParameter: Sendable, Hashable {
     public enum Role: Sendable, Hashable {
         /// W_ih-like: multiplies x.
         case inputWeights
-        /// W_hh-like: multiplies h̃, one `[H, H]` block per gate.
+        /// W_hh-like: multiplies h̃, one `[H, P]` block per gate.
         case recurrentWeights
         /// b_ih-like: Keras starts it at the cell's gate biases.
         case inputBias
         /// b_hh-like, or any other vector: Keras starts it at 0.
         case bias
+        /// W_hr-like: maps the H units to the P features of h. Keras has no projection; its
+        /// initialisation draws it Glorot-uniform over `[P, H]`.
+        case projectionWeights
         /// A normalisation's gain: starts at 1 under every initialisation.
         case normalizationGain
         /// A normalisation's shift: starts at 0 under every initialisation.
@@ -140,8 +162,10 @@ public struct RecurrentParameter: Sendable, Hashable {
     ///   - gateCount: the cell's gate count.
     ///   - inputSize: I.
     ///   - hiddenSize: H.
-    public func shape(gateCount: Int, inputSize: Int, hiddenSize: Int) -> Shape {
-        shape(gates: gateCount * hiddenSize, inputSize: inputSize, hiddenSize: hiddenSize)
+    ///   - projectionSize: P, the width of h for a cell that projects it; nil means H.
+    public func shape(gateCount: Int, inputSize: Int, hiddenSize: Int, projectionSize: Int? = nil) -> Shape {
+        shape(gates: gateCount * hiddenSize, inputSize: inputSize, hiddenSize: hiddenSize,
+              projectionSize: projectionSize)
     }
 
     /// The concrete shape given G itself, for callers that compute it without overflow.
@@ -150,12 +174,14 @@ public struct RecurrentParameter: Sendable, Hashable {
     ///   - gates: G = gateCount * H.
     ///   - inputSize: I.
     ///   - hiddenSize: H.
-    public func shape(gates: Int, inputSize: Int, hiddenSize: Int) -> Shape {
+    ///   - projectionSize: P, the width of h for a cell that projects it; nil means H.
+    public func shape(gates: Int, inputSize: Int, hiddenSize: Int, projectionSize: Int? = nil) -> Shape {
         Shape(extents.map { extent in
             switch extent {
             case .gates: gates
             case .hidden: hiddenSize
             case .input: inputSize
+            case .hiddenState: projectionSize ?? hiddenSize
             }
         })
     }
@@ -163,7 +189,7 @@ public struct RecurrentParameter: Sendable, Hashable {
     /// The four tensors every cell has, read by every backend through `RecurrentWeights`.
     static let standard = [
         RecurrentParameter(name: "weight_ih", extents: [.gates, .input], role: .inputWeights),
-        RecurrentParameter(name: "weight_hh", extents: [.gates, .hidden], role: .recurrentWeights),
+        RecurrentParameter(name: "weight_hh", extents: [.gates, .hiddenState], role: .recurrentWeights),
         RecurrentParameter(name: "bias_ih", extents: [.gates], role: .inputBias),
         RecurrentParameter(name: "bias_hh", extents: [.gates], role: .bias),
     ]
@@ -175,7 +201,7 @@ public struct RecurrentParameter: Sendable, Hashable {
 public struct RecurrentReferenceWeights: Sendable {
     /// `weight_ih`: [G, I].
     public var input: [Double]
-    /// `weight_hh`: [G, H].
+    /// `weight_hh`: [G, P] (P = H unless the cell projects h).
     public var recurrent: [Double]
     /// `bias_ih`: [G].
     public var inputBias: [Double]
@@ -214,7 +240,7 @@ public struct RecurrentReferenceWeights: Sendable {
 
 /// The state between two steps (or its gradient).
 public struct RecurrentReferenceState: Sendable {
-    /// h: [H].
+    /// h: [P] (P = H unless the cell projects h).
     public var hidden: [Double]
     /// c: [H] for a cell with a cell state, else empty.
     public var cell: [Double]

@@ -96,6 +96,14 @@ extension LSTMSteps: CPURecurrentSteps {
     /// i, f, g, o = σ, σ, tanh, σ of (x W_ihᵀ + h̃ W_hhᵀ + b); c_t = clip(f c + i g); h_t = o tanh(c_t).
     @inline(__always)
     static func forwardStep(_ pass: CPURecurrentForward, row b: Int, time: Int, valid: Bool) {
+        forwardStep(pass, row: b, time: time, valid: valid, into: pass.h + b * pass.scan.hidden)
+    }
+
+    /// `forwardStep` with o tanh(c_t) [H] written to `state`: h_t here, the unprojected u_t of
+    /// `LSTMProjectionCell.swift`.
+    @inline(__always)
+    static func forwardStep(_ pass: CPURecurrentForward, row b: Int, time: Int, valid: Bool,
+                            into state: UnsafeMutablePointer<Float>) {
         let scan = pass.scan
         let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
         let row = time * scan.batch + b
@@ -103,7 +111,6 @@ extension LSTMSteps: CPURecurrentSteps {
         let cell = pass.c! + b * hidden
         if valid {
             let product = pass.stepProducts + b * gates
-            let state = pass.h + b * hidden
             let bias = scan.biasSum
             @_transparent
             func chunk(_ j: Int, _ n: Int) {
@@ -134,6 +141,18 @@ extension LSTMSteps: CPURecurrentSteps {
     @inline(__always)
     static func backwardStep(_ pass: CPURecurrentBackward, row b: Int, time: Int, previous: Int?,
                              total: UnsafeMutablePointer<Float>) {
+        backwardStep(pass, row: b, time: time, previous: previous, outputGradient: total, clearsOutputGradient: true,
+                     unprojected: nil)
+    }
+
+    /// `backwardStep` with dL/d(o tanh(c_t)) [H] read from `outputGradient` (set to 0 after when
+    /// `clearsOutputGradient`), and o tanh(c_t) written to `unprojected` when given: what
+    /// `LSTMProjectionCell.swift` needs for dW_hr. Constant arguments at every call, so the
+    /// branches fold away after inlining.
+    @inline(__always)
+    static func backwardStep(_ pass: CPURecurrentBackward, row b: Int, time: Int, previous: Int?,
+                             outputGradient total: UnsafeMutablePointer<Float>, clearsOutputGradient: Bool,
+                             unprojected: UnsafeMutablePointer<Float>?) {
         let scan = pass.scan
         let (hidden, gates, clip) = (scan.hidden, scan.gates, scan.clip)
         let cellStates = pass.workspace.cellStates!
@@ -160,7 +179,8 @@ extension LSTMSteps: CPURecurrentSteps {
             (da + 2 * hidden + j).storeLanes(dcNow * i * (1 - g * g), n)
             (da + 3 * hidden + j).storeLanes(dhNow * tc * o * (1 - o), n)
             (dcRow + j).storeLanes(dcNow * f, n)
-            (total + j).storeLanes(CPULanes(), n)
+            if clearsOutputGradient { (total + j).storeLanes(CPULanes(), n) }
+            if let unprojected { (unprojected + j).storeLanes(o * tc, n) }
         }
         forEachLaneChunk(hidden, chunk)
     }

@@ -1,6 +1,7 @@
 // Timings of recurrent layers and GEMM on one backend: what `recur bench` measures.
 //
-// Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H.
+// Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H, P the
+// width of h (the projection size with a projection, else H).
 
 /// One recurrent configuration to time.
 public struct BenchmarkConfiguration: Sendable, Hashable, CustomStringConvertible {
@@ -12,10 +13,25 @@ public struct BenchmarkConfiguration: Sendable, Hashable, CustomStringConvertibl
     public var layers: Int
     public var bidirectional: Bool
     public var recurrentDropout: Float
+    /// P, the features of h with a projection (`lstm_projection`); nil for none.
+    public var projectionSize: Int?
 
+    /// A configuration.
+    ///
+    /// - Parameters:
+    ///   - cell: the cell every layer-direction runs.
+    ///   - batch: B.
+    ///   - steps: T.
+    ///   - inputSize: I.
+    ///   - hiddenSize: H.
+    ///   - layers: stacked layers.
+    ///   - bidirectional: whether each layer also scans backwards.
+    ///   - recurrentDropout: the recurrent dropout of training passes.
+    ///   - projectionSize: P with a projection (the cell is then `lstm_projection`); nil for none.
     public init(cell: RecurrentCell, batch: Int, steps: Int, inputSize: Int, hiddenSize: Int, layers: Int = 1,
-                bidirectional: Bool = false, recurrentDropout: Float = 0) {
+                bidirectional: Bool = false, recurrentDropout: Float = 0, projectionSize: Int? = nil) {
         self.cell = cell
+        self.projectionSize = projectionSize
         self.batch = batch
         self.steps = steps
         self.inputSize = inputSize
@@ -25,16 +41,19 @@ public struct BenchmarkConfiguration: Sendable, Hashable, CustomStringConvertibl
         self.recurrentDropout = recurrentDropout
     }
 
-    /// The flops of the forward gate GEMMs, 2 T B G (I_k + H) summed over layers and directions:
-    /// the input projection and the recurrent matmul of every step. Backward costs about twice
-    /// that (data and weight gradients), so a training step counts 3x.
+    /// The flops of the forward gate GEMMs, 2 T B G (I_k + P) summed over layers and directions:
+    /// the input projection and the recurrent matmul of every step, and with a projection its
+    /// 2 T B P H. Backward costs about twice that (data and weight gradients), so a training step
+    /// counts 3x.
     public var forwardFlops: Double {
         let directions = bidirectional ? 2 : 1
         let gates = Double(cell.gateCount * hiddenSize)
+        let state = projectionSize ?? hiddenSize
+        let projection = projectionSize.map { 2 * Double(steps * batch) * Double($0 * hiddenSize) } ?? 0
         var total = 0.0
         for layer in 0..<layers {
-            let layerInput = layer == 0 ? inputSize : directions * hiddenSize
-            total += 2 * Double(steps * batch) * gates * Double(layerInput + hiddenSize) * Double(directions)
+            let layerInput = layer == 0 ? inputSize : directions * state
+            total += (2 * Double(steps * batch) * gates * Double(layerInput + state) + projection) * Double(directions)
         }
         return total
     }
@@ -43,14 +62,14 @@ public struct BenchmarkConfiguration: Sendable, Hashable, CustomStringConvertibl
     /// Adam's moments, small beside the stack's).
     public func memoryEstimate(_ pass: BenchmarkPass) -> MemoryEstimate {
         var estimate = MemoryEstimate.recurrentStack(
-            cell: cell, inputSize: inputSize, hiddenSize: hiddenSize, layerCount: layers, bidirectional: bidirectional,
-            batchSize: batch, steps: steps, pass: pass == .forward ? .inference : .training)
+            cell: cell, inputSize: inputSize, hiddenSize: hiddenSize, projectionSize: projectionSize, layerCount: layers,
+            bidirectional: bidirectional, batchSize: batch, steps: steps, pass: pass == .forward ? .inference : .training)
         if pass == .trainStep { estimate.optimizerState = MemoryEstimate.product(2, estimate.parameters) }
         return estimate
     }
 
     public var description: String {
-        "\(cell) B=\(batch) T=\(steps) I=\(inputSize) H=\(hiddenSize)"
+        "\(cell) B=\(batch) T=\(steps) I=\(inputSize) H=\(hiddenSize)" + (projectionSize.map { " P=\($0)" } ?? "")
             + (layers > 1 ? " L=\(layers)" : "") + (bidirectional ? " bi" : "")
             + (recurrentDropout > 0 ? " rdrop=\(recurrentDropout)" : "")
     }
@@ -158,12 +177,12 @@ public struct Benchmark {
         try c.memoryEstimate(pass).check(on: backend, operation: "Benchmark.measure \(c) \(pass.rawValue)")
         let layer = try RecurrentLayer(
             cell: c.cell, inputSize: c.inputSize, hiddenSize: c.hiddenSize, layerCount: c.layers,
-            bidirectional: c.bidirectional, recurrentDropout: c.recurrentDropout,
+            bidirectional: c.bidirectional, recurrentDropout: c.recurrentDropout, projectionSize: c.projectionSize,
             returnSequences: pass != .trainStep, seed: 1, backend: backend)
         var random = SeededRandom(seed: 7)
         let input = try backend.upload((0..<(c.steps * c.batch * c.inputSize)).map { _ in random.uniform(bound: 1) },
                                        shape: [c.steps, c.batch, c.inputSize])
-        let outputWidth = (c.bidirectional ? 2 : 1) * c.hiddenSize
+        let outputWidth = (c.bidirectional ? 2 : 1) * (c.projectionSize ?? c.hiddenSize)
         let outputGradient = try backend.upload(
             (0..<(c.steps * c.batch * outputWidth)).map { _ in random.uniform(bound: 1) },
             shape: [c.steps, c.batch, outputWidth])

@@ -3,7 +3,11 @@
 //
 // Format (one file per case):
 // - `__metadata__`: `cell` = lstm | gru | rnn_tanh | rnn_relu, `input_size`, `hidden_size`,
-//   `num_layers`, `bidirectional` = true | false, `batch_first` = true | false;
+//   `num_layers`, `bidirectional` = true | false, `batch_first` = true | false, and optionally
+//   `proj_size` (PyTorch's LSTM projection: h, the output and their gradients have P features,
+//   `weight_hh` is [4H, P] and `weight_hr` [P, H]) and `padding` = post | pre | none;
+// - I32 `lengths` [B], optional: each sequence's valid steps, padded on the `padding` side
+//   (`post` when absent), as PyTorch's packed sequences;
 // - F32: `input` [T, B, I] ([B, T, I] when batch-first), `h0` [L*D, B, H], `c0` (LSTM), every
 //   parameter under its PyTorch name (biases may be absent: PyTorch's `bias=False`), and the
 //   upstream gradients `grad_output`, `grad_h_n`, `grad_c_n` (LSTM);
@@ -42,7 +46,8 @@ public enum FixtureCheck {
         let layer = try RecurrentLayer(
             cell: configuration.cell, inputSize: configuration.inputSize, hiddenSize: configuration.hiddenSize,
             layerCount: configuration.layerCount, bidirectional: configuration.bidirectional,
-            returnSequences: true, batchFirst: configuration.batchFirst, backend: backend)
+            projectionSize: configuration.projectionSize, returnSequences: true, batchFirst: configuration.batchFirst,
+            backend: backend)
 
         // Parameters: the fixture's tensors named weight_* and bias_*; the rest are inputs,
         // upstream gradients and expected values.
@@ -71,7 +76,9 @@ public enum FixtureCheck {
                                       tolerance: tolerance, scaleFloor: scaleFloor))
         }
 
-        let forward = try layer.forward(input, initialState: initialState, training: false)
+        let lengths = try file.contains("lengths") ? file.int64s("lengths").map { Int($0) } : nil
+        let forward = try layer.forward(input, lengths: lengths, padding: configuration.padding,
+                                        initialState: initialState, training: false)
         try compare("output", forward.output)
         try compare("h_n", forward.finalState.hidden)
         try compare("c_n", forward.finalState.cell)
@@ -106,6 +113,10 @@ public enum FixtureCheck {
         var layerCount: Int
         var bidirectional: Bool
         var batchFirst: Bool
+        /// P, PyTorch's `proj_size`; nil without a projection.
+        var projectionSize: Int?
+        /// The side `lengths` pads.
+        var padding = PaddingSide.post
         /// T and B of the input.
         var steps = 0
         var batchSize = 0
@@ -143,6 +154,19 @@ public enum FixtureCheck {
             layerCount = try positive("num_layers")
             bidirectional = try flag("bidirectional", default: false)
             batchFirst = try flag("batch_first", default: false)
+            if let text = file.metadata["proj_size"] {
+                guard let size = Int(text), size >= 0 else {
+                    throw RecurError.malformed(source: file.source, detail: "metadata 'proj_size' must be a count, got '\(text)'")
+                }
+                projectionSize = size == 0 ? nil : size
+                cell = try named.projected(to: projectionSize, hiddenSize: hiddenSize, operation: "fixture \(file.source)")
+            }
+            switch file.metadata["padding"] ?? "post" {
+            case "post", "none": padding = .post
+            case "pre": padding = .pre
+            case let other:
+                throw RecurError.malformed(source: file.source, detail: "metadata 'padding' must be post, pre or none, got '\(other)'")
+            }
             guard file.contains("input") else {
                 throw RecurError.malformed(source: file.source, detail: "no 'input' tensor")
             }
@@ -178,22 +202,26 @@ public enum FixtureCheck {
                 throw malformed(
                     "the metadata says num_layers \(layerCount) but the file holds weight_ih for \(layersInFile) layers")
             }
-            let (d, h) = (bidirectional ? 2 : 1, hiddenSize)
+            let (d, h, p) = (bidirectional ? 2 : 1, hiddenSize, projectionSize ?? hiddenSize)
             let g = MemoryEstimate.product(cell.gateCount, h)
-            let state: Shape = [MemoryEstimate.product(layerCount, d), batch, h]
-            let sequence: Shape = batchFirst ? [batch, steps, MemoryEstimate.product(d, h)]
-                : [steps, batch, MemoryEstimate.product(d, h)]
+            let state: Shape = [MemoryEstimate.product(layerCount, d), batch, p]
+            let cellState: Shape = [MemoryEstimate.product(layerCount, d), batch, h]
+            let sequence: Shape = batchFirst ? [batch, steps, MemoryEstimate.product(d, p)]
+                : [steps, batch, MemoryEstimate.product(d, p)]
             var expected: [String: Shape] = [
-                "input": input, "grad.input": input, "output": sequence, "grad_output": sequence,
+                "input": input, "grad.input": input, "output": sequence, "grad_output": sequence, "lengths": [batch],
             ]
-            for name in ["h0", "c0", "h_n", "c_n", "grad_h_n", "grad_c_n", "grad.h0", "grad.c0"] {
+            for name in ["h0", "h_n", "grad_h_n", "grad.h0"] {
                 expected[name] = state
             }
+            for name in ["c0", "c_n", "grad_c_n", "grad.c0"] {
+                expected[name] = cellState
+            }
             for k in 0..<layerCount {
-                let layerInput = k == 0 ? inputSize : MemoryEstimate.product(d, h)
+                let layerInput = k == 0 ? inputSize : MemoryEstimate.product(d, p)
                 for suffix in bidirectional ? ["", "_reverse"] : [""] {
                     for parameter in cell.parameters {
-                        let shape = parameter.shape(gates: g, inputSize: layerInput, hiddenSize: h)
+                        let shape = parameter.shape(gates: g, inputSize: layerInput, hiddenSize: h, projectionSize: p)
                         expected["\(parameter.name)_l\(k)\(suffix)"] = shape
                         expected["grad.\(parameter.name)_l\(k)\(suffix)"] = shape
                     }
@@ -217,12 +245,14 @@ public enum FixtureCheck {
         /// What running the stack forward and backward over the fixture's input allocates.
         var memoryEstimate: MemoryEstimate {
             MemoryEstimate.recurrentStack(
-                cell: cell, inputSize: inputSize, hiddenSize: hiddenSize, layerCount: layerCount,
+                cell: cell, inputSize: inputSize, hiddenSize: hiddenSize, projectionSize: projectionSize,
+                layerCount: layerCount,
                 bidirectional: bidirectional, batchSize: batchSize, steps: steps, pass: .training)
         }
 
         var description: String {
-            "\(cell) stack (I=\(inputSize), H=\(hiddenSize), L=\(layerCount)\(bidirectional ? ", bidirectional" : ""))"
+            "\(cell) stack (I=\(inputSize), H=\(hiddenSize)\(projectionSize.map { ", P=\($0)" } ?? ""), "
+                + "L=\(layerCount)\(bidirectional ? ", bidirectional" : ""))"
         }
     }
 }

@@ -2,7 +2,8 @@
 // device can be compared with the CPU reference tensor by tensor. Used by `SelfCheck` (`recur
 // verify`) and the OpenCL recurrent tests.
 //
-// Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H.
+// Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H, P the
+// width of h (H unless the cell projects h).
 
 /// A recurrent op configuration and the request options it exercises.
 struct RecurrentParityCase: Sendable, CustomStringConvertible {
@@ -46,8 +47,12 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
 
     var gates: Int { cell.gateCount * hiddenSize }
 
+    /// P for a cell that projects h: about half of H, so W_hr is far from square; nil otherwise.
+    var projectionSize: Int? { cell.projectsHiddenState ? max(1, hiddenSize / 2) : nil }
+
     var description: String {
         var parts = ["\(cell) T=\(steps) B=\(batch) I=\(inputSize) H=\(hiddenSize)"]
+        if let projectionSize { parts.append("P=\(projectionSize)") }
         if let lengths { parts.append("lengths \(lengths.map(String.init).joined(separator: ",")) \(padding)") }
         if bidirectional {
             parts.append(separateDirections ? "bidirectional, directions one by one" : "bidirectional")
@@ -78,11 +83,12 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
             try backend.upload((0..<shape.count).map { _ in random.uniform(bound: bound) }, shape: shape)
         }
         let (t, b, i, h, g) = (steps, batch, inputSize, hiddenSize, gates)
-        // Shared by the directions of a pair: the input, the lengths, the [T, B, 2H] output and its
+        let p = projectionSize ?? h
+        // Shared by the directions of a pair: the input, the lengths, the [T, B, 2P] output and its
         // gradient, and dL/dx, which the reverse direction adds to.
         let input = try tensor([t, b, i])
         let lengthTensor = try lengths.map { try backend.upload($0, shape: [b]) }
-        let width = stridedOutput || bidirectional ? 2 * h : h
+        let width = stridedOutput || bidirectional ? 2 * p : p
         let output = try tensor([t, b, width])
         let outputGradient = try tensor([t, b, width])
         let inputGradient = try tensor([t, b, i])
@@ -108,53 +114,54 @@ struct RecurrentParityCase: Sendable, CustomStringConvertible {
             return target
         }
         // The cell's own parameters after the four.
-        let extraShapes = Array(cell.parameterShapes(inputSize: i, hiddenSize: h).dropFirst(4))
+        let extraShapes = Array(cell.parameterShapes(inputSize: i, hiddenSize: h, projectionSize: projectionSize)
+            .dropFirst(4))
         for direction in scanDirections.indices {
             let reverseScan = scanDirections[direction]
             let weightBound = 1 / Double(h).squareRoot() + 0.2
             let weights = RecurrentWeights(
                 input: try perDirection("W_ih", direction, [g, i], bound: weightBound),
-                recurrent: try perDirection("W_hh", direction, [g, h], bound: weightBound),
+                recurrent: try perDirection("W_hh", direction, [g, p], bound: weightBound),
                 inputBias: try perDirection("b_ih", direction, [g], bound: weightBound),
                 recurrentBias: try perDirection("b_hh", direction, [g], bound: weightBound),
                 extra: try extraShapes.enumerated().map { k, shape in
                     try perDirection("extra\(k)", direction, shape, bound: weightBound)
                 })
             let mask: Tensor? = recurrentDropout
-                ? try backend.upload((0..<(b * h)).map { _ in random.unit() < 0.25 ? 0 : 1 / 0.75 }, shape: [b, h])
+                ? try backend.upload((0..<(b * p)).map { _ in random.unit() < 0.25 ? 0 : 1 / 0.75 }, shape: [b, p])
                 : nil
             let scan = RecurrentScan(
-                cell: cell, input: input, weights: weights, initialHidden: try tensor([b, h]),
+                cell: cell, input: input, weights: weights, initialHidden: try tensor([b, p]),
                 initialCell: cell.hasCellState ? try tensor([b, h]) : nil,
                 lengths: lengthTensor, padding: padding, reverse: reverseScan,
-                recurrentDropoutMask: mask, cellClip: cell.hasCellState ? cellClip : nil)
-            let offset = bidirectional ? direction * h : (stridedOutput ? h : 0)
+                recurrentDropoutMask: mask, cellClip: cell.hasCellState ? cellClip : nil, projectionSize: projectionSize)
+            let offset = bidirectional ? direction * p : (stridedOutput ? p : 0)
             let workspace = RecurrentWorkspace(
                 gates: try perDirection("gates", direction, [t, b, g]),
-                recurrentInput: try perDirection("recurrentInput", direction, [t, b, h]),
+                recurrentInput: try perDirection("recurrentInput", direction, [t, b, p]),
                 cellStates: cell.hasCellState ? try tensor([t, b, h]) : nil,
                 hiddenStates: cell.keepsStepStates ? try tensor([t, b, h]) : nil,
                 candidateRecurrent: cell.keepsStepStates ? try tensor([t, b, h]) : nil)
             forwards.append(RecurrentForward(
                 scan: scan, output: MatrixOperand(output, offset: offset, leadingDimension: width),
-                finalHidden: try tensor([b, h]), finalCell: cell.hasCellState ? try tensor([b, h]) : nil,
+                finalHidden: try tensor([b, p]), finalCell: cell.hasCellState ? try tensor([b, h]) : nil,
                 workspace: workspace))
             backwards.append(RecurrentBackward(
                 scan: scan, workspace: workspace,
                 outputGradient: self.outputGradient
                     ? MatrixOperand(outputGradient, offset: offset, leadingDimension: width) : nil,
-                finalHiddenGradient: finalStateGradient ? try tensor([b, h]) : nil,
+                finalHiddenGradient: finalStateGradient ? try tensor([b, p]) : nil,
                 finalCellGradient: finalStateGradient && cell.hasCellState ? try tensor([b, h]) : nil,
                 inputGradient: inputGradient, accumulateInputGradient: accumulateInputGradient || direction > 0,
-                initialHiddenGradient: try tensor([b, h]),
+                initialHiddenGradient: try tensor([b, p]),
                 initialCellGradient: cell.hasCellState ? try tensor([b, h]) : nil,
                 weightGradients: RecurrentWeights(
                     input: try perDirection("dW_ih", direction, [g, i]),
-                    recurrent: try perDirection("dW_hh", direction, [g, h]),
+                    recurrent: try perDirection("dW_hh", direction, [g, p]),
                     inputBias: try perDirection("db_ih", direction, [g]),
                     recurrentBias: try perDirection("db_hh", direction, [g]),
                     extra: try extraShapes.enumerated().map { k, shape in try perDirection("dextra\(k)", direction, shape) }),
-                hiddenStateGradients: recordHiddenStateGradients ? try tensor([t, b, h]) : nil))
+                hiddenStateGradients: recordHiddenStateGradients ? try tensor([t, b, p]) : nil))
         }
 
         if bidirectional && !separateDirections {

@@ -71,16 +71,29 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
     /// A bare recurrent stack over `[T, B, I]` input of `steps` × `batchSize`, as `recur bench`
     /// and the fixture checks run it: the input and (training) an output gradient of the output's
     /// shape are data.
-    public static func recurrentStack(cell: RecurrentCell, inputSize: Int, hiddenSize: Int, layerCount: Int = 1,
+    ///
+    /// - Parameters:
+    ///   - cell: the cell every layer-direction runs.
+    ///   - inputSize: I.
+    ///   - hiddenSize: H.
+    ///   - projectionSize: P, the width of h for a cell that projects it; nil means H.
+    ///   - layerCount: L.
+    ///   - bidirectional: whether D = 2.
+    ///   - batchSize: B.
+    ///   - steps: T.
+    ///   - pass: forward only, or forward and backward.
+    ///   - recordsGradientFlow: whether the backward records dL/dh_t of every step.
+    public static func recurrentStack(cell: RecurrentCell, inputSize: Int, hiddenSize: Int,
+                                      projectionSize: Int? = nil, layerCount: Int = 1,
                                       bidirectional: Bool = false, batchSize: Int, steps: Int, pass: Pass,
                                       recordsGradientFlow: Bool = false)
         -> MemoryEstimate
     {
-        var estimate = stack(cell: cell, inputSize: inputSize, hiddenSize: hiddenSize, layerCount: layerCount,
-                             bidirectional: bidirectional, batchSize: batchSize, steps: steps, pass: pass,
-                             returnsSequences: true, inputDropout: false, layerDropout: false,
+        var estimate = stack(cell: cell, inputSize: inputSize, hiddenSize: hiddenSize, projectionSize: projectionSize,
+                             layerCount: layerCount, bidirectional: bidirectional, batchSize: batchSize, steps: steps,
+                             pass: pass, returnsSequences: true, inputDropout: false, layerDropout: false,
                              recordsGradientFlow: recordsGradientFlow)
-        let width = product(bidirectional ? 2 : 1, hiddenSize)
+        let width = product(bidirectional ? 2 : 1, projectionSize ?? hiddenSize)
         let input = bytes(product(steps, batchSize, inputSize))
         let outputGradient = pass == .training ? bytes(product(steps, batchSize, width)) : 0
         estimate.data = sum(estimate.data, input, outputGradient)
@@ -116,11 +129,15 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
         return estimate
     }
 
-    /// The recurrent stack's parameters, gradients, activations and backward workspace.
-    static func stack(cell: RecurrentCell, inputSize: Int, hiddenSize: Int, layerCount: Int,
-                              bidirectional: Bool, batchSize: Int, steps: Int, pass: Pass, returnsSequences: Bool,
-                              inputDropout: Bool, layerDropout: Bool, recordsGradientFlow: Bool) -> MemoryEstimate {
+    /// The recurrent stack's parameters, gradients, activations and backward workspace. With a
+    /// projection, h, h̃, the outputs and their gradients have P features where c and the gates
+    /// keep H.
+    static func stack(cell: RecurrentCell, inputSize: Int, hiddenSize: Int, projectionSize: Int? = nil,
+                      layerCount: Int, bidirectional: Bool, batchSize: Int, steps: Int, pass: Pass,
+                      returnsSequences: Bool, inputDropout: Bool, layerDropout: Bool,
+                      recordsGradientFlow: Bool) -> MemoryEstimate {
         let (i, h, l) = (max(inputSize, 0), max(hiddenSize, 0), max(layerCount, 0))
+        let p = max(projectionSize ?? hiddenSize, 0)
         let (t, b) = (max(steps, 0), max(batchSize, 0))
         let d = bidirectional ? 2 : 1
         let g = product(cell.gateCount, h)
@@ -129,23 +146,24 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
         // two biases [G], and any of its own), counted without overflow.
         func layerParameters(_ x: Int) -> Int {
             cell.parameters.reduce(0) { total, parameter in
-                sum(total, parameter.shape(gates: g, inputSize: x, hiddenSize: h).dimensions.reduce(1) { product($0, $1) })
+                sum(total, parameter.shape(gates: g, inputSize: x, hiddenSize: h, projectionSize: p)
+                    .dimensions.reduce(1) { product($0, $1) })
             }
         }
-        // The first layer reads I; the L - 1 above it read D * H: a closed form, not a loop over L.
-        let upper = product(d, h)
+        // The first layer reads I; the L - 1 above it read D * P: a closed form, not a loop over L.
+        let upper = product(d, p)
         let parameterCount = product(d, sum(layerParameters(i), product(max(l - 1, 0), layerParameters(upper))))
 
-        // Forward, per layer-direction: gates [T, B, G], h̃ [T, B, H], c_t (LSTM) or h_t and the
-        // candidate's recurrent part (GRU) [T, B, H]; per layer the output [T, B, D H].
-        let stateBuffers = 1 + (cell.hasCellState ? 1 : 0) + (cell.keepsStepStates ? 2 : 0)
-        let perDirection = sum(product(tb, g), product(stateBuffers, tb, h))
+        // Forward, per layer-direction: gates [T, B, G], h̃ [T, B, P], c_t (LSTM) or h_t and the
+        // candidate's recurrent part (GRU) [T, B, H]; per layer the output [T, B, D P].
+        let stateBuffers = (cell.hasCellState ? 1 : 0) + (cell.keepsStepStates ? 2 : 0)
+        let perDirection = sum(product(tb, g), product(tb, p), product(stateBuffers, tb, h))
         var perLayer = sum(product(d, perDirection), product(tb, upper))
         if layerDropout, pass == .training { perLayer = sum(perLayer, product(2, tb, upper)) }  // mask, masked copy
         var activations = product(l, perLayer)
         if inputDropout, pass == .training { activations = sum(activations, product(2, tb, i)) }
-        // h_n (and c_n) [L D, B, H], and the many-to-one output [B, D H].
-        activations = sum(activations, product(cell.hasCellState ? 2 : 1, l, d, b, h),
+        // h_n [L D, B, P] (and c_n [L D, B, H]), and the many-to-one output [B, D P].
+        activations = sum(activations, product(l, d, b, p), cell.hasCellState ? product(l, d, b, h) : 0,
                           returnsSequences ? 0 : product(b, upper))
 
         var workspace = 0
@@ -155,8 +173,10 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
             // for a cell whose recurrent side sees other gate gradients).
             let gateGradients = product(d, cell.hasSeparateRecurrentGateGradients ? 2 : 1, tb, g)
             workspace = sum(product(tb, max(i, upper)), product(tb, upper), gateGradients,
-                            product(cell.hasCellState ? 2 : 1, l, d, b, h))  // dh0 (and dc0)
-            if recordsGradientFlow { workspace = sum(workspace, product(l, d, tb, h)) }
+                            product(l, d, b, p), cell.hasCellState ? product(l, d, b, h) : 0)  // dh0 (and dc0)
+            if recordsGradientFlow { workspace = sum(workspace, product(l, d, tb, p)) }
+            // A projecting cell's backward keeps every step's u [T, B, H] and dL/dh_t [T, B, P].
+            if cell.projectsHiddenState { workspace = sum(workspace, product(tb, h), product(tb, p)) }
         }
 
         var estimate = MemoryEstimate()

@@ -21,11 +21,12 @@ enum RecurrentInitializer {
     /// Every parameter of one layer-direction as host arrays, in the cell's parameter order and
     /// PyTorch's layout, each drawn by its role (`RecurrentParameter.Role`).
     static func weights(_ initialization: RecurrentInitialization, cell: RecurrentCell, inputSize: Int,
-                        hiddenSize: Int, using random: inout SeededRandom) -> [[Float]] {
-        let (i, h) = (inputSize, hiddenSize)
+                        hiddenSize: Int, projectionSize: Int? = nil, using random: inout SeededRandom) -> [[Float]] {
+        let (i, h, p) = (inputSize, hiddenSize, projectionSize ?? hiddenSize)
         let g = cell.gateCount * h
         return cell.parameters.map { parameter in
-            let count = parameter.shape(gateCount: cell.gateCount, inputSize: i, hiddenSize: h).count
+            let count = parameter.shape(gateCount: cell.gateCount, inputSize: i, hiddenSize: h,
+                                        projectionSize: projectionSize).count
             switch (initialization, parameter.role) {
             case (_, .normalizationGain):
                 return [Float](repeating: 1, count: count)
@@ -40,13 +41,20 @@ enum RecurrentInitializer {
                     let limit = (6 / Double(i + g)).squareRoot()
                     return (0..<count).map { _ in random.uniform(bound: limit) }
                 case .recurrentWeights:
-                    // Gate blocks [H, H] stacked along rows.
+                    // Gate blocks [H, P] stacked along rows: the first P of an orthogonal block's
+                    // orthonormal columns (all of them without a projection).
                     var recurrent: [Float] = []
                     recurrent.reserveCapacity(count)
                     for _ in 0..<cell.gateCount {
-                        recurrent += orthogonal(size: h, using: &random).map(Float.init)
+                        let block = orthogonal(size: h, using: &random)
+                        for row in 0..<h {
+                            recurrent += block[(row * h)..<(row * h + p)].map(Float.init)
+                        }
                     }
                     return recurrent
+                case .projectionWeights:
+                    let limit = (6 / Double(p + h)).squareRoot()
+                    return (0..<count).map { _ in random.uniform(bound: limit) }
                 case .inputBias:
                     return cell.kerasGateBiases.flatMap { Array(repeating: $0, count: h) }
                 case .bias, .normalizationGain, .normalizationBias:

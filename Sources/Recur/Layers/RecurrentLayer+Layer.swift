@@ -7,10 +7,10 @@ extension RecurrentLayer: StatefulLayer, StochasticLayer, GradientFlowRecording 
     /// I.
     public var inputFeatures: Int? { inputSize }
 
-    /// D * H, whatever the input.
+    /// D * P (P = H without a projection), whatever the input.
     /// - Parameter input: the input's features (I, which `Sequential` checks).
-    /// - Returns: D * H.
-    public func outputFeatures(input: Int?) -> Int? { directionCount * hiddenSize }
+    /// - Returns: D * P.
+    public func outputFeatures(input: Int?) -> Int? { directionCount * stateSize }
 
     /// `forward(_:lengths:padding:initialState:training:)` from a zero state.
     /// - Parameters:
@@ -51,12 +51,12 @@ extension RecurrentLayer: StatefulLayer, StochasticLayer, GradientFlowRecording 
         try checkLengths(operation, lengths, steps: steps, batch: batch)
     }
 
-    /// `[L * D, B, H]` for h, and for c when the cell has one.
+    /// `[L * D, B, P]` for h, and `[L * D, B, H]` for c when the cell has one.
     /// - Parameter batchSize: B.
     /// - Returns: the shapes of h and c.
     public func stateShapes(batchSize: Int) -> (hidden: Shape, cell: Shape?) {
-        let shape: Shape = [layerCount * directionCount, batchSize, hiddenSize]
-        return (shape, cell.hasCellState ? shape : nil)
+        let states = layerCount * directionCount
+        return ([states, batchSize, stateSize], cell.hasCellState ? [states, batchSize, hiddenSize] : nil)
     }
 
     /// True for a unidirectional layer that returns every step: a reverse scan needs the whole

@@ -4,7 +4,8 @@
 // Follows PyTorch's nn.RNN / nn.LSTM / nn.GRU for weights, names and state layout.
 //
 // Shape legend: T time steps, B batch, I input features, H hidden units, L layers, D directions
-// (2 when bidirectional, else 1), G = gates * H.
+// (2 when bidirectional, else 1), G = gates * H, P the width of h and of each direction's output:
+// the projection size with a projection (`lstm_projection`), else H. c keeps H.
 
 /// A parameter tensor, its gradient (same shape, accumulated by `backward`), and its name.
 public struct NamedParameter: Sendable {
@@ -25,7 +26,7 @@ public struct NamedParameter: Sendable {
 /// The hidden state of a whole stack, ordered like PyTorch's: index k * D + d is layer k,
 /// direction d (0 forward, 1 reverse).
 public struct RecurrentState: Sendable {
-    /// h: `[L * D, B, H]`.
+    /// h: `[L * D, B, P]` (P = H without a projection).
     public var hidden: Tensor
     /// c: `[L * D, B, H]`, LSTM only.
     public var cell: Tensor?
@@ -38,8 +39,8 @@ public struct RecurrentState: Sendable {
 
 /// What `RecurrentLayer.forward` returns.
 public struct RecurrentOutput: Sendable {
-    /// With `returnSequences`: every step's output of the last layer, `[T, B, D * H]`
-    /// (`[B, T, D * H]` when batch-first), 0 at padded steps. Otherwise `[B, D * H]`: the final
+    /// With `returnSequences`: every step's output of the last layer, `[T, B, D * P]`
+    /// (`[B, T, D * P]` when batch-first), 0 at padded steps. Otherwise `[B, D * P]`: the final
     /// hidden state of each direction of the last layer, see `RecurrentLayer.returnSequences`.
     public var output: Tensor
     /// h_n (and c_n): the state after the last valid step of each layer-direction.
@@ -50,7 +51,7 @@ public struct RecurrentOutput: Sendable {
 public struct RecurrentInputGradient: Sendable {
     /// dL/d input, shaped like the input of the last forward; 0 at padded steps.
     public var input: Tensor
-    /// dL/dh0 (and dL/dc0), `[L * D, B, H]` each; zeros when the forward had no initial state.
+    /// dL/dh0 `[L * D, B, P]` (and dL/dc0 `[L * D, B, H]`); zeros when the forward had no initial state.
     public var initialState: RecurrentState
 }
 
@@ -65,16 +66,19 @@ public struct RecurrentInputGradient: Sendable {
 /// without copies.
 ///
 /// Parameters use PyTorch's names and shapes: `weight_ih_l{k}` `[G, I_k]`, `weight_hh_l{k}`
-/// `[G, H]`, `bias_ih_l{k}`, `bias_hh_l{k}` `[G]`, with suffix `_reverse` for the reverse
-/// direction; I_0 = I and I_k = D * H above. `backward` accumulates (+=) into their gradients
-/// until `zeroGradients()`.
+/// `[G, P]`, `bias_ih_l{k}`, `bias_hh_l{k}` `[G]`, with a projection `weight_hr_l{k}` `[P, H]`,
+/// with suffix `_reverse` for the reverse direction; I_0 = I and I_k = D * P above. `backward`
+/// accumulates (+=) into their gradients until `zeroGradients()`.
 public final class RecurrentLayer {
     /// The cell every layer-direction runs.
     public let cell: RecurrentCell
     /// I: features of each input step.
     public let inputSize: Int
-    /// H: hidden units per direction.
+    /// H: hidden units per direction (the width of c and of each gate).
     public let hiddenSize: Int
+    /// P: the features of h and of each direction's output with a projection (PyTorch's
+    /// `proj_size`, `lstm_projection`), or nil: h then has H features.
+    public let projectionSize: Int?
     /// L (PyTorch's `num_layers`).
     public let layerCount: Int
     /// Whether each layer also scans the sequence backwards (D = 2).
@@ -106,6 +110,9 @@ public final class RecurrentLayer {
     /// D: 2 when bidirectional, else 1.
     public var directionCount: Int { bidirectional ? 2 : 1 }
 
+    /// P: the features of h and of each direction's output, H without a projection.
+    public var stateSize: Int { projectionSize ?? hiddenSize }
+
     /// Whether `backward` records `gradientFlow`. Recording costs one `[T, B, H]` buffer per
     /// layer-direction and its download after each backward pass; off, it costs nothing.
     public var recordsGradientFlow = false
@@ -132,6 +139,8 @@ public final class RecurrentLayer {
     ///   - inputDropout: see ``inputDropout``.
     ///   - recurrentDropout: see ``recurrentDropout``.
     ///   - cellClip: see ``cellClip``; LSTM only.
+    ///   - projectionSize: see ``projectionSize``; nil or 0 for none. Only with the LSTM (which
+    ///     it turns into `lstm_projection`), 0 < P < H.
     ///   - returnSequences: see ``returnSequences``.
     ///   - batchFirst: see ``batchFirst``.
     ///   - initialization: PyTorch's uniform ±1/√H (default) or Keras's initialisers.
@@ -139,14 +148,16 @@ public final class RecurrentLayer {
     ///   - backend: the device that holds the parameters and runs the scans.
     public init(cell: RecurrentCell, inputSize: Int, hiddenSize: Int, layerCount: Int = 1,
                 bidirectional: Bool = false, dropout: Float = 0, inputDropout: Float = 0,
-                recurrentDropout: Float = 0, cellClip: Float? = nil, returnSequences: Bool = true,
-                batchFirst: Bool = false, initialization: RecurrentInitialization = .pytorch,
-                seed: UInt64 = 0, backend: any Backend) throws {
+                recurrentDropout: Float = 0, cellClip: Float? = nil, projectionSize: Int? = nil,
+                returnSequences: Bool = true, batchFirst: Bool = false,
+                initialization: RecurrentInitialization = .pytorch, seed: UInt64 = 0, backend: any Backend) throws {
         let operation = "RecurrentLayer.init"
         for (name, size) in [("inputSize", inputSize), ("hiddenSize", hiddenSize), ("layerCount", layerCount)]
         where size < 1 {
             throw RecurError.invalidArgument(operation: operation, detail: "\(name) must be at least 1, got \(size)")
         }
+        let cell = try cell.projected(to: projectionSize, hiddenSize: hiddenSize, operation: operation)
+        let projectionSize = cell.projectsHiddenState ? projectionSize : nil
         for (name, p) in [("dropout", dropout), ("inputDropout", inputDropout), ("recurrentDropout", recurrentDropout)]
         where !(p >= 0 && p < 1) {
             throw RecurError.invalidArgument(operation: operation, detail: "\(name) must lie in [0, 1), got \(p)")
@@ -163,12 +174,13 @@ public final class RecurrentLayer {
         }
         // Parameters whose values the host could not even build are refused before the first.
         try MemoryEstimate.recurrentStack(
-            cell: cell, inputSize: inputSize, hiddenSize: hiddenSize, layerCount: layerCount,
-            bidirectional: bidirectional, batchSize: 0, steps: 0, pass: .inference
+            cell: cell, inputSize: inputSize, hiddenSize: hiddenSize, projectionSize: projectionSize,
+            layerCount: layerCount, bidirectional: bidirectional, batchSize: 0, steps: 0, pass: .inference
         ).check(on: backend, operation: operation)
         self.cell = cell
         self.inputSize = inputSize
         self.hiddenSize = hiddenSize
+        self.projectionSize = projectionSize
         self.layerCount = layerCount
         self.bidirectional = bidirectional
         self.dropout = dropout
@@ -197,12 +209,12 @@ public final class RecurrentLayer {
             return tensors
         }
         for k in 0..<layerCount {
-            let layerInput = k == 0 ? inputSize : directions * hiddenSize
+            let layerInput = k == 0 ? inputSize : directions * (projectionSize ?? hiddenSize)
             let values = (0..<directions).map { _ in
                 RecurrentInitializer.weights(initialization, cell: cell, inputSize: layerInput, hiddenSize: h,
-                                             using: &random)
+                                             projectionSize: projectionSize, using: &random)
             }
-            let shapes = cell.parameterShapes(inputSize: layerInput, hiddenSize: h)
+            let shapes = cell.parameterShapes(inputSize: layerInput, hiddenSize: h, projectionSize: projectionSize)
             // [parameter][direction]
             let parameterValues = try shapes.indices.map { p in try perDirection(shapes[p], values.map { $0[p] }) }
             let parameterGradients = try shapes.map { try perDirection($0) }
@@ -284,12 +296,11 @@ public final class RecurrentLayer {
         // The previous pass's activations are of no further use: release them before allocating
         // this pass's, so a training loop holds one set at a time.
         cache = nil
-        let (h, d, l) = (hiddenSize, directionCount, layerCount)
-        let stateShape: Shape = [l * d, batch, h]
+        let (h, p, d, l) = (hiddenSize, stateSize, directionCount, layerCount)
         let timeMajor = batchFirst ? try swapLeadingAxes(input) : input  // [T, B, I]
         let lengthTensor = try lengths.map { try backend.upload($0.map { Int32($0) }, shape: [batch]) }  // int32 [B]
-        let finalHidden = try backend.zeros(stateShape)  // h_n [L * D, B, H]
-        let finalCell = cell.hasCellState ? try backend.zeros(stateShape) : nil  // c_n [L * D, B, H]
+        let finalHidden = try backend.zeros([l * d, batch, p])  // h_n [L * D, B, P]
+        let finalCell = cell.hasCellState ? try backend.zeros([l * d, batch, h]) : nil  // c_n [L * D, B, H]
 
         var inputMasks: [Tensor?] = []  // per layer: [T, B, I_k] or nil
         var layerInput = timeMajor  // [T, B, I_k], after dropout
@@ -310,30 +321,33 @@ public final class RecurrentLayer {
         var layerOutput = layerInput
         for k in 0..<l {
             // Every element is written by the scans (padded steps with zeros).
-            layerOutput = try backend.uninitialized([steps, batch, d * h])  // [T, B, D * H]
+            layerOutput = try backend.uninitialized([steps, batch, d * p])  // [T, B, D * P]
             var requests: [RecurrentForward] = []  // one per direction
             let pairWorkspaces = d == 2
-                ? try RecurrentWorkspace.pair(cell: cell, steps: steps, batchSize: batch, hiddenSize: h, backend: backend)
+                ? try RecurrentWorkspace.pair(cell: cell, steps: steps, batchSize: batch, hiddenSize: h,
+                                              projectionSize: projectionSize, backend: backend)
                 : nil
             for direction in 0..<d {
                 let index = k * d + direction
-                let mask = training && recurrentDropout > 0  // [B, H]
+                let mask = training && recurrentDropout > 0  // [B, P]
                     ? try backend.upload(
-                        RecurrentInitializer.dropoutMask(count: batch * h, probability: recurrentDropout,
+                        RecurrentInitializer.dropoutMask(count: batch * p, probability: recurrentDropout,
                                                          using: &dropoutRandom),
-                        shape: [batch, h])
+                        shape: [batch, p])
                     : nil
                 let scan = RecurrentScan(
                     cell: cell, input: layerInput, weights: weights[k][direction],
-                    initialHidden: try stateSlice(initialState?.hidden, index: index, batch: batch),
-                    initialCell: cell.hasCellState ? try stateSlice(initialState?.cell, index: index, batch: batch) : nil,
+                    initialHidden: try stateSlice(initialState?.hidden, index: index, batch: batch, width: p),
+                    initialCell: cell.hasCellState
+                        ? try stateSlice(initialState?.cell, index: index, batch: batch, width: h) : nil,
                     lengths: lengthTensor, padding: padding, reverse: direction == 1,
-                    recurrentDropoutMask: mask, cellClip: cellClip)
+                    recurrentDropoutMask: mask, cellClip: cellClip, projectionSize: projectionSize)
                 let workspace = try pairWorkspaces?[direction] ?? RecurrentWorkspace(
-                    cell: cell, steps: steps, batchSize: batch, hiddenSize: h, backend: backend)
+                    cell: cell, steps: steps, batchSize: batch, hiddenSize: h, projectionSize: projectionSize,
+                    backend: backend)
                 requests.append(RecurrentForward(
-                    scan: scan, output: MatrixOperand(layerOutput, offset: direction * h, leadingDimension: d * h),
-                    finalHidden: try backend.zeros([batch, h]),  // h_n [B, H]
+                    scan: scan, output: MatrixOperand(layerOutput, offset: direction * p, leadingDimension: d * p),
+                    finalHidden: try backend.zeros([batch, p]),  // h_n [B, P]
                     finalCell: cell.hasCellState ? try backend.zeros([batch, h]) : nil,  // c_n [B, H]
                     workspace: workspace))
             }
@@ -346,7 +360,7 @@ public final class RecurrentLayer {
             for (direction, request) in requests.enumerated() {
                 let index = k * d + direction
                 try backend.copy(request.finalHidden, sourceOffset: 0, into: finalHidden,
-                                 destinationOffset: index * batch * h, count: batch * h)
+                                 destinationOffset: index * batch * p, count: batch * p)
                 if let cN = request.finalCell, let finalCell {
                     try backend.copy(cN, sourceOffset: 0, into: finalCell, destinationOffset: index * batch * h,
                                      count: batch * h)
@@ -356,10 +370,10 @@ public final class RecurrentLayer {
             workspaces.append(requests.map(\.workspace))
             if k + 1 < l {
                 if training, dropout > 0 {
-                    let count = steps * batch * d * h
+                    let count = steps * batch * d * p
                     let mask = try backend.upload(
                         RecurrentInitializer.dropoutMask(count: count, probability: dropout, using: &dropoutRandom),
-                        shape: [steps, batch, d * h])
+                        shape: [steps, batch, d * p])
                     layerInput = try masked(layerOutput, by: mask)
                     inputMasks.append(mask)
                 } else {
@@ -373,12 +387,12 @@ public final class RecurrentLayer {
         if returnSequences {
             output = batchFirst ? try swapLeadingAxes(layerOutput) : layerOutput
         } else {
-            // [B, D * H]: row b is h_n of the last layer's directions side by side.
-            output = try backend.zeros([batch, d * h])
+            // [B, D * P]: row b is h_n of the last layer's directions side by side.
+            output = try backend.zeros([batch, d * p])
             for direction in 0..<d {
                 let index = (l - 1) * d + direction
-                try copyRows(batch, width: h, from: finalHidden, offset: index * batch * h, stride: h,
-                             into: output, offset: direction * h, stride: d * h)
+                try copyRows(batch, width: p, from: finalHidden, offset: index * batch * p, stride: p,
+                             into: output, offset: direction * p, stride: d * p)
             }
         }
         cache = ForwardCache(scans: scans, workspaces: workspaces, inputMasks: inputMasks, batch: batch,
@@ -391,7 +405,8 @@ public final class RecurrentLayer {
     /// Back-propagates through the last `forward`, accumulating (+=) into the parameter gradients.
     /// - Parameters:
     ///   - outputGradient: dL/d output, shaped like the forward's output; nil means zero.
-    ///   - finalStateGradient: dL/dh_n (and dL/dc_n), `[L * D, B, H]`; nil (or a nil cell) means zero.
+    ///   - finalStateGradient: dL/dh_n `[L * D, B, P]` (and dL/dc_n `[L * D, B, H]`); nil (or a nil
+    ///     cell) means zero.
     /// - Returns: dL/d input and dL/d initial state.
     public func backward(outputGradient: Tensor?, finalStateGradient: RecurrentState? = nil) throws
         -> RecurrentInputGradient
@@ -413,12 +428,11 @@ public final class RecurrentLayer {
             try checkState(operation, "finalStateGradient", finalStateGradient, batch: batch, cellRequired: false)
         }
 
-        let (h, d, l) = (hiddenSize, directionCount, layerCount)
-        let stateShape: Shape = [l * d, batch, h]
-        // dL/d output of layer k, [T, B, D * H] (nil means zero): the caller's for the last layer
+        let (h, p, d, l) = (hiddenSize, stateSize, directionCount, layerCount)
+        // dL/d output of layer k, [T, B, D * P] (nil means zero): the caller's for the last layer
         // when it returns sequences, then each layer's input gradient.
         var layerOutputGradient: Tensor? = nil
-        // Many-to-one: dL/d output [B, D * H] adds to the last layer's dL/dh_n.
+        // Many-to-one: dL/d output [B, D * P] adds to the last layer's dL/dh_n.
         var lastStateGradient: Tensor? = nil
         if let outputGradient {
             if returnSequences {
@@ -427,12 +441,12 @@ public final class RecurrentLayer {
                 lastStateGradient = outputGradient
             }
         }
-        let initialHiddenGradient = try backend.zeros(stateShape)  // dh0 [L * D, B, H]
-        let initialCellGradient = cell.hasCellState ? try backend.zeros(stateShape) : nil  // dc0 [L * D, B, H]
+        let initialHiddenGradient = try backend.zeros([l * d, batch, p])  // dh0 [L * D, B, P]
+        let initialCellGradient = cell.hasCellState ? try backend.zeros([l * d, batch, h]) : nil  // dc0 [L * D, B, H]
         let steps = cache.scans[0][0].input.shape[0]
-        // dL/dh_t of every step, [T, B, H] per layer-direction, indexed [layer][direction].
+        // dL/dh_t of every step, [T, B, P] per layer-direction, indexed [layer][direction].
         let recorded: [[Tensor]]? = recordsGradientFlow
-            ? try (0..<l).map { _ in try (0..<d).map { _ in try backend.zeros([steps, batch, h]) } }
+            ? try (0..<l).map { _ in try (0..<d).map { _ in try backend.zeros([steps, batch, p]) } }
             : nil
 
         for k in stride(from: l - 1, through: 0, by: -1) {
@@ -442,28 +456,28 @@ public final class RecurrentLayer {
             var requests: [RecurrentBackward] = []  // one per direction
             for direction in 0..<d {
                 let index = k * d + direction
-                var hiddenGradient = try finalStateGradient.map {  // dh_n [B, H]
-                    try stateSlice($0.hidden, index: index, batch: batch)
+                var hiddenGradient = try finalStateGradient.map {  // dh_n [B, P]
+                    try stateSlice($0.hidden, index: index, batch: batch, width: p)
                 }
                 if k == l - 1, let lastStateGradient {
-                    let column = try backend.zeros([batch, h])  // [B, H]
-                    try copyRows(batch, width: h, from: lastStateGradient, offset: direction * h, stride: d * h,
-                                 into: column, offset: 0, stride: h)
+                    let column = try backend.zeros([batch, p])  // [B, P]
+                    try copyRows(batch, width: p, from: lastStateGradient, offset: direction * p, stride: d * p,
+                                 into: column, offset: 0, stride: p)
                     if let hiddenGradient { try backend.axpy(alpha: 1, hiddenGradient, column) }
                     hiddenGradient = column
                 }
                 let cellGradient = try finalStateGradient?.cell.map {  // dc_n [B, H]
-                    try stateSlice($0, index: index, batch: batch)
+                    try stateSlice($0, index: index, batch: batch, width: h)
                 }
                 requests.append(RecurrentBackward(
                     scan: scans[direction], workspace: cache.workspaces[k][direction],
                     outputGradient: layerOutputGradient.map {
-                        MatrixOperand($0, offset: direction * h, leadingDimension: d * h)
+                        MatrixOperand($0, offset: direction * p, leadingDimension: d * p)
                     },
                     finalHiddenGradient: hiddenGradient, finalCellGradient: cellGradient,
                     // The directions read the same input: the reverse one adds its dL/dx.
                     inputGradient: layerInputGradient, accumulateInputGradient: direction > 0,
-                    initialHiddenGradient: try backend.zeros([batch, h]),  // dh0 [B, H]
+                    initialHiddenGradient: try backend.zeros([batch, p]),  // dh0 [B, P]
                     initialCellGradient: cell.hasCellState ? try backend.zeros([batch, h]) : nil,  // dc0 [B, H]
                     weightGradients: gradients[k][direction], hiddenStateGradients: recorded?[k][direction]))
             }
@@ -476,7 +490,7 @@ public final class RecurrentLayer {
             for (direction, request) in requests.enumerated() {
                 let index = k * d + direction
                 try backend.copy(request.initialHiddenGradient, sourceOffset: 0, into: initialHiddenGradient,
-                                 destinationOffset: index * batch * h, count: batch * h)
+                                 destinationOffset: index * batch * p, count: batch * p)
                 if let dc0 = request.initialCellGradient, let initialCellGradient {
                     try backend.copy(dc0, sourceOffset: 0, into: initialCellGradient,
                                      destinationOffset: index * batch * h, count: batch * h)
@@ -529,16 +543,16 @@ public final class RecurrentLayer {
         }
     }
 
-    /// Checks a `[L * D, B, H]` state; a cell state is required (for LSTM) only if `cellRequired`.
+    /// Checks a `[L * D, B, P]` h and `[L * D, B, H]` c; a cell state is required (for LSTM) only
+    /// if `cellRequired`.
     private func checkState(_ operation: String, _ name: String, _ state: RecurrentState, batch: Int,
                             cellRequired: Bool) throws {
-        let expected: Shape = [layerCount * directionCount, batch, hiddenSize]
         try backend.checkOperands(operation, [state.hidden])
-        try RecurrentCheck.shape(operation, "\(name).hidden", state.hidden, expected)
+        try RecurrentCheck.shape(operation, "\(name).hidden", state.hidden, [layerCount * directionCount, batch, stateSize])
         switch (state.cell, cell.hasCellState) {
         case let (c?, true):
             try backend.checkOperands(operation, [c])
-            try RecurrentCheck.shape(operation, "\(name).cell", c, expected)
+            try RecurrentCheck.shape(operation, "\(name).cell", c, [layerCount * directionCount, batch, hiddenSize])
         case (nil, true) where cellRequired:
             throw RecurError.invalidArgument(operation: operation, detail: "\(name) of an lstm needs a cell state")
         case (.some, false):
@@ -550,12 +564,13 @@ public final class RecurrentLayer {
 
     // MARK: Helpers (backend ops only)
 
-    /// Slice `index` of a `[L * D, B, H]` state as a new `[B, H]` tensor; zeros when `state` is nil.
-    private func stateSlice(_ state: Tensor?, index: Int, batch: Int) throws -> Tensor {
-        let slice = try backend.zeros([batch, hiddenSize])
+    /// Slice `index` of a `[L * D, B, width]` state as a new `[B, width]` tensor; zeros when
+    /// `state` is nil.
+    private func stateSlice(_ state: Tensor?, index: Int, batch: Int, width: Int) throws -> Tensor {
+        let slice = try backend.zeros([batch, width])
         if let state {
-            try backend.copy(state, sourceOffset: index * batch * hiddenSize, into: slice, destinationOffset: 0,
-                             count: batch * hiddenSize)
+            try backend.copy(state, sourceOffset: index * batch * width, into: slice, destinationOffset: 0,
+                             count: batch * width)
         }
         return slice
     }

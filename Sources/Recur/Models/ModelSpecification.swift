@@ -54,6 +54,9 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
     public var cell: RecurrentCell
     /// H: hidden units per direction.
     public var hiddenSize: Int
+    /// P: the features of h with a projection (PyTorch's `proj_size`, the `lstm_projection`
+    /// cell), or nil for none; absent from the JSON of a model without one.
+    public var projectionSize: Int?
     /// L: stacked recurrent layers.
     public var layerCount: Int
     /// Whether the recurrent layers also scan backwards (D = 2).
@@ -78,16 +81,39 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
     /// blocks, forget-gate bias 1, Glorot-uniform Dense with zero bias) or PyTorch's.
     public var initialization: ModelInitialization
 
+    /// A specification; `validate()` checks it.
+    ///
+    /// - Parameters:
+    ///   - task: what the model predicts.
+    ///   - vocabularySize: V, for the tasks that read ids.
+    ///   - embeddingSize: D, for the tasks that read ids.
+    ///   - inputFeatures: the features per step of a forecast model.
+    ///   - cell: the recurrent cell; `lstm` with a `projectionSize` is stored as `lstm_projection`.
+    ///   - hiddenSize: H.
+    ///   - projectionSize: P, the features of h with a projection; nil or 0 for none.
+    ///   - layerCount: L.
+    ///   - bidirectional: whether D = 2.
+    ///   - inputDropout: Keras's `dropout`.
+    ///   - recurrentDropout: Keras's `recurrent_dropout`.
+    ///   - layerDropout: PyTorch's `dropout` between recurrent layers.
+    ///   - outputDropout: a `Dropout` layer before the head.
+    ///   - outputSize: K.
+    ///   - seed: seeds every layer's initial parameters.
+    ///   - initialization: Keras's or PyTorch's initialisers.
+    ///   - trainsPaddingEmbedding: whether the embedding's padding row is trained.
     public init(task: ModelTask, vocabularySize: Int? = nil, embeddingSize: Int? = nil, inputFeatures: Int? = nil,
-                cell: RecurrentCell, hiddenSize: Int, layerCount: Int = 1, bidirectional: Bool = false,
-                inputDropout: Float = 0, recurrentDropout: Float = 0, layerDropout: Float = 0,
-                outputDropout: Float = 0, outputSize: Int, seed: UInt64 = 0,
+                cell: RecurrentCell, hiddenSize: Int, projectionSize: Int? = nil, layerCount: Int = 1,
+                bidirectional: Bool = false, inputDropout: Float = 0, recurrentDropout: Float = 0,
+                layerDropout: Float = 0, outputDropout: Float = 0, outputSize: Int, seed: UInt64 = 0,
                 initialization: ModelInitialization = .keras, trainsPaddingEmbedding: Bool = false) {
         self.task = task
         self.vocabularySize = vocabularySize
         self.embeddingSize = embeddingSize
         self.inputFeatures = inputFeatures
-        self.cell = cell
+        let projectionSize = projectionSize == 0 ? nil : projectionSize
+        // An invalid combination keeps the cell as given; validate() names the problem.
+        self.cell = (try? cell.projected(to: projectionSize, hiddenSize: hiddenSize, operation: "")) ?? cell
+        self.projectionSize = projectionSize
         self.hiddenSize = hiddenSize
         self.layerCount = layerCount
         self.bidirectional = bidirectional
@@ -149,6 +175,10 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
             throw fail("\(name) \(size) exceeds \(limit)")
         }
         guard layerCount <= 64 else { throw fail("layerCount \(layerCount) exceeds 64") }
+        let projected = try cell.projected(to: projectionSize, hiddenSize: hiddenSize, operation: operation)
+        guard projected == cell else {
+            throw fail("a \(cell) model with projectionSize \(projectionSize ?? 0) is a \(projected) model: its cell must say so")
+        }
         guard parameterCount <= 1 << 31 else { throw fail("the model would have \(parameterCount) parameters") }
         if task == .lm, outputSize != vocabularySize {
             throw fail("a language model predicts its vocabulary: outputSize \(outputSize) != vocabularySize \(vocabularySize ?? 0)")
@@ -167,8 +197,9 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
         if readsIDs { count += (vocabularySize ?? 0) * (embeddingSize ?? 0) }
         var input = readsIDs ? (embeddingSize ?? 0) : (inputFeatures ?? 0)
         for _ in 0..<layerCount {
-            count += directions * cell.parameterCount(inputSize: input, hiddenSize: hiddenSize)
-            input = directions * hiddenSize
+            count += directions * cell.parameterCount(inputSize: input, hiddenSize: hiddenSize,
+                                                      projectionSize: projectionSize)
+            input = directions * (projectionSize ?? hiddenSize)
         }
         return count + input * outputSize + outputSize
     }
@@ -189,14 +220,14 @@ public struct ModelSpecification: Sendable, Equatable, Codable {
         layers.append(try RecurrentLayer(
             cell: cell, inputSize: recurrentInput, hiddenSize: hiddenSize, layerCount: layerCount,
             bidirectional: bidirectional, dropout: layerDropout, inputDropout: inputDropout,
-            recurrentDropout: recurrentDropout, returnSequences: returnsSequences,
+            recurrentDropout: recurrentDropout, projectionSize: projectionSize, returnSequences: returnsSequences,
             initialization: initialization == .keras ? .keras : .pytorch, seed: random.next(), backend: backend))
         let dropoutSeed = random.next()
         if outputDropout > 0 {
             layers.append(try Dropout(probability: outputDropout, seed: dropoutSeed, backend: backend))
         }
         layers.append(try Dense(
-            inputSize: (bidirectional ? 2 : 1) * hiddenSize, outputSize: outputSize,
+            inputSize: (bidirectional ? 2 : 1) * (projectionSize ?? hiddenSize), outputSize: outputSize,
             initialization: initialization == .keras ? .glorotUniform : .pytorch, seed: random.next(),
             backend: backend))
         return try Sequential(layers)

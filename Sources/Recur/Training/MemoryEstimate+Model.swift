@@ -18,12 +18,13 @@ extension MemoryEstimate {
         let k = max(s.outputSize, 0)
         let input = s.readsIDs ? max(s.embeddingSize ?? 0, 0) : max(s.inputFeatures ?? 0, 0)
         self = Self.stack(
-            cell: s.cell, inputSize: input, hiddenSize: s.hiddenSize, layerCount: s.layerCount,
+            cell: s.cell, inputSize: input, hiddenSize: s.hiddenSize, projectionSize: s.projectionSize,
+            layerCount: s.layerCount,
             bidirectional: s.bidirectional, batchSize: b, steps: t, pass: pass,
             returnsSequences: s.returnsSequences, inputDropout: s.inputDropout > 0, layerDropout: s.layerDropout > 0,
             recordsGradientFlow: false)
         let rows = s.returnsSequences ? Self.product(t, b) : b  // N: the head's rows
-        let width = Self.product(d, s.hiddenSize)  // D * H
+        let width = Self.product(d, s.projectionSize ?? s.hiddenSize)  // D * P
         var extraParameters = Self.sum(Self.product(width, k), k)  // Dense [K, D H] and [K]
         let batchInput: Int  // bytes of a batch's ids [T, B] int32 or values [T, B, F]
         if s.readsIDs {

@@ -4,7 +4,9 @@ import Dispatch
 // the one scan skeleton every cell shares; each cell's fused steps (`CPURecurrentSteps`) live in
 // its file under `Cells/`, next to its plain float64 reference, which this code is tested against.
 //
-// Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H.
+// Shape legend: T time steps, B batch, I input features, H hidden units, G = gates * H, P the width
+// of h (the projection size of a cell that projects h, else H): h, h̃, the output, the dropout
+// mask and their gradients are P wide, c and the gates H.
 // Sequences are time-major, so row (t, b) of a `[T, B, F]` buffer is row t * B + b of `[T * B, F]`.
 //
 // Factoring (cell → layer): each cell has a forward step and a backward step, a fused pointwise
@@ -21,14 +23,17 @@ extension CPUBackend {
         let size = try checkRecurrentForward(request)
         let scan = try CPURecurrentScan(request.scan, size, backend: self, operation: "recurrentForward")
         let stepProducts = try zeros([size.batch, size.gates])  // [B, G]
-        // W_hhᵀ [H, G] packed once for every step's h̃ · W_hhᵀ.
-        let (recurrentWeights, packed) = try packTransposed(scan.wHH, rows: size.gates, columns: size.hidden)
+        // W_hhᵀ [P, G] packed once for every step's h̃ · W_hhᵀ.
+        let (recurrentWeights, packed) = try packTransposed(scan.wHH, rows: size.gates, columns: size.state)
         // W_ihᵀ [I, G] packed for the input projection of all steps.
         let (inputWeights, packedInput) = try packTransposed(scan.wIH, rows: size.gates, columns: size.input)
         // The reset-before GRU's W_hnᵀ [H, H] (rows 2H ..< 3H of W_hh), for its second product per step.
         let (candidateWeights, packedCandidate) = request.scan.cell.cpu.multipliesCandidateBlockSeparately
             ? try packTransposed(scan.wHH + 2 * size.hidden * size.hidden, rows: size.hidden, columns: size.hidden)
             : (recurrentWeights, packed)
+        // A projecting cell's W_hrᵀ [H, P], u [B, H] and W_hr u [B, P] of the current step.
+        let projection = request.scan.cell.projectsHiddenState
+            ? try ProjectionScratch(forward: scan, backend: self) : nil
         let pass = CPURecurrentForward(
             scan: scan,
             workspace: CPURecurrentWorkspace(request.workspace),
@@ -39,9 +44,10 @@ extension CPUBackend {
             stepProducts: stepProducts.hostFloats,
             recurrentWeights: recurrentWeights,
             inputWeights: inputWeights,
-            candidateWeights: candidateWeights)
+            candidateWeights: candidateWeights,
+            projection: projection?.operands)
         // The pass holds raw pointers: keep the scratch tensors alive until it is done.
-        withExtendedLifetime([stepProducts, packed, packedInput, packedCandidate]) {
+        withExtendedLifetime([stepProducts, packed, packedInput, packedCandidate] + (projection?.storage ?? [])) {
             withSubnormalsFlushed { pass.run(request.scan.cell.cpu) }
         }
     }
@@ -55,13 +61,18 @@ extension CPUBackend {
         // Only a cell whose recurrent side sees other gate gradients needs a second buffer.
         let recurrentGateGradients = request.scan.cell.hasSeparateRecurrentGateGradients
             ? try uninitialized([rows, size.gates], dtype: .float32) : gateGradients
-        let dhTilde = try zeros([size.batch, size.hidden])  // [B, H]
+        let dhTilde = try zeros([size.batch, size.state])  // [B, P]
         let dq = try zeros([size.batch, size.hidden])  // [B, H]
-        // W_hh [G, H] with padded rows for every step's dGh · W_hh.
-        let (recurrentWeights, packed) = try pack(scan.wHH, rows: size.gates, columns: size.hidden)
+        // W_hh [G, P] with padded rows for every step's dGh · W_hh.
+        let (recurrentWeights, packed) = try pack(scan.wHH, rows: size.gates, columns: size.state)
         // W_ih [G, I] with padded rows for dL/dx.
         let (inputWeights, packedInput) = try pack(scan.wIH, rows: size.gates, columns: size.input)
         let gradients = request.weightGradients
+        // A projecting cell's W_hr [P, H], dL/du [B, H], every step's u [T * B, H], and the
+        // recorded dL/dh_t [T * B, P] when the request does not ask for them.
+        let projection = request.scan.cell.projectsHiddenState
+            ? try ProjectionScratch(backward: scan, recordsHiddenStateGradients: request.hiddenStateGradients == nil,
+                                    backend: self) : nil
         let pass = CPURecurrentBackward(
             scan: scan,
             workspace: CPURecurrentWorkspace(request.workspace),
@@ -80,10 +91,12 @@ extension CPUBackend {
             dbih: gradients.inputBias.hostFloats,
             dbhh: gradients.recurrentBias.hostFloats,
             dExtra: gradients.extra.map(\.hostFloats),
-            hiddenStateGradients: request.hiddenStateGradients?.hostFloats,
+            hiddenStateGradients: request.hiddenStateGradients?.hostFloats ?? projection?.hiddenStateGradients,
             recurrentWeights: recurrentWeights,
-            inputWeights: inputWeights)
-        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, packed, packedInput]) {
+            inputWeights: inputWeights,
+            projection: projection?.operands)
+        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, packed, packedInput]
+                             + (projection?.storage ?? [])) {
             withSubnormalsFlushed {
                 pass.run(request.scan.cell.cpu, finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
                          finalCellGradient: request.finalCellGradient?.hostFloats)
@@ -96,6 +109,8 @@ extension CPUBackend {
 struct CPURecurrentScan {
     let cell: RecurrentCell
     let steps: Int, batch: Int, input: Int, hidden: Int, gates: Int
+    /// P, the width of h: H unless the cell projects h.
+    let state: Int
     let reverse: Bool
     /// x: [T, B, I]
     let x: UnsafeMutablePointer<Float>
@@ -106,9 +121,9 @@ struct CPURecurrentScan {
     let extra: [UnsafeMutablePointer<Float>]
     /// b_ih + b_hh: [G]; the n block of a GRU keeps the two apart.
     let biasSum: UnsafeMutablePointer<Float>
-    /// h0, c0: [B, H]
+    /// h0: [B, P], c0: [B, H]
     let h0: UnsafeMutablePointer<Float>, c0: UnsafeMutablePointer<Float>?
-    /// m: [B, H], all ones without recurrent dropout, so the step loops never branch on it.
+    /// m: [B, P], all ones without recurrent dropout, so the step loops never branch on it.
     let mask: UnsafeMutablePointer<Float>
     /// +infinity without a clip, so the clip is a branch-free min/max.
     let clip: Float
@@ -122,6 +137,7 @@ struct CPURecurrentScan {
     init(_ scan: RecurrentScan, _ size: RecurrentDimensions, backend: CPUBackend, operation: String) throws {
         (cell, reverse) = (scan.cell, scan.reverse)
         (steps, batch, input, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
+        state = size.state
         let (t, b) = (size.steps, size.batch)
         if let lengths = scan.lengths {
             let values = lengths.hostInt32s
@@ -151,7 +167,7 @@ struct CPURecurrentScan {
         if let given = scan.recurrentDropoutMask {
             mask = given.hostFloats
         } else {
-            let ones = try backend.zeros([size.batch, size.hidden])
+            let ones = try backend.zeros([size.batch, size.state])
             ones.hostFloats.update(repeating: 1, count: ones.count)
             mask = ones.hostFloats
             storage.append(ones)
@@ -171,7 +187,7 @@ struct CPURecurrentScan {
 struct CPURecurrentWorkspace {
     /// [T, B, G]
     let gates: UnsafeMutablePointer<Float>
-    /// [T, B, H]
+    /// [T, B, P]
     let recurrentInput: UnsafeMutablePointer<Float>
     /// [T, B, H] each, present for the cells that use them.
     let cellStates: UnsafeMutablePointer<Float>?
@@ -196,17 +212,19 @@ struct CPURecurrentForward {
     /// Row (t, b) of the output view starts at output + (t * B + b) * outputStride.
     let output: UnsafeMutablePointer<Float>
     let outputStride: Int
-    /// h, c: [B, H], the state after the latest step; h_n and c_n when the scan ends.
+    /// h [B, P], c [B, H]: the state after the latest step; h_n and c_n when the scan ends.
     let h: UnsafeMutablePointer<Float>
     let c: UnsafeMutablePointer<Float>?
     /// W_hh h̃ for the current step: [B, G]
     let stepProducts: UnsafeMutablePointer<Float>
-    /// W_hhᵀ [H, G], packed.
+    /// W_hhᵀ [P, G], packed.
     let recurrentWeights: CPUPackedOperand
     /// W_ihᵀ [I, G], packed.
     let inputWeights: CPUPackedOperand
     /// W_hnᵀ [H, H], packed, for a cell that multiplies its candidate block separately (else unused).
     let candidateWeights: CPUPackedOperand
+    /// A projecting cell's operands (see `CPURecurrentProjection`); nil for the others.
+    let projection: CPURecurrentProjection?
 
     func run<Cell: CPURecurrentSteps>(_ cell: Cell.Type) {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
@@ -220,11 +238,12 @@ struct CPURecurrentForward {
                             c: workspace.gates + first * g, ldc: g, accumulate: false)
             }
         }
-        if self.h != scan.h0 { self.h.update(from: scan.h0, count: b * h) }
+        let p = scan.state
+        if self.h != scan.h0 { self.h.update(from: scan.h0, count: b * p) }
         if let c, let c0 = scan.c0, c != c0 { c.update(from: c0, count: b * h) }
         // h̃ of the first step; each later one is written by the step before it.
-        let first = workspace.recurrentInput + scan.time(ofStep: 0) * b * h
-        for k in 0..<(b * h) { first[k] = self.h[k] * scan.mask[k] }
+        let first = workspace.recurrentInput + scan.time(ofStep: 0) * b * p
+        for k in 0..<(b * p) { first[k] = self.h[k] * scan.mask[k] }
 
         // Sequences are independent: each part of the batch runs the whole scan on its own rows.
         forEachBatchPart(scan) { rows in
@@ -239,6 +258,13 @@ struct CPURecurrentForward {
             let time = scan.time(ofStep: s)
             let next = s + 1 < t ? scan.time(ofStep: s + 1) : nil
             Cell.forwardProducts(self, time: time, rows: rows)
+            if Cell.projectsHiddenState {
+                // h_t of the rows is one product of their pointwise results: all steps first.
+                for b in rows { Cell.forwardStep(self, row: b, time: time, valid: scan.isValid(b, atTime: time)) }
+                Cell.forwardProjection(self, time: time, rows: rows)
+                for b in rows { emit(row: b, time: time, next: next, valid: scan.isValid(b, atTime: time)) }
+                continue
+            }
             for b in rows {
                 let valid = scan.isValid(b, atTime: time)
                 Cell.forwardStep(self, row: b, time: time, valid: valid)
@@ -248,10 +274,10 @@ struct CPURecurrentForward {
     }
 
     /// The recurrent product of a step for the cells that need one GEMM per step:
-    /// stepProducts[rows, G] = h̃[rows, H] · W_hhᵀ.
+    /// stepProducts[rows, G] = h̃[rows, P] · W_hhᵀ.
     @inline(__always)
     func recurrentProduct(time: Int, rows: Range<Int>) {
-        let (b, h, g) = (scan.batch, scan.hidden, scan.gates)
+        let (b, h, g) = (scan.batch, scan.state, scan.gates)
         let recurrentInput = workspace.recurrentInput + (time * b + rows.lowerBound) * h  // [rows, H]
         stepProduct(rows: rows.count, n: g, k: h, a: recurrentInput, lda: h, b: recurrentWeights,
                     c: stepProducts + rows.lowerBound * g, ldc: g, accumulate: false)
@@ -261,7 +287,7 @@ struct CPURecurrentForward {
     /// times the mask, to the next step's h̃ (padded steps write 0 and carry h).
     @inline(__always)
     private func emit(row b: Int, time: Int, next: Int?, valid: Bool) {
-        let hidden = scan.hidden
+        let hidden = scan.state
         let state = h + b * hidden
         let out = output + (time * scan.batch + b) * outputStride
         if valid {
@@ -296,11 +322,11 @@ struct CPURecurrentBackward {
     /// Row (t, b) of dL/d output starts at outputGradient + (t * B + b) * outputGradientStride.
     let outputGradient: UnsafeMutablePointer<Float>?
     let outputGradientStride: Int
-    /// dh: [B, H], dL/dh_t except what reaches h_t through the next step's h̃; ends as dL/dh0.
+    /// dh: [B, P], dL/dh_t except what reaches h_t through the next step's h̃; ends as dL/dh0.
     let dh: UnsafeMutablePointer<Float>
     /// dc: [B, H], dL/dc_t for LSTM; ends as dL/dc0.
     let dc: UnsafeMutablePointer<Float>?
-    /// dh̃: [B, H], dL/dh̃ of the step after this one (the part of dL/dh_t through W_hh, before ⊙ m).
+    /// dh̃: [B, P], dL/dh̃ of the step after this one (the part of dL/dh_t through W_hh, before ⊙ m).
     let dhTilde: UnsafeMutablePointer<Float>
     /// dq: [B, H], scratch for a cell's second recurrent product (the reset-before GRU's dL/d(r ⊙ h̃)).
     let dq: UnsafeMutablePointer<Float>
@@ -317,21 +343,24 @@ struct CPURecurrentBackward {
     let dbih: UnsafeMutablePointer<Float>, dbhh: UnsafeMutablePointer<Float>
     /// The gradients of the cell's own parameters (`RecurrentWeights.extra`); accumulated.
     let dExtra: [UnsafeMutablePointer<Float>]
-    /// [T, B, H], optional: receives each step's total dL/dh_t (0 at padded steps).
+    /// [T, B, P], optional: receives each step's total dL/dh_t (0 at padded steps). Always
+    /// present for a projecting cell, whose dW_hr reads it after the scan.
     let hiddenStateGradients: UnsafeMutablePointer<Float>?
-    /// W_hh [G, H], packed.
+    /// W_hh [G, P], packed.
     let recurrentWeights: CPUPackedOperand
     /// W_ih [G, I], packed.
     let inputWeights: CPUPackedOperand
+    /// A projecting cell's operands (see `CPURecurrentProjection`); nil for the others.
+    let projection: CPURecurrentProjection?
 
     func run<Cell: CPURecurrentSteps>(_ cell: Cell.Type, finalHiddenGradient: UnsafeMutablePointer<Float>?,
                                        finalCellGradient: UnsafeMutablePointer<Float>?) {
         let (t, b, i, h, g) = (scan.steps, scan.batch, scan.input, scan.hidden, scan.gates)
-        let rows = t * b
+        let (rows, p) = (t * b, scan.state)
         if let finalHiddenGradient {
-            dh.update(from: finalHiddenGradient, count: b * h)
+            dh.update(from: finalHiddenGradient, count: b * p)
         } else {
-            dh.update(repeating: 0, count: b * h)
+            dh.update(repeating: 0, count: b * p)
         }
         if let dc {
             if let finalCellGradient {
@@ -340,7 +369,7 @@ struct CPURecurrentBackward {
                 dc.update(repeating: 0, count: b * h)
             }
         }
-        dhTilde.update(repeating: 0, count: b * h)
+        dhTilde.update(repeating: 0, count: b * p)
 
         if Cell.accumulatesParameterGradientsInSteps {
             // The steps add into shared gradients: one part, so no two threads write them.
@@ -352,7 +381,7 @@ struct CPURecurrentBackward {
             }
         }
         // h̃ of the first step is h0 ⊙ m.
-        for k in 0..<(b * h) { dh[k] += dhTilde[k] * scan.mask[k] }
+        for k in 0..<(b * p) { dh[k] += dhTilde[k] * scan.mask[k] }
 
         // Everything that does not depend on the recurrence, over all T * B rows at once.
         // dW_ih[G, I] += dGᵀ · x
@@ -379,10 +408,22 @@ struct CPURecurrentBackward {
     /// The time loop over batch rows `rows`, from the last scan step to the first; it reads and
     /// writes only those rows of every buffer.
     private func scanRows<Cell: CPURecurrentSteps>(_ rows: Range<Int>, _ cell: Cell.Type) {
-        let (t, h) = (scan.steps, scan.hidden)
+        let (t, h) = (scan.steps, scan.state)
         for s in stride(from: t - 1, through: 0, by: -1) {
             let time = scan.time(ofStep: s)
             let previous = s > 0 ? scan.time(ofStep: s - 1) : nil
+            if Cell.projectsHiddenState {
+                // The rows' dL/du is one product of their dL/dh_t: every total first.
+                for b in rows {
+                    totalHiddenGradient(row: b, time: time, valid: scan.isValid(b, atTime: time), into: dh + b * h)
+                }
+                Cell.backwardProjection(self, time: time, rows: rows)
+                for b in rows where scan.isValid(b, atTime: time) {
+                    Cell.backwardStep(self, row: b, time: time, previous: previous, total: dh + b * h)
+                }
+                Cell.backwardProducts(self, time: time, rows: rows)
+                continue
+            }
             for b in rows {
                 let valid = scan.isValid(b, atTime: time)
                 let total = dh + b * h
@@ -395,11 +436,11 @@ struct CPURecurrentBackward {
         }
     }
 
-    /// dh̃[rows, H] = dGh[rows, G] · W_hh (differentiates h̃ W_hhᵀ) for the step at `time`: the
+    /// dh̃[rows, P] = dGh[rows, G] · W_hh (differentiates h̃ W_hhᵀ) for the step at `time`: the
     /// recurrent product of a backward step for the cells with one GEMM per step.
     @inline(__always)
     func recurrentProduct(time: Int, rows: Range<Int>) {
-        let (b, h, g) = (scan.batch, scan.hidden, scan.gates)
+        let (b, h, g) = (scan.batch, scan.state, scan.gates)
         let first = rows.lowerBound
         stepProduct(rows: rows.count, n: h, k: g, a: dGh + (time * b + first) * g, lda: g, b: recurrentWeights,
                     c: dhTilde + first * h, ldc: h, accumulate: false)
@@ -423,12 +464,12 @@ struct CPURecurrentBackward {
         }
     }
 
-    /// dL/dh_t of sequence b into `total` [H]: the carried part, the part through the next step's
+    /// dL/dh_t of sequence b into `total` [P]: the carried part, the part through the next step's
     /// h̃ (times the mask), and the output gradient where the step is valid. Also records it in
     /// `hiddenStateGradients` when asked (0 at a padded step).
     @inline(__always)
     private func totalHiddenGradient(row b: Int, time: Int, valid: Bool, into total: UnsafeMutablePointer<Float>) {
-        let hidden = scan.hidden
+        let hidden = scan.state
         let (carried, through, mask) = (dh + b * hidden, dhTilde + b * hidden, scan.mask + b * hidden)
         for j in 0..<hidden { total[j] = carried[j] + through[j] * mask[j] }
         if !valid {
@@ -521,6 +562,20 @@ protocol CPURecurrentSteps: Sendable {
     /// forward op packs that block apart (`CPURecurrentForward.candidateWeights`).
     static var multipliesCandidateBlockSeparately: Bool { get }
 
+    /// Whether h_t is a product of the step's pointwise results (`RecurrentCell.projectsHiddenState`):
+    /// the scans then run a step's pointwise passes over all its rows, then `forwardProjection`
+    /// (or `backwardProjection`), then the rest. A constant per cell, so the other cells' loops
+    /// are the ones they always were. Default: false.
+    static var projectsHiddenState: Bool { get }
+
+    /// A projecting cell's h[rows] of forward step `time`, after the rows' `forwardStep`s and
+    /// before their outputs are emitted; valid rows only (a padded row carries h). Default: nothing.
+    static func forwardProjection(_ pass: CPURecurrentForward, time: Int, rows: Range<Int>)
+
+    /// A projecting cell's dL/d(its unprojected state) of backward step `time` from the recorded
+    /// dL/dh_t of `rows` (`hiddenStateGradients`), before the rows' `backwardStep`s. Default: nothing.
+    static func backwardProjection(_ pass: CPURecurrentBackward, time: Int, rows: Range<Int>)
+
     /// The recurrent products of forward step `time` for batch rows `rows`, before the pointwise
     /// steps of those rows. Default: stepProducts[rows, G] = h̃ · W_hhᵀ.
     static func forwardProducts(_ pass: CPURecurrentForward, time: Int, rows: Range<Int>)
@@ -548,6 +603,14 @@ protocol CPURecurrentSteps: Sendable {
 extension CPURecurrentSteps {
     static var multipliesCandidateBlockSeparately: Bool { false }
 
+    static var projectsHiddenState: Bool { false }
+
+    @inline(__always)
+    static func forwardProjection(_ pass: CPURecurrentForward, time: Int, rows: Range<Int>) {}
+
+    @inline(__always)
+    static func backwardProjection(_ pass: CPURecurrentBackward, time: Int, rows: Range<Int>) {}
+
     static var accumulatesParameterGradientsInSteps: Bool { false }
 
     @inline(__always)
@@ -561,8 +624,60 @@ extension CPURecurrentSteps {
     }
 
     static func accumulateRecurrentWeightGradient(_ pass: CPURecurrentBackward) {
-        let (g, h) = (pass.scan.gates, pass.scan.hidden)
+        let (g, h) = (pass.scan.gates, pass.scan.state)
         pass.accumulateWeightGradient(m: g, n: h, rows: pass.scan.steps * pass.scan.batch, pass.dGh, g,
                                       pass.workspace.recurrentInput, pass.dWhh)
+    }
+}
+
+// MARK: Projection operands
+
+/// What the scans of a cell that projects h (h_t = W_hr u_t, u_t [H], h_t [P]) hand its steps,
+/// as host pointers. The forward reads `weights` as W_hrᵀ [H, P], the backward as W_hr [P, H].
+struct CPURecurrentProjection {
+    /// W_hr packed for the direction's product: W_hrᵀ [H, P] forward, W_hr [P, H] backward.
+    let weights: CPUPackedOperand
+    /// Forward: u [B, H] of the current step. Backward: dL/du [B, H] of the current step.
+    let unprojected: UnsafeMutablePointer<Float>
+    /// Forward: W_hr u [B, P] of the current step, copied to h for the valid rows. Backward:
+    /// every step's u [T * B, H], for dW_hr after the scan (0 at padded steps).
+    let buffer: UnsafeMutablePointer<Float>
+}
+
+/// The scratch tensors behind a `CPURecurrentProjection`, alive as long as the op.
+private struct ProjectionScratch {
+    let operands: CPURecurrentProjection
+    /// The backward's recorded dL/dh_t [T * B, P] when the request records none.
+    let hiddenStateGradients: UnsafeMutablePointer<Float>?
+    let storage: [Tensor]
+
+    /// W_hrᵀ packed, u [B, H] and W_hr u [B, P].
+    init(forward scan: CPURecurrentScan, backend: CPUBackend) throws {
+        let (weights, packed) = try backend.packTransposed(scan.extra[0], rows: scan.state, columns: scan.hidden)
+        let unprojected = try backend.zeros([scan.batch, scan.hidden])
+        let projected = try backend.zeros([scan.batch, scan.state])
+        operands = CPURecurrentProjection(weights: weights, unprojected: unprojected.hostFloats,
+                                          buffer: projected.hostFloats)
+        hiddenStateGradients = nil
+        storage = [packed, unprojected, projected]
+    }
+
+    /// W_hr packed, dL/du [B, H], every step's u [T * B, H] (zeros: padded rows stay 0), and the
+    /// recorded dL/dh_t when `recordsHiddenStateGradients`.
+    init(backward scan: CPURecurrentScan, recordsHiddenStateGradients: Bool, backend: CPUBackend) throws {
+        let (weights, packed) = try backend.pack(scan.extra[0], rows: scan.state, columns: scan.hidden)
+        let unprojectedGradient = try backend.zeros([scan.batch, scan.hidden])
+        let unprojectedStates = try backend.zeros([scan.steps * scan.batch, scan.hidden])
+        operands = CPURecurrentProjection(weights: weights, unprojected: unprojectedGradient.hostFloats,
+                                          buffer: unprojectedStates.hostFloats)
+        var storage = [packed, unprojectedGradient, unprojectedStates]
+        if recordsHiddenStateGradients {
+            let recorded = try backend.zeros([scan.steps * scan.batch, scan.state])
+            hiddenStateGradients = recorded.hostFloats
+            storage.append(recorded)
+        } else {
+            hiddenStateGradients = nil
+        }
+        self.storage = storage
     }
 }
