@@ -1,4 +1,6 @@
-// The step kernels of every recurrent cell: one skeleton, instantiated once per cell.
+// The step kernels of the recurrent cells: one skeleton, instantiated once per cell. The cells
+// whose step needs values over all H units of a sequence row (the layer-normalised cells' LN
+// statistics) use the row skeleton, recurrent_rows.cl, instead.
 //
 // A cell's program is built from, in this order: common.cl; the operand macros the host
 // generates from its one description of the kernels' operands (`StepKernelOperands`,

@@ -105,7 +105,7 @@ struct BatchedGEMMTests {
     }
 
     @Test("a pair in shared allocations batches its GEMMs: one projection, four gradient GEMMs fewer",
-          arguments: RecurrentCell.withOpenCLKernels)
+          arguments: RecurrentCell.withUnitStepKernels)
     func pairEnqueues(_ cell: RecurrentCell) throws {
         guard let backend = try Self.backend() else { return }
         func enqueues(shared: Bool) throws -> Int {
@@ -127,7 +127,7 @@ struct BatchedGEMMTests {
     }
 
     @Test("a bidirectional layer keeps each pair of parameters and gradients in one allocation",
-          arguments: RecurrentCell.withOpenCLKernels)
+          arguments: RecurrentCell.withUnitStepKernels)
     func layerPairs(_ cell: RecurrentCell) throws {
         guard let backend = try Self.backend() else { return }
         let layer = try RecurrentLayer(cell: cell, inputSize: 3, hiddenSize: 5, layerCount: 2, bidirectional: true,

@@ -79,17 +79,39 @@ struct LayerNormCellTests {
         }
     }
 
-    @Test("the OpenCL backend refuses the cell, naming it", arguments: cells)
-    func openCLRefuses(cell: RecurrentCell) throws {
-        guard let device = try TestBackends.openCLDevice() else { return }
-        let backend = try OpenCLBackend(device: device)
-        let layer = try RecurrentLayer(cell: cell, inputSize: 2, hiddenSize: 4, backend: backend)
-        let input = try backend.upload([Float](repeating: 0.5, count: 3 * 2 * 2), shape: [3, 2, 2])
-        do {
-            _ = try layer.forward(input, training: false)
-            Issue.record("\(cell) ran on OpenCL")
-        } catch let error as RecurError {
-            #expect("\(error)".contains("no OpenCL kernels for the \(cell) cell"), "\(error)")
+    /// A small seeded text-classification file, `warm` or `cold` by whether a line names red, in
+    /// `folder`; returns its path.
+    static func writeColours(into folder: TemporaryFolder, lines count: Int, seed: UInt64) throws -> String {
+        var random = SeededGenerator(seed: seed)
+        let words = ["red", "blue", "green", "dark", "light"]
+        let lines = (0..<count).map { _ -> String in
+            let text = (0..<Int.random(in: 2...5, using: &random)).map { _ in words.randomElement(using: &random)! }
+            return (text.contains("red") ? "warm" : "cold") + "\t" + text.joined(separator: " ")
+        }
+        return try folder.write("colours.tsv", lines.joined(separator: "\n") + "\n")
+    }
+
+    @Test("recur train --device opencl trains it to the CPU run's losses", arguments: cells)
+    func trainsOnOpenCL(cell: RecurrentCell) throws {
+        guard try TestBackends.openCLDevice() != nil else { return }
+        let folder = try TemporaryFolder()
+        let data = try Self.writeColours(into: folder, lines: 16, seed: 23)
+        func losses(device: String) throws -> [Double] {
+            let log = folder.path + "/\(device).jsonl"
+            let run = try runRecur(["train", "--device", device, "--cell", cell.name, "--data", data, "--format", "tsv",
+                                    "--no-header", "--max-length", "5", "--embedding", "4", "--hidden", "6",
+                                    "--epochs", "2", "--batch-size", "8", "--validation-split", "0",
+                                    "--step-log", log])
+            #expect(run.status == 0, "\(device): \(run.stderr)")
+            return try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").compactMap { line in
+                let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                return object?["loss"] as? Double
+            }
+        }
+        let (device, host) = (try losses(device: "opencl"), try losses(device: "cpu"))
+        #expect(host.count == 4 && device.count == host.count, "\(device) vs \(host)")
+        for (actual, expected) in zip(device, host) {
+            #expect(abs(actual - expected) <= 1e-4 * abs(expected), "\(cell): \(device) vs \(host)")
         }
     }
 

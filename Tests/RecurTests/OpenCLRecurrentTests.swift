@@ -167,6 +167,38 @@ struct OpenCLRecurrentTests {
         #expect(smallMemory.depth < 16)
     }
 
+    @Test("a row cell's scan is one step-kernel launch whatever T, a pair included",
+          arguments: RecurrentCell.withOpenCLKernels.filter { !RecurrentCell.withUnitStepKernels.contains($0) })
+    func rowScanIsOneLaunch(_ cell: RecurrentCell) throws {
+        guard let device = try TestBackends.openCLDevice() else { return }
+        let backend = try OpenCLBackend(device: device)
+        func enqueues(steps: Int, bidirectional: Bool) throws -> Int {
+            let parity = RecurrentParityCase(cell: cell, steps: steps, batch: 3, inputSize: 4, hiddenSize: 6,
+                                             lengths: [Int32(steps), 2, 1], padding: .post,
+                                             bidirectional: bidirectional)
+            _ = try parity.run(on: backend, seed: 4)  // compiles the programs
+            backend.faultInjector.countCalls()
+            defer { backend.faultInjector.reset() }
+            _ = try parity.run(on: backend, seed: 4)
+            return backend.faultInjector.calls(at: .enqueue)
+        }
+        for bidirectional in [false, true] {
+            let (short, long) = (try enqueues(steps: 2, bidirectional: bidirectional),
+                                 try enqueues(steps: 9, bidirectional: bidirectional))
+            #expect(short == long, "\(cell), bidirectional: \(bidirectional): \(short) and \(long) enqueues")
+        }
+    }
+
+    @Test("the row kernels' group: H rounded up to a power of two in 32...256, within the device's limit")
+    func rowScanGroup() {
+        #expect(RowScanGroup(hidden: 5, maxWorkGroupSize: 1024).size == 32)
+        #expect(RowScanGroup(hidden: 33, maxWorkGroupSize: 1024).size == 64)
+        #expect(RowScanGroup(hidden: 128, maxWorkGroupSize: 1024).size == 128)
+        #expect(RowScanGroup(hidden: 1000, maxWorkGroupSize: 1024).size == 256)
+        #expect(RowScanGroup(hidden: 1000, maxWorkGroupSize: 200).size == 128)
+        #expect(RowScanGroup(hidden: 9, maxWorkGroupSize: 1).size == 1)
+    }
+
     /// A GRU scan of seeded values with H = 4 and I = 2.
     private static func scan(cell: RecurrentCell, steps: Int, batch: Int, lengths: [Int32],
                              on backend: any Backend) throws -> RecurrentScan {

@@ -24,9 +24,10 @@ import Testing
 struct PersistentScanTests {
     /// Every cell has a persistent scan; the reset-before GRU's runs its two phases per step with
     /// a grid barrier between them.
-    static let cells = RecurrentCell.withOpenCLKernels
+    /// The row cells (layer-normalised) run every scan in one launch without a grid barrier.
+    static let cells = RecurrentCell.withUnitStepKernels
     /// Cells with the resident-weights split (not the reset-before GRU's two-phase kernels).
-    static let residentCells = RecurrentCell.withOpenCLKernels.filter { $0 != .gruResetBefore }
+    static let residentCells = RecurrentCell.withUnitStepKernels.filter { $0 != .gruResetBefore }
 
     /// Grids of one work-group: H <= 32 units, B <= 8 rows, one direction.
     static let oneGroupCases: [(String, @Sendable (RecurrentCell) -> RecurrentParityCase)] = [
@@ -122,7 +123,7 @@ struct PersistentScanTests {
     /// many groups (PoCL's small compute-unit count makes each group own many units), odd sizes,
     /// lengths, reversal, masks, clip, pairs.
     static let residentParityCases = OpenCLRecurrentTests.cases.filter {
-        $0.parity.batch <= ResidentScanLayout.maximumBatch && $0.parity.cell != .gruResetBefore
+        $0.parity.batch <= ResidentScanLayout.maximumBatch && residentCells.contains($0.parity.cell)
     }
 
     @Test("the resident-weights split matches the CPU backend", arguments: residentParityCases)

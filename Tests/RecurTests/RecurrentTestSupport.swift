@@ -159,9 +159,16 @@ extension RecurrentCell {
     }
 
     /// The registered cells the OpenCL backend runs (an `OpenCLCellKernels.all` entry each); the
-    /// OpenCL parity tests run these, and `OpenCLRecurrentTests` checks that it refuses the others.
+    /// OpenCL parity tests run these.
     static var withOpenCLKernels: [RecurrentCell] {
         allCases.filter(OpenCLCellKernels.exist(for:))
+    }
+
+    /// The cells whose OpenCL step kernels come from the unit skeleton (Kernels/recurrent.cl): the
+    /// tests of its persistent scans, resident split and launch counts run these. The others run
+    /// row scans (Kernels/recurrent_rows.cl), one launch per scan.
+    static var withUnitStepKernels: [RecurrentCell] {
+        withOpenCLKernels.filter { (try? OpenCLCellKernels.of($0).skeleton) == .units }
     }
 
     /// Whether the cell layer-normalises over its H units: a normalisation over three units is

@@ -27,7 +27,8 @@ import Darwin
 // W_ih sees (da_r, da_z, da_in); W_hh and h̃ see (da_r, da_z, da_hn).
 //
 // The workspace keeps a_r, a_z and W_in x in the `gates` row, W_hn h̃ in `candidateRecurrent` and
-// h_t in `hiddenStates`; the backward step recomputes the rest, as the LSTM's does.
+// h_t in `hiddenStates`; the backward step recomputes the rest, as the LSTM's does. On OpenCL:
+// Kernels/layer_norm_gru.cl in the row skeleton, as the LSTM's.
 
 extension RecurrentCell {
     /// The layer-normalised GRU, reset after the recurrent matmul.

@@ -33,6 +33,10 @@ import Darwin
 // step recomputes the statistics and activations from them, which costs O(G) per row against the
 // O(G H) of the step's products. The gains' and biases' gradients are summed inside the backward
 // steps (`accumulatesParameterGradientsInSteps`), so its scan runs on one core.
+//
+// On OpenCL the same steps are Kernels/layer_norm_lstm.cl, built into the row skeleton
+// (Kernels/recurrent_rows.cl): one work-group per sequence row, which sums the statistics in local
+// memory and keeps the same workspace.
 
 /// LN's ε, added to the variance: PyTorch's nn.LayerNorm default.
 let layerNormEpsilon = 1e-5

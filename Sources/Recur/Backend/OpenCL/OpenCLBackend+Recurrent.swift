@@ -18,6 +18,12 @@
 // nothing is allocated inside the time loops; the queue is in order, so each step sees the
 // previous one's writes.
 //
+// The layer-normalised cells normalise over all H units of a sequence row at every step, so their
+// kernels come from the row skeleton (Kernels/recurrent_rows.cl): one work-group per sequence and
+// direction runs every step of its row in one launch, the recurrent product, the statistics and
+// the gate math fused; their bias and gain gradients are summed per row inside the backward
+// kernel and over the rows by GEMMs after it.
+//
 // A bidirectional pair runs both scans side by side: each step launch covers a [H, B, 2] grid,
 // time t of the forward scan in direction 0 and time T-1-t of the reverse scan in direction 1
 // (the two never depend on each other), so the pair costs T step launches, not 2T, each with
@@ -61,6 +67,29 @@ struct RecurrentTiling: Equatable, Sendable {
     var buildOptions: String {
         "-DRECUR_TILE_H=\(units) -DRECUR_TILE_B=\(rows) -DRECUR_TILE_K=\(depth)"
     }
+}
+
+/// The work-group of the row step kernels (`RECUR_ROW_GROUP` in Kernels/rows.cl, a power of two,
+/// since their sums halve it): one work-item per hidden unit, H rounded up to a power of two
+/// between 32 and 256, or the largest power of two the device allows below that. Work-items
+/// beyond H only take part in the sums' barriers, which cost PoCL a pass over the whole group
+/// each, so a small H gets a small group; each size is a program variant of its own.
+struct RowScanGroup: Equatable, Sendable {
+    let size: Int
+
+    init(hidden: Int, device: OpenCLDevice) {
+        self.init(hidden: hidden, maxWorkGroupSize: device.maxWorkGroupSize)
+    }
+
+    init(hidden: Int, maxWorkGroupSize: Int) {
+        var wanted = 32
+        while wanted < min(hidden, 256) { wanted *= 2 }
+        var size = 1
+        while size * 2 <= min(wanted, maxWorkGroupSize) { size *= 2 }
+        self.size = size
+    }
+
+    var buildOptions: String { "-DRECUR_ROW_GROUP=\(size)" }
 }
 
 extension OpenCLBackend {
@@ -141,15 +170,12 @@ extension OpenCLBackend {
                               _ size: RecurrentDimensions, _ launches: OpenCLRecurrentSteps) throws -> Bool {
         let kernels = scans[0].kernels
         let program = try program(kernels.family, options: launches.programOptions)
-        let weights = requests.map(\.scan.weights)
         let workspaces = requests.map(\.workspace)
         // Every operand any cell's forward kernel takes, by name (Kernels/recurrent.cl and the cell
         // files); the kernel's description picks its own. The running state lives in h_n / c_n
         // (each work-item reads and writes only its own element of it); the kernels read h0 / c0
         // at the scan's first step.
         var values = OpenCLRecurrentScan.arguments(scans, size, requests.map(\.scan), workspaces)
-        values.set("inputBias", eachTensor: weights.map(\.inputBias))
-        values.set("recurrentBias", eachTensor: weights.map(\.recurrentBias))
         values.set("hState", eachTensor: requests.map(\.finalHidden))
         values.set("cState", eachTensor: requests.map(\.finalCell))
         values.set("output", eachTensor: requests.map(\.output.tensor))
@@ -170,8 +196,9 @@ extension OpenCLBackend {
             try checkIndexable(operation, [
                 workspace.gates, workspace.recurrentInput, request.inputGradient, request.initialHiddenGradient,
                 gradients.input, gradients.recurrent, gradients.inputBias, gradients.recurrentBias,
-            ] + [request.outputGradient?.tensor, request.finalHiddenGradient, request.finalCellGradient,
-                 request.initialCellGradient, workspace.cellStates, workspace.hiddenStates,
+            ] + gradients.extra + [
+                request.outputGradient?.tensor, request.finalHiddenGradient, request.finalCellGradient,
+                request.initialCellGradient, workspace.cellStates, workspace.hiddenStates,
                  workspace.candidateRecurrent, request.hiddenStateGradients]
                 .compactMap { $0 } + scan.tensors)
         }
@@ -228,6 +255,7 @@ extension OpenCLBackend {
         values.set("gateGradients", eachTensor: scratch.map(\.gateGradients))
         values.set("recurrentGateGradients", eachTensor: scratch.map(\.recurrentGateGradients))
         values.set("dhTildeReset", eachTensor: scratch.map(\.dhTildeReset))
+        values.set("parameterGradients", eachTensor: scratch.map(\.parameterGradients))
         values.set("dhState", eachTensor: requests.map(\.initialHiddenGradient))
         values.set("dcState", eachTensor: requests.map(\.initialCellGradient))
         // dL/d output, or a flag that there is none.
@@ -263,11 +291,15 @@ extension OpenCLBackend {
     /// preference; the last plan is one launch per step, which never fails for lack of
     /// co-residency: the tiled split (the resident one under the `.always` test hook). Before it,
     /// where allowed (see OpenCLBackend+PersistentScans): a persistent launch with resident
-    /// weights, else a tiled persistent launch.
+    /// weights, else a tiled persistent launch. A row cell has one plan, its row scan, which needs
+    /// no co-residency.
     private func stepPlans(_ kernels: OpenCLCellKernels, _ size: RecurrentDimensions, directions: Int) throws
         -> [OpenCLRecurrentSteps]
     {
         let cell = kernels.cell
+        if kernels.skeleton == .rows {
+            return [OpenCLRecurrentSteps(rows: size, directions: directions, device: device)]
+        }
         let tiled = OpenCLRecurrentSteps(size, directions: directions, device: device)
         let use = residentWeights
         if use != .never, kernels.hasResidentSplit,
@@ -326,22 +358,50 @@ extension OpenCLBackend {
                                                    leadingDimension: hidden))
             }
         }
-        // db_ih[1, G] += 1[1, T * B] · dG, db_hh[1, G] += 1 · dGh
         let onesRow = MatrixOperand(ones, leadingDimension: rows)
-        try gemmBatched(m: 1, n: gates, k: rows, alpha: 1, directions.map { request, scratch in
-            (onesRow, MatrixOperand(scratch.gateGradients, leadingDimension: gates),
-             MatrixOperand(request.weightGradients.inputBias, leadingDimension: gates))
-        }, beta: 1)
-        try gemmBatched(m: 1, n: gates, k: rows, alpha: 1, directions.map { request, scratch in
-            (onesRow, MatrixOperand(scratch.recurrentGateGradients, leadingDimension: gates),
-             MatrixOperand(request.weightGradients.recurrentBias, leadingDimension: gates))
-        }, beta: 1)
+        if !kernels.parameterGradientSums.isEmpty {
+            try summedParameterGradients(requests, scratch, kernels: kernels, onesRow: onesRow, size: size)
+        } else {
+            // db_ih[1, G] += 1[1, T * B] · dG, db_hh[1, G] += 1 · dGh
+            try gemmBatched(m: 1, n: gates, k: rows, alpha: 1, directions.map { request, scratch in
+                (onesRow, MatrixOperand(scratch.gateGradients, leadingDimension: gates),
+                 MatrixOperand(request.weightGradients.inputBias, leadingDimension: gates))
+            }, beta: 1)
+            try gemmBatched(m: 1, n: gates, k: rows, alpha: 1, directions.map { request, scratch in
+                (onesRow, MatrixOperand(scratch.recurrentGateGradients, leadingDimension: gates),
+                 MatrixOperand(request.weightGradients.recurrentBias, leadingDimension: gates))
+            }, beta: 1)
+        }
         // dx[T * B, I] (+)= dG · W_ih
         for (request, scratch) in directions {
             try gemm(m: rows, n: inputs, k: gates, alpha: 1, a: MatrixOperand(scratch.gateGradients, leadingDimension: gates),
                      b: MatrixOperand(request.scan.weights.input, leadingDimension: inputs),
                      beta: request.accumulateInputGradient ? 1 : 0,
                      c: MatrixOperand(request.inputGradient, leadingDimension: inputs))
+        }
+    }
+}
+
+extension OpenCLBackend {
+    /// A row cell's parameter gradients after its backward scan: each `ParameterGradientSum` adds
+    /// the sum over the B rows of its columns of `parameterGradients` to its parameter's gradient,
+    /// gradient[offset H ..< (offset + count) H] += 1[1, B] · parameterGradients[:, column H ..< (column + count) H]
+    /// for each direction.
+    fileprivate func summedParameterGradients(_ requests: [RecurrentBackward],
+                                              _ scratch: [OpenCLRecurrentGradientScratch], kernels: OpenCLCellKernels,
+                                              onesRow: MatrixOperand, size: RecurrentDimensions) throws {
+        let (batch, hidden) = (size.batch, size.hidden)
+        let width = kernels.parameterGradientColumns * hidden
+        for (request, scratch) in zip(requests, scratch) {
+            guard let rowSums = scratch.parameterGradients else { continue }
+            let gradients = request.weightGradients.all
+            for sum in kernels.parameterGradientSums {
+                let count = sum.count * hidden
+                try gemm(m: 1, n: count, k: batch, alpha: 1, a: onesRow,
+                         b: MatrixOperand(rowSums, offset: sum.column * hidden, leadingDimension: width),
+                         beta: 1, c: MatrixOperand(gradients[sum.parameter], offset: sum.offset * hidden,
+                                                   leadingDimension: count))
+            }
         }
     }
 }
@@ -355,6 +415,8 @@ private struct OpenCLRecurrentGradientScratch {
     let recurrentGateGradients: Tensor
     /// [B, H]: the reset-before GRU's dq ⊙ r, the part of dh̃ through W_hn (r ⊙ h̃).
     let dhTildeReset: Tensor?
+    /// [B, P]: a row cell's parameter gradients, each row summed over its steps (zeroed here).
+    let parameterGradients: Tensor?
 
     /// One set per direction; the directions' dG (and dGh) share one allocation, so that a pair's
     /// weight gradients can be batched GEMMs.
@@ -371,7 +433,9 @@ private struct OpenCLRecurrentGradientScratch {
         return try (0..<directions).map { d in
             OpenCLRecurrentGradientScratch(
                 gateGradients: gateGradients[d], recurrentGateGradients: recurrentGateGradients[d],
-                dhTildeReset: kernels.resetsBeforeProduct ? try backend.zeros([size.batch, size.hidden]) : nil)
+                dhTildeReset: kernels.resetsBeforeProduct ? try backend.zeros([size.batch, size.hidden]) : nil,
+                parameterGradients: kernels.parameterGradientColumns > 0
+                    ? try backend.zeros([size.batch, kernels.parameterGradientColumns * size.hidden]) : nil)
         }
     }
 }
@@ -390,6 +454,9 @@ private struct OpenCLRecurrentSteps {
     let resident: Bool
     /// Whether a scan is one launch (see OpenCLBackend+PersistentScans) instead of one per step.
     private(set) var isPersistent = false
+    /// Whether a scan is one launch of the row skeleton (Kernels/recurrent_rows.cl), whose groups
+    /// never wait for each other.
+    private(set) var isRowScan = false
 
     /// The tiled split: one work-item per (unit, sequence, direction).
     init(_ size: RecurrentDimensions, directions: Int, device: OpenCLDevice) {
@@ -410,6 +477,19 @@ private struct OpenCLRecurrentSteps {
         localSize = [layout.groupSize, 1, 1]
         programOptions = layout.buildOptions
         resident = true
+    }
+
+    /// The row split: one group of `RowScanGroup.size` work-items per (sequence, direction),
+    /// all steps of a scan in one launch.
+    init(rows size: RecurrentDimensions, directions: Int, device: OpenCLDevice) {
+        precondition((1...2).contains(directions), "a step loop runs one or two directions")
+        self.directions = directions
+        let group = RowScanGroup(hidden: size.hidden, device: device)
+        globalSize = [group.size, size.batch, directions]
+        localSize = [group.size, 1, 1]
+        programOptions = group.buildOptions
+        resident = false
+        isRowScan = true
     }
 
     /// The same split, all steps of a scan in one launch.
@@ -448,10 +528,14 @@ private struct OpenCLRecurrentSteps {
         // untouched.
         values.set("gridSync", .memory(backend.gridSync.withLock { $0.buffer.memory }))
         values.set("firstStep", .int(firstStep))
-        values.set("stepCount", .int(isPersistent ? stepCount : 1))
+        values.set("stepCount", .int(isPersistent || isRowScan ? stepCount : 1))
         values.set("phases", .int(3))
         values.set("spinLimit", .int(isPersistent ? GridSyncBuffer.spinLimit : 0))
         var arguments = try operands.arguments(values, directions: directions)
+        if isRowScan {
+            try launch(program, kernel, arguments.list)
+            return true
+        }
         if isPersistent {
             let timedOut = try backend.withGridSync { _ in try launch(program, kernel, arguments.list) }
             backend.recordPersistentScan(timedOut: timedOut, resident: resident)
@@ -508,7 +592,7 @@ private struct OpenCLRecurrentScan {
         hasMask = scan.recurrentDropoutMask != nil
         cellClip = scan.cellClip ?? .infinity
         tensors = [scan.input, scan.initialHidden, scan.weights.input, scan.weights.recurrent]
-            + [scan.initialCell, scan.lengths, scan.recurrentDropoutMask].compactMap { $0 }
+            + [scan.initialCell, scan.lengths, scan.recurrentDropoutMask].compactMap { $0 } + scan.weights.extra
     }
 
     /// The operands that the forward and the backward step kernels of `scans` (one scan, or a
@@ -518,6 +602,14 @@ private struct OpenCLRecurrentScan {
                           _ workspaces: [RecurrentWorkspace]) -> StepKernelArguments {
         var values = StepKernelArguments()
         values.set("recurrentWeights", eachTensor: requests.map(\.weights.recurrent))
+        values.set("inputBias", eachTensor: requests.map(\.weights.inputBias))
+        values.set("recurrentBias", eachTensor: requests.map(\.weights.recurrentBias))
+        // The cell's own parameters, under the names its kernels give them.
+        for (index, name) in scans[0].kernels.parameterOperands.enumerated() {
+            values.set(name, eachTensor: requests.map { request in
+                request.weights.extra.indices.contains(index) ? request.weights.extra[index] : nil
+            })
+        }
         values.set("hInitial", eachTensor: requests.map(\.initialHidden))
         values.set("cInitial", eachTensor: requests.map(\.initialCell))
         values.set("gates", eachTensor: workspaces.map(\.gates))

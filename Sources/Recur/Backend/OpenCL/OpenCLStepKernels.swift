@@ -201,10 +201,40 @@ extension KernelArgument {
 /// beyond the skeleton's, and what its scans need around the kernels. Looked up in one place,
 /// `OpenCLCellKernels.of(_:)`; a new cell adds an entry to `all` and a `Kernels/<name>.cl` file.
 struct OpenCLCellKernels: Sendable {
+    /// Which skeleton the cell's step kernels are instantiated from.
+    enum Skeleton: Sendable {
+        /// Kernels/recurrent.cl: one work-item per (b, j) unit, one launch per step or a persistent
+        /// scan with a grid barrier.
+        case units
+        /// Kernels/recurrent_rows.cl: one work-group per sequence row, which runs the whole scan in
+        /// one launch; for cells whose step needs values over all H units of the row.
+        case rows
+    }
+
+    /// Where a row cell's parameter gradients go. Its backward kernel sums each row's part over
+    /// the steps into `parameterGradients` `[B, P]` (rows never share an element, so no atomics);
+    /// after the scan the host adds the sum over the B rows of columns
+    /// `[column H, (column + count) H)` to `RecurrentWeights.all[parameter]` from element `offset H`.
+    struct ParameterGradientSum: Sendable {
+        let parameter: Int
+        let offset: Int
+        let column: Int
+        let count: Int
+    }
+
     let cell: RecurrentCell
     /// `Kernels/<name>.cl`, and its kernels' name stem (`CELL_NAME`): `<name>_fwd_step`,
     /// `<name>_bwd_step`.
     let name: String
+    let skeleton: Skeleton
+    /// The kernels' operand names of the cell's own parameters (`RecurrentWeights.extra`), in
+    /// the cell's order.
+    let parameterOperands: [String]
+    /// P / H: the width of a row of `parameterGradients` in units of H (0: the cell has none).
+    let parameterGradientColumns: Int
+    /// How the rows of `parameterGradients` become parameter gradients; empty for the cells whose
+    /// bias gradients are column sums of dG and dGh.
+    let parameterGradientSums: [ParameterGradientSum]
     /// The kernels' operands, the skeleton's and the cell's.
     let forward: StepKernelOperands
     let backward: StepKernelOperands
@@ -227,21 +257,30 @@ struct OpenCLCellKernels: Sendable {
     /// the skeleton. Cells that share a file (tanh and ReLU RNNs) share the program.
     let family: KernelFamily
 
-    private init(cell: RecurrentCell, name: String, forward: [StepKernelOperand], backward: [StepKernelOperand],
-                 constants: [String: Int] = [:], isPhased: Bool = false,
-                 separateRecurrentGateGradients: Bool = false, resetsBeforeProduct: Bool = false) {
+    private init(cell: RecurrentCell, name: String, skeleton: Skeleton = .units, forward: [StepKernelOperand],
+                 backward: [StepKernelOperand], constants: [String: Int] = [:], isPhased: Bool = false,
+                 separateRecurrentGateGradients: Bool = false, resetsBeforeProduct: Bool = false,
+                 parameterOperands: [String] = [], parameterGradientColumns: Int = 0,
+                 parameterGradientSums: [ParameterGradientSum] = []) {
         self.cell = cell
         self.name = name
+        self.skeleton = skeleton
+        self.parameterOperands = parameterOperands
+        self.parameterGradientColumns = parameterGradientColumns
+        self.parameterGradientSums = parameterGradientSums
         let phases: [StepKernelOperand] = isPhased ? [.int("phases")] : []
         // The skeleton's operands around the cell's; their order is the parameter order.
         let head: [StepKernelOperand] = [.int("batch"), .int("hidden"), .int("steps"), .eachInt("reverse"),
                                          .int("firstStep"), .int("stepCount")] + phases
+        // A row scan has no grid barrier.
+        let gridBarrier: [StepKernelOperand] = skeleton == .rows ? [] : [
+            StepKernelOperand(name: "gridSync", kind: .gridSync, perDirection: false), .int("spinLimit"),
+        ]
         let tail: [StepKernelOperand] = [
             .reads("mask"), .eachInt("hasMask"),
             StepKernelOperand(name: "lengths", kind: .intBuffer, perDirection: false), .int("hasLengths"),
             .int("prePadding"),
-            StepKernelOperand(name: "gridSync", kind: .gridSync, perDirection: false), .int("spinLimit"),
-        ]
+        ] + gridBarrier
         self.forward = StepKernelOperands(kernel: "\(name)_fwd_step", operands: head + [
             .reads("recurrentWeights"), .reads("inputBias"), .reads("recurrentBias"), .writes("gates"),
             .writes("recurrentInput"), .reads("hInitial"), .writes("hState"),
@@ -254,10 +293,11 @@ struct OpenCLCellKernels: Sendable {
         ] + backward + tail)
         self.constants = constants
         self.isPhased = isPhased
-        hasResidentSplit = !isPhased
+        hasResidentSplit = !isPhased && skeleton == .units
         self.separateRecurrentGateGradients = separateRecurrentGateGradients
         self.resetsBeforeProduct = resetsBeforeProduct
-        family = KernelFamily(name: name, files: [name, "recurrent"],
+        let files = skeleton == .rows ? ["rows", name, "recurrent_rows"] : [name, "recurrent"]
+        family = KernelFamily(name: name, files: files,
                               prelude: self.forward.macros(prefix: "RECUR_FWD")
                                   + self.backward.macros(prefix: "RECUR_BWD"))
     }
@@ -281,6 +321,40 @@ struct OpenCLCellKernels: Sendable {
                           backward: [.reads("recurrentInput"), .reads("hiddenStates"), .reads("hInitial"),
                                      .writes("dhTildeReset")],
                           isPhased: true, resetsBeforeProduct: true),
+        // The layer-normalised cells keep the raw pre-activations (a, W_hn h̃) and recompute LN's
+        // statistics in the backward; their bias gradients are sums of the gradients before LN,
+        // so they come from `parameterGradients`, not from dG.
+        OpenCLCellKernels(cell: .layerNormLSTM, name: "layer_norm_lstm", skeleton: .rows,
+                          forward: [.float("cellClip"), .writes("cellStates"), .reads("cInitial"), .writes("cState"),
+                                    .reads("gateGain"), .reads("cellGain"), .reads("cellBias")],
+                          backward: [.float("cellClip"), .reads("cellStates"), .reads("cInitial"), .writes("dcState"),
+                                     .reads("inputBias"), .reads("recurrentBias"), .reads("gateGain"),
+                                     .reads("cellGain"), .reads("cellBias"), .writes("parameterGradients")],
+                          parameterOperands: ["gateGain", "cellGain", "cellBias"], parameterGradientColumns: 10,
+                          parameterGradientSums: [
+                              // db (b_ih and b_hh alike), dγ, dγ_c, dβ_c: Kernels/layer_norm_lstm.cl
+                              ParameterGradientSum(parameter: 2, offset: 0, column: 0, count: 4),
+                              ParameterGradientSum(parameter: 3, offset: 0, column: 0, count: 4),
+                              ParameterGradientSum(parameter: 4, offset: 0, column: 4, count: 4),
+                              ParameterGradientSum(parameter: 5, offset: 0, column: 8, count: 1),
+                              ParameterGradientSum(parameter: 6, offset: 0, column: 9, count: 1),
+                          ]),
+        OpenCLCellKernels(cell: .layerNormGRU, name: "layer_norm_gru", skeleton: .rows,
+                          forward: [.writes("hiddenStates"), .writes("candidateRecurrent"), .reads("gateGain"),
+                                    .reads("candidateGain")],
+                          backward: [.reads("hiddenStates"), .reads("candidateRecurrent"), .reads("hInitial"),
+                                     .writes("recurrentGateGradients"), .reads("inputBias"), .reads("recurrentBias"),
+                                     .reads("gateGain"), .reads("candidateGain"), .writes("parameterGradients")],
+                          separateRecurrentGateGradients: true,
+                          parameterOperands: ["gateGain", "candidateGain"], parameterGradientColumns: 8,
+                          parameterGradientSums: [
+                              // db_ih; db_hr, db_hz (the same columns); db_hn; dγ; dγ_hn: Kernels/layer_norm_gru.cl
+                              ParameterGradientSum(parameter: 2, offset: 0, column: 0, count: 3),
+                              ParameterGradientSum(parameter: 3, offset: 0, column: 0, count: 2),
+                              ParameterGradientSum(parameter: 3, offset: 2, column: 3, count: 1),
+                              ParameterGradientSum(parameter: 4, offset: 0, column: 4, count: 3),
+                              ParameterGradientSum(parameter: 5, offset: 0, column: 7, count: 1),
+                          ]),
     ]
 
     /// Whether the OpenCL backend runs `cell` (it refuses the others by name).
