@@ -1,13 +1,15 @@
 // Turns OpenCL C sources into Swift string constants, so the `recur` binary carries its kernels
 // and never looks for a file at run time.
 //
-// usage: KernelEmbedder OUTPUT.swift INPUT.cl...
-// Each INPUT `name.cl` becomes an entry `"name": source` of `EmbeddedKernels.sources`.
+// usage: KernelEmbedder OUTPUT.swift INPUT...
+// Each INPUT is a `name.cl` file or a folder whose `*.cl` files are read (listed when this runs, so
+// a build never embeds a stale list); each `name.cl` becomes an entry `"name": source` of
+// `EmbeddedKernels.sources`.
 import Foundation
 
 let arguments = CommandLine.arguments.dropFirst()
 guard let outputPath = arguments.first else {
-    FileHandle.standardError.write(Data("usage: KernelEmbedder OUTPUT.swift INPUT.cl...\n".utf8))
+    FileHandle.standardError.write(Data("usage: KernelEmbedder OUTPUT.swift INPUT...\n".utf8))
     exit(2)
 }
 
@@ -19,9 +21,18 @@ func rawDelimiter(for text: String) -> String {
     return String(repeating: "#", count: hashes)
 }
 
+/// The `.cl` files an argument names: the file itself, or a folder's `.cl` files.
+func kernelFiles(_ path: String) throws -> [URL] {
+    var isFolder: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue else {
+        return [URL(fileURLWithPath: path)]
+    }
+    return try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".cl") }
+        .map { URL(fileURLWithPath: path).appendingPathComponent($0) }
+}
+
 var entries: [(name: String, source: String)] = []
-for path in arguments.dropFirst().sorted() {
-    let url = URL(fileURLWithPath: path)
+for url in try arguments.dropFirst().flatMap(kernelFiles).sorted(by: { $0.path < $1.path }) {
     let source = try String(contentsOf: url, encoding: .utf8)
     entries.append((url.deletingPathExtension().lastPathComponent, source))
 }
