@@ -1,9 +1,10 @@
 import Testing
 @testable import Recur
 
-// The encoder–decoder with Luong attention: names and sizes, padding masked, the gradient the
-// loss's derivative, checkpoints that resume exactly, decoding, OpenCL against the CPU, the
-// weights of a greedy decode and their heat map, and a small model that learns to reverse strings.
+// The encoder–decoder with Luong attention (the plain model's padding test covers it too): names
+// and sizes, the gradient the loss's derivative, checkpoints that resume exactly, decoding, OpenCL
+// against the CPU, the weights of a greedy decode and their heat map, and a small model that
+// learns to reverse strings.
 
 extension EncoderDecoderTests {
     @Test("attention: parameter names and shapes per score; dot refuses K ≠ M")
@@ -43,29 +44,6 @@ extension EncoderDecoderTests {
         }) {
             _ = try EncoderDecoder(specification: specification(pairs, decoderHiddenSize: 5, attention: .dot),
                                    backend: backend)
-        }
-    }
-
-    @Test("attention: padding content and amount change neither the loss nor any gradient",
-          arguments: DecoderAttention.allCases.filter { $0 != .none })
-    func attentionPaddingIsMasked(attention: DecoderAttention) throws {
-        let pairs = try randomPairs(count: 6, seed: 2)
-        let model = try EncoderDecoder(
-            specification: specification(pairs, hiddenSize: 6, decoderHiddenSize: attention == .dot ? 12 : 7,
-                                         encoderLayers: 2, bidirectional: true, attention: attention),
-            backend: TestBackends.cpu)
-        let batch = pairs.batch(0..<6)
-        #expect(Set(batch.source.lengths).count > 1 && Set(batch.target.lengths).count > 1)
-        let reference = try lossAndGradients(model, batch)
-        var ids = SeededGenerator(seed: 9)
-        let sizes = (pairs.sourceVocabulary.count, pairs.targetVocabulary.count)
-        for extraSteps in [0, 3] {
-            let other = try lossAndGradients(model, repadded(batch, with: &ids, vocabulary: sizes, extraSteps: extraSteps))
-            #expect(abs(other.loss - reference.loss) <= 1e-6 * abs(reference.loss))
-            for (name, gradient) in reference.gradients {
-                assertClose(try #require(other.gradients[name]), gradient, relativeTolerance: 1e-5,
-                            absoluteTolerance: 1e-7, "\(name), \(extraSteps) more steps")
-            }
         }
     }
 

@@ -138,12 +138,15 @@ struct EncoderDecoderTests {
     }
 
     @Test("padding content and amount change neither the loss nor any gradient",
-          arguments: [(RecurrentCell.lstm, true), (RecurrentCell.gru, false)])
-    func paddingIsMasked(cell: RecurrentCell, bidirectional: Bool) throws {
+          arguments: [(RecurrentCell.lstm, true, DecoderAttention.none), (RecurrentCell.gru, false, .none),
+                      (.lstm, true, .dot), (.gru, false, .general), (.lstm, true, .additive)])
+    func paddingIsMasked(cell: RecurrentCell, bidirectional: Bool, attention: DecoderAttention) throws {
         let pairs = try randomPairs(count: 6, seed: 2)
+        // The dot score needs K = M, which nil gives.
         let model = try EncoderDecoder(
-            specification: specification(pairs, cell: cell, hiddenSize: 6, decoderHiddenSize: 7, encoderLayers: 2,
-                                         decoderLayers: 2, bidirectional: bidirectional),
+            specification: specification(pairs, cell: cell, hiddenSize: 6, decoderHiddenSize: attention == .dot ? nil : 7,
+                                         encoderLayers: 2, decoderLayers: 2, bidirectional: bidirectional,
+                                         attention: attention),
             backend: TestBackends.cpu)
         let batch = pairs.batch(0..<6)
         #expect(Set(batch.source.lengths).count > 1 && Set(batch.target.lengths).count > 1)
