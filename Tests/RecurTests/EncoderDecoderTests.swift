@@ -306,12 +306,14 @@ struct EncoderDecoderTests {
         }
     }
 
-    @Test("a run resumed from a checkpoint repeats the next epoch of the run never stopped")
-    func resumeRepeatsTheNextEpoch() throws {
+    @Test("a run resumed from a checkpoint repeats the next epoch of the run never stopped",
+          arguments: [DecoderAttention.none, .general])
+    func resumeRepeatsTheNextEpoch(attention: DecoderAttention) throws {
         let pairs = try randomPairs(count: 40, seed: 7)
         let validation = pairs
         let backend = TestBackends.cpu
-        let spec = specification(pairs, hiddenSize: 10, decoderHiddenSize: 12, bidirectional: true, dropout: 0.2)
+        let spec = specification(pairs, hiddenSize: 10, decoderHiddenSize: 12, bidirectional: true, dropout: 0.2,
+                                 attention: attention)
         let configuration = SequencePairTrainingConfiguration(
             epochs: 2, batchSize: 8, optimizer: .adam(learningRate: 0.01), teacherForcing: 0.7, labelSmoothing: 0.1, seed: 5,
             beamWidth: 2, lengthNormalization: 0.5, evaluationBatchSize: 16)
