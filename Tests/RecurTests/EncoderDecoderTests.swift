@@ -14,7 +14,7 @@ import Darwin
 // Shape legend: S source steps, T target steps, B batch, V target vocabulary.
 
 /// Random pairs over small vocabularies, encoded with vocabularies fitted to them.
-private func randomPairs(count: Int, seed: UInt64, maximumLength: Int = 6) throws -> EncodedSequencePairs {
+func randomPairs(count: Int, seed: UInt64, maximumLength: Int = 6) throws -> EncodedSequencePairs {
     var random = SeededGenerator(seed: seed)
     let letters = Array("abcdefg")
     func text() -> String {
@@ -27,20 +27,21 @@ private func randomPairs(count: Int, seed: UInt64, maximumLength: Int = 6) throw
     return try EncodedSequencePairs(fitting: try SequencePairs(pairs: pairs))
 }
 
-private func specification(_ pairs: EncodedSequencePairs, cell: RecurrentCell = .lstm, hiddenSize: Int = 8,
-                           decoderHiddenSize: Int? = nil, encoderLayers: Int = 1, decoderLayers: Int = 1,
-                           bidirectional: Bool = false, dropout: Float = 0, seed: UInt64 = 3)
+func specification(_ pairs: EncodedSequencePairs, cell: RecurrentCell = .lstm, hiddenSize: Int = 8,
+                   decoderHiddenSize: Int? = nil, encoderLayers: Int = 1, decoderLayers: Int = 1,
+                   bidirectional: Bool = false, dropout: Float = 0, seed: UInt64 = 3,
+                   attention: DecoderAttention = .none)
     -> EncoderDecoderSpecification
 {
     EncoderDecoderSpecification(
         sourceVocabularySize: pairs.sourceVocabulary.count, targetVocabularySize: pairs.targetVocabulary.count,
         embeddingSize: 5, cell: cell, hiddenSize: hiddenSize, decoderHiddenSize: decoderHiddenSize,
         encoderLayers: encoderLayers, decoderLayers: decoderLayers, bidirectional: bidirectional, dropout: dropout,
-        seed: seed)
+        seed: seed, attention: attention)
 }
 
 /// The loss and every gradient of one training pass.
-private func lossAndGradients(_ model: EncoderDecoder, _ batch: SequencePairBatch, teacherForcing: Double = 1,
+func lossAndGradients(_ model: EncoderDecoder, _ batch: SequencePairBatch, teacherForcing: Double = 1,
                               seed: UInt64 = 0, labelSmoothing: Float = 0) throws
     -> (loss: Float, gradients: [String: [Float]])
 {
@@ -54,8 +55,8 @@ private func lossAndGradients(_ model: EncoderDecoder, _ batch: SequencePairBatc
 }
 
 /// `batch` with every padded place holding `id`, and `extraSteps` more padding rows on each side.
-private func repadded(_ batch: SequencePairBatch, with ids: inout SeededGenerator, vocabulary: (source: Int, target: Int),
-                      extraSteps: Int) -> SequencePairBatch {
+func repadded(_ batch: SequencePairBatch, with ids: inout SeededGenerator, vocabulary: (source: Int, target: Int),
+              extraSteps: Int) -> SequencePairBatch {
     func repad(_ sequences: SequenceBatch, bound: Int) -> SequenceBatch {
         let (steps, width) = (sequences.steps + extraSteps, sequences.batchSize)
         var result = [Int32](repeating: 0, count: steps * width)
@@ -137,12 +138,15 @@ struct EncoderDecoderTests {
     }
 
     @Test("padding content and amount change neither the loss nor any gradient",
-          arguments: [(RecurrentCell.lstm, true), (RecurrentCell.gru, false)])
-    func paddingIsMasked(cell: RecurrentCell, bidirectional: Bool) throws {
+          arguments: [(RecurrentCell.lstm, true, DecoderAttention.none), (RecurrentCell.gru, false, .none),
+                      (.lstm, true, .dot), (.gru, false, .general), (.lstm, true, .additive)])
+    func paddingIsMasked(cell: RecurrentCell, bidirectional: Bool, attention: DecoderAttention) throws {
         let pairs = try randomPairs(count: 6, seed: 2)
+        // The dot score needs K = M, which nil gives.
         let model = try EncoderDecoder(
-            specification: specification(pairs, cell: cell, hiddenSize: 6, decoderHiddenSize: 7, encoderLayers: 2,
-                                         decoderLayers: 2, bidirectional: bidirectional),
+            specification: specification(pairs, cell: cell, hiddenSize: 6, decoderHiddenSize: attention == .dot ? nil : 7,
+                                         encoderLayers: 2, decoderLayers: 2, bidirectional: bidirectional,
+                                         attention: attention),
             backend: TestBackends.cpu)
         let batch = pairs.batch(0..<6)
         #expect(Set(batch.source.lengths).count > 1 && Set(batch.target.lengths).count > 1)
@@ -186,7 +190,7 @@ struct EncoderDecoderTests {
 
     /// Expects the gradient of the largest-gradient element of every parameter to match central
     /// differences of the loss.
-    private func expectFiniteDifferences(_ model: EncoderDecoder, _ batch: SequencePairBatch, teacherForcing: Double,
+    func expectFiniteDifferences(_ model: EncoderDecoder, _ batch: SequencePairBatch, teacherForcing: Double,
                                          labelSmoothing: Float) throws {
         let analytic = try lossAndGradients(model, batch, teacherForcing: teacherForcing, seed: 11,
                                             labelSmoothing: labelSmoothing)
@@ -302,12 +306,14 @@ struct EncoderDecoderTests {
         }
     }
 
-    @Test("a run resumed from a checkpoint repeats the next epoch of the run never stopped")
-    func resumeRepeatsTheNextEpoch() throws {
+    @Test("a run resumed from a checkpoint repeats the next epoch of the run never stopped",
+          arguments: [DecoderAttention.none, .general])
+    func resumeRepeatsTheNextEpoch(attention: DecoderAttention) throws {
         let pairs = try randomPairs(count: 40, seed: 7)
         let validation = pairs
         let backend = TestBackends.cpu
-        let spec = specification(pairs, hiddenSize: 10, decoderHiddenSize: 12, bidirectional: true, dropout: 0.2)
+        let spec = specification(pairs, hiddenSize: 10, decoderHiddenSize: 12, bidirectional: true, dropout: 0.2,
+                                 attention: attention)
         let configuration = SequencePairTrainingConfiguration(
             epochs: 2, batchSize: 8, optimizer: .adam(learningRate: 0.01), teacherForcing: 0.7, labelSmoothing: 0.1, seed: 5,
             beamWidth: 2, lengthNormalization: 0.5, evaluationBatchSize: 16)
@@ -416,7 +422,8 @@ struct EncoderDecoderTests {
     }
 
     /// Trains a small LSTM encoder-decoder on `pairs` and returns the held-out sequence accuracy.
-    private func heldOutAccuracy(_ name: String, pairs: [SequencePair], hiddenSize: Int, epochs: Int) throws -> Double {
+    func heldOutAccuracy(_ name: String, pairs: [SequencePair], hiddenSize: Int, epochs: Int,
+                         attention: DecoderAttention = .none) throws -> Double {
         let split = try SequencePairs(pairs: pairs).split(validationFraction: 0.2, seed: 0)
         let training = try EncodedSequencePairs(fitting: split.training)
         let validation = EncodedSequencePairs(split.validation, vocabulariesOf: training)
@@ -424,7 +431,7 @@ struct EncoderDecoderTests {
             specification: EncoderDecoderSpecification(
                 sourceVocabularySize: training.sourceVocabulary.count,
                 targetVocabularySize: training.targetVocabulary.count, embeddingSize: 12, cell: .lstm,
-                hiddenSize: hiddenSize, seed: 1),
+                hiddenSize: hiddenSize, seed: 1, attention: attention),
             backend: TestBackends.cpu)
         let trainer = try SequencePairTrainer(
             model: model,
@@ -438,7 +445,7 @@ struct EncoderDecoderTests {
         let last = try #require(records.last?.validation)
         let accuracy = 1 - (last.sequenceErrorRate ?? 1)
         print("\(name): \(training.count) training pairs, \(validation.sources.count) held-out sources, "
-              + "LSTM(\(hiddenSize)), \(records.count) epochs, \((clock.now - start).inSeconds) s, sequence accuracy "
+              + "LSTM(\(hiddenSize)), attention \(attention), \(records.count) epochs, \((clock.now - start).inSeconds) s, sequence accuracy "
               + "\(accuracy), token accuracy \(last.tokenAccuracy ?? 0), by epoch "
               + records.map { String(1 - ($0.validation?.sequenceErrorRate ?? 1)) }.joined(separator: " "))
         return accuracy

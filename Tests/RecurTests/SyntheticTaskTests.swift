@@ -101,7 +101,7 @@ struct SyntheticTaskTests {
 struct ReportingTests {
     /// Checks that `svg` is well-formed enough for a browser: one root element, every tag closed
     /// in order, attribute values quoted, no raw `&` outside an entity.
-    private func expectWellFormed(_ svg: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    func expectWellFormed(_ svg: String, sourceLocation: SourceLocation = #_sourceLocation) {
         var stack: [String] = []
         var rest = Substring(svg)
         while let open = rest.firstIndex(of: "<") {

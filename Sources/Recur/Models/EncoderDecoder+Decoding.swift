@@ -26,6 +26,48 @@ extension EncoderDecoder {
     ///     ``defaultMaximumLength(for:)``.
     /// - Returns: each source's output ids, without markers (cut before the first `</s>`).
     public func greedyDecode(_ source: SequenceBatch, maximumLength: Int? = nil) throws -> [[Int32]] {
+        try greedySteps(source, maximumLength: maximumLength, afterStep: nil)
+    }
+
+    /// Greedy decoding (as ``greedyDecode(_:maximumLength:)``) that also returns where the
+    /// attention looked: for each source, one row per output step (its tokens, then `</s>` when
+    /// it was produced) of weights over its valid source steps (padding cut off).
+    /// - Parameters:
+    ///   - source: the sources `[S, B]` with their lengths.
+    ///   - maximumLength: the most tokens per output, `</s>` included; nil takes
+    ///     ``defaultMaximumLength(for:)``.
+    /// - Returns: each source's output ids, without markers, and its weights
+    ///   `[output steps][source steps]`, each row summing to 1.
+    /// - Throws: `RecurError.invalidArgument` for a model without ``LuongAttention``.
+    public func greedyDecodeWithAttention(_ source: SequenceBatch, maximumLength: Int? = nil) throws
+        -> (outputs: [[Int32]], weights: [[[Float]]])
+    {
+        guard let attention = outputTransform as? LuongAttention else {
+            throw RecurError.invalidArgument(
+                operation: "EncoderDecoder.greedyDecodeWithAttention", detail: "the model has no attention")
+        }
+        let (batch, sourceSteps) = (source.batchSize, source.steps)
+        var weights = [[[Float]]](repeating: [], count: batch)
+        var finished = [Bool](repeating: false, count: batch)
+        let outputs = try greedySteps(source, maximumLength: maximumLength) { tokens in
+            guard let stepWeights = attention.attentionWeights else {
+                throw RecurError.invalidArgument(
+                    operation: "EncoderDecoder.greedyDecodeWithAttention", detail: "the attention kept no weights")
+            }
+            let step = try self.backend.download(stepWeights)  // [B, 1, S]
+            for b in 0..<batch where !finished[b] {
+                let row = b * sourceSteps
+                weights[b].append(Array(step[row..<(row + source.lengths[b])]))
+                if tokens[b] == SequenceVocabulary.endID { finished[b] = true }
+            }
+        }
+        return (outputs, weights)
+    }
+
+    /// Greedy decoding, calling `afterStep` with every step's chosen tokens `[B]` (the
+    /// transform's caches then hold that step).
+    private func greedySteps(_ source: SequenceBatch, maximumLength: Int?,
+                             afterStep: ((_ tokens: [Int32]) throws -> Void)?) throws -> [[Int32]] {
         let limit = try checkedMaximumLength(maximumLength, source: source)
         let batch = source.batchSize
         let (memory, initial) = try encode(source, training: false)
@@ -37,6 +79,7 @@ extension EncoderDecoder {
             let step = try decode(tokens, steps: 1, lengths: nil, from: state, memory: memory, training: false)
             state = step.state
             tokens = argmaxRows(try backend.download(step.logits), classes: specification.targetVocabularySize)
+            try afterStep?(tokens)
             for b in 0..<batch where !finished[b] {
                 if tokens[b] == SequenceVocabulary.endID { finished[b] = true } else { outputs[b].append(tokens[b]) }
             }

@@ -39,6 +39,11 @@ public struct EncoderDecoderSpecification: Sendable, Equatable, Codable {
     public var dropout: Float
     /// Seeds the initial parameters of every part.
     public var seed: UInt64
+    /// Whether and how the decoder attends over the encoder's outputs (``LuongAttention``, the
+    /// model's decoder-output transform); `.none` is the plain model. Specifications written
+    /// before attention existed read as `.none`, and `.none` is not written, so a plain model's
+    /// JSON is what it always was.
+    public var attention: DecoderAttention
 
     /// - Parameters:
     ///   - sourceVocabularySize: see ``sourceVocabularySize``.
@@ -53,9 +58,10 @@ public struct EncoderDecoderSpecification: Sendable, Equatable, Codable {
     ///   - bidirectional: see ``bidirectional``; default false.
     ///   - dropout: see ``dropout``; default 0.
     ///   - seed: see ``seed``; default 0.
+    ///   - attention: see ``attention``; default `.none`.
     public init(sourceVocabularySize: Int, targetVocabularySize: Int, embeddingSize: Int, cell: RecurrentCell = .lstm,
                 hiddenSize: Int, decoderHiddenSize: Int? = nil, encoderLayers: Int = 1, decoderLayers: Int = 1,
-                bidirectional: Bool = false, dropout: Float = 0, seed: UInt64 = 0) {
+                bidirectional: Bool = false, dropout: Float = 0, seed: UInt64 = 0, attention: DecoderAttention = .none) {
         self.sourceVocabularySize = sourceVocabularySize
         self.targetVocabularySize = targetVocabularySize
         self.embeddingSize = embeddingSize
@@ -67,13 +73,56 @@ public struct EncoderDecoderSpecification: Sendable, Equatable, Codable {
         self.bidirectional = bidirectional
         self.dropout = dropout
         self.seed = seed
+        self.attention = attention
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case sourceVocabularySize, targetVocabularySize, embeddingSize, cell, hiddenSize, decoderHiddenSize,
+             encoderLayers, decoderLayers, bidirectional, dropout, seed, attention
+    }
+
+    /// Reads a specification; an absent `attention` (a plain model, or one saved before attention
+    /// existed) reads as `.none`.
+    /// - Parameter decoder: the decoder to read from.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        sourceVocabularySize = try container.decode(Int.self, forKey: .sourceVocabularySize)
+        targetVocabularySize = try container.decode(Int.self, forKey: .targetVocabularySize)
+        embeddingSize = try container.decode(Int.self, forKey: .embeddingSize)
+        cell = try container.decode(RecurrentCell.self, forKey: .cell)
+        hiddenSize = try container.decode(Int.self, forKey: .hiddenSize)
+        decoderHiddenSize = try container.decode(Int.self, forKey: .decoderHiddenSize)
+        encoderLayers = try container.decode(Int.self, forKey: .encoderLayers)
+        decoderLayers = try container.decode(Int.self, forKey: .decoderLayers)
+        bidirectional = try container.decode(Bool.self, forKey: .bidirectional)
+        dropout = try container.decode(Float.self, forKey: .dropout)
+        seed = try container.decode(UInt64.self, forKey: .seed)
+        attention = try container.decodeIfPresent(DecoderAttention.self, forKey: .attention) ?? .none
+    }
+
+    /// Writes the specification; `attention` only when it is not `.none`.
+    /// - Parameter encoder: the encoder to write to.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(sourceVocabularySize, forKey: .sourceVocabularySize)
+        try container.encode(targetVocabularySize, forKey: .targetVocabularySize)
+        try container.encode(embeddingSize, forKey: .embeddingSize)
+        try container.encode(cell, forKey: .cell)
+        try container.encode(hiddenSize, forKey: .hiddenSize)
+        try container.encode(decoderHiddenSize, forKey: .decoderHiddenSize)
+        try container.encode(encoderLayers, forKey: .encoderLayers)
+        try container.encode(decoderLayers, forKey: .decoderLayers)
+        try container.encode(bidirectional, forKey: .bidirectional)
+        try container.encode(dropout, forKey: .dropout)
+        try container.encode(seed, forKey: .seed)
+        if attention != .none { try container.encode(attention, forKey: .attention) }
     }
 
     /// M = D · H: the features of every encoder output step and of the top layer's final state.
     public var encoderFeatures: Int { hiddenSize * (bidirectional ? 2 : 1) }
 
     /// Throws unless every size is at least 1, both vocabularies hold more than the four reserved
-    /// ids, and the dropout lies in [0, 1).
+    /// ids, the dropout lies in [0, 1), and a dot attention score has K = M.
     public func validate() throws {
         let operation = "EncoderDecoderSpecification"
         let sizes = [("sourceVocabularySize", sourceVocabularySize), ("targetVocabularySize", targetVocabularySize),
@@ -90,6 +139,12 @@ public struct EncoderDecoderSpecification: Sendable, Equatable, Codable {
         }
         guard dropout >= 0, dropout < 1 else {
             throw RecurError.invalidArgument(operation: operation, detail: "dropout must lie in [0, 1), got \(dropout)")
+        }
+        if attention == .dot, decoderHiddenSize != encoderFeatures {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "the dot attention score needs decoderHiddenSize \(decoderHiddenSize) to equal the encoder's "
+                    + "\(encoderFeatures) output features; the general score projects between different sizes")
         }
     }
 
@@ -180,6 +235,8 @@ public protocol DecoderOutputTransform: AnyObject {
 /// so padded steps change no state, carry no gradient and are not scored; neither the ids at
 /// padded places nor the amount of padding changes the loss or a gradient.
 ///
+/// With ``EncoderDecoderSpecification/attention`` set, the transform is ``LuongAttention``.
+///
 /// Parameter names: `source_embedding.weight`, `encoder.<PyTorch RNN names>`,
 /// `bridge_h.<l>.weight` / `.bias` and `bridge_c.<l>.…` (when K ≠ M), `target_embedding.weight`,
 /// `decoder.<PyTorch RNN names>`, `<transform name>.…`, `output.weight`, `output.bias`.
@@ -214,16 +271,23 @@ public final class EncoderDecoder {
     /// Builds the model with initialised parameters and zero gradients.
     /// - Parameters:
     ///   - specification: the architecture and seed.
-    ///   - outputTransform: the decoder-output hook (attention); nil for the plain model. Its
+    ///   - outputTransform: the decoder-output hook; nil (the default) takes the specification's
+    ///     ``EncoderDecoderSpecification/attention`` (``LuongAttention``, seeded after every other
+    ///     part, so a plain model's parameters do not change), or none for `.none`. Its
     ///     parameters must live on `backend`.
     ///   - backend: the device every part runs on.
-    /// - Throws: `RecurError.invalidArgument` for an invalid specification.
+    /// - Throws: `RecurError.invalidArgument` for an invalid specification, or a transform given
+    ///   beside a specification that names an attention.
     public init(specification: EncoderDecoderSpecification, outputTransform: (any DecoderOutputTransform)? = nil,
                 backend: any Backend) throws {
         try specification.validate()
+        if outputTransform != nil, specification.attention != .none {
+            throw RecurError.invalidArgument(
+                operation: "EncoderDecoder.init",
+                detail: "the specification names \(specification.attention) attention and a transform was given too")
+        }
         self.specification = specification
         self.backend = backend
-        self.outputTransform = outputTransform
         let s = specification
         var seeds = SeededRandom(seed: s.seed)
         sourceEmbedding = try Embedding(vocabularySize: s.sourceVocabularySize, embeddingSize: s.embeddingSize,
@@ -245,6 +309,7 @@ public final class EncoderDecoder {
         decoder = try RecurrentLayer(cell: s.cell, inputSize: s.embeddingSize, hiddenSize: s.decoderHiddenSize,
                                      layerCount: s.decoderLayers, dropout: s.dropout, seed: seeds.next(),
                                      backend: backend)
+        // Luong attention returns K features, as the plain decoder does.
         let features = outputTransform?.outputFeatures(decoderFeatures: s.decoderHiddenSize,
                                                        memoryFeatures: s.encoderFeatures) ?? s.decoderHiddenSize
         output = try Dense(inputSize: features, outputSize: s.targetVocabularySize, seed: seeds.next(),
@@ -252,6 +317,13 @@ public final class EncoderDecoder {
         sourceDropout = try Dropout(probability: s.dropout, seed: seeds.next(), backend: backend)
         targetDropout = try Dropout(probability: s.dropout, seed: seeds.next(), backend: backend)
         outputDropout = try Dropout(probability: s.dropout, seed: seeds.next(), backend: backend)
+        if let kind = s.attention.kind {
+            self.outputTransform = try LuongAttention(
+                kind: kind, decoderFeatures: s.decoderHiddenSize, memoryFeatures: s.encoderFeatures,
+                seed: seeds.next(), backend: backend)
+        } else {
+            self.outputTransform = outputTransform
+        }
     }
 
     // MARK: Parameters
