@@ -1,13 +1,14 @@
 // The step kernels of the cells whose step needs values over all H units of a sequence row (the
-// layer-normalised cells' statistics): the row skeleton, instantiated once per such cell. The
-// other cells use recurrent.cl, one work-item per (b, j) unit over many groups; its header
-// explains the operands, the time indices, padding and the dropout mask, which are the same here.
+// layer-normalised cells' statistics, the projection h_t = W_hr u of lstm_projection.cl): the row
+// skeleton, instantiated once per such cell. The other cells use recurrent.cl, one work-item per
+// (b, j) unit over many groups; its header explains the operands, the time indices, padding and
+// the dropout mask, which are the same here.
 //
 // A row cell's program is built from, in this order: common.cl; the operand macros the host
 // generates from its description of the kernels' operands (`StepKernelOperands`,
 // OpenCLStepKernels.swift); rows.cl (the row-wide helpers: sums, LN statistics, row products);
-// the cell's file (layer_norm_lstm.cl, layer_norm_gru.cl), which defines the CELL_* macros below
-// and the functions holding its step math; then this file.
+// the cell's file (layer_norm_lstm.cl, layer_norm_gru.cl, lstm_projection.cl), which defines the
+// CELL_* macros below and the functions holding its step math; then this file.
 //
 // Shape legend: T time steps, B batch, H hidden units, G = CELL_GATES * H, P the features of h
 // (CELL_STATE_WIDTH: H, or a projecting cell's P).
