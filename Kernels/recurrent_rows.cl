@@ -1,24 +1,26 @@
 // The step kernels of the cells whose step needs values over all H units of a sequence row (the
-// layer-normalised cells' statistics): the row skeleton, instantiated once per such cell. The
-// other cells use recurrent.cl, one work-item per (b, j) unit over many groups; its header
-// explains the operands, the time indices, padding and the dropout mask, which are the same here.
+// layer-normalised cells' statistics, the projection h_t = W_hr u of lstm_projection.cl): the row
+// skeleton, instantiated once per such cell. The other cells use recurrent.cl, one work-item per
+// (b, j) unit over many groups; its header explains the operands, the time indices, padding and
+// the dropout mask, which are the same here.
 //
 // A row cell's program is built from, in this order: common.cl; the operand macros the host
 // generates from its description of the kernels' operands (`StepKernelOperands`,
 // OpenCLStepKernels.swift); rows.cl (the row-wide helpers: sums, LN statistics, row products);
-// the cell's file (layer_norm_lstm.cl, layer_norm_gru.cl), which defines the CELL_* macros below
-// and the functions holding its step math; then this file.
+// the cell's file (layer_norm_lstm.cl, layer_norm_gru.cl, lstm_projection.cl), which defines the
+// CELL_* macros below and the functions holding its step math; then this file.
 //
-// Shape legend: T time steps, B batch, H hidden units, G = CELL_GATES * H.
+// Shape legend: T time steps, B batch, H hidden units, G = CELL_GATES * H, P the features of h
+// (CELL_STATE_WIDTH: H, or a projecting cell's P).
 //   gates          [T, B, G]  forward: in x W_ih^T (the host's GEMM), out what the cell keeps
-//   recurrentInput [T, B, H]  h~_{t-1} = h_{t-1} * m, the operand of W_hh at step t
-//   W_hh           [G, H]     recurrentWeights
-//   hInitial, hState, dhState [B, H]  h0, the running h, the running dL/dh
-//   mask m         [B, H]     read only when hasMask
+//   recurrentInput [T, B, P]  h~_{t-1} = h_{t-1} * m, the operand of W_hh at step t
+//   W_hh           [G, P]     recurrentWeights
+//   hInitial, hState, dhState [B, P]  h0, the running h, the running dL/dh
+//   mask m         [B, P]     read only when hasMask
 //   lengths        int [B]    read only when hasLengths
-//   output view    row (t, b) at outputOffset + (t * B + b) * outputStride, H floats
+//   output view    row (t, b) at outputOffset + (t * B + b) * outputStride, P floats
 //   gateGradients  [T, B, G]  backward: dL/d(what W_ih sees), written by the cell
-//   hiddenGradients [T, B, H] backward, optional: dL/dh_t, the total gradient reaching each state
+//   hiddenGradients [T, B, P] backward, optional: dL/dh_t, the total gradient reaching each state
 //
 // The split: one work-group of RECUR_ROW_GROUP work-items per (b, d), a grid of
 // [RECUR_ROW_GROUP, B, D]; work-item l owns units l, l + RECUR_ROW_GROUP, ... of its row (see
@@ -44,6 +46,9 @@
 //   CELL_ROW_BACKWARD_PADDED  a statement at a padded step: zeroes the cell's gradient rows of t
 // and, where the default does not fit:
 //   CELL_BACKWARD_GRADIENTS  the [T, B, G] rows taken back through W_hh (gateGradients)
+//   CELL_STATE_WIDTH       P, the features of h (hidden): a projecting cell's h, h~, output,
+//                          mask and dL/dh rows have P of them, W_hh is [G, P]; its gates and
+//                          cell rows keep H
 // In scope for them: b, s, time, previousTime (backward), row = t B + b, the operands, and the
 // local `tile` (RECUR_ROW_TILE floats) and `scratch` (RECUR_ROW_SCRATCH) the helpers take.
 //
@@ -56,6 +61,9 @@
 #ifndef CELL_BACKWARD_GRADIENTS
 #define CELL_BACKWARD_GRADIENTS gateGradients
 #endif
+#ifndef CELL_STATE_WIDTH
+#define CELL_STATE_WIDTH hidden
+#endif
 
 // Scan steps firstStep ... firstStep + stepCount - 1 of row b; per step:
 //   previous = h_{t-1} (h0 at scan step 0); CELL_ROW_FORWARD (valid) or CELL_ROW_FORWARD_PADDED
@@ -66,25 +74,26 @@ void RECUR_KERNEL_NAME(CELL_NAME, _fwd_step)(RECUR_FWD_PARAMETERS) {
     __local float scratch[RECUR_ROW_SCRATCH];
     RECUR_FWD_OPERANDS;
     const int b = get_group_id(1);
+    const int stateWidth = CELL_STATE_WIDTH;
     for (int k = 0; k < stepCount; ++k) {
         const int s = firstStep + k;
         const int time = recur_scan_time(s, steps, reverse);
         const int nextTime = recur_scan_time(s + 1, steps, reverse);
         const int row = time * batch + b;
         const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
-        __global const float* previous = (s == 0 ? hInitial : hState) + b * hidden;
-        __global const float* operand = recurrentInput + row * hidden;
+        __global const float* previous = (s == 0 ? hInitial : hState) + b * stateWidth;
+        __global const float* operand = recurrentInput + row * stateWidth;
         if (valid) {
             CELL_ROW_FORWARD;
         } else {
             CELL_ROW_FORWARD_PADDED;
         }
-        RECUR_ROW_UNITS(j, hidden) {
-            const int unit = b * hidden + j;
-            const float state = hState[unit];
-            output[outputOffset + row * outputStride + j] = valid ? state : 0.0f;
+        RECUR_ROW_UNITS(j, stateWidth) {
+            const int unit = b * stateWidth + j;
+            const float h = hState[unit];
+            output[outputOffset + row * outputStride + j] = valid ? h : 0.0f;
             if (nextTime >= 0) {
-                recurrentInput[nextTime * batch * hidden + unit] = hasMask ? state * mask[unit] : state;
+                recurrentInput[nextTime * batch * stateWidth + unit] = hasMask ? h * mask[unit] : h;
             }
         }
         // The next step's product reads the h~ row every work-item wrote.
@@ -105,6 +114,7 @@ void RECUR_KERNEL_NAME(CELL_NAME, _bwd_step)(RECUR_BWD_PARAMETERS) {
     __local float scratch[RECUR_ROW_SCRATCH];
     RECUR_BWD_OPERANDS;
     const int b = get_group_id(1);
+    const int stateWidth = CELL_STATE_WIDTH;
     const int width = CELL_GATES * hidden;
     for (int k = 0; k < stepCount; ++k) {
         const int s = firstStep - k;
@@ -114,17 +124,18 @@ void RECUR_KERNEL_NAME(CELL_NAME, _bwd_step)(RECUR_BWD_PARAMETERS) {
         const int row = time * batch + b;
         if (nextTime >= 0) {
             recur_row_unit_products(CELL_BACKWARD_GRADIENTS + (nextTime * batch + b) * width, recurrentWeights,
-                                    hidden, width, mask + b * hidden, hasMask, dhState + b * hidden, tile);
+                                    stateWidth, width, mask + b * stateWidth, hasMask, dhState + b * stateWidth,
+                                    tile);
         }
         const bool valid = recur_is_valid(lengths, hasLengths, prePadding, steps, b, time);
-        RECUR_ROW_UNITS(j, hidden) {
-            const int unit = b * hidden + j;
+        RECUR_ROW_UNITS(j, stateWidth) {
+            const int unit = b * stateWidth + j;
             float total = dhState[unit];
             if (valid && hasOutputGradient) {
                 total += outputGradient[outputGradientOffset + row * outputGradientStride + j];
             }
             dhState[unit] = total;
-            if (hasHiddenGradients && time >= 0) hiddenGradients[row * hidden + j] = valid ? total : 0.0f;
+            if (hasHiddenGradients && time >= 0) hiddenGradients[row * stateWidth + j] = valid ? total : 0.0f;
         }
         if (valid) {
             CELL_ROW_BACKWARD;

@@ -5,7 +5,7 @@ import Testing
 
 // The LSTM with a projection above the op: the model specification and checkpoints carry P,
 // `recur train --cell lstm --projection P` trains and resumes it, `recur predict` reads it, the
-// exports say what they can do with it, and the OpenCL backend refuses it by name. (The op
+// exports say what they can do with it, and OpenCL training matches the CPU's losses. (The op
 // itself, its reference and the PyTorch fixtures: LSTMProjectionTests, RecurrentCellTests,
 // PyTorchParityTests.)
 
@@ -91,18 +91,34 @@ struct LSTMProjectionModelTests {
         #expect(try exported.shape(of: "1.weight_hh_l1") == [20, 2])
     }
 
-    @Test("the OpenCL backend refuses the projection, naming the cell")
-    func openCLRefuses() throws {
-        guard let device = try TestBackends.openCLDevice() else { return }
-        let backend = try OpenCLBackend(device: device)
-        let layer = try RecurrentLayer(cell: .lstm, inputSize: 2, hiddenSize: 4, projectionSize: 2, backend: backend)
-        var random = SeededGenerator(seed: 4)
-        let input = try backend.upload(random.values(3 * 2 * 2), shape: [3, 2, 2])
-        do {
-            _ = try layer.forward(input, training: false)
-            Issue.record("the projection ran on OpenCL")
-        } catch let error as RecurError {
-            #expect("\(error)".contains("no OpenCL kernels for the lstm_projection cell"), "\(error)")
+    @Test("recur train --device opencl --cell lstm --projection P trains to the CPU run's losses")
+    func trainsOnOpenCL() throws {
+        guard try TestBackends.openCLDevice() != nil else { return }
+        let folder = try TemporaryFolder()
+        var random = SeededGenerator(seed: 23)
+        let words = ["red", "blue", "green", "dark", "light"]
+        let lines = (0..<24).map { _ -> String in
+            let text = (0..<Int.random(in: 2...5, using: &random)).map { _ in words.randomElement(using: &random)! }
+            return (text.contains("red") ? "warm" : "cold") + "\t" + text.joined(separator: " ")
+        }
+        let data = try folder.write("colours.tsv", lines.joined(separator: "\n") + "\n")
+        func losses(_ device: String) throws -> [Double] {
+            let log = folder.path + "/\(device).jsonl"
+            let run = try runRecur(["train", "--device", device, "--cell", "lstm", "--projection", "3",
+                                    "--bidirectional", "--layers", "2", "--data", data, "--format", "tsv",
+                                    "--no-header", "--max-length", "5", "--embedding", "4", "--hidden", "5",
+                                    "--epochs", "2", "--batch-size", "8", "--validation-split", "0",
+                                    "--step-log", log])
+            #expect(run.status == 0, "\(device): \(run.stderr)")
+            return try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").compactMap { line in
+                let field = line.split(separator: ",").first { $0.contains("\"loss\"") }
+                return field.flatMap { Double($0.split(separator: ":").last!.trimmingCharacters(in: .whitespaces)) }
+            }
+        }
+        let (device, cpu) = (try losses("opencl"), try losses("cpu"))
+        #expect(cpu.count == 6 && device.count == cpu.count, "\(device) \(cpu)")
+        for (actual, expected) in zip(device, cpu) {
+            #expect(abs(actual - expected) <= 1e-4 * abs(expected), "OpenCL \(device), CPU \(cpu)")
         }
     }
 

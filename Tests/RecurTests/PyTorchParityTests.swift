@@ -13,13 +13,14 @@ import Testing
         #expect(Self.projectionFixtures.count == 6, "expected the projection fixtures, found \(Self.projectionFixtures.count)")
     }
 
-    @Test(arguments: PyTorchParityTests.projectionFixtures)
-    func projectionMatchesPyTorch(_ fixture: PyTorchFixture) throws {
-        let results = try FixtureCheck.run(path: fixture.path, backend: TestBackends.cpu)
+    @Test(arguments: TestBackend.allCases, PyTorchParityTests.projectionFixtures)
+    func projectionMatchesPyTorch(_ backendKind: TestBackend, _ fixture: PyTorchFixture) throws {
+        guard let backend = try backendKind.backend() else { return }
+        let results = try FixtureCheck.run(path: fixture.path, backend: backend)
         #expect(results.count == 6 + fixture.parameterShapes.count, "compared \(results.map(\.name))")
         #expect(results.contains { $0.name == "grad.weight_hr_l0" })
         for result in results {
-            #expect(result.passed, "\(fixture.name) on the CPU: \(result)")
+            #expect(result.passed, "\(fixture.name) on \(backendKind): \(result)")
         }
     }
 

@@ -18,6 +18,8 @@
 // product h[rows] = u[rows] W_hrᵀ; backward, one product du[rows] = dh[rows] W_hr, then the
 // LSTM's backward steps; dW_hr is one product over all T * B rows after the scan, from the
 // recorded dL/dh_t and each step's u, so it is the same however the batch is split over threads.
+// On OpenCL the cell is a row scan (Kernels/lstm_projection.cl): one work-group per sequence row
+// fuses a step's recurrent product, gate math and W_hr product; dW_hr is the same GEMM after it.
 
 extension RecurrentCell {
     /// The LSTM with a projection of h to P < H features (PyTorch's `proj_size`): state (h [P],

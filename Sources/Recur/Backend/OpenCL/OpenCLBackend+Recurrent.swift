@@ -22,7 +22,9 @@
 // kernels come from the row skeleton (Kernels/recurrent_rows.cl): one work-group per sequence and
 // direction runs every step of its row in one launch, the recurrent product, the statistics and
 // the gate math fused; their bias and gain gradients are summed per row inside the backward
-// kernel and over the rows by GEMMs after it.
+// kernel and over the rows by GEMMs after it. The LSTM with a projection is a row scan too (h_t =
+// W_hr u mixes all H units of the row), over h of P features: its backward records dL/dh_t and
+// every step's u, and dW_hr is one GEMM over all T * B rows after it.
 //
 // A bidirectional pair runs both scans side by side: each step launch covers a [H, B, 2] grid,
 // time t of the forward scan in direction 0 and time T-1-t of the reverse scan in direction 1
@@ -141,7 +143,7 @@ extension OpenCLBackend {
     /// the first step's h̃.
     private func prepareForwardScans(_ requests: [RecurrentForward], _ scans: [OpenCLRecurrentScan],
                                      _ size: RecurrentDimensions) throws {
-        let (steps, batch, inputs, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
+        let (steps, batch, inputs, state, gates) = (size.steps, size.batch, size.input, size.state, size.gates)
         // Input projections of every step at once, for every direction in one batched GEMM where
         // the directions' buffers allow: gates[T * B, G] = x[T * B, I] · W_ihᵀ. The step kernels add
         // the biases and the recurrent part, then apply the nonlinearities in place.
@@ -153,14 +155,14 @@ extension OpenCLBackend {
         for (request, scan) in zip(requests, scans) {
             let workspace = request.workspace
             // h̃ of the first step, h0 ⊙ m; each step kernel writes the next one's.
-            let firstRow = scan.time(ofStep: 0) * batch * hidden
+            let firstRow = scan.time(ofStep: 0) * batch * state
             var firstOperand = request.scan.initialHidden
             if let mask = request.scan.recurrentDropoutMask {
-                firstOperand = try zeros([batch, hidden])  // [B, H]
+                firstOperand = try zeros([batch, state])  // [B, P]
                 try multiply(request.scan.initialHidden, mask, into: firstOperand)
             }
             try copy(firstOperand, sourceOffset: 0, into: workspace.recurrentInput, destinationOffset: firstRow,
-                     count: batch * hidden)
+                     count: batch * state)
         }
     }
 
@@ -181,6 +183,10 @@ extension OpenCLBackend {
         values.set("output", eachTensor: requests.map(\.output.tensor))
         values.set("outputOffset", each: requests.map { .int($0.output.offset) })
         values.set("outputStride", each: requests.map { .int($0.output.leadingDimension) })
+        // A projecting cell's u [B, H] of the current step, the operand of h_t = W_hr u.
+        if kernels.cell.projectsHiddenState {
+            values.set("unprojected", eachTensor: try requests.map { _ in try zeros([size.batch, size.hidden]) })
+        }
         return try launches.scan(self, program, kernels.forward, values, firstStep: 0, stepCount: size.steps,
                                  phased: kernels.isPhased)
     }
@@ -207,8 +213,9 @@ extension OpenCLBackend {
         let kernels = scans[0].kernels
 
         // Scratch for the whole call, one set per direction, allocated before the loop.
-        let scratch = try OpenCLRecurrentGradientScratch.make(directions: requests.count, kernels: kernels,
-                                                              size: size, backend: self)
+        let scratch = try OpenCLRecurrentGradientScratch.make(
+            directions: requests.count, kernels: kernels, size: size,
+            recordsHiddenStateGradients: requests.map { $0.hiddenStateGradients == nil }, backend: self)
         let ones = try zeros([rows])  // [T * B]: sums rows by GEMM
         try fill(ones, with: 1)
 
@@ -229,12 +236,12 @@ extension OpenCLBackend {
     private func backwardSteps(_ requests: [RecurrentBackward], _ scans: [OpenCLRecurrentScan],
                                _ scratch: [OpenCLRecurrentGradientScratch], _ size: RecurrentDimensions,
                                _ launches: OpenCLRecurrentSteps) throws -> Bool {
-        let (batch, hidden) = (size.batch, size.hidden)
+        let (batch, hidden, state) = (size.batch, size.hidden, size.state)
         for request in requests {
             // The running dL/dh (and dL/dc) live in the dh0 (and dc0) outputs; they start as dL/dh_n.
             let dh = request.initialHiddenGradient
             if let given = request.finalHiddenGradient {
-                try copy(given, sourceOffset: 0, into: dh, destinationOffset: 0, count: batch * hidden)
+                try copy(given, sourceOffset: 0, into: dh, destinationOffset: 0, count: batch * state)
             } else {
                 try fill(dh, with: 0)
             }
@@ -256,6 +263,8 @@ extension OpenCLBackend {
         values.set("recurrentGateGradients", eachTensor: scratch.map(\.recurrentGateGradients))
         values.set("dhTildeReset", eachTensor: scratch.map(\.dhTildeReset))
         values.set("parameterGradients", eachTensor: scratch.map(\.parameterGradients))
+        values.set("unprojected", eachTensor: scratch.map(\.unprojectedGradient))
+        values.set("unprojectedStates", eachTensor: scratch.map(\.unprojectedStates))
         values.set("dhState", eachTensor: requests.map(\.initialHiddenGradient))
         values.set("dcState", eachTensor: requests.map(\.initialCellGradient))
         // dL/d output, or a flag that there is none.
@@ -264,10 +273,11 @@ extension OpenCLBackend {
         values.set("hasOutputGradient", each: requests.map { .int($0.outputGradient == nil ? 0 : 1) })
         values.set("outputGradientOffset", each: requests.map { .int($0.outputGradient?.offset ?? 0) })
         values.set("outputGradientStride", each: requests.map { .int($0.outputGradient?.leadingDimension ?? 0) })
-        // The optional record of every step's dL/dh_t, [T, B, H].
-        values.set("hiddenGradients",
-                   eachTensor: zip(requests, scans).map { $0.hiddenStateGradients ?? $1.placeholder })
-        values.set("hasHiddenGradients", each: requests.map { .int($0.hiddenStateGradients == nil ? 0 : 1) })
+        // The record of every step's dL/dh_t, [T, B, P]: optional, but a projecting cell's dW_hr
+        // reads it (its own scratch where the request has none).
+        let records = zip(requests, scratch).map { $0.hiddenStateGradients ?? $1.hiddenStateGradients }
+        values.set("hiddenGradients", eachTensor: zip(records, scans).map { $0 ?? $1.placeholder })
+        values.set("hasHiddenGradients", each: records.map { .int($0 == nil ? 0 : 1) })
         // Scan steps T-1 ... 0, then one more step with time -1 that only takes the gradient of the
         // first step through W_hh into dL/dh0 (every work-item sees a padded step).
         return try launches.scan(self, program, kernels.backward, values, firstStep: size.steps - 1,
@@ -326,7 +336,7 @@ extension OpenCLBackend {
     private func weightAndInputGradients(_ requests: [RecurrentBackward], _ scratch: [OpenCLRecurrentGradientScratch],
                                          kernels: OpenCLCellKernels, ones: Tensor, size: RecurrentDimensions) throws {
         let (steps, batch, inputs, hidden, gates) = (size.steps, size.batch, size.input, size.hidden, size.gates)
-        let rows = steps * batch
+        let (rows, state) = (steps * batch, size.state)
         let directions = Array(zip(requests, scratch))
         // dW_ih[G, I] += dGᵀ · x
         try gemmBatched(m: gates, n: inputs, k: rows, alpha: 1, directions.map { request, scratch in
@@ -335,11 +345,11 @@ extension OpenCLBackend {
              MatrixOperand(request.weightGradients.input, leadingDimension: inputs))
         }, beta: 1)
         if !kernels.resetsBeforeProduct {
-            // dW_hh[G, H] += dGhᵀ · h̃
-            try gemmBatched(m: gates, n: hidden, k: rows, alpha: 1, directions.map { request, scratch in
+            // dW_hh[G, P] += dGhᵀ · h̃
+            try gemmBatched(m: gates, n: state, k: rows, alpha: 1, directions.map { request, scratch in
                 (MatrixOperand(scratch.recurrentGateGradients, leadingDimension: gates, transposed: true),
-                 MatrixOperand(request.workspace.recurrentInput, leadingDimension: hidden),
-                 MatrixOperand(request.weightGradients.recurrent, leadingDimension: hidden))
+                 MatrixOperand(request.workspace.recurrentInput, leadingDimension: state),
+                 MatrixOperand(request.weightGradients.recurrent, leadingDimension: state))
             }, beta: 1)
         } else {
             for (request, scratch) in directions {
@@ -357,6 +367,15 @@ extension OpenCLBackend {
                          beta: 1, c: MatrixOperand(gradients.recurrent, offset: 2 * hidden * hidden,
                                                    leadingDimension: hidden))
             }
+        }
+        for (request, scratch) in directions {
+            guard let unprojectedStates = scratch.unprojectedStates,
+                  let dh = request.hiddenStateGradients ?? scratch.hiddenStateGradients else { continue }
+            // dW_hr[P, H] += dhᵀ · u over all T * B rows, as the CPU's (padded rows of both are 0)
+            try gemm(m: state, n: hidden, k: rows, alpha: 1,
+                     a: MatrixOperand(dh, leadingDimension: state, transposed: true),
+                     b: MatrixOperand(unprojectedStates, leadingDimension: hidden),
+                     beta: 1, c: MatrixOperand(request.weightGradients.extra[0], leadingDimension: hidden))
         }
         let onesRow = MatrixOperand(ones, leadingDimension: rows)
         if !kernels.parameterGradientSums.isEmpty {
@@ -417,11 +436,18 @@ private struct OpenCLRecurrentGradientScratch {
     let dhTildeReset: Tensor?
     /// [B, P]: a row cell's parameter gradients, each row summed over its steps (zeroed here).
     let parameterGradients: Tensor?
+    /// A projecting cell's [B, H] dL/du of the current step and [T * B, H] every step's u (zeroed
+    /// here, so padded rows stay 0), and its [T * B, P] record of dL/dh_t where the request has
+    /// none: the operands of dW_hr.
+    let unprojectedGradient: Tensor?
+    let unprojectedStates: Tensor?
+    let hiddenStateGradients: Tensor?
 
     /// One set per direction; the directions' dG (and dGh) share one allocation, so that a pair's
-    /// weight gradients can be batched GEMMs.
+    /// weight gradients can be batched GEMMs. `recordsHiddenStateGradients[d]`: whether direction
+    /// d needs its own record of dL/dh_t (a projecting cell's request without one).
     static func make(directions: Int, kernels: OpenCLCellKernels, size: RecurrentDimensions,
-                     backend: OpenCLBackend) throws
+                     recordsHiddenStateGradients: [Bool], backend: OpenCLBackend) throws
         -> [OpenCLRecurrentGradientScratch]
     {
         let shape: Shape = [size.steps * size.batch, size.gates]
@@ -430,12 +456,18 @@ private struct OpenCLRecurrentGradientScratch {
         }
         let gateGradients = try perDirection()
         let recurrentGateGradients = kernels.separateRecurrentGateGradients ? try perDirection() : gateGradients
+        let projects = kernels.cell.projectsHiddenState
+        let rows = size.steps * size.batch
         return try (0..<directions).map { d in
             OpenCLRecurrentGradientScratch(
                 gateGradients: gateGradients[d], recurrentGateGradients: recurrentGateGradients[d],
                 dhTildeReset: kernels.resetsBeforeProduct ? try backend.zeros([size.batch, size.hidden]) : nil,
                 parameterGradients: kernels.parameterGradientColumns > 0
-                    ? try backend.zeros([size.batch, kernels.parameterGradientColumns * size.hidden]) : nil)
+                    ? try backend.zeros([size.batch, kernels.parameterGradientColumns * size.hidden]) : nil,
+                unprojectedGradient: projects ? try backend.zeros([size.batch, size.hidden]) : nil,
+                unprojectedStates: projects ? try backend.zeros([rows, size.hidden]) : nil,
+                hiddenStateGradients: projects && recordsHiddenStateGradients[d]
+                    ? try backend.zeros([rows, size.state]) : nil)
         }
     }
 }
@@ -619,6 +651,7 @@ private struct OpenCLRecurrentScan {
         values.set("candidateRecurrent", eachTensor: workspaces.map(\.candidateRecurrent))
         values.set("batch", .int(size.batch))
         values.set("hidden", .int(size.hidden))
+        values.set("state", .int(size.state))
         values.set("steps", .int(size.steps))
         values.set("reverse", each: scans.map { .int($0.reverse ? 1 : 0) })
         values.set("cellClip", .float(scans[0].cellClip))

@@ -339,6 +339,15 @@ struct OpenCLCellKernels: Sendable {
                               ParameterGradientSum(parameter: 5, offset: 0, column: 8, count: 1),
                               ParameterGradientSum(parameter: 6, offset: 0, column: 9, count: 1),
                           ]),
+        // The projection h_t = W_hr u mixes all H units of a row, so the cell is a row scan over
+        // h of P features (`state`); its backward keeps every step's u for the dW_hr GEMM.
+        OpenCLCellKernels(cell: .lstmProjection, name: "lstm_projection", skeleton: .rows,
+                          forward: [.int("state"), .float("cellClip"), .writes("cellStates"), .reads("cInitial"),
+                                    .writes("cState"), .reads("projectionWeights"), .writes("unprojected")],
+                          backward: [.int("state"), .float("cellClip"), .reads("cellStates"), .reads("cInitial"),
+                                     .writes("dcState"), .reads("projectionWeights"), .writes("unprojected"),
+                                     .writes("unprojectedStates")],
+                          parameterOperands: ["projectionWeights"]),
         OpenCLCellKernels(cell: .layerNormGRU, name: "layer_norm_gru", skeleton: .rows,
                           forward: [.writes("hiddenStates"), .writes("candidateRecurrent"), .reads("gateGain"),
                                     .reads("candidateGain")],
