@@ -19,7 +19,7 @@
 #define RECUR_ROW_SUMS 8
 // Floats of local memory of a row scan's scratch for sums, and of its operand tile.
 #define RECUR_ROW_SCRATCH (RECUR_ROW_SUMS * RECUR_ROW_GROUP)
-#define RECUR_ROW_TILE RECUR_ROW_GROUP
+#define RECUR_ROW_STAGE RECUR_ROW_GROUP
 
 // LN's ε, added to the variance (PyTorch's nn.LayerNorm default; `layerNormEpsilon` on the host).
 #define RECUR_LAYER_NORM_EPSILON 1e-5f
@@ -71,12 +71,12 @@ void recur_row_statistics(__global const float* v, const int count, const int hi
     for (int q = 0; q < count; ++q) scale[q] = 1.0f / sqrt(scale[q] / (float)hidden + RECUR_LAYER_NORM_EPSILON);
 }
 
-// Stages a[k0 ..< k0 + width] in tile, width = min(RECUR_ROW_TILE, K - k0), and returns width:
+// Stages a[k0 ..< k0 + width] in tile, width = min(RECUR_ROW_STAGE, K - k0), and returns width:
 // one pass of a row product. The first barrier waits until every work-item has finished with the
 // tile's previous contents, the second until the new ones are in.
 int recur_row_stage(__global const float* a, const int k0, const int reduction, __local float* tile) {
     const int l = get_local_id(0);
-    const int width = min(RECUR_ROW_TILE, reduction - k0);
+    const int width = min(RECUR_ROW_STAGE, reduction - k0);
     barrier(CLK_LOCAL_MEM_FENCE);
     if (l < width) tile[l] = a[k0 + l];
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -86,12 +86,12 @@ int recur_row_stage(__global const float* a, const int k0, const int reduction, 
 // destination[g H + j] = (destination[g H + j] if accumulate, else 0) + sum over k < K of
 // a[k] w[(g H + j) K + k], for g < blocks and this work-item's units j: a row's a W^T for
 // `blocks` stacked blocks of H weight rows of K (the forward recurrent product h~ W_hh^T, whose
-// weight rows are contiguous in k). The row a is staged through local memory RECUR_ROW_TILE
+// weight rows are contiguous in k). The row a is staged through local memory RECUR_ROW_STAGE
 // elements at a time; a may have been written by other work-items of the group before a barrier.
 void recur_row_products(__global const float* a, __global const float* w, const int blocks, const int hidden,
                         const int reduction, const bool accumulate, __global float* destination,
                         __local float* tile) {
-    for (int k0 = 0; k0 < reduction; k0 += RECUR_ROW_TILE) {
+    for (int k0 = 0; k0 < reduction; k0 += RECUR_ROW_STAGE) {
         const int width = recur_row_stage(a, k0, reduction, tile);
         RECUR_ROW_UNITS(j, hidden) {
             for (int g = 0; g < blocks; ++g) {
@@ -112,7 +112,7 @@ void recur_row_products(__global const float* a, __global const float* w, const 
 void recur_row_unit_products(__global const float* a, __global const float* w, const int hidden, const int reduction,
                              __global const float* factor, const int hasFactor, __global float* destination,
                              __local float* tile) {
-    for (int k0 = 0; k0 < reduction; k0 += RECUR_ROW_TILE) {
+    for (int k0 = 0; k0 < reduction; k0 += RECUR_ROW_STAGE) {
         const int width = recur_row_stage(a, k0, reduction, tile);
         RECUR_ROW_UNITS(j, hidden) {
             float sum = 0.0f;
