@@ -1,6 +1,10 @@
 import ArgumentParser
 import Recur
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The options of `recur train --format pairs` that no other format has.
 struct PairOptions: ParsableArguments {
     @Option(help: "Pairs: how sources split into tokens, character or word (default: --tokenizer, else character).")
@@ -162,6 +166,8 @@ extension TrainCommand {
             } else {
                 print("epoch \(record.epoch): \(PairFiles.text(fields)), \(fixed(record.seconds, 1)) s")
             }
+            // An epoch can take minutes: its line goes out now, not when a file's buffer fills.
+            fflush(nil)
             guard let checkpointDir, let value = monitorValue(record), best.map({ value < $0 }) ?? true else { return }
             best = value
             do {
