@@ -5,7 +5,7 @@ import Recur
 struct DataOptions: ParsableArguments {
     @Option(help: "Data file or folder; only --format lines takes several (repeat it: one file per class).")
     var data: [String] = []
-    @Option(help: "tsv, csv, lines, imdb, text, series, tagged (default: from the name: imdb for aclImdb or a trailing /, csv for .csv, text for .txt, else tsv).")
+    @Option(help: "tsv, csv, lines, imdb, text, series, tagged, pairs (recur train: source<TAB>target lines for an encoder-decoder; default: from the name: imdb for aclImdb or a trailing /, csv for .csv, text for .txt, else tsv).")
     var format: String?
     @Option(help: "Class names of --format lines files, comma-separated, in --data order.") var classes: String?
     // Unconditional parsing reads `-1` as the value, so that validate() can say what is wrong

@@ -14,7 +14,11 @@ struct EvaluateCommand: ParsableCommand {
             the training split) and warns on stderr when the model does not beat one. A \
             model trained with --stateful is evaluated streaming: --batch-size contiguous streams \
             of windows, each window starting from the state the one before left (zero at the \
-            start); --stateful or --no-stateful chooses for any lm or forecast checkpoint.
+            start); --stateful or --no-stateful chooses for any lm or forecast checkpoint. An \
+            encoder-decoder checkpoint (recur train --format pairs) is scored on the pair file \
+            --data, read with its recorded tokenizers (tokens its vocabularies lack read as <unk>): \
+            loss, token accuracy, and the sequence and edit-distance error rates of the decoded \
+            outputs (greedy, or --beam N) against every reference of a source.
             """
     )
 
@@ -29,16 +33,21 @@ struct EvaluateCommand: ParsableCommand {
     var stateful: Bool?
     @Flag(help: "One JSON object with the metrics.") var json = false
     @Option(help: "Forecasts: also score the seasonal naive forecast with this season length in steps.") var season: Int?
+    @Option(help: "Encoder-decoder checkpoints: beams when decoding the sources; 1 decodes greedily.") var beam = 1
+    @Flag(help: "Encoder-decoder checkpoints: skip and count malformed lines of --data instead of stopping at the first.")
+    var skipMalformed = false
 
     func validate() throws {
         guard ["test", "validation", "training"].contains(split) else {
             throw ValidationError("--split is test, validation or training")
         }
         if let batchSizeOption, batchSizeOption < 1 { throw ValidationError("--batch-size must be at least 1") }
+        guard beam >= 1 else { throw ValidationError("--beam must be at least 1") }
     }
 
     func run() throws {
         let backend = try device.makeBackend()
+        if try Self.isPairCheckpoint(checkpoint) { return try evaluatePairs(backend: backend) }
         let saved = try Checkpoint(contentsOf: checkpoint)
         let recorded = try saved.recordedData()
         var source = try DataOptions.source(in: recorded)

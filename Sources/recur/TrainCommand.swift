@@ -15,7 +15,11 @@ struct TrainCommand: ParsableCommand {
         abstract: "Train a recurrent model on a data set and save checkpoints.",
         discussion: """
             The task follows the data format: tsv, csv, lines, imdb -> classify; text -> lm; \
-            series -> forecast; tagged -> tag. A series' windows are scaled by --transform \
+            series -> forecast; tagged -> tag; pairs -> an encoder-decoder (sequence to sequence: \
+            source<TAB>target lines, sources held out for validation and test with all their \
+            references; every epoch reports val_loss, val_token_accuracy, \
+            val_sequence_error_rate and val_edit_distance_error_rate; --test-file scores a pair \
+            file at the end). A series' windows are scaled by --transform \
             (default difference); mae is in the series' own units whatever the transform. \
             --value-column takes several columns (comma-separated, by index or header name) that \
             the model reads at each step, and --target-column the ones it forecasts. Models \
@@ -35,6 +39,7 @@ struct TrainCommand: ParsableCommand {
 
     @OptionGroup var device: DeviceOptions
     @OptionGroup var data: DataOptions
+    @OptionGroup(title: "Sequence pairs (--format pairs)") var pairs: PairOptions
 
     // MARK: Model
     @Option(help: "Cell: \(RecurrentCell.names.joined(separator: ", ")) (also read: rnn, rnn-relu, gru-reset-before).")
@@ -83,7 +88,7 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .customLong("epochs"), help: "Epochs (default 10; with --resume, the total the run was started with).")
     var epochsOption: Int?
     /// Epochs of a new run.
-    private var epochs: Int { epochsOption ?? 10 }
+    var epochs: Int { epochsOption ?? 10 }
     @Option(help: "Batch size.") var batchSize = 32
     @Flag(inversion: .prefixedNo, help: "Visit the training examples in a new seeded order every epoch (default, as Keras's fit), or in their order in the split every epoch.")
     var shuffle = true
@@ -152,6 +157,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
+        if data.format == "pairs" { return try trainPairs(backend: try device.makeBackend()) }
         #if RECUR_MPI
         if distributed {
             // Under MPI an error on one rank must end all of them (the others may wait in a
@@ -536,13 +542,7 @@ struct TrainCommand: ParsableCommand {
     private func trainingConfiguration(totalSteps: Int, specification: ModelSpecification, prepared: PreparedData)
         throws -> TrainingConfiguration
     {
-        let optimizerSpecification: OptimizerSpecification = switch optimizer.lowercased() {
-        case "sgd": .sgd(learningRate: learningRate, momentum: momentum, nesterov: nesterov, weightDecay: weightDecay ?? 0)
-        case "adam": .adam(learningRate: learningRate, weightDecay: weightDecay ?? 0, epsilon: epsilon)
-        case "adamw": .adamW(learningRate: learningRate, weightDecay: weightDecay ?? 0.01, epsilon: epsilon)
-        case "rmsprop": .rmsProp(learningRate: learningRate, momentum: momentum, weightDecay: weightDecay ?? 0)
-        default: throw ValidationError("unknown optimizer '\(optimizer)': sgd, adam, adamw, rmsprop")
-        }
+        let optimizerSpecification = try optimizerSpecification()
         var learningRateSchedule: LearningRateSchedule? = switch schedule.lowercased() {
         case "constant": warmup > 0 ? .constant(learningRate) : nil
         case "cosine": try .cosine(learningRate: learningRate, totalSteps: max(totalSteps - warmup, 1))
@@ -562,18 +562,33 @@ struct TrainCommand: ParsableCommand {
             classWeights = try ClassWeights.balanced(counts: ClassWeights.counts(in: prepared.training, classes: classes))
         }
         if warmup > 0 { learningRateSchedule = try learningRateSchedule?.withWarmup(steps: warmup) }
-        let clipping: GradientClipping =
-            if let clipNorm { .globalNorm(maxNorm: clipNorm) }
-            else if let clipParameterNorm { .parameterNorm(maxNorm: clipParameterNorm) }
-            else if let clipValue { .value(limit: clipValue) }
-            else if let autoclip { .adaptive(percentile: autoclip) }
-            else { .none }
+        let clipping = gradientClipping()
         return TrainingConfiguration(
             epochs: epochs, batchSize: batchSize, optimizer: optimizerSpecification, schedule: learningRateSchedule,
             clipping: clipping, nonFinitePolicy: onNonFinite == "skip" ? .skipStep : .throwError, seed: seed,
             shuffles: shuffle, earlyStoppingPatience: patience, monitor: monitor, checkpointEverySteps: checkpointEvery,
             classWeights: classWeights, plateau: plateau, frozenParameters: freeze.isEmpty ? nil : freeze,
             stateful: stateful)
+    }
+
+    /// The optimizer --optimizer and its options name.
+    func optimizerSpecification() throws -> OptimizerSpecification {
+        switch optimizer.lowercased() {
+        case "sgd": .sgd(learningRate: learningRate, momentum: momentum, nesterov: nesterov, weightDecay: weightDecay ?? 0)
+        case "adam": .adam(learningRate: learningRate, weightDecay: weightDecay ?? 0, epsilon: epsilon)
+        case "adamw": .adamW(learningRate: learningRate, weightDecay: weightDecay ?? 0.01, epsilon: epsilon)
+        case "rmsprop": .rmsProp(learningRate: learningRate, momentum: momentum, weightDecay: weightDecay ?? 0)
+        default: throw ValidationError("unknown optimizer '\(optimizer)': sgd, adam, adamw, rmsprop")
+        }
+    }
+
+    /// The clipping of --clip-norm, --clip-parameter-norm, --clip-value or --autoclip (none without).
+    func gradientClipping() -> GradientClipping {
+        if let clipNorm { .globalNorm(maxNorm: clipNorm) }
+        else if let clipParameterNorm { .parameterNorm(maxNorm: clipParameterNorm) }
+        else if let clipValue { .value(limit: clipValue) }
+        else if let autoclip { .adaptive(percentile: autoclip) }
+        else { .none }
     }
 
     /// The data source with what --stateful implies: windows that continue each other, so a
