@@ -19,6 +19,17 @@ struct PairOptions: ParsableArguments {
     @Option(help: "Pairs: label smoothing epsilon of the cross-entropy (PyTorch's label_smoothing).") var labelSmoothing: Float = 0
     @Option(help: "Pairs: beams when decoding validation and test sources; 1 decodes greedily.") var beam = 1
     @Option(help: "Pairs: a pair file scored after training (test metrics in the final report).") var testFile: String?
+    @Option(help: "Pairs: Luong attention of the decoder over the encoder's outputs: none, dot, general or additive.")
+    var attention = DecoderAttention.none.rawValue
+
+    /// The attention kind `--attention` names.
+    func decoderAttention() throws -> DecoderAttention {
+        guard let kind = DecoderAttention(rawValue: attention) else {
+            let names = DecoderAttention.allCases.map(\.rawValue).joined(separator: ", ")
+            throw ValidationError("--attention is one of \(names), got '\(attention)'")
+        }
+        return kind
+    }
 
     /// The tokenizer named by `name`, else by `--tokenizer`, else characters.
     static func tokenizer(_ name: String?, fallback: String?) throws -> PairTokenizer {
@@ -120,7 +131,7 @@ extension TrainCommand {
                 targetVocabularySize: fitted.targetVocabulary.count, embeddingSize: embedding,
                 cell: try BenchCommand.parseCell(cell), hiddenSize: hidden, decoderHiddenSize: pairs.decoderHidden,
                 encoderLayers: layers, decoderLayers: pairs.decoderLayers ?? layers, bidirectional: bidirectional,
-                dropout: dropout, seed: seed)
+                dropout: dropout, seed: seed, attention: try pairs.decoderAttention())
             let configuration = SequencePairTrainingConfiguration(
                 epochs: epochs, batchSize: batchSize, optimizer: try optimizerSpecification(),
                 clipping: gradientClipping(), teacherForcing: pairs.teacherForcing,
@@ -177,6 +188,9 @@ extension TrainCommand {
             }
         }
         try trainer.fit(training: training, validation: validation)
+        if let checkpointDir, spec.attention != .none {
+            try Self.writeAttentionMaps(of: trainer, for: validation ?? training, into: checkpointDir)
+        }
 
         var final: [(String, Double)] = []
         if let testPairs {
@@ -188,6 +202,28 @@ extension TrainCommand {
                 + final.map { ($0.0, .number($0.1)) }))
         } else if !final.isEmpty {
             print("test (\(testPairs?.count ?? 0) sources): \(PairFiles.text(final))")
+        }
+    }
+
+    /// How many validation sources get an attention heat map after training.
+    static let attentionMapCount = 3
+
+    /// Writes `attention-1.svg` … into `folder`: the attention weights of the trained model's
+    /// greedy decode of the first sources of `pairs` (validation, else training), source tokens
+    /// along the top and output tokens down the side.
+    static func writeAttentionMaps(of trainer: SequencePairTrainer, for pairs: EncodedSequencePairs,
+                                   into folder: String) throws {
+        let groups = 0..<min(attentionMapCount, pairs.sources.count)
+        guard !groups.isEmpty else { return }
+        let (outputs, weights) = try trainer.model.greedyDecodeWithAttention(pairs.sourceBatch(groups: groups))
+        for (index, group) in groups.enumerated() {
+            let sourceTokens = try trainer.sourceVocabulary.decode(pairs.sources[group])
+            var outputTokens = try trainer.targetVocabulary.decode(outputs[index])
+            // The decode's last row is the step that wrote </s>, when it did.
+            if weights[index].count > outputTokens.count { outputTokens.append("</s>") }
+            let map = try SVGAttentionHeatMap(title: sourceTokens.joined(separator: " "), sourceTokens: sourceTokens,
+                                              outputTokens: outputTokens, weights: weights[index])
+            try map.write(to: folder + "/attention-\(index + 1).svg")
         }
     }
 

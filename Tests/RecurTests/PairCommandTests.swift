@@ -41,7 +41,8 @@ struct PairCommandTests {
         let runs = folder.path + "/runs"
         let train = try runRecur(["train", "--format", "pairs", "--data", data, "--test-file", test, "--epochs", "2",
                                   "--checkpoint-dir", runs, "--json", "--beam", "2", "--teacher-forcing", "0.8",
-                                  "--label-smoothing", "0.1", "--decoder-hidden", "10"] + Self.model)
+                                  "--label-smoothing", "0.1", "--decoder-hidden", "10", "--attention", "general"]
+                                 + Self.model)
         #expect(train.status == 0, "\(train.stderr)")
         let lines = try Self.jsonLines(train)
         #expect(lines.count == 3)
@@ -58,6 +59,13 @@ struct PairCommandTests {
             #expect(FileManager.default.fileExists(atPath: "\(runs)/\(name).safetensors"))
         }
 
+        let checkpoint = try SequencePairCheckpoint(contentsOf: runs + "/last.safetensors")
+        #expect(checkpoint.specification.attention == .general)
+        for index in 1...3 {
+            let map = try String(contentsOfFile: "\(runs)/attention-\(index).svg", encoding: .utf8)
+            #expect(map.hasPrefix("<svg") || map.hasPrefix("<?xml"), "attention-\(index).svg: \(map.prefix(80))")
+        }
+
         let translate = try runRecur(["translate", "--checkpoint", runs + "/last.safetensors", "--device", "cpu"],
                                      input: "abc\n\nfed\n")
         #expect(translate.status == 0, "\(translate.stderr)")
@@ -72,6 +80,16 @@ struct PairCommandTests {
             let value = try #require(scored[name] as? Double, "\(name) in \(scored)")
             #expect(value == final["test_" + name] as? Double, "\(name): \(scored) against \(final)")
         }
+    }
+
+    @Test("an unknown --attention is refused, naming the choices")
+    func unknownAttention() throws {
+        let folder = try TemporaryFolder()
+        let data = try folder.write("pairs.tsv", Self.reversalLines(count: 20, seed: 7).joined(separator: "\n"))
+        let run = try runRecur(["train", "--format", "pairs", "--data", data, "--epochs", "1", "--attention", "sideways",
+                                "--validation-split", "0"] + Self.model)
+        #expect(run.status != 0)
+        #expect(run.stderr.contains("--attention is one of none, dot, general, additive"), "\(run.stderr)")
     }
 
     @Test("--resume continues a pair run exactly as if it had not stopped")
