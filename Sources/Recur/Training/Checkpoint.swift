@@ -102,17 +102,8 @@ public struct Checkpoint: Sendable {
     /// Reads a checkpoint from a safetensors file already parsed (`file.source` names it in errors).
     public init(file: SafeTensorsFile) throws {
         let path = file.source
-        guard file.metadata["recur.format"] == Self.format else {
-            throw RecurError.malformed(
-                source: path, detail: "not a Recur checkpoint (recur.format is "
-                    + "\(file.metadata["recur.format"].map { "'\($0)'" } ?? "absent"), expected '\(Self.format)')")
-        }
-        func entry(_ key: String) throws -> String {
-            guard let value = file.metadata[key] else {
-                throw RecurError.malformed(source: path, detail: "the metadata lacks '\(key)'")
-            }
-            return value
-        }
+        try file.checkRecurFormat(Self.format, kind: "a Recur checkpoint")
+        func entry(_ key: String) throws -> String { try file.requiredMetadata(key) }
         specification = try ModelSpecification(json: try entry("recur.model"), source: path)
         configuration = try RecurJSON.decode(
             TrainingConfiguration.self, from: try entry("recur.training"), source: path, what: "recur.training")

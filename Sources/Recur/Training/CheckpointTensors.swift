@@ -113,3 +113,26 @@ struct CheckpointTensors {
         }
     }
 }
+
+extension SafeTensorsFile {
+    /// Throws unless the file's `recur.format` is `format`.
+    /// - Parameters:
+    ///   - format: the format the caller reads.
+    ///   - kind: what such a file is, for the message (`a Recur checkpoint`).
+    func checkRecurFormat(_ format: String, kind: String) throws {
+        guard metadata["recur.format"] == format else {
+            throw RecurError.malformed(
+                source: source, detail: "not \(kind) (recur.format is "
+                    + "\(metadata["recur.format"].map { "'\($0)'" } ?? "absent"), expected '\(format)')")
+        }
+    }
+
+    /// The metadata entry `key`; throws when the file lacks it.
+    /// - Parameter key: the metadata key.
+    func requiredMetadata(_ key: String) throws -> String {
+        guard let value = metadata[key] else {
+            throw RecurError.malformed(source: source, detail: "the metadata lacks '\(key)'")
+        }
+        return value
+    }
+}

@@ -82,17 +82,8 @@ public struct SequencePairCheckpoint: Sendable {
     ///   progress beyond the configured epochs, an unexpected tensor).
     public init(contentsOf path: String) throws {
         let file = try SafeTensorsFile(contentsOf: path)
-        guard file.metadata["recur.format"] == Self.format else {
-            throw RecurError.malformed(
-                source: path, detail: "not an encoder-decoder checkpoint (recur.format is "
-                    + "\(file.metadata["recur.format"].map { "'\($0)'" } ?? "absent"), expected '\(Self.format)')")
-        }
-        func entry(_ key: String) throws -> String {
-            guard let value = file.metadata[key] else {
-                throw RecurError.malformed(source: path, detail: "the metadata lacks '\(key)'")
-            }
-            return value
-        }
+        try file.checkRecurFormat(Self.format, kind: "an encoder-decoder checkpoint")
+        func entry(_ key: String) throws -> String { try file.requiredMetadata(key) }
         specification = try EncoderDecoderSpecification(json: try entry("recur.model"), source: path)
         configuration = try RecurJSON.decode(SequencePairTrainingConfiguration.self, from: try entry("recur.training"),
                                              source: path, what: "recur.training")
