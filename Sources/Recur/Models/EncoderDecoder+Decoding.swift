@@ -227,19 +227,21 @@ extension EncoderDecoder {
     }
 
     /// A new `[A, count, F]` tensor whose column j is column `columns[j]` of `tensor` `[A, C, F]`
-    /// (states `[L, B, K]`, memory `[S, B, M]`): the reordering of beams, done on the host.
+    /// (states `[L, B, K]`, memory `[S, B, M]`): the reordering of beams, as one row gather on the
+    /// device (the embedding's op, on `tensor` viewed as `[A · C, F]` rows), so a beam step
+    /// uploads its parents' ids and moves no state through the host.
     private func gatherColumns(_ tensor: Tensor, _ columns: [Int]) throws -> Tensor {
         let (outer, width, features) = (tensor.shape[0], tensor.shape[1], tensor.shape[2])
-        let values = try backend.download(tensor)
-        var result = [Float](repeating: 0, count: outer * columns.count * features)
+        let rows = Tensor(shape: [outer * width, features], dtype: tensor.dtype, buffer: tensor.buffer,
+                          backend: tensor.backend)
+        var ids: [Int32] = []
+        ids.reserveCapacity(outer * columns.count)
         for a in 0..<outer {
-            for (j, column) in columns.enumerated() {
-                let from = (a * width + column) * features
-                let to = (a * columns.count + j) * features
-                result.replaceSubrange(to..<(to + features), with: values[from..<(from + features)])
-            }
+            for column in columns { ids.append(Int32(a * width + column)) }
         }
-        return try backend.upload(result, shape: [outer, columns.count, features])
+        let result = try backend.uninitialized([outer, columns.count, features])
+        try backend.gather(rowsOf: rows, ids: try backend.upload(ids, shape: [ids.count]), into: result)
+        return result
     }
 
     /// `maximumLength`, or the default for `source`; throws for a bound below 1.
