@@ -91,6 +91,44 @@ struct TrainingLayerTests {
         }
     }
 
+    @Test("Dense over parts is Dense over their concatenation, forward and backward", arguments: TestBackend.allCases)
+    func denseOverPartsIsDenseOverTheirConcatenation(_ which: TestBackend) throws {
+        guard let backend = try which.backend() else { return }
+        var random = SeededGenerator(seed: 54)
+        let (rows, widths, outputSize) = (6, [3, 5, 2], 4)
+        let inputSize = widths.reduce(0, +)
+        func make() throws -> Dense {
+            try Dense(inputSize: inputSize, outputSize: outputSize, activation: .tanh, seed: 6, backend: backend)
+        }
+        let (split, joined) = (try make(), try make())
+        let parts = widths.map { random.floats(rows * $0) }
+        var concatenated: [Float] = []
+        for n in 0..<rows {
+            for (part, width) in zip(parts, widths) { concatenated += part[(n * width)..<((n + 1) * width)] }
+        }
+        let dy = random.floats(rows * outputSize)
+        let y = try split.forward(concatenating: zip(parts, widths).map { try backend.upload($0, shape: [rows, $1]) })
+        let expected = try joined.forward(try backend.upload(concatenated, shape: [rows, inputSize]))
+        assertClose(try backend.download(y), try backend.download(expected), relativeTolerance: 1e-6,
+                    absoluteTolerance: 1e-7, "\(which) forward")
+        let partGradients = try split.backward(toParts: try backend.upload(dy, shape: [rows, outputSize]))
+        let inputGradient = try backend.download(joined.backward(try backend.upload(dy, shape: [rows, outputSize])))
+        var column = 0
+        for (gradient, width) in zip(partGradients, widths) {
+            let expectedPart = (0..<rows).flatMap { n in inputGradient[(n * inputSize + column)..<(n * inputSize + column + width)] }
+            assertClose(try backend.download(gradient), Array(expectedPart), relativeTolerance: 1e-6,
+                        absoluteTolerance: 1e-7, "\(which) dL/dx part at column \(column)")
+            column += width
+        }
+        for (a, b) in zip(split.parameters, joined.parameters) {
+            assertClose(try backend.download(a.gradient), try backend.download(b.gradient), relativeTolerance: 1e-6,
+                        absoluteTolerance: 1e-7, "\(which) dL/d\(a.name)")
+        }
+        #expect(throws: RecurError.self) {
+            try split.forward(concatenating: [try backend.upload(parts[0], shape: [rows, widths[0]])])
+        }
+    }
+
     @Test(arguments: TestBackend.allCases)
     func denseAccumulatesIntoItsGradientsUntilZeroed(_ which: TestBackend) throws {
         guard let backend = try which.backend() else { return }

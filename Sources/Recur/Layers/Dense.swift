@@ -32,7 +32,7 @@ public final class Dense {
     public let bias: Tensor
     private let weightGradient: Tensor  // [O, I]
     private let biasGradient: Tensor  // [O]
-    private var cache: (input: Tensor, output: Tensor)?
+    private var cache: (inputs: [Tensor], output: Tensor)?
     /// A row of N ones, the left operand that spreads b over the rows and sums dL/dz over them.
     private var ones: Tensor?  // [N]
 
@@ -94,27 +94,43 @@ public final class Dense {
     /// - Parameter input: `[..., I]`, any leading shape (`[B, I]`, or `[T, B, I]` for every step).
     /// - Returns: `[..., O]`, the input's shape with its last axis replaced by O.
     public func forward(_ input: Tensor) throws -> Tensor {
+        try forward(concatenating: [input])
+    }
+
+    /// y = f([x_1; …; x_n] Wᵀ + b) = f(Σ_p x_p W_pᵀ + b), W_p the columns of W that read part p:
+    /// the layer on the concatenation of its inputs along the last axis, without building it
+    /// (Luong attention's W_c [c; h]).
+    /// - Parameter parts: `[..., I_p]` each, the same leading shape, with Σ I_p = I, in the order
+    ///   of W's columns.
+    /// - Returns: `[..., O]`, the parts' leading shape with O features.
+    public func forward(concatenating parts: [Tensor]) throws -> Tensor {
         let operation = "Dense.forward"
-        try backend.checkOperands(operation, [input])
-        guard input.shape.dimensions.last == inputSize else {
+        try backend.checkOperands(operation, parts)
+        guard let first = parts.first, parts.reduce(0, { $0 + ($1.shape.dimensions.last ?? 0) }) == inputSize,
+              parts.allSatisfy({ $0.shape.dimensions.dropLast() == first.shape.dimensions.dropLast() }) else {
             throw RecurError.shapeMismatch(
-                operation: operation, detail: "input \(input.shape) must end in \(inputSize) features")
+                operation: operation,
+                detail: "input \(parts.map(\.shape)) must share leading axes and end in \(inputSize) features in all")
         }
-        let rows = input.count / inputSize
-        var shape = input.shape.dimensions
+        let rows = first.count / first.shape.dimensions[first.shape.rank - 1]
+        var shape = first.shape.dimensions
         shape[shape.count - 1] = outputSize
         let output = try backend.zeros(Shape(shape))  // y [N, O]
         let ones = try onesRow(rows)  // [N]
-        // z = 1 bᵀ, then z += x Wᵀ: the bias as a rank-1 GEMM keeps every op a backend GEMM.
+        // z = 1 bᵀ, then z += x_p W_pᵀ for each part: the bias as a rank-1 GEMM keeps every op a
+        // backend GEMM.
         try backend.gemm(m: rows, n: outputSize, k: 1, alpha: 1, a: MatrixOperand(ones, leadingDimension: 1),
                          b: MatrixOperand(bias, leadingDimension: outputSize), beta: 0,
                          c: MatrixOperand(output, leadingDimension: outputSize))
-        try backend.gemm(m: rows, n: outputSize, k: inputSize, alpha: 1,
-                         a: MatrixOperand(input, leadingDimension: inputSize),
-                         b: MatrixOperand(weight, leadingDimension: inputSize, transposed: true), beta: 1,
-                         c: MatrixOperand(output, leadingDimension: outputSize))
+        for (part, column) in zip(parts, Self.firstColumns(parts)) {
+            let width = part.shape[part.shape.rank - 1]
+            try backend.gemm(m: rows, n: outputSize, k: width, alpha: 1,
+                             a: MatrixOperand(part, leadingDimension: width),
+                             b: MatrixOperand(weight, offset: column, leadingDimension: inputSize, transposed: true),
+                             beta: 1, c: MatrixOperand(output, leadingDimension: outputSize))
+        }
         try backend.activate(activation, output, into: output)
-        cache = (input, output)
+        cache = (parts, output)
         return output
     }
 
@@ -122,8 +138,22 @@ public final class Dense {
     /// - Parameter outputGradient: dL/dy, shaped like the output (not modified).
     /// - Returns: dL/dx, shaped like the input.
     public func backward(_ outputGradient: Tensor) throws -> Tensor {
+        let gradients = try backward(toParts: outputGradient)
+        guard gradients.count == 1 else {
+            throw RecurError.invalidArgument(
+                operation: "Dense.backward",
+                detail: "the last forward read \(gradients.count) parts: use backward(toParts:)")
+        }
+        return gradients[0]
+    }
+
+    /// Back-propagates dL/dy through the last `forward`, accumulating (+=) dL/dW and dL/db, and
+    /// returns dL/dx_p for each part the forward read (one for ``forward(_:)``).
+    /// - Parameter outputGradient: dL/dy, shaped like the output (not modified).
+    /// - Returns: dL/dx_p = dz W_p, shaped like part p, in the forward's order.
+    public func backward(toParts outputGradient: Tensor) throws -> [Tensor] {
         let operation = "Dense.backward"
-        guard let (input, output) = cache else {
+        guard let (parts, output) = cache else {
             throw RecurError.invalidArgument(operation: operation, detail: "backward needs a forward pass first")
         }
         try backend.checkOperands(operation, [outputGradient])
@@ -132,26 +162,40 @@ public final class Dense {
                 operation: operation,
                 detail: "outputGradient must be \(output.shape) like the output, got \(outputGradient.shape)")
         }
-        let rows = input.count / inputSize
+        let rows = output.count / outputSize
         let preActivationGradient = try backend.zeros(output.shape)  // dL/dz [N, O]
         try backend.activationBackward(activation, output: output, outputGradient: outputGradient,
                                        into: preActivationGradient)
         let dz = MatrixOperand(preActivationGradient, leadingDimension: outputSize)
-        // dW += dzᵀ x: [O, N] [N, I].
-        try backend.gemm(m: outputSize, n: inputSize, k: rows, alpha: 1,
-                         a: MatrixOperand(preActivationGradient, leadingDimension: outputSize, transposed: true),
-                         b: MatrixOperand(input, leadingDimension: inputSize), beta: 1,
-                         c: MatrixOperand(weightGradient, leadingDimension: inputSize))
         // db += 1ᵀ dz: [1, N] [N, O], the column sums of dz.
         try backend.gemm(m: 1, n: outputSize, k: rows, alpha: 1,
                          a: MatrixOperand(try onesRow(rows), leadingDimension: rows), b: dz, beta: 1,
                          c: MatrixOperand(biasGradient, leadingDimension: outputSize))
-        // dx = dz W: [N, O] [O, I].
-        let inputGradient = try backend.zeros(input.shape)  // [N, I]
-        try backend.gemm(m: rows, n: inputSize, k: outputSize, alpha: 1, a: dz,
-                         b: MatrixOperand(weight, leadingDimension: inputSize), beta: 0,
-                         c: MatrixOperand(inputGradient, leadingDimension: inputSize))
-        return inputGradient
+        var gradients: [Tensor] = []
+        for (part, column) in zip(parts, Self.firstColumns(parts)) {
+            let width = part.shape[part.shape.rank - 1]
+            // dW_p += dzᵀ x_p: [O, N] [N, I_p], into W's columns of part p.
+            try backend.gemm(m: outputSize, n: width, k: rows, alpha: 1,
+                             a: MatrixOperand(preActivationGradient, leadingDimension: outputSize, transposed: true),
+                             b: MatrixOperand(part, leadingDimension: width), beta: 1,
+                             c: MatrixOperand(weightGradient, offset: column, leadingDimension: inputSize))
+            // dx_p = dz W_p: [N, O] [O, I_p].
+            let partGradient = try backend.zeros(part.shape)  // [N, I_p]
+            try backend.gemm(m: rows, n: width, k: outputSize, alpha: 1, a: dz,
+                             b: MatrixOperand(weight, offset: column, leadingDimension: inputSize), beta: 0,
+                             c: MatrixOperand(partGradient, leadingDimension: width))
+            gradients.append(partGradient)
+        }
+        return gradients
+    }
+
+    /// The first column of W that each part reads: the running sum of the parts' widths.
+    private static func firstColumns(_ parts: [Tensor]) -> [Int] {
+        var column = 0
+        return parts.map { part in
+            defer { column += part.shape[part.shape.rank - 1] }
+            return column
+        }
     }
 
     /// N ones, kept between calls while N stays the same.

@@ -63,7 +63,7 @@ public final class LuongAttention: DecoderOutputTransform {
     public let decoderFeatures: Int
     /// M.
     public let memoryFeatures: Int
-    private var steps: Int?
+    private var awaitsBackward = false
 
     /// Makes the transform with initialised parameters and zero gradients.
     /// - Parameters:
@@ -113,16 +113,9 @@ public final class LuongAttention: DecoderOutputTransform {
     public func forward(decoderOutput: Tensor, memory: EncoderMemory, training: Bool) throws -> Tensor {
         let context = try attention.forward(queries: decoderOutput, memory: memory.outputs,
                                             sourceLengths: memory.lengths, padding: .post)  // [T, B, M]
-        let (steps, batch) = (decoderOutput.shape[0], decoderOutput.shape[1])
-        let rows = steps * batch
-        let width = memoryFeatures + decoderFeatures
-        let joined = try backend.uninitialized([steps, batch, width])  // [c; h], [T, B, M + K]
-        try copyColumns(rows, from: context, width: memoryFeatures, stride: memoryFeatures,
-                        into: joined, offset: 0, stride: width)
-        try copyColumns(rows, from: decoderOutput, width: decoderFeatures, stride: decoderFeatures,
-                        into: joined, offset: memoryFeatures, stride: width)
-        self.steps = steps
-        return try combine.forward(joined)
+        // W_c [c; h] as W_c's context columns times c plus its decoder columns times h.
+        awaitsBackward = true
+        return try combine.forward(concatenating: [context, decoderOutput])
     }
 
     /// Back-propagates dL/dh̃ through W_c and the attention, accumulating (+=) into every
@@ -131,51 +124,20 @@ public final class LuongAttention: DecoderOutputTransform {
     /// - Returns: dL/dh `[T, B, K]` (through W_c and through the scores) and dL/d encoder outputs
     ///   `[S, B, M]` (through the keys and the values).
     public func backward(from outputGradient: Tensor) throws -> (decoderOutput: Tensor, memory: Tensor) {
-        guard let steps else {
+        guard awaitsBackward else {
             throw RecurError.invalidArgument(
                 operation: "LuongAttention.backward", detail: "backward needs a forward pass first")
         }
-        let batch = outputGradient.shape[1]
-        let rows = steps * batch
-        let width = memoryFeatures + decoderFeatures
-        let joinedGradient = try combine.backward(outputGradient)  // d[c; h], [T, B, M + K]
-        let contextGradient = try backend.uninitialized([steps, batch, memoryFeatures])  // [T, B, M]
-        try copyColumns(rows, from: joinedGradient, width: memoryFeatures, stride: width,
-                        into: contextGradient, offset: 0, stride: memoryFeatures)
-        let attended = try attention.backward(from: contextGradient)
-        let decoderGradient = try backend.uninitialized([steps, batch, decoderFeatures])  // [T, B, K]
-        try copyColumns(rows, from: joinedGradient, width: decoderFeatures, stride: width, sourceOffset: memoryFeatures,
-                        into: decoderGradient, offset: 0, stride: decoderFeatures)
+        let joinedGradient = try combine.backward(toParts: outputGradient)  // dc [T, B, M], dh [T, B, K]
+        let attended = try attention.backward(from: joinedGradient[0])
+        let decoderGradient = joinedGradient[1]
         // h reaches h̃ twice: directly through W_c, and as the query of the scores.
         try backend.axpy(alpha: 1, attended.queries, decoderGradient)
-        self.steps = nil
+        awaitsBackward = false
         guard let memoryGradient = attended.memory else {
             throw RecurError.invalidArgument(
                 operation: "LuongAttention.backward", detail: "the attention read keys and values apart")
         }
         return (decoderGradient, memoryGradient)
     }
-
-    /// Copies `width` columns of each of `rows` rows between row layouts of different strides, as
-    /// one GEMM with the identity (x · I = x exactly in float32): a single op on every backend,
-    /// where a copy per row would cost B · T ops.
-    private func copyColumns(_ rows: Int, from source: Tensor, width: Int, stride sourceStride: Int,
-                             sourceOffset: Int = 0, into destination: Tensor, offset: Int,
-                             stride destinationStride: Int) throws {
-        try backend.gemm(m: rows, n: width, k: width, alpha: 1,
-                         a: MatrixOperand(source, offset: sourceOffset, leadingDimension: sourceStride),
-                         b: MatrixOperand(try identity(width), leadingDimension: width), beta: 0,
-                         c: MatrixOperand(destination, offset: offset, leadingDimension: destinationStride))
-    }
-
-    /// The `[n, n]` identity, kept per size.
-    private func identity(_ n: Int) throws -> Tensor {
-        if let cached = identities[n] { return cached }
-        var values = [Float](repeating: 0, count: n * n)
-        for i in 0..<n { values[i * n + i] = 1 }
-        let matrix = try backend.upload(values, shape: [n, n])
-        identities[n] = matrix
-        return matrix
-    }
-    private var identities: [Int: Tensor] = [:]
 }
