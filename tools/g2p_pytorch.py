@@ -41,7 +41,12 @@ Model (Recur's `EncoderDecoder` and `LuongAttention`, under the same parameter n
 - Dropout (--dropout p): on both embeddings' outputs, between stacked RNN layers, and on the
   features the output layer reads. Output layer: Linear(K, V).
 - Initialisation: PyTorch's defaults (Recur draws from the same distributions, not the same
-  values; --init-from CHECKPOINT starts from a Recur pair checkpoint's parameters instead).
+  values). --init-from CHECKPOINT continues from a Recur pair checkpoint instead (`recur train
+  --checkpoint-dir`'s last.safetensors): its parameters, its Adam moments and steps, and its
+  completed epochs (--epochs is the total, as with `recur train --resume`). With --epochs equal to
+  the checkpoint's it only scores the test file: the same loss and outputs as Recur's show that the
+  forward passes agree; one more epoch without dropout, against `recur train --resume`, checks the
+  gradients, the optimizer and the batch order.
 
 Training (Recur's `SequencePairTrainer`): every epoch visits the training pairs in Recur's own
 seeded order, so both see the same batches; loss: cross-entropy, mean over the batch's non-padding
@@ -415,7 +420,7 @@ def example_order(seed, epoch, count):
 # MARK: Recur checkpoints
 
 def read_safetensors(path):
-    """{name: tensor} and the metadata of a safetensors file (float32 tensors only)."""
+    """{name: tensor} and the metadata of a safetensors file (its float32 and int32 tensors)."""
     with open(path, "rb") as file:
         size = int.from_bytes(file.read(8), "little")
         header = json.loads(file.read(size))
@@ -424,16 +429,18 @@ def read_safetensors(path):
     tensors = {}
     for name, entry in header.items():
         begin, end = entry["data_offsets"]
-        if entry["dtype"] != "F32":
-            continue
-        tensors[name] = torch.frombuffer(bytearray(data[begin:end]), dtype=torch.float32).reshape(entry["shape"])
+        dtype = {"F32": torch.float32, "I32": torch.int32}.get(entry["dtype"])
+        if dtype is not None:
+            tensors[name] = torch.frombuffer(bytearray(data[begin:end]), dtype=dtype).reshape(entry["shape"])
     return tensors, metadata
 
 
-def load_recur_checkpoint(model, path):
-    """Copies the `model.<name>` tensors of a Recur `SequencePairCheckpoint` into the model;
-    every name and shape must match both ways."""
-    tensors, _ = read_safetensors(path)
+def load_recur_checkpoint(model, optimizer, path):
+    """Copies the `model.<name>` tensors of a Recur `SequencePairCheckpoint` into the model
+    (every name and shape must match both ways) and its Adam state (`optimizer.<name>.exp_avg`,
+    `.exp_avg_sq`, `.step`, PyTorch's names) into the optimizer. Returns the checkpoint's
+    completed epochs and optimizer steps, where training continues."""
+    tensors, metadata = read_safetensors(path)
     saved = {name[len("model."):]: value for name, value in tensors.items() if name.startswith("model.")}
     own = dict(model.named_parameters())
     if set(saved) != set(own):
@@ -444,6 +451,12 @@ def load_recur_checkpoint(model, path):
             if tuple(saved[name].shape) != tuple(parameter.shape):
                 sys.exit(f"{path}: {name} is {tuple(saved[name].shape)}, here {tuple(parameter.shape)}")
             parameter.copy_(saved[name])
+            moments = [tensors.get(f"optimizer.{name}.{slot}") for slot in ("exp_avg", "exp_avg_sq", "step")]
+            if all(moment is not None for moment in moments):
+                optimizer.state[parameter] = {"step": torch.tensor(float(moments[2].item())),
+                                              "exp_avg": moments[0].clone(), "exp_avg_sq": moments[1].clone()}
+    progress = json.loads(metadata.get("recur.progress", "{}"))
+    return progress.get("completedEpochs", 0), progress.get("step", 0)
 
 
 # MARK: training and evaluation
@@ -540,7 +553,8 @@ def main():
     parser.add_argument("--max-decode-length", type=int, default=0, help="0: twice the longest source + 10")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: every core")
     parser.add_argument("--limit-batches", type=int, default=0, help="stop each epoch after this many batches")
-    parser.add_argument("--init-from", help="start from the parameters of a Recur pair checkpoint")
+    parser.add_argument("--init-from", help="continue from a Recur pair checkpoint (parameters, Adam state, "
+                        "epochs done; --epochs is the total, as recur train --resume)")
     parser.add_argument("--json", help="write the configuration and results here")
     args = parser.parse_args()
     source_kind = args.source_tokenizer or args.tokenizer or "character"
@@ -569,9 +583,8 @@ def main():
     test_pairs = [(s, r) for s, refs in test for r in refs]
 
     model = EncoderDecoder(args, len(source_vocabulary), len(target_vocabulary))
-    if args.init_from:
-        load_recur_checkpoint(model, args.init_from)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.999), eps=1e-8)
+    completed, step = load_recur_checkpoint(model, optimizer, args.init_from) if args.init_from else (0, 0)
     parameters = sum(p.numel() for p in model.parameters())
     batches_per_epoch = math.ceil(len(training_pairs) / args.batch_size)
     if args.limit_batches:
@@ -587,12 +600,11 @@ def main():
                  "target_vocabulary": len(target_vocabulary)},
         "parameters": parameters, "epochs": [],
     }
-    print(f"{parameters} parameters; {len(training)} training sources ({len(training_pairs)} pairs), "
+    print(f"{parameters} parameters{f' from {args.init_from}, {completed} epochs done' if args.init_from else ''}; {len(training)} training sources ({len(training_pairs)} pairs), "
           f"{len(validation)} validation, {len(test)} test sources; vocabularies {len(source_vocabulary)} and "
           f"{len(target_vocabulary)}; {torch.get_num_threads()} threads", flush=True)
 
-    step = 0
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(completed + 1, args.epochs + 1):
         order = example_order(args.seed, epoch, len(training_pairs))
         model.train()
         start = time.perf_counter()
@@ -619,8 +631,8 @@ def main():
                   **{"val_" + k: v for k, v in metrics.items()},
                   "training_seconds": seconds, "seconds": time.perf_counter() - start}
         summary["epochs"].append(record)
-        print(f"epoch {epoch}: loss {record['loss']:.4f} (first batch {losses[0]:.4f}), val_loss "
-              f"{metrics['loss']:.4f}, val_token_accuracy {metrics['token_accuracy']:.4f}, val WER "
+        print(f"epoch {epoch}: loss {record['loss']:.6f} (first batch {losses[0]:.6f}), val_loss "
+              f"{metrics['loss']:.6f}, val_token_accuracy {metrics['token_accuracy']:.4f}, val WER "
               f"{100 * metrics['wer']:.2f}%, PER {100 * metrics['per']:.2f}%; {seconds:.1f} s training, "
               f"{record['seconds']:.1f} s with validation", flush=True)
 
