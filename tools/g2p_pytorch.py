@@ -1,56 +1,70 @@
 #!/usr/bin/env python3
-"""Grapheme-to-phoneme in PyTorch on the CPU: the reference that Recur's sequence-to-sequence
-models are compared with (same data rules, split, vocabularies, metrics and model options).
+"""Grapheme-to-phoneme in PyTorch on the CPU: Recur's encoder-decoder (`recur train --format
+pairs`) trained part for part the same way, for a side-by-side comparison of results and speed
+(tools/g2p_side_by_side.sh runs both).
 
     tools/g2p_pytorch.sh TRAIN_FILE TEST_FILE [options]          # creates or reuses the venv
-    python3 tools/g2p_pytorch.py TRAIN_FILE TEST_FILE [options]  # with torch and numpy installed
+    python3 tools/g2p_pytorch.py TRAIN_FILE TEST_FILE [options]  # with torch installed
+
+The options carry `recur train`'s names and defaults (--hidden, --decoder-hidden, --layers,
+--decoder-layers, --embedding, --bidirectional, --attention, --dropout, --learning-rate,
+--clip-norm, --batch-size, --epochs, --beam, --validation-split, --split-seed, --seed,
+--source-tokenizer, --target-tokenizer, --teacher-forcing, --label-smoothing).
 
 Data (the rules of Recur's `SequencePairs`):
-- A file holds one pair a line, `source<TAB>target`, UTF-8, LF line ends (a CR before the LF is
-  dropped). Empty lines are skipped. A line without exactly one tab, or with a side that has no
-  tokens, stops the run naming the file and line.
-- Source tokens are characters (Unicode code points), target tokens are space-separated words by
-  default (`--source-tokens`, `--target-tokens`: character or word).
-- Lines with the same source are one group: its targets are the source's references, in file
-  order. Training uses every (source, reference) pair; a hypothesis is right when it equals any
-  reference of its source.
-- Validation split, by source: a source goes to validation when
-  `splitmix64(fnv1a64(utf8(source)) XOR seed) >> 11` times 2^-53 is below the fraction
-  (`--validation-fraction`, `--split-seed`). fnv1a64 is FNV-1a, 64 bits (offset basis
-  0xcbf29ce484222325, prime 0x100000001b3); splitmix64 is one step of SplitMix64 from that state
-  (add 0x9e3779b97f4a7c15, then the usual two multiply-xorshift rounds). Each source decides on
-  its own, so every reference of a word lands on the same side, whatever else the file holds.
-- Vocabularies, fitted to the training part: id 0 padding, 1 unknown, 2 start, 3 end, then the
-  tokens by descending count, ties in order of first appearance.
+- A file holds one pair a line, `source<TAB>target`, UTF-8; a CR before the LF is dropped, empty
+  lines are skipped; a malformed line stops the run naming the file and line.
+- Tokens are characters or space-separated words per side (both character by default, as Recur;
+  G2P wants `--target-tokenizer word`).
+- Lines with the same source are one group whose targets are its references in file order.
+  Training uses every (source, reference) pair; a hypothesis is right when it equals any one.
+- Validation split, by source, as `SequencePairs.isValidation` with `recur train`'s seed (the
+  split seed + 1): held out when `splitmix64(fnv1a64(utf8(source)) XOR seed) >> 11` times 2^-53 is
+  below --validation-split. The test file is the test set.
+- Vocabularies fitted to the training part: 0 padding, 1 unknown, 2 start, 3 end, then the tokens
+  by descending count, ties in order of first appearance (sources counted once per group, targets
+  once per reference).
 
-Model (Luong et al. 2015's global attention, the structure OpenNMT uses for all three scores):
-- Encoder: embedding, a stacked LSTM or GRU, optionally bidirectional (`--hidden` units per
-  direction, so its outputs have 2H features when bidirectional).
-- Bridge: the decoder's initial state of layer l is encoder layer min(l, L_enc - 1)'s final state
-  (both directions concatenated), through a linear map when the sizes differ (h and c each).
-- Decoder step: the RNN reads the previous target token's embedding (and, with input feeding, the
-  previous attentional vector); attention scores its top output h_t against the encoder outputs
-  s_i (luong-dot: h_t . s_i; luong-general: h_t . W s_i; bahdanau: v . tanh(W_q h_t + W_k s_i),
-  the additive score), masked over source padding; the context c_t is the weighted sum; the
-  attentional vector tanh(W_c [c_t; h_t]) goes through dropout to the output layer.
-- Loss: cross-entropy over target tokens (padding ignored), optional label smoothing; Adam;
-  global-norm gradient clipping (`--clip`, 0 disables). Teacher forcing: each target step of each
-  sequence reads the reference token with probability `--teacher-forcing`, else the model's own
-  previous argmax.
-- Decoding: greedy, and beam search (`--beam`) whose finished hypotheses are ranked by log
-  probability over length^alpha (`--length-normalization` alpha; 0 ranks by log probability).
-  Both stop at the end token or `--max-decode-length` tokens (0: twice the longest source of
-  the batch plus 10).
+Model (Recur's `EncoderDecoder` and `LuongAttention`, under the same parameter names):
+- Both embeddings E wide; encoder: --layers stacked LSTM (or GRU) layers of H units per direction,
+  bidirectional with --bidirectional (M = D · H output features), padding masked.
+- Bridge: every decoder layer starts from the top encoder layer's final state (directions side by
+  side); when K (--decoder-hidden, default M) differs from M, through tanh(W x + b), one Dense per
+  decoder layer for h and one for c.
+- Decoder: --decoder-layers (default --layers) layers of K units reading the target embeddings;
+  with teacher forcing 1 it runs over the whole target in one RNN call. No input feeding (Recur has
+  none).
+- Attention (--attention dot|general|additive; none by default): Luong's scores of the decoder's
+  top output h_t against the encoder outputs s (dot h.s; general s.(W h) with W [M, K]; additive
+  v.tanh(W_q h + W_k s), attention size M, no biases), softmax over the valid source steps, context
+  c_t, then tanh(W_c [c_t; h_t] + b_c), context first.
+- Dropout (--dropout p): on both embeddings' outputs, between stacked RNN layers, and on the
+  features the output layer reads. Output layer: Linear(K, V).
+- Initialisation: PyTorch's defaults (Recur draws from the same distributions, not the same
+  values). --init-from CHECKPOINT continues from a Recur pair checkpoint instead (`recur train
+  --checkpoint-dir`'s last.safetensors): its parameters, its Adam moments and steps, and its
+  completed epochs (--epochs is the total, as with `recur train --resume`). With --epochs equal to
+  the checkpoint's it only scores the test file: the same loss and outputs as Recur's show that the
+  forward passes agree; one more epoch without dropout, against `recur train --resume`, checks the
+  gradients, the optimizer and the batch order.
 
-Metrics (Recur's `SequenceMetricSums`): token accuracy, teacher-forced, over non-padding target
-tokens (end token included); word error rate (WER), the fraction of sources whose output equals
-none of their references; phoneme error rate (PER), the Levenshtein distance to the closest
-reference summed over sources, over the summed length of those references (ties: the first
-reference in file order).
+Training (Recur's `SequencePairTrainer`): every epoch visits the training pairs in Recur's own
+seeded order, so both see the same batches; loss: cross-entropy, mean over the batch's non-padding
+target tokens (label smoothing as PyTorch's); Adam (betas 0.9, 0.999, epsilon 1e-8); optional
+global-norm clipping (--clip-norm, 0: none, Recur's default); --schedule constant (Recur's only
+choice for pairs) or cosine (Recur's `LearningRateSchedule.cosine` to 0 over epochs × batches per
+epoch). Teacher forcing below 1 chooses the decoder's inputs step by step without dropout, each
+step the reference with that probability else the previous argmax, then trains on them in one call.
+The epoch's loss is the mean of its batches' losses.
 
-Every epoch reports training loss, validation token accuracy, WER, PER and seconds; the epoch with
-the lowest validation WER (then PER; the earliest on ties) is the one tested, with greedy decoding
-and with the beam. `--json FILE` writes everything.
+Evaluation (Recur's `SequencePairTrainer.evaluate`, batches of 64 in file order): teacher-forced
+loss and token accuracy over the pairs; word error rate (sources whose output matches none of their
+references) and phoneme error rate (edit distance to the closest reference over its length, summed)
+of the outputs decoded with --beam (greedy at 1; beam search ranks by log probability over
+length^--length-normalization, 0: none), at most twice the longest source + 10 tokens. Validation
+after every epoch; the test set after the last epoch (as `recur train --test-file`), greedily and,
+with --beam > 1, with the beam. Seconds per epoch are reported for training alone and with the
+validation (Recur's epoch seconds include it).
 """
 import argparse
 import json
@@ -161,160 +175,170 @@ def padded(sequences, with_markers):
 
 # MARK: model
 
-class Attention(nn.Module):
+class Score(nn.Module):
+    """Luong's score of decoder outputs h (K features) against encoder outputs s (M features),
+    with Recur's `Attention` parameters: dot none; general `weight` [M, K] (s . W h); additive
+    `query.weight` [M, K], `key.weight` [M, M] (no biases) and `v` [M] (v . tanh(W_q h + W_k s))."""
+
     def __init__(self, kind, query_size, key_size):
         super().__init__()
         self.kind = kind
-        if kind == "luong-dot":
-            if query_size != key_size:
-                raise SystemExit(f"luong-dot needs encoder outputs ({key_size}) as wide as the decoder "
-                                 f"({query_size}); use luong-general or bahdanau with a bidirectional encoder")
-        elif kind == "luong-general":
-            self.weight = nn.Linear(key_size, query_size, bias=False)
-        elif kind == "bahdanau":
-            self.query = nn.Linear(query_size, query_size, bias=False)
-            self.key = nn.Linear(key_size, query_size, bias=True)
-            self.vector = nn.Linear(query_size, 1, bias=False)
-        else:
-            raise SystemExit(f"unknown attention {kind}")
+        if kind == "general":
+            self.weight = nn.Parameter(torch.empty(key_size, query_size))
+            nn.init.uniform_(self.weight, -query_size ** -0.5, query_size ** -0.5)
+        elif kind == "additive":
+            self.query = nn.Linear(query_size, key_size, bias=False)
+            self.key = nn.Linear(key_size, key_size, bias=False)
+            self.v = nn.Parameter(torch.empty(key_size).uniform_(-key_size ** -0.5, key_size ** -0.5))
+        elif query_size != key_size:
+            raise SystemExit(f"the dot score needs --decoder-hidden {query_size} to equal the encoder's "
+                             f"{key_size} output features; the general score projects between sizes")
 
-    def keys(self, memory):
-        """What the scores need of the encoder outputs, computed once per batch. memory [B, S, E]."""
-        if self.kind == "luong-general":
-            return self.weight(memory)  # [B, S, H]
-        if self.kind == "bahdanau":
-            return self.key(memory)  # [B, S, H]
-        return memory
-
-    def forward(self, query, keys, memory, mask):
-        """query [B, H], keys [B, S, *], memory [B, S, E], mask [B, S] true at padding."""
-        if self.kind == "bahdanau":
-            scores = self.vector(torch.tanh(self.query(query).unsqueeze(1) + keys)).squeeze(2)
-        else:
-            scores = torch.bmm(keys, query.unsqueeze(2)).squeeze(2)  # [B, S]
-        weights = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=1)
-        return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights  # [B, E], [B, S]
+    def forward(self, queries, memory):
+        """queries [B, T, K], memory [B, S, M] → scores [B, T, S]."""
+        if self.kind == "additive":
+            joined = torch.tanh(self.query(queries).unsqueeze(2) + self.key(memory).unsqueeze(1))  # [B, T, S, M]
+            return joined @ self.v
+        if self.kind == "general":
+            queries = queries @ self.weight.t()  # [B, T, M]
+        return torch.bmm(queries, memory.transpose(1, 2))
 
 
-class Seq2Seq(nn.Module):
+class LuongAttention(nn.Module):
+    """Recur's `LuongAttention`: c_t = softmax over the valid source steps of score(h_t, s) times
+    s, then tanh(W_c [c_t; h_t] + b_c), context first (`combine` [K, M + K] with a bias)."""
+
+    def __init__(self, kind, decoder_size, memory_size):
+        super().__init__()
+        self.score = Score(kind, decoder_size, memory_size)
+        self.combine = nn.Linear(memory_size + decoder_size, decoder_size)
+
+    def forward(self, outputs, memory, mask):
+        """outputs [T, B, K], memory [B, S, M], mask [B, S] true at padding → [T, B, K]."""
+        queries = outputs.transpose(0, 1)  # [B, T, K]
+        scores = self.score(queries, memory).masked_fill(mask.unsqueeze(1), float("-inf"))
+        context = torch.bmm(torch.softmax(scores, dim=2), memory)  # [B, T, M]
+        return torch.tanh(self.combine(torch.cat([context, queries], dim=2))).transpose(0, 1)
+
+
+class EncoderDecoder(nn.Module):
+    """Recur's `EncoderDecoder` (Sources/Recur/Models/EncoderDecoder.swift), part for part and
+    under the same parameter names."""
+
     def __init__(self, args, source_size, target_size):
         super().__init__()
         rnn = nn.LSTM if args.cell == "lstm" else nn.GRU
         self.is_lstm = args.cell == "lstm"
-        self.input_feeding = args.input_feeding
         self.directions = 2 if args.bidirectional else 1
-        self.encoder_layers = args.encoder_layers
-        self.decoder_layers = args.decoder_layers or args.encoder_layers
-        hidden = args.hidden
-        memory_size = hidden * self.directions
-        self.source_embedding = nn.Embedding(source_size, args.embedding, padding_idx=PAD)
-        self.target_embedding = nn.Embedding(target_size, args.embedding, padding_idx=PAD)
-        self.encoder = rnn(args.embedding, hidden, num_layers=self.encoder_layers,
-                           bidirectional=args.bidirectional,
-                           dropout=args.dropout if self.encoder_layers > 1 else 0.0)
-        decoder_input = args.embedding + (hidden if args.input_feeding else 0)
-        self.decoder = rnn(decoder_input, hidden, num_layers=self.decoder_layers,
+        memory_size = args.hidden * self.directions  # M
+        decoder_size = args.decoder_hidden or memory_size  # K
+        self.decoder_layers = args.decoder_layers or args.layers
+        self.source_embedding = nn.Embedding(source_size, args.embedding)
+        self.encoder = rnn(args.embedding, args.hidden, num_layers=args.layers, bidirectional=args.bidirectional,
+                           dropout=args.dropout if args.layers > 1 else 0.0)
+        bridged = decoder_size != memory_size
+        self.bridge_h = nn.ModuleList(
+            [nn.Linear(memory_size, decoder_size) for _ in range(self.decoder_layers)] if bridged else [])
+        self.bridge_c = nn.ModuleList(
+            [nn.Linear(memory_size, decoder_size) for _ in range(self.decoder_layers)]
+            if bridged and self.is_lstm else [])
+        self.target_embedding = nn.Embedding(target_size, args.embedding)
+        self.decoder = rnn(args.embedding, decoder_size, num_layers=self.decoder_layers,
                            dropout=args.dropout if self.decoder_layers > 1 else 0.0)
-        self.bridge_h = nn.Linear(memory_size, hidden) if memory_size != hidden else None
-        self.bridge_c = nn.Linear(memory_size, hidden) if memory_size != hidden and self.is_lstm else None
-        self.attention = Attention(args.attention, hidden, memory_size)
-        self.combine = nn.Linear(memory_size + hidden, hidden, bias=False)
-        self.output = nn.Linear(hidden, target_size)
-        self.dropout = nn.Dropout(args.dropout)
-        self.hidden = hidden
+        self.attention = LuongAttention(args.attention, decoder_size, memory_size) if args.attention != "none" else None
+        self.output = nn.Linear(decoder_size, target_size)
+        self.dropout = nn.Dropout(args.dropout)  # each use draws its own mask
 
     def encode(self, source, lengths):
-        """source [S, B] → memory [B, S, E], keys, mask [B, S], initial decoder state."""
+        """source [S, B] → memory [B, S, M] (0 at padding), mask [B, S] true at padding, and
+        the decoder's initial state [L_d, B, K] (h, c for the LSTM)."""
         embedded = self.dropout(self.source_embedding(source))
         packed = nn.utils.rnn.pack_padded_sequence(embedded, lengths, enforce_sorted=False)
         outputs, state = self.encoder(packed)
         outputs, _ = nn.utils.rnn.pad_packed_sequence(outputs, total_length=source.shape[0])
-        memory = outputs.transpose(0, 1)  # [B, S, E]
-        mask = (source == PAD).transpose(0, 1)
+        mask = (source == PAD).t()
         if self.is_lstm:
             state = (self.bridged(state[0], self.bridge_h), self.bridged(state[1], self.bridge_c))
         else:
             state = self.bridged(state, self.bridge_h)
-        return memory, self.attention.keys(memory), mask, state
+        return outputs.transpose(0, 1), mask, state
 
-    def bridged(self, final, projection):
-        """Encoder final states [L_enc × dirs, B, H] → decoder initial states [L_dec, B, H]."""
-        batch = final.shape[1]
-        layers = final.view(self.encoder_layers, self.directions, batch, self.hidden)
-        layers = layers.permute(0, 2, 1, 3).reshape(self.encoder_layers, batch, self.directions * self.hidden)
-        chosen = torch.stack([layers[min(l, self.encoder_layers - 1)] for l in range(self.decoder_layers)])
-        return projection(chosen) if projection is not None else chosen.contiguous()
+    def bridged(self, final, projections):
+        """Every decoder layer starts from the top encoder layer's final state [B, M] (directions
+        side by side): through tanh(W x + b) per layer when K differs from M, else as it is."""
+        top = torch.cat(list(final[-self.directions:]), dim=1)
+        if len(projections) == 0:
+            return top.unsqueeze(0).expand(self.decoder_layers, -1, -1).contiguous()
+        return torch.stack([torch.tanh(projection(top)) for projection in projections])
 
-    def step(self, token, state, feed, memory, keys, mask):
-        """One decoder step for tokens [B]: logits [B, V], the new state and attentional vector."""
-        embedded = self.dropout(self.target_embedding(token))
-        rnn_input = torch.cat([embedded, feed], dim=1) if self.input_feeding else embedded
-        output, state = self.decoder(rnn_input.unsqueeze(0), state)
-        top = output.squeeze(0)
-        context, weights = self.attention(top, keys, memory, mask)
-        attentional = torch.tanh(self.combine(torch.cat([context, top], dim=1)))
-        return self.output(self.dropout(attentional)), state, attentional
+    def decode(self, inputs, state, memory, mask):
+        """Decoder input ids [T, B] → logits [T, B, V] and the final state, in one RNN call."""
+        outputs, state = self.decoder(self.dropout(self.target_embedding(inputs)), state)
+        if self.attention is not None:
+            outputs = self.attention(outputs, memory, mask)
+        return self.output(self.dropout(outputs)), state
 
-    def forward(self, source, source_lengths, target, teacher_forcing=1.0, generator=None):
-        """Logits [T - 1, B, V] for target [T, B] (start … end), predicting target[1:]."""
-        memory, keys, mask, state = self.encode(source, source_lengths)
-        feed = memory.new_zeros(source.shape[1], self.hidden)
-        token = target[0]
-        logits = []
-        for t in range(target.shape[0] - 1):
-            step_logits, state, feed = self.step(token, state, feed, memory, keys, mask)
-            logits.append(step_logits)
-            token = target[t + 1]
-            if teacher_forcing < 1.0:
-                own = step_logits.argmax(dim=1)
-                keep = torch.rand(token.shape, generator=generator) < teacher_forcing
-                token = torch.where(keep, token, own)
-        return torch.stack(logits)
+    def forward(self, source, source_lengths, inputs, teacher_forcing=1.0, generator=None):
+        """Logits [T - 1, B, V] for decoder inputs [T - 1, B] (<s> y_1 … y_{n-1}). Below 1
+        teacher forcing chooses the inputs step by step without dropout or gradient (scheduled
+        sampling, as Recur), then runs them in one call."""
+        memory, mask, state = self.encode(source, source_lengths)
+        if teacher_forcing < 1.0:
+            inputs = self.scheduled(inputs, state, memory, mask, teacher_forcing, generator)
+        return self.decode(inputs, state, memory, mask)[0]
+
+    @torch.no_grad()
+    def scheduled(self, reference, state, memory, mask, teacher_forcing, generator):
+        training = self.training
+        self.eval()
+        inputs = reference.clone()
+        for t in range(reference.shape[0] - 1):
+            logits, state = self.decode(inputs[t: t + 1], state, memory, mask)
+            own = logits[0].argmax(dim=1)
+            replace = (torch.rand(own.shape, generator=generator, dtype=torch.float64) >= teacher_forcing) \
+                & (reference[t + 1] != PAD)
+            inputs[t + 1] = torch.where(replace, own, reference[t + 1])
+        self.train(training)
+        return inputs
 
     @torch.no_grad()
     def greedy(self, source, source_lengths, max_length):
-        memory, keys, mask, state = self.encode(source, source_lengths)
+        memory, mask, state = self.encode(source, source_lengths)
         batch = source.shape[1]
-        feed = memory.new_zeros(batch, self.hidden)
-        token = torch.full((batch,), START, dtype=torch.long)
+        token = torch.full((1, batch), START, dtype=torch.long)
         finished = torch.zeros(batch, dtype=torch.bool)
         outputs = []
         for _ in range(max_length):
-            logits, state, feed = self.step(token, state, feed, memory, keys, mask)
-            token = logits.argmax(dim=1)
-            outputs.append(token)
-            finished |= token == END
+            logits, state = self.decode(token, state, memory, mask)
+            token = logits.argmax(dim=2)
+            outputs.append(token[0])
+            finished |= token[0] == END
             if finished.all():
                 break
         return [cut(column) for column in torch.stack(outputs, dim=1).tolist()]
 
     @torch.no_grad()
     def beam(self, source, source_lengths, width, alpha, max_length):
-        memory, keys, mask, state = self.encode(source, source_lengths)
+        memory, mask, state = self.encode(source, source_lengths)
         batch = source.shape[1]
-
-        def expand(tensor, dim):  # repeat each sequence `width` times, beams of a sequence adjacent
-            return tensor.repeat_interleave(width, dim=dim)
-
-        memory, keys, mask = expand(memory, 0), expand(keys, 0), expand(mask, 0)
-        state = tuple(expand(s, 1) for s in state) if self.is_lstm else expand(state, 1)
-        feed = memory.new_zeros(batch * width, self.hidden)
-        token = torch.full((batch * width,), START, dtype=torch.long)
+        memory, mask = memory.repeat_interleave(width, 0), mask.repeat_interleave(width, 0)
+        state = tuple(s.repeat_interleave(width, 1) for s in state) if self.is_lstm \
+            else state.repeat_interleave(width, 1)
+        token = torch.full((1, batch * width), START, dtype=torch.long)
         scores = torch.full((batch, width), float("-inf"))
         scores[:, 0] = 0.0  # one live beam at the start, so the first step gives `width` distinct ones
         lengths = torch.zeros(batch, width)
         finished = torch.zeros(batch, width, dtype=torch.bool)
         history = torch.zeros(batch, width, 0, dtype=torch.long)
         for _ in range(max_length):
-            logits, state, feed = self.step(token, state, feed, memory, keys, mask)
-            log_probs = torch.log_softmax(logits, dim=1).view(batch, width, -1)
+            logits, state = self.decode(token, state, memory, mask)
+            log_probs = torch.log_softmax(logits[0], dim=1).view(batch, width, -1)
             # A finished beam continues only with padding, at no cost, so it keeps its score.
             stopped = torch.full_like(log_probs[0, 0], float("-inf"))
             stopped[PAD] = 0.0
             log_probs = torch.where(finished.unsqueeze(2), stopped, log_probs)
             vocabulary = log_probs.shape[2]
-            candidates = (scores.unsqueeze(2) + log_probs).view(batch, -1)
-            scores, chosen = candidates.topk(width, dim=1)
+            scores, chosen = (scores.unsqueeze(2) + log_probs).view(batch, -1).topk(width, dim=1)
             parent = chosen // vocabulary
             token = chosen % vocabulary
             lengths = lengths.gather(1, parent) + (~finished.gather(1, parent)).float()
@@ -323,8 +347,7 @@ class Seq2Seq(nn.Module):
                                  token.unsqueeze(2)], dim=2)
             rows = (parent + torch.arange(batch).unsqueeze(1) * width).view(-1)
             state = tuple(s[:, rows] for s in state) if self.is_lstm else state[:, rows]
-            feed = feed[rows]
-            token = token.view(-1)
+            token = token.view(1, -1)
             if finished.all():
                 break
         ranked = scores / lengths.clamp(min=1) ** alpha if alpha > 0 else scores
@@ -364,52 +387,132 @@ def error_rates(hypotheses, references):
     return wrong / len(hypotheses), distance / length
 
 
+# MARK: Recur's random streams
+
+def derived_seed(seed, stream, index):
+    """`SequencePairTrainer.derivedSeed`: a seed per (seed, stream, index)."""
+    first = splitmix64((seed ^ (stream * 0x9E3779B97F4A7C15)) & MASK64)
+    return splitmix64((first ^ index) & MASK64)
+
+
+def example_order(seed, epoch, count):
+    """`SequencePairTrainer.exampleOrder`: Recur's shuffle of the training pairs for an epoch
+    (Fisher–Yates over SplitMix64 draws, rejection-sampled below each bound), so both
+    frameworks visit the same batches."""
+    state = derived_seed(seed, 0x5EED0FE90C, epoch)
+    order = list(range(count))
+    for i in range(count - 1, 0, -1):
+        bound = i + 1
+        limit = MASK64 - (MASK64 % bound)
+        while True:
+            state = (state + 0x9E3779B97F4A7C15) & MASK64
+            z = state
+            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+            z ^= z >> 31
+            if z < limit:
+                break
+        j = z % bound
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+# MARK: Recur checkpoints
+
+def read_safetensors(path):
+    """{name: tensor} and the metadata of a safetensors file (its float32 and int32 tensors)."""
+    with open(path, "rb") as file:
+        size = int.from_bytes(file.read(8), "little")
+        header = json.loads(file.read(size))
+        data = file.read()
+    metadata = header.pop("__metadata__", {})
+    tensors = {}
+    for name, entry in header.items():
+        begin, end = entry["data_offsets"]
+        dtype = {"F32": torch.float32, "I32": torch.int32}.get(entry["dtype"])
+        if dtype is not None:
+            tensors[name] = torch.frombuffer(bytearray(data[begin:end]), dtype=dtype).reshape(entry["shape"])
+    return tensors, metadata
+
+
+def load_recur_checkpoint(model, optimizer, path):
+    """Copies the `model.<name>` tensors of a Recur `SequencePairCheckpoint` into the model
+    (every name and shape must match both ways) and its Adam state (`optimizer.<name>.exp_avg`,
+    `.exp_avg_sq`, `.step`, PyTorch's names) into the optimizer. Returns the checkpoint's
+    completed epochs and optimizer steps, where training continues."""
+    tensors, metadata = read_safetensors(path)
+    saved = {name[len("model."):]: value for name, value in tensors.items() if name.startswith("model.")}
+    own = dict(model.named_parameters())
+    if set(saved) != set(own):
+        sys.exit(f"{path}: parameters differ: only in the checkpoint {sorted(set(saved) - set(own))}, "
+                 f"only here {sorted(set(own) - set(saved))}")
+    with torch.no_grad():
+        for name, parameter in own.items():
+            if tuple(saved[name].shape) != tuple(parameter.shape):
+                sys.exit(f"{path}: {name} is {tuple(saved[name].shape)}, here {tuple(parameter.shape)}")
+            parameter.copy_(saved[name])
+            moments = [tensors.get(f"optimizer.{name}.{slot}") for slot in ("exp_avg", "exp_avg_sq", "step")]
+            if all(moment is not None for moment in moments):
+                optimizer.state[parameter] = {"step": torch.tensor(float(moments[2].item())),
+                                              "exp_avg": moments[0].clone(), "exp_avg_sq": moments[1].clone()}
+    progress = json.loads(metadata.get("recur.progress", "{}"))
+    return progress.get("completedEpochs", 0), progress.get("step", 0)
+
+
 # MARK: training and evaluation
 
-def batches(items, size):
+def chunks(items, size):
     for start in range(0, len(items), size):
         yield items[start: start + size]
 
 
-def max_length_for(args, source_lengths):
-    return args.max_decode_length or 2 * int(source_lengths.max()) + 10
+def pair_batch(pairs):
+    """Sources [S, B] with their lengths, decoder inputs [T - 1, B] and targets [T - 1, B]
+    (padding 0, ignored by the loss)."""
+    source, lengths = padded([s for s, _ in pairs], with_markers=False)
+    target, _ = padded([t for _, t in pairs], with_markers=True)
+    return source, lengths, target[:-1], target[1:]
 
 
 def decode(model, groups, args, width):
-    """Outputs for every group, in batches sorted by source length (decoding needs no order)."""
-    order = sorted(range(len(groups)), key=lambda i: len(groups[i][0]))
-    outputs = [None] * len(groups)
-    for chunk in batches(order, args.eval_batch_size):
-        source, lengths = padded([groups[i][0] for i in chunk], with_markers=False)
-        limit = max_length_for(args, lengths)
+    """Outputs for every group, in Recur's batches of `--eval-batch-size` sources in file order."""
+    outputs = []
+    for chunk in chunks(groups, args.eval_batch_size):
+        source, lengths = padded([s for s, _ in chunk], with_markers=False)
+        limit = args.max_decode_length or 2 * int(lengths.max()) + 10
         if width == 1:
-            hypotheses = model.greedy(source, lengths, limit)
+            outputs += model.greedy(source, lengths, limit)
         else:
-            hypotheses = model.beam(source, lengths, width, args.length_normalization, limit)
-        for i, hypothesis in zip(chunk, hypotheses):
-            outputs[i] = hypothesis
+            outputs += model.beam(source, lengths, width, args.length_normalization, limit)
     return outputs
 
 
-def evaluate(model, groups, args, width):
-    model.eval()
-    hypotheses = decode(model, groups, args, width)
-    return error_rates(hypotheses, [refs for _, refs in groups])
-
-
 @torch.no_grad()
-def token_accuracy(model, pairs, args):
+def evaluate(model, groups, pairs, args, width):
+    """Recur's `SequencePairTrainer.evaluate`: teacher-forced loss and token accuracy over the
+    pairs, then WER and PER of the decoded sources."""
     model.eval()
-    correct = total = 0
-    for chunk in batches(pairs, args.eval_batch_size):
-        source, source_lengths = padded([s for s, _ in chunk], with_markers=False)
-        target, _ = padded([t for _, t in chunk], with_markers=True)
-        predicted = model(source, source_lengths, target).argmax(dim=2)
-        wanted = target[1:]
+    loss_sum = correct = total = 0.0
+    for chunk in chunks(pairs, args.eval_batch_size):
+        source, lengths, inputs, wanted = pair_batch(chunk)
+        logits = model(source, lengths, inputs)
         counted = wanted != PAD
-        correct += int(((predicted == wanted) & counted).sum())
-        total += int(counted.sum())
-    return correct / total
+        tokens = float(counted.sum())
+        loss_sum += float(F.cross_entropy(logits.reshape(-1, logits.shape[2]), wanted.reshape(-1),
+                                          ignore_index=PAD)) * tokens
+        correct += float(((logits.argmax(dim=2) == wanted) & counted).sum())
+        total += tokens
+    hypotheses = decode(model, groups, args, width)
+    wer, per = error_rates(hypotheses, [refs for _, refs in groups])
+    return {"loss": loss_sum / total, "token_accuracy": correct / total, "wer": wer, "per": per}
+
+
+def learning_rate(args, step, total_steps):
+    """`LearningRateSchedule`: constant, or cosine from --learning-rate to 0 over the run's
+    steps, lr(s) = lr · (1 + cos(π · min(s, S) / S)) / 2."""
+    if args.schedule == "constant":
+        return args.learning_rate
+    return args.learning_rate * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)) / 2
 
 
 def encode_groups(groups, source_vocabulary, target_vocabulary):
@@ -422,44 +525,52 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("train_file")
     parser.add_argument("test_file")
-    parser.add_argument("--source-tokens", choices=["character", "word"], default="character")
-    parser.add_argument("--target-tokens", choices=["character", "word"], default="word")
-    parser.add_argument("--validation-fraction", type=float, default=0.05)
-    parser.add_argument("--split-seed", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=1, help="weights, shuffling, dropout, teacher forcing")
+    parser.add_argument("--tokenizer", choices=["character", "word"], help="both sides, unless set apart")
+    parser.add_argument("--source-tokenizer", choices=["character", "word"])
+    parser.add_argument("--target-tokenizer", choices=["character", "word"])
+    parser.add_argument("--validation-split", type=float, default=0.1)
+    parser.add_argument("--split-seed", type=int, default=0, help="the validation split draws with this + 1, as Recur")
+    parser.add_argument("--seed", type=int, default=0, help="shuffles (Recur's order), weights, dropout")
     parser.add_argument("--cell", choices=["lstm", "gru"], default="lstm")
-    parser.add_argument("--embedding", type=int, default=128)
-    parser.add_argument("--hidden", type=int, default=256, help="decoder units; encoder units per direction")
-    parser.add_argument("--encoder-layers", type=int, default=1)
-    parser.add_argument("--decoder-layers", type=int, default=0, help="0: as many as the encoder")
-    parser.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--attention", choices=["luong-dot", "luong-general", "bahdanau"], default="luong-general")
-    parser.add_argument("--input-feeding", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
-    parser.add_argument("--clip", type=float, default=5.0, help="global gradient norm bound; 0: none")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--eval-batch-size", type=int, default=256)
+    parser.add_argument("--embedding", type=int, default=32, help="E, both embeddings")
+    parser.add_argument("--hidden", type=int, default=32, help="H, encoder units per direction")
+    parser.add_argument("--decoder-hidden", type=int, default=0, help="K; 0: M = D · H")
+    parser.add_argument("--layers", type=int, default=1, help="encoder layers")
+    parser.add_argument("--decoder-layers", type=int, default=0, help="0: --layers")
+    parser.add_argument("--bidirectional", action="store_true")
+    parser.add_argument("--attention", choices=["none", "dot", "general", "additive"], default="none")
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's")
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    parser.add_argument("--clip-norm", type=float, default=0.0, help="global gradient norm bound; 0: none")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--teacher-forcing", type=float, default=1.0)
     parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--beam", type=int, default=5)
-    parser.add_argument("--length-normalization", type=float, default=1.0)
-    parser.add_argument("--max-decode-length", type=int, default=0)
+    parser.add_argument("--beam", type=int, default=1, help="validation decodes with it; the test also greedily")
+    parser.add_argument("--length-normalization", type=float, default=0.0)
+    parser.add_argument("--max-decode-length", type=int, default=0, help="0: twice the longest source + 10")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: every core")
     parser.add_argument("--limit-batches", type=int, default=0, help="stop each epoch after this many batches")
-    parser.add_argument("--log-every", type=int, default=0, help="print progress every this many batches; 0: never")
+    parser.add_argument("--init-from", help="continue from a Recur pair checkpoint (parameters, Adam state, "
+                        "epochs done; --epochs is the total, as recur train --resume)")
     parser.add_argument("--json", help="write the configuration and results here")
     args = parser.parse_args()
+    source_kind = args.source_tokenizer or args.tokenizer or "character"
+    target_kind = args.target_tokenizer or args.tokenizer or "character"
 
     torch.set_num_threads(args.threads or os.cpu_count())
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
 
-    groups = read_groups(args.train_file, args.source_tokens, args.target_tokens)
-    test_groups = list(read_groups(args.test_file, args.source_tokens, args.target_tokens).values())
-    training = [g for s, g in groups.items() if not is_validation(s, args.validation_fraction, args.split_seed)]
-    validation = [g for s, g in groups.items() if is_validation(s, args.validation_fraction, args.split_seed)]
+    groups = read_groups(args.train_file, source_kind, target_kind)
+    test_groups = list(read_groups(args.test_file, source_kind, target_kind).values())
+    # Recur draws the validation split with the split seed + 1 (the test split, not drawn when a
+    # test file is given, would take the seed itself).
+    held_out = {s: is_validation(s, args.validation_split, args.split_seed + 1) for s in groups}
+    training = [g for s, g in groups.items() if not held_out[s]]
+    validation = [g for s, g in groups.items() if held_out[s]]
     if not training or not validation:
         sys.exit(f"the split leaves {len(training)} training and {len(validation)} validation sources")
     source_vocabulary = Vocabulary(tokens for tokens, _ in training)
@@ -469,10 +580,16 @@ def main():
     test = encode_groups(test_groups, source_vocabulary, target_vocabulary)
     training_pairs = [(s, r) for s, refs in training for r in refs]
     validation_pairs = [(s, r) for s, refs in validation for r in refs]
+    test_pairs = [(s, r) for s, refs in test for r in refs]
 
-    model = Seq2Seq(args, len(source_vocabulary), len(target_vocabulary))
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    model = EncoderDecoder(args, len(source_vocabulary), len(target_vocabulary))
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.999), eps=1e-8)
+    completed, step = load_recur_checkpoint(model, optimizer, args.init_from) if args.init_from else (0, 0)
     parameters = sum(p.numel() for p in model.parameters())
+    batches_per_epoch = math.ceil(len(training_pairs) / args.batch_size)
+    if args.limit_batches:
+        batches_per_epoch = min(batches_per_epoch, args.limit_batches)
+    total_steps = args.epochs * batches_per_epoch
     summary = {
         "configuration": vars(args),
         "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
@@ -483,67 +600,51 @@ def main():
                  "target_vocabulary": len(target_vocabulary)},
         "parameters": parameters, "epochs": [],
     }
-    print(f"data: {len(training)} training words ({len(training_pairs)} pairs), {len(validation)} validation "
-          f"words, {len(test)} test words; vocabularies {len(source_vocabulary)} / {len(target_vocabulary)}; "
-          f"{parameters} parameters; {torch.get_num_threads()} threads", flush=True)
+    print(f"{parameters} parameters{f' from {args.init_from}, {completed} epochs done' if args.init_from else ''}; {len(training)} training sources ({len(training_pairs)} pairs), "
+          f"{len(validation)} validation, {len(test)} test sources; vocabularies {len(source_vocabulary)} and "
+          f"{len(target_vocabulary)}; {torch.get_num_threads()} threads", flush=True)
 
-    best = None
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(completed + 1, args.epochs + 1):
+        order = example_order(args.seed, epoch, len(training_pairs))
         model.train()
         start = time.perf_counter()
-        order = torch.randperm(len(training_pairs), generator=generator).tolist()
-        loss_sum = token_count = 0.0
-        batch_count = math.ceil(len(order) / args.batch_size)
-        if args.limit_batches:
-            batch_count = min(batch_count, args.limit_batches)
-        for index, chunk in enumerate(batches(order, args.batch_size)):
-            if args.limit_batches and index >= args.limit_batches:
+        losses = []
+        for index, chunk in enumerate(chunks(order, args.batch_size)):
+            if index >= batches_per_epoch:
                 break
-            source, source_lengths = padded([training_pairs[i][0] for i in chunk], with_markers=False)
-            target, _ = padded([training_pairs[i][1] for i in chunk], with_markers=True)
-            logits = model(source, source_lengths, target, args.teacher_forcing, generator)
-            wanted = target[1:]
+            source, lengths, inputs, wanted = pair_batch([training_pairs[i] for i in chunk])
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(args, step, total_steps)
+            logits = model(source, lengths, inputs, args.teacher_forcing, generator)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[2]), wanted.reshape(-1),
                                    ignore_index=PAD, label_smoothing=args.label_smoothing)
             optimizer.zero_grad()
             loss.backward()
-            if args.clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+            if args.clip_norm > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)
             optimizer.step()
-            counted = float((wanted != PAD).sum())
-            loss_sum += loss.item() * counted
-            token_count += counted
-            if args.log_every and (index + 1) % args.log_every == 0:
-                print(f"  batch {index + 1}/{batch_count}: loss {loss_sum / token_count:.4f}  "
-                      f"{time.perf_counter() - start:.1f} s", flush=True)
+            losses.append(loss.item())
+            step += 1
         seconds = time.perf_counter() - start
-        evaluation_start = time.perf_counter()
-        accuracy = token_accuracy(model, validation_pairs, args)
-        wer, per = evaluate(model, validation, args, width=1)
-        record = {"epoch": epoch, "train_loss": loss_sum / token_count, "validation_token_accuracy": accuracy,
-                  "validation_wer": wer, "validation_per": per, "seconds": seconds,
-                  "evaluation_seconds": time.perf_counter() - evaluation_start}
+        metrics = evaluate(model, validation, validation_pairs, args, args.beam)
+        record = {"epoch": epoch, "loss": sum(losses) / len(losses), "first_loss": losses[0],
+                  **{"val_" + k: v for k, v in metrics.items()},
+                  "training_seconds": seconds, "seconds": time.perf_counter() - start}
         summary["epochs"].append(record)
-        print(f"epoch {epoch}: loss {record['train_loss']:.4f}  validation token accuracy {accuracy:.4f}  "
-              f"WER {100 * wer:.2f}%  PER {100 * per:.2f}%  {seconds:.1f} s "
-              f"(+{record['evaluation_seconds']:.1f} s validation)", flush=True)
-        if best is None or (wer, per) < best[0]:
-            best = ((wer, per), epoch, {k: v.clone() for k, v in model.state_dict().items()})
+        print(f"epoch {epoch}: loss {record['loss']:.6f} (first batch {losses[0]:.6f}), val_loss "
+              f"{metrics['loss']:.6f}, val_token_accuracy {metrics['token_accuracy']:.4f}, val WER "
+              f"{100 * metrics['wer']:.2f}%, PER {100 * metrics['per']:.2f}%; {seconds:.1f} s training, "
+              f"{record['seconds']:.1f} s with validation", flush=True)
 
-    model.load_state_dict(best[2])
-    results = {"epoch": best[1]}
-    for name, width in (("greedy", 1), ("beam", args.beam)):
+    # The model after the last epoch, as `recur train --test-file` scores it.
+    results = {}
+    for name, width in [("greedy", 1)] + ([("beam", args.beam)] if args.beam > 1 else []):
         start = time.perf_counter()
-        wer, per = evaluate(model, test, args, width)
-        results[name] = {"width": width, "wer": wer, "per": per, "seconds": time.perf_counter() - start}
-        print(f"test ({name}, width {width}, epoch {best[1]}): WER {100 * wer:.2f}%  PER {100 * per:.2f}%  "
-              f"({results[name]['seconds']:.1f} s)", flush=True)
+        metrics = evaluate(model, test, test_pairs, args, width)
+        results[name] = {"width": width, **metrics, "seconds": time.perf_counter() - start}
+        print(f"test ({name}, width {width}): loss {metrics['loss']:.6f}, WER {100 * metrics['wer']:.3f}%, "
+              f"PER {100 * metrics['per']:.3f}%", flush=True)
     summary["test"] = results
-    examples = decode(model, test[:5], args, args.beam)
-    for (source, refs), output in zip(test[:5], examples):
-        spelled = ("" if args.source_tokens == "character" else " ").join(source_vocabulary.decode(source))
-        print(f"  {spelled}: {' '.join(target_vocabulary.decode(output))}"
-              f"  (reference {' '.join(target_vocabulary.decode(refs[0]))})")
     if args.json:
         with open(args.json, "w") as file:
             json.dump(summary, file, indent=2)
