@@ -51,10 +51,9 @@ Model (Recur's `EncoderDecoder` and `LuongAttention`, under the same parameter n
 Training (Recur's `SequencePairTrainer`): every epoch visits the training pairs in Recur's own
 seeded order, so both see the same batches; loss: cross-entropy, mean over the batch's non-padding
 target tokens (label smoothing as PyTorch's); Adam (betas 0.9, 0.999, epsilon 1e-8); optional
-global-norm clipping (--clip-norm, 0: none, Recur's default); --schedule constant (Recur's only
-choice for pairs) or cosine (Recur's `LearningRateSchedule.cosine` to 0 over epochs × batches per
-epoch). Teacher forcing below 1 chooses the decoder's inputs step by step without dropout, each
-step the reference with that probability else the previous argmax, then trains on them in one call.
+global-norm clipping (--clip-norm, 0: none, Recur's default); --schedule constant or cosine
+(Recur's `LearningRateSchedule.cosine` to 0 over epochs × batches per epoch). Teacher forcing
+below 1 chooses the decoder's inputs step by step without dropout, each step the reference with that probability else the previous argmax, then trains on them in one call.
 The epoch's loss is the mean of its batches' losses.
 
 Evaluation (Recur's `SequencePairTrainer.evaluate`, batches of 64 in file order): teacher-forced

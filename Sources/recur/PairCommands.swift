@@ -88,7 +88,7 @@ extension TrainCommand {
     /// `recur train --format pairs`: an encoder-decoder trained by `SequencePairTrainer`.
     func trainPairs(backend: any Backend) throws {
         for (flag, given) in [("--stateful", stateful), ("--projection", projection != 0),
-                              ("--schedule", schedule.lowercased() != "constant" || warmup > 0)] where given {
+                              ("--schedule plateau", schedule.lowercased() == "plateau")] where given {
             throw ValidationError("\(flag) does not apply to --format pairs")
         }
         guard data.data.count == 1 else { throw ValidationError("--format pairs reads one --data file") }
@@ -132,9 +132,10 @@ extension TrainCommand {
                 cell: try BenchCommand.parseCell(cell), hiddenSize: hidden, decoderHiddenSize: pairs.decoderHidden,
                 encoderLayers: layers, decoderLayers: pairs.decoderLayers ?? layers, bidirectional: bidirectional,
                 dropout: dropout, seed: seed, attention: try pairs.decoderAttention())
+            let batchesPerEpoch = (fitted.count + batchSize - 1) / max(batchSize, 1)
             let configuration = SequencePairTrainingConfiguration(
                 epochs: epochs, batchSize: batchSize, optimizer: try optimizerSpecification(),
-                clipping: gradientClipping(), teacherForcing: pairs.teacherForcing,
+                schedule: try stepSchedule(totalSteps: epochs * batchesPerEpoch), clipping: gradientClipping(), teacherForcing: pairs.teacherForcing,
                 labelSmoothing: pairs.labelSmoothing, seed: seed, beamWidth: pairs.beam)
             trainer = try SequencePairTrainer(
                 model: try EncoderDecoder(specification: specification, backend: backend),

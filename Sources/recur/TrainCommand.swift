@@ -543,13 +543,7 @@ struct TrainCommand: ParsableCommand {
         throws -> TrainingConfiguration
     {
         let optimizerSpecification = try optimizerSpecification()
-        var learningRateSchedule: LearningRateSchedule? = switch schedule.lowercased() {
-        case "constant": warmup > 0 ? .constant(learningRate) : nil
-        case "cosine": try .cosine(learningRate: learningRate, totalSteps: max(totalSteps - warmup, 1))
-        case "step": try .stepDecay(learningRate: learningRate, stepSize: stepSize, factor: decayFactor)
-        case "plateau": nil
-        default: throw ValidationError("unknown schedule '\(schedule)': constant, cosine, step, plateau")
-        }
+        let learningRateSchedule = try stepSchedule(totalSteps: totalSteps)
         let plateau = schedule.lowercased() == "plateau"
             ? ReduceOnPlateau(factor: plateauFactor ?? 0.1, patience: plateauPatience ?? 2, minimum: plateauMinLr ?? 0)
             : nil
@@ -561,7 +555,6 @@ struct TrainCommand: ParsableCommand {
             let classes = max(specification.outputSize, 2)
             classWeights = try ClassWeights.balanced(counts: ClassWeights.counts(in: prepared.training, classes: classes))
         }
-        if warmup > 0 { learningRateSchedule = try learningRateSchedule?.withWarmup(steps: warmup) }
         let clipping = gradientClipping()
         return TrainingConfiguration(
             epochs: epochs, batchSize: batchSize, optimizer: optimizerSpecification, schedule: learningRateSchedule,
@@ -569,6 +562,20 @@ struct TrainCommand: ParsableCommand {
             shuffles: shuffle, earlyStoppingPatience: patience, monitor: monitor, checkpointEverySteps: checkpointEvery,
             classWeights: classWeights, plateau: plateau, frozenParameters: freeze.isEmpty ? nil : freeze,
             stateful: stateful)
+    }
+
+    /// The per-step rate --schedule, --warmup, --step-size and --decay-factor name over a run of
+    /// `totalSteps` optimizer steps; nil for a constant rate without warm-up and for the plateau
+    /// schedule, which the trainer applies per epoch.
+    func stepSchedule(totalSteps: Int) throws -> LearningRateSchedule? {
+        let base: LearningRateSchedule? = switch schedule.lowercased() {
+        case "constant": warmup > 0 ? .constant(learningRate) : nil
+        case "cosine": try .cosine(learningRate: learningRate, totalSteps: max(totalSteps - warmup, 1))
+        case "step": try .stepDecay(learningRate: learningRate, stepSize: stepSize, factor: decayFactor)
+        case "plateau": nil
+        default: throw ValidationError("unknown schedule '\(schedule)': constant, cosine, step, plateau")
+        }
+        return warmup > 0 ? try base?.withWarmup(steps: warmup) : base
     }
 
     /// The optimizer --optimizer and its options name.

@@ -20,6 +20,9 @@ public struct SequencePairTrainingConfiguration: Sendable, Equatable, Codable {
     public var batchSize: Int
     /// The optimizer; default Adam with learning rate 1e-3.
     public var optimizer: OptimizerSpecification
+    /// The learning rate of each optimizer step (cosine decay, step decay, warm-up), counted over
+    /// the whole run; nil (the default) keeps the optimizer's rate.
+    public var schedule: LearningRateSchedule?
     /// Gradient clipping before each step; default the global norm at 1.
     public var clipping: GradientClipping
     /// The probability that a decoder step reads the reference token rather than its own
@@ -41,6 +44,7 @@ public struct SequencePairTrainingConfiguration: Sendable, Equatable, Codable {
     ///   - epochs: see ``epochs``.
     ///   - batchSize: see ``batchSize``.
     ///   - optimizer: see ``optimizer``.
+    ///   - schedule: see ``schedule``.
     ///   - clipping: see ``clipping``.
     ///   - teacherForcing: see ``teacherForcing``.
     ///   - labelSmoothing: see ``labelSmoothing``.
@@ -49,12 +53,14 @@ public struct SequencePairTrainingConfiguration: Sendable, Equatable, Codable {
     ///   - lengthNormalization: see ``lengthNormalization``.
     ///   - evaluationBatchSize: see ``evaluationBatchSize``.
     public init(epochs: Int, batchSize: Int, optimizer: OptimizerSpecification = .adam(learningRate: 1e-3),
+                schedule: LearningRateSchedule? = nil,
                 clipping: GradientClipping = .globalNorm(maxNorm: 1), teacherForcing: Double = 1,
                 labelSmoothing: Float = 0, seed: UInt64 = 0,
                 beamWidth: Int = 1, lengthNormalization: Double = 0, evaluationBatchSize: Int = 64) {
         self.epochs = epochs
         self.batchSize = batchSize
         self.optimizer = optimizer
+        self.schedule = schedule
         self.clipping = clipping
         self.teacherForcing = teacherForcing
         self.labelSmoothing = labelSmoothing
@@ -280,7 +286,11 @@ public final class SequencePairTrainer {
             try model.backward()
             let parameters = model.parameters
             try clipper.clip(parameters, step: progress.step)
-            try optimizer.step(parameters)
+            if let schedule = configuration.schedule {
+                try optimizer.step(parameters, schedule: schedule)
+            } else {
+                try optimizer.step(parameters)
+            }
             progress.step += 1
             lossSum += Double(loss)
             batches += 1
