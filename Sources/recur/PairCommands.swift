@@ -132,10 +132,12 @@ extension TrainCommand {
                 cell: try BenchCommand.parseCell(cell), hiddenSize: hidden, decoderHiddenSize: pairs.decoderHidden,
                 encoderLayers: layers, decoderLayers: pairs.decoderLayers ?? layers, bidirectional: bidirectional,
                 dropout: dropout, seed: seed, attention: try pairs.decoderAttention())
-            let batchesPerEpoch = (fitted.count + batchSize - 1) / max(batchSize, 1)
+            // A product beyond Int is a schedule that never ends, as Int.max steps are.
+            let (totalSteps, overflow) = epochs.multipliedReportingOverflow(
+                by: (fitted.count + batchSize - 1) / max(batchSize, 1))
             let configuration = SequencePairTrainingConfiguration(
                 epochs: epochs, batchSize: batchSize, optimizer: try optimizerSpecification(),
-                schedule: try stepSchedule(totalSteps: epochs * batchesPerEpoch), clipping: gradientClipping(), teacherForcing: pairs.teacherForcing,
+                schedule: try stepSchedule(totalSteps: overflow ? Int.max : totalSteps), clipping: gradientClipping(), teacherForcing: pairs.teacherForcing,
                 labelSmoothing: pairs.labelSmoothing, seed: seed, beamWidth: pairs.beam)
             trainer = try SequencePairTrainer(
                 model: try EncoderDecoder(specification: specification, backend: backend),

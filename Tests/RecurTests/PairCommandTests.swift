@@ -92,6 +92,19 @@ struct PairCommandTests {
         #expect(run.stderr.contains("--attention is one of none, dot, general, additive"), "\(run.stderr)")
     }
 
+    @Test("--schedule cosine trains a pair model; the plateau schedule is refused for pairs")
+    func schedules() throws {
+        let folder = try TemporaryFolder()
+        let data = try folder.write("pairs.tsv", Self.reversalLines(count: 20, seed: 7).joined(separator: "\n"))
+        let common = ["train", "--format", "pairs", "--data", data, "--epochs", "1", "--validation-split", "0"]
+            + Self.model
+        let cosine = try runRecur(common + ["--schedule", "cosine", "--warmup", "2"])
+        #expect(cosine.status == 0, "\(cosine.stderr)")
+        let plateau = try runRecur(common + ["--schedule", "plateau"])
+        #expect(plateau.status != 0)
+        #expect(plateau.stderr.contains("--schedule plateau does not apply to --format pairs"), "\(plateau.stderr)")
+    }
+
     @Test("--resume continues a pair run exactly as if it had not stopped")
     func resume() throws {
         let folder = try TemporaryFolder()
