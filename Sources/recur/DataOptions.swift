@@ -37,7 +37,7 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Values a forecast predicts.") var horizon = 1
     @Option(help: """
         How a series is scaled for the model: difference (default: predict the change from the window's last value, \
-        in units of the training part's deviation), revin (each window less its own mean, over its own deviation), \
+        in units of the deviation of one step's change over the training part), revin (each window less its own mean, over its own deviation), \
         level (every value standardised by the training part's mean and deviation; cannot forecast beyond the \
         training range).
         """)

@@ -374,7 +374,7 @@ public struct DataSource: Sendable, Equatable, Codable {
                 detail: "the \(series.count) values of \(paths[0]) leave none for training after the validation "
                     + "and test parts")
         }
-        let standardization = try given ?? Standardization(fitting: series.values[trainRange])
+        let standardization = try given ?? transform.fitted(to: series.values[trainRange])
         // Windows whose targets lie in a part; their inputs may reach back into the part before.
         // Each is scaled by `transform`; where the scale differs between windows (revin), each
         // window's scale s goes with it, so that errors are counted in the series' units.
@@ -464,7 +464,7 @@ public struct DataSource: Sendable, Equatable, Codable {
                 operation: operation,
                 detail: "\(given.count) recorded standardisations for the \(columns.count) columns \(names)")
         }
-        let standardizations = try given ?? columns.map { try Standardization(fitting: $0[trainRange]) }
+        let standardizations = try given ?? columns.map { try transform.fitted(to: $0[trainRange]) }
         func windows(_ range: Range<Int>) throws -> SeriesWindows? {
             let start = max(range.lowerBound - sequenceLength, 0)
             guard range.upperBound - start >= sequenceLength + horizon, !range.isEmpty else { return nil }
