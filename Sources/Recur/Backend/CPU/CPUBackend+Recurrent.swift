@@ -34,6 +34,7 @@ extension CPUBackend {
         // A projecting cell's W_hrᵀ [H, P], u [B, H] and W_hr u [B, P] of the current step.
         let projection = request.scan.cell.projectsHiddenState
             ? try ProjectionScratch(forward: scan, backend: self) : nil
+        let runningRows = try zeros([size.batch], dtype: .int32)  // [B]
         let pass = CPURecurrentForward(
             scan: scan,
             workspace: CPURecurrentWorkspace(request.workspace),
@@ -42,12 +43,14 @@ extension CPUBackend {
             h: request.finalHidden.hostFloats,
             c: request.finalCell?.hostFloats,
             stepProducts: stepProducts.hostFloats,
+            runningRows: runningRows.hostInt32s,
             recurrentWeights: recurrentWeights,
             inputWeights: inputWeights,
             candidateWeights: candidateWeights,
             projection: projection?.operands)
         // The pass holds raw pointers: keep the scratch tensors alive until it is done.
-        withExtendedLifetime([stepProducts, packed, packedInput, packedCandidate] + (projection?.storage ?? [])) {
+        withExtendedLifetime([stepProducts, runningRows, packed, packedInput, packedCandidate]
+                             + (projection?.storage ?? [])) {
             withSubnormalsFlushed { pass.run(request.scan.cell.cpu) }
         }
     }
@@ -73,6 +76,7 @@ extension CPUBackend {
         let projection = request.scan.cell.projectsHiddenState
             ? try ProjectionScratch(backward: scan, recordsHiddenStateGradients: request.hiddenStateGradients == nil,
                                     backend: self) : nil
+        let runningRows = try zeros([size.batch], dtype: .int32)  // [B]
         let pass = CPURecurrentBackward(
             scan: scan,
             workspace: CPURecurrentWorkspace(request.workspace),
@@ -82,6 +86,7 @@ extension CPUBackend {
             dc: request.initialCellGradient?.hostFloats,
             dhTilde: dhTilde.hostFloats,
             dq: dq.hostFloats,
+            runningRows: runningRows.hostInt32s,
             dG: gateGradients.hostFloats,
             dGh: recurrentGateGradients.hostFloats,
             dx: request.inputGradient.hostFloats,
@@ -95,7 +100,7 @@ extension CPUBackend {
             recurrentWeights: recurrentWeights,
             inputWeights: inputWeights,
             projection: projection?.operands)
-        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, packed, packedInput]
+        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, runningRows, packed, packedInput]
                              + (projection?.storage ?? [])) {
             withSubnormalsFlushed {
                 pass.run(request.scan.cell.cpu, finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
@@ -217,6 +222,9 @@ struct CPURecurrentForward {
     let c: UnsafeMutablePointer<Float>?
     /// W_hh h̃ for the current step: [B, G]
     let stepProducts: UnsafeMutablePointer<Float>
+    /// [B]: scratch for the rows of the current step that are not padding (see
+    /// `CPURunningRows`); a part writes only the slots of its own rows.
+    let runningRows: UnsafeMutablePointer<Int32>
     /// W_hhᵀ [P, G], packed.
     let recurrentWeights: CPUPackedOperand
     /// W_ihᵀ [I, G], packed.
@@ -274,13 +282,20 @@ struct CPURecurrentForward {
     }
 
     /// The recurrent product of a step for the cells that need one GEMM per step:
-    /// stepProducts[rows, G] = h̃[rows, P] · W_hhᵀ.
+    /// stepProducts[rows, G] = h̃[rows, P] · W_hhᵀ, for the rows valid at `time` only: a padded
+    /// row's step reads no product (it carries its state).
     @inline(__always)
     func recurrentProduct(time: Int, rows: Range<Int>) {
         let (b, h, g) = (scan.batch, scan.state, scan.gates)
-        let recurrentInput = workspace.recurrentInput + (time * b + rows.lowerBound) * h  // [rows, H]
-        stepProduct(rows: rows.count, n: g, k: h, a: recurrentInput, lda: h, b: recurrentWeights,
-                    c: stepProducts + rows.lowerBound * g, ldc: g, accumulate: false)
+        let recurrentInput = workspace.recurrentInput + time * b * h  // [B, P]
+        let running = CPURunningRows(scan, time: time, rows: rows, into: runningRows)
+        if running.count == rows.count {
+            stepProduct(rows: rows.count, n: g, k: h, a: recurrentInput + rows.lowerBound * h, lda: h,
+                        b: recurrentWeights, c: stepProducts + rows.lowerBound * g, ldc: g, accumulate: false)
+        } else {
+            stepProduct(rows: running.indices, count: running.count, n: g, k: h, a: recurrentInput, lda: h,
+                        b: recurrentWeights, c: stepProducts, ldc: g, accumulate: false)
+        }
     }
 
     /// The shared tail of every step for sequence b: the new state goes to the output row and,
@@ -330,6 +345,8 @@ struct CPURecurrentBackward {
     let dhTilde: UnsafeMutablePointer<Float>
     /// dq: [B, H], scratch for a cell's second recurrent product (the reset-before GRU's dL/d(r ⊙ h̃)).
     let dq: UnsafeMutablePointer<Float>
+    /// [B]: scratch for the rows of the current step that are not padding (see `CPURunningRows`).
+    let runningRows: UnsafeMutablePointer<Int32>
     /// dG: [T, B, G], dL/d(gate pre-activations) as seen by W_ih, b_ih and x.
     let dG: UnsafeMutablePointer<Float>
     /// dGh: [T, B, G], the same as seen by W_hh, b_hh and h̃; equal to dG except for the
@@ -437,13 +454,23 @@ struct CPURecurrentBackward {
     }
 
     /// dh̃[rows, P] = dGh[rows, G] · W_hh (differentiates h̃ W_hhᵀ) for the step at `time`: the
-    /// recurrent product of a backward step for the cells with one GEMM per step.
+    /// recurrent product of a backward step for the cells with one GEMM per step. A padded row's
+    /// dGh is 0, so its dh̃ is 0 without a product.
     @inline(__always)
     func recurrentProduct(time: Int, rows: Range<Int>) {
         let (b, h, g) = (scan.batch, scan.state, scan.gates)
-        let first = rows.lowerBound
-        stepProduct(rows: rows.count, n: h, k: g, a: dGh + (time * b + first) * g, lda: g, b: recurrentWeights,
-                    c: dhTilde + first * h, ldc: h, accumulate: false)
+        let running = CPURunningRows(scan, time: time, rows: rows, into: runningRows)
+        if running.count == rows.count {
+            let first = rows.lowerBound
+            stepProduct(rows: rows.count, n: h, k: g, a: dGh + (time * b + first) * g, lda: g, b: recurrentWeights,
+                        c: dhTilde + first * h, ldc: h, accumulate: false)
+            return
+        }
+        for row in rows where !scan.isValid(row, atTime: time) {
+            (dhTilde + row * h).update(repeating: 0, count: h)
+        }
+        stepProduct(rows: running.indices, count: running.count, n: h, k: g, a: dGh + time * b * g, lda: g,
+                    b: recurrentWeights, c: dhTilde, ldc: h, accumulate: false)
     }
 
     /// c[m, n] += a[rows, m]ᵀ · x[rows, n] (a's rows `lda` apart, x's and c's dense): the register-
@@ -511,12 +538,40 @@ struct CPURecurrentBackward {
 /// microseconds); below this the scan takes about as long.
 let defaultScanSplitMinimumWork = 1 << 22
 
-/// Runs `body(rows)` for the parts of the batch, each a run of whole register tiles of rows (the
-/// last part takes the remainder), one part per core when the scan is large enough and the batch
-/// has a tile for each. Every part reads and writes only its own rows of every buffer; the call
-/// returns when all parts are done.
+/// Runs `body(rows)` for the parts of the batch, one part per core when the scan is large enough
+/// and the batch has a register tile of rows for each. Every part reads and writes only its own
+/// rows of every buffer; the call returns when all parts are done.
+///
+/// Sequences of one length: each part a run of whole tiles (the last takes the remainder). Else
+/// the parts get about equal numbers of valid (step, sequence) places, since a step multiplies
+/// only its valid rows (`CPURunningRows`): equal numbers of rows left one core waiting for the
+/// other by up to a quarter of the scan with G2P's batches.
 private func forEachBatchPart(_ scan: CPURecurrentScan, _ body: (_ rows: Range<Int>) -> Void) {
-    forEachPart(rows: scan.batch, work: scan.steps * scan.batch * scan.gates * scan.hidden, scan, body)
+    let work = scan.steps * scan.batch * scan.gates * scan.hidden
+    let validSteps = (0..<scan.batch).map { scan.endValid[$0] - scan.firstValid[$0] }
+    guard let longest = validSteps.max(), validSteps.contains(where: { $0 != longest }) else {
+        forEachPart(rows: scan.batch, work: work, scan, body)
+        return
+    }
+    let parts = work >= scan.splitMinimumWork ? min(scan.partLimit, scan.batch / stepProductTileRows) : 1
+    guard parts > 1 else {
+        body(0..<scan.batch)
+        return
+    }
+    // A padded place still costs its pointwise pass, about a tenth of a valid one's product.
+    let weights = validSteps.map { 10 * $0 + scan.steps }
+    let total = weights.reduce(0, +)
+    var bounds = [0]
+    var (row, done) = (0, 0)
+    for part in 1..<parts {
+        while row < scan.batch, (done + weights[row] / 2) * parts < total * part {
+            done += weights[row]
+            row += 1
+        }
+        bounds.append(row)
+    }
+    bounds.append(scan.batch)
+    runParts(bounds, body)
 }
 
 /// Runs `body(part)` for parts of 0 ..< rows, as `forEachBatchPart` does for a scan's batch: one
@@ -530,7 +585,12 @@ private func forEachPart(rows count: Int, granularity: Int = stepProductTileRows
         body(0..<count)
         return
     }
-    let bounds = (0...parts).map { part in part == parts ? count : tiles * part / parts * granularity }
+    runParts((0...parts).map { part in part == parts ? count : tiles * part / parts * granularity }, body)
+}
+
+/// Runs `body(bounds[p] ..< bounds[p + 1])` for every part p on the worker pool.
+private func runParts(_ bounds: [Int], _ body: (_ rows: Range<Int>) -> Void) {
+    let parts = bounds.count - 1
     withoutActuallyEscaping(body) { body in
         let rows = DisjointRows(body: body)
         // The floating-point mode is per thread: each part flushes subnormals itself (see the
@@ -545,6 +605,24 @@ private func forEachPart(rows count: Int, granularity: Int = stepProductTileRows
 /// writes only its own rows of the scan's buffers, so nothing is shared mutably.
 private struct DisjointRows: @unchecked Sendable {
     let body: (_ rows: Range<Int>) -> Void
+}
+
+/// The batch rows of `rows` that are valid at a time step, listed in the slots of `rows` of a
+/// [B] scratch list (so parts of the batch never write each other's slots).
+struct CPURunningRows {
+    let indices: UnsafePointer<Int32>
+    let count: Int
+
+    @inline(__always)
+    init(_ scan: CPURecurrentScan, time: Int, rows: Range<Int>, into scratch: UnsafeMutablePointer<Int32>) {
+        let list = scratch + rows.lowerBound
+        var count = 0
+        for row in rows where scan.isValid(row, atTime: time) {
+            list[count] = Int32(row)
+            count += 1
+        }
+        (indices, self.count) = (UnsafePointer(list), count)
+    }
 }
 
 // MARK: The cells' steps
