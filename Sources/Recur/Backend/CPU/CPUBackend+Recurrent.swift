@@ -35,6 +35,7 @@ extension CPUBackend {
         let projection = request.scan.cell.projectsHiddenState
             ? try ProjectionScratch(forward: scan, backend: self) : nil
         let runningRows = try zeros([size.batch], dtype: .int32)  // [B]
+        let places = try CPUValidPlaces(scan, backend: self)
         let pass = CPURecurrentForward(
             scan: scan,
             workspace: CPURecurrentWorkspace(request.workspace),
@@ -44,13 +45,14 @@ extension CPUBackend {
             c: request.finalCell?.hostFloats,
             stepProducts: stepProducts.hostFloats,
             runningRows: runningRows.hostInt32s,
+            places: places,
             recurrentWeights: recurrentWeights,
             inputWeights: inputWeights,
             candidateWeights: candidateWeights,
             projection: projection?.operands)
         // The pass holds raw pointers: keep the scratch tensors alive until it is done.
         withExtendedLifetime([stepProducts, runningRows, packed, packedInput, packedCandidate]
-                             + (projection?.storage ?? [])) {
+                             + places.storage + (projection?.storage ?? [])) {
             withSubnormalsFlushed { pass.run(request.scan.cell.cpu) }
         }
     }
@@ -77,6 +79,12 @@ extension CPUBackend {
             ? try ProjectionScratch(backward: scan, recordsHiddenStateGradients: request.hiddenStateGradients == nil,
                                     backend: self) : nil
         let runningRows = try zeros([size.batch], dtype: .int32)  // [B]
+        let places = try CPUValidPlaces(scan, backend: self)
+        // The valid rows of dG (dGh), x and h̃, gathered for the weight gradients.
+        let compact = try places.list.map { _ in
+            try CompactRowsScratch(scan, count: places.count, separateRecurrentGateGradients: gateGradients !== recurrentGateGradients,
+                                   backend: self)
+        }
         let pass = CPURecurrentBackward(
             scan: scan,
             workspace: CPURecurrentWorkspace(request.workspace),
@@ -87,6 +95,8 @@ extension CPUBackend {
             dhTilde: dhTilde.hostFloats,
             dq: dq.hostFloats,
             runningRows: runningRows.hostInt32s,
+            places: places,
+            compact: compact?.rows,
             dG: gateGradients.hostFloats,
             dGh: recurrentGateGradients.hostFloats,
             dx: request.inputGradient.hostFloats,
@@ -101,7 +111,7 @@ extension CPUBackend {
             inputWeights: inputWeights,
             projection: projection?.operands)
         withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, runningRows, packed, packedInput]
-                             + (projection?.storage ?? [])) {
+                             + places.storage + (compact?.storage ?? []) + (projection?.storage ?? [])) {
             withSubnormalsFlushed {
                 pass.run(request.scan.cell.cpu, finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
                          finalCellGradient: request.finalCellGradient?.hostFloats)
@@ -225,6 +235,8 @@ struct CPURecurrentForward {
     /// [B]: scratch for the rows of the current step that are not padding (see
     /// `CPURunningRows`); a part writes only the slots of its own rows.
     let runningRows: UnsafeMutablePointer<Int32>
+    /// The rows of [T * B, ·] buffers that are not padding.
+    let places: CPUValidPlaces
     /// W_hhᵀ [P, G], packed.
     let recurrentWeights: CPUPackedOperand
     /// W_ihᵀ [I, G], packed.
@@ -239,11 +251,21 @@ struct CPURecurrentForward {
         // Input projections of every step at once: gates[T * B, G] = x[T * B, I] · W_ihᵀ, the
         // T * B rows split across the cores. The step passes add the biases and the recurrent part,
         // then apply the nonlinearities in place.
-        forEachPart(rows: t * b, work: t * b * g * i, scan) { rows in
-            withSubnormalsFlushed {
-                let first = rows.lowerBound
-                stepProduct(rows: rows.count, n: g, k: i, a: scan.x + first * i, lda: i, b: inputWeights,
-                            c: workspace.gates + first * g, ldc: g, accumulate: false)
+        if let list = places.list {
+            // A padded row's step writes its gates without reading them: only the valid rows.
+            forEachPart(rows: places.count, work: places.count * g * i, scan) { part in
+                withSubnormalsFlushed {
+                    stepProduct(rows: list + part.lowerBound, count: part.count, n: g, k: i, a: scan.x, lda: i,
+                                b: inputWeights, c: workspace.gates, ldc: g, accumulate: false)
+                }
+            }
+        } else {
+            forEachPart(rows: t * b, work: t * b * g * i, scan) { rows in
+                withSubnormalsFlushed {
+                    let first = rows.lowerBound
+                    stepProduct(rows: rows.count, n: g, k: i, a: scan.x + first * i, lda: i, b: inputWeights,
+                                c: workspace.gates + first * g, ldc: g, accumulate: false)
+                }
             }
         }
         let p = scan.state
@@ -347,6 +369,11 @@ struct CPURecurrentBackward {
     let dq: UnsafeMutablePointer<Float>
     /// [B]: scratch for the rows of the current step that are not padding (see `CPURunningRows`).
     let runningRows: UnsafeMutablePointer<Int32>
+    /// The rows of [T * B, ·] buffers that are not padding.
+    let places: CPUValidPlaces
+    /// Where the valid rows of dG, dGh, x and h̃ are gathered for the weight gradients; nil
+    /// without padding.
+    let compact: CPUCompactRows?
     /// dG: [T, B, G], dL/d(gate pre-activations) as seen by W_ih, b_ih and x.
     let dG: UnsafeMutablePointer<Float>
     /// dGh: [T, B, G], the same as seen by W_hh, b_hh and h̃; equal to dG except for the
@@ -401,8 +428,14 @@ struct CPURecurrentBackward {
         for k in 0..<(b * p) { dh[k] += dhTilde[k] * scan.mask[k] }
 
         // Everything that does not depend on the recurrence, over all T * B rows at once.
-        // dW_ih[G, I] += dGᵀ · x
-        accumulateWeightGradient(m: g, n: i, rows: rows, dG, g, scan.x, dWih)
+        // dW_ih[G, I] += dGᵀ · x, over the valid rows only where there is padding (a padded
+        // row's dG is 0).
+        if let compact, let list = places.list {
+            compact.gather(self, list, count: places.count)
+            accumulateWeightGradient(m: g, n: i, rows: places.count, compact.dG, g, compact.x, dWih)
+        } else {
+            accumulateWeightGradient(m: g, n: i, rows: rows, dG, g, scan.x, dWih)
+        }
         Cell.accumulateRecurrentWeightGradient(self)
         // db_ih[G] += Σ_rows dG, db_hh[G] += Σ_rows dGh
         for row in 0..<rows where !Cell.accumulatesParameterGradientsInSteps {
@@ -413,11 +446,26 @@ struct CPURecurrentBackward {
             }
         }
         // dx[T * B, I] (+)= dG · W_ih, the T * B rows split across the cores.
-        forEachPart(rows: rows, work: rows * g * i, scan) { part in
+        guard let list = places.list else {
+            forEachPart(rows: rows, work: rows * g * i, scan) { part in
+                withSubnormalsFlushed {
+                    let first = part.lowerBound
+                    stepProduct(rows: part.count, n: i, k: g, a: dG + first * g, lda: g, b: inputWeights,
+                                c: dx + first * i, ldc: i, accumulate: accumulateInputGradient)
+                }
+            }
+            return
+        }
+        // A padded row's dG is 0: its dx is 0, or unchanged when accumulating.
+        forEachPart(rows: places.count, work: places.count * g * i, scan) { part in
             withSubnormalsFlushed {
-                let first = part.lowerBound
-                stepProduct(rows: part.count, n: i, k: g, a: dG + first * g, lda: g, b: inputWeights,
-                            c: dx + first * i, ldc: i, accumulate: accumulateInputGradient)
+                stepProduct(rows: list + part.lowerBound, count: part.count, n: i, k: g, a: dG, lda: g,
+                            b: inputWeights, c: dx, ldc: i, accumulate: accumulateInputGradient)
+            }
+        }
+        if !accumulateInputGradient {
+            for row in 0..<rows where !scan.isValid(row % b, atTime: row / b) {
+                (dx + row * i).update(repeating: 0, count: i)
             }
         }
     }
@@ -625,6 +673,76 @@ struct CPURunningRows {
     }
 }
 
+/// The rows t * B + b of a scan's [T * B, ·] buffers where sequence b is valid at time t, in
+/// order, for the products over all steps at once (input projection, dx, weight gradients):
+/// with G2P's words about 45% of the places are padding. `list` is nil when no place is padding.
+struct CPUValidPlaces {
+    let list: UnsafePointer<Int32>?
+    let count: Int
+    /// Owns `list`.
+    let storage: [Tensor]
+
+    init(_ scan: CPURecurrentScan, backend: CPUBackend) throws {
+        let valid = (0..<scan.batch).reduce(0) { $0 + scan.endValid[$1] - scan.firstValid[$1] }
+        guard valid < scan.steps * scan.batch else {
+            (list, count, storage) = (nil, valid, [])
+            return
+        }
+        let tensor = try backend.zeros([max(1, valid)], dtype: .int32)  // [valid]
+        let values = tensor.hostInt32s
+        var count = 0
+        for t in 0..<scan.steps {
+            for b in 0..<scan.batch where scan.isValid(b, atTime: t) {
+                values[count] = Int32(t * scan.batch + b)
+                count += 1
+            }
+        }
+        (list, self.count, storage) = (UnsafePointer(values), count, [tensor])
+    }
+}
+
+/// The valid rows of a backward scan's dG [N, G], dGh [N, G], x [N, I] and h̃ [N, P], gathered
+/// after the scan (N valid places) so the weight-gradient products skip the padded rows, whose
+/// gate gradients are 0. Dropping those zero terms regroups the sums of the others: the results
+/// differ from the full products' by float32 reassociation only.
+struct CPUCompactRows {
+    let dG: UnsafeMutablePointer<Float>
+    /// `dG` itself when the cell has no separate recurrent gate gradients.
+    let dGh: UnsafeMutablePointer<Float>
+    let x: UnsafeMutablePointer<Float>
+    let recurrentInput: UnsafeMutablePointer<Float>
+
+    /// Copies the listed rows of the pass's dG, dGh, x and h̃.
+    func gather(_ pass: CPURecurrentBackward, _ list: UnsafePointer<Int32>, count: Int) {
+        let scan = pass.scan
+        let (g, i, p) = (scan.gates, scan.input, scan.state)
+        for k in 0..<count {
+            let row = Int(list[k])
+            (dG + k * g).update(from: pass.dG + row * g, count: g)
+            if dGh != dG { (dGh + k * g).update(from: pass.dGh + row * g, count: g) }
+            (x + k * i).update(from: scan.x + row * i, count: i)
+            (recurrentInput + k * p).update(from: pass.workspace.recurrentInput + row * p, count: p)
+        }
+    }
+}
+
+/// The tensors behind a `CPUCompactRows`, alive as long as the op.
+private struct CompactRowsScratch {
+    let rows: CPUCompactRows
+    let storage: [Tensor]
+
+    init(_ scan: CPURecurrentScan, count: Int, separateRecurrentGateGradients: Bool, backend: CPUBackend) throws {
+        let n = max(1, count)
+        let dG = try backend.uninitialized([n, scan.gates], dtype: .float32)
+        let dGh = separateRecurrentGateGradients ? try backend.uninitialized([n, scan.gates], dtype: .float32) : dG
+        let x = try backend.uninitialized([n, scan.input], dtype: .float32)
+        let recurrentInput = try backend.uninitialized([n, scan.state], dtype: .float32)
+        rows = CPUCompactRows(dG: dG.hostFloats, dGh: dGh.hostFloats, x: x.hostFloats,
+                              recurrentInput: recurrentInput.hostFloats)
+        storage = [dG, dGh, x, recurrentInput]
+    }
+}
+
 // MARK: The cells' steps
 
 /// The fast CPU steps of one cell, which the scans above call once per time step; each cell's
@@ -703,6 +821,12 @@ extension CPURecurrentSteps {
 
     static func accumulateRecurrentWeightGradient(_ pass: CPURecurrentBackward) {
         let (g, h) = (pass.scan.gates, pass.scan.state)
+        if let compact = pass.compact {
+            // Over the valid rows only (a padded row's dGh is 0).
+            pass.accumulateWeightGradient(m: g, n: h, rows: pass.places.count, compact.dGh, g, compact.recurrentInput,
+                                          pass.dWhh)
+            return
+        }
         pass.accumulateWeightGradient(m: g, n: h, rows: pass.scan.steps * pass.scan.batch, pass.dGh, g,
                                       pass.workspace.recurrentInput, pass.dWhh)
     }
