@@ -34,6 +34,8 @@ extension CPUBackend {
         // A projecting cell's W_hrᵀ [H, P], u [B, H] and W_hr u [B, P] of the current step.
         let projection = request.scan.cell.projectsHiddenState
             ? try ProjectionScratch(forward: scan, backend: self) : nil
+        let runningRows = try zeros([size.batch], dtype: .int32)  // [B]
+        let places = try CPUValidPlaces(scan, backend: self)
         let pass = CPURecurrentForward(
             scan: scan,
             workspace: CPURecurrentWorkspace(request.workspace),
@@ -42,12 +44,15 @@ extension CPUBackend {
             h: request.finalHidden.hostFloats,
             c: request.finalCell?.hostFloats,
             stepProducts: stepProducts.hostFloats,
+            runningRows: runningRows.hostInt32s,
+            places: places,
             recurrentWeights: recurrentWeights,
             inputWeights: inputWeights,
             candidateWeights: candidateWeights,
             projection: projection?.operands)
         // The pass holds raw pointers: keep the scratch tensors alive until it is done.
-        withExtendedLifetime([stepProducts, packed, packedInput, packedCandidate] + (projection?.storage ?? [])) {
+        withExtendedLifetime([stepProducts, runningRows, packed, packedInput, packedCandidate]
+                             + places.storage + (projection?.storage ?? [])) {
             withSubnormalsFlushed { pass.run(request.scan.cell.cpu) }
         }
     }
@@ -73,6 +78,13 @@ extension CPUBackend {
         let projection = request.scan.cell.projectsHiddenState
             ? try ProjectionScratch(backward: scan, recordsHiddenStateGradients: request.hiddenStateGradients == nil,
                                     backend: self) : nil
+        let runningRows = try zeros([size.batch], dtype: .int32)  // [B]
+        let places = try CPUValidPlaces(scan, backend: self)
+        // The valid rows of dG (dGh), x and h̃, gathered for the weight gradients.
+        let compact = try places.list.map { _ in
+            try CompactRowsScratch(scan, count: places.count, separateRecurrentGateGradients: gateGradients !== recurrentGateGradients,
+                                   backend: self)
+        }
         let pass = CPURecurrentBackward(
             scan: scan,
             workspace: CPURecurrentWorkspace(request.workspace),
@@ -82,6 +94,9 @@ extension CPUBackend {
             dc: request.initialCellGradient?.hostFloats,
             dhTilde: dhTilde.hostFloats,
             dq: dq.hostFloats,
+            runningRows: runningRows.hostInt32s,
+            places: places,
+            compact: compact?.rows,
             dG: gateGradients.hostFloats,
             dGh: recurrentGateGradients.hostFloats,
             dx: request.inputGradient.hostFloats,
@@ -95,8 +110,8 @@ extension CPUBackend {
             recurrentWeights: recurrentWeights,
             inputWeights: inputWeights,
             projection: projection?.operands)
-        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, packed, packedInput]
-                             + (projection?.storage ?? [])) {
+        withExtendedLifetime([gateGradients, recurrentGateGradients, dhTilde, dq, runningRows, packed, packedInput]
+                             + places.storage + (compact?.storage ?? []) + (projection?.storage ?? [])) {
             withSubnormalsFlushed {
                 pass.run(request.scan.cell.cpu, finalHiddenGradient: request.finalHiddenGradient?.hostFloats,
                          finalCellGradient: request.finalCellGradient?.hostFloats)
@@ -217,6 +232,11 @@ struct CPURecurrentForward {
     let c: UnsafeMutablePointer<Float>?
     /// W_hh h̃ for the current step: [B, G]
     let stepProducts: UnsafeMutablePointer<Float>
+    /// [B]: scratch for the rows of the current step that are not padding (see
+    /// `CPURunningRows`); a part writes only the slots of its own rows.
+    let runningRows: UnsafeMutablePointer<Int32>
+    /// The rows of [T * B, ·] buffers that are not padding.
+    let places: CPUValidPlaces
     /// W_hhᵀ [P, G], packed.
     let recurrentWeights: CPUPackedOperand
     /// W_ihᵀ [I, G], packed.
@@ -231,11 +251,21 @@ struct CPURecurrentForward {
         // Input projections of every step at once: gates[T * B, G] = x[T * B, I] · W_ihᵀ, the
         // T * B rows split across the cores. The step passes add the biases and the recurrent part,
         // then apply the nonlinearities in place.
-        forEachPart(rows: t * b, work: t * b * g * i, scan) { rows in
-            withSubnormalsFlushed {
-                let first = rows.lowerBound
-                stepProduct(rows: rows.count, n: g, k: i, a: scan.x + first * i, lda: i, b: inputWeights,
-                            c: workspace.gates + first * g, ldc: g, accumulate: false)
+        if let list = places.list {
+            // A padded row's step writes its gates without reading them: only the valid rows.
+            forEachPart(rows: places.count, work: places.count * g * i, scan) { part in
+                withSubnormalsFlushed {
+                    stepProduct(rows: list + part.lowerBound, count: part.count, n: g, k: i, a: scan.x, lda: i,
+                                b: inputWeights, c: workspace.gates, ldc: g, accumulate: false)
+                }
+            }
+        } else {
+            forEachPart(rows: t * b, work: t * b * g * i, scan) { rows in
+                withSubnormalsFlushed {
+                    let first = rows.lowerBound
+                    stepProduct(rows: rows.count, n: g, k: i, a: scan.x + first * i, lda: i, b: inputWeights,
+                                c: workspace.gates + first * g, ldc: g, accumulate: false)
+                }
             }
         }
         let p = scan.state
@@ -274,13 +304,20 @@ struct CPURecurrentForward {
     }
 
     /// The recurrent product of a step for the cells that need one GEMM per step:
-    /// stepProducts[rows, G] = h̃[rows, P] · W_hhᵀ.
+    /// stepProducts[rows, G] = h̃[rows, P] · W_hhᵀ, for the rows valid at `time` only: a padded
+    /// row's step reads no product (it carries its state).
     @inline(__always)
     func recurrentProduct(time: Int, rows: Range<Int>) {
         let (b, h, g) = (scan.batch, scan.state, scan.gates)
-        let recurrentInput = workspace.recurrentInput + (time * b + rows.lowerBound) * h  // [rows, H]
-        stepProduct(rows: rows.count, n: g, k: h, a: recurrentInput, lda: h, b: recurrentWeights,
-                    c: stepProducts + rows.lowerBound * g, ldc: g, accumulate: false)
+        let recurrentInput = workspace.recurrentInput + time * b * h  // [B, P]
+        let running = CPURunningRows(scan, time: time, rows: rows, into: runningRows)
+        if running.count == rows.count {
+            stepProduct(rows: rows.count, n: g, k: h, a: recurrentInput + rows.lowerBound * h, lda: h,
+                        b: recurrentWeights, c: stepProducts + rows.lowerBound * g, ldc: g, accumulate: false)
+        } else {
+            stepProduct(rows: running.indices, count: running.count, n: g, k: h, a: recurrentInput, lda: h,
+                        b: recurrentWeights, c: stepProducts, ldc: g, accumulate: false)
+        }
     }
 
     /// The shared tail of every step for sequence b: the new state goes to the output row and,
@@ -330,6 +367,13 @@ struct CPURecurrentBackward {
     let dhTilde: UnsafeMutablePointer<Float>
     /// dq: [B, H], scratch for a cell's second recurrent product (the reset-before GRU's dL/d(r ⊙ h̃)).
     let dq: UnsafeMutablePointer<Float>
+    /// [B]: scratch for the rows of the current step that are not padding (see `CPURunningRows`).
+    let runningRows: UnsafeMutablePointer<Int32>
+    /// The rows of [T * B, ·] buffers that are not padding.
+    let places: CPUValidPlaces
+    /// Where the valid rows of dG, dGh, x and h̃ are gathered for the weight gradients; nil
+    /// without padding.
+    let compact: CPUCompactRows?
     /// dG: [T, B, G], dL/d(gate pre-activations) as seen by W_ih, b_ih and x.
     let dG: UnsafeMutablePointer<Float>
     /// dGh: [T, B, G], the same as seen by W_hh, b_hh and h̃; equal to dG except for the
@@ -384,8 +428,14 @@ struct CPURecurrentBackward {
         for k in 0..<(b * p) { dh[k] += dhTilde[k] * scan.mask[k] }
 
         // Everything that does not depend on the recurrence, over all T * B rows at once.
-        // dW_ih[G, I] += dGᵀ · x
-        accumulateWeightGradient(m: g, n: i, rows: rows, dG, g, scan.x, dWih)
+        // dW_ih[G, I] += dGᵀ · x, over the valid rows only where there is padding (a padded
+        // row's dG is 0).
+        if let compact, let list = places.list {
+            compact.gather(self, list, count: places.count)
+            accumulateWeightGradient(m: g, n: i, rows: places.count, compact.dG, g, compact.x, dWih)
+        } else {
+            accumulateWeightGradient(m: g, n: i, rows: rows, dG, g, scan.x, dWih)
+        }
         Cell.accumulateRecurrentWeightGradient(self)
         // db_ih[G] += Σ_rows dG, db_hh[G] += Σ_rows dGh
         for row in 0..<rows where !Cell.accumulatesParameterGradientsInSteps {
@@ -396,11 +446,26 @@ struct CPURecurrentBackward {
             }
         }
         // dx[T * B, I] (+)= dG · W_ih, the T * B rows split across the cores.
-        forEachPart(rows: rows, work: rows * g * i, scan) { part in
+        guard let list = places.list else {
+            forEachPart(rows: rows, work: rows * g * i, scan) { part in
+                withSubnormalsFlushed {
+                    let first = part.lowerBound
+                    stepProduct(rows: part.count, n: i, k: g, a: dG + first * g, lda: g, b: inputWeights,
+                                c: dx + first * i, ldc: i, accumulate: accumulateInputGradient)
+                }
+            }
+            return
+        }
+        // A padded row's dG is 0: its dx is 0, or unchanged when accumulating.
+        forEachPart(rows: places.count, work: places.count * g * i, scan) { part in
             withSubnormalsFlushed {
-                let first = part.lowerBound
-                stepProduct(rows: part.count, n: i, k: g, a: dG + first * g, lda: g, b: inputWeights,
-                            c: dx + first * i, ldc: i, accumulate: accumulateInputGradient)
+                stepProduct(rows: list + part.lowerBound, count: part.count, n: i, k: g, a: dG, lda: g,
+                            b: inputWeights, c: dx, ldc: i, accumulate: accumulateInputGradient)
+            }
+        }
+        if !accumulateInputGradient {
+            for row in 0..<rows where !scan.isValid(row % b, atTime: row / b) {
+                (dx + row * i).update(repeating: 0, count: i)
             }
         }
     }
@@ -437,13 +502,23 @@ struct CPURecurrentBackward {
     }
 
     /// dh̃[rows, P] = dGh[rows, G] · W_hh (differentiates h̃ W_hhᵀ) for the step at `time`: the
-    /// recurrent product of a backward step for the cells with one GEMM per step.
+    /// recurrent product of a backward step for the cells with one GEMM per step. A padded row's
+    /// dGh is 0, so its dh̃ is 0 without a product.
     @inline(__always)
     func recurrentProduct(time: Int, rows: Range<Int>) {
         let (b, h, g) = (scan.batch, scan.state, scan.gates)
-        let first = rows.lowerBound
-        stepProduct(rows: rows.count, n: h, k: g, a: dGh + (time * b + first) * g, lda: g, b: recurrentWeights,
-                    c: dhTilde + first * h, ldc: h, accumulate: false)
+        let running = CPURunningRows(scan, time: time, rows: rows, into: runningRows)
+        if running.count == rows.count {
+            let first = rows.lowerBound
+            stepProduct(rows: rows.count, n: h, k: g, a: dGh + (time * b + first) * g, lda: g, b: recurrentWeights,
+                        c: dhTilde + first * h, ldc: h, accumulate: false)
+            return
+        }
+        for row in rows where !scan.isValid(row, atTime: time) {
+            (dhTilde + row * h).update(repeating: 0, count: h)
+        }
+        stepProduct(rows: running.indices, count: running.count, n: h, k: g, a: dGh + time * b * g, lda: g,
+                    b: recurrentWeights, c: dhTilde, ldc: h, accumulate: false)
     }
 
     /// c[m, n] += a[rows, m]ᵀ · x[rows, n] (a's rows `lda` apart, x's and c's dense): the register-
@@ -511,12 +586,40 @@ struct CPURecurrentBackward {
 /// microseconds); below this the scan takes about as long.
 let defaultScanSplitMinimumWork = 1 << 22
 
-/// Runs `body(rows)` for the parts of the batch, each a run of whole register tiles of rows (the
-/// last part takes the remainder), one part per core when the scan is large enough and the batch
-/// has a tile for each. Every part reads and writes only its own rows of every buffer; the call
-/// returns when all parts are done.
+/// Runs `body(rows)` for the parts of the batch, one part per core when the scan is large enough
+/// and the batch has a register tile of rows for each. Every part reads and writes only its own
+/// rows of every buffer; the call returns when all parts are done.
+///
+/// Sequences of one length: each part a run of whole tiles (the last takes the remainder). Else
+/// the parts get about equal numbers of valid (step, sequence) places, since a step multiplies
+/// only its valid rows (`CPURunningRows`): equal numbers of rows left one core waiting for the
+/// other by up to a quarter of the scan with G2P's batches.
 private func forEachBatchPart(_ scan: CPURecurrentScan, _ body: (_ rows: Range<Int>) -> Void) {
-    forEachPart(rows: scan.batch, work: scan.steps * scan.batch * scan.gates * scan.hidden, scan, body)
+    let work = scan.steps * scan.batch * scan.gates * scan.hidden
+    let validSteps = (0..<scan.batch).map { scan.endValid[$0] - scan.firstValid[$0] }
+    guard let longest = validSteps.max(), validSteps.contains(where: { $0 != longest }) else {
+        forEachPart(rows: scan.batch, work: work, scan, body)
+        return
+    }
+    let parts = work >= scan.splitMinimumWork ? min(scan.partLimit, scan.batch / stepProductTileRows) : 1
+    guard parts > 1 else {
+        body(0..<scan.batch)
+        return
+    }
+    // A padded place still costs its pointwise pass, about a tenth of a valid one's product.
+    let weights = validSteps.map { 10 * $0 + scan.steps }
+    let total = weights.reduce(0, +)
+    var bounds = [0]
+    var (row, done) = (0, 0)
+    for part in 1..<parts {
+        while row < scan.batch, (done + weights[row] / 2) * parts < total * part {
+            done += weights[row]
+            row += 1
+        }
+        bounds.append(row)
+    }
+    bounds.append(scan.batch)
+    runParts(bounds, body)
 }
 
 /// Runs `body(part)` for parts of 0 ..< rows, as `forEachBatchPart` does for a scan's batch: one
@@ -530,7 +633,12 @@ private func forEachPart(rows count: Int, granularity: Int = stepProductTileRows
         body(0..<count)
         return
     }
-    let bounds = (0...parts).map { part in part == parts ? count : tiles * part / parts * granularity }
+    runParts((0...parts).map { part in part == parts ? count : tiles * part / parts * granularity }, body)
+}
+
+/// Runs `body(bounds[p] ..< bounds[p + 1])` for every part p on the worker pool.
+private func runParts(_ bounds: [Int], _ body: (_ rows: Range<Int>) -> Void) {
+    let parts = bounds.count - 1
     withoutActuallyEscaping(body) { body in
         let rows = DisjointRows(body: body)
         // The floating-point mode is per thread: each part flushes subnormals itself (see the
@@ -545,6 +653,94 @@ private func forEachPart(rows count: Int, granularity: Int = stepProductTileRows
 /// writes only its own rows of the scan's buffers, so nothing is shared mutably.
 private struct DisjointRows: @unchecked Sendable {
     let body: (_ rows: Range<Int>) -> Void
+}
+
+/// The batch rows of `rows` that are valid at a time step, listed in the slots of `rows` of a
+/// [B] scratch list (so parts of the batch never write each other's slots).
+struct CPURunningRows {
+    let indices: UnsafePointer<Int32>
+    let count: Int
+
+    @inline(__always)
+    init(_ scan: CPURecurrentScan, time: Int, rows: Range<Int>, into scratch: UnsafeMutablePointer<Int32>) {
+        let list = scratch + rows.lowerBound
+        var count = 0
+        for row in rows where scan.isValid(row, atTime: time) {
+            list[count] = Int32(row)
+            count += 1
+        }
+        (indices, self.count) = (UnsafePointer(list), count)
+    }
+}
+
+/// The rows t * B + b of a scan's [T * B, ·] buffers where sequence b is valid at time t, in
+/// order, for the products over all steps at once (input projection, dx, weight gradients):
+/// with G2P's words about 45% of the places are padding. `list` is nil when no place is padding.
+struct CPUValidPlaces {
+    let list: UnsafePointer<Int32>?
+    let count: Int
+    /// Owns `list`.
+    let storage: [Tensor]
+
+    init(_ scan: CPURecurrentScan, backend: CPUBackend) throws {
+        let valid = (0..<scan.batch).reduce(0) { $0 + scan.endValid[$1] - scan.firstValid[$1] }
+        guard valid < scan.steps * scan.batch else {
+            (list, count, storage) = (nil, valid, [])
+            return
+        }
+        let tensor = try backend.zeros([max(1, valid)], dtype: .int32)  // [valid]
+        let values = tensor.hostInt32s
+        var count = 0
+        for t in 0..<scan.steps {
+            for b in 0..<scan.batch where scan.isValid(b, atTime: t) {
+                values[count] = Int32(t * scan.batch + b)
+                count += 1
+            }
+        }
+        (list, self.count, storage) = (UnsafePointer(values), count, [tensor])
+    }
+}
+
+/// The valid rows of a backward scan's dG [N, G], dGh [N, G], x [N, I] and h̃ [N, P], gathered
+/// after the scan (N valid places) so the weight-gradient products skip the padded rows, whose
+/// gate gradients are 0. Dropping those zero terms regroups the sums of the others: the results
+/// differ from the full products' by float32 reassociation only.
+struct CPUCompactRows {
+    let dG: UnsafeMutablePointer<Float>
+    /// `dG` itself when the cell has no separate recurrent gate gradients.
+    let dGh: UnsafeMutablePointer<Float>
+    let x: UnsafeMutablePointer<Float>
+    let recurrentInput: UnsafeMutablePointer<Float>
+
+    /// Copies the listed rows of the pass's dG, dGh, x and h̃.
+    func gather(_ pass: CPURecurrentBackward, _ list: UnsafePointer<Int32>, count: Int) {
+        let scan = pass.scan
+        let (g, i, p) = (scan.gates, scan.input, scan.state)
+        for k in 0..<count {
+            let row = Int(list[k])
+            (dG + k * g).update(from: pass.dG + row * g, count: g)
+            if dGh != dG { (dGh + k * g).update(from: pass.dGh + row * g, count: g) }
+            (x + k * i).update(from: scan.x + row * i, count: i)
+            (recurrentInput + k * p).update(from: pass.workspace.recurrentInput + row * p, count: p)
+        }
+    }
+}
+
+/// The tensors behind a `CPUCompactRows`, alive as long as the op.
+private struct CompactRowsScratch {
+    let rows: CPUCompactRows
+    let storage: [Tensor]
+
+    init(_ scan: CPURecurrentScan, count: Int, separateRecurrentGateGradients: Bool, backend: CPUBackend) throws {
+        let n = max(1, count)
+        let dG = try backend.uninitialized([n, scan.gates], dtype: .float32)
+        let dGh = separateRecurrentGateGradients ? try backend.uninitialized([n, scan.gates], dtype: .float32) : dG
+        let x = try backend.uninitialized([n, scan.input], dtype: .float32)
+        let recurrentInput = try backend.uninitialized([n, scan.state], dtype: .float32)
+        rows = CPUCompactRows(dG: dG.hostFloats, dGh: dGh.hostFloats, x: x.hostFloats,
+                              recurrentInput: recurrentInput.hostFloats)
+        storage = [dG, dGh, x, recurrentInput]
+    }
 }
 
 // MARK: The cells' steps
@@ -625,6 +821,12 @@ extension CPURecurrentSteps {
 
     static func accumulateRecurrentWeightGradient(_ pass: CPURecurrentBackward) {
         let (g, h) = (pass.scan.gates, pass.scan.state)
+        if let compact = pass.compact {
+            // Over the valid rows only (a padded row's dGh is 0).
+            pass.accumulateWeightGradient(m: g, n: h, rows: pass.places.count, compact.dGh, g, compact.recurrentInput,
+                                          pass.dWhh)
+            return
+        }
         pass.accumulateWeightGradient(m: g, n: h, rows: pass.scan.steps * pass.scan.batch, pass.dGh, g,
                                       pass.workspace.recurrentInput, pass.dWhh)
     }

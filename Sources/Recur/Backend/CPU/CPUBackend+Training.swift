@@ -114,17 +114,16 @@ extension CPUBackend {
                          hyperparameters h: AdamUpdate) throws {
         try checkAdam(parameter: parameter, gradient: gradient, firstMoment: firstMoment, secondMoment: secondMoment,
                       hyperparameters: h)
-        let (p, gradientValues) = (parameter.hostFloats, gradient.hostFloats)  // [N] each
-        let (m, v) = (firstMoment.hostFloats, secondMoment.hostFloats)  // [N] each
-        let (decay, l2) = (h.decayFactor, h.gradientWeightDecay)
-        let (stepSize, correction) = (h.stepSize, h.secondMomentCorrection)
-        for i in 0..<parameter.count {
-            p[i] *= decay
-            let g = gradientValues[i] + l2 * p[i]
-            m[i] = h.beta1 * m[i] + (1 - h.beta1) * g
-            v[i] = h.beta2 * v[i] + (1 - h.beta2) * g * g
-            let denominator = v[i].squareRoot() / correction + h.epsilon
-            p[i] -= stepSize * (m[i] / denominator)
+        let operands = AdamOperands(p: parameter.hostFloats, gradient: gradient.hostFloats,
+                                    m: firstMoment.hostFloats, v: secondMoment.hostFloats)
+        let (count, lanes) = (parameter.count, CPULanes.scalarCount)
+        // The decoder's W_hh alone is 590k values at G2P's sizes: both cores take a share of whole
+        // lane vectors (the last part the remainder).
+        let parts = count >= adamSplitMinimumCount ? min(scanPartLimit, count / lanes) : 1
+        CPUWorkerPool.shared.run(parts: parts) { part in
+            let vectors = count / lanes
+            let end = part == parts - 1 ? count : vectors * (part + 1) / parts * lanes
+            operands.update(vectors * part / parts * lanes..<end, h)
         }
     }
 
@@ -171,6 +170,50 @@ extension CPUBackend {
             let norm = Float(sumOfSquares.squareRoot())
             let scale = min(norm, maxNorm) / (norm + 1e-7)
             for j in 0..<rowLength { row[j] *= scale }
+        }
+    }
+}
+
+/// Values from which `adamStep` splits a tensor over the cores: below it the update takes about
+/// as long as handing it to the other threads.
+private let adamSplitMinimumCount = 1 << 16
+
+/// The four [N] arrays of an Adam step, handed to the threads that update disjoint ranges.
+private struct AdamOperands: @unchecked Sendable {
+    let p: UnsafeMutablePointer<Float>, gradient: UnsafeMutablePointer<Float>
+    let m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
+
+    /// The Adam update of elements `range`, a lane vector at a time, then the last elements one by
+    /// one: the same operations in the same order in both loops (the vector square root and
+    /// division round as the scalar ones do), so every element gets the scalar loop's value.
+    ///
+    ///     p ← p · decay;  g = ∇ + l2 p;  m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g g
+    ///     p ← p − stepSize · m / (√v / correction + ε)
+    func update(_ range: Range<Int>, _ h: AdamUpdate) {
+        let (decay, l2) = (h.decayFactor, h.gradientWeightDecay)
+        let (stepSize, correction) = (h.stepSize, h.secondMomentCorrection)
+        let (beta1, beta2, oneMinusBeta1, oneMinusBeta2) = (h.beta1, h.beta2, 1 - h.beta1, 1 - h.beta2)
+        let width = CPULanes.scalarCount
+        var i = range.lowerBound
+        while i + width <= range.upperBound {
+            let decayed = (p + i).loadLanes(width) * decay
+            let g = (gradient + i).loadLanes(width) + l2 * decayed
+            let firstMoment = beta1 * (m + i).loadLanes(width) + oneMinusBeta1 * g
+            let secondMoment = beta2 * (v + i).loadLanes(width) + oneMinusBeta2 * g * g
+            let denominator = secondMoment.squareRoot() / correction + h.epsilon
+            (m + i).storeLanes(firstMoment, width)
+            (v + i).storeLanes(secondMoment, width)
+            (p + i).storeLanes(decayed - stepSize * (firstMoment / denominator), width)
+            i += width
+        }
+        while i < range.upperBound {
+            p[i] *= decay
+            let g = gradient[i] + l2 * p[i]
+            m[i] = beta1 * m[i] + oneMinusBeta1 * g
+            v[i] = beta2 * v[i] + oneMinusBeta2 * g * g
+            let denominator = v[i].squareRoot() / correction + h.epsilon
+            p[i] -= stepSize * (m[i] / denominator)
+            i += 1
         }
     }
 }

@@ -54,36 +54,75 @@ private let stepProductDepth = 256
 /// written once per pass and B's strip is read from L1 rows / 4 times.
 func stepProduct(rows: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: CPUPackedOperand,
                  c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+    stepProduct(rows: ConsecutiveRows(count: rows), n: n, k: k, a: a, lda: lda, b: b, c: c, ldc: ldc,
+                accumulate: accumulate)
+}
+
+/// `stepProduct` on the rows of A and C that `rows` lists (row i of the product is row
+/// rows.indices[i] of A and of C), the others neither read nor written: a scan step multiplies only
+/// the sequences still running, and with G2P's words about 45% of a batch's (step, sequence) places
+/// are padding. Each listed row gets exactly the sums it gets from the consecutive product.
+func stepProduct(rows: UnsafePointer<Int32>, count: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+                 b: CPUPackedOperand, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+    stepProduct(rows: ListedRows(indices: rows, count: count), n: n, k: k, a: a, lda: lda, b: b, c: c, ldc: ldc,
+                accumulate: accumulate)
+}
+
+/// Which rows of A and C a step product covers: the i-th row it computes is `index(i)`.
+private protocol StepProductRows {
+    var count: Int { get }
+    func index(_ i: Int) -> Int
+}
+
+/// Rows 0 ..< count.
+private struct ConsecutiveRows: StepProductRows {
+    let count: Int
+    @inline(__always) func index(_ i: Int) -> Int { i }
+}
+
+/// The rows a list names, in its order.
+private struct ListedRows: StepProductRows {
+    let indices: UnsafePointer<Int32>
+    let count: Int
+    @inline(__always) func index(_ i: Int) -> Int { Int(indices[i]) }
+}
+
+/// The step product over `rows`, specialised per kind of row list.
+@inline(__always)
+private func stepProduct<Rows: StepProductRows>(rows: Rows, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+                                                b: CPUPackedOperand, c: UnsafeMutablePointer<Float>, ldc: Int,
+                                                accumulate: Bool) {
     let depth = min(k, stepProductDepth)
     let block = max(stepProductTileRows, stepProductBlockFloats / max(depth, 1) / stepProductTileRows * stepProductTileRows)
     var first = 0
-    while first < rows {
-        let count = min(block, rows - first)
+    while first < rows.count {
+        let count = min(block, rows.count - first)
         var reduced = 0
         repeat {
             let part = min(depth, k - reduced)
-            stepProductBlock(rows: count, n: n, k: part, a: a + first * lda + reduced, lda: lda,
-                             b: b.droppingRows(reduced), c: c + first * ldc, ldc: ldc,
-                             accumulate: accumulate || reduced > 0)
+            stepProductBlock(rows: rows, first: first, count: count, n: n, k: part, a: a + reduced, lda: lda,
+                             b: b.droppingRows(reduced), c: c, ldc: ldc, accumulate: accumulate || reduced > 0)
             reduced += part
         } while reduced < k
         first += count
     }
 }
 
-/// One block of rows of `stepProduct`.
+/// One block of rows of `stepProduct`: rows first ..< first + count of `rows`.
 @inline(__always)
-private func stepProductBlock(rows: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: CPUPackedOperand,
-                              c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+private func stepProductBlock<Rows: StepProductRows>(rows: Rows, first: Int, count: Int, n: Int, k: Int,
+                                                     a: UnsafePointer<Float>, lda: Int, b: CPUPackedOperand,
+                                                     c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
     let width = CPULanes.scalarCount
+    let end = first + count
     var column = 0
     while column < n {
         let columns = min(stepProductTileColumns, n - column)
         let strip = UnsafePointer(b.values + column / stepProductTileColumns * b.stripStride)
-        var row = 0
-        while row + stepProductTileRows <= rows {
-            let a0 = a + row * lda
-            let (a1, a2, a3) = (a0 + lda, a0 + 2 * lda, a0 + 3 * lda)
+        var row = first
+        while row + stepProductTileRows <= end {
+            let (r0, r1, r2, r3) = (rows.index(row), rows.index(row + 1), rows.index(row + 2), rows.index(row + 3))
+            let (a0, a1, a2, a3) = (a + r0 * lda, a + r1 * lda, a + r2 * lda, a + r3 * lda)
             var (c00, c01, c10, c11) = (CPULanes(), CPULanes(), CPULanes(), CPULanes())
             var (c20, c21, c30, c31) = (CPULanes(), CPULanes(), CPULanes(), CPULanes())
             var p = strip
@@ -104,16 +143,16 @@ private func stepProductBlock(rows: Int, n: Int, k: Int, a: UnsafePointer<Float>
                 c31 = c31.addingProduct(x, b1)
                 p += stepProductTileColumns
             }
-            let target = c + row * ldc + column
-            storeTileRow(c00, c01, target, columns, accumulate)
-            storeTileRow(c10, c11, target + ldc, columns, accumulate)
-            storeTileRow(c20, c21, target + 2 * ldc, columns, accumulate)
-            storeTileRow(c30, c31, target + 3 * ldc, columns, accumulate)
+            storeTileRow(c00, c01, c + r0 * ldc + column, columns, accumulate)
+            storeTileRow(c10, c11, c + r1 * ldc + column, columns, accumulate)
+            storeTileRow(c20, c21, c + r2 * ldc + column, columns, accumulate)
+            storeTileRow(c30, c31, c + r3 * ldc + column, columns, accumulate)
             row += stepProductTileRows
         }
-        // The last rows % 4 rows, one at a time.
-        while row < rows {
-            let a0 = a + row * lda
+        // The last count % 4 rows, one at a time.
+        while row < end {
+            let r0 = rows.index(row)
+            let a0 = a + r0 * lda
             var (c00, c01) = (CPULanes(), CPULanes())
             var p = strip
             for kk in 0..<k {
@@ -122,7 +161,7 @@ private func stepProductBlock(rows: Int, n: Int, k: Int, a: UnsafePointer<Float>
                 c01 = c01.addingProduct(x, UnsafeRawPointer(p + width).loadUnaligned(as: CPULanes.self))
                 p += stepProductTileColumns
             }
-            storeTileRow(c00, c01, c + row * ldc + column, columns, accumulate)
+            storeTileRow(c00, c01, c + r0 * ldc + column, columns, accumulate)
             row += 1
         }
         column += stepProductTileColumns
