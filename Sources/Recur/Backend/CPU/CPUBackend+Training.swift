@@ -110,33 +110,44 @@ extension CPUBackend {
         }
     }
 
-    public func adamStep(parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor,
-                         hyperparameters h: AdamUpdate) throws {
-        try checkAdam(parameter: parameter, gradient: gradient, firstMoment: firstMoment, secondMoment: secondMoment,
-                      hyperparameters: h)
+    public func adamStep(parameter: Tensor, gradient: Tensor, squaredGradient: Tensor?, firstMoment: Tensor,
+                         secondMoment: Tensor, hyperparameters h: AdamUpdate) throws {
+        try checkAdam(parameter: parameter, gradient: gradient, squaredGradient: squaredGradient,
+                      firstMoment: firstMoment, secondMoment: secondMoment, hyperparameters: h)
         let (p, gradientValues) = (parameter.hostFloats, gradient.hostFloats)  // [N] each
         let (m, v) = (firstMoment.hostFloats, secondMoment.hostFloats)  // [N] each
+        let squares = squaredGradient?.hostFloats  // [N]
         let (decay, l2) = (h.decayFactor, h.gradientWeightDecay)
         let (stepSize, correction) = (h.stepSize, h.secondMomentCorrection)
         for i in 0..<parameter.count {
             p[i] *= decay
             let g = gradientValues[i] + l2 * p[i]
             m[i] = h.beta1 * m[i] + (1 - h.beta1) * g
-            v[i] = h.beta2 * v[i] + (1 - h.beta2) * g * g
+            // Two spellings, so that the squared gradient rounds as ((1 − β2) g) g, as it always has.
+            if let squares {
+                v[i] = h.beta2 * v[i] + (1 - h.beta2) * squares[i]
+            } else {
+                v[i] = h.beta2 * v[i] + (1 - h.beta2) * g * g
+            }
             let denominator = v[i].squareRoot() / correction + h.epsilon
             p[i] -= stepSize * (m[i] / denominator)
         }
     }
 
-    public func rmsPropStep(parameter: Tensor, gradient: Tensor, squareAverage: Tensor, momentumBuffer: Tensor?,
-                            hyperparameters h: RMSPropUpdate) throws {
-        try checkRMSProp(parameter: parameter, gradient: gradient, squareAverage: squareAverage,
-                         momentumBuffer: momentumBuffer, hyperparameters: h)
+    public func rmsPropStep(parameter: Tensor, gradient: Tensor, squaredGradient: Tensor?, squareAverage: Tensor,
+                            momentumBuffer: Tensor?, hyperparameters h: RMSPropUpdate) throws {
+        try checkRMSProp(parameter: parameter, gradient: gradient, squaredGradient: squaredGradient,
+                         squareAverage: squareAverage, momentumBuffer: momentumBuffer, hyperparameters: h)
         let (p, gradientValues, s) = (parameter.hostFloats, gradient.hostFloats, squareAverage.hostFloats)  // [N] each
         let buffer = momentumBuffer?.hostFloats  // [N]
+        let squares = squaredGradient?.hostFloats  // [N]
         for i in 0..<parameter.count {
             let g = gradientValues[i] + h.weightDecay * p[i]
-            s[i] = h.alpha * s[i] + (1 - h.alpha) * g * g
+            if let squares {
+                s[i] = h.alpha * s[i] + (1 - h.alpha) * squares[i]
+            } else {
+                s[i] = h.alpha * s[i] + (1 - h.alpha) * g * g
+            }
             let average = s[i].squareRoot() + h.epsilon
             if let buffer {
                 buffer[i] = h.momentum * buffer[i] + g / average
