@@ -7,10 +7,12 @@
 
 /// How `GradientClipper` limits gradients.
 ///
-/// Norms are measured on the summed gradient, also for an embedding under `.perOccurrence`;
-/// Keras's `clip_by_global_norm` on sparse slices counts each occurrence instead, so the two
-/// thresholds bind differently when ids repeat. A clip scales an embedding's per-occurrence
-/// squares by the factor squared; `.value` clipping refuses them.
+/// Norms are measured on the summed gradient, also for an embedding under `.perOccurrence`.
+/// Keras on TensorFlow measures an embedding's sparse slices one by one: its `global_clipnorm`
+/// squares each slice before summing (‖g‖² = Σ S, not Σ (Σ_i g_i)²), and `clipnorm` takes the norm
+/// of the slice values, so with repeated ids Keras's norms come out larger and its thresholds bind
+/// sooner than these. A clip scales an embedding's per-occurrence squares by the factor squared, as
+/// Keras scales each slice; `.value` clipping refuses them.
 public enum GradientClipping: Sendable, Equatable, Codable {
     /// Measure only (the global norm is still reported and checked for non-finite values).
     case none
