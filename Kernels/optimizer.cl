@@ -64,6 +64,28 @@ __kernel void adam_step(__global float* p, __global const float* g, __global flo
     p[i] = parameter - stepSize * (first / denominator);
 }
 
+// Adam and AdamW with an embedding's per-occurrence squares S (Keras on TensorFlow) in place of
+// g^2; no L2 term (l2 = 0, refused by the host):
+//   p  = p decayFactor
+//   m  = beta1 m + (1 - beta1) g
+//   v  = beta2 v + (1 - beta2) S
+//   p  = p - stepSize m / (sqrt(v) / correction + epsilon)
+__kernel void adam_squares_step(__global float* p, __global const float* g, __global const float* squares,
+                                __global float* m, __global float* v, const int n, const float decayFactor,
+                                const float beta1, const float beta2, const float stepSize,
+                                const float correction, const float epsilon) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    const float parameter = p[i] * decayFactor;
+    const float gradient = g[i];
+    const float first = beta1 * m[i] + (1.0f - beta1) * gradient;
+    const float second = beta2 * v[i] + (1.0f - beta2) * squares[i];
+    m[i] = first;
+    v[i] = second;
+    const float denominator = sqrt(second) / correction + epsilon;
+    p[i] = parameter - stepSize * (first / denominator);
+}
+
 // RMSProp without momentum:
 //   g' = g + weightDecay p
 //   s  = alpha s + (1 - alpha) g'^2
@@ -96,6 +118,36 @@ __kernel void rmsprop_momentum_step(__global float* p, __global const float* g, 
     s[i] = square;
     const float average = sqrt(square) + epsilon;
     const float velocity = momentum * buffer[i] + gradient / average;
+    buffer[i] = velocity;
+    p[i] -= learningRate * velocity;
+}
+
+// RMSProp with an embedding's per-occurrence squares S in place of g'^2 (weight decay 0, refused
+// by the host otherwise), without and with momentum:
+//   s      = alpha s + (1 - alpha) S
+//   p      = p - learningRate g / (sqrt(s) + epsilon)                     (no momentum)
+//   buffer = momentum buffer + g / (sqrt(s) + epsilon);  p = p - learningRate buffer
+__kernel void rmsprop_squares_step(__global float* p, __global const float* g, __global const float* squares,
+                                   __global float* s, const int n, const float learningRate, const float alpha,
+                                   const float epsilon) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    const float square = alpha * s[i] + (1.0f - alpha) * squares[i];
+    s[i] = square;
+    const float average = sqrt(square) + epsilon;
+    p[i] -= learningRate * (g[i] / average);
+}
+
+__kernel void rmsprop_momentum_squares_step(__global float* p, __global const float* g,
+                                            __global const float* squares, __global float* s,
+                                            __global float* buffer, const int n, const float learningRate,
+                                            const float alpha, const float epsilon, const float momentum) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    const float square = alpha * s[i] + (1.0f - alpha) * squares[i];
+    s[i] = square;
+    const float average = sqrt(square) + epsilon;
+    const float velocity = momentum * buffer[i] + g[i] / average;
     buffer[i] = velocity;
     p[i] -= learningRate * velocity;
 }

@@ -10,11 +10,16 @@ configured to do what the other does (listed by `--defaults`), so any difference
 the engines, not of the recipe.
 
 usage: keras_trajectory.py --recur PATH [--out DIR] [--device cpu] [--steps 100] [--bound 1e-4]
-                           [--task NAME[:CELL] ...]
+                           [--task NAME[:CELL] ...] [--embedding-second-moment summed|per-occurrence]
                            [--unmatch epsilon|embedding-gradient|bias ...]
        keras_trajectory.py --defaults
 Prints a table (task, cell, steps, max relative difference, first-step loss) and exits with
 status 1 when a task's largest relative difference exceeds --bound.
+
+--embedding-second-moment chooses how Adam's v treats an id seen several times in a batch:
+summed (default) makes Keras's embedding gradients dense, as Recur's default (and PyTorch) sum an
+id's occurrences first; per-occurrence leaves Keras its sparse gradients (one slice per
+occurrence, squared one by one) and runs Recur with --embedding-second-moment per-occurrence.
 """
 import argparse
 import json
@@ -39,7 +44,8 @@ DEFAULT_DIFFERENCES = [
      "--freeze 1.bias_hh_l0 (Recur's Keras initialisation puts the whole bias in b_ih)"),
     ("Adam on an Embedding (TensorFlow)", "the gradient has one slice per occurrence of an id, and v adds their "
      "squares one by one", "an id's occurrences are summed first (PyTorch, dense Adam)",
-     "the Keras gradients are made dense"),
+     "the Keras gradients are made dense; or, with --embedding-second-moment per-occurrence, Keras keeps "
+     "its sparse gradients and Recur adds the squares per occurrence too"),
     ("Adam epsilon", "1e-7, added to sqrt(v) before v's bias correction",
      "1e-8, added to sqrt(v_hat) (PyTorch)", "--epsilon 1e-30 and epsilon=1e-30: the placement no longer matters"),
     ("binary head", "Dense(1, sigmoid) + binary_crossentropy", "Dense(1) logits + sigmoid cross-entropy on logits",
@@ -142,7 +148,8 @@ def dense_gradient_adam():
     return DenseGradientAdam
 
 
-def keras_model(task, cell, mask, weights, steps, vocabulary, outputs, learning_rate, unmatch=()):
+def keras_model(task, cell, mask, weights, steps, vocabulary, outputs, learning_rate, unmatch=(),
+                sparse_embedding=False):
     import keras
     from keras import layers
     prefix, head = ("0.", "1.") if task == "forecast" else ("1.", "2.")
@@ -173,8 +180,10 @@ def keras_model(task, cell, mask, weights, steps, vocabulary, outputs, learning_
         loss = keras.losses.BinaryCrossentropy(from_logits=True)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    # Recur runs with the same epsilon (see `run`).
-    adam = keras.optimizers.Adam if "embedding-gradient" in unmatch else dense_gradient_adam()
+    # Recur runs with the same epsilon (see `run`), and with per-occurrence squares when Keras keeps
+    # its sparse embedding gradients.
+    sparse = sparse_embedding or "embedding-gradient" in unmatch
+    adam = keras.optimizers.Adam if sparse else dense_gradient_adam()
     model.compile(adam(learning_rate, epsilon=1e-7 if "epsilon" in unmatch else 1e-30), loss)
     return model
 
@@ -210,6 +219,8 @@ def run(args, name, cell):
     # Keras; with an epsilon far below every nonzero sqrt(v) the two updates are the same.
     if "epsilon" not in args.unmatch:
         command += ["--epsilon", "1e-30"]
+    if args.embedding_second_moment == "per-occurrence":
+        command += ["--embedding-second-moment", "per-occurrence"]
     if cell != "gru" and "bias" not in args.unmatch:
         # Keras's LSTM, SimpleRNN and reset-before GRU have one bias where PyTorch's layout has two;
         # Adam moves each of two equal-gradient biases by the same step, so their sum would move
@@ -231,7 +242,7 @@ def run(args, name, cell):
     outputs = weights[head + "bias"].shape[0]
     vocabulary = int(metadata.get("vocabulary_size", "0"))
     model = keras_model(task, cell, keras_options["mask"], weights, steps, vocabulary, outputs, args.learning_rate,
-                        args.unmatch)
+                        args.unmatch, sparse_embedding=args.embedding_second_moment == "per-occurrence")
     keras = keras_losses(model, inputs, targets, args.batch_size, args.steps)
     differences = [abs(k - r) / abs(r) for k, r in zip(keras, recur)]
     worst = int(np.argmax(differences))
@@ -250,6 +261,9 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--task", action="append", help="NAME or NAME:CELL (default: every run of RUNS)")
     parser.add_argument("--defaults", action="store_true", help="list the defaults in which Keras and Recur differ")
+    parser.add_argument("--embedding-second-moment", choices=["summed", "per-occurrence"], default="summed",
+                        help="summed: Keras's embedding gradients made dense, Recur's default; per-occurrence: "
+                             "Keras's own sparse gradients, Recur --embedding-second-moment per-occurrence")
     parser.add_argument("--unmatch", action="append", default=[], choices=["epsilon", "embedding-gradient", "bias"],
                         help="leave one difference as each framework has it (Adam's epsilon: Recur's 1e-8 and "
                              "Keras's 1e-7; Keras's per-occurrence embedding gradients; Recur's two trained biases), "

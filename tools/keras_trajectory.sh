@@ -5,6 +5,7 @@
 # (tools/keras_trajectory.py). Exits non-zero when a run does not.
 #
 # usage: tools/keras_trajectory.sh [keras_trajectory.py options]   e.g. --task lm:gru --steps 200
+#        tools/keras_trajectory.sh --embedding-second-moment per-occurrence   (Keras's sparse gradients)
 # CONFIGURATION=release builds an optimised recur (default debug); VENV=DIR uses that virtual
 # environment (default .venv-bench, created with tensorflow-cpu, keras, numpy and safetensors).
 set -euo pipefail

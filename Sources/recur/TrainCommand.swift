@@ -71,6 +71,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Plateau schedule: multiply the rate by this (default 0.1).") var plateauFactor: Float?
     @Option(help: "Plateau schedule: epochs without improvement before a reduction (default 2).") var plateauPatience: Int?
     @Option(help: "Plateau schedule: the lowest rate (default 0).") var plateauMinLr: Float?
+    @Option(help: "Adam's and RMSProp's second moment for an embedding row that ids of one batch share: summed adds (sum of its gradients)^2 (PyTorch, Keras with dense gradients); per-occurrence adds the sum of each occurrence's gradient^2 (Keras 3 on TensorFlow, whose embedding gradients are sparse slices). per-occurrence needs adam, adamw or rmsprop, no L2 --weight-decay with adam or rmsprop, and no --clip-value.")
+    var embeddingSecondMoment = "summed"
     @Option(help: "Classify: none, or balanced (class k weighs N / (K n_k) in the loss, from the training split's counts).")
     var classWeight = "none"
 
@@ -561,7 +563,17 @@ struct TrainCommand: ParsableCommand {
             clipping: clipping, nonFinitePolicy: onNonFinite == "skip" ? .skipStep : .throwError, seed: seed,
             shuffles: shuffle, earlyStoppingPatience: patience, monitor: monitor, checkpointEverySteps: checkpointEvery,
             classWeights: classWeights, plateau: plateau, frozenParameters: freeze.isEmpty ? nil : freeze,
-            stateful: stateful)
+            stateful: stateful, embeddingSecondMoment: try embeddingSecondMomentRule())
+    }
+
+    /// The rule --embedding-second-moment names.
+    func embeddingSecondMomentRule() throws -> EmbeddingSecondMoment {
+        switch embeddingSecondMoment.lowercased() {
+        case "summed": return .summed
+        case "per-occurrence": return .perOccurrence
+        default:
+            throw ValidationError("--embedding-second-moment must be summed or per-occurrence, got \(embeddingSecondMoment)")
+        }
     }
 
     /// The per-step rate --schedule, --warmup, --step-size and --decay-factor name over a run of

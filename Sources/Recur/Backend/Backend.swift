@@ -190,13 +190,18 @@ public protocol Backend: AnyObject, Sendable {
     /// PyTorch's `torch.optim.SGD` (see `SGDUpdate`). `momentumBuffer` is required exactly when
     /// the momentum is not 0.
     func sgdStep(parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor?, hyperparameters: SGDUpdate) throws
-    /// Adam, or AdamW with decoupled weight decay (see `AdamUpdate`).
-    func adamStep(parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor,
-                  hyperparameters: AdamUpdate) throws
+    /// Adam, or AdamW with decoupled weight decay (see `AdamUpdate`). With `squaredGradient`
+    /// (an embedding's per-occurrence squares, `NamedParameter.squaredGradient`) the second
+    /// moment adds it in place of g²: v = β2 v + (1 − β2) S, as Keras on TensorFlow; L2 weight
+    /// decay, which would need each occurrence's p, is then refused.
+    func adamStep(parameter: Tensor, gradient: Tensor, squaredGradient: Tensor?, firstMoment: Tensor,
+                  secondMoment: Tensor, hyperparameters: AdamUpdate) throws
     /// RMSProp as PyTorch's `torch.optim.RMSprop` (see `RMSPropUpdate`). `momentumBuffer` is
-    /// required exactly when the momentum is not 0.
-    func rmsPropStep(parameter: Tensor, gradient: Tensor, squareAverage: Tensor, momentumBuffer: Tensor?,
-                     hyperparameters: RMSPropUpdate) throws
+    /// required exactly when the momentum is not 0. With `squaredGradient` the square average
+    /// adds it in place of g²: s = α s + (1 − α) S, as Keras on TensorFlow; weight decay is then
+    /// refused.
+    func rmsPropStep(parameter: Tensor, gradient: Tensor, squaredGradient: Tensor?, squareAverage: Tensor,
+                     momentumBuffer: Tensor?, hyperparameters: RMSPropUpdate) throws
 
     // MARK: Clipping and constraints
 
@@ -220,6 +225,20 @@ extension Backend {
                                     loss: Tensor, at index: Int) throws {
         try softmaxCrossEntropy(logits: logits, targets: targets, ignoreIndex: ignoreIndex, weights: nil,
                                 gradient: gradient, loss: loss, at: index)
+    }
+
+    /// Adam or AdamW whose second moment squares the gradient (see `AdamUpdate`).
+    public func adamStep(parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor,
+                         hyperparameters: AdamUpdate) throws {
+        try adamStep(parameter: parameter, gradient: gradient, squaredGradient: nil, firstMoment: firstMoment,
+                     secondMoment: secondMoment, hyperparameters: hyperparameters)
+    }
+
+    /// RMSProp whose square average squares the gradient (see `RMSPropUpdate`).
+    public func rmsPropStep(parameter: Tensor, gradient: Tensor, squareAverage: Tensor, momentumBuffer: Tensor?,
+                            hyperparameters: RMSPropUpdate) throws {
+        try rmsPropStep(parameter: parameter, gradient: gradient, squaredGradient: nil, squareAverage: squareAverage,
+                        momentumBuffer: momentumBuffer, hyperparameters: hyperparameters)
     }
 
     /// A new float32 tensor of zeros.

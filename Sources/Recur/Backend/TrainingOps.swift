@@ -231,11 +231,13 @@ extension Backend {
     }
 
     /// Validates an Adam or AdamW step.
-    func checkAdam(parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor,
-                   hyperparameters h: AdamUpdate) throws {
+    func checkAdam(parameter: Tensor, gradient: Tensor, squaredGradient: Tensor?, firstMoment: Tensor,
+                   secondMoment: Tensor, hyperparameters h: AdamUpdate) throws {
         let operation = "adamStep"
         try checkOptimizerStep(operation, parameter: parameter, gradient: gradient,
-                               state: [firstMoment, secondMoment], learningRate: h.learningRate)
+                               state: [firstMoment, secondMoment] + (squaredGradient.map { [$0] } ?? []),
+                               learningRate: h.learningRate)
+        try checkSquaredGradient(operation, squaredGradient, gradientWeightDecay: h.gradientWeightDecay)
         guard h.step >= 1 else {
             throw RecurError.invalidArgument(operation: operation, detail: "step \(h.step) must be at least 1")
         }
@@ -245,13 +247,26 @@ extension Backend {
     }
 
     /// Validates an RMSProp step.
-    func checkRMSProp(parameter: Tensor, gradient: Tensor, squareAverage: Tensor, momentumBuffer: Tensor?,
-                      hyperparameters h: RMSPropUpdate) throws {
+    func checkRMSProp(parameter: Tensor, gradient: Tensor, squaredGradient: Tensor?, squareAverage: Tensor,
+                      momentumBuffer: Tensor?, hyperparameters h: RMSPropUpdate) throws {
         let operation = "rmsPropStep"
         try checkOptimizerStep(operation, parameter: parameter, gradient: gradient,
-                               state: [squareAverage] + (momentumBuffer.map { [$0] } ?? []),
+                               state: [squareAverage] + (momentumBuffer.map { [$0] } ?? [])
+                                   + (squaredGradient.map { [$0] } ?? []),
                                learningRate: h.learningRate)
+        try checkSquaredGradient(operation, squaredGradient, gradientWeightDecay: h.weightDecay)
         try checkMomentumBuffer(operation, momentumBuffer, momentum: h.momentum)
+    }
+
+    /// Throws when per-occurrence squares meet an L2 penalty in the gradient: the penalty wd · p
+    /// would have to be split over the occurrences, which Keras (whose Adam and RMSprop have no
+    /// L2 term) never defines.
+    func checkSquaredGradient(_ operation: String, _ squaredGradient: Tensor?, gradientWeightDecay: Float) throws {
+        guard squaredGradient != nil, gradientWeightDecay != 0 else { return }
+        throw RecurError.invalidArgument(
+            operation: operation,
+            detail: "per-occurrence squared gradients cannot be combined with L2 weight decay \(gradientWeightDecay) "
+                + "in the gradient; use AdamW's decoupled decay or weight decay 0")
     }
 
     /// Validates a clamp.

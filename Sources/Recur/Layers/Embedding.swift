@@ -12,6 +12,19 @@ public enum EmbeddingInitialization: String, Sendable, CaseIterable, Codable {
     case keras
 }
 
+/// What Adam's and RMSProp's second moment adds for an embedding row that several ids of one
+/// batch share. For a row seen n times with gradient contributions g_1 … g_n, the gradient (and
+/// Adam's first moment) gets Σ g_i either way.
+public enum EmbeddingSecondMoment: String, Sendable, CaseIterable, Codable {
+    /// (Σ g_i)², the square of the summed gradient: PyTorch (`nn.Embedding` gives a dense
+    /// gradient), and Keras with dense gradients.
+    case summed
+    /// Σ g_i², the sum of each occurrence's square: Keras 3 on TensorFlow, whose `Embedding`
+    /// gradient is a `tf.IndexedSlices` with one slice per occurrence, squared slice by slice
+    /// before it is summed into the dense second moment.
+    case perOccurrence
+}
+
 /// out[s, :] = table[ids[s], :], with explicit `forward` and `backward`.
 ///
 /// The parameter is `weight` `[V, D]` (PyTorch's name). `backward` scatter-adds into its gradient
@@ -30,6 +43,8 @@ public final class Embedding {
     /// The table `[V, D]`.
     public let weight: Tensor
     private let weightGradient: Tensor  // [V, D]
+    /// Σ over occurrences of g_i², under `.perOccurrence`; nil under `.summed`.
+    private var weightSquaredGradient: Tensor?  // [V, D]
     /// D zeros, copied over the padding row of the gradient after each scatter-add.
     private let zeroRow: Tensor  // [D]
     private var cache: (ids: Tensor, outputShape: Shape)?
@@ -75,14 +90,35 @@ public final class Embedding {
 
     // MARK: Parameters
 
-    /// `weight` with its gradient.
+    /// `weight` with its gradient, and under `.perOccurrence` its per-occurrence squares.
     public var parameters: [NamedParameter] {
-        [NamedParameter(name: "weight", value: weight, gradient: weightGradient)]
+        [NamedParameter(name: "weight", value: weight, gradient: weightGradient,
+                        squaredGradient: weightSquaredGradient)]
     }
 
-    /// Sets the gradient to 0.
+    /// Which second moment `backward` prepares for Adam and RMSProp; `.summed` (PyTorch's) until
+    /// `setSecondMoment(_:)` changes it.
+    public var secondMoment: EmbeddingSecondMoment { weightSquaredGradient == nil ? .summed : .perOccurrence }
+
+    /// Chooses the second moment: `.perOccurrence` makes `backward` also scatter-add the square of
+    /// each occurrence's gradient into a second `[V, D]` tensor (zero until the next backward),
+    /// which `parameters` hands to the optimizer; `.summed` drops it.
+    /// - Parameter rule: the second moment to prepare.
+    public func setSecondMoment(_ rule: EmbeddingSecondMoment) throws {
+        switch rule {
+        case .summed:
+            weightSquaredGradient = nil
+        case .perOccurrence:
+            if weightSquaredGradient == nil {
+                weightSquaredGradient = try backend.zeros([vocabularySize, embeddingSize])
+            }
+        }
+    }
+
+    /// Sets the gradient (and the per-occurrence squares, if kept) to 0.
     public func zeroGradients() throws {
         try backend.fill(weightGradient, with: 0)
+        if let weightSquaredGradient { try backend.fill(weightSquaredGradient, with: 0) }
     }
 
     // MARK: Forward and backward
@@ -113,8 +149,9 @@ public final class Embedding {
         return output
     }
 
-    /// Scatter-adds dL/d output into the table's gradient: row ids[s] += outputGradient[s, :].
-    /// The padding row's gradient stays 0.
+    /// Scatter-adds dL/d output into the table's gradient: row ids[s] += outputGradient[s, :],
+    /// and under `.perOccurrence` its square into the per-occurrence squares:
+    /// row ids[s] += outputGradient[s, :]². The padding row of both stays 0.
     /// - Parameter outputGradient: shaped like the last forward's output.
     public func backward(_ outputGradient: Tensor) throws {
         let operation = "Embedding.backward"
@@ -127,9 +164,19 @@ public final class Embedding {
                 operation: operation,
                 detail: "outputGradient must be \(outputShape) like the output, got \(outputGradient.shape)")
         }
-        try backend.scatterAdd(outputGradient, ids: ids, into: weightGradient)
+        try scatterAdd(outputGradient, ids: ids, into: weightGradient)
+        if let weightSquaredGradient {
+            let squares = try backend.uninitialized(outputShape)  // [S..., D]
+            try backend.multiply(outputGradient, outputGradient, into: squares)
+            try scatterAdd(squares, ids: ids, into: weightSquaredGradient)
+        }
+    }
+
+    /// Scatter-adds `rows` into `table` by id, then restores the padding row's 0.
+    private func scatterAdd(_ rows: Tensor, ids: Tensor, into table: Tensor) throws {
+        try backend.scatterAdd(rows, ids: ids, into: table)
         if let paddingIndex {
-            try backend.copy(zeroRow, sourceOffset: 0, into: weightGradient,
+            try backend.copy(zeroRow, sourceOffset: 0, into: table,
                              destinationOffset: Int(paddingIndex) * embeddingSize, count: embeddingSize)
         }
     }

@@ -87,9 +87,12 @@ extension Layer {
     /// - Returns: `input`.
     public func outputFeatures(input: Int?) -> Int? { input }
 
-    /// Fills each of ``parameters``' gradients with 0.
+    /// Fills each of ``parameters``' gradients (and per-occurrence squares, where kept) with 0.
     public func zeroGradients() throws {
-        for parameter in parameters { try backend.fill(parameter.gradient, with: 0) }
+        for parameter in parameters {
+            try backend.fill(parameter.gradient, with: 0)
+            if let squares = parameter.squaredGradient { try backend.fill(squares, with: 0) }
+        }
     }
 
     /// ``parameters`` renamed `"\(prefix).\(name)"`, the names the layer's parameters take
@@ -97,7 +100,10 @@ extension Layer {
     /// - Parameter prefix: the layer's path in the model, without the final dot.
     /// - Returns: the same tensors and gradients under the longer names, in the same order.
     public func parameters(prefixedBy prefix: String) -> [NamedParameter] {
-        parameters.map { NamedParameter(name: "\(prefix).\($0.name)", value: $0.value, gradient: $0.gradient) }
+        parameters.map {
+            NamedParameter(name: "\(prefix).\($0.name)", value: $0.value, gradient: $0.gradient,
+                           squaredGradient: $0.squaredGradient)
+        }
     }
 }
 

@@ -15,11 +15,23 @@ public struct NamedParameter: Sendable {
     public let value: Tensor
     /// dL/d value, the same shape; `backward` passes add into it.
     public let gradient: Tensor
+    /// Σ over the occurrences of each row of the square of that occurrence's contribution to
+    /// `gradient`, the same shape; only an `Embedding` with `.perOccurrence` second moments has
+    /// one. Adam and RMSProp put it in place of g² (Keras on TensorFlow squares each slice of an
+    /// embedding's sparse gradient before summing). nil: they square `gradient`.
+    public let squaredGradient: Tensor?
 
-    public init(name: String, value: Tensor, gradient: Tensor) {
+    /// - Parameters:
+    ///   - name: the state-dict name.
+    ///   - value: the parameter.
+    ///   - gradient: its gradient, shaped like `value`.
+    ///   - squaredGradient: the per-occurrence sum of squared contributions to `gradient`, or nil
+    ///     (default) when the optimizer should square `gradient`.
+    public init(name: String, value: Tensor, gradient: Tensor, squaredGradient: Tensor? = nil) {
         self.name = name
         self.value = value
         self.gradient = gradient
+        self.squaredGradient = squaredGradient
     }
 }
 

@@ -66,9 +66,12 @@ public final class Sequential {
         layers.enumerated().flatMap { index, layer in layer.parameters(prefixedBy: "\(index)") }
     }
 
-    /// Sets every gradient to 0.
+    /// Sets every gradient (and every per-occurrence square, where kept) to 0.
     public func zeroGradients() throws {
-        for parameter in parameters { try backend.fill(parameter.gradient, with: 0) }
+        for parameter in parameters {
+            try backend.fill(parameter.gradient, with: 0)
+            if let squares = parameter.squaredGradient { try backend.fill(squares, with: 0) }
+        }
     }
 
     /// Restarts the dropout streams of every layer that has one (recurrent and dropout layers),

@@ -138,16 +138,19 @@ public enum TrainingReference {
     ///     p = p · (1 − learningRate · weightDecay)        AdamW
     ///     g = ∇ + weightDecay · p                          Adam
     ///     m = β1 · m + (1 − β1) · g
-    ///     v = β2 · v + (1 − β2) · g²
+    ///     v = β2 · v + (1 − β2) · g²          (S in place of g² when given)
     ///     p = p − learningRate / (1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
     /// - Parameters:
     ///   - parameter: p, updated in place.
     ///   - gradient: ∇, as many values as p.
+    ///   - squaredGradient: S, an embedding's per-occurrence squares (Keras on TensorFlow), as
+    ///     many values as p; nil (default) squares g.
     ///   - firstMoment: m, updated in place.
     ///   - secondMoment: v, updated in place.
     ///   - h: the hyperparameters and t.
-    public static func adamStep(parameter: inout [Double], gradient: [Double], firstMoment: inout [Double],
-                                secondMoment: inout [Double], hyperparameters h: AdamUpdate) {
+    public static func adamStep(parameter: inout [Double], gradient: [Double], squaredGradient: [Double]? = nil,
+                                firstMoment: inout [Double], secondMoment: inout [Double],
+                                hyperparameters h: AdamUpdate) {
         let (lr, beta1, beta2) = (Double(h.learningRate), Double(h.beta1), Double(h.beta2))
         let (weightDecay, t) = (Double(h.weightDecay), Double(h.step))
         let firstCorrection = 1 - pow(beta1, t)
@@ -160,7 +163,11 @@ public enum TrainingReference {
                 g += weightDecay * parameter[i]
             }
             firstMoment[i] = beta1 * firstMoment[i] + (1 - beta1) * g
-            secondMoment[i] = beta2 * secondMoment[i] + (1 - beta2) * g * g
+            if let squaredGradient {
+                secondMoment[i] = beta2 * secondMoment[i] + (1 - beta2) * squaredGradient[i]
+            } else {
+                secondMoment[i] = beta2 * secondMoment[i] + (1 - beta2) * g * g
+            }
             let denominator = secondMoment[i].squareRoot() / secondCorrection + Double(h.epsilon)
             parameter[i] -= lr / firstCorrection * firstMoment[i] / denominator
         }
@@ -169,23 +176,30 @@ public enum TrainingReference {
     /// One RMSProp step (``RMSPropUpdate``, PyTorch's `torch.optim.RMSprop`, not centered):
     ///
     ///     g = ∇ + weightDecay · p
-    ///     s = α · s + (1 − α) · g²,   a = √s + ε
+    ///     s = α · s + (1 − α) · g²,   a = √s + ε      (S in place of g² when given)
     ///     momentum ≠ 0:  buffer = momentum · buffer + g / a;  p = p − learningRate · buffer
     ///     momentum = 0:  p = p − learningRate · g / a
     /// - Parameters:
     ///   - parameter: p, updated in place.
     ///   - gradient: ∇, as many values as p.
+    ///   - squaredGradient: S, an embedding's per-occurrence squares, as many values as p; nil
+    ///     (default) squares g.
     ///   - squareAverage: s, updated in place.
     ///   - momentumBuffer: the buffer, updated in place; nil exactly when the momentum is 0 (a nil
     ///     buffer steps without momentum).
     ///   - h: the hyperparameters.
-    public static func rmsPropStep(parameter: inout [Double], gradient: [Double], squareAverage: inout [Double],
-                                   momentumBuffer: inout [Double]?, hyperparameters h: RMSPropUpdate) {
+    public static func rmsPropStep(parameter: inout [Double], gradient: [Double], squaredGradient: [Double]? = nil,
+                                   squareAverage: inout [Double], momentumBuffer: inout [Double]?,
+                                   hyperparameters h: RMSPropUpdate) {
         let (lr, alpha, momentum) = (Double(h.learningRate), Double(h.alpha), Double(h.momentum))
         var buffer = momentum != 0 ? momentumBuffer : nil
         for i in parameter.indices {
             let g = gradient[i] + Double(h.weightDecay) * parameter[i]
-            squareAverage[i] = alpha * squareAverage[i] + (1 - alpha) * g * g
+            if let squaredGradient {
+                squareAverage[i] = alpha * squareAverage[i] + (1 - alpha) * squaredGradient[i]
+            } else {
+                squareAverage[i] = alpha * squareAverage[i] + (1 - alpha) * g * g
+            }
             let average = squareAverage[i].squareRoot() + Double(h.epsilon)
             if buffer != nil {
                 buffer![i] = momentum * buffer![i] + g / average

@@ -10,6 +10,10 @@
 /// PyTorch: learning rate 1e-3, β1 0.9, β2 0.999, ε 1e-8, weight decay 0. State: `exp_avg` (m)
 /// and `exp_avg_sq` (v). One fused `Backend.adamStep` per parameter.
 ///
+/// A parameter with a `squaredGradient` (an `Embedding` under `.perOccurrence`) adds it in place
+/// of g² to v, as Keras on TensorFlow does for sparse embedding gradients; it needs weight decay 0
+/// (or AdamW's decoupled decay).
+///
 /// Keras adds its ε (default 1e-7) to √v before the bias correction,
 /// p = p − learningRate · √(1 − β2^t) / (1 − β1^t) · m / (√v + ε_Keras), which is this update with
 /// ε = ε_Keras / √(1 − β2^t): the two agree when ε is far below every √v̂.
@@ -53,7 +57,8 @@ public class Adam: Optimizer {
 
     public func update(_ parameter: NamedParameter, state: [Tensor], step: Int, learningRate: Float) throws {
         try backend.adamStep(
-            parameter: parameter.value, gradient: parameter.gradient, firstMoment: state[0], secondMoment: state[1],
+            parameter: parameter.value, gradient: parameter.gradient, squaredGradient: parameter.squaredGradient,
+            firstMoment: state[0], secondMoment: state[1],
             hyperparameters: AdamUpdate(learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
                                         weightDecay: weightDecay, decoupledWeightDecay: decoupledWeightDecay,
                                         step: step))

@@ -34,14 +34,15 @@ public struct GradientAccumulation: Sendable, Equatable {
     }
 
     /// Records that one more micro-batch's gradients were accumulated. On the k-th, scales every
-    /// gradient by 1/k and returns true: the optimizer step is due.
+    /// gradient by 1/k (and per-occurrence squared gradients by 1/k², each occurrence's share of
+    /// the average) and returns true: the optimizer step is due.
     public mutating func add(_ parameters: [NamedParameter]) throws -> Bool {
         pending += 1
         guard pending == microBatchCount else { return false }
         pending = 0
         if microBatchCount > 1 {
             for parameter in parameters {
-                try parameter.gradient.backend.scale(parameter.gradient, by: 1 / Float(microBatchCount))
+                try GradientClipper.scale(parameter, by: 1 / Float(microBatchCount))
             }
         }
         return true

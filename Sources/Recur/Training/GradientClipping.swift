@@ -6,6 +6,13 @@
 // Shape legend: P parameters.
 
 /// How `GradientClipper` limits gradients.
+///
+/// Norms are measured on the summed gradient, also for an embedding under `.perOccurrence`.
+/// Keras on TensorFlow measures an embedding's sparse slices one by one: its `global_clipnorm`
+/// squares each slice before summing (‖g‖² = Σ S, not Σ (Σ_i g_i)²), and `clipnorm` takes the norm
+/// of the slice values, so with repeated ids Keras's norms come out larger and its thresholds bind
+/// sooner than these. A clip scales an embedding's per-occurrence squares by the factor squared, as
+/// Keras scales each slice; `.value` clipping refuses them.
 public enum GradientClipping: Sendable, Equatable, Codable {
     /// Measure only (the global norm is still reported and checked for non-finite values).
     case none
@@ -136,9 +143,15 @@ public final class GradientClipper {
         case .parameterNorm(let maxNorm):
             for (parameter, norm) in zip(parameters, parameterNorms) {
                 let factor = Double(maxNorm) / (Double(norm) + Self.normEpsilon)
-                if factor < 1 { try backend.scale(parameter.gradient, by: Float(factor)) }
+                if factor < 1 { try Self.scale(parameter, by: Float(factor)) }
             }
         case .value(let limit):
+            if let parameter = parameters.first(where: { $0.squaredGradient != nil }) {
+                throw RecurError.invalidArgument(
+                    operation: operation,
+                    detail: "value clipping cannot clip the per-occurrence squared gradient of '\(parameter.name)' "
+                        + "(each occurrence would need its own clamp); clip by norm instead")
+            }
             for parameter in parameters {
                 try backend.clamp(parameter.gradient, minimum: -limit, maximum: limit)
             }
@@ -156,8 +169,16 @@ public final class GradientClipper {
                           backend: any Backend) throws -> Float {
         let factor = bound / (norm + Self.normEpsilon)
         guard factor < 1 else { return 1 }
-        for parameter in parameters { try backend.scale(parameter.gradient, by: Float(factor)) }
+        for parameter in parameters { try Self.scale(parameter, by: Float(factor)) }
         return Float(factor)
+    }
+
+    /// g *= factor, and the per-occurrence squares, where kept, *= factor²: every occurrence's
+    /// contribution is scaled alike, as clipping Keras's sparse slices scales each of them.
+    static func scale(_ parameter: NamedParameter, by factor: Float) throws {
+        let backend = parameter.gradient.backend
+        try backend.scale(parameter.gradient, by: factor)
+        if let squares = parameter.squaredGradient { try backend.scale(squares, by: factor * factor) }
     }
 
     /// The p-th percentile of `values` by linear interpolation between the order statistics at

@@ -42,7 +42,8 @@ public final class RMSProp: Optimizer {
 
     public func update(_ parameter: NamedParameter, state: [Tensor], step: Int, learningRate: Float) throws {
         try backend.rmsPropStep(
-            parameter: parameter.value, gradient: parameter.gradient, squareAverage: state[0],
+            parameter: parameter.value, gradient: parameter.gradient, squaredGradient: parameter.squaredGradient,
+            squareAverage: state[0],
             momentumBuffer: state.count > 1 ? state[1] : nil,
             hyperparameters: RMSPropUpdate(learningRate: learningRate, alpha: alpha, epsilon: epsilon,
                                            weightDecay: weightDecay, momentum: momentum))

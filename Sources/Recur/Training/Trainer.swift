@@ -195,6 +195,7 @@ public final class Trainer {
         self.specification = specification
         self.configuration = configuration
         self.model = try specification.makeModel(backend: backend)
+        try Self.prepareEmbeddings(of: model, configuration.embeddingSecondMoment)
         try Self.checkFrozenParameters(configuration.frozenParameters, model: model)
         self.optimizer = try configuration.optimizer.makeOptimizer(backend: backend)
         self.clipper = try GradientClipper(configuration.clipping, nonFinitePolicy: configuration.nonFinitePolicy)
@@ -231,6 +232,7 @@ public final class Trainer {
         self.specification = checkpoint.specification
         self.configuration = configuration
         self.model = try checkpoint.specification.makeModel(backend: backend)
+        try Self.prepareEmbeddings(of: model, configuration.embeddingSecondMoment)
         try Self.checkFrozenParameters(configuration.frozenParameters, model: model)
         try checkpoint.restoreParameters(of: model)
         self.optimizer = try configuration.optimizer.makeOptimizer(backend: backend)
@@ -251,6 +253,25 @@ public final class Trainer {
             carriedState = state
         }
         try synchronizeStart()
+    }
+
+    /// Sets the second moment every embedding of `model` prepares for the optimizer.
+    static func prepareEmbeddings(of model: Sequential, _ rule: EmbeddingSecondMoment) throws {
+        for case let embedding as Embedding in model.layers { try embedding.setSecondMoment(rule) }
+    }
+
+    /// Averages the embeddings' per-occurrence squares over the processes the way their
+    /// gradients were averaged: each process's gradient enters the mean with weight 1/N, so each
+    /// occurrence's square with 1/N².
+    private func averageSquaredGradients() throws {
+        let world = communicator.worldSize
+        guard world > 1 else { return }
+        let squares = model.parameters.compactMap { parameter in
+            parameter.squaredGradient.map { NamedParameter(name: parameter.name, value: parameter.value, gradient: $0) }
+        }
+        guard !squares.isEmpty else { return }
+        try communicator.averageGradients(squares)
+        for entry in squares { try backend.scale(entry.gradient, by: 1 / Float(world)) }
     }
 
     /// Throws unless a model of `specification` can train statefully on `worldSize` processes:
@@ -461,6 +482,7 @@ public final class Trainer {
             if isLeader { observer?(.gradientFlow(step: step, flows: model.gradientFlow)) }
         }
         try communicator.averageGradients(model.parameters)
+        try averageSquaredGradients()
         let report = try clipper.clip(trainableParameters, step: step)
         let loss = try backend.download(lossSlot)[0]
         let nonFiniteLosses = try communicator.sum([loss.isFinite ? 0 : 1])[0]  // over every process

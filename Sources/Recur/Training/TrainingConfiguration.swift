@@ -79,12 +79,18 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
     /// step. Evaluation streams the same way, from zero. The windows must continue each other
     /// (stride = length); bidirectional models and several processes are refused.
     public var stateful: Bool
+    /// What Adam's and RMSProp's second moment adds for an embedding row that ids of one batch
+    /// share: `.summed` (PyTorch, the default) or `.perOccurrence` (Keras on TensorFlow). See
+    /// `EmbeddingSecondMoment`. `.perOccurrence` needs Adam or RMSProp without L2 weight decay
+    /// (AdamW's decoupled decay is fine) and clipping by norm or none.
+    public var embeddingSecondMoment: EmbeddingSecondMoment
 
     public init(epochs: Int, batchSize: Int, optimizer: OptimizerSpecification, schedule: LearningRateSchedule? = nil,
                 clipping: GradientClipping = .none, nonFinitePolicy: NonFiniteGradientPolicy = .throwError,
                 seed: UInt64 = 0, shuffles: Bool = true, earlyStoppingPatience: Int? = nil,
                 monitor: String = "val_loss", checkpointEverySteps: Int? = nil, classWeights: [Float]? = nil,
-                plateau: ReduceOnPlateau? = nil, frozenParameters: [String]? = nil, stateful: Bool = false) {
+                plateau: ReduceOnPlateau? = nil, frozenParameters: [String]? = nil, stateful: Bool = false,
+                embeddingSecondMoment: EmbeddingSecondMoment = .summed) {
         self.epochs = epochs
         self.batchSize = batchSize
         self.optimizer = optimizer
@@ -100,11 +106,12 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
         self.plateau = plateau
         self.frozenParameters = frozenParameters
         self.stateful = stateful
+        self.embeddingSecondMoment = embeddingSecondMoment
     }
 
     private enum CodingKeys: String, CodingKey {
         case epochs, batchSize, optimizer, schedule, clipping, nonFinitePolicy, seed, shuffles, earlyStoppingPatience
-        case monitor, checkpointEverySteps, classWeights, plateau, frozenParameters, stateful
+        case monitor, checkpointEverySteps, classWeights, plateau, frozenParameters, stateful, embeddingSecondMoment
     }
 
     public init(from decoder: any Decoder) throws {
@@ -125,6 +132,9 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
         frozenParameters = try container.decodeIfPresent([String].self, forKey: .frozenParameters)
         // Absent in checkpoints written before stateful training existed: those were stateless.
         stateful = try container.decodeIfPresent(Bool.self, forKey: .stateful) ?? false
+        // Absent in checkpoints written before the choice existed: those summed.
+        embeddingSecondMoment = try container.decodeIfPresent(
+            EmbeddingSecondMoment.self, forKey: .embeddingSecondMoment) ?? .summed
     }
 
     /// The most epochs a run may plan: far more than any run needs, and small enough that step
@@ -158,6 +168,32 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
         if let weights = classWeights, let bad = weights.firstIndex(where: { !($0 > 0 && $0.isFinite) }) {
             throw RecurError.invalidArgument(
                 operation: operation, detail: "class weight \(bad) must be positive and finite, got \(weights[bad])")
+        }
+        if embeddingSecondMoment == .perOccurrence {
+            try checkPerOccurrence(operation)
+        }
+    }
+
+    /// Throws unless the optimizer keeps a second moment without an L2 term in the gradient and
+    /// the clipping scales (rather than clamps) gradients: the combinations in which the
+    /// per-occurrence squares stay the squares of what the optimizer steps with.
+    private func checkPerOccurrence(_ operation: String) throws {
+        let prefix = "the per-occurrence embedding second moment"
+        switch optimizer {
+        case .sgd:
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "\(prefix) needs Adam, AdamW or RMSProp; SGD keeps no second moment")
+        case .adam(_, let decay, _) where decay != 0, .rmsProp(_, _, let decay) where decay != 0:
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "\(prefix) cannot be combined with L2 weight decay \(decay) in the gradient (Keras's "
+                    + "optimizers have none); use AdamW's decoupled decay or weight decay 0")
+        default:
+            break
+        }
+        if case .value = clipping {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "\(prefix) cannot be combined with value clipping; clip by norm instead")
         }
     }
 }

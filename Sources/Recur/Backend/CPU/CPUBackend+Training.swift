@@ -110,11 +110,12 @@ extension CPUBackend {
         }
     }
 
-    public func adamStep(parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor,
-                         hyperparameters h: AdamUpdate) throws {
-        try checkAdam(parameter: parameter, gradient: gradient, firstMoment: firstMoment, secondMoment: secondMoment,
-                      hyperparameters: h)
+    public func adamStep(parameter: Tensor, gradient: Tensor, squaredGradient: Tensor?, firstMoment: Tensor,
+                         secondMoment: Tensor, hyperparameters h: AdamUpdate) throws {
+        try checkAdam(parameter: parameter, gradient: gradient, squaredGradient: squaredGradient,
+                      firstMoment: firstMoment, secondMoment: secondMoment, hyperparameters: h)
         let operands = AdamOperands(p: parameter.hostFloats, gradient: gradient.hostFloats,
+                                    squares: squaredGradient?.hostFloats,
                                     m: firstMoment.hostFloats, v: secondMoment.hostFloats)
         let (count, lanes) = (parameter.count, CPULanes.scalarCount)
         // The decoder's W_hh alone is 590k values at G2P's sizes: both cores take a share of whole
@@ -127,15 +128,20 @@ extension CPUBackend {
         }
     }
 
-    public func rmsPropStep(parameter: Tensor, gradient: Tensor, squareAverage: Tensor, momentumBuffer: Tensor?,
-                            hyperparameters h: RMSPropUpdate) throws {
-        try checkRMSProp(parameter: parameter, gradient: gradient, squareAverage: squareAverage,
-                         momentumBuffer: momentumBuffer, hyperparameters: h)
+    public func rmsPropStep(parameter: Tensor, gradient: Tensor, squaredGradient: Tensor?, squareAverage: Tensor,
+                            momentumBuffer: Tensor?, hyperparameters h: RMSPropUpdate) throws {
+        try checkRMSProp(parameter: parameter, gradient: gradient, squaredGradient: squaredGradient,
+                         squareAverage: squareAverage, momentumBuffer: momentumBuffer, hyperparameters: h)
         let (p, gradientValues, s) = (parameter.hostFloats, gradient.hostFloats, squareAverage.hostFloats)  // [N] each
         let buffer = momentumBuffer?.hostFloats  // [N]
+        let squares = squaredGradient?.hostFloats  // [N]
         for i in 0..<parameter.count {
             let g = gradientValues[i] + h.weightDecay * p[i]
-            s[i] = h.alpha * s[i] + (1 - h.alpha) * g * g
+            if let squares {
+                s[i] = h.alpha * s[i] + (1 - h.alpha) * squares[i]
+            } else {
+                s[i] = h.alpha * s[i] + (1 - h.alpha) * g * g
+            }
             let average = s[i].squareRoot() + h.epsilon
             if let buffer {
                 buffer[i] = h.momentum * buffer[i] + g / average
@@ -181,6 +187,8 @@ private let adamSplitMinimumCount = 1 << 16
 /// The four [N] arrays of an Adam step, handed to the threads that update disjoint ranges.
 private struct AdamOperands: @unchecked Sendable {
     let p: UnsafeMutablePointer<Float>, gradient: UnsafeMutablePointer<Float>
+    /// Σ of each occurrence's g² (`EmbeddingSecondMoment.perOccurrence`), v's input instead of g g.
+    let squares: UnsafeMutablePointer<Float>?
     let m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
 
     /// The Adam update of elements `range`, a lane vector at a time, then the last elements one by
@@ -189,7 +197,13 @@ private struct AdamOperands: @unchecked Sendable {
     ///
     ///     p ← p · decay;  g = ∇ + l2 p;  m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g g
     ///     p ← p − stepSize · m / (√v / correction + ε)
+    ///
+    /// With `squares` S, v ← β2 v + (1 − β2) S instead (no l2 then: the optimizer refuses both).
     func update(_ range: Range<Int>, _ h: AdamUpdate) {
+        if let squares {
+            updateWithSquares(squares, range, h)
+            return
+        }
         let (decay, l2) = (h.decayFactor, h.gradientWeightDecay)
         let (stepSize, correction) = (h.stepSize, h.secondMomentCorrection)
         let (beta1, beta2, oneMinusBeta1, oneMinusBeta2) = (h.beta1, h.beta2, 1 - h.beta1, 1 - h.beta2)
@@ -214,6 +228,20 @@ private struct AdamOperands: @unchecked Sendable {
             let denominator = v[i].squareRoot() / correction + h.epsilon
             p[i] -= stepSize * (m[i] / denominator)
             i += 1
+        }
+    }
+
+    /// `update` with v's input S, one element at a time (only embedding tables take this path).
+    private func updateWithSquares(_ squares: UnsafeMutablePointer<Float>, _ range: Range<Int>, _ h: AdamUpdate) {
+        let (decay, l2) = (h.decayFactor, h.gradientWeightDecay)
+        let (stepSize, correction) = (h.stepSize, h.secondMomentCorrection)
+        for i in range {
+            p[i] *= decay
+            let g = gradient[i] + l2 * p[i]
+            m[i] = h.beta1 * m[i] + (1 - h.beta1) * g
+            v[i] = h.beta2 * v[i] + (1 - h.beta2) * squares[i]
+            let denominator = v[i].squareRoot() / correction + h.epsilon
+            p[i] -= stepSize * (m[i] / denominator)
         }
     }
 }

@@ -135,12 +135,20 @@ extension OpenCLBackend {
         }
     }
 
-    public func adamStep(parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor,
-                         hyperparameters h: AdamUpdate) throws {
-        try checkAdam(parameter: parameter, gradient: gradient, firstMoment: firstMoment, secondMoment: secondMoment,
-                      hyperparameters: h)
+    public func adamStep(parameter: Tensor, gradient: Tensor, squaredGradient: Tensor?, firstMoment: Tensor,
+                         secondMoment: Tensor, hyperparameters h: AdamUpdate) throws {
+        try checkAdam(parameter: parameter, gradient: gradient, squaredGradient: squaredGradient,
+                      firstMoment: firstMoment, secondMoment: secondMoment, hyperparameters: h)
         try checkIndexable("adamStep", [parameter])
         let count = parameter.count
+        if let squaredGradient {
+            try launch(.optimizer, "adam_squares_step", count: count, arguments: [
+                .tensor(parameter), .tensor(gradient), .tensor(squaredGradient), .tensor(firstMoment),
+                .tensor(secondMoment), .int(count), .float(h.decayFactor), .float(h.beta1), .float(h.beta2),
+                .float(h.stepSize), .float(h.secondMomentCorrection), .float(h.epsilon),
+            ])
+            return
+        }
         try launch(.optimizer, "adam_step", count: count, arguments: [
             .tensor(parameter), .tensor(gradient), .tensor(firstMoment), .tensor(secondMoment), .int(count),
             .float(h.decayFactor), .float(h.gradientWeightDecay), .float(h.beta1), .float(h.beta2),
@@ -148,12 +156,28 @@ extension OpenCLBackend {
         ])
     }
 
-    public func rmsPropStep(parameter: Tensor, gradient: Tensor, squareAverage: Tensor, momentumBuffer: Tensor?,
-                            hyperparameters h: RMSPropUpdate) throws {
-        try checkRMSProp(parameter: parameter, gradient: gradient, squareAverage: squareAverage,
-                         momentumBuffer: momentumBuffer, hyperparameters: h)
+    public func rmsPropStep(parameter: Tensor, gradient: Tensor, squaredGradient: Tensor?, squareAverage: Tensor,
+                            momentumBuffer: Tensor?, hyperparameters h: RMSPropUpdate) throws {
+        try checkRMSProp(parameter: parameter, gradient: gradient, squaredGradient: squaredGradient,
+                         squareAverage: squareAverage, momentumBuffer: momentumBuffer, hyperparameters: h)
         try checkIndexable("rmsPropStep", [parameter])
         let count = parameter.count
+        switch (squaredGradient, momentumBuffer) {
+        case let (squares?, buffer?):
+            try launch(.optimizer, "rmsprop_momentum_squares_step", count: count, arguments: [
+                .tensor(parameter), .tensor(gradient), .tensor(squares), .tensor(squareAverage), .tensor(buffer),
+                .int(count), .float(h.learningRate), .float(h.alpha), .float(h.epsilon), .float(h.momentum),
+            ])
+            return
+        case let (squares?, nil):
+            try launch(.optimizer, "rmsprop_squares_step", count: count, arguments: [
+                .tensor(parameter), .tensor(gradient), .tensor(squares), .tensor(squareAverage), .int(count),
+                .float(h.learningRate), .float(h.alpha), .float(h.epsilon),
+            ])
+            return
+        case (nil, _):
+            break
+        }
         if let momentumBuffer {
             try launch(.optimizer, "rmsprop_momentum_step", count: count, arguments: [
                 .tensor(parameter), .tensor(gradient), .tensor(squareAverage), .tensor(momentumBuffer), .int(count),
