@@ -153,12 +153,15 @@ extension EncoderDecoderTests {
     }
 
     // Attention lets a smaller model (LSTM(24) for the plain test's LSTM(32)) learn the same
-    // pairs in fewer epochs (6 for 10), so it fits a debug build's time.
+    // pairs in fewer epochs (8 for 10), so it fits a debug build's time. With a constant rate of
+    // 0.02 six epochs left the loss bouncing (0.016, 0.041, 0.044 in epochs 3 to 5) and the
+    // outcome at the mercy of float rounding (one held-out source of 98 wrong after the layers
+    // behind the decoder began to run on the scored places only); the cosine decay settles it.
     @Test("attention: a small encoder-decoder with attention learns to reverse strings (≥ 99% held out)")
     func attentionLearnsToReverseStrings() throws {
         var task = try ReverseStringTask(alphabet: "abcde", lengths: 1...4, seed: 1)
-        #expect(try heldOutAccuracy("reverse string", pairs: task.pairs(count: 1600), hiddenSize: 24, epochs: 6,
-                                    attention: .general) >= 0.99)
+        #expect(try heldOutAccuracy("reverse string", pairs: task.pairs(count: 1600), hiddenSize: 24, epochs: 8,
+                                    attention: .general, cosine: true) >= 0.99)
     }
 }
 

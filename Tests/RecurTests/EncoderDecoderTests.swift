@@ -532,8 +532,8 @@ struct EncoderDecoderTests {
         switch name {
         case "reverse":
             var task = try ReverseStringTask(alphabet: "abcde", lengths: 1...4, seed: 1)
-            accuracy = try heldOutAccuracy("reverse string", pairs: task.pairs(count: 1600), hiddenSize: 24, epochs: 6,
-                                           attention: .general, backend: openCL)
+            accuracy = try heldOutAccuracy("reverse string", pairs: task.pairs(count: 1600), hiddenSize: 24, epochs: 8,
+                                           attention: .general, cosine: true, backend: openCL)
         case "sort":
             var task = try SortDigitsTask(lengths: 1...4, seed: 1)
             accuracy = try heldOutAccuracy("sort digits", pairs: task.pairs(count: 1600), hiddenSize: 32, epochs: 10,

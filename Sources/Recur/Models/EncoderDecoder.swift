@@ -217,6 +217,38 @@ public protocol DecoderOutputTransform: AnyObject {
     /// - Parameter outputGradient: dL/d output, `[T, B, F]`.
     /// - Returns: dL/d decoder output `[T, B, K]` and dL/d encoder outputs `[S, B, M]`.
     func backward(from outputGradient: Tensor) throws -> (decoderOutput: Tensor, memory: Tensor)
+    /// Rewrites the decoder's outputs at the scored places only (a teacher-forced batch with
+    /// padding): the default runs ``forward(decoderOutput:memory:training:)`` and gathers the
+    /// scored rows; a transform whose cost lies in per-place layers does better by gathering first.
+    /// - Parameters:
+    ///   - decoderOutput: `[T, B, K]`, 0 at padded target steps.
+    ///   - memory: the encoder's outputs and the source lengths.
+    ///   - rows: the scored places.
+    ///   - training: whether the pass trains.
+    /// - Returns: `[N, F]`, one row per scored place in the order of `rows`.
+    func forward(decoderOutput: Tensor, memory: EncoderMemory, rows: ScoredRows, training: Bool) throws -> Tensor
+    /// Back-propagates through the last ``forward(decoderOutput:memory:rows:training:)``.
+    /// - Parameters:
+    ///   - outputGradient: dL/d output at the scored places, `[N, F]`.
+    ///   - rows: the scored places of that forward.
+    /// - Returns: dL/d decoder output `[T, B, K]` and dL/d encoder outputs `[S, B, M]`.
+    func backward(from outputGradient: Tensor, rows: ScoredRows) throws -> (decoderOutput: Tensor, memory: Tensor)
+}
+
+extension DecoderOutputTransform {
+    /// The transform on every place, then the scored rows of its output.
+    public func forward(decoderOutput: Tensor, memory: EncoderMemory, rows: ScoredRows, training: Bool) throws
+        -> Tensor
+    {
+        try rows.gather(try forward(decoderOutput: decoderOutput, memory: memory, training: training))
+    }
+
+    /// The gradient spread to every place (0 at the places left out), then the full backward.
+    public func backward(from outputGradient: Tensor, rows: ScoredRows) throws
+        -> (decoderOutput: Tensor, memory: Tensor)
+    {
+        try backward(from: try rows.scatter(outputGradient))
+    }
 }
 
 /// An encoder–decoder for sequence-to-sequence tasks whose source and target lengths differ
@@ -233,7 +265,9 @@ public protocol DecoderOutputTransform: AnyObject {
 ///
 /// Padding is masked everywhere: the encoder and the decoder run with each sequence's length,
 /// so padded steps change no state, carry no gradient and are not scored; neither the ids at
-/// padded places nor the amount of padding changes the loss or a gradient.
+/// padded places nor the amount of padding changes the loss or a gradient. In a training pass
+/// the layers after the decoder's recurrent op (the output transform, the output dropout and
+/// layer) and the loss run on the scored places only (``ScoredRows``), not on the padding.
 ///
 /// With ``EncoderDecoderSpecification/attention`` set, the transform is ``LuongAttention``.
 ///
@@ -369,8 +403,10 @@ public final class EncoderDecoder {
     private struct ForwardCache {
         /// B.
         var batch: Int
-        /// dL/d logits, written by the loss.
+        /// dL/d logits, written by the loss: `[N, V]` with `rows`, else `[T − 1, B, V]`.
         var logitGradient: Tensor
+        /// The scored places the layers after the decoder ran on; nil when every place is scored.
+        var rows: ScoredRows?
     }
 
     /// Runs the encoder and the bridge.
@@ -466,15 +502,33 @@ public final class EncoderDecoder {
     /// - Returns: logits `[T', B, V]` and the decoder's final state.
     func decode(_ inputs: [Int32], steps: Int, lengths: [Int]?, from state: RecurrentState, memory: EncoderMemory,
                 training: Bool) throws -> (logits: Tensor, state: RecurrentState) {
+        let decoded = try decodeScored(inputs, steps: steps, lengths: lengths, rows: nil, from: state, memory: memory,
+                                       training: training)
+        return (decoded.logits, decoded.state)
+    }
+
+    /// `decode`, with everything after the decoder's recurrent op (the output transform, the
+    /// output dropout and layer) on the scored `rows` only when given.
+    /// - Returns: logits `[N, V]` with `rows`, else `[T', B, V]`, and the decoder's final state.
+    private func decodeScored(_ inputs: [Int32], steps: Int, lengths: [Int]?, rows: ScoredRows?,
+                              from state: RecurrentState, memory: EncoderMemory,
+                              training: Bool) throws -> (logits: Tensor, state: RecurrentState) {
         let batch = memory.lengths.count
         let embedded = try targetEmbedding.forward(ids: inputs, shape: [steps, batch])  // [T', B, E]
         let decoded = try decoder.forward(try targetDropout.forward(embedded, training: training), lengths: lengths,
                                           padding: .post, initialState: state, training: training)  // [T', B, K]
-        var features = decoded.output
-        if let outputTransform {
-            features = try outputTransform.forward(decoderOutput: features, memory: memory, training: training)
+        var features = decoded.output  // [T', B, F], or [N, F] with rows
+        switch (outputTransform, rows) {
+        case let (transform?, rows?):
+            features = try transform.forward(decoderOutput: features, memory: memory, rows: rows, training: training)
+        case let (transform?, nil):
+            features = try transform.forward(decoderOutput: features, memory: memory, training: training)
+        case let (nil, rows?):
+            features = try rows.gather(features)
+        case (nil, nil):
+            break
         }
-        let logits = try output.forward(try outputDropout.forward(features, training: training))  // [T', B, V]
+        let logits = try output.forward(try outputDropout.forward(features, training: training))
         return (logits, decoded.finalState)
     }
 
@@ -546,9 +600,22 @@ public final class EncoderDecoder {
             inputs = try scheduledInputs(inputs, steps: steps, from: state, memory: memory,
                                          teacherForcing: teacherForcing, seed: seed)
         }
-        let (logits, _) = try decode(inputs, steps: steps, lengths: lengths, from: state, memory: memory,
-                                     training: training)
-        let targetTensor = try backend.upload(targets, shape: [steps, batch.target.batchSize])  // [T - 1, B]
+        // The layers after the decoder's recurrent op, and the loss, see the scored places only.
+        let rows = try ScoredRows(steps: steps, lengths: lengths, backend: backend)
+        let (logits, _) = try decodeScored(inputs, steps: steps, lengths: lengths, rows: rows, from: state,
+                                           memory: memory, training: training)  // [N, V] or [T - 1, B, V]
+        let width = batch.target.batchSize
+        let targetTensor: Tensor
+        if let rows {
+            var scored: [Int32] = []  // [N], in the rows' order
+            scored.reserveCapacity(rows.count)
+            for t in 0..<steps {
+                for b in 0..<width where t < lengths[b] { scored.append(targets[t * width + b]) }
+            }
+            targetTensor = try backend.upload(scored, shape: [rows.count])
+        } else {
+            targetTensor = try backend.upload(targets, shape: [steps, width])  // [T - 1, B]
+        }
         let lossSlot = try backend.zeros([2])  // the cross-entropy, and the smoothing's term
         let gradient = try Loss.softmaxCrossEntropy(ignoreIndex: SequenceVocabulary.paddingID)
             .evaluate(output: logits, targets: targetTensor, loss: lossSlot, at: 0)
@@ -556,9 +623,10 @@ public final class EncoderDecoder {
             try addLabelSmoothing(labelSmoothing, logits: logits, targets: targetTensor, gradient: gradient,
                                   loss: lossSlot)
         }
-        cache = ForwardCache(batch: batch.target.batchSize, logitGradient: gradient)
+        cache = ForwardCache(batch: batch.target.batchSize, logitGradient: gradient, rows: rows)
         let losses = try backend.download(lossSlot)
-        return (losses[0] + losses[1], logits)
+        // The logits in the full layout, 0 at padded places.
+        return (losses[0] + losses[1], try rows?.scatter(logits) ?? logits)
     }
 
     /// Turns the cross-entropy of `loss[0]` and `gradient` into PyTorch's label-smoothed one
@@ -616,11 +684,19 @@ public final class EncoderDecoder {
                 operation: "EncoderDecoder.backward", detail: "backward needs a forward pass first")
         }
         let batch = cache.batch
-        let featureGradient = try outputDropout.backward(try output.backward(cache.logitGradient))  // [T - 1, B, F]
-        var decoderOutputGradient = featureGradient
+        // [N, F] with scored rows, else [T - 1, B, F]
+        let featureGradient = try outputDropout.backward(try output.backward(cache.logitGradient))
+        var decoderOutputGradient = featureGradient  // [T - 1, B, K]
         var memoryGradient: Tensor? = nil
-        if let outputTransform {
-            (decoderOutputGradient, memoryGradient) = try outputTransform.backward(from: featureGradient)
+        switch (outputTransform, cache.rows) {
+        case let (transform?, rows?):
+            (decoderOutputGradient, memoryGradient) = try transform.backward(from: featureGradient, rows: rows)
+        case let (transform?, nil):
+            (decoderOutputGradient, memoryGradient) = try transform.backward(from: featureGradient)
+        case let (nil, rows?):
+            decoderOutputGradient = try rows.scatter(featureGradient)
+        case (nil, nil):
+            break
         }
         let decoded = try decoder.backward(outputGradient: decoderOutputGradient)
         try targetEmbedding.backward(try targetDropout.backward(decoded.input))

@@ -111,11 +111,44 @@ public final class LuongAttention: DecoderOutputTransform {
     ///   - training: unused (no dropout inside).
     /// - Returns: h̃, `[T, B, K]`.
     public func forward(decoderOutput: Tensor, memory: EncoderMemory, training: Bool) throws -> Tensor {
+        try forward(decoderOutput: decoderOutput, memory: memory, select: { $0 })
+    }
+
+    /// h̃ at the scored places only: the context of every place (the scores are per source
+    /// sequence), then W_c on the scored rows of c and h, the layer that costs most per place.
+    /// - Parameters:
+    ///   - decoderOutput: h, `[T, B, K]`.
+    ///   - memory: the encoder's outputs `[S, B, M]` and the source lengths.
+    ///   - rows: the scored places.
+    ///   - training: unused (no dropout inside).
+    /// - Returns: h̃ `[N, K]`.
+    public func forward(decoderOutput: Tensor, memory: EncoderMemory, rows: ScoredRows, training: Bool) throws
+        -> Tensor
+    {
+        try forward(decoderOutput: decoderOutput, memory: memory, select: rows.gather)
+    }
+
+    /// The forward of either kind: the context of every place, then W_c on the places `select`
+    /// keeps of c and h.
+    private func forward(decoderOutput: Tensor, memory: EncoderMemory, select: (Tensor) throws -> Tensor) throws
+        -> Tensor
+    {
         let context = try attention.forward(queries: decoderOutput, memory: memory.outputs,
                                             sourceLengths: memory.lengths, padding: .post)  // [T, B, M]
         // W_c [c; h] as W_c's context columns times c plus its decoder columns times h.
         awaitsBackward = true
-        return try combine.forward(concatenating: [context, decoderOutput])
+        return try combine.forward(concatenating: [try select(context), try select(decoderOutput)])
+    }
+
+    /// Back-propagates dL/dh̃ `[N, K]` of the scored places through W_c and the attention.
+    /// - Parameters:
+    ///   - outputGradient: dL/dh̃ at the scored places, `[N, K]`.
+    ///   - rows: the scored places of the forward.
+    /// - Returns: dL/dh `[T, B, K]` and dL/d encoder outputs `[S, B, M]`, as ``backward(from:)``.
+    public func backward(from outputGradient: Tensor, rows: ScoredRows) throws
+        -> (decoderOutput: Tensor, memory: Tensor)
+    {
+        try backward(throughCombine: outputGradient, spread: rows.scatter)
     }
 
     /// Back-propagates dL/dh̃ through W_c and the attention, accumulating (+=) into every
@@ -124,13 +157,20 @@ public final class LuongAttention: DecoderOutputTransform {
     /// - Returns: dL/dh `[T, B, K]` (through W_c and through the scores) and dL/d encoder outputs
     ///   `[S, B, M]` (through the keys and the values).
     public func backward(from outputGradient: Tensor) throws -> (decoderOutput: Tensor, memory: Tensor) {
+        try backward(throughCombine: outputGradient, spread: { $0 })
+    }
+
+    /// The backward of either forward: W_c's on the rows it ran on, `spread` to `[T, B, ·]`.
+    private func backward(throughCombine outputGradient: Tensor, spread: (Tensor) throws -> Tensor) throws
+        -> (decoderOutput: Tensor, memory: Tensor)
+    {
         guard awaitsBackward else {
             throw RecurError.invalidArgument(
                 operation: "LuongAttention.backward", detail: "backward needs a forward pass first")
         }
-        let joinedGradient = try combine.backward(toParts: outputGradient)  // dc [T, B, M], dh [T, B, K]
-        let attended = try attention.backward(from: joinedGradient[0])
-        let decoderGradient = joinedGradient[1]
+        let joinedGradient = try combine.backward(toParts: outputGradient)  // dc, dh ([T, B, ·] or [N, ·])
+        let attended = try attention.backward(from: try spread(joinedGradient[0]))
+        let decoderGradient = try spread(joinedGradient[1])
         // h reaches h̃ twice: directly through W_c, and as the query of the scores.
         try backend.axpy(alpha: 1, attended.queries, decoderGradient)
         awaitsBackward = false
