@@ -604,18 +604,8 @@ public final class EncoderDecoder {
         let rows = try ScoredRows(steps: steps, lengths: lengths, backend: backend)
         let (logits, _) = try decodeScored(inputs, steps: steps, lengths: lengths, rows: rows, from: state,
                                            memory: memory, training: training)  // [N, V] or [T - 1, B, V]
-        let width = batch.target.batchSize
-        let targetTensor: Tensor
-        if let rows {
-            var scored: [Int32] = []  // [N], in the rows' order
-            scored.reserveCapacity(rows.count)
-            for t in 0..<steps {
-                for b in 0..<width where t < lengths[b] { scored.append(targets[t * width + b]) }
-            }
-            targetTensor = try backend.upload(scored, shape: [rows.count])
-        } else {
-            targetTensor = try backend.upload(targets, shape: [steps, width])  // [T - 1, B]
-        }
+        let targetTensor = try rows.map { try backend.upload($0.gather(targets), shape: [$0.count]) }  // [N]
+            ?? backend.upload(targets, shape: [steps, batch.target.batchSize])  // [T - 1, B]
         let lossSlot = try backend.zeros([2])  // the cross-entropy, and the smoothing's term
         let gradient = try Loss.softmaxCrossEntropy(ignoreIndex: SequenceVocabulary.paddingID)
             .evaluate(output: logits, targets: targetTensor, loss: lossSlot, at: 0)

@@ -14,6 +14,8 @@
 public struct ScoredRows {
     /// The row indices, int32 `[N]`, on the backend.
     public let indices: Tensor
+    /// The same row indices on the host.
+    public let rowIndices: [Int32]
     /// N, the scored places.
     public let count: Int
     /// T', the steps of the full layout.
@@ -42,6 +44,7 @@ public struct ScoredRows {
             for b in 0..<batch where t < lengths[b] { rows.append(Int32(t * batch + b)) }
         }
         indices = try backend.upload(rows, shape: [scored])
+        rowIndices = rows
         count = scored
         self.steps = steps
         self.batch = batch
@@ -69,6 +72,13 @@ public struct ScoredRows {
         let full = try rows.backend.zeros([steps, batch, width])
         try rows.backend.scatterAdd(rows, ids: indices, into: asRows(full, width: width))
         return full
+    }
+
+    /// The scored values of a host array laid out `[T', B]` (targets, ids).
+    /// - Parameter values: T' · B values.
+    /// - Returns: `[N]` values, value n being `values[rowIndices[n]]`.
+    public func gather<Value>(_ values: [Value]) -> [Value] {
+        rowIndices.map { values[Int($0)] }
     }
 
     /// D of a `[T', B, D]` tensor.

@@ -200,10 +200,6 @@ private struct AdamOperands: @unchecked Sendable {
     ///
     /// With `squares` S, v ← β2 v + (1 − β2) S instead (no l2 then: the optimizer refuses both).
     func update(_ range: Range<Int>, _ h: AdamUpdate) {
-        if let squares {
-            updateWithSquares(squares, range, h)
-            return
-        }
         let (decay, l2) = (h.decayFactor, h.gradientWeightDecay)
         let (stepSize, correction) = (h.stepSize, h.secondMomentCorrection)
         let (beta1, beta2, oneMinusBeta1, oneMinusBeta2) = (h.beta1, h.beta2, 1 - h.beta1, 1 - h.beta2)
@@ -213,7 +209,8 @@ private struct AdamOperands: @unchecked Sendable {
             let decayed = (p + i).loadLanes(width) * decay
             let g = (gradient + i).loadLanes(width) + l2 * decayed
             let firstMoment = beta1 * (m + i).loadLanes(width) + oneMinusBeta1 * g
-            let secondMoment = beta2 * (v + i).loadLanes(width) + oneMinusBeta2 * g * g
+            let newSquare = squares.map { oneMinusBeta2 * ($0 + i).loadLanes(width) } ?? oneMinusBeta2 * g * g
+            let secondMoment = beta2 * (v + i).loadLanes(width) + newSquare
             let denominator = secondMoment.squareRoot() / correction + h.epsilon
             (m + i).storeLanes(firstMoment, width)
             (v + i).storeLanes(secondMoment, width)
@@ -224,24 +221,10 @@ private struct AdamOperands: @unchecked Sendable {
             p[i] *= decay
             let g = gradient[i] + l2 * p[i]
             m[i] = beta1 * m[i] + oneMinusBeta1 * g
-            v[i] = beta2 * v[i] + oneMinusBeta2 * g * g
+            v[i] = beta2 * v[i] + (squares.map { oneMinusBeta2 * $0[i] } ?? oneMinusBeta2 * g * g)
             let denominator = v[i].squareRoot() / correction + h.epsilon
             p[i] -= stepSize * (m[i] / denominator)
             i += 1
-        }
-    }
-
-    /// `update` with v's input S, one element at a time (only embedding tables take this path).
-    private func updateWithSquares(_ squares: UnsafeMutablePointer<Float>, _ range: Range<Int>, _ h: AdamUpdate) {
-        let (decay, l2) = (h.decayFactor, h.gradientWeightDecay)
-        let (stepSize, correction) = (h.stepSize, h.secondMomentCorrection)
-        for i in range {
-            p[i] *= decay
-            let g = gradient[i] + l2 * p[i]
-            m[i] = h.beta1 * m[i] + (1 - h.beta1) * g
-            v[i] = h.beta2 * v[i] + (1 - h.beta2) * squares[i]
-            let denominator = v[i].squareRoot() / correction + h.epsilon
-            p[i] -= stepSize * (m[i] / denominator)
         }
     }
 }
