@@ -604,7 +604,7 @@ public final class EncoderDecoder {
         let rows = try ScoredRows(steps: steps, lengths: lengths, backend: backend)
         let (logits, _) = try decodeScored(inputs, steps: steps, lengths: lengths, rows: rows, from: state,
                                            memory: memory, training: training)  // [N, V] or [T - 1, B, V]
-        let targetTensor = try rows.map { try backend.upload($0.gather(targets), shape: [$0.count]) }  // [N]
+        let targetTensor = try rows.map { try backend.upload($0.scored(targets), shape: [$0.count]) }  // [N]
             ?? backend.upload(targets, shape: [steps, batch.target.batchSize])  // [T - 1, B]
         let lossSlot = try backend.zeros([2])  // the cross-entropy, and the smoothing's term
         let gradient = try Loss.softmaxCrossEntropy(ignoreIndex: SequenceVocabulary.paddingID)

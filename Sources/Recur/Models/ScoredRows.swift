@@ -77,7 +77,7 @@ public struct ScoredRows {
     /// The scored values of a host array laid out `[T', B]` (targets, ids).
     /// - Parameter values: T' · B values.
     /// - Returns: `[N]` values, value n being `values[rowIndices[n]]`.
-    public func gather<Value>(_ values: [Value]) -> [Value] {
+    public func scored<Value>(_ values: [Value]) -> [Value] {
         rowIndices.map { values[Int($0)] }
     }
 
