@@ -24,6 +24,19 @@ __kernel void copy_range(__global const float* source, const int sourceOffset,
     destination[destinationOffset + i] = source[sourceOffset + i];
 }
 
+// One block of rows between two row layouts (a feature slice, one part of a concatenation):
+// destination[destinationOffset + r * destinationStride + c] = source[sourceOffset + r * sourceStride + c]
+// for work-item i = r * width + c, i < n = rows * width.
+__kernel void copy_rows(__global const float* source, const int sourceOffset, const int sourceStride,
+                        __global float* destination, const int destinationOffset, const int destinationStride,
+                        const int width, const int n) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    const int r = i / width;
+    const int c = i - r * width;
+    destination[destinationOffset + r * destinationStride + c] = source[sourceOffset + r * sourceStride + c];
+}
+
 // out[i] = a[i] + b[i]
 __kernel void add(__global const float* a, __global const float* b, __global float* out, const int n) {
     const int i = get_global_id(0);

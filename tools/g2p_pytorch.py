@@ -7,7 +7,7 @@ pairs`) trained part for part the same way, for a side-by-side comparison of res
     python3 tools/g2p_pytorch.py TRAIN_FILE TEST_FILE [options]  # with torch installed
 
 The options carry `recur train`'s names and defaults (--hidden, --decoder-hidden, --layers,
---decoder-layers, --embedding, --bidirectional, --attention, --dropout, --learning-rate,
+--decoder-layers, --embedding, --bidirectional, --attention, --input-feeding, --dropout, --learning-rate,
 --clip-norm, --batch-size, --epochs, --beam, --validation-split, --split-seed, --seed,
 --source-tokenizer, --target-tokenizer, --teacher-forcing, --label-smoothing).
 
@@ -32,8 +32,9 @@ Model (Recur's `EncoderDecoder` and `LuongAttention`, under the same parameter n
   side); when K (--decoder-hidden, default M) differs from M, through tanh(W x + b), one Dense per
   decoder layer for h and one for c.
 - Decoder: --decoder-layers (default --layers) layers of K units reading the target embeddings;
-  with teacher forcing 1 it runs over the whole target in one RNN call. No input feeding (Recur has
-  none).
+  with teacher forcing 1 it runs over the whole target in one RNN call. With --input-feeding
+  (Luong's, needs --attention) every step reads [e_t; h~_{t-1}] (zeros at the first step), h~ the
+  attentional state before the output dropout, so the decoder steps one token at a time.
 - Attention (--attention dot|general|additive; none by default): Luong's scores of the decoder's
   top output h_t against the encoder outputs s (dot h.s; general s.(W h) with W [M, K]; additive
   v.tanh(W_q h + W_k s), attention size M, no biases), softmax over the valid source steps, context
@@ -242,7 +243,10 @@ class EncoderDecoder(nn.Module):
             [nn.Linear(memory_size, decoder_size) for _ in range(self.decoder_layers)]
             if bridged and self.is_lstm else [])
         self.target_embedding = nn.Embedding(target_size, args.embedding)
-        self.decoder = rnn(args.embedding, decoder_size, num_layers=self.decoder_layers,
+        self.input_feeding = args.input_feeding
+        self.decoder_size = decoder_size
+        self.decoder = rnn(args.embedding + (decoder_size if args.input_feeding else 0), decoder_size,
+                           num_layers=self.decoder_layers,
                            dropout=args.dropout if self.decoder_layers > 1 else 0.0)
         self.attention = LuongAttention(args.attention, decoder_size, memory_size) if args.attention != "none" else None
         self.output = nn.Linear(decoder_size, target_size)
@@ -250,7 +254,8 @@ class EncoderDecoder(nn.Module):
 
     def encode(self, source, lengths):
         """source [S, B] → memory [B, S, M] (0 at padding), mask [B, S] true at padding, and
-        the decoder's initial state [L_d, B, K] (h, c for the LSTM)."""
+        the decoder's initial state [L_d, B, K] (h, c for the LSTM; with input feeding, paired with
+        h~ = 0 [1, B, K])."""
         embedded = self.dropout(self.source_embedding(source))
         packed = nn.utils.rnn.pack_padded_sequence(embedded, lengths, enforce_sorted=False)
         outputs, state = self.encoder(packed)
@@ -260,6 +265,8 @@ class EncoderDecoder(nn.Module):
             state = (self.bridged(state[0], self.bridge_h), self.bridged(state[1], self.bridge_c))
         else:
             state = self.bridged(state, self.bridge_h)
+        if self.input_feeding:
+            state = (state, torch.zeros(1, source.shape[1], self.decoder_size))
         return outputs.transpose(0, 1), mask, state
 
     def bridged(self, final, projections):
@@ -271,11 +278,27 @@ class EncoderDecoder(nn.Module):
         return torch.stack([torch.tanh(projection(top)) for projection in projections])
 
     def decode(self, inputs, state, memory, mask):
-        """Decoder input ids [T, B] → logits [T, B, V] and the final state, in one RNN call."""
-        outputs, state = self.decoder(self.dropout(self.target_embedding(inputs)), state)
+        """Decoder input ids [T, B] → logits [T, B, V] and the final state, in one RNN call
+        (with input feeding, one call per step)."""
+        embedded = self.dropout(self.target_embedding(inputs))
+        if self.input_feeding:
+            state, fed = state
+            steps = []
+            for t in range(inputs.shape[0]):
+                output, state = self.decoder(torch.cat([embedded[t: t + 1], fed], dim=2), state)
+                fed = self.attention(output, memory, mask)  # [1, B, K]
+                steps.append(fed)
+            return self.output(self.dropout(torch.cat(steps))), (state, fed)
+        outputs, state = self.decoder(embedded, state)
         if self.attention is not None:
             outputs = self.attention(outputs, memory, mask)
         return self.output(self.dropout(outputs)), state
+
+    def state_columns(self, state, select):
+        """`select` applied to every tensor of a decoder state (batch on dimension 1 in each)."""
+        if isinstance(state, tuple):
+            return tuple(self.state_columns(part, select) for part in state)
+        return select(state)
 
     def forward(self, source, source_lengths, inputs, teacher_forcing=1.0, generator=None):
         """Logits [T - 1, B, V] for decoder inputs [T - 1, B] (<s> y_1 … y_{n-1}). Below 1
@@ -321,8 +344,7 @@ class EncoderDecoder(nn.Module):
         memory, mask, state = self.encode(source, source_lengths)
         batch = source.shape[1]
         memory, mask = memory.repeat_interleave(width, 0), mask.repeat_interleave(width, 0)
-        state = tuple(s.repeat_interleave(width, 1) for s in state) if self.is_lstm \
-            else state.repeat_interleave(width, 1)
+        state = self.state_columns(state, lambda s: s.repeat_interleave(width, 1))
         token = torch.full((1, batch * width), START, dtype=torch.long)
         scores = torch.full((batch, width), float("-inf"))
         scores[:, 0] = 0.0  # one live beam at the start, so the first step gives `width` distinct ones
@@ -345,7 +367,7 @@ class EncoderDecoder(nn.Module):
             history = torch.cat([history.gather(1, parent.unsqueeze(2).expand(-1, -1, history.shape[2])),
                                  token.unsqueeze(2)], dim=2)
             rows = (parent + torch.arange(batch).unsqueeze(1) * width).view(-1)
-            state = tuple(s[:, rows] for s in state) if self.is_lstm else state[:, rows]
+            state = self.state_columns(state, lambda s: s[:, rows])
             token = token.view(1, -1)
             if finished.all():
                 break
@@ -538,6 +560,7 @@ def main():
     parser.add_argument("--decoder-layers", type=int, default=0, help="0: --layers")
     parser.add_argument("--bidirectional", action="store_true")
     parser.add_argument("--attention", choices=["none", "dot", "general", "additive"], default="none")
+    parser.add_argument("--input-feeding", action="store_true", help="needs --attention")
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's")
     parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
@@ -556,6 +579,8 @@ def main():
                         "epochs done; --epochs is the total, as recur train --resume)")
     parser.add_argument("--json", help="write the configuration and results here")
     args = parser.parse_args()
+    if args.input_feeding and args.attention == "none":
+        parser.error("--input-feeding feeds the attentional state back: it needs --attention")
     source_kind = args.source_tokenizer or args.tokenizer or "character"
     target_kind = args.target_tokenizer or args.tokenizer or "character"
 

@@ -10,11 +10,11 @@
 #            --validation-split 0.05 --bidirectional --hidden 128 --decoder-hidden 256 --embedding 64 \
 #            --attention general --dropout 0.2 --batch-size 64 --epochs 5 --json side-by-side.json
 # Shared options go to both unchanged, under `recur train`'s names: --hidden, --decoder-hidden,
-# --layers, --decoder-layers, --embedding, --bidirectional, --cell, --attention, --dropout,
+# --layers, --decoder-layers, --embedding, --bidirectional, --cell, --attention, --input-feeding, --dropout,
 # --learning-rate, --clip-norm, --batch-size, --epochs, --beam, --validation-split, --split-seed,
 # --seed, --teacher-forcing, --label-smoothing, --source-tokenizer, --target-tokenizer (word for
-# targets unless a tokenizer option is given). `recur train --format pairs` takes only the
-# constant schedule.
+# targets unless a tokenizer option is given), --schedule constant|cosine (the plateau schedule
+# is not for pairs).
 # RECUR=PATH runs that binary (default .build/release/recur, built when absent); VENV=DIR the
 # Python environment (default .venv-bench, created with torch); THREADS=N PyTorch's threads
 # (default: every core).

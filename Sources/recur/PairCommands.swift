@@ -21,6 +21,8 @@ struct PairOptions: ParsableArguments {
     @Option(help: "Pairs: a pair file scored after training (test metrics in the final report).") var testFile: String?
     @Option(help: "Pairs: Luong attention of the decoder over the encoder's outputs: none, dot, general or additive.")
     var attention = DecoderAttention.none.rawValue
+    @Flag(help: "Pairs: input feeding; every decoder step also reads the attentional state of the step before (needs --attention).")
+    var inputFeeding = false
 
     /// The attention kind `--attention` names.
     func decoderAttention() throws -> DecoderAttention {
@@ -131,7 +133,8 @@ extension TrainCommand {
                 targetVocabularySize: fitted.targetVocabulary.count, embeddingSize: embedding,
                 cell: try BenchCommand.parseCell(cell), hiddenSize: hidden, decoderHiddenSize: pairs.decoderHidden,
                 encoderLayers: layers, decoderLayers: pairs.decoderLayers ?? layers, bidirectional: bidirectional,
-                dropout: dropout, seed: seed, attention: try pairs.decoderAttention())
+                dropout: dropout, seed: seed, attention: try pairs.decoderAttention(),
+                inputFeeding: pairs.inputFeeding)
             // A product beyond Int is a schedule that never ends, as Int.max steps are.
             let (totalSteps, overflow) = epochs.multipliedReportingOverflow(
                 by: (fitted.count + batchSize - 1) / max(batchSize, 1))

@@ -176,6 +176,40 @@ struct ElementwiseCase: Sendable, CustomStringConvertible {
         #expect(try backend.download(tensor) == expected, "\(which) overlapping copy")
     }
 
+    @Test(arguments: TestBackend.allCases)
+    func copyRowsMovesABlockBetweenRowLayouts(_ which: TestBackend) throws {
+        guard let backend = try which.backend() else { return }
+        var random = SeededGenerator(seed: 40)
+        // (rows, width, source offset and stride, destination offset and stride): a feature
+        // slice out of wider rows, one part of a concatenation, contiguous rows, one row.
+        for (rows, width, so, ss, d0, ds) in [(7, 3, 2, 5, 1, 4), (5, 4, 0, 4, 3, 9), (6, 8, 1, 8, 0, 8), (1, 11, 4, 11, 2, 11)] {
+            let source = random.floats(so + rows * ss + 3)
+            let destination = random.floats(d0 + rows * ds + 3)
+            let sourceTensor = try backend.upload(source, shape: [source.count])
+            let destinationTensor = try backend.upload(destination, shape: [destination.count])
+            try backend.copyRows(rows, width: width, from: sourceTensor, offset: so, stride: ss, into: destinationTensor,
+                                 offset: d0, stride: ds)
+            var expected = destination
+            for r in 0..<rows {
+                expected[(d0 + r * ds)..<(d0 + r * ds + width)] = source[(so + r * ss)..<(so + r * ss + width)]
+            }
+            #expect(try backend.download(destinationTensor) == expected, "\(which) \(rows) rows of \(width)")
+        }
+        let tensor = try backend.upload(random.floats(40), shape: [40])
+        let other = try backend.upload(random.floats(12), shape: [12])
+        let before = try backend.download(other)
+        #expect(throws: RecurError.self, "overlapping blocks") {
+            try backend.copyRows(4, width: 3, from: tensor, offset: 0, stride: 6, into: tensor, offset: 4, stride: 6)
+        }
+        #expect(throws: RecurError.self, "a block past the end") {
+            try backend.copyRows(4, width: 3, from: tensor, offset: 0, stride: 3, into: other, offset: 1, stride: 3)
+        }
+        #expect(throws: RecurError.self, "a stride below the width") {
+            try backend.copyRows(2, width: 3, from: tensor, offset: 0, stride: 2, into: other, offset: 0, stride: 3)
+        }
+        #expect(try backend.download(other) == before, "\(which): a refused copy writes nothing")
+    }
+
     // MARK: GEMM
 
     /// C = alpha op(A) op(B) + beta C on views inside larger buffers, checked against float64, and

@@ -30,14 +30,14 @@ func randomPairs(count: Int, seed: UInt64, maximumLength: Int = 6) throws -> Enc
 func specification(_ pairs: EncodedSequencePairs, cell: RecurrentCell = .lstm, hiddenSize: Int = 8,
                    decoderHiddenSize: Int? = nil, encoderLayers: Int = 1, decoderLayers: Int = 1,
                    bidirectional: Bool = false, dropout: Float = 0, seed: UInt64 = 3,
-                   attention: DecoderAttention = .none)
+                   attention: DecoderAttention = .none, inputFeeding: Bool = false)
     -> EncoderDecoderSpecification
 {
     EncoderDecoderSpecification(
         sourceVocabularySize: pairs.sourceVocabulary.count, targetVocabularySize: pairs.targetVocabulary.count,
         embeddingSize: 5, cell: cell, hiddenSize: hiddenSize, decoderHiddenSize: decoderHiddenSize,
         encoderLayers: encoderLayers, decoderLayers: decoderLayers, bidirectional: bidirectional, dropout: dropout,
-        seed: seed, attention: attention)
+        seed: seed, attention: attention, inputFeeding: inputFeeding)
 }
 
 /// The loss and every gradient of one training pass.
@@ -138,15 +138,17 @@ struct EncoderDecoderTests {
     }
 
     @Test("padding content and amount change neither the loss nor any gradient",
-          arguments: [(RecurrentCell.lstm, true, DecoderAttention.none), (RecurrentCell.gru, false, .none),
-                      (.lstm, true, .dot), (.gru, false, .general), (.lstm, true, .additive)])
-    func paddingIsMasked(cell: RecurrentCell, bidirectional: Bool, attention: DecoderAttention) throws {
+          arguments: [(RecurrentCell.lstm, true, DecoderAttention.none, false), (RecurrentCell.gru, false, .none, false),
+                      (.lstm, true, .dot, false), (.gru, false, .general, false), (.lstm, true, .additive, false),
+                      (.lstm, true, .general, true), (.gru, false, .additive, true)])
+    func paddingIsMasked(cell: RecurrentCell, bidirectional: Bool, attention: DecoderAttention,
+                         inputFeeding: Bool) throws {
         let pairs = try randomPairs(count: 6, seed: 2)
         // The dot score needs K = M, which nil gives.
         let model = try EncoderDecoder(
             specification: specification(pairs, cell: cell, hiddenSize: 6, decoderHiddenSize: attention == .dot ? nil : 7,
                                          encoderLayers: 2, decoderLayers: 2, bidirectional: bidirectional,
-                                         attention: attention),
+                                         attention: attention, inputFeeding: inputFeeding),
             backend: TestBackends.cpu)
         let batch = pairs.batch(0..<6)
         #expect(Set(batch.source.lengths).count > 1 && Set(batch.target.lengths).count > 1)
@@ -307,13 +309,13 @@ struct EncoderDecoderTests {
     }
 
     @Test("a run resumed from a checkpoint repeats the next epoch of the run never stopped",
-          arguments: [DecoderAttention.none, .general])
-    func resumeRepeatsTheNextEpoch(attention: DecoderAttention) throws {
+          arguments: [(DecoderAttention.none, false), (.general, false), (.general, true)])
+    func resumeRepeatsTheNextEpoch(attention: DecoderAttention, inputFeeding: Bool) throws {
         let pairs = try randomPairs(count: 40, seed: 7)
         let validation = pairs
         let backend = TestBackends.cpu
         let spec = specification(pairs, hiddenSize: 10, decoderHiddenSize: 12, bidirectional: true, dropout: 0.2,
-                                 attention: attention)
+                                 attention: attention, inputFeeding: inputFeeding)
         // A cosine schedule over both epochs: the resumed run must continue it from the
         // checkpoint's step count, not restart it.
         let configuration = SequencePairTrainingConfiguration(
@@ -459,7 +461,8 @@ struct EncoderDecoderTests {
     /// - Parameters:
     ///   - cosine: decays the rate to 0 over the run by a cosine; otherwise it stays constant.
     func heldOutAccuracy(_ name: String, pairs: [SequencePair], hiddenSize: Int, epochs: Int,
-                         attention: DecoderAttention = .none, learningRate: Float = 0.02, cosine: Bool = false,
+                         attention: DecoderAttention = .none, inputFeeding: Bool = false, learningRate: Float = 0.02,
+                         cosine: Bool = false,
                          backend: any Backend = TestBackends.cpu) throws -> Double {
         let split = try SequencePairs(pairs: pairs).split(validationFraction: 0.2, seed: 0)
         let training = try EncodedSequencePairs(fitting: split.training)
@@ -468,7 +471,7 @@ struct EncoderDecoderTests {
             specification: EncoderDecoderSpecification(
                 sourceVocabularySize: training.sourceVocabulary.count,
                 targetVocabularySize: training.targetVocabulary.count, embeddingSize: 12, cell: .lstm,
-                hiddenSize: hiddenSize, seed: 1, attention: attention),
+                hiddenSize: hiddenSize, seed: 1, attention: attention, inputFeeding: inputFeeding),
             backend: backend)
         let batchSize = 32
         let steps = epochs * ((training.count + batchSize - 1) / batchSize)
@@ -486,7 +489,7 @@ struct EncoderDecoderTests {
         let last = try trainer.evaluate(validation).metrics
         let accuracy = 1 - (last.sequenceErrorRate ?? 1)
         print("\(name) on \(backend.deviceName): \(training.count) training pairs, \(validation.sources.count) held-out "
-              + "sources, LSTM(\(hiddenSize)), attention \(attention), \(records.count) epochs, "
+              + "sources, LSTM(\(hiddenSize)), attention \(attention)\(inputFeeding ? " fed back" : ""), \(records.count) epochs, "
               + "\((clock.now - start).inSeconds) s, sequence accuracy \(accuracy), token accuracy \(last.tokenAccuracy ?? 0), "
               + "loss by epoch " + records.map { String(($0.loss * 1e4).rounded() / 1e4) }.joined(separator: " "))
         return accuracy

@@ -92,6 +92,27 @@ struct PairCommandTests {
         #expect(run.stderr.contains("--attention is one of none, dot, general, additive"), "\(run.stderr)")
     }
 
+    @Test("--input-feeding trains a model that feeds h̃ back, translate decodes it; without --attention it is refused")
+    func inputFeeding() throws {
+        let folder = try TemporaryFolder()
+        let data = try folder.write("pairs.tsv", Self.reversalLines(count: 40, seed: 7).joined(separator: "\n"))
+        let runs = folder.path + "/runs"
+        let common = ["train", "--format", "pairs", "--data", data, "--epochs", "1", "--validation-split", "0"]
+            + Self.model
+        let refused = try runRecur(common + ["--input-feeding"])
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("needs an attention"), "\(refused.stderr)")
+        let train = try runRecur(common + ["--input-feeding", "--attention", "dot", "--checkpoint-dir", runs])
+        #expect(train.status == 0, "\(train.stderr)")
+        let checkpoint = try SequencePairCheckpoint(contentsOf: runs + "/last.safetensors")
+        #expect(checkpoint.specification.inputFeeding && checkpoint.specification.attention == .dot)
+        let translator = try Translator(checkpoint: checkpoint, backend: TestBackends.cpu)
+        let translate = try runRecur(["translate", "--checkpoint", runs + "/last.safetensors", "--device", "cpu"],
+                                     input: "abc\nfed\n")
+        #expect(translate.status == 0, "\(translate.stderr)")
+        #expect(translate.stdout == (try translator.translate(["abc", "fed"])).map { $0 + "\n" }.joined())
+    }
+
     @Test("--schedule cosine trains a pair model; the plateau schedule is refused for pairs")
     func schedules() throws {
         let folder = try TemporaryFolder()

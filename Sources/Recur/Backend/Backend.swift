@@ -85,6 +85,12 @@ public protocol Backend: AnyObject, Sendable {
     func fill(_ tensor: Tensor, with value: Float) throws
     /// destination[destinationOffset + i] = source[sourceOffset + i] for i in 0..<count.
     func copy(_ source: Tensor, sourceOffset: Int, into destination: Tensor, destinationOffset: Int, count: Int) throws
+    /// destination[destinationOffset + r · destinationStride + i] = source[sourceOffset + r · sourceStride + i]
+    /// for r in 0..<rows, i in 0..<width: a block of rows between two row layouts, as taking a
+    /// feature slice out of `[N, F]` rows or writing one part of a concatenation. The two blocks
+    /// may not overlap.
+    func copyRows(_ rows: Int, width: Int, from source: Tensor, offset sourceOffset: Int, stride sourceStride: Int,
+                  into destination: Tensor, offset destinationOffset: Int, stride destinationStride: Int) throws
 
     // MARK: Linear algebra
 

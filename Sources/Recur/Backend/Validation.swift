@@ -57,6 +57,31 @@ extension Backend {
         }
     }
 
+    /// Validates a strided block copy (``Backend/copyRows(_:width:from:offset:stride:into:offset:stride:)``):
+    /// sizes not negative, strides at least the width, both blocks inside their tensors and apart.
+    func checkRowCopy(_ rows: Int, width: Int, source: Tensor, sourceOffset: Int, sourceStride: Int,
+                      destination: Tensor, destinationOffset: Int, destinationStride: Int) throws {
+        let operation = "copyRows"
+        try checkOperands(operation, [source, destination])
+        guard rows >= 0, width >= 0, sourceStride >= width, destinationStride >= width else {
+            throw RecurError.invalidArgument(
+                operation: operation,
+                detail: "\(rows) rows of \(width) values need strides of at least the width, got \(sourceStride) "
+                    + "and \(destinationStride)")
+        }
+        guard rows > 0, width > 0 else { return }
+        // The span from the first value of the first row to the last value of the last row.
+        let sourceSpan = (rows - 1) * sourceStride + width
+        let destinationSpan = (rows - 1) * destinationStride + width
+        try checkRange("\(operation) (source)", source, offset: sourceOffset, count: sourceSpan)
+        try checkRange("\(operation) (destination)", destination, offset: destinationOffset, count: destinationSpan)
+        if source.buffer === destination.buffer, sourceOffset < destinationOffset + destinationSpan,
+           destinationOffset < sourceOffset + sourceSpan {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "the source and destination blocks overlap in one tensor's memory")
+        }
+    }
+
     /// Validates a GEMM call: positive sizes, operands owned here, every view inside its tensor.
     func checkGEMM(m: Int, n: Int, k: Int, a: MatrixOperand, b: MatrixOperand, c: MatrixOperand) throws {
         let operation = "gemm"

@@ -68,7 +68,7 @@ public final class Attention {
     public private(set) var attentionWeights: Tensor?
 
     /// What the last forward pass read, kept for `backward`.
-    private struct Cache {
+    struct Cache {
         /// The inputs as passed, and whether keys and values were one tensor.
         let queries: Tensor, keys: Tensor, values: Tensor
         let sharedMemory: Bool
@@ -78,6 +78,12 @@ public final class Attention {
         let contextShape: Shape
     }
     private var cache: Cache?
+
+    /// What the last forward left for its backward; see `RecurrentLayer.forwardRecord`.
+    var forwardRecord: Cache? {
+        get { cache }
+        set { cache = newValue }
+    }
 
     /// Makes the layer with initialised parameters and zero gradients on `backend`.
     /// - Parameters:

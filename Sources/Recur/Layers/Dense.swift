@@ -33,6 +33,11 @@ public final class Dense {
     private let weightGradient: Tensor  // [O, I]
     private let biasGradient: Tensor  // [O]
     private var cache: (inputs: [Tensor], output: Tensor)?
+    /// What the last forward left for its backward; see `RecurrentLayer.forwardRecord`.
+    var forwardRecord: (inputs: [Tensor], output: Tensor)? {
+        get { cache }
+        set { cache = newValue }
+    }
     /// A row of N ones, the left operand that spreads b over the rows and sums dL/dz over them.
     private var ones: Tensor?  // [N]
 

@@ -278,7 +278,7 @@ public final class RecurrentLayer {
     // MARK: Forward
 
     /// What backward needs from the last forward.
-    private struct ForwardCache {
+    struct ForwardCache {
         /// The scans that ran, [layer][direction]; they hold each layer's input (after dropout),
         /// its initial state, lengths and recurrent dropout mask.
         var scans: [[RecurrentScan]]
@@ -288,6 +288,14 @@ public final class RecurrentLayer {
         var batch: Int
         /// The shape of the returned output, which the output gradient must have.
         var outputShape: Shape
+    }
+
+    /// What the last forward left for its backward. A model that runs the layer several times
+    /// before back-propagating (a decoder that steps with input feeding) takes each pass's record
+    /// after its forward and puts it back before that pass's backward.
+    var forwardRecord: ForwardCache? {
+        get { cache }
+        set { cache = newValue }
     }
 
     /// Runs the stack over `input`.
@@ -403,7 +411,7 @@ public final class RecurrentLayer {
             output = try backend.zeros([batch, d * p])
             for direction in 0..<d {
                 let index = (l - 1) * d + direction
-                try copyRows(batch, width: p, from: finalHidden, offset: index * batch * p, stride: p,
+                try backend.copyRows(batch, width: p, from: finalHidden, offset: index * batch * p, stride: p,
                              into: output, offset: direction * p, stride: d * p)
             }
         }
@@ -473,8 +481,8 @@ public final class RecurrentLayer {
                 }
                 if k == l - 1, let lastStateGradient {
                     let column = try backend.zeros([batch, p])  // [B, P]
-                    try copyRows(batch, width: p, from: lastStateGradient, offset: direction * p, stride: d * p,
-                                 into: column, offset: 0, stride: p)
+                    try backend.copyRows(batch, width: p, from: lastStateGradient, offset: direction * p, stride: d * p,
+                                         into: column, offset: 0, stride: p)
                     if let hiddenGradient { try backend.axpy(alpha: 1, hiddenGradient, column) }
                     hiddenGradient = column
                 }
@@ -594,25 +602,14 @@ public final class RecurrentLayer {
         return result
     }
 
-    /// `[A, C, F]` → `[C, A, F]`: the batch-first ↔ time-major transpose, one row copy per (a, c).
+    /// `[A, C, F]` → `[C, A, F]`: the batch-first ↔ time-major transpose, one row-block copy per a.
     private func swapLeadingAxes(_ x: Tensor) throws -> Tensor {
         let (a, c, f) = (x.shape[0], x.shape[1], x.shape[2])
-        let result = try backend.zeros([c, a, f])
+        let result = try backend.uninitialized([c, a, f])
         for i in 0..<a {
-            for j in 0..<c {
-                try backend.copy(x, sourceOffset: (i * c + j) * f, into: result, destinationOffset: (j * a + i) * f,
-                                 count: f)
-            }
+            try backend.copyRows(c, width: f, from: x, offset: i * c * f, stride: f, into: result, offset: i * f,
+                                 stride: a * f)
         }
         return result
-    }
-
-    /// Copies `rows` rows of `width` values between strided row layouts.
-    private func copyRows(_ rows: Int, width: Int, from source: Tensor, offset sourceOffset: Int, stride sourceStride: Int,
-                          into destination: Tensor, offset destinationOffset: Int, stride destinationStride: Int) throws {
-        for row in 0..<rows {
-            try backend.copy(source, sourceOffset: sourceOffset + row * sourceStride, into: destination,
-                             destinationOffset: destinationOffset + row * destinationStride, count: width)
-        }
     }
 }

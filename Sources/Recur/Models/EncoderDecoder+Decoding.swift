@@ -121,8 +121,7 @@ extension EncoderDecoder {
         let spread = (0..<(batch * width)).map { $0 / width }
         let memory = EncoderMemory(outputs: try gatherColumns(encoded.outputs, spread),
                                    lengths: spread.map { encoded.lengths[$0] })
-        var state = RecurrentState(hidden: try gatherColumns(initial.hidden, spread),
-                                   cell: try initial.cell.map { try gatherColumns($0, spread) })
+        var state = try beamColumns(initial, spread)
         var beams = (0..<batch).map { _ in
             (0..<width).map { w in Beam(score: w == 0 ? 0 : -.infinity) }  // one live beam to start
         }
@@ -170,8 +169,7 @@ extension EncoderDecoder {
                 }
                 beams[b] = next
             }
-            state = RecurrentState(hidden: try gatherColumns(step.state.hidden, parents),
-                                   cell: try step.state.cell.map { try gatherColumns($0, parents) })
+            state = try beamColumns(step.state, parents)
             if beams.allSatisfy({ $0.allSatisfy { $0.finished || $0.score == -.infinity } }) { break }
         }
         return beams.map { sourceBeams in
@@ -226,8 +224,16 @@ extension EncoderDecoder {
         return row.map { Double($0) - logSum }
     }
 
+    /// The decoder state of the beams `columns` names: every part's columns gathered.
+    private func beamColumns(_ state: DecoderState, _ columns: [Int]) throws -> DecoderState {
+        DecoderState(
+            recurrent: RecurrentState(hidden: try gatherColumns(state.recurrent.hidden, columns),
+                                      cell: try state.recurrent.cell.map { try gatherColumns($0, columns) }),
+            attentional: try state.attentional.map { try gatherColumns($0, columns) })
+    }
+
     /// A new `[A, count, F]` tensor whose column j is column `columns[j]` of `tensor` `[A, C, F]`
-    /// (states `[L, B, K]`, memory `[S, B, M]`): the reordering of beams, as one row gather on the
+    /// (states `[L, B, K]`, h̃ `[1, B, K]`, memory `[S, B, M]`): the reordering of beams, as one row gather on the
     /// device (the embedding's op, on `tensor` viewed as `[A · C, F]` rows), so a beam step
     /// uploads its parents' ids and moves no state through the host.
     private func gatherColumns(_ tensor: Tensor, _ columns: [Int]) throws -> Tensor {

@@ -44,6 +44,11 @@ public struct EncoderDecoderSpecification: Sendable, Equatable, Codable {
     /// before attention existed read as `.none`, and `.none` is not written, so a plain model's
     /// JSON is what it always was.
     public var attention: DecoderAttention
+    /// Luong et al. (2015)'s input feeding: every decoder step reads the attentional state h̃ of
+    /// the step before beside its token's embedding (zeros at the first step), so the decoder
+    /// knows which source steps it already attended to. Needs ``attention``; the decoder then
+    /// steps one target token at a time, in training too. Written only when true.
+    public var inputFeeding: Bool
 
     /// - Parameters:
     ///   - sourceVocabularySize: see ``sourceVocabularySize``.
@@ -59,9 +64,11 @@ public struct EncoderDecoderSpecification: Sendable, Equatable, Codable {
     ///   - dropout: see ``dropout``; default 0.
     ///   - seed: see ``seed``; default 0.
     ///   - attention: see ``attention``; default `.none`.
+    ///   - inputFeeding: see ``inputFeeding``; default false.
     public init(sourceVocabularySize: Int, targetVocabularySize: Int, embeddingSize: Int, cell: RecurrentCell = .lstm,
                 hiddenSize: Int, decoderHiddenSize: Int? = nil, encoderLayers: Int = 1, decoderLayers: Int = 1,
-                bidirectional: Bool = false, dropout: Float = 0, seed: UInt64 = 0, attention: DecoderAttention = .none) {
+                bidirectional: Bool = false, dropout: Float = 0, seed: UInt64 = 0, attention: DecoderAttention = .none,
+                inputFeeding: Bool = false) {
         self.sourceVocabularySize = sourceVocabularySize
         self.targetVocabularySize = targetVocabularySize
         self.embeddingSize = embeddingSize
@@ -74,15 +81,16 @@ public struct EncoderDecoderSpecification: Sendable, Equatable, Codable {
         self.dropout = dropout
         self.seed = seed
         self.attention = attention
+        self.inputFeeding = inputFeeding
     }
 
     private enum CodingKeys: String, CodingKey {
         case sourceVocabularySize, targetVocabularySize, embeddingSize, cell, hiddenSize, decoderHiddenSize,
-             encoderLayers, decoderLayers, bidirectional, dropout, seed, attention
+             encoderLayers, decoderLayers, bidirectional, dropout, seed, attention, inputFeeding
     }
 
     /// Reads a specification; an absent `attention` (a plain model, or one saved before attention
-    /// existed) reads as `.none`.
+    /// existed) reads as `.none`, an absent `inputFeeding` as false.
     /// - Parameter decoder: the decoder to read from.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -98,9 +106,11 @@ public struct EncoderDecoderSpecification: Sendable, Equatable, Codable {
         dropout = try container.decode(Float.self, forKey: .dropout)
         seed = try container.decode(UInt64.self, forKey: .seed)
         attention = try container.decodeIfPresent(DecoderAttention.self, forKey: .attention) ?? .none
+        inputFeeding = try container.decodeIfPresent(Bool.self, forKey: .inputFeeding) ?? false
     }
 
-    /// Writes the specification; `attention` only when it is not `.none`.
+    /// Writes the specification; `attention` only when it is not `.none`, `inputFeeding` only
+    /// when true.
     /// - Parameter encoder: the encoder to write to.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
@@ -116,13 +126,15 @@ public struct EncoderDecoderSpecification: Sendable, Equatable, Codable {
         try container.encode(dropout, forKey: .dropout)
         try container.encode(seed, forKey: .seed)
         if attention != .none { try container.encode(attention, forKey: .attention) }
+        if inputFeeding { try container.encode(inputFeeding, forKey: .inputFeeding) }
     }
 
     /// M = D · H: the features of every encoder output step and of the top layer's final state.
     public var encoderFeatures: Int { hiddenSize * (bidirectional ? 2 : 1) }
 
     /// Throws unless every size is at least 1, both vocabularies hold more than the four reserved
-    /// ids, the dropout lies in [0, 1), and a dot attention score has K = M.
+    /// ids, the dropout lies in [0, 1), a dot attention score has K = M, and input feeding has an
+    /// attention to feed.
     public func validate() throws {
         let operation = "EncoderDecoderSpecification"
         let sizes = [("sourceVocabularySize", sourceVocabularySize), ("targetVocabularySize", targetVocabularySize),
@@ -146,7 +158,14 @@ public struct EncoderDecoderSpecification: Sendable, Equatable, Codable {
                 detail: "the dot attention score needs decoderHiddenSize \(decoderHiddenSize) to equal the encoder's "
                     + "\(encoderFeatures) output features; the general score projects between different sizes")
         }
+        if inputFeeding, attention == .none {
+            throw RecurError.invalidArgument(
+                operation: operation, detail: "input feeding feeds the attentional state back: it needs an attention")
+        }
     }
+
+    /// The width of a decoder step's input: E, and K more with input feeding.
+    public var decoderInputSize: Int { embeddingSize + (inputFeeding ? decoderHiddenSize : 0) }
 
     /// The specification as JSON with sorted keys, as a checkpoint stores it.
     public func json() throws -> String {
@@ -184,6 +203,24 @@ public struct EncoderMemory: Sendable {
     public init(outputs: Tensor, lengths: [Int]) {
         self.outputs = outputs
         self.lengths = lengths
+    }
+}
+
+/// The decoder's state between steps: the recurrent state of every decoder layer and, with
+/// input feeding, the attentional state h̃ of the step before, which the next step reads.
+public struct DecoderState: Sendable {
+    /// h (and c) of every decoder layer, `[L_d, B, K]`.
+    public var recurrent: RecurrentState
+    /// h̃_{t−1}, `[1, B, K]`, with ``EncoderDecoderSpecification/inputFeeding`` (zeros before the
+    /// first step); nil without.
+    public var attentional: Tensor?
+
+    /// - Parameters:
+    ///   - recurrent: see ``recurrent``.
+    ///   - attentional: see ``attentional``.
+    public init(recurrent: RecurrentState, attentional: Tensor? = nil) {
+        self.recurrent = recurrent
+        self.attentional = attentional
     }
 }
 
@@ -270,6 +307,10 @@ extension DecoderOutputTransform {
 /// layer) and the loss run on the scored places only (``ScoredRows``), not on the padding.
 ///
 /// With ``EncoderDecoderSpecification/attention`` set, the transform is ``LuongAttention``.
+/// With ``EncoderDecoderSpecification/inputFeeding`` as well, the decoder reads
+/// [e_t; h̃_{t−1}] and steps one token at a time: the forward keeps every step's record and the
+/// backward runs through the steps in reverse (back-propagation through time across the
+/// attention), so it costs a decoder op per target step instead of one for all of them.
 ///
 /// Parameter names: `source_embedding.weight`, `encoder.<PyTorch RNN names>`,
 /// `bridge_h.<l>.weight` / `.bias` and `bridge_c.<l>.…` (when K ≠ M), `target_embedding.weight`,
@@ -300,6 +341,8 @@ public final class EncoderDecoder {
     private let sourceDropout: Dropout
     private let targetDropout: Dropout
     private let outputDropout: Dropout
+    /// The attention whose h̃ the decoder reads back, with input feeding.
+    private let feedingAttention: LuongAttention?
     private var cache: ForwardCache?
 
     /// Builds the model with initialised parameters and zero gradients.
@@ -340,7 +383,7 @@ public final class EncoderDecoder {
         cellBridge = bridged && s.cell.hasCellState ? try bridge() : []
         targetEmbedding = try Embedding(vocabularySize: s.targetVocabularySize, embeddingSize: s.embeddingSize,
                                         seed: seeds.next(), backend: backend)
-        decoder = try RecurrentLayer(cell: s.cell, inputSize: s.embeddingSize, hiddenSize: s.decoderHiddenSize,
+        decoder = try RecurrentLayer(cell: s.cell, inputSize: s.decoderInputSize, hiddenSize: s.decoderHiddenSize,
                                      layerCount: s.decoderLayers, dropout: s.dropout, seed: seeds.next(),
                                      backend: backend)
         // Luong attention returns K features, as the plain decoder does.
@@ -352,11 +395,14 @@ public final class EncoderDecoder {
         targetDropout = try Dropout(probability: s.dropout, seed: seeds.next(), backend: backend)
         outputDropout = try Dropout(probability: s.dropout, seed: seeds.next(), backend: backend)
         if let kind = s.attention.kind {
-            self.outputTransform = try LuongAttention(
+            let attention = try LuongAttention(
                 kind: kind, decoderFeatures: s.decoderHiddenSize, memoryFeatures: s.encoderFeatures,
                 seed: seeds.next(), backend: backend)
+            self.outputTransform = attention
+            feedingAttention = s.inputFeeding ? attention : nil
         } else {
             self.outputTransform = outputTransform
+            feedingAttention = nil
         }
     }
 
@@ -407,14 +453,23 @@ public final class EncoderDecoder {
         var logitGradient: Tensor
         /// The scored places the layers after the decoder ran on; nil when every place is scored.
         var rows: ScoredRows?
+        /// With input feeding: every decoder step's record, and the shape of the encoder's outputs.
+        var inputFed: (steps: [InputFedStep], memoryShape: Shape)?
+    }
+
+    /// What one decoder step with input feeding leaves for its backward.
+    struct InputFedStep {
+        var decoder: RecurrentLayer.ForwardCache?
+        var attention: LuongAttention.ForwardRecord
     }
 
     /// Runs the encoder and the bridge.
     /// - Parameters:
     ///   - source: `[S, B]` ids with each column's length.
     ///   - training: applies dropout.
-    /// - Returns: the encoder's memory and the decoder's initial state `[L_d, B, K]`.
-    func encode(_ source: SequenceBatch, training: Bool) throws -> (memory: EncoderMemory, state: RecurrentState) {
+    /// - Returns: the encoder's memory and the decoder's initial state `[L_d, B, K]` (with input
+    ///   feeding, h̃_0 = 0 `[1, B, K]` beside it).
+    func encode(_ source: SequenceBatch, training: Bool) throws -> (memory: EncoderMemory, state: DecoderState) {
         let operation = "EncoderDecoder.encode"
         let batch = source.batchSize
         guard batch > 0, source.ids.count == source.steps * batch else {
@@ -435,7 +490,9 @@ public final class EncoderDecoder {
             cell: try encoded.finalState.cell.map {
                 try bridged(try topState($0, from: top, batch: batch), through: cellBridge)
             })
-        return (EncoderMemory(outputs: encoded.output, lengths: source.lengths), state)
+        let attentional = s.inputFeeding ? try backend.zeros([1, batch, s.decoderHiddenSize]) : nil
+        return (EncoderMemory(outputs: encoded.output, lengths: source.lengths),
+                DecoderState(recurrent: state, attentional: attentional))
     }
 
     /// The top layer's final state `[B, M]`: row b holds each direction's `[H]` side by side.
@@ -444,7 +501,7 @@ public final class EncoderDecoder {
         let directions = specification.bidirectional ? 2 : 1
         let top = try backend.zeros([batch, directions * h])  // [B, M]
         for direction in 0..<directions {
-            try copyRows(batch, width: h, from: state, offset: (slot + direction) * batch * h, stride: h,
+            try backend.copyRows(batch, width: h, from: state, offset: (slot + direction) * batch * h, stride: h,
                          into: top, offset: direction * h, stride: directions * h)
         }
         return top
@@ -484,7 +541,7 @@ public final class EncoderDecoder {
         let gradient = try backend.zeros([s.encoderLayers * directions, batch, h])
         let slot = (s.encoderLayers - 1) * directions
         for direction in 0..<directions {
-            try copyRows(batch, width: h, from: topGradient, offset: direction * h, stride: directions * h,
+            try backend.copyRows(batch, width: h, from: topGradient, offset: direction * h, stride: directions * h,
                          into: gradient, offset: (slot + direction) * batch * h, stride: h)
         }
         return gradient
@@ -496,12 +553,12 @@ public final class EncoderDecoder {
     /// - Parameters:
     ///   - inputs: `[T', B]` decoder input ids.
     ///   - lengths: each column's valid steps; nil means all T'.
-    ///   - state: the decoder's initial state `[L_d, B, K]`.
+    ///   - state: the decoder's initial state.
     ///   - memory: the encoder's memory, for the output transform.
     ///   - training: applies dropout.
     /// - Returns: logits `[T', B, V]` and the decoder's final state.
-    func decode(_ inputs: [Int32], steps: Int, lengths: [Int]?, from state: RecurrentState, memory: EncoderMemory,
-                training: Bool) throws -> (logits: Tensor, state: RecurrentState) {
+    func decode(_ inputs: [Int32], steps: Int, lengths: [Int]?, from state: DecoderState, memory: EncoderMemory,
+                training: Bool) throws -> (logits: Tensor, state: DecoderState) {
         let decoded = try decodeScored(inputs, steps: steps, lengths: lengths, rows: nil, from: state, memory: memory,
                                        training: training)
         return (decoded.logits, decoded.state)
@@ -509,27 +566,124 @@ public final class EncoderDecoder {
 
     /// `decode`, with everything after the decoder's recurrent op (the output transform, the
     /// output dropout and layer) on the scored `rows` only when given.
-    /// - Returns: logits `[N, V]` with `rows`, else `[T', B, V]`, and the decoder's final state.
+    /// - Returns: logits `[N, V]` with `rows`, else `[T', B, V]`, the decoder's final state, and
+    ///   with input feeding every step's record for the backward.
     private func decodeScored(_ inputs: [Int32], steps: Int, lengths: [Int]?, rows: ScoredRows?,
-                              from state: RecurrentState, memory: EncoderMemory,
-                              training: Bool) throws -> (logits: Tensor, state: RecurrentState) {
+                              from state: DecoderState, memory: EncoderMemory, training: Bool) throws
+        -> (logits: Tensor, state: DecoderState, inputFed: [InputFedStep]?)
+    {
         let batch = memory.lengths.count
-        let embedded = try targetEmbedding.forward(ids: inputs, shape: [steps, batch])  // [T', B, E]
-        let decoded = try decoder.forward(try targetDropout.forward(embedded, training: training), lengths: lengths,
-                                          padding: .post, initialState: state, training: training)  // [T', B, K]
-        var features = decoded.output  // [T', B, F], or [N, F] with rows
-        switch (outputTransform, rows) {
-        case let (transform?, rows?):
-            features = try transform.forward(decoderOutput: features, memory: memory, rows: rows, training: training)
-        case let (transform?, nil):
-            features = try transform.forward(decoderOutput: features, memory: memory, training: training)
-        case let (nil, rows?):
-            features = try rows.gather(features)
-        case (nil, nil):
-            break
+        let embedded = try targetDropout.forward(
+            try targetEmbedding.forward(ids: inputs, shape: [steps, batch]), training: training)  // [T', B, E]
+        var features: Tensor  // [T', B, F], or [N, F] with rows
+        let finalState: DecoderState
+        var records: [InputFedStep]? = nil
+        if let feedingAttention {
+            let fed = try inputFedSteps(embedded, from: state, memory: memory, attention: feedingAttention,
+                                        training: training)
+            (features, finalState, records) = (fed.features, fed.state, fed.records)
+            if let rows { features = try rows.gather(features) }
+        } else {
+            let decoded = try decoder.forward(embedded, lengths: lengths, padding: .post,
+                                              initialState: state.recurrent, training: training)  // [T', B, K]
+            features = decoded.output
+            finalState = DecoderState(recurrent: decoded.finalState)
+            switch (outputTransform, rows) {
+            case let (transform?, rows?):
+                features = try transform.forward(decoderOutput: features, memory: memory, rows: rows,
+                                                 training: training)
+            case let (transform?, nil):
+                features = try transform.forward(decoderOutput: features, memory: memory, training: training)
+            case let (nil, rows?):
+                features = try rows.gather(features)
+            case (nil, nil):
+                break
+            }
         }
         let logits = try output.forward(try outputDropout.forward(features, training: training))
-        return (logits, decoded.finalState)
+        return (logits, finalState, records)
+    }
+
+    /// The decoder with input feeding (Luong et al. 2015, section 3.3), one step at a time:
+    ///
+    ///     x_t = [e_t; h̃_{t−1}],  h_t = decoder step(x_t, state_{t−1}),  h̃_t = attention(h_t, memory)
+    ///
+    /// with h̃_{−1} the state's (zeros after `encode`). Every sequence runs every step: a step past
+    /// a target's length changes only states no scored place reads (a sequence's scored places
+    /// come first), so it adds exactly nothing to a gradient and needs no mask.
+    /// - Returns: h̃ of every step `[T', B, K]`, the state after the last, and each step's record.
+    private func inputFedSteps(_ embedded: Tensor, from state: DecoderState, memory: EncoderMemory,
+                               attention: LuongAttention, training: Bool) throws
+        -> (features: Tensor, state: DecoderState, records: [InputFedStep])
+    {
+        let (steps, batch, e, k) = (embedded.shape[0], embedded.shape[1], specification.embeddingSize,
+                                    specification.decoderHiddenSize)
+        guard var fed = state.attentional, fed.shape == [1, batch, k] else {
+            throw RecurError.invalidArgument(
+                operation: "EncoderDecoder.decode", detail: "input feeding needs h̃ of the step before, [1, \(batch), \(k)]")
+        }
+        var recurrent = state.recurrent
+        let features = try backend.uninitialized([steps, batch, k])  // h̃ [T', B, K]
+        var records: [InputFedStep] = []
+        records.reserveCapacity(steps)
+        for t in 0..<steps {
+            let input = try backend.uninitialized([1, batch, e + k])  // [e_t; h̃_{t−1}]
+            try backend.copyRows(batch, width: e, from: embedded, offset: t * batch * e, stride: e, into: input,
+                                 offset: 0, stride: e + k)
+            try backend.copyRows(batch, width: k, from: fed, offset: 0, stride: k, into: input, offset: e,
+                                 stride: e + k)
+            let stepped = try decoder.forward(input, initialState: recurrent, training: training)  // h_t [1, B, K]
+            fed = try attention.forward(decoderOutput: stepped.output, memory: memory, training: training)
+            try backend.copy(fed, sourceOffset: 0, into: features, destinationOffset: t * batch * k, count: batch * k)
+            recurrent = stepped.finalState
+            records.append(InputFedStep(decoder: decoder.forwardRecord, attention: attention.forwardRecord))
+        }
+        return (features, DecoderState(recurrent: recurrent, attentional: fed), records)
+    }
+
+    /// Back-propagates through the steps of an input-fed pass in reverse: dL/dh̃_t is the output
+    /// layer's plus what step t + 1's input sends back through its h̃_t columns, and dL/d state
+    /// flows from each step to the one before.
+    /// - Parameters:
+    ///   - featureGradient: dL/dh̃ from the output layer, `[T', B, K]`, 0 at unscored places.
+    ///   - steps: the forward's records.
+    ///   - attention: the attention whose records they hold.
+    ///   - memoryShape: `[S, B, M]`.
+    /// - Returns: dL/d embedded targets `[T', B, E]`, dL/d the decoder's initial state, and dL/d
+    ///   encoder outputs `[S, B, M]`.
+    private func inputFedBackward(_ featureGradient: Tensor, steps: [InputFedStep], attention: LuongAttention,
+                                  memoryShape: Shape) throws
+        -> (embedded: Tensor, initialState: RecurrentState, memory: Tensor)
+    {
+        let (batch, e, k) = (featureGradient.shape[1], specification.embeddingSize, specification.decoderHiddenSize)
+        let embeddedGradient = try backend.uninitialized([steps.count, batch, e])  // [T', B, E]
+        let memoryGradient = try backend.zeros(memoryShape)  // [S, B, M]
+        var fedGradient: Tensor? = nil  // dL/dh̃_t through step t + 1's input, [1, B, K]
+        var stateGradient: RecurrentState? = nil  // dL/d state after step t
+        for (t, step) in steps.enumerated().reversed() {
+            let attentionalGradient = try backend.uninitialized([1, batch, k])  // dL/dh̃_t
+            try backend.copy(featureGradient, sourceOffset: t * batch * k, into: attentionalGradient,
+                             destinationOffset: 0, count: batch * k)
+            if let fedGradient { try backend.axpy(alpha: 1, fedGradient, attentionalGradient) }
+            attention.forwardRecord = step.attention
+            let attended = try attention.backward(from: attentionalGradient)
+            try backend.axpy(alpha: 1, attended.memory, memoryGradient)
+            decoder.forwardRecord = step.decoder
+            let stepped = try decoder.backward(outputGradient: attended.decoderOutput,
+                                               finalStateGradient: stateGradient)  // dL/dx_t [1, B, E + K]
+            try backend.copyRows(batch, width: e, from: stepped.input, offset: 0, stride: e + k,
+                                 into: embeddedGradient, offset: t * batch * e, stride: e)
+            let fed = try backend.uninitialized([1, batch, k])
+            try backend.copyRows(batch, width: k, from: stepped.input, offset: e, stride: e + k, into: fed, offset: 0,
+                                 stride: k)
+            fedGradient = fed
+            stateGradient = stepped.initialState
+        }
+        guard let stateGradient else {
+            throw RecurError.invalidArgument(operation: "EncoderDecoder.backward", detail: "the pass ran no step")
+        }
+        decoder.forwardRecord = nil
+        return (embeddedGradient, stateGradient, memoryGradient)
     }
 
     // MARK: Training pass
@@ -602,8 +756,8 @@ public final class EncoderDecoder {
         }
         // The layers after the decoder's recurrent op, and the loss, see the scored places only.
         let rows = try ScoredRows(steps: steps, lengths: lengths, backend: backend)
-        let (logits, _) = try decodeScored(inputs, steps: steps, lengths: lengths, rows: rows, from: state,
-                                           memory: memory, training: training)  // [N, V] or [T - 1, B, V]
+        let (logits, _, inputFed) = try decodeScored(inputs, steps: steps, lengths: lengths, rows: rows, from: state,
+                                                     memory: memory, training: training)  // [N, V] or [T - 1, B, V]
         let targetTensor = try rows.map { try backend.upload($0.scored(targets), shape: [$0.count]) }  // [N]
             ?? backend.upload(targets, shape: [steps, batch.target.batchSize])  // [T - 1, B]
         let lossSlot = try backend.zeros([2])  // the cross-entropy, and the smoothing's term
@@ -613,7 +767,8 @@ public final class EncoderDecoder {
             try addLabelSmoothing(labelSmoothing, logits: logits, targets: targetTensor, gradient: gradient,
                                   loss: lossSlot)
         }
-        cache = ForwardCache(batch: batch.target.batchSize, logitGradient: gradient, rows: rows)
+        cache = ForwardCache(batch: batch.target.batchSize, logitGradient: gradient, rows: rows,
+                             inputFed: inputFed.map { ($0, memory.outputs.shape) })
         let losses = try backend.download(lossSlot)
         // The logits in the full layout, 0 at padded places.
         return (losses[0] + losses[1], try rows?.scatter(logits) ?? logits)
@@ -645,7 +800,7 @@ public final class EncoderDecoder {
 
     /// The decoder inputs of scheduled sampling: step by step, each input after the first is
     /// the reference with probability `teacherForcing`, else the argmax of the step before.
-    private func scheduledInputs(_ reference: [Int32], steps: Int, from initial: RecurrentState,
+    private func scheduledInputs(_ reference: [Int32], steps: Int, from initial: DecoderState,
                                  memory: EncoderMemory, teacherForcing: Double, seed: UInt64) throws -> [Int32] {
         let batch = memory.lengths.count
         var random = SeededRandom(seed: seed)
@@ -676,43 +831,40 @@ public final class EncoderDecoder {
         let batch = cache.batch
         // [N, F] with scored rows, else [T - 1, B, F]
         let featureGradient = try outputDropout.backward(try output.backward(cache.logitGradient))
-        var decoderOutputGradient = featureGradient  // [T - 1, B, K]
+        // dL/d embedded targets [T - 1, B, E], dL/d the decoder's initial state and, with a
+        // transform, dL/d encoder outputs [S, B, M].
+        let embeddedGradient: Tensor
+        let decoderStateGradient: RecurrentState
         var memoryGradient: Tensor? = nil
-        switch (outputTransform, cache.rows) {
-        case let (transform?, rows?):
-            (decoderOutputGradient, memoryGradient) = try transform.backward(from: featureGradient, rows: rows)
-        case let (transform?, nil):
-            (decoderOutputGradient, memoryGradient) = try transform.backward(from: featureGradient)
-        case let (nil, rows?):
-            decoderOutputGradient = try rows.scatter(featureGradient)
-        case (nil, nil):
-            break
+        if let feedingAttention, let inputFed = cache.inputFed {
+            let fedBack = try inputFedBackward(try cache.rows?.scatter(featureGradient) ?? featureGradient,
+                                               steps: inputFed.steps, attention: feedingAttention,
+                                               memoryShape: inputFed.memoryShape)
+            (embeddedGradient, decoderStateGradient, memoryGradient) = (fedBack.embedded, fedBack.initialState,
+                                                                        fedBack.memory)
+        } else {
+            var decoderOutputGradient = featureGradient  // [T - 1, B, K]
+            switch (outputTransform, cache.rows) {
+            case let (transform?, rows?):
+                (decoderOutputGradient, memoryGradient) = try transform.backward(from: featureGradient, rows: rows)
+            case let (transform?, nil):
+                (decoderOutputGradient, memoryGradient) = try transform.backward(from: featureGradient)
+            case let (nil, rows?):
+                decoderOutputGradient = try rows.scatter(featureGradient)
+            case (nil, nil):
+                break
+            }
+            let decoded = try decoder.backward(outputGradient: decoderOutputGradient)
+            (embeddedGradient, decoderStateGradient) = (decoded.input, decoded.initialState)
         }
-        let decoded = try decoder.backward(outputGradient: decoderOutputGradient)
-        try targetEmbedding.backward(try targetDropout.backward(decoded.input))
-        let hiddenTop = try bridgeBackward(decoded.initialState.hidden, through: hiddenBridge, batch: batch)
-        let cellTop = try decoded.initialState.cell.map { try bridgeBackward($0, through: cellBridge, batch: batch) }
+        try targetEmbedding.backward(try targetDropout.backward(embeddedGradient))
+        let hiddenTop = try bridgeBackward(decoderStateGradient.hidden, through: hiddenBridge, batch: batch)
+        let cellTop = try decoderStateGradient.cell.map { try bridgeBackward($0, through: cellBridge, batch: batch) }
         let stateGradient = RecurrentState(hidden: try finalStateGradient(hiddenTop, batch: batch),
                                            cell: try cellTop.map { try finalStateGradient($0, batch: batch) })
         let encoded = try encoder.backward(outputGradient: memoryGradient, finalStateGradient: stateGradient)
         try sourceEmbedding.backward(try sourceDropout.backward(encoded.input))
         self.cache = nil
-    }
-
-    // MARK: Helpers
-
-    /// Copies `rows` rows of `width` values between strided row layouts.
-    private func copyRows(_ rows: Int, width: Int, from source: Tensor, offset sourceOffset: Int, stride sourceStride: Int,
-                          into destination: Tensor, offset destinationOffset: Int, stride destinationStride: Int) throws {
-        if sourceStride == width, destinationStride == width {
-            try backend.copy(source, sourceOffset: sourceOffset, into: destination, destinationOffset: destinationOffset,
-                             count: rows * width)
-            return
-        }
-        for row in 0..<rows {
-            try backend.copy(source, sourceOffset: sourceOffset + row * sourceStride, into: destination,
-                             destinationOffset: destinationOffset + row * destinationStride, count: width)
-        }
     }
 }
 

@@ -48,7 +48,8 @@ public enum DecoderAttention: String, Sendable, CaseIterable, Codable {
 /// placement; Bahdanau et al. (2015)'s original additive attention scores h_{t−1}, the state
 /// before the step, and feeds the context into the step's input: that needs the decoder to run
 /// step by step and is not what `.additive` does here. Luong's input feeding (h̃_{t−1} as part of
-/// the next input) is not done either: the decoder runs all teacher-forced steps in one op.
+/// the next input) is the encoder–decoder's (``EncoderDecoderSpecification/inputFeeding``),
+/// which then steps its decoder and this transform one target token at a time.
 ///
 /// The dot score needs K = M; ``EncoderDecoderSpecification/validate()`` refuses other sizes
 /// (use `.general`, which projects).
@@ -83,6 +84,27 @@ public final class LuongAttention: DecoderOutputTransform {
         self.backend = backend
         self.decoderFeatures = decoderFeatures
         self.memoryFeatures = memoryFeatures
+    }
+
+    /// What the last forward left for its backward (the score's and W_c's), for a decoder that
+    /// steps with input feeding and back-propagates through its steps in reverse.
+    struct ForwardRecord {
+        var attention: Attention.Cache?
+        var combine: (inputs: [Tensor], output: Tensor)?
+        var awaitsBackward: Bool
+    }
+
+    /// The record of the last forward; setting it makes the next backward that forward's.
+    var forwardRecord: ForwardRecord {
+        get {
+            ForwardRecord(attention: attention.forwardRecord, combine: combine.forwardRecord,
+                          awaitsBackward: awaitsBackward)
+        }
+        set {
+            attention.forwardRecord = newValue.attention
+            combine.forwardRecord = newValue.combine
+            awaitsBackward = newValue.awaitsBackward
+        }
     }
 
     /// `attention`.

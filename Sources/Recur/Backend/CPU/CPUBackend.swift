@@ -129,6 +129,18 @@ public final class CPUBackend: Backend {
         (destination.hostFloats + destinationOffset).update(from: source.hostFloats + sourceOffset, count: count)
     }
 
+    public func copyRows(_ rows: Int, width: Int, from source: Tensor, offset sourceOffset: Int,
+                         stride sourceStride: Int, into destination: Tensor, offset destinationOffset: Int,
+                         stride destinationStride: Int) throws {
+        try checkRowCopy(rows, width: width, source: source, sourceOffset: sourceOffset, sourceStride: sourceStride,
+                         destination: destination, destinationOffset: destinationOffset,
+                         destinationStride: destinationStride)
+        for row in 0..<rows {
+            (destination.hostFloats + destinationOffset + row * destinationStride)
+                .update(from: source.hostFloats + sourceOffset + row * sourceStride, count: width)
+        }
+    }
+
     // MARK: Linear algebra
 
     public func gemm(m: Int, n: Int, k: Int, alpha: Float, a: MatrixOperand, b: MatrixOperand,

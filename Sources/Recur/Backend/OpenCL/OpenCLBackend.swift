@@ -292,6 +292,20 @@ public final class OpenCLBackend: Backend {
         ])
     }
 
+    public func copyRows(_ rows: Int, width: Int, from source: Tensor, offset sourceOffset: Int,
+                         stride sourceStride: Int, into destination: Tensor, offset destinationOffset: Int,
+                         stride destinationStride: Int) throws {
+        try checkRowCopy(rows, width: width, source: source, sourceOffset: sourceOffset, sourceStride: sourceStride,
+                         destination: destination, destinationOffset: destinationOffset,
+                         destinationStride: destinationStride)
+        try checkIndexable("copyRows", [source, destination])
+        guard rows > 0, width > 0 else { return }
+        try launch(.elementwise, "copy_rows", count: rows * width, arguments: [
+            .tensor(source), .int(sourceOffset), .int(sourceStride), .tensor(destination), .int(destinationOffset),
+            .int(destinationStride), .int(width), .int(rows * width),
+        ])
+    }
+
     // MARK: Linear algebra
 
     public func gemm(m: Int, n: Int, k: Int, alpha: Float, a: MatrixOperand, b: MatrixOperand,
