@@ -15,6 +15,25 @@ __kernel void fill(__global float* x, const float value, const int n) {
     x[i] = value;
 }
 
+// x_s[j] = 0 for up to eight tensors x_0 .. x_7 in one launch (a model's gradients before a step).
+// The ends are cumulative element counts: work-item i zeroes element i - end_{s-1} of the first
+// tensor s with i < end_s. A slot the host leaves unused repeats the previous end, so no
+// work-item reaches it (its buffer argument is any valid one).
+__kernel void zero_tensors(__global float* x0, __global float* x1, __global float* x2, __global float* x3,
+                           __global float* x4, __global float* x5, __global float* x6, __global float* x7,
+                           const int end0, const int end1, const int end2, const int end3,
+                           const int end4, const int end5, const int end6, const int end7) {
+    const int i = get_global_id(0);
+    if (i < end0) { x0[i] = 0.0f; return; }
+    if (i < end1) { x1[i - end0] = 0.0f; return; }
+    if (i < end2) { x2[i - end1] = 0.0f; return; }
+    if (i < end3) { x3[i - end2] = 0.0f; return; }
+    if (i < end4) { x4[i - end3] = 0.0f; return; }
+    if (i < end5) { x5[i - end4] = 0.0f; return; }
+    if (i < end6) { x6[i - end5] = 0.0f; return; }
+    if (i < end7) { x7[i - end6] = 0.0f; }
+}
+
 // destination[destinationOffset + i] = source[sourceOffset + i] for i < n.
 // The host never passes overlapping ranges of one buffer.
 __kernel void copy_range(__global const float* source, const int sourceOffset,
@@ -63,6 +82,25 @@ __kernel void scale(__global float* x, const float alpha, const int n) {
     const int i = get_global_id(0);
     if (i >= n) return;
     x[i] *= alpha;
+}
+
+// x_s[j] *= alpha_s for up to eight tensors in one launch (clipping a model's gradients: g *= f,
+// per-occurrence squares *= f^2). Ends as in zero_tensors.
+__kernel void scale_tensors(__global float* x0, __global float* x1, __global float* x2, __global float* x3,
+                            __global float* x4, __global float* x5, __global float* x6, __global float* x7,
+                            const float alpha0, const float alpha1, const float alpha2, const float alpha3,
+                            const float alpha4, const float alpha5, const float alpha6, const float alpha7,
+                            const int end0, const int end1, const int end2, const int end3,
+                            const int end4, const int end5, const int end6, const int end7) {
+    const int i = get_global_id(0);
+    if (i < end0) { x0[i] *= alpha0; return; }
+    if (i < end1) { x1[i - end0] *= alpha1; return; }
+    if (i < end2) { x2[i - end1] *= alpha2; return; }
+    if (i < end3) { x3[i - end2] *= alpha3; return; }
+    if (i < end4) { x4[i - end3] *= alpha4; return; }
+    if (i < end5) { x5[i - end4] *= alpha5; return; }
+    if (i < end6) { x6[i - end5] *= alpha6; return; }
+    if (i < end7) { x7[i - end6] *= alpha7; }
 }
 
 // ---- Activations, forward: y = f(x). y may be x. Identity is copy_range. ----

@@ -49,11 +49,9 @@ __kernel void sgd_momentum_step(__global float* p, __global const float* g, __gl
 //   m  = beta1 m + (1 - beta1) g'
 //   v  = beta2 v + (1 - beta2) g'^2
 //   p  = p - stepSize m / (sqrt(v) / correction + epsilon)
-__kernel void adam_step(__global float* p, __global const float* g, __global float* m, __global float* v,
-                        const int n, const float decayFactor, const float l2, const float beta1,
-                        const float beta2, const float stepSize, const float correction, const float epsilon) {
-    const int i = get_global_id(0);
-    if (i >= n) return;
+inline void adam_element(__global float* p, __global const float* g, __global float* m, __global float* v,
+                         const int i, const float decayFactor, const float l2, const float beta1,
+                         const float beta2, const float stepSize, const float correction, const float epsilon) {
     const float parameter = p[i] * decayFactor;
     const float gradient = g[i] + l2 * parameter;
     const float first = beta1 * m[i] + (1.0f - beta1) * gradient;
@@ -63,6 +61,44 @@ __kernel void adam_step(__global float* p, __global const float* g, __global flo
     const float denominator = sqrt(second) / correction + epsilon;
     p[i] = parameter - stepSize * (first / denominator);
 }
+
+__kernel void adam_step(__global float* p, __global const float* g, __global float* m, __global float* v,
+                        const int n, const float decayFactor, const float l2, const float beta1,
+                        const float beta2, const float stepSize, const float correction, const float epsilon) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    adam_element(p, g, m, v, i, decayFactor, l2, beta1, beta2, stepSize, correction, epsilon);
+}
+
+// The same update for up to eight parameters in one launch (one optimizer step over a model costs
+// one launch instead of one per parameter). Slot s holds parameter s's p, g, m and v, the
+// cumulative element count end_s, and its own stepSize_s and correction_s (a parameter's step
+// count may differ from another's); decayFactor, l2, beta1, beta2 and epsilon are shared.
+// Work-item i updates element i - end_{s-1} of the first slot s with i < end_s; an unused slot
+// repeats the previous end, so no work-item reaches it.
+#define ADAM_SLOT(s) __global float* p##s, __global const float* g##s, __global float* m##s, \
+    __global float* v##s, const int end##s, const float stepSize##s, const float correction##s
+#define ADAM_IN_SLOT(s, start) \
+    if (i < end##s) { \
+        adam_element(p##s, g##s, m##s, v##s, i - (start), decayFactor, l2, beta1, beta2, stepSize##s, \
+                     correction##s, epsilon); \
+        return; \
+    }
+__kernel void adam_steps(ADAM_SLOT(0), ADAM_SLOT(1), ADAM_SLOT(2), ADAM_SLOT(3), ADAM_SLOT(4), ADAM_SLOT(5),
+                         ADAM_SLOT(6), ADAM_SLOT(7), const float decayFactor, const float l2, const float beta1,
+                         const float beta2, const float epsilon) {
+    const int i = get_global_id(0);
+    ADAM_IN_SLOT(0, 0)
+    ADAM_IN_SLOT(1, end0)
+    ADAM_IN_SLOT(2, end1)
+    ADAM_IN_SLOT(3, end2)
+    ADAM_IN_SLOT(4, end3)
+    ADAM_IN_SLOT(5, end4)
+    ADAM_IN_SLOT(6, end5)
+    ADAM_IN_SLOT(7, end6)
+}
+#undef ADAM_IN_SLOT
+#undef ADAM_SLOT
 
 // Adam and AdamW with an embedding's per-occurrence squares S (Keras on TensorFlow) in place of
 // g^2; no L2 term (l2 = 0, refused by the host):

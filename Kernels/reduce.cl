@@ -99,3 +99,67 @@ void sum_of_squares_final(__global const float* partials, const int count,
         out[index] = partial[0];
     }
 }
+
+// The sum of squares of up to eight tensors x_0 .. x_7 in two launches instead of two each (a
+// model's gradients, for clipping by the global norm). Tensor s has n_s elements and the groups
+// groupEnd_{s-1} ..< groupEnd_s of stage 1 (cumulative counts; groupEnd_{-1} = 0; an unused slot
+// repeats the previous end). Each tensor is cut into groups and its partials summed exactly as
+// the single-tensor kernels above do with that many groups, so every sum equals theirs bit for bit.
+// Stage 1: group g of tensor s (its first group is groupEnd_{s-1}) writes partials[g] = sum of
+// x_s[k]^2 over k = (g - first) * G + j + m * (count * G), count = groupEnd_s - first.
+__kernel __attribute__((reqd_work_group_size(REDUCE_GROUP_SIZE, 1, 1)))
+void sums_of_squares_partial(__global const float* x0, __global const float* x1, __global const float* x2,
+                             __global const float* x3, __global const float* x4, __global const float* x5,
+                             __global const float* x6, __global const float* x7,
+                             const int n0, const int n1, const int n2, const int n3,
+                             const int n4, const int n5, const int n6, const int n7,
+                             const int groupEnd0, const int groupEnd1, const int groupEnd2, const int groupEnd3,
+                             const int groupEnd4, const int groupEnd5, const int groupEnd6, const int groupEnd7,
+                             __global float* partials) {
+    __local float partial[REDUCE_GROUP_SIZE];
+    const int g = get_group_id(0);
+    const int lid = get_local_id(0);
+    __global const float* x = x7;
+    int n = n7, first = groupEnd6, end = groupEnd7;
+    if (g < groupEnd0) { x = x0; n = n0; first = 0; end = groupEnd0; }
+    else if (g < groupEnd1) { x = x1; n = n1; first = groupEnd0; end = groupEnd1; }
+    else if (g < groupEnd2) { x = x2; n = n2; first = groupEnd1; end = groupEnd2; }
+    else if (g < groupEnd3) { x = x3; n = n3; first = groupEnd2; end = groupEnd3; }
+    else if (g < groupEnd4) { x = x4; n = n4; first = groupEnd3; end = groupEnd4; }
+    else if (g < groupEnd5) { x = x5; n = n5; first = groupEnd4; end = groupEnd5; }
+    else if (g < groupEnd6) { x = x6; n = n6; first = groupEnd5; end = groupEnd6; }
+    const size_t stride = (size_t)(end - first) * REDUCE_GROUP_SIZE;
+    float total = 0.0f;
+    for (size_t k = (size_t)(g - first) * REDUCE_GROUP_SIZE + lid; k < (size_t)n; k += stride) {
+        const float value = x[k];
+        total += value * value;
+    }
+    partial[lid] = total;
+    reduce_group(partial);
+    if (lid == 0) {
+        partials[g] = partial[0];
+    }
+}
+
+// Stage 2, one work-group per tensor s: out[index + s] = sum of partials[groupEnd_{s-1} ..< groupEnd_s].
+__kernel __attribute__((reqd_work_group_size(REDUCE_GROUP_SIZE, 1, 1)))
+void sums_of_squares_final(__global const float* partials,
+                           const int groupEnd0, const int groupEnd1, const int groupEnd2, const int groupEnd3,
+                           const int groupEnd4, const int groupEnd5, const int groupEnd6, const int groupEnd7,
+                           __global float* out, const int index) {
+    __local float partial[REDUCE_GROUP_SIZE];
+    const int s = get_group_id(0);
+    const int lid = get_local_id(0);
+    const int ends[8] = {groupEnd0, groupEnd1, groupEnd2, groupEnd3, groupEnd4, groupEnd5, groupEnd6, groupEnd7};
+    const int first = s == 0 ? 0 : ends[s - 1];
+    const int count = ends[s] - first;
+    float total = 0.0f;
+    for (int g = lid; g < count; g += REDUCE_GROUP_SIZE) {
+        total += partials[first + g];
+    }
+    partial[lid] = total;
+    reduce_group(partial);
+    if (lid == 0) {
+        out[index + s] = partial[0];
+    }
+}

@@ -12,7 +12,9 @@ struct BenchCommand: ParsableCommand {
             (128, 50, 1024, 1024), (4, 256, 1024, 1024); the last three only on GPUs unless --all. \
             With --batch, --steps, --input and --hidden, times that configuration instead. \
             GFLOP/s count 2 T B G (I + H) per layer-direction for a forward pass, 3x that with backward. \
-            OpenCL times come from profiling events; CPU times from the monotonic clock.
+            OpenCL times come from profiling events; CPU times from the monotonic clock. \
+            On OpenCL each row also counts what one run enqueued (kernel launches, CLBlast calls, \
+            buffer fills) and how often the host waited for the device.
             """
     )
 
@@ -185,6 +187,11 @@ struct BenchCommand: ParsableCommand {
                   + padded(fixed(m.minimumMilliseconds, 3), 10) + padded(fixed(m.maximumMilliseconds, 3), 10)
                   + padded(fixed(m.gigaflopsPerSecond, 1), 9) + bytes(m.peakBytes)
                   + (m.persistentScans ?? 0 > 0 ? "  (persistent scans)" : ""))
+            if let commands = m.commandsPerRun {
+                print("    per \(m.pass == BenchmarkPass.trainStep.rawValue ? "step" : "run"): "
+                      + "\(commands.kernelLaunches) kernel launches + \(commands.gemmCalls) CLBlast calls"
+                      + " + \(commands.fills) fills, \(commands.hostSynchronizations) host synchronisations")
+            }
             if let memory = m.memory {
                 print("    peak = weights \(bytes(memory.weights)) + gradients \(bytes(memory.gradients))"
                       + " + optimizer state \(bytes(memory.optimizerState)) + batch and targets \(bytes(memory.data))"
@@ -215,6 +222,12 @@ struct BenchCommand: ParsableCommand {
         ]
         if let growth = m.residentGrowthBytes { fields.append(("resident_growth_bytes", "\(growth)")) }
         if let scans = m.persistentScans { fields.append(("persistent_scans", "\(scans)")) }
+        if let commands = m.commandsPerRun {
+            fields += [
+                ("kernel_launches", "\(commands.kernelLaunches)"), ("gemm_calls", "\(commands.gemmCalls)"),
+                ("fills", "\(commands.fills)"), ("host_synchronizations", "\(commands.hostSynchronizations)"),
+            ]
+        }
         if let memory = m.memory {
             fields += [
                 ("weight_bytes", "\(memory.weights)"), ("gradient_bytes", "\(memory.gradients)"),

@@ -83,6 +83,9 @@ public protocol Backend: AnyObject, Sendable {
 
     /// tensor[i] = value for every i.
     func fill(_ tensor: Tensor, with value: Float) throws
+    /// Sets every element of each tensor to 0, as `fill(_:with: 0)` on each (a model's gradients
+    /// before a step): the OpenCL backend zeroes up to eight tensors in one launch.
+    func zero(_ tensors: [Tensor]) throws
     /// destination[destinationOffset + i] = source[sourceOffset + i] for i in 0..<count.
     func copy(_ source: Tensor, sourceOffset: Int, into destination: Tensor, destinationOffset: Int, count: Int) throws
     /// destination[destinationOffset + r · destinationStride + i] = source[sourceOffset + r · sourceStride + i]
@@ -108,6 +111,9 @@ public protocol Backend: AnyObject, Sendable {
     func axpy(alpha: Float, _ x: Tensor, _ y: Tensor) throws
     /// x *= alpha, in place.
     func scale(_ x: Tensor, by alpha: Float) throws
+    /// tensors[s] *= factors[s] for each s (clipping a model's gradients): the OpenCL backend
+    /// scales up to eight tensors in one launch.
+    func scale(_ tensors: [Tensor], by factors: [Float]) throws
     /// y = f(x). `y` may be `x`.
     func activate(_ f: Activation, _ x: Tensor, into y: Tensor) throws
     /// dx = dy * f'(x), with f' computed from the forward output y. `dx` may be `dy`.
@@ -121,6 +127,9 @@ public protocol Backend: AnyObject, Sendable {
     /// devices. Writing into a slot lets global-norm clipping gather all parameters' sums
     /// without a host round-trip per tensor.
     func sumOfSquares(_ x: Tensor, into out: Tensor, at index: Int) throws
+    /// out[index + s] = Σ tensors[s][i]² for each s, each equal to `sumOfSquares` of that tensor
+    /// alone (the OpenCL backend sums up to eight tensors in two launches, in the same order).
+    func sumsOfSquares(_ tensors: [Tensor], into out: Tensor, at index: Int) throws
 
     // MARK: Embedding
 
@@ -202,6 +211,10 @@ public protocol Backend: AnyObject, Sendable {
     /// decay, which would need each occurrence's p, is then refused.
     func adamStep(parameter: Tensor, gradient: Tensor, squaredGradient: Tensor?, firstMoment: Tensor,
                   secondMoment: Tensor, hyperparameters: AdamUpdate) throws
+    /// `adamStep` on each parameter in turn, one optimizer step over a model: the OpenCL backend
+    /// updates up to eight parameters in one launch (those without a squared gradient whose β1, β2,
+    /// ε, learning rate and weight decay agree; each keeps its own step count).
+    func adamSteps(_ steps: [AdamStep]) throws
     /// RMSProp as PyTorch's `torch.optim.RMSprop` (see `RMSPropUpdate`). `momentumBuffer` is
     /// required exactly when the momentum is not 0. With `squaredGradient` the square average
     /// adds it in place of g²: s = α s + (1 − α) S, as Keras on TensorFlow; weight decay is then

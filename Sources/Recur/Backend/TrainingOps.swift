@@ -103,6 +103,27 @@ public struct AdamUpdate: Sendable, Equatable {
     }
 }
 
+/// One parameter's part of `Backend.adamSteps`: the operands and hyperparameters of its
+/// `adamStep`.
+public struct AdamStep {
+    public var parameter: Tensor
+    public var gradient: Tensor
+    public var squaredGradient: Tensor?
+    public var firstMoment: Tensor
+    public var secondMoment: Tensor
+    public var hyperparameters: AdamUpdate
+
+    public init(parameter: Tensor, gradient: Tensor, squaredGradient: Tensor? = nil, firstMoment: Tensor,
+                secondMoment: Tensor, hyperparameters: AdamUpdate) {
+        self.parameter = parameter
+        self.gradient = gradient
+        self.squaredGradient = squaredGradient
+        self.firstMoment = firstMoment
+        self.secondMoment = secondMoment
+        self.hyperparameters = hyperparameters
+    }
+}
+
 /// One step of RMSProp (Hinton, Srivastava, Swersky 2012, "Neural Networks for Machine
 /// Learning", lecture 6e) for one parameter, as PyTorch's `torch.optim.RMSprop` (not centered):
 ///
@@ -243,6 +264,21 @@ extension Backend {
         }
         for (name, beta) in [("beta1", h.beta1), ("beta2", h.beta2)] where !(beta >= 0 && beta < 1) {
             throw RecurError.invalidArgument(operation: operation, detail: "\(name) \(beta) must lie in [0, 1)")
+        }
+    }
+
+    /// Validates every step of an `adamSteps` call before any is taken, so a refused call changes
+    /// nothing; a parameter may appear once (in one launch a second update would not see the first).
+    func checkAdamSteps(_ steps: [AdamStep]) throws {
+        var seen = Set<ObjectIdentifier>()
+        for step in steps {
+            try checkAdam(parameter: step.parameter, gradient: step.gradient, squaredGradient: step.squaredGradient,
+                          firstMoment: step.firstMoment, secondMoment: step.secondMoment,
+                          hyperparameters: step.hyperparameters)
+            guard seen.insert(ObjectIdentifier(step.parameter)).inserted else {
+                throw RecurError.invalidArgument(
+                    operation: "adamSteps", detail: "\(step.parameter) is updated twice in one call")
+            }
         }
     }
 

@@ -143,4 +143,22 @@ extension Backend {
         }
         return (vocabulary, width, ids.count)
     }
+
+    /// Validates `sumsOfSquares`: every operand on this backend, room for one sum per tensor.
+    func checkSumsOfSquares(_ tensors: [Tensor], into out: Tensor, at index: Int) throws {
+        try checkOperands("sumsOfSquares", tensors + [out])
+        try checkRange("sumsOfSquares", out, offset: index, count: tensors.count)
+    }
+
+    /// Validates a grouped `scale`: one factor per tensor, every tensor on this backend and named once.
+    func checkScales(_ tensors: [Tensor], _ factors: [Float]) throws {
+        try checkOperands("scale", tensors)
+        guard tensors.count == factors.count else {
+            throw RecurError.invalidArgument(
+                operation: "scale", detail: "\(tensors.count) tensors but \(factors.count) factors")
+        }
+        guard Set(tensors.map(ObjectIdentifier.init)).count == tensors.count else {
+            throw RecurError.invalidArgument(operation: "scale", detail: "a tensor is listed twice")
+        }
+    }
 }

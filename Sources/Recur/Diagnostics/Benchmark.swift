@@ -120,6 +120,9 @@ public struct BenchmarkMeasurement: Sendable {
     /// OpenCL: recurrent scans that ran as one persistent launch during the warm-up and timed runs
     /// (0: every step was its own launch); nil where not recorded.
     public var persistentScans: Int? = nil
+    /// OpenCL: what one run enqueued and waited for, the timed runs' counts over their number
+    /// (every run of a measurement does the same work); nil on the CPU.
+    public var commandsPerRun: OpenCLCommandCounts? = nil
 
     public var gigaflopsPerSecond: Double { flops / (medianMilliseconds * 1e6) }
 }
@@ -270,7 +273,7 @@ public struct Benchmark {
             let first = probe.runs == 0
             probe.runs += 1
             if first { probe.startOfFirstStep = backend.memoryStatistics.liveBytes }
-            for parameter in parameters { try backend.fill(parameter.gradient, with: 0) }
+            try backend.zeroGradients(of: parameters)
             let x = try input(embedding)
             let state = try layer.forward(x, training: true).output  // [B, H]
             let prediction = try head.forward(state)  // [B, 1]
@@ -308,9 +311,16 @@ public struct Benchmark {
         for _ in 0..<warmup { try body() }
         try backend.synchronize()
         backend.resetPeakMemory()
+        let openCL = backend as? OpenCLBackend
+        let countsBefore = openCL?.commandCounts
         var samples: [Double] = []
         for _ in 0..<max(1, repetitions) {
             samples.append(try milliseconds(body))
+        }
+        let runs = max(1, repetitions)
+        let commands = countsBefore.flatMap { before in openCL.map { $0.commandCounts - before } }.map { total in
+            OpenCLCommandCounts(kernelLaunches: total.kernelLaunches / runs, gemmCalls: total.gemmCalls / runs,
+                                fills: total.fills / runs, hostSynchronizations: total.hostSynchronizations / runs)
         }
         samples.sort()
         var residentGrowth: Int?
@@ -321,7 +331,7 @@ public struct Benchmark {
             name: name, configuration: configuration, pass: pass,
             medianMilliseconds: samples[samples.count / 2], minimumMilliseconds: samples.first!,
             maximumMilliseconds: samples.last!, flops: flops, peakBytes: backend.memoryStatistics.peakBytes,
-            residentGrowthBytes: residentGrowth, device: backend.deviceName)
+            residentGrowthBytes: residentGrowth, device: backend.deviceName, commandsPerRun: commands)
     }
 
     /// One run of `body`, finished on the device, in milliseconds.

@@ -28,7 +28,8 @@ extension SelfCheck {
     /// Every loss (sigmoid and softmax cross-entropy with and without weights and an ignored
     /// index, mean squared error), every optimizer step (SGD plain, with momentum and dampening
     /// and Nesterov, on the first step and later; Adam and AdamW at steps 1 and 4; RMSProp with and
-    /// without momentum), clamp and row norms, on seeded random inputs at odd sizes, each compared
+    /// without momentum), clamp and row norms, and the grouped ops (Adam's step, the sums of
+    /// squares, scaling and zeroing of ten tensors), on seeded random inputs at odd sizes, each compared
     /// with the float64 ``TrainingReference`` on the checked backend and, where that is not the
     /// CPU backend, on the CPU backend too.
     public mutating func trainingOps() throws -> [Comparison] {
@@ -56,7 +57,62 @@ extension SelfCheck {
         for (rows, rowLength) in [(1, 1), (7, 5), (33, 65)] {
             checks.append(rowNormCheck(rows: rows, rowLength: rowLength))
         }
+        checks += groupedChecks(counts: [1, 7, 257, 3, 64, 1031, 2, 9, 33, 5])
         return checks
+    }
+
+    /// The ops over lists of tensors (more than one launch's eight): Adam's step with a different
+    /// step count per parameter, the sums of squares and the scaling of clipping, and zeroing.
+    private mutating func groupedChecks(counts: [Int]) -> [TrainingOpCheck] {
+        let p = counts.map { values($0, -1, 1) }
+        let g = counts.map { values($0, -1, 1) }
+        let m = counts.map { values($0, -0.5, 0.5) }
+        let v = counts.map { values($0, 0.01, 1) }
+        let updates = counts.indices.map { AdamUpdate(learningRate: 0.01, epsilon: 1e-6, step: 1 + 2 * $0) }
+        var expected: [[Double]] = []
+        for index in counts.indices {
+            var (parameter, first, second) = (p[index].map(Double.init), m[index].map(Double.init),
+                                              v[index].map(Double.init))
+            TrainingReference.adamStep(parameter: &parameter, gradient: g[index].map(Double.init), firstMoment: &first,
+                                       secondMoment: &second, hyperparameters: updates[index])
+            expected += [parameter, first, second]
+        }
+        let names = counts.indices.flatMap { ["parameter \($0)", "m \($0)", "v \($0)"] }
+        let factors = counts.indices.map { Float(0.25 + 0.5 * Double($0)) }
+        let all = counts.indices
+        return [
+            TrainingOpCheck(
+                name: "adamSteps over \(counts.count) parameters", outputs: names,
+                run: { backend in
+                    let tensors = try all.map { i in try [p[i], m[i], v[i]].map { try backend.upload($0, shape: [counts[i]]) } }
+                    try backend.adamSteps(try all.map { i in
+                        AdamStep(parameter: tensors[i][0], gradient: try backend.upload(g[i], shape: [counts[i]]),
+                                 firstMoment: tensors[i][1], secondMoment: tensors[i][2], hyperparameters: updates[i])
+                    })
+                    return try tensors.flatMap { try $0.map { try backend.download($0) } }
+                },
+                expected: expected),
+            TrainingOpCheck(
+                name: "sumsOfSquares of \(counts.count) tensors", outputs: ["sums"],
+                run: { backend in
+                    let sums = try backend.zeros([counts.count])
+                    try backend.sumsOfSquares(try all.map { try backend.upload(g[$0], shape: [counts[$0]]) },
+                                              into: sums, at: 0)
+                    return [try backend.download(sums)]
+                },
+                expected: [g.map { $0.reduce(0.0) { $0 + Double($1) * Double($1) } }]),
+            TrainingOpCheck(
+                name: "scale and zero \(counts.count) tensors", outputs: ["scaled", "zeroed"],
+                run: { backend in
+                    let scaled = try all.map { try backend.upload(g[$0], shape: [counts[$0]]) }
+                    try backend.scale(scaled, by: factors)
+                    let zeroed = try all.map { try backend.upload(p[$0], shape: [counts[$0]]) }
+                    try backend.zero(zeroed)
+                    return [try scaled.flatMap { try backend.download($0) }, try zeroed.flatMap { try backend.download($0) }]
+                },
+                expected: [all.flatMap { i in g[i].map { Double($0) * Double(factors[i]) } },
+                           [Double](repeating: 0, count: counts.reduce(0, +))]),
+        ]
     }
 
     // MARK: Inputs

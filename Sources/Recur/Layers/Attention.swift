@@ -164,7 +164,7 @@ public final class Attention {
 
     /// Sets every gradient to 0.
     public func zeroGradients() throws {
-        for parameter in parameters { try backend.fill(parameter.gradient, with: 0) }
+        try backend.zeroGradients(of: parameters)
     }
 
     // MARK: Forward and backward

@@ -89,10 +89,7 @@ extension Layer {
 
     /// Fills each of ``parameters``' gradients (and per-occurrence squares, where kept) with 0.
     public func zeroGradients() throws {
-        for parameter in parameters {
-            try backend.fill(parameter.gradient, with: 0)
-            if let squares = parameter.squaredGradient { try backend.fill(squares, with: 0) }
-        }
+        try backend.zeroGradients(of: parameters)
     }
 
     /// ``parameters`` renamed `"\(prefix).\(name)"`, the names the layer's parameters take
@@ -185,4 +182,11 @@ public protocol GradientFlowRecording: Layer {
     /// The records of the last backward pass that ran while recording, under the layer's own
     /// names; empty otherwise.
     var gradientFlow: [GradientFlow] { get }
+}
+
+extension Backend {
+    /// Sets the parameters' gradients (and per-occurrence squares, where kept) to 0 in one `zero`.
+    func zeroGradients(of parameters: [NamedParameter]) throws {
+        try zero(parameters.flatMap { [$0.gradient] + ($0.squaredGradient.map { [$0] } ?? []) })
+    }
 }

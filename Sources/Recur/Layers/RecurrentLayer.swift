@@ -260,7 +260,7 @@ public final class RecurrentLayer {
 
     /// Sets every gradient to 0.
     public func zeroGradients() throws {
-        for parameter in parameters { try backend.fill(parameter.gradient, with: 0) }
+        try backend.zeroGradients(of: parameters)
     }
 
     /// Restarts the dropout masks' random stream, so the next forward passes draw the same masks

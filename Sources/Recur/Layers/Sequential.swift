@@ -68,10 +68,7 @@ public final class Sequential {
 
     /// Sets every gradient (and every per-occurrence square, where kept) to 0.
     public func zeroGradients() throws {
-        for parameter in parameters {
-            try backend.fill(parameter.gradient, with: 0)
-            if let squares = parameter.squaredGradient { try backend.fill(squares, with: 0) }
-        }
+        try backend.zeroGradients(of: parameters)
     }
 
     /// Restarts the dropout streams of every layer that has one (recurrent and dropout layers),

@@ -428,7 +428,7 @@ public final class EncoderDecoder {
 
     /// Sets every gradient to 0.
     public func zeroGradients() throws {
-        for parameter in parameters { try backend.fill(parameter.gradient, with: 0) }
+        try backend.zeroGradients(of: parameters)
     }
 
     /// Restarts every dropout stream from seeds derived from `seed`: a loop that seeds each step

@@ -8,7 +8,7 @@
 ///
 /// with ε added after the square root of the bias-corrected v, as in PyTorch. Defaults as
 /// PyTorch: learning rate 1e-3, β1 0.9, β2 0.999, ε 1e-8, weight decay 0. State: `exp_avg` (m)
-/// and `exp_avg_sq` (v). One fused `Backend.adamStep` per parameter.
+/// and `exp_avg_sq` (v). One fused `Backend.adamSteps` over all parameters of a step.
 ///
 /// A parameter with a `squaredGradient` (an `Embedding` under `.perOccurrence`) adds it in place
 /// of g² to v, as Keras on TensorFlow does for sparse embedding gradients; it needs weight decay 0
@@ -56,12 +56,19 @@ public class Adam: Optimizer {
     }
 
     public func update(_ parameter: NamedParameter, state: [Tensor], step: Int, learningRate: Float) throws {
-        try backend.adamStep(
-            parameter: parameter.value, gradient: parameter.gradient, squaredGradient: parameter.squaredGradient,
-            firstMoment: state[0], secondMoment: state[1],
-            hyperparameters: AdamUpdate(learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
-                                        weightDecay: weightDecay, decoupledWeightDecay: decoupledWeightDecay,
-                                        step: step))
+        try updateAll([ParameterUpdate(parameter: parameter, state: state, step: step)], learningRate: learningRate)
+    }
+
+    /// One `Backend.adamSteps` over every parameter: on OpenCL a launch per eight parameters.
+    public func updateAll(_ updates: [ParameterUpdate], learningRate: Float) throws {
+        try backend.adamSteps(updates.map { update in
+            AdamStep(parameter: update.parameter.value, gradient: update.parameter.gradient,
+                     squaredGradient: update.parameter.squaredGradient, firstMoment: update.state[0],
+                     secondMoment: update.state[1],
+                     hyperparameters: AdamUpdate(learningRate: learningRate, beta1: beta1, beta2: beta2,
+                                                 epsilon: epsilon, weightDecay: weightDecay,
+                                                 decoupledWeightDecay: decoupledWeightDecay, step: update.step))
+        })
     }
 }
 
@@ -73,7 +80,7 @@ public class Adam: Optimizer {
 ///     then Adam's update with g = ∇
 ///
 /// Defaults as PyTorch: learning rate 1e-3, β1 0.9, β2 0.999, ε 1e-8, weight decay 0.01. State:
-/// `exp_avg` and `exp_avg_sq`. One fused `Backend.adamStep` per parameter.
+/// `exp_avg` and `exp_avg_sq`. One fused `Backend.adamSteps` over all parameters of a step.
 public final class AdamW: Adam {
     /// - Throws: `RecurError.invalidArgument` for a negative learning rate, ε or weight decay, or
     ///   a β outside [0, 1).

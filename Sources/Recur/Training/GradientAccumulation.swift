@@ -41,9 +41,8 @@ public struct GradientAccumulation: Sendable, Equatable {
         guard pending == microBatchCount else { return false }
         pending = 0
         if microBatchCount > 1 {
-            for parameter in parameters {
-                try GradientClipper.scale(parameter, by: 1 / Float(microBatchCount))
-            }
+            guard let backend = parameters.first?.gradient.backend else { return true }
+            try GradientClipper.scale(parameters, by: 1 / Float(microBatchCount), backend: backend)
         }
         return true
     }

@@ -1,5 +1,5 @@
 // Gradient clipping between backward and the optimizer step. Every method first measures each
-// gradient's sum of squares into one slot of a device tensor (`Backend.sumOfSquares(_:into:at:)`)
+// gradient's sum of squares into one slot of a device tensor (`Backend.sumsOfSquares(_:into:at:)`)
 // and reads those P values back once: the only host read of the step. From them come the global
 // norm (reported every step, for logging), the per-parameter norms and the non-finite check.
 //
@@ -111,9 +111,7 @@ public final class GradientClipper {
             return GradientClipReport(globalNorm: 0, parameterNorms: [], isFinite: true, scale: 1)
         }
         let slots = try backend.zeros([parameters.count])  // [P]
-        for (index, parameter) in parameters.enumerated() {
-            try backend.sumOfSquares(parameter.gradient, into: slots, at: index)
-        }
+        try backend.sumsOfSquares(parameters.map(\.gradient), into: slots, at: 0)
         let sumsOfSquares = try backend.download(slots)  // [P], the step's one read
         let parameterNorms = sumsOfSquares.map { Float(Double($0).squareRoot()) }
         let total = sumsOfSquares.reduce(0.0) { $0 + Double($1) }.squareRoot()
@@ -169,8 +167,23 @@ public final class GradientClipper {
                           backend: any Backend) throws -> Float {
         let factor = bound / (norm + Self.normEpsilon)
         guard factor < 1 else { return 1 }
-        for parameter in parameters { try Self.scale(parameter, by: Float(factor)) }
+        try Self.scale(parameters, by: Float(factor), backend: backend)
         return Float(factor)
+    }
+
+    /// `scale(_:by:)` on every parameter in one grouped backend `scale`.
+    static func scale(_ parameters: [NamedParameter], by factor: Float, backend: any Backend) throws {
+        var tensors: [Tensor] = []
+        var factors: [Float] = []
+        for parameter in parameters {
+            tensors.append(parameter.gradient)
+            factors.append(factor)
+            if let squares = parameter.squaredGradient {
+                tensors.append(squares)
+                factors.append(factor * factor)
+            }
+        }
+        try backend.scale(tensors, by: factors)
     }
 
     /// g *= factor, and the per-occurrence squares, where kept, *= factor²: every occurrence's

@@ -51,6 +51,18 @@ public protocol Optimizer: AnyObject {
     ///   - step: the parameter's update count including this one (1 on its first update).
     ///   - learningRate: the learning rate of this step.
     func update(_ parameter: NamedParameter, state: [Tensor], step: Int, learningRate: Float) throws
+    /// Updates every parameter of one step, as `update` on each in turn; an optimizer whose backend
+    /// can update several parameters in one op (Adam's `Backend.adamSteps`) does that instead.
+    func updateAll(_ updates: [ParameterUpdate], learningRate: Float) throws
+}
+
+/// One parameter's part of `Optimizer.updateAll`: the arguments of its `update`.
+public struct ParameterUpdate {
+    public let parameter: NamedParameter
+    /// The parameter's state tensors, in `slotNames` order.
+    public let state: [Tensor]
+    /// The parameter's update count including this one.
+    public let step: Int
 }
 
 extension Optimizer {
@@ -70,13 +82,19 @@ extension Optimizer {
                 operation: operation, detail: "two parameters are named '\(parameter.name)'; state is kept by name")
         }
         let rate = learningRate ?? self.learningRate
-        for parameter in parameters {
-            let state = try stateTensors(for: parameter, operation: operation)
-            let step = slots.steps[parameter.name, default: 0] + 1
-            try update(parameter, state: state, step: step, learningRate: rate)
-            slots.steps[parameter.name] = step
+        let updates = try parameters.map { parameter in
+            ParameterUpdate(parameter: parameter, state: try stateTensors(for: parameter, operation: operation),
+                            step: slots.steps[parameter.name, default: 0] + 1)
         }
+        try updateAll(updates, learningRate: rate)
+        for update in updates { slots.steps[update.parameter.name] = update.step }
         slots.stepCount += 1
+    }
+
+    public func updateAll(_ updates: [ParameterUpdate], learningRate: Float) throws {
+        for update in updates {
+            try self.update(update.parameter, state: update.state, step: update.step, learningRate: learningRate)
+        }
     }
 
     /// Updates every parameter with the learning rate `schedule` gives at `stepCount`.

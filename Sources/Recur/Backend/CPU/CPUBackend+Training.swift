@@ -110,6 +110,16 @@ extension CPUBackend {
         }
     }
 
+    /// One parameter after another: on the CPU a step has no launch to save.
+    public func adamSteps(_ steps: [AdamStep]) throws {
+        try checkAdamSteps(steps)
+        for step in steps {
+            try adamStep(parameter: step.parameter, gradient: step.gradient, squaredGradient: step.squaredGradient,
+                         firstMoment: step.firstMoment, secondMoment: step.secondMoment,
+                         hyperparameters: step.hyperparameters)
+        }
+    }
+
     public func adamStep(parameter: Tensor, gradient: Tensor, squaredGradient: Tensor?, firstMoment: Tensor,
                          secondMoment: Tensor, hyperparameters h: AdamUpdate) throws {
         try checkAdam(parameter: parameter, gradient: gradient, squaredGradient: squaredGradient,

@@ -121,6 +121,11 @@ public final class CPUBackend: Backend {
         tensor.hostFloats.update(repeating: value, count: tensor.count)
     }
 
+    public func zero(_ tensors: [Tensor]) throws {
+        try checkOperands("zero", tensors)
+        for tensor in tensors { tensor.hostFloats.update(repeating: 0, count: tensor.count) }
+    }
+
     public func copy(_ source: Tensor, sourceOffset: Int, into destination: Tensor, destinationOffset: Int,
                      count: Int) throws {
         try checkOperands("copy", [source, destination])
@@ -225,6 +230,16 @@ public final class CPUBackend: Backend {
                 for i in 0..<inner { target[i] += row[i] }
             }
         }
+    }
+
+    public func sumsOfSquares(_ tensors: [Tensor], into out: Tensor, at index: Int) throws {
+        try checkSumsOfSquares(tensors, into: out, at: index)
+        for (offset, tensor) in tensors.enumerated() { try sumOfSquares(tensor, into: out, at: index + offset) }
+    }
+
+    public func scale(_ tensors: [Tensor], by factors: [Float]) throws {
+        try checkScales(tensors, factors)
+        for (tensor, factor) in zip(tensors, factors) { try scale(tensor, by: factor) }
     }
 
     public func sumOfSquares(_ x: Tensor, into out: Tensor, at index: Int) throws {

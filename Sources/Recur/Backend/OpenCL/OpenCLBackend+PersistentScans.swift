@@ -235,12 +235,13 @@ extension OpenCLBackend {
     }
 
     /// Runs `launch`, which enqueues one persistent launch using `sync`, with the barrier state
-    /// zeroed before it, and returns whether a wait timed out (the abort flag). Blocks until the
-    /// launch has finished. One persistent launch at a time per backend: the lock keeps the zeroing,
-    /// the launch and the read-back of concurrent callers apart.
+    /// zeroed before it (an enqueued fill: the one wait is the read-back after the launch), and
+    /// returns whether a wait timed out (the abort flag). Blocks until the launch has finished.
+    /// One persistent launch at a time per backend: the lock keeps the zeroing, the launch and the
+    /// read-back of concurrent callers apart.
     func withGridSync(_ launch: (GridSyncBuffer) throws -> Void) throws -> Bool {
         try gridSync.withLock { sync in
-            try writeInt32([0, 0, 0, 0], into: sync.buffer)
+            try enqueueZeroing(sync.buffer)
             try launch(sync)
             let state = try readInt32(sync.buffer, count: 4)
             return state[2] != 0

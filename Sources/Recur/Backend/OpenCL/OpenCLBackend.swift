@@ -73,10 +73,12 @@ public final class OpenCLBackend: Backend {
 
     /// Work-items per group in the reductions (`REDUCE_GROUP_SIZE`): a power of two, at most 256.
     let reduceGroupSize: Int
-    /// Partial sums of stage 1 of `sumOfSquares`. Internal scratch, not counted in
-    /// `memoryStatistics`; the lock keeps both stages of one call adjacent on the queue.
-    private let sumOfSquaresPartials: Mutex<OpenCLBuffer>  // [maximumPartials]
-    private let maximumPartials: Int
+    /// Partial sums of stage 1 of `sumOfSquares` (and of `sumsOfSquares`, up to `groupSlots`
+    /// tensors' worth). Internal scratch, not counted in `memoryStatistics`; the lock keeps both
+    /// stages of one call adjacent on the queue.
+    let sumOfSquaresPartials: Mutex<OpenCLBuffer>  // [groupSlots * maximumPartials]
+    /// Stage-1 groups of one tensor's sum of squares, at most.
+    let maximumPartials: Int
     /// The persistent scans' policy, probe verdicts and counters (OpenCLBackend+PersistentScans).
     let persistentScans = Mutex(PersistentScanState())
     /// The grid-barrier state of persistent launches; the lock runs them one at a time.
@@ -120,7 +122,7 @@ public final class OpenCLBackend: Backend {
         // summation order, and so the result, the same from run to run.
         maximumPartials = min(1024, max(1, device.computeUnits) * 8)
         sumOfSquaresPartials = Mutex(try OpenCLBuffer(
-            context: context, byteCount: maximumPartials * MemoryLayout<Float>.size,
+            context: context, byteCount: Self.groupSlots * maximumPartials * MemoryLayout<Float>.size,
             counter: MemoryCounter(), operation: "OpenCLBackend.init"))
         gridSync = Mutex(try GridSyncBuffer(context: context))
     }
@@ -201,6 +203,7 @@ public final class OpenCLBackend: Backend {
                                 0, nil, nil)
         }
         try checkAllocation(status, "clEnqueueFillBuffer", operation: operation, bytes: buffer.byteCount)
+        context.commands.record(.fill)
         return Tensor(shape: shape, dtype: dtype, buffer: buffer, backend: self)
     }
 
@@ -328,6 +331,7 @@ public final class OpenCLBackend: Backend {
                 &queue, nil)
         }
         try check(status, "CLBlastSgemm", "computing a \(m)x\(k) by \(k)x\(n) GEMM")
+        context.commands.record(.gemmCall)
     }
 
     /// C_i = alpha op(A_i) op(B_i) + beta C_i for each i, the same sizes, transposes and leading
@@ -374,6 +378,7 @@ public final class OpenCLBackend: Backend {
                 operands.count, &queue, nil)
         }
         try check(status, "CLBlastSgemmBatched", "computing \(operands.count) batched \(m)x\(k) by \(k)x\(n) GEMMs")
+        context.commands.record(.gemmCall)
     }
 
     /// The buffer that owns `operand`'s memory and the operand's element offset within it.
@@ -531,11 +536,19 @@ public final class OpenCLBackend: Backend {
             }
         }
         try checkAllocation(status, "clEnqueueWriteBuffer", operation: "upload", bytes: byteCount)
+        context.commands.record(.hostSynchronization)
     }
 
-    /// Copies `values` into an internal int buffer, waiting until the copy is done.
-    func writeInt32(_ values: [Int32], into buffer: OpenCLBuffer) throws {
-        try write(values, into: buffer)
+    /// Zeroes an internal buffer in queue order, without waiting: a blocking write would drain the
+    /// queue first.
+    func enqueueZeroing(_ buffer: OpenCLBuffer) throws {
+        var zero: UInt32 = 0
+        let status = context.hooked(.transfer) {
+            clEnqueueFillBuffer(context.queue, buffer.memory, &zero, MemoryLayout<UInt32>.size, 0, buffer.byteCount,
+                                0, nil, nil)
+        }
+        try check(status, "clEnqueueFillBuffer", "zeroing \(buffer.byteCount) bytes of backend scratch")
+        context.commands.record(.fill)
     }
 
     /// Reads the first `count` ints of an internal buffer, after every op enqueued before has
@@ -550,6 +563,7 @@ public final class OpenCLBackend: Backend {
             initialized = status == CL_SUCCESS ? count : 0
         }
         try check(status, "clEnqueueReadBuffer", "reading \(count) ints of backend scratch")
+        context.commands.record(.hostSynchronization)
         return values
     }
 
@@ -565,6 +579,7 @@ public final class OpenCLBackend: Backend {
             initialized = status == CL_SUCCESS ? tensor.count : 0
         }
         try check(status, "clEnqueueReadBuffer", "downloading \(tensor)")
+        context.commands.record(.hostSynchronization)
         return values
     }
 

@@ -12,6 +12,8 @@ final class OpenCLContext: @unchecked Sendable {
     let queue: cl_command_queue
     /// Test hook: failures to inject into this context's calls (off by default).
     let faults = OpenCLFaultInjector()
+    /// Commands enqueued and host waits so far (`OpenCLBackend.commandCounts`).
+    let commands = OpenCLCommandCounter()
     /// Set once a call reports `CL_DEVICE_NOT_AVAILABLE`: a device that went away stays away.
     private let lost = Atomic<Bool>(false)
 
@@ -72,6 +74,7 @@ final class OpenCLContext: @unchecked Sendable {
     /// Waits until everything enqueued so far has finished.
     func finish() throws {
         try check(hooked(.transfer) { clFinish(queue) }, "clFinish", "waiting for \(device.name)")
+        commands.record(.hostSynchronization)
     }
 
     /// Whether a call has reported the device gone (`CL_DEVICE_NOT_AVAILABLE`), or the fault

@@ -70,6 +70,7 @@ final class OpenCLProgram: @unchecked Sendable {
             }
             try check(status, "clEnqueueNDRangeKernel",
                       "launching \(kernelName) over \(globalSize) in groups of \(local)")
+            context.commands.record(.kernelLaunch)
         }
     }
 
