@@ -216,8 +216,7 @@ extension OpenCLBackend {
         let scratch = try OpenCLRecurrentGradientScratch.make(
             directions: requests.count, kernels: kernels, size: size,
             recordsHiddenStateGradients: requests.map { $0.hiddenStateGradients == nil }, backend: self)
-        let ones = try zeros([rows])  // [T * B]: sums rows by GEMM
-        try fill(ones, with: 1)
+        let ones = try onesVector(count: rows)  // [≥ T * B]: sums rows by GEMM
 
         // The first plan that completes; after a persistent launch that timed out, every step
         // again from the initial gradients on, one launch each.

@@ -83,6 +83,9 @@ public final class OpenCLBackend: Backend {
     let persistentScans = Mutex(PersistentScanState())
     /// The grid-barrier state of persistent launches; the lock runs them one at a time.
     let gridSync: Mutex<GridSyncBuffer>
+    /// The ones `onesVector(count:)` hands out, grown as needed. Internal scratch, not counted in
+    /// `memoryStatistics`.
+    private let cachedOnes = Mutex<Tensor?>(nil)
 
     /// GEMM parameters `recur tune` saved for this device and driver that were installed in
     /// CLBlast when the backend was made (see `GEMMParameterStore`).
@@ -125,6 +128,22 @@ public final class OpenCLBackend: Backend {
             context: context, byteCount: Self.groupSlots * maximumPartials * MemoryLayout<Float>.size,
             counter: MemoryCounter(), operation: "OpenCLBackend.init"))
         gridSync = Mutex(try GridSyncBuffer(context: context))
+    }
+
+    /// A vector of at least `count` ones for sums of rows by GEMM (the bias gradients of a
+    /// recurrent backward), filled once and kept: no fill and no launch per call. Callers only read it.
+    func onesVector(count: Int) throws -> Tensor {
+        try cachedOnes.withLock { cached in
+            if let ones = cached, ones.count >= count { return ones }
+            // Room to grow: batches of one model differ in length.
+            let length = max(count, 2 * (cached?.count ?? 0))
+            let buffer = try OpenCLBuffer(context: context, byteCount: length * MemoryLayout<Float>.size,
+                                          counter: MemoryCounter(), operation: "onesVector")
+            let ones = Tensor(shape: [length], dtype: .float32, buffer: buffer, backend: self)
+            try fill(ones, with: 1)
+            cached = ones
+            return ones
+        }
     }
 
     private static let sharedBackends = Mutex<[OpenCLDevice: OpenCLBackend]>([:])
