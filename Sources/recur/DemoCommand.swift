@@ -19,8 +19,8 @@ struct DemoCommand: ParsableCommand {
             few points in training. A run is solved when its held-out MSE beats the trivial baseline \
             (always predicting 1: MSE 1/6) by --solved-factor. Writes SVG plots and summary.md into \
             --output and prints a summary table. Everything is generated from --seed. Without \
-            --device or RECUR_DEVICE it runs on the first OpenCL GPU, else on the CPU backend \
-            (at these sizes far faster than an OpenCL CPU device).
+            --device or RECUR_DEVICE it runs on the first OpenCL GPU (or accelerator), else on the \
+            CPU backend, as every command does.
             """
     )
 
@@ -73,7 +73,7 @@ struct DemoCommand: ParsableCommand {
     static let cells: [(RecurrentCell, String)] = [(.rnnTanh, "RNN"), (.lstm, "LSTM"), (.gru, "GRU")]
 
     func run() throws {
-        let backend = try demoBackend()
+        let backend = try options.makeBackend()
         let lengths = try parsedLengths()
         let trainingSteps = steps ?? (quick ? 150 : 1000)
 
@@ -147,19 +147,6 @@ struct DemoCommand: ParsableCommand {
         print("\nwrote \(files.count + 1) files to \(output)/: "
               + (files.map(\.file) + ["summary.md"]).joined(separator: ", "))
         print("total \(fixed(seconds, 1)) s")
-    }
-
-    /// The device from --device or RECUR_DEVICE; without either, the first OpenCL GPU, else the
-    /// CPU backend. The automatic choice of other commands would take an OpenCL CPU device (PoCL)
-    /// next, but at the demo's sizes (H = 32, B = 32) the CPU backend trains about ten times
-    /// faster than PoCL on the same cores: each step is too small to pay for a kernel launch.
-    private func demoBackend() throws -> any Backend {
-        let specification = try options.specification()
-        guard specification == .automatic else { return try specification.makeBackend() }
-        if let devices = try? OpenCLDevice.all(), devices.contains(where: { $0.type == .gpu }) {
-            return try specification.makeBackend()
-        }
-        return try DeviceSpecification.cpu.makeBackend()
     }
 
     // MARK: Terminal output

@@ -14,7 +14,8 @@ struct RecurCommand: ParsableCommand {
         discussion: """
             Every subcommand takes --device: cpu, opencl, opencl:N (index in `recur devices`) or \
             opencl:NAME (part of a device name). Without it, RECUR_DEVICE decides; without that, \
-            the first OpenCL GPU, else an OpenCL CPU device, else the CPU backend.
+            the first OpenCL GPU, else an OpenCL accelerator, else the CPU backend (an OpenCL CPU \
+            device such as PoCL only when named: it is far slower than the CPU backend).
             """,
         subcommands: [DemoCommand.self, TrainCommand.self, EvaluateCommand.self, GenerateCommand.self, PredictCommand.self, TranslateCommand.self, ExportCommand.self,
                       BenchCommand.self, TuneCommand.self, VerifyCommand.self, DevicesCommand.self]
