@@ -4,8 +4,9 @@ shapes through PyTorch, e.g. cuDNN) into one side-by-side table: for every suite
 forward and forward+backward passes, Recur's median, PyTorch's, and Recur / PyTorch (below 1 means
 Recur is faster). A row whose recurrent scans ran as persistent launches (one launch for all time
 steps, `persistent_scans` > 0) is marked `P`; with a third file, the same bench run with
-`--persistent-scans off`, its one-launch-per-step median is shown beside it. GEMM rows of the bench
-are listed after the table.
+`--persistent-scans off`, its one-launch-per-step median is shown beside it. The last column is
+what one run of the row enqueued and waited for (kernel launches + CLBlast calls + fills, host
+synchronisations), where the bench counted it. GEMM rows of the bench are listed after the table.
 
 usage: python3 tools/gpu_table.py BENCH.jsonl TORCH.jsonl [STEPWISE_BENCH.jsonl]
 """
@@ -36,13 +37,22 @@ def key(row):
     return (row["cell"], row["B"], row["T"], row["I"], row["H"])
 
 
+def commands(row):
+    """`launches + CLBlast calls + fills, waits` of one bench row, or '-' where not counted."""
+    if "kernel_launches" not in row:
+        return "-"
+    return (f"{row['kernel_launches']}+{row['gemm_calls']}+{row['fills']}, "
+            f"{row['host_synchronizations']}")
+
+
 def main():
     bench, torch_rows = read_lines(sys.argv[1]), read_lines(sys.argv[2])
     stepwise_rows = read_lines(sys.argv[3]) if len(sys.argv) > 3 else []
     peers = {key(r): r for r in torch_rows}
     stepwise = {(key(r), r["pass"]): r for r in stepwise_rows if "cell" in r}
     passes = {"forward": "forward_ms", "forward+backward": "forward_backward_ms"}
-    print(f"{'row':<36}{'pass':<18}{'Recur ms':>11}{'per-step ms':>13}{'PyTorch ms':>12}{'ratio':>8}")
+    print(f"{'row':<36}{'pass':<18}{'Recur ms':>11}{'per-step ms':>13}{'PyTorch ms':>12}{'ratio':>8}"
+          f"  commands")
     for row in bench:
         if row.get("pass") not in passes or row.get("layers", 1) != 1 or row.get("bidirectional"):
             continue
@@ -54,7 +64,8 @@ def main():
         mark = "P" if row.get("persistent_scans", 0) > 0 else " "
         other = stepwise.get((key(row), row["pass"]))
         other_text = f"{other['median_ms']:13.3f}" if other else f"{'-':>13}"
-        print(f"{name:<36}{row['pass']:<18}{row['median_ms']:10.3f}{mark}{other_text}{theirs_text}{ratio}")
+        print(f"{name:<36}{row['pass']:<18}{row['median_ms']:10.3f}{mark}{other_text}{theirs_text}{ratio}"
+              f"  {commands(row)}")
     for row in bench:
         if row.get("pass") == "gemm":
             print(f"{row['name']:<36}{'gemm':<18}{row['median_ms']:10.3f}{'':>26}{'':>8}  {row['gflops']:.0f} GFLOP/s")

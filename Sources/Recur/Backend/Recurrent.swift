@@ -9,6 +9,8 @@
 // a `[T, B, F]` tensor is row t * B + b of the matrix `[T * B, F]`.
 // The cells themselves (`RecurrentCell`, their equations and steps) are in `Cells/`.
 
+import Synchronization
+
 /// The parameter tensors of one layer-direction, laid out as PyTorch's, in the order of the
 /// cell's `RecurrentCell.parameters`: the four every cell has, which every backend reads, then
 /// the cell's own (`extra`). Also used for their gradients, which have the same shapes.
@@ -89,6 +91,10 @@ public struct RecurrentScan: Sendable {
     /// LSTM only: c_t is clipped to [-cellClip, cellClip] (cuDNN's clip); the gradient through a
     /// clipped element is 0. Must be nil for the other cells, positive and finite when set.
     public var cellClip: Float?
+    /// Where a backend may keep what it derives from `weights` (the CPU backend's packed W_hh and
+    /// W_ih) for the next scans, as long as the weights do not change: set by
+    /// `RecurrentLayer.withUnchangingWeights`. nil: derived anew every call.
+    public var weightPacks: RecurrentWeightPacks?
 
     public init(cell: RecurrentCell, input: Tensor, weights: RecurrentWeights, initialHidden: Tensor,
                 initialCell: Tensor? = nil, lengths: Tensor? = nil, padding: PaddingSide = .post,
@@ -105,6 +111,37 @@ public struct RecurrentScan: Sendable {
         self.reverse = reverse
         self.recurrentDropoutMask = recurrentDropoutMask
         self.cellClip = cellClip
+    }
+}
+
+/// What a backend derives from the weights of recurrent scans, kept between the scans of a loop
+/// that does not change the weights: a decoder stepped one token at a time (input feeding, greedy
+/// and beam decoding), where every step is a scan of its own and the CPU backend would otherwise
+/// pack W_hh and W_ih again for each (2.4 and 2.7 MB at G2P's decoder sizes).
+public final class RecurrentWeightPacks: @unchecked Sendable {
+    private struct Key: Hashable {
+        let tensor: ObjectIdentifier
+        let kind: String
+    }
+
+    /// Each value with the weights it was made from, kept alive so that their identity is not
+    /// reused while the value is kept.
+    private let entries = Mutex<[Key: (weights: Tensor, value: AnyObject)]>([:])
+
+    public init() {}
+
+    /// How many values are kept.
+    var count: Int { entries.withLock { $0.count } }
+
+    /// The value kept for `tensor` and `kind`, made by `make` the first time.
+    func value<Value: AnyObject>(for tensor: Tensor, kind: String, make: () throws -> Value) throws -> Value {
+        let key = Key(tensor: ObjectIdentifier(tensor), kind: kind)
+        return try entries.withLock { entries in
+            if let kept = entries[key]?.value as? Value { return kept }
+            let value = try make()
+            entries[key] = (tensor, value)
+            return value
+        }
     }
 }
 

@@ -298,6 +298,21 @@ public final class RecurrentLayer {
         set { cache = newValue }
     }
 
+    /// Set while `withUnchangingWeights` runs: the scans' `weightPacks`.
+    private var weightPacks: RecurrentWeightPacks?
+
+    /// Runs `body`, in which this layer's weights must not change, letting the backend keep what
+    /// it derives from them (the CPU backend's packed W_hh and W_ih) from one forward to the
+    /// next: for a loop that runs the layer one step at a time (a decoder with input feeding,
+    /// greedy and beam decoding). A backward of those passes may use the kept values too, until
+    /// the weights change. Nested calls share the outer call's.
+    func withUnchangingWeights<Result>(_ body: () throws -> Result) rethrows -> Result {
+        guard weightPacks == nil else { return try body() }
+        weightPacks = RecurrentWeightPacks()
+        defer { weightPacks = nil }
+        return try body()
+    }
+
     /// Runs the stack over `input`.
     /// - Parameters:
     ///   - input: `[T, B, I]`, or `[B, T, I]` when batch-first.
@@ -355,13 +370,14 @@ public final class RecurrentLayer {
                                                          using: &dropoutRandom),
                         shape: [batch, p])
                     : nil
-                let scan = RecurrentScan(
+                var scan = RecurrentScan(
                     cell: cell, input: layerInput, weights: weights[k][direction],
                     initialHidden: try stateSlice(initialState?.hidden, index: index, batch: batch, width: p),
                     initialCell: cell.hasCellState
                         ? try stateSlice(initialState?.cell, index: index, batch: batch, width: h) : nil,
                     lengths: lengthTensor, padding: padding, reverse: direction == 1,
                     recurrentDropoutMask: mask, cellClip: cellClip, projectionSize: projectionSize)
+                scan.weightPacks = weightPacks
                 let workspace = try pairWorkspaces?[direction] ?? RecurrentWorkspace(
                     cell: cell, steps: steps, batchSize: batch, hiddenSize: h, projectionSize: projectionSize,
                     backend: backend)

@@ -75,15 +75,17 @@ extension EncoderDecoder {
         var tokens = [Int32](repeating: SequenceVocabulary.startID, count: batch)
         var outputs = [[Int32]](repeating: [], count: batch)
         var finished = [Bool](repeating: false, count: batch)
-        for _ in 0..<limit {
-            let step = try decode(tokens, steps: 1, lengths: nil, from: state, memory: memory, training: false)
-            state = step.state
-            tokens = argmaxRows(try backend.download(step.logits), classes: specification.targetVocabularySize)
-            try afterStep?(tokens)
-            for b in 0..<batch where !finished[b] {
-                if tokens[b] == SequenceVocabulary.endID { finished[b] = true } else { outputs[b].append(tokens[b]) }
+        try decoder.withUnchangingWeights {
+            for _ in 0..<limit {
+                let step = try decode(tokens, steps: 1, lengths: nil, from: state, memory: memory, training: false)
+                state = step.state
+                tokens = argmaxRows(try backend.download(step.logits), classes: specification.targetVocabularySize)
+                try afterStep?(tokens)
+                for b in 0..<batch where !finished[b] {
+                    if tokens[b] == SequenceVocabulary.endID { finished[b] = true } else { outputs[b].append(tokens[b]) }
+                }
+                if !finished.contains(false) { break }
             }
-            if !finished.contains(false) { break }
         }
         return outputs
     }
@@ -126,51 +128,53 @@ extension EncoderDecoder {
             (0..<width).map { w in Beam(score: w == 0 ? 0 : -.infinity) }  // one live beam to start
         }
         var tokens = [Int32](repeating: SequenceVocabulary.startID, count: batch * width)
-        for _ in 0..<limit {
-            let step = try decode(tokens, steps: 1, lengths: nil, from: state, memory: memory, training: false)
-            let logits = try backend.download(step.logits)  // [B · W, V]
-            var parents: [Int] = []
-            for b in 0..<batch {
-                var candidates = TopCandidates(count: width)
-                for (w, beam) in beams[b].enumerated() where beam.score > -.infinity {
-                    if beam.finished {
-                        candidates.offer(score: beam.score, beam: w, token: SequenceVocabulary.paddingID)
-                        continue
-                    }
-                    let row = (b * width + w) * vocabulary
-                    let logSoftmax = Self.logSoftmax(logits[row..<(row + vocabulary)])
-                    for (v, value) in logSoftmax.enumerated() {
-                        candidates.offer(score: beam.score + value, beam: w, token: Int32(v))
-                    }
-                }
-                let chosen = candidates.ranked
-                var next: [Beam] = []
-                for w in 0..<width {
-                    guard w < chosen.count else {
-                        next.append(Beam(score: -.infinity))
-                        parents.append(b * width)
-                        tokens[b * width + w] = SequenceVocabulary.paddingID
-                        continue
-                    }
-                    let candidate = chosen[w]
-                    var beam = beams[b][candidate.beam]
-                    beam.score = candidate.score
-                    if !beam.finished {
-                        beam.length += 1
-                        if candidate.token == SequenceVocabulary.endID {
-                            beam.finished = true
-                        } else {
-                            beam.tokens.append(candidate.token)
+        try decoder.withUnchangingWeights {
+            for _ in 0..<limit {
+                let step = try decode(tokens, steps: 1, lengths: nil, from: state, memory: memory, training: false)
+                let logits = try backend.download(step.logits)  // [B · W, V]
+                var parents: [Int] = []
+                for b in 0..<batch {
+                    var candidates = TopCandidates(count: width)
+                    for (w, beam) in beams[b].enumerated() where beam.score > -.infinity {
+                        if beam.finished {
+                            candidates.offer(score: beam.score, beam: w, token: SequenceVocabulary.paddingID)
+                            continue
+                        }
+                        let row = (b * width + w) * vocabulary
+                        let logSoftmax = Self.logSoftmax(logits[row..<(row + vocabulary)])
+                        for (v, value) in logSoftmax.enumerated() {
+                            candidates.offer(score: beam.score + value, beam: w, token: Int32(v))
                         }
                     }
-                    next.append(beam)
-                    parents.append(b * width + candidate.beam)
-                    tokens[b * width + w] = candidate.token
+                    let chosen = candidates.ranked
+                    var next: [Beam] = []
+                    for w in 0..<width {
+                        guard w < chosen.count else {
+                            next.append(Beam(score: -.infinity))
+                            parents.append(b * width)
+                            tokens[b * width + w] = SequenceVocabulary.paddingID
+                            continue
+                        }
+                        let candidate = chosen[w]
+                        var beam = beams[b][candidate.beam]
+                        beam.score = candidate.score
+                        if !beam.finished {
+                            beam.length += 1
+                            if candidate.token == SequenceVocabulary.endID {
+                                beam.finished = true
+                            } else {
+                                beam.tokens.append(candidate.token)
+                            }
+                        }
+                        next.append(beam)
+                        parents.append(b * width + candidate.beam)
+                        tokens[b * width + w] = candidate.token
+                    }
+                    beams[b] = next
                 }
-                beams[b] = next
+                state = try beamColumns(step.state, parents)
+                if beams.allSatisfy({ $0.allSatisfy { $0.finished || $0.score == -.infinity } }) { break }
             }
-            state = try beamColumns(step.state, parents)
-            if beams.allSatisfy({ $0.allSatisfy { $0.finished || $0.score == -.infinity } }) { break }
         }
         return beams.map { sourceBeams in
             var best = 0

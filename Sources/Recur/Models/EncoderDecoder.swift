@@ -626,7 +626,8 @@ public final class EncoderDecoder {
         let features = try backend.uninitialized([steps, batch, k])  // h̃ [T', B, K]
         var records: [InputFedStep] = []
         records.reserveCapacity(steps)
-        for t in 0..<steps {
+        // The weights stay as they are for every step and for the backward of each.
+        try decoder.withUnchangingWeights { for t in 0..<steps {
             let input = try backend.uninitialized([1, batch, e + k])  // [e_t; h̃_{t−1}]
             try backend.copyRows(batch, width: e, from: embedded, offset: t * batch * e, stride: e, into: input,
                                  offset: 0, stride: e + k)
@@ -637,7 +638,7 @@ public final class EncoderDecoder {
             try backend.copy(fed, sourceOffset: 0, into: features, destinationOffset: t * batch * k, count: batch * k)
             recurrent = stepped.finalState
             records.append(InputFedStep(decoder: decoder.forwardRecord, attention: attention.forwardRecord))
-        }
+        } }
         return (features, DecoderState(recurrent: recurrent, attentional: fed), records)
     }
 

@@ -23,13 +23,20 @@ extension CPUBackend {
         let size = try checkRecurrentForward(request)
         let scan = try CPURecurrentScan(request.scan, size, backend: self, operation: "recurrentForward")
         let stepProducts = try zeros([size.batch, size.gates])  // [B, G]
+        let weights = request.scan.weights
         // W_hhᵀ [P, G] packed once for every step's h̃ · W_hhᵀ.
-        let (recurrentWeights, packed) = try packTransposed(scan.wHH, rows: size.gates, columns: size.state)
+        let (recurrentWeights, packed) = try keptPack(weights.recurrent, kind: "W_hh transposed", request.scan) {
+            try packTransposed(scan.wHH, rows: size.gates, columns: size.state)
+        }
         // W_ihᵀ [I, G] packed for the input projection of all steps.
-        let (inputWeights, packedInput) = try packTransposed(scan.wIH, rows: size.gates, columns: size.input)
+        let (inputWeights, packedInput) = try keptPack(weights.input, kind: "W_ih transposed", request.scan) {
+            try packTransposed(scan.wIH, rows: size.gates, columns: size.input)
+        }
         // The reset-before GRU's W_hnᵀ [H, H] (rows 2H ..< 3H of W_hh), for its second product per step.
         let (candidateWeights, packedCandidate) = request.scan.cell.cpu.multipliesCandidateBlockSeparately
-            ? try packTransposed(scan.wHH + 2 * size.hidden * size.hidden, rows: size.hidden, columns: size.hidden)
+            ? try keptPack(weights.recurrent, kind: "W_hn transposed", request.scan) {
+                try packTransposed(scan.wHH + 2 * size.hidden * size.hidden, rows: size.hidden, columns: size.hidden)
+            }
             : (recurrentWeights, packed)
         // A projecting cell's W_hrᵀ [H, P], u [B, H] and W_hr u [B, P] of the current step.
         let projection = request.scan.cell.projectsHiddenState
@@ -69,9 +76,13 @@ extension CPUBackend {
         let dhTilde = try zeros([size.batch, size.state])  // [B, P]
         let dq = try zeros([size.batch, size.hidden])  // [B, H]
         // W_hh [G, P] with padded rows for every step's dGh · W_hh.
-        let (recurrentWeights, packed) = try pack(scan.wHH, rows: size.gates, columns: size.state)
+        let (recurrentWeights, packed) = try keptPack(request.scan.weights.recurrent, kind: "W_hh", request.scan) {
+            try pack(scan.wHH, rows: size.gates, columns: size.state)
+        }
         // W_ih [G, I] with padded rows for dL/dx.
-        let (inputWeights, packedInput) = try pack(scan.wIH, rows: size.gates, columns: size.input)
+        let (inputWeights, packedInput) = try keptPack(request.scan.weights.input, kind: "W_ih", request.scan) {
+            try pack(scan.wIH, rows: size.gates, columns: size.input)
+        }
         let gradients = request.weightGradients
         // A projecting cell's W_hr [P, H], dL/du [B, H], every step's u [T * B, H], and the
         // recorded dL/dh_t [T * B, P] when the request does not ask for them.

@@ -191,7 +191,30 @@ private func storeTileRow(_ low: CPULanes, _ high: CPULanes, _ target: UnsafeMut
     }
 }
 
+/// A packed operand with the tensor that holds it, as `RecurrentWeightPacks` keeps it.
+final class CPUPackedWeights {
+    let operand: CPUPackedOperand
+    let tensor: Tensor
+
+    init(operand: CPUPackedOperand, tensor: Tensor) {
+        self.operand = operand
+        self.tensor = tensor
+    }
+}
+
 extension CPUBackend {
+    /// What `make` packs from `weights`: made anew, or, when the scan carries `weightPacks` (its
+    /// weights do not change until the caller's loop ends), made once and kept there under `kind`.
+    func keptPack(_ weights: Tensor, kind: String, _ scan: RecurrentScan,
+                  _ make: () throws -> (CPUPackedOperand, Tensor)) throws -> (CPUPackedOperand, Tensor) {
+        guard let packs = scan.weightPacks else { return try make() }
+        let kept = try packs.value(for: weights, kind: kind) { () throws -> CPUPackedWeights in
+            let (operand, tensor) = try make()
+            return CPUPackedWeights(operand: operand, tensor: tensor)
+        }
+        return (kept.operand, kept.tensor)
+    }
+
     /// B[k, n] = source[n, k]ᵀ packed (column j of B is row j of `source`), in a tensor the
     /// caller keeps alive while it uses the operand.
     func packTransposed(_ source: UnsafePointer<Float>, rows n: Int, columns k: Int) throws
