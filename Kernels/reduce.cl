@@ -64,47 +64,12 @@ void sum_axis_per_group(__global const float* x, __global float* out,
     }
 }
 
-// Stage 1 of the sum of squares: partials[g] = sum of x[k]^2 over the k that group g visits,
-// k = g * G + j + m * (groups * G) for work-item j and m = 0, 1, ... (a grid-stride loop).
-__kernel __attribute__((reqd_work_group_size(REDUCE_GROUP_SIZE, 1, 1)))
-void sum_of_squares_partial(__global const float* x, const int n, __global float* partials) {
-    __local float partial[REDUCE_GROUP_SIZE];
-    const int lid = get_local_id(0);
-    const size_t stride = (size_t)get_num_groups(0) * REDUCE_GROUP_SIZE;
-    float total = 0.0f;
-    for (size_t k = (size_t)get_group_id(0) * REDUCE_GROUP_SIZE + lid; k < (size_t)n; k += stride) {
-        const float value = x[k];
-        total += value * value;
-    }
-    partial[lid] = total;
-    reduce_group(partial);
-    if (lid == 0) {
-        partials[get_group_id(0)] = partial[0];
-    }
-}
+// The sum of squares of up to eight tensors x_0 .. x_7 in two launches (a model's gradients, for
+// clipping by the global norm; one tensor for `sumOfSquares`). Tensor s has n_s elements and the
+// groups groupEnd_{s-1} ..< groupEnd_s of stage 1 (cumulative counts; groupEnd_{-1} = 0; an unused
+// slot repeats the previous end). A tensor's groups and the order its partials are added depend
+// only on its own size, so its sum is the same whichever tensors share the launch.
 
-// Stage 2 of the sum of squares, one work-group: out[index] = sum over g < count of partials[g].
-__kernel __attribute__((reqd_work_group_size(REDUCE_GROUP_SIZE, 1, 1)))
-void sum_of_squares_final(__global const float* partials, const int count,
-                          __global float* out, const int index) {
-    __local float partial[REDUCE_GROUP_SIZE];
-    const int lid = get_local_id(0);
-    float total = 0.0f;
-    for (int g = lid; g < count; g += REDUCE_GROUP_SIZE) {
-        total += partials[g];
-    }
-    partial[lid] = total;
-    reduce_group(partial);
-    if (lid == 0) {
-        out[index] = partial[0];
-    }
-}
-
-// The sum of squares of up to eight tensors x_0 .. x_7 in two launches instead of two each (a
-// model's gradients, for clipping by the global norm). Tensor s has n_s elements and the groups
-// groupEnd_{s-1} ..< groupEnd_s of stage 1 (cumulative counts; groupEnd_{-1} = 0; an unused slot
-// repeats the previous end). Each tensor is cut into groups and its partials summed exactly as
-// the single-tensor kernels above do with that many groups, so every sum equals theirs bit for bit.
 // Stage 1: group g of tensor s (its first group is groupEnd_{s-1}) writes partials[g] = sum of
 // x_s[k]^2 over k = (g - first) * G + j + m * (count * G), count = groupEnd_s - first.
 __kernel __attribute__((reqd_work_group_size(REDUCE_GROUP_SIZE, 1, 1)))

@@ -35,8 +35,8 @@ extension OpenCLBackend {
         }
     }
 
-    /// Each tensor gets the stage-1 groups `sumOfSquares` gives it alone and its partials are
-    /// added in the same order, so each sum equals that op's bit for bit.
+    /// A tensor's stage-1 groups and the order of its partials depend only on its size, so each
+    /// sum equals `sumOfSquares` of that tensor alone (the one-tensor case) bit for bit.
     public func sumsOfSquares(_ tensors: [Tensor], into out: Tensor, at index: Int) throws {
         try checkSumsOfSquares(tensors, into: out, at: index)
         try checkIndexable("sumsOfSquares", tensors + [out])

@@ -241,7 +241,7 @@ extension OpenCLBackend {
     /// read-back of concurrent callers apart.
     func withGridSync(_ launch: (GridSyncBuffer) throws -> Void) throws -> Bool {
         try gridSync.withLock { sync in
-            try enqueueZeroing(sync.buffer)
+            try enqueueZeroing(sync.buffer, operation: "zeroing the grid barrier")
             try launch(sync)
             let state = try readInt32(sync.buffer, count: 4)
             return state[2] != 0

@@ -73,8 +73,7 @@ public final class OpenCLBackend: Backend {
 
     /// Work-items per group in the reductions (`REDUCE_GROUP_SIZE`): a power of two, at most 256.
     let reduceGroupSize: Int
-    /// Partial sums of stage 1 of `sumOfSquares` (and of `sumsOfSquares`, up to `groupSlots`
-    /// tensors' worth). Internal scratch, not counted in `memoryStatistics`; the lock keeps both
+    /// Partial sums of stage 1 of `sumsOfSquares` (`groupSlots` tensors' worth). Internal scratch, not counted in `memoryStatistics`; the lock keeps both
     /// stages of one call adjacent on the queue.
     let sumOfSquaresPartials: Mutex<OpenCLBuffer>  // [groupSlots * maximumPartials]
     /// Stage-1 groups of one tensor's sum of squares, at most.
@@ -216,13 +215,7 @@ public final class OpenCLBackend: Backend {
     public func zeros(_ shape: Shape, dtype: DType) throws -> Tensor {
         let operation = "zeros"
         let buffer = try makeBuffer(shape, dtype: dtype, operation: operation, int32Range: dtype == .int32 ? 0...0 : nil)
-        var zero: UInt32 = 0
-        let status = context.hooked(.transfer) {
-            clEnqueueFillBuffer(context.queue, buffer.memory, &zero, MemoryLayout<UInt32>.size, 0, buffer.byteCount,
-                                0, nil, nil)
-        }
-        try checkAllocation(status, "clEnqueueFillBuffer", operation: operation, bytes: buffer.byteCount)
-        context.commands.record(.fill)
+        try enqueueZeroing(buffer, operation: operation)
         return Tensor(shape: shape, dtype: dtype, buffer: buffer, backend: self)
     }
 
@@ -481,21 +474,11 @@ public final class OpenCLBackend: Backend {
         }
     }
 
+    /// The one-tensor case of `sumsOfSquares` (two launches, in the same order).
     public func sumOfSquares(_ x: Tensor, into out: Tensor, at index: Int) throws {
         try checkOperands("sumOfSquares", [x, out])
         try checkRange("sumOfSquares", out, offset: index, count: 1)
-        try checkIndexable("sumOfSquares", [x, out])
-        let reduce = try program(.reduce)
-        let groupSize = reduceGroupSize
-        let groups = min(maximumPartials, (x.count + groupSize - 1) / groupSize)
-        try sumOfSquaresPartials.withLock { partials in
-            try reduce.launch(
-                "sum_of_squares_partial", globalSize: [groups * groupSize], localSize: [groupSize],
-                arguments: [.tensor(x), .int(x.count), .memory(partials.memory)])
-            try reduce.launch(
-                "sum_of_squares_final", globalSize: [groupSize], localSize: [groupSize],
-                arguments: [.memory(partials.memory), .int(groups), .tensor(out), .int(index)])
-        }
+        try sumsOfSquares([x], into: out, at: index)
     }
 
     // MARK: Embedding
@@ -558,15 +541,16 @@ public final class OpenCLBackend: Backend {
         context.commands.record(.hostSynchronization)
     }
 
-    /// Zeroes an internal buffer in queue order, without waiting: a blocking write would drain the
-    /// queue first.
-    func enqueueZeroing(_ buffer: OpenCLBuffer) throws {
+    /// Zeroes a buffer in queue order, without waiting (a blocking write would drain the queue
+    /// first): a new tensor of `zeros`, or scratch. A first touch can report the device out of
+    /// memory (drivers allocate lazily).
+    func enqueueZeroing(_ buffer: OpenCLBuffer, operation: String) throws {
         var zero: UInt32 = 0
         let status = context.hooked(.transfer) {
             clEnqueueFillBuffer(context.queue, buffer.memory, &zero, MemoryLayout<UInt32>.size, 0, buffer.byteCount,
                                 0, nil, nil)
         }
-        try check(status, "clEnqueueFillBuffer", "zeroing \(buffer.byteCount) bytes of backend scratch")
+        try checkAllocation(status, "clEnqueueFillBuffer", operation: operation, bytes: buffer.byteCount)
         context.commands.record(.fill)
     }
 
