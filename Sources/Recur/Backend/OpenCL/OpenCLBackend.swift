@@ -73,8 +73,9 @@ public final class OpenCLBackend: Backend {
 
     /// Work-items per group in the reductions (`REDUCE_GROUP_SIZE`): a power of two, at most 256.
     let reduceGroupSize: Int
-    /// Partial sums of stage 1 of `sumsOfSquares` (`groupSlots` tensors' worth). Internal scratch, not counted in `memoryStatistics`; the lock keeps both
-    /// stages of one call adjacent on the queue.
+    /// Partial sums of stage 1 of `sumsOfSquares` (`groupSlots` tensors' worth). Internal scratch,
+    /// not counted in `memoryStatistics`; the lock keeps both stages of one call adjacent on the
+    /// queue.
     let sumOfSquaresPartials: Mutex<OpenCLBuffer>  // [groupSlots * maximumPartials]
     /// Stage-1 groups of one tensor's sum of squares, at most.
     let maximumPartials: Int
